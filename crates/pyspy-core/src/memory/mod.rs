@@ -1,0 +1,135 @@
+//! Reading the target's memory.
+//!
+//! Every read of target memory goes through [`Memory`], which has one required method. The typed
+//! helpers in [`MemoryExt`] decode little-endian integers from byte buffers (never a pointer cast),
+//! and [`offset`] does checked address arithmetic, so the walkers are written once and run the
+//! same over a live process ([`ProcessMemory`]), a core file, or a byte image ([`MemoryImage`])
+//! in tests and fuzzers.
+
+mod image;
+mod process;
+
+pub use image::MemoryImage;
+pub use process::ProcessMemory;
+
+/// A read of target memory that failed: the range is unmapped, the process is gone, or an
+/// address computation overflowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("could not read {len} bytes at {addr:#x}")]
+pub struct ReadError {
+    pub addr: u64,
+    pub len: usize,
+}
+
+/// A source of target memory. Implementations must fill all of `buf` or fail.
+pub trait Memory {
+    /// Copies `buf.len()` bytes starting at `addr` into `buf`.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError>;
+}
+
+impl<M: Memory + ?Sized> Memory for &M {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        (**self).read(addr, buf)
+    }
+}
+
+/// `base + off`, failing instead of wrapping (addresses come from untrusted memory).
+pub fn offset(base: u64, off: u64) -> Result<u64, ReadError> {
+    base.checked_add(off)
+        .ok_or(ReadError { addr: base, len: 0 })
+}
+
+/// Typed reads on top of [`Memory::read`].
+pub trait MemoryExt: Memory {
+    /// Reads `N` bytes at `addr`.
+    fn read_array<const N: usize>(&self, addr: u64) -> Result<[u8; N], ReadError> {
+        let mut buf = [0u8; N];
+        self.read(addr, &mut buf)?;
+        Ok(buf)
+    }
+    fn read_u8(&self, addr: u64) -> Result<u8, ReadError> {
+        Ok(self.read_array::<1>(addr)?[0])
+    }
+    fn read_u16(&self, addr: u64) -> Result<u16, ReadError> {
+        Ok(u16::from_le_bytes(self.read_array(addr)?))
+    }
+    fn read_u32(&self, addr: u64) -> Result<u32, ReadError> {
+        Ok(u32::from_le_bytes(self.read_array(addr)?))
+    }
+    fn read_i32(&self, addr: u64) -> Result<i32, ReadError> {
+        Ok(i32::from_le_bytes(self.read_array(addr)?))
+    }
+    fn read_u64(&self, addr: u64) -> Result<u64, ReadError> {
+        Ok(u64::from_le_bytes(self.read_array(addr)?))
+    }
+    fn read_i64(&self, addr: u64) -> Result<i64, ReadError> {
+        Ok(i64::from_le_bytes(self.read_array(addr)?))
+    }
+    /// Reads a pointer-sized field at `base + off`.
+    fn read_ptr_at(&self, base: u64, off: u32) -> Result<u64, ReadError> {
+        self.read_u64(offset(base, off.into())?)
+    }
+    /// Reads `len` bytes at `addr` into a new vector, refusing lengths over `max` (lengths come
+    /// from the target and may be garbage).
+    fn read_vec(&self, addr: u64, len: usize, max: usize) -> Result<Vec<u8>, ReadError> {
+        if len > max {
+            return Err(ReadError { addr, len });
+        }
+        offset(addr, len as u64)?;
+        let mut buf = vec![0u8; len];
+        self.read(addr, &mut buf)?;
+        Ok(buf)
+    }
+}
+
+impl<M: Memory + ?Sized> MemoryExt for M {}
+
+/// Little-endian field readers over a buffer already copied out of the target, for walkers that
+/// read a whole structure once and pick fields locally. Out-of-range offsets are errors.
+pub fn field_u64(buf: &[u8], off: u32) -> Option<u64> {
+    let off = off as usize;
+    let bytes = buf.get(off..off.checked_add(8)?)?;
+    Some(u64::from_le_bytes(bytes.try_into().ok()?))
+}
+
+/// See [`field_u64`].
+pub fn field_u32(buf: &[u8], off: u32) -> Option<u32> {
+    let off = off as usize;
+    let bytes = buf.get(off..off.checked_add(4)?)?;
+    Some(u32::from_le_bytes(bytes.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_reads_are_little_endian_and_unaligned() {
+        let mut img = MemoryImage::new();
+        img.add(0x1001, &[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(img.read_u32(0x1001).unwrap(), 0x0403_0201);
+        assert_eq!(img.read_u64(0x1002).unwrap(), 0x0908_0706_0504_0302);
+        assert!(img.read_u64(0x1003).is_err());
+    }
+
+    #[test]
+    fn read_vec_refuses_large_lengths_and_overflow() {
+        let img = MemoryImage::new();
+        assert!(img.read_vec(0x10, 1 << 40, 1 << 20).is_err());
+        assert!(img.read_vec(u64::MAX - 1, 16, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn offset_does_not_wrap() {
+        assert!(offset(u64::MAX, 1).is_err());
+        assert_eq!(offset(8, 8).unwrap(), 16);
+    }
+
+    #[test]
+    fn field_readers_check_bounds() {
+        let buf = [0u8; 12];
+        assert_eq!(field_u64(&buf, 4), Some(0));
+        assert_eq!(field_u64(&buf, 5), None);
+        assert_eq!(field_u32(&buf, u32::MAX), None);
+    }
+}
