@@ -1,0 +1,1 @@
+//! Reading Python string and bytes objects from target memory.
