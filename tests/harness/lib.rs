@@ -976,3 +976,5 @@ pub fn assert_stacks_match(truth: &Truth, dump: &Value, with_qualname: bool) {
         panic!("pyspy's stacks differ from the truth:\n{report}");
     }
 }
+
+pub mod scenarios;

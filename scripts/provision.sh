@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Provision what pyspy's tests need beyond Rust, gcc and the pyenv interpreters:
+#   - host Debian packages (HOST_PACKAGES below; debootstrap is added when a chroot must be made),
+#   - a Debian unstable chroot with python3.14 and python3.15 at $PYSPY_SID_ROOT
+#     (default /var/cache/pyspy/sid); the tests run `chroot ROOT /usr/bin/python3.X`.
+#
+# Usage: scripts/provision.sh [--dev-headers]
+#   --dev-headers   also install libpython3.14-dev and libpython3.15-dev inside the chroot
+#                   (needed by the layout xtask, not by the tests).
+#
+# Idempotent and cached: a complete chroot is left alone. The chroot is built in a temporary
+# directory next to ROOT and renamed into place only when complete, so a half-made chroot never
+# looks complete. Nothing is mounted (the tests run the chroot without /proc).
+# Needs root (debootstrap and chroot do). Concurrent runs serialise on ROOT.lock.
+set -euo pipefail
+
+# Debian packages the tests need on the host. Add new ones here.
+HOST_PACKAGES=()
+
+CHROOT_PYTHONS=(python3.14 python3.15)
+DEV_PACKAGES=(libpython3.14-dev libpython3.15-dev)
+SUITE=sid
+
+ROOT="${PYSPY_SID_ROOT:-/var/cache/pyspy/sid}"
+DEV_HEADERS=0
+
+log() { printf 'provision: %s\n' "$*" >&2; }
+die() { printf 'provision: error: %s\n' "$*" >&2; exit 1; }
+
+for arg in "$@"; do
+  case "$arg" in
+    --dev-headers) DEV_HEADERS=1 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument: $arg (see --help)" ;;
+  esac
+done
+
+[[ "$ROOT" == /* ]] || die "PYSPY_SID_ROOT must be an absolute path, got: $ROOT"
+ROOT="${ROOT%/}"
+
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || die "debootstrap and chroot need root: run this script as root"
+  log "not root: re-running under sudo"
+  exec sudo -E PYSPY_SID_ROOT="$ROOT" "$BASH" "$0" "$@"
+fi
+
+# apt-get update; when the mirror's Release file has expired (a frozen mirror, or a clock ahead
+# of it), retry once without the Valid-Until check and say so.
+apt_update() {
+  # apt_update [chroot ROOT]
+  local out
+  if out=$("$@" apt-get update -qq 2>&1) && ! grep -q 'is expired' <<<"$out"; then
+    return 0
+  fi
+  if grep -q 'is expired' <<<"$out"; then
+    log "warning: the mirror's Release file has expired; retrying apt-get update with Acquire::Check-Valid-Until=false"
+    "$@" apt-get -o Acquire::Check-Valid-Until=false update -qq >&2 && return 0
+  fi
+  printf '%s\n' "$out" >&2
+  return 1
+}
+
+APT_UPDATED=0
+apt_install() {
+  # apt_install PKG...: install host packages, running apt-get update at most once.
+  command -v apt-get >/dev/null || die "apt-get not found: install $* by hand"
+  if [[ $APT_UPDATED -eq 0 ]]; then
+    log "apt-get update"
+    apt_update env || die "apt-get update failed"
+    APT_UPDATED=1
+  fi
+  log "apt-get install -y $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" \
+    || die "apt-get install $* failed"
+}
+
+missing_host_packages() {
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || printf '%s\n' "$p"
+  done
+}
+
+chroot_complete() {
+  local py
+  for py in "${CHROOT_PYTHONS[@]}"; do
+    [[ -x "$ROOT/usr/bin/$py" ]] || return 1
+  done
+}
+
+check_chroot_pythons() {
+  # Every interpreter must run in the chroot without /proc mounted (that is how tests run it).
+  local py out
+  for py in "${CHROOT_PYTHONS[@]}"; do
+    out=$(chroot "$ROOT" "/usr/bin/$py" -c 'import sys, threading; print(sys.version.split()[0])' 2>&1) \
+      || die "$ROOT/usr/bin/$py does not run in the chroot: $out"
+    printf '%s\t%s (chroot %s)\n' "$py" "$out" "$ROOT"
+  done
+}
+
+# 1. Host packages.
+mapfile -t missing < <(missing_host_packages ${HOST_PACKAGES[@]+"${HOST_PACKAGES[@]}"})
+if [[ ${#missing[@]} -gt 0 ]]; then
+  apt_install "${missing[@]}"
+fi
+
+# 2. The chroot (serialised: tests in several processes may call this at once).
+mkdir -p "$(dirname "$ROOT")"
+exec 9>"$ROOT.lock" || die "cannot open lock file $ROOT.lock"
+if command -v flock >/dev/null; then
+  flock 9 || die "cannot lock $ROOT.lock"
+fi
+
+if chroot_complete; then
+  log "chroot $ROOT is complete; nothing to build"
+else
+  [[ -e "$ROOT" ]] && die "$ROOT exists but lacks ${CHROOT_PYTHONS[*]}: it was not made by this script; remove it and rerun"
+  if ! command -v debootstrap >/dev/null; then
+    apt_install debootstrap
+  fi
+  # Leftovers of a run that was killed (we hold the lock: nobody else is building).
+  rm -rf --one-file-system "$ROOT".tmp.*
+  TMP=$(mktemp -d "$ROOT.tmp.XXXXXX")
+  trap 'log "cleaning up $TMP"; rm -rf --one-file-system "$TMP"' EXIT
+  include=$(IFS=,; echo "${CHROOT_PYTHONS[*]}")
+  log "debootstrap --variant=minbase --include=$include $SUITE $TMP (about 30 s)"
+  debootstrap --variant=minbase --include="$include" "$SUITE" "$TMP" >&2 \
+    || { [[ -f "$TMP/debootstrap/debootstrap.log" ]] && tail -n 30 "$TMP/debootstrap/debootstrap.log" >&2; die "debootstrap failed"; }
+  for py in "${CHROOT_PYTHONS[@]}"; do
+    [[ -x "$TMP/usr/bin/$py" ]] || die "debootstrap finished but $TMP/usr/bin/$py is missing"
+  done
+  # The tests stage their scripts in ROOT/tmp: make it world-writable and sticky, as usual.
+  chmod 1777 "$TMP/tmp"
+  chmod 0755 "$TMP"
+  # Atomic: ROOT does not exist (checked above under the lock), rename(2) puts it in place.
+  mv -T "$TMP" "$ROOT"
+  trap - EXIT
+  log "chroot ready at $ROOT"
+fi
+
+# 3. Optional development headers inside the chroot (for the layout xtask).
+if [[ $DEV_HEADERS -eq 1 ]]; then
+  need=()
+  for p in "${DEV_PACKAGES[@]}"; do
+    chroot "$ROOT" dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
+      || need+=("$p")
+  done
+  if [[ ${#need[@]} -gt 0 ]]; then
+    log "installing ${need[*]} in the chroot"
+    # apt inside a chroot without /proc works for plain package installs; nothing is mounted.
+    apt_update chroot "$ROOT" /usr/bin/env DEBIAN_FRONTEND=noninteractive \
+      || die "apt-get update in the chroot failed"
+    chroot "$ROOT" /usr/bin/env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends "${need[@]}" >&2 \
+      || die "installing ${need[*]} in the chroot failed"
+  else
+    log "dev headers already installed in the chroot"
+  fi
+  for p in "${DEV_PACKAGES[@]}"; do
+    v=${p#libpython}; v=${v%-dev}
+    [[ -f "$ROOT/usr/include/python$v/Python.h" ]] || die "$ROOT/usr/include/python$v/Python.h is missing after installing $p"
+  done
+fi
+
+check_chroot_pythons
