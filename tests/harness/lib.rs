@@ -13,13 +13,16 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Read;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+pub mod scenarios;
 
 /// The root of the workspace (the directory holding `scripts/` and `tests/`).
 pub fn workspace_root() -> PathBuf {
@@ -977,4 +980,81 @@ pub fn assert_stacks_match(truth: &Truth, dump: &Value, with_qualname: bool) {
     }
 }
 
-pub mod scenarios;
+// ---------------------------------------------------------------------------------------------
+// Running a check on every interpreter
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `check` for every interpreter of [`interpreters()`] on a few threads (a panic in `check`
+/// counts as a failure); prints each result and panics at the end listing every failure.
+pub fn for_every_interpreter(
+    what: &str,
+    check: impl Fn(&Interpreter) -> Result<(), String> + Sync,
+) {
+    let interps = interpreters();
+    assert!(
+        !interps.is_empty(),
+        "no interpreters to test (see the warnings above)"
+    );
+    let queue = Mutex::new(interps.iter().collect::<Vec<_>>());
+    let results = Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 6);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let Some(interp) = queue.lock().unwrap().pop() else {
+                    break;
+                };
+                let t0 = Instant::now();
+                let result = match catch_unwind(AssertUnwindSafe(|| check(interp))) {
+                    Ok(r) => r,
+                    Err(panic) => Err(panic_message(&panic)),
+                };
+                results
+                    .lock()
+                    .unwrap()
+                    .push((interp.label.clone(), t0.elapsed(), result));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut failed = Vec::new();
+    let mut report = String::new();
+    for (label, took, result) in &results {
+        match result {
+            Ok(()) => eprintln!("[{label}] {what}: ok ({took:.1?})"),
+            Err(e) => {
+                eprintln!("[{label}] {what}: FAILED ({took:.1?})");
+                failed.push(label.clone());
+                report.push_str(&format!("\n===== [{label}] =====\n{e}\n"));
+            }
+        }
+    }
+    eprintln!(
+        "{what}: {} interpreters in {:.1?}",
+        results.len(),
+        started.elapsed()
+    );
+    if !failed.is_empty() {
+        panic!(
+            "{what} failed on {} of {} interpreters: {}\n{report}",
+            failed.len(),
+            results.len(),
+            failed.join(", ")
+        );
+    }
+}
+
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else {
+        "panic with a non-string payload".into()
+    }
+}

@@ -92,3 +92,13 @@ pub fn spawn_scenarios(interp: &Interpreter) -> Target {
         .collect();
     Target::spawn_files(interp, &borrowed, &[])
 }
+
+const IDLE: &str = include_str!("../targets/scenarios_idle.py");
+
+/// Starts `scenarios_idle.py` on `interp`: one thread, blocked in `time.sleep` (for `seconds`,
+/// default an hour).
+pub fn spawn_idle(interp: &Interpreter, seconds: Option<f64>) -> Target {
+    let secs = seconds.map(|s| s.to_string());
+    let args: Vec<&str> = secs.iter().map(String::as_str).collect();
+    Target::spawn_files(interp, &[("scenarios_idle.py", IDLE)], &args)
+}

@@ -4,85 +4,14 @@
 //! blocked; the process reports its own stacks (the truth). pyspy's JSON must match it. Failures
 //! are collected across interpreters and reported together at the end.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use pyspy_tests::scenarios::{expected_scenarios, spawn_scenarios, FAR_FUNCTION_LINE};
-use pyspy_tests::{compare_stacks, dump_json, interpreters, pyspy, Interpreter, Target, Truth};
+use pyspy_tests::{
+    compare_stacks, dump_json, for_every_interpreter, pyspy, Interpreter, Target, Truth,
+};
 use serde_json::Value;
-
-/// Runs `check` for every interpreter on a few threads; panics listing every failure.
-fn for_every_interpreter(what: &str, check: impl Fn(&Interpreter) -> Result<(), String> + Sync) {
-    let interps = interpreters();
-    assert!(
-        !interps.is_empty(),
-        "no interpreters to test (see the warnings above)"
-    );
-    let queue = Mutex::new(interps.iter().collect::<Vec<_>>());
-    let results = Mutex::new(Vec::new());
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(2, 6);
-    let started = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let Some(interp) = queue.lock().unwrap().pop() else {
-                    break;
-                };
-                let t0 = Instant::now();
-                let result = match catch_unwind(AssertUnwindSafe(|| check(interp))) {
-                    Ok(r) => r,
-                    Err(panic) => Err(panic_message(&panic)),
-                };
-                results
-                    .lock()
-                    .unwrap()
-                    .push((interp.label.clone(), t0.elapsed(), result));
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap();
-    results.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut failed = Vec::new();
-    let mut report = String::new();
-    for (label, took, result) in &results {
-        match result {
-            Ok(()) => eprintln!("[{label}] {what}: ok ({took:.1?})"),
-            Err(e) => {
-                eprintln!("[{label}] {what}: FAILED ({took:.1?})");
-                failed.push(label.clone());
-                report.push_str(&format!("\n===== [{label}] =====\n{e}\n"));
-            }
-        }
-    }
-    eprintln!(
-        "{what}: {} interpreters in {:.1?}",
-        results.len(),
-        started.elapsed()
-    );
-    if !failed.is_empty() {
-        panic!(
-            "{what} failed on {} of {} interpreters: {}\n{report}",
-            failed.len(),
-            results.len(),
-            failed.join(", ")
-        );
-    }
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else {
-        "panic with a non-string payload".into()
-    }
-}
 
 /// The scenario script itself must have produced the stacks we meant it to; otherwise a pyspy
 /// comparison would prove nothing.
@@ -153,7 +82,13 @@ fn check_truth(interp: &Interpreter, truth: &Truth) -> Result<(), String> {
     if interp.version >= (3, 7) {
         let t = truth.scenario("coroutine");
         let names: Vec<&str> = t
-            .map(|t| t.frames.iter().take(2).map(|f| f.function.as_str()).collect())
+            .map(|t| {
+                t.frames
+                    .iter()
+                    .take(2)
+                    .map(|f| f.function.as_str())
+                    .collect()
+            })
             .unwrap_or_default();
         if names != ["coroutine_leaf", "coroutine_middle"] {
             problems.push(format!("coroutine: innermost frames {names:?}"));
@@ -185,7 +120,9 @@ fn check_truth(interp: &Interpreter, truth: &Truth) -> Result<(), String> {
 /// The line of scenarios.py where multiline_backwards starts its multi-line call.
 fn multiline_call_line() -> i64 {
     let src = include_str!("../targets/scenarios.py");
-    let start = src.find("def multiline_backwards").expect("multiline_backwards");
+    let start = src
+        .find("def multiline_backwards")
+        .expect("multiline_backwards");
     let offset = start
         + src[start..]
             .find("time.sleep(\n")
