@@ -907,6 +907,8 @@ pub fn compare_stacks(truth: &Truth, dump: &Value, with_qualname: bool) -> Resul
         .and_then(Value::as_array)
         .ok_or("pyspy's JSON has no \"threads\" array")?;
     let mut report = String::new();
+    let mut native_wanted = 0;
+    let mut native_wrong: Vec<(String, Option<u64>, u64)> = Vec::new();
     for tt in &truth.threads {
         let what = format!(
             "thread {} ({})",
@@ -928,10 +930,21 @@ pub fn compare_stacks(truth: &Truth, dump: &Value, with_qualname: bool) -> Resul
             );
             continue;
         };
+        let got_native = dt.get("native_thread_id").and_then(Value::as_u64);
         if let Some(native) = tt.native_thread_id {
-            let got = dt.get("native_thread_id").and_then(Value::as_u64);
-            if got != Some(native) {
-                let _ = writeln!(report, "{what}: native_thread_id {got:?}, want {native}");
+            native_wanted += 1;
+            if got_native != Some(native) {
+                native_wrong.push((what.clone(), got_native, native));
+            }
+        } else if let Some(n) = got_native {
+            // The truth does not know it (before 3.8): it must at least be a thread of the pid.
+            if let Some(pid) = truth.raw.get("pid").and_then(Value::as_i64) {
+                if !Path::new(&format!("/proc/{pid}/task/{n}")).exists() {
+                    let _ = writeln!(
+                        report,
+                        "{what}: native_thread_id {n} is not a thread of process {pid}"
+                    );
+                }
             }
         }
         let got: Result<Vec<TruthFrame>, String> = dt
@@ -964,6 +977,21 @@ pub fn compare_stacks(truth: &Truth, dump: &Value, with_qualname: bool) -> Resul
                 },
                 side_by_side(&tt.frames, &got, with_qualname)
             );
+        }
+    }
+    if !native_wrong.is_empty()
+        && native_wrong.len() == native_wanted
+        && native_wrong.iter().all(|(_, got, _)| got.is_none())
+    {
+        let _ = writeln!(
+            report,
+            "native_thread_id: null for all {native_wanted} threads (want the OS thread ids, \
+             e.g. {} for {})",
+            native_wrong[0].2, native_wrong[0].0
+        );
+    } else {
+        for (what, got, want) in &native_wrong {
+            let _ = writeln!(report, "{what}: native_thread_id {got:?}, want {want}");
         }
     }
     if report.is_empty() {
@@ -1056,5 +1084,87 @@ pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         (*s).to_string()
     } else {
         "panic with a non-string payload".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn truth() -> Truth {
+        Truth::parse(serde_json::json!({"pid": 1, "threads": [{
+        "thread_id": 7, "native_thread_id": 70, "name": "T", "scenario": "s",
+        "frames": [
+            {"function": "inner", "qualname": "C.m.<locals>.inner", "filename": "/a.py", "line": 3},
+            {"function": "m", "qualname": "C.m", "filename": "/a.py", "line": 5},
+        ]}]}))
+        .unwrap()
+    }
+
+    fn dump(line: i64, qualname: Value) -> Value {
+        serde_json::json!({"threads": [
+        {"thread_id": 9, "native_thread_id": null, "frames": []},
+        {"thread_id": 7, "native_thread_id": 70, "frames": [
+            {"function": "inner", "qualname": qualname, "filename": "/a.py", "line": line},
+            {"function": "m", "qualname": "C.m", "filename": "/a.py", "line": 5},
+        ]}]})
+    }
+
+    #[test]
+    fn equal_stacks_match() {
+        compare_stacks(&truth(), &dump(3, "C.m.<locals>.inner".into()), true).unwrap();
+    }
+
+    #[test]
+    fn a_wrong_line_is_shown_side_by_side() {
+        let err =
+            compare_stacks(&truth(), &dump(4, "C.m.<locals>.inner".into()), true).unwrap_err();
+        assert!(err.contains("stacks differ"), "{err}");
+        assert!(
+            err.contains("!!  0 inner [C.m.<locals>.inner] /a.py:3"),
+            "{err}"
+        );
+        assert!(
+            err.contains("| inner [C.m.<locals>.inner] /a.py:4"),
+            "{err}"
+        );
+        assert!(err.contains("\n    1 m [C.m] /a.py:5"), "{err}");
+    }
+
+    #[test]
+    fn qualname_is_compared_only_from_3_11() {
+        let wrong = dump(3, "inner".into());
+        assert!(compare_stacks(&truth(), &wrong, true).is_err());
+        // Before 3.11 pyspy must say null: there is no co_qualname to read.
+        assert!(compare_stacks(&truth(), &dump(3, Value::Null), true).is_err());
+        let mut old = dump(3, Value::Null);
+        old["threads"][1]["frames"][1]["qualname"] = Value::Null;
+        compare_stacks(&truth(), &old, false).unwrap();
+        assert!(compare_stacks(&truth(), &wrong, false).is_err());
+    }
+
+    #[test]
+    fn missing_threads_and_native_ids_are_reported() {
+        let mut d = dump(3, "C.m.<locals>.inner".into());
+        d["threads"][1]["native_thread_id"] = Value::Null;
+        let err = compare_stacks(&truth(), &d, true).unwrap_err();
+        assert!(
+            err.contains("native_thread_id: null for all 1 threads"),
+            "{err}"
+        );
+        d["threads"][1]["thread_id"] = 8.into();
+        let err = compare_stacks(&truth(), &d, true).unwrap_err();
+        assert!(err.contains("missing from pyspy's output"), "{err}");
+    }
+
+    #[test]
+    fn far_module_has_its_function_past_line_4000() {
+        let src = scenarios::far_module_source();
+        let line = src
+            .lines()
+            .position(|l| l.starts_with("def far_away"))
+            .unwrap()
+            + 1;
+        assert_eq!(line, scenarios::FAR_FUNCTION_LINE);
     }
 }

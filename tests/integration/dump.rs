@@ -192,13 +192,15 @@ fn check_dump(interp: &Interpreter, target: &Target, dump: &Value) -> Result<(),
     }
     // Per thread: the stacks, then names and states (every thread is blocked).
     if let Err(report) = compare_stacks(truth, dump, interp.has_qualname()) {
-        problems.push(report);
+        problems.push(report.trim_end().to_string());
     }
     let threads = dump
         .get("threads")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    let mut wrong_names = Vec::new();
+    let mut null_names = 0;
     for tt in &truth.threads {
         let Some(dt) = threads
             .iter()
@@ -209,10 +211,11 @@ fn check_dump(interp: &Interpreter, target: &Target, dump: &Value) -> Result<(),
         let scenario = tt.scenario.as_deref().unwrap_or("?");
         let name = dt.get("name").and_then(Value::as_str);
         if name != tt.name.as_deref() {
-            problems.push(format!(
+            wrong_names.push(format!(
                 "thread {scenario}: name {name:?}, want {:?}",
                 tt.name
             ));
+            null_names += usize::from(name.is_none());
         }
         for flag in ["owns_gil", "active"] {
             if dt.get(flag).and_then(Value::as_bool) != Some(false) {
@@ -222,6 +225,13 @@ fn check_dump(interp: &Interpreter, target: &Target, dump: &Value) -> Result<(),
                 ));
             }
         }
+    }
+    if null_names > 0 && null_names == wrong_names.len() && null_names == truth.threads.len() {
+        problems.push(format!(
+            "thread names: null for all {null_names} threads (want threading's names, e.g. \"MainThread\")"
+        ));
+    } else {
+        problems.extend(wrong_names);
     }
     if problems.is_empty() {
         Ok(())
