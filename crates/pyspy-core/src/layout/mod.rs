@@ -5,6 +5,7 @@
 //! headers) into [`generated`]; nothing here is written by hand. On 3.13 and later the target's
 //! own `_Py_DebugOffsets` block is read and checked against these tables (see `debug_offsets`).
 
+pub mod debug_offsets;
 pub mod generated;
 
 /// Which frame structure a version keeps on its thread states.
@@ -157,5 +158,8 @@ pub struct Layout {
 
 /// The generated table for a (major, minor) version, if pyspy knows it.
 pub fn for_version(major: u8, minor: u8) -> Option<&'static Layout> {
-    generated::ALL.iter().copied().find(|l| l.version == (major, minor))
+    generated::ALL
+        .iter()
+        .copied()
+        .find(|l| l.version == (major, minor))
 }

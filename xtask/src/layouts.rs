@@ -1,0 +1,374 @@
+//! `cargo xtask layouts [--check]`: regenerate `crates/pyspy-core/src/layout/generated/`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::probe::{self, Bindings, Error, Query};
+use crate::table::{self, Minor, Src};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
+}
+
+pub fn generated_dir() -> PathBuf {
+    repo_root().join("crates/pyspy-core/src/layout/generated")
+}
+
+/// A scratch directory removed on drop unless `keep` is set (kept on failure for inspection).
+struct Scratch {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Scratch {
+    fn new() -> Result<Scratch, Error> {
+        let path = std::env::temp_dir().join(format!("pyspy-xtask-layouts-{}", std::process::id()));
+        if path.exists() {
+            std::fs::remove_dir_all(&path)?;
+        }
+        std::fs::create_dir_all(&path)?;
+        Ok(Scratch { path, keep: true })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!("scratch files kept in {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+pub fn run(check: bool) -> Result<(), Error> {
+    let mut scratch = Scratch::new()?;
+    let files = generate(&scratch.path)?;
+    let target = generated_dir();
+    if check {
+        let out = scratch.path.join("generated");
+        write_all(&out, &files)?;
+        let problems = compare(&target, &files)?;
+        if !problems.is_empty() {
+            for p in &problems {
+                eprintln!("  {p}");
+            }
+            return Err(format!(
+                "{} generated file(s) differ from the committed ones in {} (fresh output in {}); \
+                 run `cargo xtask layouts`",
+                problems.len(),
+                target.display(),
+                out.display()
+            )
+            .into());
+        }
+        scratch.keep = false;
+        eprintln!("layouts are up to date ({} files)", files.len());
+    } else {
+        write_all(&target, &files)?;
+        scratch.keep = false;
+        eprintln!("wrote {} files to {}", files.len(), target.display());
+    }
+    Ok(())
+}
+
+fn write_all(dir: &Path, files: &BTreeMap<String, String>) -> Result<(), Error> {
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in files {
+        let path = dir.join(name);
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            std::fs::write(&path, text)?;
+        }
+    }
+    Ok(())
+}
+
+/// Differences between the committed directory and fresh output, one line each.
+fn compare(dir: &Path, files: &BTreeMap<String, String>) -> Result<Vec<String>, Error> {
+    let mut problems = Vec::new();
+    for (name, fresh) in files {
+        match std::fs::read_to_string(dir.join(name)) {
+            Err(_) => problems.push(format!("{name}: missing")),
+            Ok(old) if &old == fresh => {}
+            Ok(old) => {
+                let old_lines: Vec<&str> = old.lines().collect();
+                let new_lines: Vec<&str> = fresh.lines().collect();
+                let first = (0..old_lines.len().max(new_lines.len()))
+                    .find(|&i| old_lines.get(i) != new_lines.get(i))
+                    .unwrap_or(0);
+                let changed = (0..old_lines.len().max(new_lines.len()))
+                    .filter(|&i| old_lines.get(i) != new_lines.get(i))
+                    .count();
+                problems.push(format!(
+                    "{name}: {changed} line(s) differ, first at line {}: committed {:?}, fresh {:?}",
+                    first + 1,
+                    old_lines.get(first).unwrap_or(&"<end>"),
+                    new_lines.get(first).unwrap_or(&"<end>")
+                ));
+            }
+        }
+    }
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".rs") && !files.contains_key(&name) {
+            problems.push(format!("{name}: committed but no longer generated"));
+        }
+    }
+    Ok(problems)
+}
+
+/// Produces every generated file: name → contents (rustfmt'd).
+fn generate(scratch: &Path) -> Result<BTreeMap<String, String>, Error> {
+    let headers = probe::discover()?;
+    let mut bindings = Vec::new();
+    for h in &headers {
+        eprintln!(
+            "bindgen: Python {} ({}) from {}",
+            h.full_version,
+            h.origin,
+            h.include.display()
+        );
+        bindings.push(probe::run_bindgen(h, scratch)?);
+    }
+    let mut queries = BTreeSet::new();
+    for b in &bindings {
+        for q in queries_for(b.headers.minor) {
+            queries.insert(Query {
+                minor: b.headers.minor,
+                src: q,
+            });
+        }
+    }
+    eprintln!("measuring {} offsets and sizes", queries.len());
+    let values = probe::measure(&bindings, &queries, scratch)?;
+    let get = |v: Minor, src: Src| -> Result<u32, Error> {
+        let raw = values
+            .get(&Query { minor: v, src })
+            .ok_or_else(|| format!("no value for {src:?} in {v:?}"))?;
+        Ok(u32::try_from(*raw)?)
+    };
+
+    let mut files = BTreeMap::new();
+    let mut max_block = 0u32;
+    for b in &bindings {
+        let text = layout_file(b, &get)?;
+        if b.headers.minor >= table::DEBUG_FIRST {
+            max_block = max_block.max(get(b.headers.minor, Src::Size(table::DEBUG_TYPE))?);
+        }
+        files.insert(format!("{}.rs", b.module), rustfmt(&text)?);
+    }
+    files.insert("mod.rs".into(), rustfmt(&mod_file(&bindings, max_block))?);
+    Ok(files)
+}
+
+/// Everything measured for a version.
+fn queries_for(v: Minor) -> Vec<Src> {
+    let mut out = Vec::new();
+    for row in table::ROWS {
+        if let Some(src) = table::rule_for(row, v) {
+            out.push(*src);
+        }
+    }
+    out.push(Src::Size("Py_UNICODE"));
+    if v >= table::DEBUG_FIRST {
+        let ty = table::DEBUG_TYPE;
+        out.push(Src::Size(ty));
+        out.push(Src::Off(ty, table::DEBUG_VERSION));
+        out.push(Src::Off(ty, table::DEBUG_FREE_THREADED));
+        for d in table::DEBUG_ROWS.iter().filter(|d| d.from <= v) {
+            out.push(Src::Off(ty, d.value));
+            if let Some(within) = d.within {
+                out.push(Src::Off(ty, within));
+            }
+        }
+    }
+    out
+}
+
+fn camel(field: &str) -> String {
+    field
+        .split('_')
+        .map(|part| {
+            let mut c = part.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn opt_str<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or("None".into(), |v| format!("Some({v})"))
+}
+
+fn layout_file(
+    b: &Bindings,
+    get: &dyn Fn(Minor, Src) -> Result<u32, Error>,
+) -> Result<String, Error> {
+    let h = &b.headers;
+    let v = h.minor;
+    let facts = table::facts(v);
+    let mut s = String::new();
+    let defines = if h.defines.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n//! With the core's build flags `{}`.",
+            h.defines.join(" ")
+        )
+    };
+    writeln!(
+        s,
+        "//! Generated by `cargo xtask layouts` from the CPython {} headers ({}, `{}`).{defines}\n//! Do not edit.\n",
+        h.full_version, h.origin, h.shown_include
+    )?;
+    let debug = v >= table::DEBUG_FIRST;
+    if debug {
+        writeln!(
+            s,
+            "use crate::layout::debug_offsets::{{DebugField, DebugOffsetsFormat, Field}};"
+        )?;
+    }
+    writeln!(
+        s,
+        "use crate::layout::{{FrameModel, Layout, LineTableFormat, StringModel}};\n"
+    )?;
+
+    let py_unicode_size = match b.macros.get("Py_UNICODE_SIZE") {
+        Some(&n) => n as u32,
+        None => get(v, Src::Size("Py_UNICODE"))?,
+    };
+    let owner_value = |name: &str| b.owners.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    let owner_not_python = b
+        .owners
+        .iter()
+        .filter(|(n, _)| !table::PYTHON_OWNERS.contains(&n.as_str()))
+        .map(|(_, v)| *v)
+        .min();
+    let owner_generator = owner_value(table::OWNER_GENERATOR);
+    if v >= (3, 11) && owner_generator.is_none() {
+        return Err(format!("no {} enum found for {v:?}", table::OWNER_ENUM).into());
+    }
+
+    writeln!(s, "pub static LAYOUT: Layout = Layout {{")?;
+    writeln!(s, "    version: ({}, {}),", v.0, v.1)?;
+    writeln!(s, "    frames: {},", facts.frames)?;
+    writeln!(s, "    line_table: {},", facts.line_table)?;
+    writeln!(s, "    strings: {},", facts.strings)?;
+    writeln!(s, "    py_unicode_size: {py_unicode_size},")?;
+    for row in table::ROWS {
+        let value = match table::rule_for(row, v) {
+            Some(src) => Some(get(v, *src)?),
+            None if row.optional => None,
+            None => return Err(format!("no rule for {} in {v:?}", row.field).into()),
+        };
+        let text = if row.optional {
+            opt_str(value)
+        } else {
+            value.unwrap().to_string()
+        };
+        writeln!(s, "    {}: {text},", row.field)?;
+        if row.field == table::OWNER_FACTS_AFTER {
+            writeln!(s, "    owner_not_python: {},", opt_str(owner_not_python))?;
+            writeln!(s, "    owner_generator: {},", opt_str(owner_generator))?;
+            writeln!(s, "    executable_tagged: {},", facts.executable_tagged)?;
+        }
+    }
+    writeln!(s, "}};")?;
+
+    if debug {
+        let ty = table::DEBUG_TYPE;
+        writeln!(
+            s,
+            "\n/// Where pyspy's values sit in this version's `_Py_DebugOffsets`."
+        )?;
+        writeln!(
+            s,
+            "pub static DEBUG_OFFSETS: DebugOffsetsFormat = DebugOffsetsFormat {{"
+        )?;
+        writeln!(s, "    version: ({}, {}),", v.0, v.1)?;
+        writeln!(s, "    block_size: {},", get(v, Src::Size(ty))?)?;
+        writeln!(
+            s,
+            "    version_at: {},",
+            get(v, Src::Off(ty, table::DEBUG_VERSION))?
+        )?;
+        writeln!(
+            s,
+            "    free_threaded_at: {},",
+            get(v, Src::Off(ty, table::DEBUG_FREE_THREADED))?
+        )?;
+        writeln!(s, "    fields: &[")?;
+        for d in table::DEBUG_ROWS.iter().filter(|d| d.from <= v) {
+            let field = camel(d.field);
+            let at = get(v, Src::Off(ty, d.value))?;
+            match d.within {
+                Some(w) => writeln!(
+                    s,
+                    "        DebugField::offset(Field::{field}, {at}, {}),",
+                    get(v, Src::Off(ty, w))?
+                )?,
+                None => writeln!(s, "        DebugField::size(Field::{field}, {at}),")?,
+            }
+        }
+        writeln!(s, "    ],\n}};")?;
+    }
+    Ok(s)
+}
+
+fn mod_file(bindings: &[Bindings], max_block: u32) -> String {
+    let mut s = String::from(
+        "//! Generated by `cargo xtask layouts` (bindgen over each interpreter's own headers; the \
+         source of each table is named at its top). Do not edit.\n\n",
+    );
+    s.push_str("use super::debug_offsets::DebugOffsetsFormat;\nuse super::Layout;\n\n");
+    for b in bindings {
+        writeln!(s, "pub mod {};", b.module).unwrap();
+    }
+    s.push_str("\n/// Every known layout, oldest first.\npub static ALL: &[&Layout] = &[");
+    for b in bindings {
+        write!(s, "&{}::LAYOUT, ", b.module).unwrap();
+    }
+    s.push_str("];\n\n/// Every known `_Py_DebugOffsets` format (3.13+), oldest first.\n");
+    s.push_str("pub static DEBUG_OFFSETS: &[&DebugOffsetsFormat] = &[");
+    for b in bindings
+        .iter()
+        .filter(|b| b.headers.minor >= table::DEBUG_FIRST)
+    {
+        write!(s, "&{}::DEBUG_OFFSETS, ", b.module).unwrap();
+    }
+    s.push_str("];\n\n");
+    writeln!(
+        s,
+        "/// `sizeof(_Py_DebugOffsets)` of the largest known format.\npub const DEBUG_OFFSETS_MAX_LEN: usize = {max_block};"
+    )
+    .unwrap();
+    s
+}
+
+/// Formats with the toolchain's rustfmt, run from the repository root so its config applies.
+fn rustfmt(text: &str) -> Result<String, Error> {
+    let mut child = Command::new("rustfmt")
+        .args(["--edition", "2021", "--emit", "stdout"])
+        .current_dir(repo_root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child.stdin.take().unwrap().write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "rustfmt failed: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}

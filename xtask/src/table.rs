@@ -1,0 +1,511 @@
+//! What pyspy's `Layout` fields are, per CPython version: the single source of truth for
+//! `cargo xtask layouts`. Every number comes from bindgen; this file only names C fields.
+
+/// A CPython minor version, `(major, minor)`.
+pub type Minor = (u8, u8);
+
+/// The versions pyspy ships tables for. Headers for every one of them must be found.
+pub const VERSIONS: &[Minor] = &[
+    (2, 7),
+    (3, 6),
+    (3, 7),
+    (3, 8),
+    (3, 9),
+    (3, 10),
+    (3, 11),
+    (3, 12),
+    (3, 13),
+    (3, 14),
+    (3, 15),
+];
+
+const FIRST: Minor = (2, 7);
+const LAST: Minor = (3, 99);
+
+/// Where a number comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Src {
+    /// `offsetof(type, path)`; `path` may be nested (`threads.head`). Type names are the C
+    /// typedef names, which bindgen keeps.
+    Off(&'static str, &'static str),
+    /// `sizeof(type)`.
+    Size(&'static str),
+    /// The field is meaningless for this version and is set to 0 (never read).
+    Unused,
+}
+
+/// One version range of a row.
+pub struct Rule {
+    pub from: Minor,
+    pub to: Minor,
+    pub src: Src,
+}
+
+const fn r(from: Minor, to: Minor, src: Src) -> Rule {
+    Rule { from, to, src }
+}
+
+use Src::{Off, Size, Unused};
+
+/// One `Layout` field. `optional` fields are `Option<u32>` (None outside every rule's range);
+/// the others are `u32` and must have a rule for every version.
+pub struct Row {
+    pub field: &'static str,
+    pub optional: bool,
+    pub rules: &'static [Rule],
+}
+
+const fn req(field: &'static str, rules: &'static [Rule]) -> Row {
+    Row {
+        field,
+        optional: false,
+        rules,
+    }
+}
+
+const fn opt(field: &'static str, rules: &'static [Rule]) -> Row {
+    Row {
+        field,
+        optional: true,
+        rules,
+    }
+}
+
+const INTERP: &str = "PyInterpreterState";
+const TSTATE: &str = "PyThreadState";
+const FRAME: &str = "PyFrameObject";
+const IFRAME: &str = "_PyInterpreterFrame";
+const CODE: &str = "PyCodeObject";
+const RUNTIME: &str = "_PyRuntimeState";
+
+/// The `Layout` offset fields in declaration order (facts such as the frame model are added by
+/// `facts`). Ranges are inclusive.
+pub const ROWS: &[Row] = &[
+    // _PyRuntimeState
+    opt(
+        "runtime_interpreters_head",
+        &[r((3, 7), LAST, Off(RUNTIME, "interpreters.head"))],
+    ),
+    opt(
+        "runtime_gil_locked",
+        &[r((3, 7), (3, 11), Off(RUNTIME, "ceval.gil.locked"))],
+    ),
+    opt(
+        "runtime_gil_last_holder",
+        &[r((3, 7), (3, 11), Off(RUNTIME, "ceval.gil.last_holder"))],
+    ),
+    // PyInterpreterState
+    req("interp_size", &[r(FIRST, LAST, Size(INTERP))]),
+    req("interp_next", &[r(FIRST, LAST, Off(INTERP, "next"))]),
+    req(
+        "interp_threads_head",
+        &[
+            r(FIRST, (3, 10), Off(INTERP, "tstate_head")),
+            r((3, 11), LAST, Off(INTERP, "threads.head")),
+        ],
+    ),
+    opt("interp_id", &[r((3, 7), LAST, Off(INTERP, "id"))]),
+    req(
+        "interp_modules",
+        &[
+            r(FIRST, (3, 11), Off(INTERP, "modules")),
+            r((3, 12), LAST, Off(INTERP, "imports.modules")),
+        ],
+    ),
+    opt(
+        "interp_gil_locked",
+        &[r((3, 12), LAST, Off(INTERP, "_gil.locked"))],
+    ),
+    opt(
+        "interp_gil_last_holder",
+        &[r((3, 12), LAST, Off(INTERP, "_gil.last_holder"))],
+    ),
+    // PyThreadState
+    req("tstate_size", &[r(FIRST, LAST, Size(TSTATE))]),
+    req("tstate_next", &[r(FIRST, LAST, Off(TSTATE, "next"))]),
+    req("tstate_interp", &[r(FIRST, LAST, Off(TSTATE, "interp"))]),
+    req(
+        "tstate_frame",
+        &[
+            r(FIRST, (3, 10), Off(TSTATE, "frame")),
+            r((3, 11), (3, 12), Off(TSTATE, "cframe")),
+            r((3, 13), LAST, Off(TSTATE, "current_frame")),
+        ],
+    ),
+    opt(
+        "cframe_current_frame",
+        &[r((3, 11), (3, 12), Off("_PyCFrame", "current_frame"))],
+    ),
+    req(
+        "tstate_thread_id",
+        &[r(FIRST, LAST, Off(TSTATE, "thread_id"))],
+    ),
+    opt(
+        "tstate_native_thread_id",
+        // Not 3.8: `threading.get_native_id()` arrived then, but the thread state only stores
+        // it from 3.11 (checked against the headers).
+        &[r((3, 11), LAST, Off(TSTATE, "native_thread_id"))],
+    ),
+    opt(
+        "tstate_datastack_chunk",
+        &[r((3, 11), LAST, Off(TSTATE, "datastack_chunk"))],
+    ),
+    // PyFrameObject
+    opt("frame_back", &[r(FIRST, (3, 10), Off(FRAME, "f_back"))]),
+    opt("frame_code", &[r(FIRST, (3, 10), Off(FRAME, "f_code"))]),
+    opt("frame_lasti", &[r(FIRST, (3, 10), Off(FRAME, "f_lasti"))]),
+    opt("frame_lineno", &[r(FIRST, (3, 10), Off(FRAME, "f_lineno"))]),
+    opt(
+        "frame_localsplus",
+        &[r(FIRST, (3, 10), Off(FRAME, "f_localsplus"))],
+    ),
+    // _PyInterpreterFrame
+    opt("iframe_size", &[r((3, 11), LAST, Size(IFRAME))]),
+    opt(
+        "iframe_previous",
+        &[r((3, 11), LAST, Off(IFRAME, "previous"))],
+    ),
+    opt(
+        "iframe_executable",
+        &[
+            r((3, 11), (3, 12), Off(IFRAME, "f_code")),
+            r((3, 13), LAST, Off(IFRAME, "f_executable")),
+        ],
+    ),
+    opt(
+        "iframe_instr_ptr",
+        &[
+            r((3, 11), (3, 12), Off(IFRAME, "prev_instr")),
+            r((3, 13), LAST, Off(IFRAME, "instr_ptr")),
+        ],
+    ),
+    opt("iframe_owner", &[r((3, 11), LAST, Off(IFRAME, "owner"))]),
+    opt(
+        "iframe_localsplus",
+        &[r((3, 11), LAST, Off(IFRAME, "localsplus"))],
+    ),
+    // PyCodeObject
+    req("code_size", &[r(FIRST, LAST, Size(CODE))]),
+    req("code_argcount", &[r(FIRST, LAST, Off(CODE, "co_argcount"))]),
+    req("code_filename", &[r(FIRST, LAST, Off(CODE, "co_filename"))]),
+    req("code_name", &[r(FIRST, LAST, Off(CODE, "co_name"))]),
+    opt(
+        "code_qualname",
+        &[r((3, 11), LAST, Off(CODE, "co_qualname"))],
+    ),
+    req(
+        "code_linetable",
+        &[
+            r(FIRST, (3, 9), Off(CODE, "co_lnotab")),
+            r((3, 10), LAST, Off(CODE, "co_linetable")),
+        ],
+    ),
+    req(
+        "code_firstlineno",
+        &[r(FIRST, LAST, Off(CODE, "co_firstlineno"))],
+    ),
+    opt("code_code", &[r(FIRST, (3, 10), Off(CODE, "co_code"))]),
+    opt(
+        "code_adaptive",
+        &[r((3, 11), LAST, Off(CODE, "co_code_adaptive"))],
+    ),
+    opt(
+        "code_firsttraceable",
+        &[r((3, 11), LAST, Off(CODE, "_co_firsttraceable"))],
+    ),
+    opt(
+        "code_varnames",
+        &[r(FIRST, (3, 10), Off(CODE, "co_varnames"))],
+    ),
+    opt(
+        "code_localsplusnames",
+        &[r((3, 11), LAST, Off(CODE, "co_localsplusnames"))],
+    ),
+    opt(
+        "code_localspluskinds",
+        &[r((3, 11), LAST, Off(CODE, "co_localspluskinds"))],
+    ),
+    // PyObject / PyVarObject / PyTypeObject
+    req("object_type", &[r(FIRST, LAST, Off("PyObject", "ob_type"))]),
+    req(
+        "varobject_size",
+        &[r(FIRST, LAST, Off("PyVarObject", "ob_size"))],
+    ),
+    req(
+        "type_name",
+        &[r(FIRST, LAST, Off("PyTypeObject", "tp_name"))],
+    ),
+    req(
+        "type_flags",
+        &[r(FIRST, LAST, Off("PyTypeObject", "tp_flags"))],
+    ),
+    // bytes (3.x) / str (2.7)
+    req(
+        "bytes_size",
+        &[
+            r(FIRST, (2, 7), Off("PyStringObject", "ob_size")),
+            r((3, 0), LAST, Off("PyBytesObject", "ob_base.ob_size")),
+        ],
+    ),
+    req(
+        "bytes_sval",
+        &[
+            r(FIRST, (2, 7), Off("PyStringObject", "ob_sval")),
+            r((3, 0), LAST, Off("PyBytesObject", "ob_sval")),
+        ],
+    ),
+    // unicode
+    req(
+        "unicode_state",
+        &[
+            r(FIRST, (2, 7), Unused),
+            r((3, 0), LAST, Off("PyASCIIObject", "state")),
+        ],
+    ),
+    req(
+        "unicode_length",
+        &[
+            r(FIRST, (2, 7), Off("PyUnicodeObject", "length")),
+            r((3, 0), LAST, Off("PyASCIIObject", "length")),
+        ],
+    ),
+    req(
+        "unicode_ascii_size",
+        &[
+            r(FIRST, (2, 7), Unused),
+            r((3, 0), LAST, Size("PyASCIIObject")),
+        ],
+    ),
+    req(
+        "unicode_compact_size",
+        &[
+            r(FIRST, (2, 7), Unused),
+            r((3, 0), LAST, Size("PyCompactUnicodeObject")),
+        ],
+    ),
+    req(
+        "unicode_data",
+        &[
+            r(FIRST, (2, 7), Off("PyUnicodeObject", "str")),
+            r((3, 0), LAST, Off("PyUnicodeObject", "data")),
+        ],
+    ),
+    // tuple, list
+    req(
+        "tuple_items",
+        &[r(FIRST, LAST, Off("PyTupleObject", "ob_item"))],
+    ),
+    req(
+        "list_items",
+        &[r(FIRST, LAST, Off("PyListObject", "ob_item"))],
+    ),
+];
+
+/// The row after which the frame-owner facts are emitted (they sit there in `Layout`).
+pub const OWNER_FACTS_AFTER: &str = "iframe_localsplus";
+
+/// The rule of `row` for version `v`, if any.
+pub fn rule_for(row: &Row, v: Minor) -> Option<&'static Src> {
+    row.rules
+        .iter()
+        .find(|rule| rule.from <= v && v <= rule.to)
+        .map(|rule| &rule.src)
+}
+
+/// Per-version facts that are not offsets.
+pub struct Facts {
+    pub frames: &'static str,
+    pub line_table: &'static str,
+    pub strings: &'static str,
+    /// 3.14+: `f_executable` is a tagged `_PyStackRef`.
+    pub executable_tagged: bool,
+}
+
+pub fn facts(v: Minor) -> Facts {
+    Facts {
+        frames: if v <= (3, 10) {
+            "FrameModel::FrameObject"
+        } else {
+            "FrameModel::InterpreterFrame"
+        },
+        line_table: match v {
+            (2, _) => "LineTableFormat::LnotabUnsigned",
+            (3, 0..=9) => "LineTableFormat::LnotabSigned",
+            (3, 10) => "LineTableFormat::Linetable310",
+            _ => "LineTableFormat::Locations",
+        },
+        strings: if v.0 == 2 {
+            "StringModel::Python2"
+        } else {
+            "StringModel::Pep393"
+        },
+        executable_tagged: v >= (3, 14),
+    }
+}
+
+/// `owner` enumerators that are Python frames; the smallest other one starts the non-Python
+/// owners (`FRAME_OWNED_BY_CSTACK` in 3.12/3.13, `FRAME_OWNED_BY_INTERPRETER` in 3.14+).
+pub const PYTHON_OWNERS: &[&str] = &[
+    "FRAME_OWNED_BY_THREAD",
+    "FRAME_OWNED_BY_GENERATOR",
+    "FRAME_OWNED_BY_FRAME_OBJECT",
+];
+pub const OWNER_GENERATOR: &str = "FRAME_OWNED_BY_GENERATOR";
+pub const OWNER_ENUM: &str = "_frameowner";
+
+/// Headers to include for a version (after `Python.h`), relative to the include directory.
+pub fn extra_headers(v: Minor) -> &'static [&'static str] {
+    match v {
+        (2, _) | (3, 0..=6) => &["frameobject.h", "code.h"],
+        (3, 7) => &["frameobject.h", "internal/pystate.h"],
+        (3, 8) => &["frameobject.h", "internal/pycore_pystate.h"],
+        (3, 9) | (3, 10) => &[
+            "frameobject.h",
+            "internal/pycore_runtime.h",
+            "internal/pycore_interp.h",
+        ],
+        (3, 11..=13) => &[
+            "internal/pycore_runtime.h",
+            "internal/pycore_interp.h",
+            "internal/pycore_frame.h",
+        ],
+        _ => &[
+            "internal/pycore_runtime_structs.h",
+            "internal/pycore_interp_structs.h",
+            "internal/pycore_interpframe_structs.h",
+            "internal/pycore_debug_offsets.h",
+        ],
+    }
+}
+
+/// Whether the version needs `-DPy_BUILD_CORE` (its internal headers are included).
+pub fn build_core(v: Minor) -> bool {
+    v >= (3, 7)
+}
+
+/// One value pyspy takes from `_Py_DebugOffsets` (3.13+): the `Layout` field, where its value
+/// sits in the block (a path in `_Py_DebugOffsets`) and, for offsets, the path of the size of
+/// the structure it must lie inside (`None`: the value is itself a size).
+pub struct DebugRow {
+    pub field: &'static str,
+    pub value: &'static str,
+    pub within: Option<&'static str>,
+    pub from: Minor,
+}
+
+const fn d(field: &'static str, value: &'static str, within: Option<&'static str>) -> DebugRow {
+    DebugRow {
+        field,
+        value,
+        within,
+        from: (3, 13),
+    }
+}
+
+const RT: Option<&str> = Some("runtime_state.size");
+const IS: Option<&str> = Some("interpreter_state.size");
+const TS: Option<&str> = Some("thread_state.size");
+const IF: Option<&str> = Some("interpreter_frame.size");
+const CO: Option<&str> = Some("code_object.size");
+const UO: Option<&str> = Some("unicode_object.size");
+
+pub const DEBUG_ROWS: &[DebugRow] = &[
+    d(
+        "runtime_interpreters_head",
+        "runtime_state.interpreters_head",
+        RT,
+    ),
+    d("interp_size", "interpreter_state.size", None),
+    d("interp_next", "interpreter_state.next", IS),
+    d("interp_threads_head", "interpreter_state.threads_head", IS),
+    d("interp_id", "interpreter_state.id", IS),
+    d("interp_modules", "interpreter_state.imports_modules", IS),
+    d(
+        "interp_gil_locked",
+        "interpreter_state.gil_runtime_state_locked",
+        IS,
+    ),
+    d(
+        "interp_gil_last_holder",
+        "interpreter_state.gil_runtime_state_holder",
+        IS,
+    ),
+    d("tstate_size", "thread_state.size", None),
+    d("tstate_next", "thread_state.next", TS),
+    d("tstate_interp", "thread_state.interp", TS),
+    d("tstate_frame", "thread_state.current_frame", TS),
+    d("tstate_thread_id", "thread_state.thread_id", TS),
+    d(
+        "tstate_native_thread_id",
+        "thread_state.native_thread_id",
+        TS,
+    ),
+    d("tstate_datastack_chunk", "thread_state.datastack_chunk", TS),
+    d("iframe_size", "interpreter_frame.size", None),
+    d("iframe_previous", "interpreter_frame.previous", IF),
+    d("iframe_executable", "interpreter_frame.executable", IF),
+    d("iframe_instr_ptr", "interpreter_frame.instr_ptr", IF),
+    d("iframe_owner", "interpreter_frame.owner", IF),
+    d("iframe_localsplus", "interpreter_frame.localsplus", IF),
+    d("code_size", "code_object.size", None),
+    d("code_argcount", "code_object.argcount", CO),
+    d("code_filename", "code_object.filename", CO),
+    d("code_name", "code_object.name", CO),
+    d("code_qualname", "code_object.qualname", CO),
+    d("code_linetable", "code_object.linetable", CO),
+    d("code_firstlineno", "code_object.firstlineno", CO),
+    d("code_adaptive", "code_object.co_code_adaptive", CO),
+    d("code_localsplusnames", "code_object.localsplusnames", CO),
+    d("code_localspluskinds", "code_object.localspluskinds", CO),
+    d("object_type", "pyobject.ob_type", Some("pyobject.size")),
+    d("type_name", "type_object.tp_name", Some("type_object.size")),
+    d(
+        "type_flags",
+        "type_object.tp_flags",
+        Some("type_object.size"),
+    ),
+    d(
+        "varobject_size",
+        "tuple_object.ob_size",
+        Some("tuple_object.size"),
+    ),
+    d(
+        "tuple_items",
+        "tuple_object.ob_item",
+        Some("tuple_object.size"),
+    ),
+    d(
+        "list_items",
+        "list_object.ob_item",
+        Some("list_object.size"),
+    ),
+    d(
+        "bytes_size",
+        "bytes_object.ob_size",
+        Some("bytes_object.size"),
+    ),
+    d(
+        "bytes_sval",
+        "bytes_object.ob_sval",
+        Some("bytes_object.size"),
+    ),
+    d("unicode_state", "unicode_object.state", UO),
+    d("unicode_length", "unicode_object.length", UO),
+    d(
+        "unicode_ascii_size",
+        "unicode_object.asciiobject_size",
+        None,
+    ),
+    DebugRow {
+        field: "unicode_compact_size",
+        value: "unicode_object.compactunicodeobject_size",
+        within: None,
+        from: (3, 15),
+    },
+];
+
+/// The block's own type and header fields.
+pub const DEBUG_TYPE: &str = "_Py_DebugOffsets";
+pub const DEBUG_VERSION: &str = "version";
+pub const DEBUG_FREE_THREADED: &str = "free_threaded";
+pub const DEBUG_FIRST: Minor = (3, 13);
