@@ -253,6 +253,7 @@ impl Interpreter {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("pyspy-tests-{}-{n}", std::process::id());
+        sweep_stale_staging_dirs(self.chroot.as_deref());
         let (host, target) = match &self.chroot {
             Some(root) => (root.join("tmp").join(&name), Path::new("/tmp").join(&name)),
             None => {
@@ -275,6 +276,39 @@ impl Interpreter {
             path,
             host_path,
             _dir: dir,
+        }
+    }
+}
+
+/// Removes staging directories left behind by test processes that no longer exist (killed
+/// before their destructors ran); once per process and directory.
+fn sweep_stale_staging_dirs(chroot: Option<&Path>) {
+    static SWEPT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    let parent = match chroot {
+        Some(root) => root.join("tmp"),
+        None => std::env::temp_dir(),
+    };
+    {
+        let mut swept = SWEPT.lock().unwrap_or_else(|e| e.into_inner());
+        if swept.contains(&parent) {
+            return;
+        }
+        swept.push(parent.clone());
+    }
+    let Ok(entries) = fs::read_dir(&parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("pyspy-tests-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(entry.path());
         }
     }
 }
