@@ -1,0 +1,265 @@
+//! What `/proc` says about a target: its mappings, executable, threads and their states.
+//!
+//! Nothing here reads target memory; it only reads `/proc/PID/*`, and turns the errors of doing
+//! so into the public [`Error`] kinds (no such process, permission denied).
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// One line of `/proc/PID/maps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryMap {
+    pub start: u64,
+    pub end: u64,
+    pub readable: bool,
+    pub writable: bool,
+    pub executable: bool,
+    /// Offset of the mapping in its file.
+    pub offset: u64,
+    /// The mapped file's path as the target sees it (inside its mount namespace/chroot), without
+    /// the " (deleted)" suffix; `None` for anonymous mappings and pseudo-files like `[heap]`.
+    pub path: Option<String>,
+    /// The file was deleted (or replaced) after the target mapped it.
+    pub deleted: bool,
+}
+
+impl MemoryMap {
+    /// The file name part of the path.
+    pub fn file_name(&self) -> Option<&str> {
+        self.path.as_deref().map(|p| p.rsplit('/').next().unwrap_or(p))
+    }
+}
+
+/// Parses the text of `/proc/PID/maps`; lines that do not parse are skipped.
+pub fn parse_maps(text: &str) -> Vec<MemoryMap> {
+    text.lines().filter_map(parse_map_line).collect()
+}
+
+fn parse_map_line(line: &str) -> Option<MemoryMap> {
+    let mut fields = line.splitn(6, ' ');
+    let range = fields.next()?;
+    let perms = fields.next()?.as_bytes();
+    let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
+    let _dev = fields.next()?;
+    let _inode = fields.next()?;
+    let rest = fields.next().unwrap_or("").trim_start();
+    let (start, end) = range.split_once('-')?;
+    let (start, end) = (
+        u64::from_str_radix(start, 16).ok()?,
+        u64::from_str_radix(end, 16).ok()?,
+    );
+    if perms.len() < 3 || end < start {
+        return None;
+    }
+    let (path, deleted) = if rest.starts_with('/') {
+        match rest.strip_suffix(" (deleted)") {
+            Some(p) => (Some(p.to_string()), true),
+            None => (Some(rest.to_string()), false),
+        }
+    } else {
+        (None, false)
+    };
+    Some(MemoryMap {
+        start,
+        end,
+        readable: perms[0] == b'r',
+        writable: perms[1] == b'w',
+        executable: perms[2] == b'x',
+        offset,
+        path,
+        deleted,
+    })
+}
+
+/// A target process as `/proc` shows it.
+#[derive(Debug, Clone)]
+pub struct ProcessInfo {
+    pub pid: i32,
+    /// `/proc/PID/exe`'s target as the target sees it.
+    pub exe: String,
+    pub maps: Vec<MemoryMap>,
+}
+
+impl ProcessInfo {
+    /// Reads the executable link and the mappings of `pid`.
+    pub fn read(pid: i32) -> Result<ProcessInfo> {
+        let proc_dir = proc_path(pid, "");
+        if pid <= 0 || !proc_dir.exists() {
+            return Err(Error::NoSuchProcess { pid });
+        }
+        let maps_text = std::fs::read_to_string(proc_path(pid, "maps"))
+            .map_err(|e| io_error(pid, "reading its memory maps", e))?;
+        let exe = std::fs::read_link(proc_path(pid, "exe"))
+            .map_err(|e| io_error(pid, "reading its executable link", e))?;
+        let exe = exe.to_string_lossy();
+        let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_string();
+        let maps = parse_maps(&maps_text);
+        if maps.is_empty() {
+            // Zombies and kernel threads have no mappings.
+            return Err(Error::NotPython {
+                pid,
+                reason: "it has no memory mappings (a zombie or a kernel thread?)".into(),
+            });
+        }
+        Ok(ProcessInfo { pid, exe, maps })
+    }
+
+    /// The path on the host of a file the target sees at `path`: through `/proc/PID/root`, so a
+    /// process in a chroot or container resolves to its own files.
+    pub fn host_path(&self, path: &str) -> PathBuf {
+        proc_path(self.pid, "root").join(path.trim_start_matches('/'))
+    }
+
+    /// The host path of a mapping's file: `/proc/PID/root/<path>`, or for a deleted file
+    /// `/proc/PID/map_files/<start>-<end>` (which still reaches the mapped inode).
+    pub fn mapping_file(&self, map: &MemoryMap) -> Option<PathBuf> {
+        let path = map.path.as_deref()?;
+        let via_root = self.host_path(path);
+        if !map.deleted && via_root.exists() {
+            return Some(via_root);
+        }
+        let via_map_files =
+            proc_path(self.pid, &format!("map_files/{:x}-{:x}", map.start, map.end));
+        Some(if via_map_files.exists() {
+            via_map_files
+        } else {
+            via_root
+        })
+    }
+}
+
+/// `/proc/PID/<rest>`.
+pub fn proc_path(pid: i32, rest: &str) -> PathBuf {
+    Path::new("/proc").join(pid.to_string()).join(rest)
+}
+
+/// Whether the process is still there (and not a zombie).
+pub fn is_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(proc_path(pid, "stat")) {
+        Ok(stat) => stat_state(&stat).is_some_and(|s| s != 'Z' && s != 'X'),
+        Err(_) => false,
+    }
+}
+
+/// The OS thread ids of the process.
+pub fn thread_ids(pid: i32) -> Result<Vec<i32>> {
+    let dir = std::fs::read_dir(proc_path(pid, "task"))
+        .map_err(|e| io_error(pid, "listing its threads", e))?;
+    Ok(dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect())
+}
+
+/// Scheduler facts about one thread from `/proc/PID/task/TID/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadStat {
+    /// The state letter: R running, S sleeping, D disk wait, ...
+    pub state: char,
+    /// user + system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+}
+
+impl ThreadStat {
+    /// Reads the stat line of thread `tid` of `pid`; `None` if it has exited.
+    pub fn read(pid: i32, tid: i32) -> Option<ThreadStat> {
+        let text = std::fs::read_to_string(proc_path(pid, &format!("task/{tid}/stat"))).ok()?;
+        ThreadStat::parse(&text)
+    }
+
+    /// Parses a stat line. The command name can hold spaces and parentheses: fields are counted
+    /// after the last ')'.
+    pub fn parse(text: &str) -> Option<ThreadStat> {
+        let state = stat_state(text)?;
+        let after = &text[text.rfind(')')? + 1..];
+        let mut fields = after.split_ascii_whitespace();
+        // After ')': state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
+        // cmajflt utime(14) stime(15).
+        let utime: u64 = fields.nth(11)?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        Some(ThreadStat {
+            state,
+            cpu_ticks: utime.saturating_add(stime),
+        })
+    }
+
+    /// Running on a CPU (or runnable): not sleeping, waiting on a lock or on I/O.
+    pub fn is_active(&self) -> bool {
+        self.state == 'R'
+    }
+}
+
+fn stat_state(text: &str) -> Option<char> {
+    text[text.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// Maps an I/O error from `/proc/PID/...` to the error a user can act on.
+pub(crate) fn io_error(pid: i32, what: &str, e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ESRCH) => Error::NoSuchProcess { pid },
+        Some(libc::EACCES) | Some(libc::EPERM) => permission_denied(pid),
+        _ => Error::Io {
+            what: format!("process {pid}: {what}"),
+            source: e,
+        },
+    }
+}
+
+/// The permission error, with the machine's ptrace_scope in it.
+pub(crate) fn permission_denied(pid: i32) -> Error {
+    let ptrace_scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "not set".into());
+    Error::PermissionDenied { pid, ptrace_scope }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_lines() {
+        let text = "\
+55d0c0a00000-55d0c0a01000 r--p 00000000 08:01 131 /usr/bin/python3.12
+7f0000000000-7f0000021000 rw-p 00000000 00:00 0 \n\
+7f1000000000-7f1000001000 r-xp 00002000 08:01 77 /opt/my lib/libpython3.12.so (deleted)
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
+garbage line";
+        let maps = parse_maps(text);
+        assert_eq!(maps.len(), 4);
+        assert_eq!(maps[0].file_name(), Some("python3.12"));
+        assert!(maps[0].readable && !maps[0].writable);
+        assert_eq!(maps[1].path, None);
+        assert_eq!(maps[2].path.as_deref(), Some("/opt/my lib/libpython3.12.so"));
+        assert!(maps[2].deleted && maps[2].executable);
+        assert_eq!(maps[2].offset, 0x2000);
+        assert_eq!(maps[3].path, None);
+    }
+
+    #[test]
+    fn parses_stat_with_odd_command_names() {
+        let line = "1234 (a) b (c) S 1 2 3 4 5 6 7 8 9 10 111 222 0 0 20 0 1 0";
+        let stat = ThreadStat::parse(line).unwrap();
+        assert_eq!(stat.state, 'S');
+        assert_eq!(stat.cpu_ticks, 333);
+        assert!(!stat.is_active());
+        assert!(ThreadStat::parse("1234 (x").is_none());
+    }
+
+    #[test]
+    fn own_process_is_readable() {
+        let me = std::process::id() as i32;
+        let info = ProcessInfo::read(me).unwrap();
+        assert!(info.maps.iter().any(|m| m.executable));
+        assert!(is_alive(me));
+        assert!(thread_ids(me).unwrap().contains(&me));
+        assert!(ThreadStat::read(me, me).is_some());
+    }
+
+    #[test]
+    fn missing_process_is_no_such_process() {
+        assert!(matches!(
+            ProcessInfo::read(i32::MAX),
+            Err(Error::NoSuchProcess { .. })
+        ));
+    }
+}
