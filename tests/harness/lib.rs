@@ -917,6 +917,14 @@ pub fn side_by_side(truth: &[TruthFrame], got: &[TruthFrame], with_qualname: boo
         .unwrap_or(0)
         .max(5);
     let mut out = format!("     {:<width$} | pyspy\n", "truth");
+    // Runs of identical matching rows (deep recursion) are shown as one row and a count.
+    let mut repeated = 0;
+    let flush = |out: &mut String, repeated: &mut usize| {
+        if *repeated > 0 {
+            let _ = writeln!(out, "     ... {repeated} more identical rows");
+            *repeated = 0;
+        }
+    };
     for i in 0..left.len().max(right.len()) {
         let same = match (truth.get(i), got.get(i)) {
             (Some(a), Some(b)) => frames_equal(a, b, with_qualname),
@@ -924,37 +932,63 @@ pub fn side_by_side(truth: &[TruthFrame], got: &[TruthFrame], with_qualname: boo
         };
         let l = left.get(i).map(String::as_str).unwrap_or("-");
         let r = right.get(i).map(String::as_str).unwrap_or("-");
+        let previous_same = i > 0
+            && left.get(i - 1).map(String::as_str) == Some(l)
+            && right.get(i - 1).map(String::as_str) == Some(r);
+        if same && previous_same {
+            repeated += 1;
+            continue;
+        }
+        flush(&mut out, &mut repeated);
         let mark = if same { "  " } else { "!!" };
         let _ = writeln!(out, "{mark}{i:>3} {l:<width$} | {r}");
     }
+    flush(&mut out, &mut repeated);
     out
 }
 
-/// Compares the truth with pyspy's `dump --json` output: every truth thread must be present
-/// (matched by `thread_id`), with the same `native_thread_id` where the truth has one, and frames
-/// equal innermost first in function, filename, line, and (when `with_qualname`, i.e. 3.11+)
-/// qualname; without `co_qualname` pyspy's qualname must be null. Returns a report of every
-/// difference.
-pub fn compare_stacks(truth: &Truth, dump: &Value, with_qualname: bool) -> Result<(), String> {
+fn thread_label(tt: &TruthThread) -> String {
+    format!(
+        "thread {} ({})",
+        tt.thread_id,
+        tt.scenario.as_deref().or(tt.name.as_deref()).unwrap_or("?")
+    )
+}
+
+/// pyspy's thread (from `dump --json`) for each truth thread, matched by `thread_id`.
+fn match_threads<'a>(
+    truth: &'a Truth,
+    dump: &'a Value,
+) -> Result<Vec<(&'a TruthThread, Option<&'a Value>)>, String> {
     let threads = dump
         .get("threads")
         .and_then(Value::as_array)
         .ok_or("pyspy's JSON has no \"threads\" array")?;
-    let mut report = String::new();
-    let mut native_wanted = 0;
-    let mut native_wrong: Vec<(String, Option<u64>, u64)> = Vec::new();
-    for tt in &truth.threads {
-        let what = format!(
-            "thread {} ({})",
-            tt.thread_id,
-            tt.scenario.as_deref().or(tt.name.as_deref()).unwrap_or("?")
-        );
-        let Some(dt) = threads
-            .iter()
-            .find(|t| t.get("thread_id").and_then(Value::as_u64) == Some(tt.thread_id))
-        else {
-            let ids: Vec<String> = threads
+    Ok(truth
+        .threads
+        .iter()
+        .map(|tt| {
+            let dt = threads
                 .iter()
+                .find(|t| t.get("thread_id").and_then(Value::as_u64) == Some(tt.thread_id));
+            (tt, dt)
+        })
+        .collect())
+}
+
+/// Compares the truth with pyspy's `dump --json` output: every truth thread must be present
+/// (matched by `thread_id`) with frames equal innermost first in function, filename, line, and
+/// (when `with_qualname`, i.e. 3.11+) qualname; without `co_qualname` pyspy's qualname must be
+/// null. Returns a report of every difference.
+pub fn compare_stacks(truth: &Truth, dump: &Value, with_qualname: bool) -> Result<(), String> {
+    let mut report = String::new();
+    for (tt, dt) in match_threads(truth, dump)? {
+        let what = thread_label(tt);
+        let Some(dt) = dt else {
+            let ids: Vec<String> = dump["threads"]
+                .as_array()
+                .into_iter()
+                .flatten()
                 .map(|t| t.get("thread_id").map(Value::to_string).unwrap_or_default())
                 .collect();
             let _ = writeln!(
@@ -964,23 +998,6 @@ pub fn compare_stacks(truth: &Truth, dump: &Value, with_qualname: bool) -> Resul
             );
             continue;
         };
-        let got_native = dt.get("native_thread_id").and_then(Value::as_u64);
-        if let Some(native) = tt.native_thread_id {
-            native_wanted += 1;
-            if got_native != Some(native) {
-                native_wrong.push((what.clone(), got_native, native));
-            }
-        } else if let Some(n) = got_native {
-            // The truth does not know it (before 3.8): it must at least be a thread of the pid.
-            if let Some(pid) = truth.raw.get("pid").and_then(Value::as_i64) {
-                if !Path::new(&format!("/proc/{pid}/task/{n}")).exists() {
-                    let _ = writeln!(
-                        report,
-                        "{what}: native_thread_id {n} is not a thread of process {pid}"
-                    );
-                }
-            }
-        }
         let got: Result<Vec<TruthFrame>, String> = dt
             .get("frames")
             .and_then(Value::as_array)
@@ -1013,21 +1030,68 @@ pub fn compare_stacks(truth: &Truth, dump: &Value, with_qualname: bool) -> Resul
             );
         }
     }
-    if !native_wrong.is_empty()
-        && native_wrong.len() == native_wanted
-        && native_wrong.iter().all(|(_, got, _)| got.is_none())
-    {
+    if report.is_empty() {
+        Ok(())
+    } else {
+        Err(report)
+    }
+}
+
+/// Reports `field` wrong on every thread in one line when pyspy gives null for all of them.
+fn summarise(report: &mut String, field: &str, wanted: usize, wrong: &[(String, String, String)]) {
+    if wanted > 0 && wrong.len() == wanted && wrong.iter().all(|(_, got, _)| got == "None") {
         let _ = writeln!(
             report,
-            "native_thread_id: null for all {native_wanted} threads (want the OS thread ids, \
-             e.g. {} for {})",
-            native_wrong[0].2, native_wrong[0].0
+            "{field}: null for all {wanted} threads (want e.g. {} for {})",
+            wrong[0].2, wrong[0].0
         );
     } else {
-        for (what, got, want) in &native_wrong {
-            let _ = writeln!(report, "{what}: native_thread_id {got:?}, want {want}");
+        for (what, got, want) in wrong {
+            let _ = writeln!(report, "{what}: {field} {got}, want {want}");
         }
     }
+}
+
+/// Compares the per-thread facts other than the stack: `native_thread_id` (equal where the
+/// truth knows it, 3.8+; else, if given, a thread of the target) and `name` (threading's name).
+/// Threads missing from the dump are left to [`compare_stacks`].
+pub fn compare_thread_metadata(truth: &Truth, dump: &Value) -> Result<(), String> {
+    let mut report = String::new();
+    let pid = truth.raw.get("pid").and_then(Value::as_i64);
+    let (mut native_wanted, mut native_wrong) = (0, Vec::new());
+    let (mut names_wanted, mut names_wrong) = (0, Vec::new());
+    for (tt, dt) in match_threads(truth, dump)? {
+        let Some(dt) = dt else { continue };
+        let what = thread_label(tt);
+        let got_native = dt.get("native_thread_id").and_then(Value::as_u64);
+        if let Some(native) = tt.native_thread_id {
+            native_wanted += 1;
+            if got_native != Some(native) {
+                native_wrong.push((what.clone(), format!("{got_native:?}"), native.to_string()));
+            }
+        } else if let (Some(n), Some(pid)) = (got_native, pid) {
+            if !Path::new(&format!("/proc/{pid}/task/{n}")).exists() {
+                let _ = writeln!(
+                    report,
+                    "{what}: native_thread_id {n} is not a thread of process {pid}"
+                );
+            }
+        }
+        if let Some(name) = &tt.name {
+            names_wanted += 1;
+            let got = dt.get("name").and_then(Value::as_str);
+            if got != Some(name.as_str()) {
+                names_wrong.push((what.clone(), format!("{got:?}"), format!("{name:?}")));
+            }
+        }
+    }
+    summarise(
+        &mut report,
+        "native_thread_id",
+        native_wanted,
+        &native_wrong,
+    );
+    summarise(&mut report, "name", names_wanted, &names_wrong);
     if report.is_empty() {
         Ok(())
     } else {
@@ -1180,12 +1244,16 @@ mod tests {
     #[test]
     fn missing_threads_and_native_ids_are_reported() {
         let mut d = dump(3, "C.m.<locals>.inner".into());
+        compare_thread_metadata(&truth(), &d).unwrap_err(); // no name
+        d["threads"][1]["name"] = "T".into();
+        compare_thread_metadata(&truth(), &d).unwrap();
         d["threads"][1]["native_thread_id"] = Value::Null;
-        let err = compare_stacks(&truth(), &d, true).unwrap_err();
+        let err = compare_thread_metadata(&truth(), &d).unwrap_err();
         assert!(
             err.contains("native_thread_id: null for all 1 threads"),
             "{err}"
         );
+        compare_stacks(&truth(), &d, true).unwrap();
         d["threads"][1]["thread_id"] = 8.into();
         let err = compare_stacks(&truth(), &d, true).unwrap_err();
         assert!(err.contains("missing from pyspy's output"), "{err}");
