@@ -264,8 +264,15 @@ mod tests {
     }
 
     /// 2.7 (x86-64): `PyStringObject` (ob_size 16, ob_sval 36), `PyUnicodeObject` (length 16,
-    /// str 24), `tp_flags` at 168 of `PyTypeObject`.
+    /// str 24), `tp_flags` at 168 of `PyTypeObject`. The generated table is preferred; only the
+    /// build's `Py_UNICODE` width is set by the test.
     fn layout_27(py_unicode_size: u8) -> Layout {
+        if let Some(l) = crate::layout::for_version(2, 7) {
+            return Layout {
+                py_unicode_size,
+                ..*l
+            };
+        }
         Layout {
             version: (2, 7),
             frames: FrameModel::FrameObject,
