@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Provision what pyspy's tests need beyond Rust, gcc and the pyenv interpreters:
-#   - host Debian packages (HOST_PACKAGES below; debootstrap is added when a chroot must be made),
+#   - host Debian packages (HOST_PACKAGES below: python3.11; debootstrap when a chroot must be made),
 #   - a Debian unstable chroot with python3.14 and python3.15 at $PYSPY_SID_ROOT
 #     (default /var/cache/pyspy/sid); the tests run `chroot ROOT /usr/bin/python3.X`.
 #
@@ -15,7 +15,9 @@
 set -euo pipefail
 
 # Debian packages the tests need on the host. Add new ones here.
-HOST_PACKAGES=()
+#   python3.11: Debian's own interpreter (/usr/bin/python3.11: stripped, non-PIE, libpython
+#               linked in), tested as "3.11-debian" next to pyenv's PIE + libpython builds.
+HOST_PACKAGES=(python3.11)
 
 CHROOT_PYTHONS=(python3.14 python3.15)
 DEV_PACKAGES=(libpython3.14-dev libpython3.15-dev)
@@ -163,3 +165,6 @@ if [[ $DEV_HEADERS -eq 1 ]]; then
 fi
 
 check_chroot_pythons
+if [[ -x /usr/bin/python3.11 ]]; then
+  printf 'python3.11\t%s (host, Debian)\n' "$(/usr/bin/python3.11 -c 'import sys; print(sys.version.split()[0])')"
+fi

@@ -117,7 +117,8 @@ fn provision_once() -> &'static Result<(), String> {
     PROVISIONED.get_or_init(|| {
         let script = provision_script();
         eprintln!(
-            "pyspy-tests: the chroot {} is missing; running {} (this takes a minute)",
+            "pyspy-tests: an interpreter is missing (chroot {} or /usr/bin/python3.11); \
+             running {} (this takes a minute)",
             sid_root().display(),
             script.display()
         );
@@ -369,10 +370,17 @@ fn find_interpreters() -> Vec<Interpreter> {
         let label = format!("{}.{}", v.0, v.1);
         candidates.push(Interpreter::pyenv(v).map_err(|e| (label, e)));
     }
+    let debian = PathBuf::from("/usr/bin/python3.11");
+    if !debian.exists() {
+        // scripts/provision.sh installs Debian's python3.11 on the host.
+        if let Err(e) = provision_once() {
+            eprintln!("pyspy-tests: provisioning failed: {e}");
+        }
+    }
     candidates.push(Ok(Interpreter {
         label: "3.11-debian".into(),
         version: (3, 11),
-        executable: PathBuf::from("/usr/bin/python3.11"),
+        executable: debian,
         chroot: None,
     }));
     let wanted: Option<Vec<String>> = std::env::var("PYSPY_INTERPRETERS")
@@ -417,8 +425,8 @@ fn find_interpreters() -> Vec<Interpreter> {
         }
         msg.push_str(
             "provision them: pyenv install 2.7 3.6 ... 3.13 for the pyenv ones, \
-             apt-get install python3.11 for 3.11-debian, and `sudo scripts/provision.sh` \
-             for 3.14/3.15 (a Debian unstable chroot at $PYSPY_SID_ROOT, default /var/cache/pyspy/sid)",
+             and `sudo scripts/provision.sh` for 3.11-debian (Debian's python3.11) and 3.14/3.15 \
+             (a Debian unstable chroot at $PYSPY_SID_ROOT, default /var/cache/pyspy/sid)",
         );
         if std::env::var_os("CI").is_some() {
             panic!("{msg}");
