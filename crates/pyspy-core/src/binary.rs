@@ -160,37 +160,49 @@ pub fn version_from_file_name(path: &str) -> Option<(u8, u8)> {
     (major == 2 || major == 3).then_some((major, minor))
 }
 
-/// Finds `PY_VERSION` ("3.12.1", "2.7.18+", "3.14.0rc1") among the NUL-terminated strings of a
-/// read-only data section. When the file name implies a minor version, a string of that minor
-/// wins; otherwise the first plausible one.
+/// Finds `PY_VERSION` ("3.12.1", "2.7.18+", "3.14.0rc1") in a read-only data section. The
+/// linker merges string tails, so the version may be the end of a longer string such as
+/// "/opt/python/3.9.18": every NUL-terminated tail that starts after a non-version byte counts.
+/// When the file name implies a minor version, only a string of that minor is accepted;
+/// otherwise the first string of a supported minor version wins.
 pub fn find_version_string(rodata: &[u8], path: &str) -> Option<Version> {
     let wanted = version_from_file_name(path);
     let mut first = None;
     for s in rodata.split(|b| *b == 0) {
-        if s.len() < 5 || s.len() > 12 || !(s[0] == b'2' || s[0] == b'3') || s[1] != b'.' {
-            continue;
-        }
-        let Ok(text) = std::str::from_utf8(s) else {
+        let Some(v) = version_at_end(s) else {
             continue;
         };
-        let valid_tail = text[2..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b"abcr.+".contains(&b));
-        if !valid_tail || text.matches('.').count() != 2 {
-            continue;
+        match wanted {
+            Some(w) if w == v.minor_version() => return Some(v),
+            Some(_) => {}
+            None if crate::layout::is_supported(v.major, v.minor) => {
+                first.get_or_insert(v);
+            }
+            None => {}
         }
-        let Some(v) = Version::parse(text) else {
-            continue;
-        };
-        if wanted == Some(v.minor_version()) {
-            return Some(v);
-        }
-        first.get_or_insert(v);
-    }
-    if wanted.is_some() {
-        return None;
     }
     first
+}
+
+/// A version string ending `s`, e.g. "3.9.18" in ".../versions/3.9.18" or "3.14.0rc1".
+fn version_at_end(s: &[u8]) -> Option<Version> {
+    let is_version_byte = |b: &u8| b.is_ascii_digit() || b".abcr+".contains(b);
+    let start = s.len() - s.iter().rev().take_while(|b| is_version_byte(b)).count();
+    let tail = &s[start..];
+    // The tail may begin with digits that belong to the version's major number only.
+    let begin = tail.iter().position(|b| *b == b'2' || *b == b'3')?;
+    let text = std::str::from_utf8(&tail[begin..]).ok()?;
+    if begin != 0
+        || text.len() > 12
+        || text.matches('.').count() != 2
+        || text.as_bytes().get(1) != Some(&b'.')
+    {
+        return None;
+    }
+    let v = Version::parse(text)?;
+    // Reject "3.9.18x"-like leftovers: the text must be exactly what the version prints as.
+    let canonical = v.to_string();
+    (text.trim_end_matches('+') == canonical).then_some(v)
 }
 
 #[cfg(test)]
@@ -210,7 +222,7 @@ mod tests {
 
     #[test]
     fn finds_version_strings_in_rodata() {
-        let data = b"\0junk\x003.2.0 stuff\x001.2.11\x003.12.1\0%.80s (%.80s) %.80s\0";
+        let data = b"\0junk\x003.2.0 stuff\x001.2.11\x00/opt/3.12.1\0%.80s (%.80s) %.80s\0";
         assert_eq!(
             find_version_string(data, "/x/libpython3.12.so").map(|v| v.to_string()),
             Some("3.12.1".into())
@@ -220,6 +232,14 @@ mod tests {
             Some("3.9.18".into())
         );
         assert_eq!(find_version_string(b"\x003.9.18\0", "/x/python3.12"), None);
+        assert_eq!(
+            find_version_string(b"\x0013.9.18\0v3.9.18x\0", "/bin/app"),
+            None
+        );
+        assert_eq!(
+            find_version_string(b"\x00/v/3.14.0rc1\0", "/bin/app").map(|v| v.to_string()),
+            Some("3.14.0rc1".into())
+        );
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod layout;
 pub mod linetable;
 pub mod locate;
 pub mod memory;
+pub mod native_tid;
 pub mod process;
 pub mod session;
 pub mod snapshot;

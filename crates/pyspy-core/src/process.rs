@@ -16,6 +16,8 @@ pub struct MemoryMap {
     pub executable: bool,
     /// Offset of the mapping in its file.
     pub offset: u64,
+    /// Inode of the mapped file (0 for anonymous mappings).
+    pub inode: u64,
     /// The mapped file's path as the target sees it (inside its mount namespace/chroot), without
     /// the " (deleted)" suffix; `None` for anonymous mappings and pseudo-files like `[heap]`.
     pub path: Option<String>,
@@ -26,7 +28,9 @@ pub struct MemoryMap {
 impl MemoryMap {
     /// The file name part of the path.
     pub fn file_name(&self) -> Option<&str> {
-        self.path.as_deref().map(|p| p.rsplit('/').next().unwrap_or(p))
+        self.path
+            .as_deref()
+            .map(|p| p.rsplit('/').next().unwrap_or(p))
     }
 }
 
@@ -41,7 +45,7 @@ fn parse_map_line(line: &str) -> Option<MemoryMap> {
     let perms = fields.next()?.as_bytes();
     let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
     let _dev = fields.next()?;
-    let _inode = fields.next()?;
+    let inode = fields.next()?.parse().ok()?;
     let rest = fields.next().unwrap_or("").trim_start();
     let (start, end) = range.split_once('-')?;
     let (start, end) = (
@@ -66,6 +70,7 @@ fn parse_map_line(line: &str) -> Option<MemoryMap> {
         writable: perms[1] == b'w',
         executable: perms[2] == b'x',
         offset,
+        inode,
         path,
         deleted,
     })
@@ -110,21 +115,29 @@ impl ProcessInfo {
         proc_path(self.pid, "root").join(path.trim_start_matches('/'))
     }
 
-    /// The host path of a mapping's file: `/proc/PID/root/<path>`, or for a deleted file
-    /// `/proc/PID/map_files/<start>-<end>` (which still reaches the mapped inode).
+    /// The host path of a mapping's file. Tried in order, keeping the first whose inode is the
+    /// mapped one: `/proc/PID/root/<path>` (the target's own view: chroots and containers),
+    /// `/proc/PID/map_files/<start>-<end>` (reaches deleted files; needs CAP_SYS_ADMIN), and
+    /// `<path>` itself (a chroot's maps show host paths).
     pub fn mapping_file(&self, map: &MemoryMap) -> Option<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
         let path = map.path.as_deref()?;
-        let via_root = self.host_path(path);
-        if !map.deleted && via_root.exists() {
-            return Some(via_root);
-        }
-        let via_map_files =
-            proc_path(self.pid, &format!("map_files/{:x}-{:x}", map.start, map.end));
-        Some(if via_map_files.exists() {
-            via_map_files
-        } else {
-            via_root
-        })
+        let candidates = [
+            self.host_path(path),
+            proc_path(
+                self.pid,
+                &format!("map_files/{:x}-{:x}", map.start, map.end),
+            ),
+            PathBuf::from(path),
+        ];
+        let mut existing = candidates
+            .iter()
+            .filter_map(|c| Some((c, std::fs::metadata(c).ok()?.ino())));
+        let first = existing.clone().next().map(|(c, _)| c.clone());
+        existing
+            .find(|(_, ino)| map.inode == 0 || *ino == map.inode)
+            .map(|(c, _)| c.clone())
+            .or(first)
     }
 }
 
@@ -229,7 +242,10 @@ garbage line";
         assert_eq!(maps[0].file_name(), Some("python3.12"));
         assert!(maps[0].readable && !maps[0].writable);
         assert_eq!(maps[1].path, None);
-        assert_eq!(maps[2].path.as_deref(), Some("/opt/my lib/libpython3.12.so"));
+        assert_eq!(
+            maps[2].path.as_deref(),
+            Some("/opt/my lib/libpython3.12.so")
+        );
         assert!(maps[2].deleted && maps[2].executable);
         assert_eq!(maps[2].offset, 0x2000);
         assert_eq!(maps[3].path, None);

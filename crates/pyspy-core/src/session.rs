@@ -3,8 +3,9 @@
 use crate::error::{Error, Result};
 use crate::locate::{locate, Interpreter, LocatedBy};
 use crate::memory::{Memory, ProcessMemory};
+use crate::native_tid;
 use crate::process::{self, ProcessInfo, ThreadStat};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, ThreadStack};
 use crate::version::Version;
 use crate::walk::Walker;
 
@@ -23,6 +24,8 @@ pub struct Session {
     executable: String,
     interpreter: Interpreter,
     walker: Walker,
+    /// ≤3.10: offset of the OS thread id in the C library's thread descriptor, once found.
+    tid_field: Option<u32>,
 }
 
 /// Attaches to process `pid`.
@@ -49,6 +52,7 @@ pub fn attach(pid: i32, _options: &AttachOptions) -> Result<Session> {
         executable: info.exe,
         interpreter,
         walker,
+        tid_field: None,
     })
 }
 
@@ -83,16 +87,47 @@ impl Session {
     /// Reads every thread's Python stack once, without stopping the target.
     pub fn sample(&mut self) -> Result<Snapshot> {
         let pid = self.pid;
-        let threads = self
+        let mut threads = self
             .walker
-            .sample(&self.mem, &self.interpreter, |tid| {
-                i32::try_from(tid)
-                    .ok()
-                    .and_then(|tid| ThreadStat::read(pid, tid))
-                    .is_some_and(|s| s.is_active())
-            })
+            .sample(&self.mem, &self.interpreter)
             .map_err(|e| gone_or(pid, e))?;
+        if threads.iter().any(|t| t.native_thread_id.is_none()) {
+            self.fill_native_ids(&mut threads);
+        }
+        for t in &mut threads {
+            t.active = t
+                .native_thread_id
+                .and_then(|tid| i32::try_from(tid).ok())
+                .and_then(|tid| ThreadStat::read(pid, tid))
+                .is_some_and(|s| s.is_active());
+        }
         Ok(Snapshot { threads })
+    }
+
+    /// ≤3.10: OS thread ids from the C library's thread descriptors (see [`native_tid`]).
+    fn fill_native_ids(&mut self, threads: &mut [ThreadStack]) {
+        let lookup_all = |field, threads: &mut [ThreadStack]| {
+            let tids = process::thread_ids(self.pid).unwrap_or_default();
+            let mut all_found = true;
+            for t in threads.iter_mut() {
+                t.native_thread_id = native_tid::lookup(&self.mem, t.thread_id, field)
+                    .filter(|tid| tids.iter().any(|x| i64::from(*x) == *tid as i64));
+                all_found &= t.native_thread_id.is_some();
+            }
+            all_found
+        };
+        if let Some(field) = self.tid_field {
+            if lookup_all(field, threads) {
+                return;
+            }
+        }
+        // First sample, or the calibration no longer fits: calibrate (again) on this sample.
+        let tids = process::thread_ids(self.pid).unwrap_or_default();
+        let idents: Vec<u64> = threads.iter().map(|t| t.thread_id).collect();
+        self.tid_field = native_tid::calibrate(&self.mem, &idents, &tids);
+        if let Some(field) = self.tid_field {
+            lookup_all(field, threads);
+        }
     }
 
     /// The target's pid.

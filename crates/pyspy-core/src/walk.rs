@@ -111,7 +111,9 @@ impl Walker {
                 }
                 let raw = self.read_thread(mem, tstate)?;
                 if raw.interp != interp_addr {
-                    return Err(Error::Corrupt("thread state does not point back to its interpreter"));
+                    return Err(Error::Corrupt(
+                        "thread state does not point back to its interpreter",
+                    ));
                 }
                 out.push(raw);
                 tstate = mem.read_ptr_at(tstate, l.tstate_next)?;
@@ -186,9 +188,18 @@ impl Walker {
         let mut storage = [0u8; 256];
         let buf = self.read_frame(mem, addr, &mut storage)?;
         let err = || Error::Corrupt("frame object field");
-        let back = l.frame_back.and_then(|o| field_u64(buf, o)).ok_or_else(err)?;
-        let code = l.frame_code.and_then(|o| field_u64(buf, o)).ok_or_else(err)?;
-        let lasti = l.frame_lasti.and_then(|o| field_u32(buf, o)).ok_or_else(err)? as i32;
+        let back = l
+            .frame_back
+            .and_then(|o| field_u64(buf, o))
+            .ok_or_else(err)?;
+        let code = l
+            .frame_code
+            .and_then(|o| field_u64(buf, o))
+            .ok_or_else(err)?;
+        let lasti = l
+            .frame_lasti
+            .and_then(|o| field_u32(buf, o))
+            .ok_or_else(err)? as i32;
         let info = self.codes.get(mem, &l, code)?;
         // 3.10 counts instructions (2 bytes each); earlier versions count bytes. A frame that
         // has not started yet has f_lasti -1.
@@ -243,7 +254,8 @@ impl Walker {
         if Some(owner) != l.owner_generator && rel < info.first_traceable {
             return Ok(previous); // incomplete frame: still running its prologue
         }
-        let rel = u32::try_from(rel).map_err(|_| Error::Corrupt("instruction pointer out of range"))?;
+        let rel =
+            u32::try_from(rel).map_err(|_| Error::Corrupt("instruction pointer out of range"))?;
         out.push(Frame {
             function: info.name.clone(),
             qualname: info.qualname.clone(),
@@ -276,7 +288,11 @@ impl Walker {
         }
         let (base, locked, holder) = match (l.interp_gil_locked, l.interp_gil_last_holder) {
             (Some(lk), Some(h)) => (interp_addr, lk, h),
-            _ => (interp.runtime?, l.runtime_gil_locked?, l.runtime_gil_last_holder?),
+            _ => (
+                interp.runtime?,
+                l.runtime_gil_locked?,
+                l.runtime_gil_last_holder?,
+            ),
         };
         let locked = mem.read_u32(offset(base, locked.into()).ok()?).ok()?;
         if locked == 0 {
@@ -285,12 +301,11 @@ impl Walker {
         mem.read_u64(offset(base, holder.into()).ok()?).ok()
     }
 
-    /// Reads every thread's stack. `tid_state` gives the `active` flag of an OS thread.
+    /// Reads every thread's stack. `active` is left false: it is an OS fact the caller adds.
     pub fn sample<M: Memory + ?Sized>(
         &mut self,
         mem: &M,
         interp: &Interpreter,
-        mut active: impl FnMut(u64) -> bool,
     ) -> Result<Vec<ThreadStack>> {
         let threads = self.threads(mem, interp)?;
         let mut holders: Vec<(u64, Option<u64>)> = Vec::new();
@@ -310,7 +325,7 @@ impl Walker {
                 native_thread_id: t.native_thread_id,
                 name: None,
                 owns_gil: holder == Some(t.addr),
-                active: t.native_thread_id.is_some_and(&mut active),
+                active: false,
                 frames,
             });
         }

@@ -163,3 +163,8 @@ pub fn for_version(major: u8, minor: u8) -> Option<&'static Layout> {
         .copied()
         .find(|l| l.version == (major, minor))
 }
+
+/// Whether pyspy has a table for (major, minor).
+pub fn is_supported(major: u8, minor: u8) -> bool {
+    for_version(major, minor).is_some()
+}
