@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "pyspy", version, about = "Sampling profiler for Python programs: reads a running CPython's stacks from outside")]
+#[command(
+    name = "pyspy",
+    version,
+    about = "Sampling profiler for Python programs: reads a running CPython's stacks from outside"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

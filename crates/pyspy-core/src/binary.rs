@@ -49,7 +49,7 @@ impl Binary {
         let path = map.path.clone().unwrap_or_default();
         let host = process
             .mapping_file(map)
-            .ok_or_else(|| Error::Corrupt("mapping has no file"))?;
+            .ok_or(Error::Corrupt("mapping has no file"))?;
         let io = |e| Error::Io {
             what: format!("reading {path} of process {}", process.pid),
             source: e,

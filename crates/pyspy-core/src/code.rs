@@ -30,8 +30,7 @@ pub struct CodeInfo {
 impl CodeInfo {
     /// The line of the instruction at byte offset `offset`.
     pub fn line(&self, layout: &Layout, offset: u32) -> i32 {
-        line_for_offset(layout.line_table, &self.linetable, self.first_line, offset)
-            .unwrap_or(0)
+        line_for_offset(layout.line_table, &self.linetable, self.first_line, offset).unwrap_or(0)
     }
 }
 

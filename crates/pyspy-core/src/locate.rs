@@ -115,7 +115,11 @@ pub fn locate<M: Memory>(mem: &M, process: &ProcessInfo) -> Result<Interpreter> 
 /// `_Py_DebugOffsets` block (3.13+), the version string in read-only data, the file name.
 fn detect_version<M: Memory>(mem: &M, binary: &Binary, runtime: Option<u64>) -> Option<Version> {
     if let Some(addr) = binary.symbol("Py_Version") {
-        if let Some(v) = mem.read_u64(addr).ok().and_then(|h| Version::from_hex(h & 0xffff_ffff)) {
+        if let Some(v) = mem
+            .read_u64(addr)
+            .ok()
+            .and_then(|h| Version::from_hex(h & 0xffff_ffff))
+        {
             return Some(v);
         }
     }
@@ -157,10 +161,12 @@ fn layout_for<M: Memory>(
     };
     if version.minor_version() >= (3, 13) {
         let rt = runtime.ok_or(Error::Corrupt("3.13+ interpreter without _PyRuntime"))?;
-        return debug_offsets::read(mem, rt)
-            .map_err(|_| unsupported(" (its _Py_DebugOffsets block is missing or not one pyspy knows)"));
+        return debug_offsets::read(mem, rt).map_err(|_| {
+            unsupported(" (its _Py_DebugOffsets block is missing or not one pyspy knows)")
+        });
     }
-    let layout = layout::for_version(version.major, version.minor).ok_or_else(|| unsupported(""))?;
+    let layout =
+        layout::for_version(version.major, version.minor).ok_or_else(|| unsupported(""))?;
     Ok((version, *layout))
 }
 

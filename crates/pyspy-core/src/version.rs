@@ -87,7 +87,10 @@ mod tests {
     #[test]
     fn hex_round_trips_through_display() {
         assert_eq!(Version::from_hex(0x030c01f0).unwrap().to_string(), "3.12.1");
-        assert_eq!(Version::from_hex(0x030f00a3).unwrap().to_string(), "3.15.0a3");
+        assert_eq!(
+            Version::from_hex(0x030f00a3).unwrap().to_string(),
+            "3.15.0a3"
+        );
         assert_eq!(Version::from_hex(0x020712f0).unwrap().to_string(), "2.7.18");
         assert!(Version::from_hex(0xdeadbeef).is_none());
         assert!(Version::from_hex(0x030c0100).is_none());
@@ -95,7 +98,10 @@ mod tests {
 
     #[test]
     fn parses_version_strings() {
-        assert_eq!(Version::parse("3.14.0rc2").unwrap().to_string(), "3.14.0rc2");
+        assert_eq!(
+            Version::parse("3.14.0rc2").unwrap().to_string(),
+            "3.14.0rc2"
+        );
         assert_eq!(Version::parse("2.7.18+").unwrap().to_string(), "2.7.18");
         assert_eq!(Version::parse("3.11.7 (main").unwrap().minor, 11);
         assert!(Version::parse("3.x").is_none());
