@@ -8,9 +8,11 @@
 
 mod image;
 mod process;
+pub mod recorded;
 
 pub use image::MemoryImage;
 pub use process::ProcessMemory;
+pub use recorded::{Anchors, RecordedImage, Recorder};
 
 /// A read of target memory that failed: the range is unmapped, the process is gone, or an
 /// address computation overflowed.
