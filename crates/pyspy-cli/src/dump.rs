@@ -1,6 +1,6 @@
 //! `pyspy dump`: one snapshot, as text like py-spy's or as the JSON of DESIGN.md.
 
-use pyspy_core::{AttachOptions, Session, Snapshot, ThreadStack};
+use pyspy_core::{AttachOptions, LocateStrategy, Session, Snapshot, ThreadStack};
 use serde_json::{json, Value};
 
 #[derive(clap::Args)]
@@ -11,10 +11,20 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// How to find the interpreter: auto, symbols, debug-offsets (3.13+) or bss-scan.
+    #[arg(long, default_value = "auto", value_parser = parse_locate)]
+    locate: LocateStrategy,
+}
+
+fn parse_locate(s: &str) -> Result<LocateStrategy, String> {
+    LocateStrategy::parse(s).ok_or_else(|| {
+        format!("unknown strategy {s:?}: use auto, symbols, debug-offsets or bss-scan")
+    })
 }
 
 pub fn run(args: &Args) -> Result<(), pyspy_core::Error> {
-    let mut session = pyspy_core::attach(args.pid, &AttachOptions::default())?;
+    let options = AttachOptions::default().locate(args.locate);
+    let mut session = pyspy_core::attach(args.pid, &options)?;
     let snapshot = session.sample()?;
     let text = if args.json {
         format!("{}\n", to_json(&session, &snapshot))

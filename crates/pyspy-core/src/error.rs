@@ -25,7 +25,7 @@ pub enum Error {
     UnsupportedVersion {
         pid: i32,
         version: String,
-        hint: &'static str,
+        hint: String,
     },
 
     #[error(

@@ -40,7 +40,7 @@ pub mod version;
 pub mod walk;
 
 pub use error::{Error, Result};
-pub use locate::LocatedBy;
+pub use locate::{LocateStrategy, LocatedBy};
 pub use session::{attach, AttachOptions, Session};
 pub use snapshot::{Frame, Snapshot, ThreadStack};
 pub use version::Version;

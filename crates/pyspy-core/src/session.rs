@@ -1,18 +1,51 @@
 //! Attaching to a live process and sampling it.
 
 use crate::error::{Error, Result};
-use crate::locate::{locate, Interpreter, LocatedBy};
+use crate::locate::{locate, Interpreter, LocateStrategy, LocatedBy};
 use crate::memory::{Memory, ProcessMemory};
 use crate::native_tid;
 use crate::process::{self, ProcessInfo, ThreadStat};
 use crate::snapshot::{Snapshot, ThreadStack};
 use crate::version::Version;
 use crate::walk::Walker;
+use std::time::{Duration, Instant};
 
 /// How to attach. `AttachOptions::default()` is right for most uses.
+///
+/// ```
+/// use pyspy_core::{AttachOptions, LocateStrategy};
+/// use std::time::Duration;
+///
+/// let options = AttachOptions::default()
+///     .locate(LocateStrategy::BssScan)
+///     .wait_for_init(Duration::from_secs(2));
+/// assert_eq!(options.wait_for_init, Some(Duration::from_secs(2)));
+/// ```
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
-pub struct AttachOptions {}
+pub struct AttachOptions {
+    /// How to find the interpreter (default: [`LocateStrategy::Auto`]).
+    pub locate: LocateStrategy,
+    /// If set, a process whose interpreter is not there yet (just started: libpython not
+    /// mapped, or `Py_Initialize` not done) is retried every 10 ms for up to this long before
+    /// `attach` gives up with `NotInitialised` or `NotPython`. Without it, `attach` answers at
+    /// once.
+    pub wait_for_init: Option<Duration>,
+}
+
+impl AttachOptions {
+    /// Sets [`AttachOptions::locate`].
+    pub fn locate(mut self, strategy: LocateStrategy) -> Self {
+        self.locate = strategy;
+        self
+    }
+
+    /// Sets [`AttachOptions::wait_for_init`].
+    pub fn wait_for_init(mut self, limit: Duration) -> Self {
+        self.wait_for_init = Some(limit);
+        self
+    }
+}
 
 /// An attached target: the located interpreter plus caches that make later samples cheap.
 /// Attaching reads the target's `/proc` entries and ELF files once; each sample then only
@@ -40,11 +73,18 @@ pub struct Session {
 /// }
 /// # Ok::<(), pyspy_core::Error>(())
 /// ```
-pub fn attach(pid: i32, _options: &AttachOptions) -> Result<Session> {
-    let info = ProcessInfo::read(pid)?;
-    let mem = ProcessMemory::new(pid);
-    check_access(&mem, &info)?;
-    let interpreter = locate(&mem, &info).map_err(|e| gone_or(pid, e))?;
+pub fn attach(pid: i32, options: &AttachOptions) -> Result<Session> {
+    let deadline = options.wait_for_init.map(|d| Instant::now() + d);
+    let (info, mem, interpreter) = loop {
+        match locate_once(pid, options.locate) {
+            Err(Error::NotInitialised { .. } | Error::NotPython { .. })
+                if deadline.is_some_and(|d| Instant::now() < d) =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => break other?,
+        }
+    };
     let walker = Walker::new(&interpreter.layout);
     Ok(Session {
         pid,
@@ -54,6 +94,21 @@ pub fn attach(pid: i32, _options: &AttachOptions) -> Result<Session> {
         walker,
         tid_field: None,
     })
+}
+
+/// How often [`Session::sample`] retries a sample that read inconsistent data.
+const TORN_READ_RETRIES: u32 = 3;
+
+/// One attempt at finding the interpreter of `pid`.
+fn locate_once(
+    pid: i32,
+    strategy: LocateStrategy,
+) -> Result<(ProcessInfo, ProcessMemory, Interpreter)> {
+    let info = ProcessInfo::read(pid)?;
+    let mem = ProcessMemory::new(pid);
+    check_access(&mem, &info)?;
+    let interpreter = locate(&mem, &info, strategy).map_err(|e| gone_or(pid, e))?;
+    Ok((info, mem, interpreter))
 }
 
 /// Reads one byte of the first readable mapping, to turn EPERM/ESRCH into the errors a user
@@ -87,10 +142,19 @@ impl Session {
     /// Reads every thread's Python stack once, without stopping the target.
     pub fn sample(&mut self) -> Result<Snapshot> {
         let pid = self.pid;
-        let mut threads = self
-            .walker
-            .sample(&self.mem, &self.interpreter)
-            .map_err(|e| gone_or(pid, e))?;
+        let mut attempt = 0;
+        let mut threads = loop {
+            // A running target changes under the reads: a torn read (a recycled frame, a
+            // thread that just exited) is retried a few times before it is reported.
+            match self.walker.sample(&self.mem, &self.interpreter) {
+                Err(Error::Corrupt(_) | Error::Memory(_))
+                    if attempt < TORN_READ_RETRIES && process::is_alive(pid) =>
+                {
+                    attempt += 1;
+                }
+                other => break other.map_err(|e| gone_or(pid, e))?,
+            }
+        };
         if threads.iter().any(|t| t.native_thread_id.is_none()) {
             self.fill_native_ids(&mut threads);
         }

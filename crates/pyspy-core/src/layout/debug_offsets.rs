@@ -242,6 +242,20 @@ pub enum DebugOffsetsError {
     Read(#[from] ReadError),
 }
 
+impl DebugOffsetsError {
+    /// The Python version the block claims, where it got that far.
+    pub fn version(&self) -> Option<Version> {
+        match self {
+            DebugOffsetsError::UnknownVersion(v) | DebugOffsetsError::FreeThreaded(v) => Some(*v),
+            DebugOffsetsError::Truncated { version, .. }
+            | DebugOffsetsError::BadSize { version, .. }
+            | DebugOffsetsError::OutOfBounds { version, .. }
+            | DebugOffsetsError::Mismatch { version, .. } => Some(*version),
+            _ => None,
+        }
+    }
+}
+
 fn u64_at(block: &[u8], at: u32) -> Option<u64> {
     crate::memory::field_u64(block, at)
 }
@@ -309,6 +323,10 @@ pub fn parse(block: &[u8]) -> Result<(Version, Layout), DebugOffsetsError> {
                         value,
                     });
                 }
+                // Sizes vary with build options (a JIT build adds thread-state fields) without
+                // moving any field pyspy reads: the target's own size is taken as it is.
+                f.field.set(&mut layout, value as u32);
+                continue;
             }
             Some(size_at) => {
                 let size = u64_at(block, size_at).unwrap_or(0);
