@@ -295,6 +295,9 @@ pub fn run_bindgen(h: &Headers, scratch: &Path) -> Result<Bindings, Error> {
     for extra in table::extra_headers(v) {
         writeln!(wrapper, "#include <{extra}>").unwrap();
     }
+    for decl in table::private_decls(v) {
+        writeln!(wrapper, "{decl}").unwrap();
+    }
     let mut args = h.defines.clone();
     args.push(format!("-I{}", h.include.display()));
     if !h.extra_includes.is_empty() {

@@ -299,6 +299,130 @@ pub const ROWS: &[Row] = &[
         "list_items",
         &[r(FIRST, LAST, Off("PyListObject", "ob_item"))],
     ),
+    // Thread names: types, modules, dicts, ints (see crates/pyspy-core/src/objects/).
+    req(
+        "type_basicsize",
+        &[r(FIRST, LAST, Off("PyTypeObject", "tp_basicsize"))],
+    ),
+    req(
+        "type_dictoffset",
+        &[r(FIRST, LAST, Off("PyTypeObject", "tp_dictoffset"))],
+    ),
+    opt(
+        "heaptype_cached_keys",
+        &[r((3, 0), LAST, Off("PyHeapTypeObject", "ht_cached_keys"))],
+    ),
+    req(
+        "module_dict",
+        &[r(FIRST, LAST, Off("PyModuleObject", "md_dict"))],
+    ),
+    opt(
+        "dict_mask",
+        &[r(FIRST, (2, 7), Off("PyDictObject", "ma_mask"))],
+    ),
+    opt(
+        "dict_table",
+        &[r(FIRST, (2, 7), Off("PyDictObject", "ma_table"))],
+    ),
+    opt(
+        "dict_keys",
+        &[r((3, 0), LAST, Off("PyDictObject", "ma_keys"))],
+    ),
+    opt(
+        "dict_values",
+        &[r((3, 0), LAST, Off("PyDictObject", "ma_values"))],
+    ),
+    opt(
+        "dictkeys_size",
+        &[r((3, 0), (3, 10), Off("PyDictKeysObject", "dk_size"))],
+    ),
+    opt(
+        "dictkeys_log2_size",
+        &[r((3, 11), LAST, Off("PyDictKeysObject", "dk_log2_size"))],
+    ),
+    opt(
+        "dictkeys_log2_index_bytes",
+        &[r(
+            (3, 11),
+            LAST,
+            Off("PyDictKeysObject", "dk_log2_index_bytes"),
+        )],
+    ),
+    opt(
+        "dictkeys_kind",
+        &[r((3, 11), LAST, Off("PyDictKeysObject", "dk_kind"))],
+    ),
+    opt(
+        "dictkeys_nentries",
+        &[r((3, 0), LAST, Off("PyDictKeysObject", "dk_nentries"))],
+    ),
+    opt(
+        "dictkeys_indices",
+        &[r((3, 0), LAST, Off("PyDictKeysObject", "dk_indices"))],
+    ),
+    req(
+        "dictentry_size",
+        &[
+            r(FIRST, (2, 7), Size("PyDictEntry")),
+            r((3, 0), LAST, Size("PyDictKeyEntry")),
+        ],
+    ),
+    req(
+        "dictentry_hash",
+        &[
+            r(FIRST, (2, 7), Off("PyDictEntry", "me_hash")),
+            r((3, 0), LAST, Off("PyDictKeyEntry", "me_hash")),
+        ],
+    ),
+    req(
+        "dictentry_key",
+        &[
+            r(FIRST, (2, 7), Off("PyDictEntry", "me_key")),
+            r((3, 0), LAST, Off("PyDictKeyEntry", "me_key")),
+        ],
+    ),
+    req(
+        "dictentry_value",
+        &[
+            r(FIRST, (2, 7), Off("PyDictEntry", "me_value")),
+            r((3, 0), LAST, Off("PyDictKeyEntry", "me_value")),
+        ],
+    ),
+    opt(
+        "dictunicodeentry_size",
+        &[r((3, 11), LAST, Size("PyDictUnicodeEntry"))],
+    ),
+    opt(
+        "dictunicodeentry_key",
+        &[r((3, 11), LAST, Off("PyDictUnicodeEntry", "me_key"))],
+    ),
+    opt(
+        "dictunicodeentry_value",
+        &[r((3, 11), LAST, Off("PyDictUnicodeEntry", "me_value"))],
+    ),
+    opt(
+        "dictvalues_values",
+        &[r((3, 11), LAST, Off("PyDictValues", "values"))],
+    ),
+    opt(
+        "dictvalues_valid",
+        &[r((3, 13), LAST, Off("PyDictValues", "valid"))],
+    ),
+    opt(
+        "int_ival",
+        &[r(FIRST, (2, 7), Off("PyIntObject", "ob_ival"))],
+    ),
+    opt(
+        "long_tag",
+        &[r((3, 12), LAST, Off("PyLongObject", "long_value.lv_tag"))],
+    ),
+    req(
+        "long_digits",
+        &[
+            r(FIRST, (3, 11), Off("PyLongObject", "ob_digit")),
+            r((3, 12), LAST, Off("PyLongObject", "long_value.ob_digit")),
+        ],
+    ),
 ];
 
 /// The row after which the frame-owner facts are emitted (they sit there in `Layout`).
@@ -356,25 +480,62 @@ pub const OWNER_ENUM: &str = "_frameowner";
 /// Headers to include for a version (after `Python.h`), relative to the include directory.
 pub fn extra_headers(v: Minor) -> &'static [&'static str] {
     match v {
-        (2, _) | (3, 0..=6) => &["frameobject.h", "code.h"],
-        (3, 7) => &["frameobject.h", "internal/pystate.h"],
-        (3, 8) => &["frameobject.h", "internal/pycore_pystate.h"],
-        (3, 9) | (3, 10) => &[
+        (2, _) | (3, 0..=6) => &["frameobject.h", "code.h", "longintrepr.h"],
+        (3, 7) => &["frameobject.h", "internal/pystate.h", "longintrepr.h"],
+        (3, 8) => &[
+            "frameobject.h",
+            "internal/pycore_pystate.h",
+            "longintrepr.h",
+        ],
+        (3, 9) => &[
             "frameobject.h",
             "internal/pycore_runtime.h",
             "internal/pycore_interp.h",
+            "longintrepr.h",
+        ],
+        (3, 10) => &[
+            "frameobject.h",
+            "internal/pycore_runtime.h",
+            "internal/pycore_interp.h",
+            "longintrepr.h",
+            "internal/pycore_moduleobject.h",
         ],
         (3, 11..=13) => &[
             "internal/pycore_runtime.h",
             "internal/pycore_interp.h",
             "internal/pycore_frame.h",
+            "internal/pycore_moduleobject.h",
+            "internal/pycore_dict.h",
         ],
         _ => &[
             "internal/pycore_runtime_structs.h",
             "internal/pycore_interp_structs.h",
             "internal/pycore_interpframe_structs.h",
             "internal/pycore_debug_offsets.h",
+            "internal/pycore_moduleobject.h",
+            "internal/pycore_dict.h",
         ],
+    }
+}
+
+/// C declarations added after the headers, for structures a version keeps out of its installed
+/// headers (in `Objects/*.c` or `Objects/dict-common.h`). Each is CPython's own definition,
+/// trimmed after the last field pyspy reads; bindgen then measures them like the others.
+pub fn private_decls(v: Minor) -> &'static [&'static str] {
+    // Objects/moduleobject.c (2.7–3.9); 3.10+ has internal/pycore_moduleobject.h.
+    const MODULE: &str = "typedef struct { PyObject_HEAD PyObject *md_dict; } PyModuleObject;";
+    // Objects/dict-common.h (3.6–3.10). 3.6 declares dk_indices as a union of arrays starting at
+    // the same offset; `dk_lookup` is a function pointer.
+    const KEY_ENTRY: &str = "typedef struct { Py_hash_t me_hash; PyObject *me_key; \
+                             PyObject *me_value; } PyDictKeyEntry;";
+    const KEYS: &str = "struct _dictkeysobject { Py_ssize_t dk_refcnt; Py_ssize_t dk_size; \
+                        void *dk_lookup; Py_ssize_t dk_usable; Py_ssize_t dk_nentries; \
+                        char dk_indices[8]; };";
+    match v {
+        (2, _) => &[MODULE],
+        (3, 0..=9) => &[MODULE, KEY_ENTRY, KEYS],
+        (3, 10) => &[KEY_ENTRY, KEYS],
+        _ => &[],
     }
 }
 

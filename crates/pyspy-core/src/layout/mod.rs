@@ -154,6 +154,52 @@ pub struct Layout {
     // tuple, list, dict
     pub tuple_items: u32,
     pub list_items: u32,
+
+    // Thread names (see `objects`): instance dicts, modules, dicts, ints.
+    /// `tp_basicsize`: 3.13+ inline values start here.
+    pub type_basicsize: u32,
+    /// `tp_dictoffset`: where an instance keeps its `__dict__` pointer (≤3.10, or types without
+    /// a managed dict).
+    pub type_dictoffset: u32,
+    /// `PyHeapTypeObject.ht_cached_keys`: the shared keys of instances' split dicts / values.
+    pub heaptype_cached_keys: Option<u32>,
+    /// `PyModuleObject.md_dict`.
+    pub module_dict: u32,
+    /// 2.7 `PyDictObject.ma_mask` (slots − 1) and `ma_table` (the `PyDictEntry` array).
+    pub dict_mask: Option<u32>,
+    pub dict_table: Option<u32>,
+    /// 3.x `PyDictObject.ma_keys` and `ma_values` (non-null: a split table).
+    pub dict_keys: Option<u32>,
+    pub dict_values: Option<u32>,
+    /// `PyDictKeysObject.dk_size` (3.6–3.10): slots in the index table.
+    pub dictkeys_size: Option<u32>,
+    /// `dk_log2_size`, `dk_log2_index_bytes`, `dk_kind` (3.11+, one byte each).
+    pub dictkeys_log2_size: Option<u32>,
+    pub dictkeys_log2_index_bytes: Option<u32>,
+    pub dictkeys_kind: Option<u32>,
+    /// `dk_nentries`: used entries in the entry array.
+    pub dictkeys_nentries: Option<u32>,
+    /// `dk_indices`: the index table; the entries follow it.
+    pub dictkeys_indices: Option<u32>,
+    /// `PyDictKeyEntry` (3.x) / `PyDictEntry` (2.7): size and fields.
+    pub dictentry_size: u32,
+    pub dictentry_hash: u32,
+    pub dictentry_key: u32,
+    pub dictentry_value: u32,
+    /// `PyDictUnicodeEntry` (3.11+): entries of unicode-only and split keys.
+    pub dictunicodeentry_size: Option<u32>,
+    pub dictunicodeentry_key: Option<u32>,
+    pub dictunicodeentry_value: Option<u32>,
+    /// `PyDictValues.values` (3.11+; before, `ma_values` is the value array itself).
+    pub dictvalues_values: Option<u32>,
+    /// `PyDictValues.valid` (3.13+): inline values still hold the instance's attributes.
+    pub dictvalues_valid: Option<u32>,
+    /// 2.7 `PyIntObject.ob_ival`.
+    pub int_ival: Option<u32>,
+    /// 3.12+ `PyLongObject.long_value.lv_tag` (sign and digit count; before, `ob_size`).
+    pub long_tag: Option<u32>,
+    /// `PyLongObject` digits.
+    pub long_digits: u32,
 }
 
 /// The generated table for a (major, minor) version, if pyspy knows it.
