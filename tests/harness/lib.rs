@@ -717,6 +717,18 @@ impl Target {
     /// `python FILE TRUTH_PATH ARGS...`, and waits (at most [`TARGET_READY_TIMEOUT`]) until it
     /// has written `TRUTH_PATH` (atomically) and all its threads are blocked.
     pub fn spawn_files(interp: &Interpreter, files: &[(&str, &str)], args: &[&str]) -> Target {
+        Target::spawn_files_with(interp, files, args, &|i| i.command())
+    }
+
+    /// Like [`Target::spawn_files`], but the process is started by `launcher` (given the
+    /// interpreter, it returns the command the script path and arguments are appended to): an
+    /// embedding program, the dynamic loader, a copy of the interpreter.
+    pub fn spawn_files_with(
+        interp: &Interpreter,
+        files: &[(&str, &str)],
+        args: &[&str],
+        launcher: &dyn Fn(&Interpreter) -> Command,
+    ) -> Target {
         assert!(
             !files.is_empty(),
             "spawn_files needs at least the main script"
@@ -732,7 +744,7 @@ impl Target {
         let truth_host = dir.host_path().join("truth.json");
         let stderr_host = dir.host_path().join("stderr.txt");
         let stderr_file = fs::File::create(&stderr_host).expect("create stderr file");
-        let mut cmd = interp.command();
+        let mut cmd = launcher(interp);
         cmd.arg(&main)
             .arg(&truth_target)
             .args(args)

@@ -85,12 +85,21 @@ pub fn expected_scenarios(version: (u8, u8)) -> Vec<&'static str> {
 
 /// Starts the scenarios on `interp` and waits until every scenario thread is blocked.
 pub fn spawn_scenarios(interp: &Interpreter) -> Target {
+    spawn_scenarios_with(interp, &|i| i.command())
+}
+
+/// Starts the scenarios like [`spawn_scenarios`], through `launcher` (see
+/// [`Target::spawn_files_with`]).
+pub fn spawn_scenarios_with(
+    interp: &Interpreter,
+    launcher: &dyn Fn(&Interpreter) -> std::process::Command,
+) -> Target {
     let files = scenario_files(interp);
     let borrowed: Vec<(&str, &str)> = files
         .iter()
         .map(|(n, c)| (n.as_str(), c.as_str()))
         .collect();
-    Target::spawn_files(interp, &borrowed, &[])
+    Target::spawn_files_with(interp, &borrowed, &[], launcher)
 }
 
 const IDLE: &str = include_str!("../targets/scenarios_idle.py");

@@ -175,7 +175,11 @@ impl Failures {
     fn add(&mut self, e: Error) {
         match e {
             Error::NotInitialised { .. } => self.not_initialised = true,
-            Error::UnsupportedVersion { .. } => self.unsupported = Some(e),
+            // The first strategy to recognise the version explains it best.
+            Error::UnsupportedVersion { .. } if self.unsupported.is_none() => {
+                self.unsupported = Some(e)
+            }
+            Error::UnsupportedVersion { .. } => {}
             e => self.other = Some(e),
         }
     }
