@@ -47,59 +47,173 @@ pub fn line_for_offset(
     first_line: i32,
     offset: u32,
 ) -> Option<i32> {
-    match format {
-        LineTableFormat::LnotabUnsigned => Some(lnotab(table, first_line, offset, false)),
-        LineTableFormat::LnotabSigned => Some(lnotab(table, first_line, offset, true)),
-        LineTableFormat::Linetable310 => linetable_310(table, first_line, offset),
-        LineTableFormat::Locations => locations(table, first_line, offset),
+    let target = u64::from(offset);
+    line_ranges(format, table, first_line)
+        .find(|r| r.end > target)
+        .and_then(|r| r.line)
+}
+
+/// A run of bytecode, `start..end` in bytes, that the table maps to one line (or to none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineRange {
+    pub start: u64,
+    pub end: u64,
+    pub line: Option<i32>,
+}
+
+/// Every range of a line table in address order: contiguous from offset 0, non-empty. The
+/// `co_lnotab` formats end with a range reaching `u64::MAX` (every offset has a line); the
+/// 3.10+ formats end where the table ends. One pass, no allocation: a caller can decode a
+/// table once and look offsets up by binary search.
+///
+/// ```
+/// use pyspy_core::layout::LineTableFormat;
+/// use pyspy_core::linetable::{line_ranges, LineRange};
+///
+/// let ranges: Vec<LineRange> = line_ranges(LineTableFormat::LnotabSigned, &[6, 1], 10).collect();
+/// assert_eq!(ranges[0], LineRange { start: 0, end: 6, line: Some(10) });
+/// assert_eq!(ranges[1], LineRange { start: 6, end: u64::MAX, line: Some(11) });
+/// ```
+pub fn line_ranges(format: LineTableFormat, table: &[u8], first_line: i32) -> LineRanges<'_> {
+    LineRanges {
+        format,
+        table,
+        pos: 0,
+        addr: 0,
+        line: first_line,
+        done: false,
     }
 }
 
-/// `co_lnotab` (2.7–3.9): pairs (address increment, line increment). `PyCode_Addr2Line` adds the
-/// line increment of every pair whose cumulative address is ≤ the offset, stopping at the first
-/// pair that goes past it. A trailing odd byte is ignored (`size = len / 2`).
-fn lnotab(table: &[u8], first_line: i32, offset: u32, signed: bool) -> i32 {
-    let target = u64::from(offset);
-    let mut addr: u64 = 0;
-    let mut line = first_line;
-    for pair in table.chunks_exact(2) {
-        addr += u64::from(pair[0]);
-        if addr > target {
-            break;
-        }
-        let delta = if signed {
-            i32::from(pair[1] as i8)
-        } else {
-            i32::from(pair[1])
-        };
-        line = line.wrapping_add(delta);
-    }
-    line
+/// The iterator of [`line_ranges`].
+#[derive(Debug, Clone)]
+pub struct LineRanges<'a> {
+    format: LineTableFormat,
+    table: &'a [u8],
+    /// Next byte of the table to decode.
+    pos: usize,
+    /// Start of the next range.
+    addr: u64,
+    /// The running line.
+    line: i32,
+    done: bool,
 }
 
-/// 3.10 `co_linetable` (PEP 626): pairs (start delta in bytes: unsigned, line delta: signed,
-/// -128 = no line). Each pair ends the range `[end, end + delta)`; the line delta is applied to
-/// the running line unless it is the marker. The first non-empty range containing the offset
-/// answers; past the table there is no line (`PyCode_Addr2Line` returns -1).
-fn linetable_310(table: &[u8], first_line: i32, offset: u32) -> Option<i32> {
-    let target = u64::from(offset);
-    let mut end: u64 = 0;
-    let mut line = first_line;
-    for pair in table.chunks_exact(2) {
-        end += u64::from(pair[0]);
-        let delta = pair[1] as i8;
-        let this = if delta == -128 {
-            None
-        } else {
-            line = line.wrapping_add(i32::from(delta));
-            Some(line)
-        };
-        // Empty ranges (delta 0) never satisfy this: their end is ≤ the offset already.
-        if end > target {
-            return this;
+impl Iterator for LineRanges<'_> {
+    type Item = LineRange;
+
+    fn next(&mut self) -> Option<LineRange> {
+        if self.done {
+            return None;
         }
+        let next = match self.format {
+            LineTableFormat::LnotabUnsigned => self.lnotab(false),
+            LineTableFormat::LnotabSigned => self.lnotab(true),
+            LineTableFormat::Linetable310 => self.linetable_310(),
+            LineTableFormat::Locations => self.locations(),
+        };
+        if next.is_none() {
+            self.done = true;
+        }
+        next
     }
-    None
+}
+
+impl LineRanges<'_> {
+    /// `co_lnotab` (2.7–3.9): pairs (address increment, line increment). `PyCode_Addr2Line`
+    /// adds the line increment of every pair whose cumulative address is ≤ the offset, so the
+    /// running line holds from the pair's address up to the next non-zero address increment.
+    /// A trailing odd byte is ignored (`size = len / 2`).
+    fn lnotab(&mut self, signed: bool) -> Option<LineRange> {
+        while let Some(pair) = self.table.get(self.pos..self.pos + 2) {
+            self.pos += 2;
+            let start = self.addr;
+            let line = self.line;
+            self.addr += u64::from(pair[0]);
+            let delta = if signed {
+                i32::from(pair[1] as i8)
+            } else {
+                i32::from(pair[1])
+            };
+            self.line = self.line.wrapping_add(delta);
+            if self.addr > start {
+                return Some(LineRange {
+                    start,
+                    end: self.addr,
+                    line: Some(line),
+                });
+            }
+        }
+        // Past the last pair, the final line holds for every offset.
+        self.done = true;
+        Some(LineRange {
+            start: self.addr,
+            end: u64::MAX,
+            line: Some(self.line),
+        })
+    }
+
+    /// 3.10 `co_linetable` (PEP 626): pairs (start delta in bytes: unsigned, line delta: signed,
+    /// -128 = no line). Each pair gives the range `[end, end + delta)`; the line delta applies to
+    /// the running line unless it is the marker. Empty ranges are skipped; past the table there
+    /// is no line (`PyCode_Addr2Line` returns -1).
+    fn linetable_310(&mut self) -> Option<LineRange> {
+        while let Some(pair) = self.table.get(self.pos..self.pos + 2) {
+            self.pos += 2;
+            let start = self.addr;
+            self.addr += u64::from(pair[0]);
+            let delta = pair[1] as i8;
+            let line = if delta == -128 {
+                None
+            } else {
+                self.line = self.line.wrapping_add(i32::from(delta));
+                Some(self.line)
+            };
+            if self.addr > start {
+                return Some(LineRange {
+                    start,
+                    end: self.addr,
+                    line,
+                });
+            }
+        }
+        None
+    }
+
+    /// 3.11+ location table (PEP 657). Each entry starts with a byte with bit 7 set: code in
+    /// bits 3–6, (length − 1) in code units of 2 bytes in bits 0–2; the following bytes (bit 7
+    /// clear) hold varints. Only the start-line delta matters here:
+    /// - 0–9 short form: same line; 10–12 one-line form: +0, +1, +2;
+    /// - 13 no-column and 14 long form: signed varint;
+    /// - 15 no location: no line (the running line is unchanged).
+    ///
+    /// As in `advance()` of codeobject.c, the next entry starts at the next byte with bit 7 set.
+    fn locations(&mut self) -> Option<LineRange> {
+        let header = *self.table.get(self.pos)?;
+        let code = (header >> 3) & 15;
+        let delta = match code {
+            LOC_NO_COLUMNS | LOC_LONG => {
+                signed_varint(self.table.get(self.pos + 1..).unwrap_or(&[]))
+            }
+            LOC_ONE_LINE1 => 1,
+            LOC_ONE_LINE2 => 2,
+            LOC_ONE_LINE0 => 0,
+            _ => 0,
+        };
+        self.line = self.line.wrapping_add(delta);
+        let start = self.addr;
+        self.addr += (u64::from(header & 7) + 1) * 2;
+        self.pos += 1;
+        while self.table.get(self.pos).is_some_and(|b| b & 0x80 == 0) {
+            self.pos += 1;
+        }
+        let line = (header >> 3 != NO_LINE_MARKER).then_some(self.line);
+        Some(LineRange {
+            start,
+            end: self.addr,
+            line,
+        })
+    }
 }
 
 /// Location-entry codes of 3.11+ (`Objects/locations.md`, `_PyCodeLocationInfoKind`).
@@ -110,45 +224,6 @@ const LOC_NO_COLUMNS: u8 = 13;
 const LOC_LONG: u8 = 14;
 /// Header byte of a "no location" entry has its top five bits set (`is_no_line_marker`).
 const NO_LINE_MARKER: u8 = 0x1f;
-
-/// 3.11+ location table (PEP 657). Each entry starts with a byte with bit 7 set: code in bits
-/// 3–6, (length − 1) in code units of 2 bytes in bits 0–2; the following bytes (bit 7 clear)
-/// hold varints. Only the start-line delta matters here:
-/// - 0–9 short form: same line; 10–12 one-line form: +0, +1, +2;
-/// - 13 no-column and 14 long form: signed varint;
-/// - 15 no location: no line (the running line is unchanged).
-///
-/// As in `advance()` of codeobject.c, the next entry starts at the next byte with bit 7 set.
-fn locations(table: &[u8], first_line: i32, offset: u32) -> Option<i32> {
-    let target = u64::from(offset);
-    let mut end: u64 = 0;
-    let mut line = first_line;
-    let mut i = 0usize;
-    while let Some(&header) = table.get(i) {
-        let code = (header >> 3) & 15;
-        let delta = match code {
-            LOC_NO_COLUMNS | LOC_LONG => signed_varint(table.get(i + 1..).unwrap_or(&[])),
-            LOC_ONE_LINE1 => 1,
-            LOC_ONE_LINE2 => 2,
-            LOC_ONE_LINE0 => 0,
-            _ => 0,
-        };
-        line = line.wrapping_add(delta);
-        end += (u64::from(header & 7) + 1) * 2;
-        if end > target {
-            return if header >> 3 == NO_LINE_MARKER {
-                None
-            } else {
-                Some(line)
-            };
-        }
-        i += 1;
-        while table.get(i).is_some_and(|b| b & 0x80 == 0) {
-            i += 1;
-        }
-    }
-    None
-}
 
 /// At most this many 6-bit chunks of a varint are read (30 bits + the first chunk's 6 covers a
 /// C `unsigned int`); CPython's own encoder never writes more than 6 for an `int`.
