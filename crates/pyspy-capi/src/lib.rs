@@ -1,0 +1,40 @@
+//! The C API of pyspy: the `extern "C"` functions behind `include/pyspy.h`, built into
+//! `libpyspy.so` and `libpyspy.a` by the artifact crate (`crates/pyspy-capi/artifact`).
+//!
+//! This crate is for C callers; its functions follow the header's contracts, which are the
+//! `# Safety` of every `unsafe extern "C" fn` here (C has no other way to state them). The rules
+//! (README, "C API"):
+//!
+//! - Opaque handles; each owned one has a `_free`, and `_free(NULL)` is a no-op.
+//! - Fallible functions return a [`pyspy_status`] and write their outputs only on success;
+//!   details come through an optional `pyspy_error **err` (an owned [`error::pyspy_error`]).
+//!   No thread-local "last error".
+//! - Argument order: the object first, then inputs, then outputs, then `err`.
+//! - Strings are UTF-8, NUL-terminated, borrowed from the object that hands them out and valid
+//!   until it is freed.
+//! - Every body runs inside [`panic::ffi_boundary!`]: a panic becomes `PYSPY_STATUS_PANIC` (or
+//!   NULL, 0, false), never an unwind into C.
+//!
+//! All pointer conversion is in [`ffi`].
+
+#![allow(non_camel_case_types)]
+#![deny(unsafe_op_in_unsafe_fn)]
+// The safety contract of every exported function is its C documentation in the header.
+#![allow(clippy::missing_safety_doc)]
+
+mod ffi;
+mod panic;
+
+pub mod error;
+pub mod options;
+pub mod session;
+pub mod snapshot;
+pub mod status;
+pub mod version;
+
+pub use error::*;
+pub use options::*;
+pub use session::*;
+pub use snapshot::*;
+pub use status::*;
+pub use version::*;

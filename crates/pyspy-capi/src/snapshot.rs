@@ -1,0 +1,254 @@
+//! Snapshots: every thread's stack at one moment, walked with index-based accessors.
+
+use std::ffi::{c_char, CStr};
+use std::sync::Arc;
+
+use crate::ffi::{self, Borrowed, Castable, OwnedBox};
+use crate::panic::ffi_boundary;
+use crate::session::StringCache;
+
+/// One sample of a process: its Python threads and their stacks. Made by
+/// `pyspy_session_sample`, freed by `pyspy_snapshot_free`; independent of the session (it may
+/// outlive it). Immutable: any number of threads may read one snapshot at once.
+pub struct pyspy_snapshot {
+    _private: [u8; 0],
+}
+
+/// A Python thread of a snapshot. Borrowed from its snapshot: valid until the snapshot is freed;
+/// never freed on its own.
+pub struct pyspy_thread {
+    _private: [u8; 0],
+}
+
+/// A frame of a thread's stack. Borrowed from its snapshot: valid until the snapshot is freed;
+/// never freed on its own.
+pub struct pyspy_frame {
+    _private: [u8; 0],
+}
+
+impl Castable for pyspy_snapshot {
+    type Ownership = OwnedBox;
+    type Rust = SnapshotObject;
+}
+impl Castable for pyspy_thread {
+    type Ownership = Borrowed;
+    type Rust = ThreadObject;
+}
+impl Castable for pyspy_frame {
+    type Ownership = Borrowed;
+    type Rust = FrameObject;
+}
+
+/// What a `pyspy_snapshot` holds: the library's snapshot with its strings as C strings.
+pub struct SnapshotObject {
+    pub threads: Vec<ThreadObject>,
+}
+
+pub struct ThreadObject {
+    pub thread_id: u64,
+    pub native_thread_id: Option<u64>,
+    pub name: Option<Arc<CStr>>,
+    pub owns_gil: bool,
+    pub active: bool,
+    pub frames: Vec<FrameObject>,
+}
+
+pub struct FrameObject {
+    pub function: Arc<CStr>,
+    pub qualname: Option<Arc<CStr>>,
+    pub filename: Arc<CStr>,
+    pub line: i32,
+}
+
+impl SnapshotObject {
+    pub(crate) fn new(snapshot: pyspy_core::Snapshot, strings: &mut StringCache) -> Self {
+        let threads = snapshot
+            .threads
+            .into_iter()
+            .map(|t| ThreadObject {
+                thread_id: t.thread_id,
+                native_thread_id: t.native_thread_id,
+                name: t.name.as_ref().map(|n| strings.get(n)),
+                owns_gil: t.owns_gil,
+                active: t.active,
+                frames: t
+                    .frames
+                    .iter()
+                    .map(|f| FrameObject {
+                        function: strings.get(&f.function),
+                        qualname: f.qualname.as_ref().map(|q| strings.get(q)),
+                        filename: strings.get(&f.filename),
+                        line: f.line,
+                    })
+                    .collect(),
+            })
+            .collect();
+        SnapshotObject { threads }
+    }
+}
+
+/// Frees a snapshot, and with it every thread, frame and string borrowed from it. NULL is a
+/// no-op.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_snapshot_free(snapshot: *mut pyspy_snapshot) {
+    ffi_boundary!({
+        // SAFETY: per the header, snapshot is NULL or live and not used after this.
+        unsafe { ffi::free_box(snapshot) }
+    })
+}
+
+/// How many Python threads the snapshot has (0 for NULL).
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_snapshot_thread_count(snapshot: *const pyspy_snapshot) -> usize {
+    ffi_boundary!({
+        // SAFETY: per the header, snapshot is NULL or live.
+        unsafe { ffi::try_ref(snapshot) }.map_or(0, |s| s.threads.len())
+    })
+}
+
+/// Thread `index` (0-based, below `pyspy_snapshot_thread_count`) of the snapshot, or NULL if
+/// out of range or `snapshot` is NULL. Borrowed from `snapshot`: valid until
+/// `pyspy_snapshot_free(snapshot)`.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_snapshot_thread(
+    snapshot: *const pyspy_snapshot,
+    index: usize,
+) -> *const pyspy_thread {
+    ffi_boundary!({
+        // SAFETY: per the header, snapshot is NULL or live.
+        unsafe { ffi::try_ref(snapshot) }
+            .and_then(|s| s.threads.get(index))
+            .map_or(std::ptr::null(), ffi::borrowed_ptr::<pyspy_thread>)
+    })
+}
+
+/// The thread's Python ident (`threading.get_ident()`; 0 for NULL).
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_thread_id(thread: *const pyspy_thread) -> u64 {
+    ffi_boundary!({
+        // SAFETY: per the header, thread is NULL or live.
+        unsafe { ffi::try_ref(thread) }.map_or(0, |t| t.thread_id)
+    })
+}
+
+/// The thread's OS thread id (`threading.get_native_id()`, its TID in /proc). Returns true and
+/// writes it to `*tid_out` if known; returns false and leaves `*tid_out` untouched if not (or
+/// if an argument is NULL).
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_thread_native_id(
+    thread: *const pyspy_thread,
+    tid_out: *mut u64,
+) -> bool {
+    ffi_boundary!({
+        // SAFETY: per the header, thread is NULL or live.
+        let tid = unsafe { ffi::try_ref(thread) }.and_then(|t| t.native_thread_id);
+        match tid {
+            Some(tid) if !tid_out.is_null() => {
+                // SAFETY: non-NULL and writable per the header.
+                unsafe { ffi::write_optional(tid_out, tid) };
+                true
+            }
+            _ => false,
+        }
+    })
+}
+
+/// The thread's name (`threading.Thread.name`), or NULL if unknown (or `thread` is NULL).
+/// UTF-8, NUL-terminated, borrowed from the snapshot: valid until `pyspy_snapshot_free`.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_thread_name(thread: *const pyspy_thread) -> *const c_char {
+    ffi_boundary!({
+        // SAFETY: per the header, thread is NULL or live.
+        let t = unsafe { ffi::try_ref(thread) };
+        ffi::opt_c_str(t.and_then(|t| t.name.as_deref()))
+    })
+}
+
+/// Whether the thread held the GIL at the time of the sample (false for NULL).
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_thread_owns_gil(thread: *const pyspy_thread) -> bool {
+    ffi_boundary!({
+        // SAFETY: per the header, thread is NULL or live.
+        unsafe { ffi::try_ref(thread) }.is_some_and(|t| t.owns_gil)
+    })
+}
+
+/// Whether the OS thread was running on a CPU at the time of the sample, rather than sleeping
+/// or waiting on a lock or I/O (false for NULL).
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_thread_active(thread: *const pyspy_thread) -> bool {
+    ffi_boundary!({
+        // SAFETY: per the header, thread is NULL or live.
+        unsafe { ffi::try_ref(thread) }.is_some_and(|t| t.active)
+    })
+}
+
+/// How many frames the thread's stack has (0 for NULL).
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_thread_frame_count(thread: *const pyspy_thread) -> usize {
+    ffi_boundary!({
+        // SAFETY: per the header, thread is NULL or live.
+        unsafe { ffi::try_ref(thread) }.map_or(0, |t| t.frames.len())
+    })
+}
+
+/// Frame `index` of the thread's stack, innermost first (index 0 is the frame running), or
+/// NULL if out of range or `thread` is NULL. Borrowed from the snapshot: valid until
+/// `pyspy_snapshot_free`.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_thread_frame(
+    thread: *const pyspy_thread,
+    index: usize,
+) -> *const pyspy_frame {
+    ffi_boundary!({
+        // SAFETY: per the header, thread is NULL or live.
+        unsafe { ffi::try_ref(thread) }
+            .and_then(|t| t.frames.get(index))
+            .map_or(std::ptr::null(), ffi::borrowed_ptr::<pyspy_frame>)
+    })
+}
+
+/// The frame's function name (`co_name`). UTF-8, NUL-terminated, borrowed from the snapshot:
+/// valid until `pyspy_snapshot_free`. NULL only for a NULL `frame`.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_frame_function(frame: *const pyspy_frame) -> *const c_char {
+    ffi_boundary!({
+        // SAFETY: per the header, frame is NULL or live.
+        let f = unsafe { ffi::try_ref(frame) };
+        ffi::opt_c_str(f.map(|f| &*f.function))
+    })
+}
+
+/// The frame's qualified name (`co_qualname`, e.g. `"Class.method"`; Python 3.11+), or NULL
+/// where the version has none (or `frame` is NULL). UTF-8, NUL-terminated, borrowed from the
+/// snapshot: valid until `pyspy_snapshot_free`.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_frame_qualname(frame: *const pyspy_frame) -> *const c_char {
+    ffi_boundary!({
+        // SAFETY: per the header, frame is NULL or live.
+        let f = unsafe { ffi::try_ref(frame) };
+        ffi::opt_c_str(f.and_then(|f| f.qualname.as_deref()))
+    })
+}
+
+/// The frame's file name (`co_filename`, as the target sees it). UTF-8, NUL-terminated,
+/// borrowed from the snapshot: valid until `pyspy_snapshot_free`. NULL only for a NULL
+/// `frame`.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_frame_filename(frame: *const pyspy_frame) -> *const c_char {
+    ffi_boundary!({
+        // SAFETY: per the header, frame is NULL or live.
+        let f = unsafe { ffi::try_ref(frame) };
+        ffi::opt_c_str(f.map(|f| &*f.filename))
+    })
+}
+
+/// The line the frame is executing (1-based; 0 if the line table has no line for the current
+/// instruction, or `frame` is NULL).
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_frame_line(frame: *const pyspy_frame) -> i32 {
+    ffi_boundary!({
+        // SAFETY: per the header, frame is NULL or live.
+        unsafe { ffi::try_ref(frame) }.map_or(0, |f| f.line)
+    })
+}
