@@ -2,6 +2,9 @@
 
 mod dump;
 mod output;
+mod record;
+mod target;
+mod top;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -21,12 +24,18 @@ struct Cli {
 enum Command {
     /// Print every thread's Python stack once.
     Dump(dump::Args),
+    /// Sample a program and write a profile: flame graph, pprof, speedscope, ...
+    Record(record::Args),
+    /// A live view of the functions a program spends its time in.
+    Top(top::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Dump(args) => dump::run(&args),
+        Command::Dump(args) => dump::run(&args).map_err(|e| e.to_string()),
+        Command::Record(args) => record::run(&args),
+        Command::Top(args) => top::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

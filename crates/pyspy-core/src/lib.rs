@@ -27,12 +27,15 @@
 pub mod binary;
 pub mod code;
 pub mod error;
+pub mod export;
 pub mod layout;
 pub mod linetable;
 pub mod locate;
 pub mod memory;
 pub mod native_tid;
 pub mod process;
+pub mod profile;
+pub mod sampler;
 pub mod session;
 pub mod snapshot;
 pub mod strings;
@@ -41,6 +44,8 @@ pub mod walk;
 
 pub use error::{Error, Result};
 pub use locate::{LocateStrategy, LocatedBy};
+pub use profile::{Profile, ProfileOptions};
+pub use sampler::{Sample, Sampler, SamplerOptions};
 pub use session::{attach, AttachOptions, Session};
 pub use snapshot::{Frame, Snapshot, ThreadStack};
 pub use version::Version;

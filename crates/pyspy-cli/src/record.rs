@@ -1,0 +1,301 @@
+//! `pyspy record`: sample a program for a while and write a profile file.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use pyspy_core::export::{chrometrace::ChromeTrace, collapsed, pprof, speedscope};
+use pyspy_core::sampler::{Ended, SamplerStats};
+use pyspy_core::{Profile, ProfileOptions, Sampler, SamplerOptions};
+
+use crate::target::{Target, TargetArgs};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// An interactive flame graph (SVG; open it in a browser).
+    Flamegraph,
+    /// Folded stacks, `a (file:line);b (file:line) COUNT` per line.
+    Collapsed,
+    /// speedscope JSON (<https://www.speedscope.app>).
+    Speedscope,
+    /// gzip'd pprof protobuf (go tool pprof, Grafana Pyroscope, Guance DataKit).
+    Pprof,
+    /// Chrome trace event JSON: a timeline per thread (Perfetto UI, chrome://tracing).
+    Chrometrace,
+}
+
+impl Format {
+    fn extension(self) -> &'static str {
+        match self {
+            Format::Flamegraph => "svg",
+            Format::Collapsed => "txt",
+            Format::Speedscope => "speedscope.json",
+            Format::Pprof => "pb.gz",
+            Format::Chrometrace => "trace.json",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            Format::Flamegraph => "flame graph",
+            Format::Collapsed => "collapsed stacks",
+            Format::Speedscope => "speedscope profile",
+            Format::Pprof => "pprof profile",
+            Format::Chrometrace => "Chrome trace",
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Samples per second.
+    #[arg(long, short, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    rate: u32,
+    /// Stop after this many seconds (default: until the program exits or Ctrl-C).
+    #[arg(long, short)]
+    duration: Option<f64>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Format::Flamegraph)]
+    format: Format,
+    /// Output file (default: pyspy-PID.EXT in the current directory).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Count only the thread holding the GIL.
+    #[arg(long)]
+    gil: bool,
+    /// Count idle threads too (sleeping, waiting on I/O or a lock).
+    #[arg(long)]
+    idle: bool,
+    /// Never pause the target (pyspy does not pause it now; kept for py-spy compatibility).
+    #[arg(long)]
+    nonblocking: bool,
+    /// Also sample child processes that run Python (multiprocessing, worker pools).
+    #[arg(long, short)]
+    subprocesses: bool,
+    /// Keep threads apart (one tower per thread in a flame graph).
+    #[arg(long, short)]
+    threads: bool,
+    /// Aggregate by function, without line numbers.
+    #[arg(long, short = 'F')]
+    function: bool,
+}
+
+pub fn run(args: &Args) -> Result<(), String> {
+    if let Some(d) = args.duration {
+        if !(d.is_finite() && d > 0.0) {
+            return Err(format!(
+                "--duration must be a positive number of seconds, not {d}"
+            ));
+        }
+    }
+    let Target {
+        session,
+        child: mut launched,
+    } = Target::open(&args.target)?;
+    let pid = session.pid();
+    let version = session.version();
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("pyspy-{pid}.{}", args.format.extension())));
+    // Check the output can be written before sampling for minutes.
+    File::create(&output).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+
+    let mut options = SamplerOptions::default();
+    options.rate = f64::from(args.rate);
+    options.duration = args.duration.map(Duration::from_secs_f64);
+    options.subprocesses = args.subprocesses;
+    let mut sampler = Sampler::new(session, options);
+    let stop = sampler.stop_handle();
+    let _ = ctrlc::set_handler(move || stop.stop());
+
+    let per_thread = args.threads || args.format == Format::Speedscope;
+    let profile_options = ProfileOptions::default()
+        .with_lines(!args.function)
+        .with_threads(per_thread)
+        .with_processes(args.subprocesses)
+        .with_idle(args.idle)
+        .with_gil_only(args.gil)
+        .with_period(sampler.interval());
+    let mut profile = Profile::new(profile_options.clone());
+    let mut trace =
+        (args.format == Format::Chrometrace).then(|| ChromeTrace::new(profile_options.clone()));
+
+    let tty = std::io::stderr().is_terminal();
+    eprintln!(
+        "pyspy: sampling process {pid} (Python {version}) at {} Hz{}; Ctrl-C to stop and write {}",
+        args.rate,
+        args.duration
+            .map(|d| format!(" for {d} s"))
+            .unwrap_or_default(),
+        output.display()
+    );
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
+    while let Some(sample) = sampler.next() {
+        match trace.as_mut() {
+            Some(t) => {
+                t.add(&sample);
+                profile.add(&sample);
+            }
+            None => profile.add(&sample),
+        }
+        if tty && last_progress.elapsed() >= Duration::from_millis(250) {
+            last_progress = Instant::now();
+            eprint!(
+                "\r\x1b[K{}",
+                progress(sampler.stats(), started.elapsed(), sampler.interval())
+            );
+        }
+    }
+    let stats = sampler.stats().clone();
+    let ended = sampler.ended();
+    if tty {
+        eprint!("\r\x1b[K");
+    }
+    let why = match ended {
+        Some(Ended::Duration) => "duration over".to_string(),
+        Some(Ended::ProcessExited) => format!("process {pid} exited"),
+        Some(Ended::Stopped) => "interrupted".to_string(),
+        None => "stopped".to_string(),
+    };
+    drop(sampler);
+    if launched.stop() {
+        eprintln!("pyspy: stopped the program it started (pid {pid})");
+    }
+    eprintln!(
+        "{} ({why})",
+        progress(&stats, started.elapsed(), Duration::ZERO)
+    );
+
+    if profile.is_empty() {
+        let _ = std::fs::remove_file(&output);
+        return Err(if args.idle || stats.samples == 0 {
+            "no samples were collected, nothing written".to_string()
+        } else {
+            "no samples of running Python code were collected (every thread was idle): \
+             nothing written; use --idle to count idle threads"
+                .to_string()
+        });
+    }
+    write_output(args, &output, &profile, trace)?;
+    eprintln!(
+        "pyspy: wrote {} to {}\n{}",
+        args.format.description(),
+        output.display(),
+        how_to_view(args.format, &output)
+    );
+    Ok(())
+}
+
+fn progress(stats: &SamplerStats, elapsed: Duration, interval: Duration) -> String {
+    let mut line = format!(
+        "pyspy: {} samples, {} errors, {:.1} s",
+        stats.samples,
+        stats.errors,
+        elapsed.as_secs_f64()
+    );
+    if stats.processes > 1 {
+        line.push_str(&format!(", {} processes", stats.processes));
+    }
+    let behind = Duration::from_millis(100).max(interval * 10);
+    if !interval.is_zero() && stats.lag > behind {
+        line.push_str(&format!(
+            " — behind schedule by {} ms: results may be skewed, lower --rate",
+            stats.lag.as_millis()
+        ));
+    } else if interval.is_zero() && stats.missed > 0 {
+        line.push_str(&format!(
+            ", {} scheduled samples missed (max lag {} ms): lower --rate for even sampling",
+            stats.missed,
+            stats.max_lag.as_millis()
+        ));
+    }
+    line
+}
+
+fn write_output(
+    args: &Args,
+    output: &Path,
+    profile: &Profile,
+    trace: Option<ChromeTrace>,
+) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("cannot write {}: {e}", output.display());
+    let file = File::create(output).map_err(fail)?;
+    let mut out = BufWriter::new(file);
+    let title = title(args);
+    match args.format {
+        Format::Flamegraph => {
+            let folded = collapsed::to_string(profile);
+            let mut options = inferno::flamegraph::Options::default();
+            options.title = title;
+            options.subtitle = Some(subtitle(profile));
+            options.count_name = "samples".into();
+            options.name_type = "Function:".into();
+            options.colors = inferno::flamegraph::color::Palette::Multi(
+                inferno::flamegraph::color::MultiPalette::Python,
+            );
+            options.hash = true;
+            inferno::flamegraph::from_lines(&mut options, folded.lines(), &mut out)
+                .map_err(|e| format!("rendering the flame graph: {e}"))?;
+        }
+        Format::Collapsed => collapsed::write(profile, &mut out).map_err(fail)?,
+        Format::Speedscope => speedscope::write(profile, &title, &mut out).map_err(fail)?,
+        Format::Pprof => pprof::write(profile, &mut out).map_err(fail)?,
+        Format::Chrometrace => trace
+            .expect("a trace is built for chrometrace")
+            .write(&mut out)
+            .map_err(fail)?,
+    }
+    out.flush().map_err(fail)
+}
+
+fn title(args: &Args) -> String {
+    match (&args.target.pid, args.target.command.is_empty()) {
+        (Some(pid), _) => format!("pyspy record --pid {pid}"),
+        (None, false) => format!("pyspy record -- {}", args.target.command.join(" ")),
+        (None, true) => "pyspy record".into(),
+    }
+}
+
+fn subtitle(profile: &Profile) -> String {
+    let o = profile.options();
+    let mut what = vec![if o.idle {
+        "all threads"
+    } else {
+        "running threads"
+    }];
+    if o.gil_only {
+        what.push("holding the GIL");
+    }
+    format!(
+        "{} samples over {:.1} s at {:.0} Hz, {}; width = share of samples",
+        profile.samples(),
+        profile.duration().as_secs_f64(),
+        1.0 / o.period.as_secs_f64(),
+        what.join(", ")
+    )
+}
+
+fn how_to_view(format: Format, output: &Path) -> String {
+    let abs = std::fs::canonicalize(output).unwrap_or_else(|_| output.to_path_buf());
+    let abs = abs.display();
+    match format {
+        Format::Flamegraph => {
+            format!("Open it in a browser (click to zoom, Ctrl-F to search): file://{abs}")
+        }
+        Format::Collapsed => format!(
+            "Render it with inferno-flamegraph < {abs} > flame.svg (or flamegraph.pl), or load it in speedscope"
+        ),
+        Format::Speedscope => {
+            format!("Open https://www.speedscope.app and drop {abs} on it (or: speedscope {abs})")
+        }
+        Format::Pprof => format!("View it with: go tool pprof -http=localhost:8080 {abs}"),
+        Format::Chrometrace => {
+            format!("Open https://ui.perfetto.dev (or chrome://tracing) and load {abs}")
+        }
+    }
+}
