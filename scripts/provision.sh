@@ -17,7 +17,9 @@ set -euo pipefail
 # Debian packages the tests need on the host. Add new ones here.
 #   python3.11: Debian's own interpreter (/usr/bin/python3.11: stripped, non-PIE, libpython
 #               linked in), tested as "3.11-debian" next to pyenv's PIE + libpython builds.
-HOST_PACKAGES=(python3.11)
+#   golang-go:  `go tool pprof` reads the pprof files `pyspy record --format pprof` writes.
+#   tmux:       drives `pyspy top` in a terminal in the tests.
+HOST_PACKAGES=(python3.11 golang-go tmux)
 
 CHROOT_PYTHONS=(python3.14 python3.15)
 DEV_PACKAGES=(libpython3.14-dev libpython3.15-dev)
