@@ -1,0 +1,3 @@
+module example.invalid/pyspy/bindings/go
+
+go 1.19
