@@ -114,7 +114,7 @@ def run_measured(cmd, wall_limit=None):
                             stderr=subprocess.DEVNULL)
     if wall_limit is not None:
         time.sleep(wall_limit)
-        proc.send_signal(signal.SIGINT)
+        os.kill(proc.pid, signal.SIGINT)  # not proc.send_signal: it may reap the child
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.time() - t0
     if status != 0 and wall_limit is None:

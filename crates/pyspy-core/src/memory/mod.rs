@@ -27,11 +27,30 @@ pub struct ReadError {
 pub trait Memory {
     /// Copies `buf.len()` bytes starting at `addr` into `buf`.
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError>;
+
+    /// Reads many ranges at once: `ranges[i] = (addr, len)` lands in `out` right after range
+    /// `i - 1` (so `out.len()` must be the sum of the lengths), and `ok[i]` says whether it was
+    /// read. Live processes do this in one system call; the default reads them one by one.
+    fn read_many(&self, ranges: &[(u64, usize)], out: &mut [u8], ok: &mut [bool]) {
+        let mut at = 0;
+        for (i, &(addr, len)) in ranges.iter().enumerate() {
+            let buf = out.get_mut(at..at + len);
+            let done = buf.is_some_and(|b| self.read(addr, b).is_ok());
+            if let Some(slot) = ok.get_mut(i) {
+                *slot = done;
+            }
+            at += len;
+        }
+    }
 }
 
 impl<M: Memory + ?Sized> Memory for &M {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         (**self).read(addr, buf)
+    }
+
+    fn read_many(&self, ranges: &[(u64, usize)], out: &mut [u8], ok: &mut [bool]) {
+        (**self).read_many(ranges, out, ok)
     }
 }
 
@@ -119,6 +138,18 @@ mod tests {
         let img = MemoryImage::new();
         assert!(img.read_vec(0x10, 1 << 40, 1 << 20).is_err());
         assert!(img.read_vec(u64::MAX - 1, 16, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn read_many_reports_each_range() {
+        let mut img = MemoryImage::new();
+        img.add(0x1000, &[1, 2, 3, 4]).add(0x3000, &[9, 9]);
+        let mut out = [0u8; 6];
+        let mut ok = [false; 3];
+        img.read_many(&[(0x1001, 2), (0x2000, 2), (0x3000, 2)], &mut out, &mut ok);
+        assert_eq!(ok, [true, false, true]);
+        assert_eq!(out[..2], [2, 3]);
+        assert_eq!(out[4..], [9, 9]);
     }
 
     #[test]
