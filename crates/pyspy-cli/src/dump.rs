@@ -1,6 +1,6 @@
 //! `pyspy dump`: one snapshot, as text like py-spy's or as the JSON of DESIGN.md.
 
-use pyspy_core::{AttachOptions, LocateStrategy, Session, Snapshot, ThreadStack};
+use pyspy_core::{AttachOptions, LocateStrategy, SampleOptions, Session, Snapshot, ThreadStack};
 use serde_json::{json, Value};
 
 #[derive(clap::Args)]
@@ -14,6 +14,10 @@ pub struct Args {
     /// How to find the interpreter: auto, symbols, debug-offsets (3.13+) or bss-scan.
     #[arg(long, default_value = "auto", value_parser = parse_locate)]
     locate: LocateStrategy,
+    /// Do not pause the target while reading (by default its Python threads are stopped for a
+    /// moment, so the stacks are consistent).
+    #[arg(long)]
+    nonblocking: bool,
 }
 
 fn parse_locate(s: &str) -> Result<LocateStrategy, String> {
@@ -23,7 +27,8 @@ fn parse_locate(s: &str) -> Result<LocateStrategy, String> {
 }
 
 pub fn run(args: &Args) -> Result<(), pyspy_core::Error> {
-    let options = AttachOptions::default().locate(args.locate);
+    let sample = SampleOptions::default().pause(!args.nonblocking);
+    let options = AttachOptions::default().locate(args.locate).sample(sample);
     let mut session = pyspy_core::attach(args.pid, &options)?;
     let snapshot = session.sample()?;
     let text = if args.json {
@@ -54,6 +59,7 @@ fn thread_json(t: &ThreadStack) -> Value {
         "name": t.name.as_deref(),
         "owns_gil": t.owns_gil,
         "active": t.active,
+        "interp_id": t.interp_id,
         "frames": frames,
     })
 }

@@ -195,6 +195,15 @@ impl ThreadStat {
         })
     }
 
+    /// [`ThreadStat::cpu_ticks`] as a duration (`sysconf(_SC_CLK_TCK)` ticks per second).
+    pub fn cpu_time(&self) -> std::time::Duration {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let hz = u64::try_from(hz).ok().filter(|h| *h > 0).unwrap_or(100);
+        let nanos = u128::from(self.cpu_ticks) * 1_000_000_000 / u128::from(hz);
+        std::time::Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
     /// Running on a CPU (or runnable): not sleeping, waiting on a lock or on I/O.
     pub fn is_active(&self) -> bool {
         self.state == 'R'

@@ -352,6 +352,7 @@ pub(crate) mod tests {
             owns_gil: gil,
             active,
             frames,
+            ..ThreadStack::default()
         }
     }
 

@@ -3,11 +3,11 @@
 use crate::error::{Error, Result};
 use crate::locate::{locate, Interpreter, LocateStrategy, LocatedBy};
 use crate::memory::{Memory, ProcessMemory};
-use crate::native_tid;
-use crate::process::{self, ProcessInfo, ThreadStat};
-use crate::snapshot::{Snapshot, ThreadStack};
+use crate::process::{self, ProcessInfo};
+use crate::sampling::{Hooks, SampleOptions, Sampling};
+use crate::snapshot::Snapshot;
+use crate::thread_names::NameStats;
 use crate::version::Version;
-use crate::walk::Walker;
 use std::time::{Duration, Instant};
 
 /// How to attach. `AttachOptions::default()` is right for most uses.
@@ -31,6 +31,9 @@ pub struct AttachOptions {
     /// `attach` gives up with `NotInitialised` or `NotPython`. Without it, `attach` answers at
     /// once.
     pub wait_for_init: Option<Duration>,
+    /// What [`Session::sample`] reads and returns (default: [`SampleOptions::default`], which
+    /// never pauses the target).
+    pub sample: SampleOptions,
 }
 
 impl AttachOptions {
@@ -45,20 +48,26 @@ impl AttachOptions {
         self.wait_for_init = Some(limit);
         self
     }
+
+    /// Sets [`AttachOptions::sample`].
+    pub fn sample(mut self, options: SampleOptions) -> Self {
+        self.sample = options;
+        self
+    }
 }
 
 /// An attached target: the located interpreter plus caches that make later samples cheap.
 /// Attaching reads the target's `/proc` entries and ELF files once; each sample then only
-/// reads target memory. The target is never stopped or changed.
+/// reads target memory (and `/proc` for the facts asked for). The target is never changed,
+/// and never stopped unless [`SampleOptions::pause`] asks for it.
 #[derive(Debug)]
 pub struct Session {
     pid: i32,
     mem: ProcessMemory,
     executable: String,
     interpreter: Interpreter,
-    walker: Walker,
-    /// ≤3.10: offset of the OS thread id in the C library's thread descriptor, once found.
-    tid_field: Option<u32>,
+    sampling: Sampling,
+    sample_options: SampleOptions,
 }
 
 /// Attaches to process `pid`.
@@ -85,19 +94,15 @@ pub fn attach(pid: i32, options: &AttachOptions) -> Result<Session> {
             other => break other?,
         }
     };
-    let walker = Walker::new(&interpreter.layout);
     Ok(Session {
         pid,
         mem,
         executable: info.exe,
+        sampling: Sampling::new(&interpreter),
         interpreter,
-        walker,
-        tid_field: None,
+        sample_options: options.sample,
     })
 }
-
-/// How often [`Session::sample`] retries a sample that read inconsistent data.
-const TORN_READ_RETRIES: u32 = 3;
 
 /// One attempt at finding the interpreter of `pid`.
 fn locate_once(
@@ -139,59 +144,42 @@ fn gone_or(pid: i32, e: Error) -> Error {
 }
 
 impl Session {
-    /// Reads every thread's Python stack once, without stopping the target.
+    /// Reads every thread's Python stack once, with the session's [`SampleOptions`] (by
+    /// default without stopping the target).
     pub fn sample(&mut self) -> Result<Snapshot> {
+        let options = self.sample_options;
+        self.sample_with(&options)
+    }
+
+    /// Reads every thread's Python stack once, with `options` for this sample only.
+    pub fn sample_with(&mut self, options: &SampleOptions) -> Result<Snapshot> {
         let pid = self.pid;
-        let mut attempt = 0;
-        let mut threads = loop {
-            // A running target changes under the reads: a torn read (a recycled frame, a
-            // thread that just exited) is retried a few times before it is reported.
-            match self.walker.sample(&self.mem, &self.interpreter) {
-                Err(Error::Corrupt(_) | Error::Memory(_))
-                    if attempt < TORN_READ_RETRIES && process::is_alive(pid) =>
-                {
-                    attempt += 1;
-                }
-                other => break other.map_err(|e| gone_or(pid, e))?,
-            }
-        };
-        if threads.iter().any(|t| t.native_thread_id.is_none()) {
-            self.fill_native_ids(&mut threads);
-        }
-        for t in &mut threads {
-            t.active = t
-                .native_thread_id
-                .and_then(|tid| i32::try_from(tid).ok())
-                .and_then(|tid| ThreadStat::read(pid, tid))
-                .is_some_and(|s| s.is_active());
-        }
+        let threads = self
+            .sampling
+            .sample(pid, &self.mem, &self.interpreter, options)
+            .map_err(|e| gone_or(pid, e))?;
         Ok(Snapshot { threads })
     }
 
-    /// ≤3.10: OS thread ids from the C library's thread descriptors (see [`native_tid`]).
-    fn fill_native_ids(&mut self, threads: &mut [ThreadStack]) {
-        let lookup_all = |field, threads: &mut [ThreadStack]| {
-            let tids = process::thread_ids(self.pid).unwrap_or_default();
-            let mut all_found = true;
-            for t in threads.iter_mut() {
-                t.native_thread_id = native_tid::lookup(&self.mem, t.thread_id, field)
-                    .filter(|tid| tids.iter().any(|x| i64::from(*x) == *tid as i64));
-                all_found &= t.native_thread_id.is_some();
-            }
-            all_found
-        };
-        if let Some(field) = self.tid_field {
-            if lookup_all(field, threads) {
-                return;
-            }
-        }
-        // First sample, or the calibration no longer fits: calibrate (again) on this sample.
-        let tids = process::thread_ids(self.pid).unwrap_or_default();
-        let idents: Vec<u64> = threads.iter().map(|t| t.thread_id).collect();
-        self.tid_field = native_tid::calibrate(&self.mem, &idents, &tids);
-        if let Some(field) = self.tid_field {
-            lookup_all(field, threads);
-        }
+    /// The options [`Session::sample`] uses.
+    pub fn sample_options(&self) -> &SampleOptions {
+        &self.sample_options
+    }
+
+    /// Changes the options [`Session::sample`] uses.
+    pub fn set_sample_options(&mut self, options: SampleOptions) {
+        self.sample_options = options;
+    }
+
+    /// What reading thread names has cost so far (cached samples, lookups, failures).
+    pub fn name_stats(&self) -> NameStats {
+        self.sampling.name_stats()
+    }
+
+    /// Test-only: read counters and fault injection.
+    #[doc(hidden)]
+    pub fn hooks(&self) -> &Hooks {
+        &self.sampling.hooks
     }
 
     /// The target's pid.

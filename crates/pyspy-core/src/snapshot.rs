@@ -1,6 +1,7 @@
 //! What a sample returns: every thread's Python stack.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 /// One sample of a target: all its Python threads.
 #[derive(Debug, Clone, Default)]
@@ -9,7 +10,10 @@ pub struct Snapshot {
 }
 
 /// A Python thread and its stack, innermost frame first.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Which fields are filled depends on [`SampleOptions`](crate::SampleOptions): `active` and
+/// `cpu_time` come from `/proc` and are only read when asked for.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ThreadStack {
     /// The Python thread ident (`threading.get_ident()`, the pthread id).
     pub thread_id: u64,
@@ -19,8 +23,20 @@ pub struct ThreadStack {
     pub name: Option<Arc<str>>,
     /// Whether this thread holds the GIL at the time of the sample.
     pub owns_gil: bool,
-    /// Whether the OS thread is running (not sleeping, waiting on a lock or on I/O).
+    /// Whether the OS thread is running (not sleeping, waiting on a lock or on I/O), read from
+    /// `/proc` before any pause. `false` when [`SampleOptions::active`](crate::SampleOptions)
+    /// is off.
     pub active: bool,
+    /// The thread's CPU time so far (user + system, from `/proc/PID/task/TID/stat`, counted in
+    /// clock ticks, usually 10 ms), when [`SampleOptions::cpu_time`](crate::SampleOptions) is on and the OS
+    /// thread id is known. The difference between two samples over their interval is the CPU
+    /// share the thread used.
+    pub cpu_time: Option<Duration>,
+    /// The id of the interpreter the thread state belongs to (`PyInterpreterState.id`: 0 for
+    /// the main interpreter, others for sub-interpreters), on 3.7+. A thread running code in a
+    /// sub-interpreter has a thread state in each interpreter it entered, reported separately
+    /// with the same `thread_id`.
+    pub interp_id: Option<i64>,
     /// Innermost first.
     pub frames: Vec<Frame>,
 }

@@ -29,6 +29,8 @@ const STACKREF_TAG_MASK: u64 = 0b111;
 pub struct RawThread {
     pub addr: u64,
     pub interp: u64,
+    /// `PyInterpreterState.id` of `interp` (3.7+).
+    pub interp_id: Option<i64>,
     pub thread_id: u64,
     pub native_thread_id: Option<u64>,
     /// The innermost frame (`PyFrameObject*` or `_PyInterpreterFrame*`), 0 if none.
@@ -101,6 +103,10 @@ impl Walker {
             if !self.visited.insert(interp_addr) {
                 return Err(Error::Corrupt("interpreter list is cyclic"));
             }
+            let interp_id = match l.interp_id {
+                Some(off) => Some(mem.read_i64(offset(interp_addr, off.into())?)?),
+                None => None,
+            };
             let mut tstate = mem.read_ptr_at(interp_addr, l.interp_threads_head)?;
             for n in 0.. {
                 if tstate == 0 {
@@ -109,7 +115,8 @@ impl Walker {
                 if n == MAX_THREADS || !self.visited.insert(tstate) {
                     return Err(Error::Corrupt("thread list is cyclic or too long"));
                 }
-                let raw = self.read_thread(mem, tstate)?;
+                let mut raw = self.read_thread(mem, tstate)?;
+                raw.interp_id = interp_id;
                 if raw.interp != interp_addr {
                     return Err(Error::Corrupt(
                         "thread state does not point back to its interpreter",
@@ -138,6 +145,7 @@ impl Walker {
         Ok(RawThread {
             addr,
             interp: field(l.tstate_interp)?,
+            interp_id: None,
             thread_id: field(l.tstate_thread_id)?,
             native_thread_id: l.tstate_native_thread_id.map(field).transpose()?,
             frame,
@@ -301,12 +309,26 @@ impl Walker {
         mem.read_u64(offset(base, holder.into()).ok()?).ok()
     }
 
-    /// Reads every thread's stack. `active` is left false: it is an OS fact the caller adds.
+    /// Reads every thread's stack. `active` and `cpu_time` are left unset: they are OS facts
+    /// the caller adds, as are names.
     pub fn sample<M: Memory + ?Sized>(
         &mut self,
         mem: &M,
         interp: &Interpreter,
     ) -> Result<Vec<ThreadStack>> {
+        Ok(self
+            .walk(mem, interp)?
+            .into_iter()
+            .map(|(_, stack)| stack)
+            .collect())
+    }
+
+    /// [`Walker::sample`], with each thread's `PyInterpreterState*` address.
+    pub fn walk<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        interp: &Interpreter,
+    ) -> Result<Vec<(u64, ThreadStack)>> {
         let threads = self.threads(mem, interp)?;
         let mut holders: Vec<(u64, Option<u64>)> = Vec::new();
         let mut out = Vec::with_capacity(threads.len());
@@ -320,14 +342,17 @@ impl Walker {
                 }
             };
             let frames = self.frames(mem, t.frame)?;
-            out.push(ThreadStack {
-                thread_id: t.thread_id,
-                native_thread_id: t.native_thread_id,
-                name: None,
-                owns_gil: holder == Some(t.addr),
-                active: false,
-                frames,
-            });
+            out.push((
+                t.interp,
+                ThreadStack {
+                    thread_id: t.thread_id,
+                    native_thread_id: t.native_thread_id,
+                    owns_gil: holder == Some(t.addr),
+                    interp_id: t.interp_id,
+                    frames,
+                    ..ThreadStack::default()
+                },
+            ));
         }
         Ok(out)
     }

@@ -1,0 +1,366 @@
+//! What one sample does, in order, and the options that choose it ([`SampleOptions`]).
+//!
+//! 1. Without pausing: walk every interpreter's threads and stacks, then add OS thread ids
+//!    (≤3.10: from the C library's thread descriptors), names (cached, see
+//!    [`crate::thread_names`]) and the `/proc` facts asked for (`active`, `cpu_time`).
+//! 2. With [`SampleOptions::pause`]: read the thread list and OS ids first, read the `/proc`
+//!    facts (a stopped thread always looks idle), stop those OS threads (only the Python ones),
+//!    walk, read names, resume. The [`PauseGuard`](crate::pause::PauseGuard) resumes the
+//!    threads on every path, panics included.
+//! 3. Filter: [`SampleOptions::idle`] off drops threads not running on a CPU,
+//!    [`SampleOptions::gil_only`] keeps only the GIL holder(s) (one per interpreter on 3.12+).
+//!
+//! A torn read (memory changing under the walk) is retried a few times before it is reported.
+
+use crate::error::{Error, Result};
+use crate::locate::Interpreter;
+use crate::memory::{offset, Memory, MemoryExt, ReadError};
+use crate::native_tid;
+use crate::pause;
+use crate::process::{self, ThreadStat};
+use crate::snapshot::ThreadStack;
+use crate::thread_names::{NameStats, ThreadKey, ThreadNames};
+use crate::walk::Walker;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How often a sample that read inconsistent data is retried.
+const TORN_READ_RETRIES: u32 = 3;
+
+/// What a sample reads and returns. The session's default comes from
+/// [`AttachOptions::sample`](crate::AttachOptions); [`Session::sample_with`](crate::Session)
+/// takes one per call.
+///
+/// | option     | default | cost when on                                                   |
+/// |------------|---------|----------------------------------------------------------------|
+/// | `pause`    | off     | ptrace-stop and resume each Python thread (tens of µs each)    |
+/// | `active`   | on      | one `/proc/PID/task/TID/stat` read per thread                  |
+/// | `cpu_time` | off     | the same read (shared with `active`)                           |
+/// | `names`    | on      | nothing while the thread set is unchanged                      |
+/// | `idle`     | on      | — (off: drops idle threads; needs the `/proc` read)            |
+/// | `gil_only` | off     | — (keeps only the GIL holder)                                  |
+///
+/// ```
+/// use pyspy_core::SampleOptions;
+/// let agent = SampleOptions::default().active(false).names(true).cpu_time(true);
+/// let profiler = SampleOptions::default().pause(true).idle(false);
+/// assert!(agent.cpu_time && !agent.active && profiler.pause && !profiler.idle);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SampleOptions {
+    /// Stop the target's Python threads while reading, for a consistent snapshot. Needs
+    /// ptrace rights and fails if a debugger is attached. Default off (the library never
+    /// stops the target unless asked; the CLI does, unless `--nonblocking`).
+    pub pause: bool,
+    /// Fill [`ThreadStack::active`] from `/proc`. Default on.
+    pub active: bool,
+    /// Fill [`ThreadStack::cpu_time`] from `/proc`. Default off.
+    pub cpu_time: bool,
+    /// Fill [`ThreadStack::name`] from the target's `threading` module. Default on.
+    pub names: bool,
+    /// Include idle threads (not running on a CPU). Default on; off keeps only active
+    /// threads (py-spy's default for `record`; `pyspy record --idle` turns it back on).
+    pub idle: bool,
+    /// Keep only the thread holding the GIL (`pyspy record --gil`). Default off.
+    pub gil_only: bool,
+    /// How long pausing waits for the threads to stop. Default 100 ms.
+    pub pause_timeout: Duration,
+}
+
+impl Default for SampleOptions {
+    fn default() -> Self {
+        SampleOptions {
+            pause: false,
+            active: true,
+            cpu_time: false,
+            names: true,
+            idle: true,
+            gil_only: false,
+            pause_timeout: Duration::from_millis(100),
+        }
+    }
+}
+
+impl SampleOptions {
+    /// Sets [`SampleOptions::pause`].
+    pub fn pause(mut self, on: bool) -> Self {
+        self.pause = on;
+        self
+    }
+    /// Sets [`SampleOptions::active`].
+    pub fn active(mut self, on: bool) -> Self {
+        self.active = on;
+        self
+    }
+    /// Sets [`SampleOptions::cpu_time`].
+    pub fn cpu_time(mut self, on: bool) -> Self {
+        self.cpu_time = on;
+        self
+    }
+    /// Sets [`SampleOptions::names`].
+    pub fn names(mut self, on: bool) -> Self {
+        self.names = on;
+        self
+    }
+    /// Sets [`SampleOptions::idle`].
+    pub fn idle(mut self, on: bool) -> Self {
+        self.idle = on;
+        self
+    }
+    /// Sets [`SampleOptions::gil_only`].
+    pub fn gil_only(mut self, on: bool) -> Self {
+        self.gil_only = on;
+        self
+    }
+    /// Sets [`SampleOptions::pause_timeout`].
+    pub fn pause_timeout(mut self, limit: Duration) -> Self {
+        self.pause_timeout = limit;
+        self
+    }
+
+    fn needs_stat(&self) -> bool {
+        self.active || self.cpu_time || !self.idle
+    }
+}
+
+/// Test-only knobs and counters (fault injection, read counts); not part of the API.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Hooks {
+    /// Reads done through the session since it attached.
+    pub reads: AtomicU64,
+    /// Samples that paused the target.
+    pub pauses: AtomicU64,
+    /// If non-zero, every read with a number at or past this one fails.
+    fail_from: AtomicU64,
+}
+
+impl Hooks {
+    /// Makes every read after the next `n` fail, until called with `None`.
+    pub fn fail_reads_after(&self, n: Option<u64>) {
+        let now = self.reads.load(Ordering::Relaxed);
+        let from = n.map_or(0, |n| now + n + 1);
+        self.fail_from.store(from, Ordering::Relaxed);
+    }
+}
+
+/// [`Memory`] that counts reads and fails the one [`Hooks`] chose.
+struct Hooked<'a, M: ?Sized> {
+    inner: &'a M,
+    hooks: &'a Hooks,
+}
+
+impl<M: Memory + ?Sized> Memory for Hooked<'_, M> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        let n = self.hooks.reads.fetch_add(1, Ordering::Relaxed) + 1;
+        let from = self.hooks.fail_from.load(Ordering::Relaxed);
+        if from != 0 && n >= from {
+            return Err(ReadError {
+                addr,
+                len: buf.len(),
+            });
+        }
+        self.inner.read(addr, buf)
+    }
+}
+
+/// Per-session sampling state: the walker and its caches.
+#[derive(Debug)]
+pub(crate) struct Sampling {
+    walker: Walker,
+    names: ThreadNames,
+    /// ≤3.10: offset of the OS thread id in the C library's thread descriptor, once found.
+    tid_field: Option<u32>,
+    pub(crate) hooks: Hooks,
+}
+
+impl Sampling {
+    pub(crate) fn new(interp: &Interpreter) -> Sampling {
+        Sampling {
+            walker: Walker::new(&interp.layout),
+            names: ThreadNames::new(&interp.layout),
+            tid_field: None,
+            hooks: Hooks::default(),
+        }
+    }
+
+    pub(crate) fn name_stats(&self) -> NameStats {
+        self.names.stats()
+    }
+
+    /// One sample (see the module docs for the order of operations).
+    pub(crate) fn sample<M: Memory + ?Sized>(
+        &mut self,
+        pid: i32,
+        mem: &M,
+        interp: &Interpreter,
+        options: &SampleOptions,
+    ) -> Result<Vec<ThreadStack>> {
+        let hooks = std::mem::take(&mut self.hooks);
+        let result = {
+            let mem = Hooked {
+                inner: mem,
+                hooks: &hooks,
+            };
+            self.sample_inner(pid, &mem, interp, options, &hooks)
+        };
+        self.hooks = hooks;
+        result
+    }
+
+    fn sample_inner<M: Memory + ?Sized>(
+        &mut self,
+        pid: i32,
+        mem: &M,
+        interp: &Interpreter,
+        options: &SampleOptions,
+        hooks: &Hooks,
+    ) -> Result<Vec<ThreadStack>> {
+        let mut stats: HashMap<u64, ThreadStat> = HashMap::new();
+        let mut known_tids: HashMap<u64, u64> = HashMap::new();
+        let mut guard = None;
+        if options.pause {
+            // Thread list and OS ids first: only those threads are stopped, and their
+            // scheduler state is read before they are (a stopped thread looks idle).
+            let raws = retry_torn(pid, || self.walker.threads(mem, interp))?;
+            let idents: Vec<u64> = raws.iter().map(|r| r.thread_id).collect();
+            let natives: Vec<Option<u64>> = match raws.iter().all(|r| r.native_thread_id.is_some())
+            {
+                true => raws.iter().map(|r| r.native_thread_id).collect(),
+                false => self.native_ids(pid, mem, &idents),
+            };
+            for (ident, native) in idents.iter().zip(&natives) {
+                if let Some(n) = native {
+                    known_tids.insert(*ident, *n);
+                }
+            }
+            let tids: Vec<i32> = natives
+                .iter()
+                .flatten()
+                .filter_map(|n| i32::try_from(*n).ok())
+                .collect();
+            if options.needs_stat() {
+                for &tid in &tids {
+                    if let Some(s) = ThreadStat::read(pid, tid) {
+                        stats.insert(tid as u64, s);
+                    }
+                }
+            }
+            guard = Some(pause::pause(pid, &tids, options.pause_timeout)?);
+            hooks.pauses.fetch_add(1, Ordering::Relaxed);
+        }
+        let walked = retry_torn(pid, || self.walker.walk(mem, interp))?;
+        let (interps, mut threads): (Vec<u64>, Vec<ThreadStack>) = walked.into_iter().unzip();
+        // OS ids: from the thread states (3.11+), the ones found before pausing, else the
+        // thread descriptors.
+        for t in threads.iter_mut() {
+            if t.native_thread_id.is_none() {
+                t.native_thread_id = known_tids.get(&t.thread_id).copied();
+            }
+        }
+        if threads.iter().any(|t| t.native_thread_id.is_none()) {
+            let idents: Vec<u64> = threads.iter().map(|t| t.thread_id).collect();
+            let natives = self.native_ids(pid, mem, &idents);
+            for (t, n) in threads.iter_mut().zip(natives) {
+                t.native_thread_id = t.native_thread_id.or(n);
+            }
+        }
+        if options.names {
+            let keys: Vec<ThreadKey> = threads
+                .iter()
+                .zip(&interps)
+                .map(|(t, &interp)| ThreadKey {
+                    interp,
+                    ident: t.thread_id,
+                })
+                .collect();
+            let modules_at = interp.layout.interp_modules;
+            let names = self.names.names(mem, &keys, |interp_addr| {
+                Ok(mem.read_u64(offset(interp_addr, modules_at.into())?)?)
+            });
+            for (t, name) in threads.iter_mut().zip(names) {
+                t.name = name;
+            }
+        }
+        drop(guard); // resume before the /proc reads of threads that were not paused
+        if options.needs_stat() {
+            for t in threads.iter_mut() {
+                let Some(tid) = t.native_thread_id else {
+                    continue;
+                };
+                let stat = match stats.get(&tid) {
+                    Some(s) => Some(*s),
+                    None => i32::try_from(tid)
+                        .ok()
+                        .and_then(|tid| ThreadStat::read(pid, tid)),
+                };
+                let Some(stat) = stat else { continue };
+                t.active = stat.is_active() && (options.active || !options.idle);
+                if options.cpu_time {
+                    t.cpu_time = Some(stat.cpu_time());
+                }
+            }
+        }
+        if !options.idle {
+            threads.retain(|t| t.active);
+        }
+        if options.gil_only {
+            threads.retain(|t| t.owns_gil);
+        }
+        if !options.active {
+            for t in threads.iter_mut() {
+                t.active = false;
+            }
+        }
+        Ok(threads)
+    }
+
+    /// ≤3.10: OS thread ids from the C library's thread descriptors (see [`native_tid`]).
+    fn native_ids<M: Memory + ?Sized>(
+        &mut self,
+        pid: i32,
+        mem: &M,
+        idents: &[u64],
+    ) -> Vec<Option<u64>> {
+        let tids = process::thread_ids(pid).unwrap_or_default();
+        let lookup_all = |field| -> Vec<Option<u64>> {
+            idents
+                .iter()
+                .map(|&ident| {
+                    native_tid::lookup(mem, ident, field)
+                        .filter(|tid| tids.iter().any(|x| i64::from(*x) == *tid as i64))
+                })
+                .collect()
+        };
+        if let Some(field) = self.tid_field {
+            let found = lookup_all(field);
+            if found.iter().all(Option::is_some) {
+                return found;
+            }
+        }
+        // First sample, or the calibration no longer fits: calibrate (again) on this sample.
+        self.tid_field = native_tid::calibrate(mem, idents, &tids);
+        match self.tid_field {
+            Some(field) => lookup_all(field),
+            None => vec![None; idents.len()],
+        }
+    }
+}
+
+/// Runs `f`, retrying torn reads (a recycled frame, a thread that just exited) a few times
+/// while the process is alive.
+fn retry_torn<T>(pid: i32, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut attempt = 0;
+    loop {
+        match f() {
+            Err(Error::Corrupt(_) | Error::Memory(_))
+                if attempt < TORN_READ_RETRIES && process::is_alive(pid) =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
