@@ -5,14 +5,21 @@
 //!   `$PYSPY_SID_ROOT`, default `/var/cache/pyspy/sid`). Needs libclang.
 //! - `layouts --check`: regenerate into a scratch directory and fail if the committed files
 //!   differ.
+//! - `header [--check]`: regenerate `include/pyspy.h` (cbindgen) / fail if it differs.
+//! - `install --prefix DIR [--profile P]`: build libpyspy and install lib, header and pyspy.pc.
+//! - `capture-corpus --pid PID [--out DIR] [--label NAME]`: fuzz seed inputs from the memory a
+//!   real sample of a live Python process reads (see `corpus.rs`).
 
+mod corpus;
+mod header;
+mod install;
 mod layouts;
 mod probe;
 mod table;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask layouts [--check]";
+const USAGE: &str = "usage: cargo xtask layouts [--check] | header [--check] | install --prefix DIR [--profile P] | capture-corpus --pid PID [--out DIR] [--label NAME]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,6 +27,10 @@ fn main() -> ExitCode {
     let result = match args.as_slice() {
         ["layouts"] => layouts::run(false),
         ["layouts", "--check"] => layouts::run(true),
+        ["header"] => header::run(false),
+        ["header", "--check"] => header::run(true),
+        ["install", rest @ ..] => install::main(rest),
+        ["capture-corpus", rest @ ..] => corpus::main(rest),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

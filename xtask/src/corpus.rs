@@ -1,0 +1,195 @@
+//! `cargo xtask capture-corpus --pid PID [--out DIR] [--label NAME]`: seed inputs for the fuzz
+//! targets, captured from a real Python process.
+//!
+//! One real sample runs through a recording memory (`pyspy_core::memory::Recorder` over the
+//! live process); what it read becomes a walker input (`RecordedImage` format) in
+//! `DIR/walk_*/`. From the same process it also writes, for the other targets: a few of the
+//! sampled code objects' names and file names as `strings` inputs, their line tables as
+//! `linetable` inputs, the `_Py_DebugOffsets` block (3.13+), and the head of `/proc/PID/maps`
+//! with the threads' stat lines as a `proc` input. DIR defaults to `fuzz/seeds`. Nothing in the
+//! target is changed.
+
+use pyspy_core::code::CodeCache;
+use pyspy_core::layout::{debug_offsets, FrameModel, Layout, LineTableFormat};
+use pyspy_core::locate::{locate, Interpreter, LocateStrategy};
+use pyspy_core::memory::{Anchors, Memory, MemoryExt, ProcessMemory, Recorder};
+use pyspy_core::process::ProcessInfo;
+use pyspy_core::strings::read_str;
+use pyspy_core::walk::Walker;
+use std::error::Error;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Frames per thread whose code objects give `strings`/`linetable` inputs.
+const FRAMES_PER_THREAD: usize = 3;
+/// Code objects per capture that give `strings`/`linetable` inputs.
+const MAX_CODES: usize = 4;
+/// Lines of `/proc/PID/maps` kept in the `proc` input.
+const MAPS_LINES: usize = 12;
+
+pub fn main(args: &[&str]) -> Result<(), Box<dyn Error>> {
+    let mut pid = None;
+    let mut out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
+    let mut label = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().copied().ok_or(format!("{arg} needs a value"));
+        match *arg {
+            "--pid" => pid = Some(value()?.parse::<i32>()?),
+            "--out" => out = PathBuf::from(value()?),
+            "--label" => label = Some(value()?.to_string()),
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    let pid = pid.ok_or("--pid PID is required")?;
+    capture(pid, &out, label.as_deref())
+}
+
+fn capture(pid: i32, out: &Path, label: Option<&str>) -> Result<(), Box<dyn Error>> {
+    let info = ProcessInfo::read(pid)?;
+    let mem = ProcessMemory::new(pid);
+    let interp = locate(&mem, &info, LocateStrategy::Auto)?;
+    let layout = interp.layout;
+    let (major, minor) = layout.version;
+    let label = match label {
+        Some(l) => format!("{major}.{minor}-{l}"),
+        None => format!("{major}.{minor}"),
+    };
+    let mut written = Vec::new();
+    let anchors = |interp_head| Anchors {
+        version: layout.version,
+        interp_head,
+        runtime: interp.runtime.unwrap_or(0),
+        tstate_current: interp.tstate_current.unwrap_or(0),
+    };
+
+    // The walker: one real sample through the recorder.
+    let rec = Recorder::new(mem);
+    let threads = Walker::new(&layout).sample(&rec, &interp)?;
+    let frames: usize = threads.iter().map(|t| t.frames.len()).sum();
+    let image = rec.image(anchors(interp.interp_head));
+    let target = walk_target(layout.version);
+    written.push(write(out, target, &label, &image.encode())?);
+    eprintln!(
+        "{pid}: Python {}, {} threads, {frames} frames, {} bytes in {} regions",
+        interp.version,
+        threads.len(),
+        image.region_bytes(),
+        image.regions().count()
+    );
+
+    // Strings and line tables of the first few code objects on the stacks.
+    let mut codes = CodeCache::new(&layout);
+    for (n, code) in code_objects(&mem, &interp)?.into_iter().enumerate() {
+        let header = mem.read_vec(code, layout.code_size as usize, 4096)?;
+        let ptr = |off: u32| pyspy_core::memory::field_u64(&header, off).unwrap_or(0);
+        for (what, off) in [("name", layout.code_name), ("file", layout.code_filename)] {
+            let rec = Recorder::new(mem);
+            if read_str(&rec, &layout, ptr(off)).is_ok() {
+                let bytes = rec.image(anchors(ptr(off))).encode();
+                written.push(write(
+                    out,
+                    "strings",
+                    &format!("{label}-{what}{n}"),
+                    &bytes,
+                )?);
+            }
+        }
+        if let Ok(info) = codes.get(&mem, &layout, code) {
+            let mut bytes = vec![format_index(layout.line_table)];
+            bytes.extend_from_slice(&info.first_line.to_le_bytes());
+            // An offset inside the table's range: the middle of the code.
+            let offset = (info.linetable.len() as u32).saturating_mul(2) / 2;
+            bytes.extend_from_slice(&offset.to_le_bytes());
+            bytes.extend_from_slice(&info.linetable);
+            written.push(write(out, "linetable", &format!("{label}-{n}"), &bytes)?);
+        }
+    }
+
+    // The target's own `_Py_DebugOffsets` (3.13+).
+    if let (Some(rt), true) = (interp.runtime, layout.version >= (3, 13)) {
+        let mut block = vec![0u8; debug_offsets::BLOCK_LEN];
+        if mem.read(rt, &mut block).is_ok() {
+            written.push(write(out, "debug_offsets", &label, &block)?);
+        }
+    }
+
+    // `/proc` text: the head of the maps, then every thread's stat line.
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    let mut text: String = maps
+        .lines()
+        .take(MAPS_LINES)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for tid in pyspy_core::process::thread_ids(pid)? {
+        if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) {
+            text.push_str(&stat);
+        }
+    }
+    written.push(write(out, "proc", &label, text.as_bytes())?);
+
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+/// The fuzz target that reads walker inputs of a version (see `fuzz/src/lib.rs`).
+fn walk_target(version: (u8, u8)) -> &'static str {
+    match version {
+        v if v <= (3, 10) => "walk_frameobject",
+        v if v <= (3, 12) => "walk_iframe_311",
+        _ => "walk_iframe_313",
+    }
+}
+
+/// The `linetable` target's selector byte for a format.
+fn format_index(format: LineTableFormat) -> u8 {
+    match format {
+        LineTableFormat::LnotabUnsigned => 0,
+        LineTableFormat::LnotabSigned => 1,
+        LineTableFormat::Linetable310 => 2,
+        LineTableFormat::Locations => 3,
+    }
+}
+
+/// Code objects of the innermost frames of every thread, at most [`MAX_CODES`], distinct.
+fn code_objects<M: Memory>(mem: &M, interp: &Interpreter) -> Result<Vec<u64>, Box<dyn Error>> {
+    let l: &Layout = &interp.layout;
+    let missing = || "layout lacks a frame field";
+    let mut codes = Vec::new();
+    for t in Walker::new(l).threads(mem, interp)? {
+        let mut frame = t.frame;
+        for _ in 0..FRAMES_PER_THREAD {
+            if frame == 0 || codes.len() == MAX_CODES {
+                break;
+            }
+            let (code_off, back_off) = match l.frames {
+                FrameModel::FrameObject => (l.frame_code, l.frame_back),
+                FrameModel::InterpreterFrame => (l.iframe_executable, l.iframe_previous),
+            };
+            let mut code = mem.read_ptr_at(frame, code_off.ok_or_else(missing)?)?;
+            if l.executable_tagged {
+                code &= !0b111;
+            }
+            let is_python = l.iframe_owner.is_none_or(|o| {
+                let owner = mem.read_u8(frame + u64::from(o)).unwrap_or(u8::MAX);
+                l.owner_not_python.is_none_or(|min| owner < min)
+            });
+            if code != 0 && is_python && !codes.contains(&code) {
+                codes.push(code);
+            }
+            frame = mem.read_ptr_at(frame, back_off.ok_or_else(missing)?)?;
+        }
+    }
+    Ok(codes)
+}
+
+/// Writes `DIR/TARGET/NAME` and returns its path.
+fn write(out: &Path, target: &str, name: &str, bytes: &[u8]) -> Result<PathBuf, Box<dyn Error>> {
+    let dir = out.join(target);
+    fs::create_dir_all(&dir)?;
+    let path = dir.join(name);
+    fs::write(&path, bytes)?;
+    Ok(path)
+}
