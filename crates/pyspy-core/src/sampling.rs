@@ -51,7 +51,9 @@ const TORN_READ_RETRIES: u32 = 3;
 #[non_exhaustive]
 pub struct SampleOptions {
     /// Stop the target's Python threads while reading, for a consistent snapshot. Needs
-    /// ptrace rights and fails if a debugger is attached. Default off (the library never
+    /// ptrace rights and fails if a debugger is attached. A blocked thread's system call is
+    /// interrupted and transparently restarted when it is resumed, so right after a paused
+    /// sample it may briefly show as running. Default off (the library never
     /// stops the target unless asked; the CLI does, unless `--nonblocking`).
     pub pause: bool,
     /// Fill [`ThreadStack::active`] from `/proc`. Default on.

@@ -182,7 +182,7 @@ pub(crate) mod tests {
         let layout = for_version(3, 12).unwrap();
         let mut img = MemoryImage::new();
         let mut bytes = long_bytes(layout, 1);
-        bytes[16..24].copy_from_slice(&((7u64 << 3) | 0).to_le_bytes());
+        bytes[16..24].copy_from_slice(&(7u64 << 3).to_le_bytes()); // 7 digits, positive
         img.add(0x1000, &bytes);
         assert!(read_int(&img, layout, 0x1000, IntKind::Long).is_err());
         let mut bytes = long_bytes(layout, 1);

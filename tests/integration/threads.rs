@@ -1,0 +1,475 @@
+//! Thread state on every interpreter: names, `active`, the GIL holder, CPU time, pausing
+//! (always resumed, even after an error mid-sample), sub-interpreters, and a churning target
+//! sampled 2,000 times. Uses the library directly.
+//!
+//! Scheduling makes single samples of a spinning thread noisy (it may be preempted, or drop the
+//! GIL for a moment), so those facts are sampled repeatedly and need a clear majority; facts
+//! about blocked threads must hold on every sample.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::time::{Duration, Instant};
+
+use pyspy_core::{attach, AttachOptions, SampleOptions, Session, Snapshot, ThreadStack};
+use pyspy_tests::{for_every_interpreter, Interpreter, Target};
+
+const STATES: &str = include_str!("../targets/thread_states.py");
+const CHURN: &str = include_str!("../targets/thread_churn.py");
+const SUBINTERPRETERS: &str = include_str!("../targets/subinterpreters.py");
+
+/// Samples taken for the majority checks.
+const SAMPLES: usize = 40;
+
+/// Starts thread_states.py and lets its spinner go.
+fn spawn_states(interp: &Interpreter) -> Target {
+    let target = Target::spawn(interp, STATES, &[]);
+    fs::write(target.dir().host_path().join("go"), "").expect("writing the go file");
+    // Give the spinner time to notice and start spinning.
+    std::thread::sleep(Duration::from_millis(300));
+    target
+}
+
+fn by_name<'a>(snapshot: &'a Snapshot, name: &str) -> Option<&'a ThreadStack> {
+    snapshot
+        .threads
+        .iter()
+        .find(|t| t.name.as_deref() == Some(name))
+}
+
+/// The scheduler state letters of every task of `pid`, and whether any is traced.
+fn task_states(pid: i32) -> Vec<(i32, char, bool)> {
+    let mut out = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let tid: i32 = task.file_name().to_string_lossy().parse().unwrap_or(0);
+        let stat = fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].trim_start().chars().next())
+            .unwrap_or('?');
+        let status = fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let traced = status
+            .lines()
+            .find_map(|l| l.strip_prefix("TracerPid:"))
+            .is_some_and(|v| v.trim() != "0");
+        out.push((tid, state, traced));
+    }
+    out
+}
+
+/// No task of `pid` is stopped by ptrace or traced.
+fn check_resumed(pid: i32) -> Result<(), String> {
+    let bad: Vec<_> = task_states(pid)
+        .into_iter()
+        .filter(|(_, state, traced)| *state == 't' || *traced)
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "tasks still stopped or traced after the sample: {bad:?}"
+        ))
+    }
+}
+
+/// Checks names, active, GIL over [`SAMPLES`] samples with `options`.
+fn check_states(
+    interp: &Interpreter,
+    target: &Target,
+    session: &mut Session,
+    options: &SampleOptions,
+    report: &mut String,
+) {
+    let mode = if options.pause {
+        "paused"
+    } else {
+        "non-blocking"
+    };
+    let names = ["MainThread", "sleeper", "waiter", "spinner"];
+    let (mut spinner_active, mut spinner_gil, mut errors) = (0, 0, 0);
+    let mut first_error = None;
+    for _ in 0..SAMPLES {
+        if options.pause {
+            // Pausing interrupts the blocked threads' system calls, which the kernel restarts
+            // when they are resumed: for a moment they really run. Let them settle, so one
+            // sample does not see the wake-up its predecessor caused.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let snapshot = match session.sample_with(options) {
+            Ok(s) => s,
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert(e.to_string());
+                continue;
+            }
+        };
+        if options.pause {
+            if let Err(e) = check_resumed(target.pid()) {
+                let _ = writeln!(report, "{mode}: {e}");
+                return;
+            }
+        }
+        for name in names {
+            let Some(t) = by_name(&snapshot, name) else {
+                let got: Vec<_> = snapshot.threads.iter().map(|t| t.name.clone()).collect();
+                let _ = writeln!(report, "{mode}: no thread named {name:?} (names: {got:?})");
+                return;
+            };
+            let truth = target
+                .truth
+                .threads
+                .iter()
+                .find(|tt| tt.name.as_deref() == Some(name));
+            if truth.is_some_and(|tt| tt.thread_id != t.thread_id) {
+                let _ = writeln!(
+                    report,
+                    "{mode}: {name} has the wrong ident {:#x}",
+                    t.thread_id
+                );
+            }
+            if name == "spinner" {
+                spinner_active += usize::from(t.active);
+                spinner_gil += usize::from(t.owns_gil);
+            } else if t.owns_gil || t.active {
+                let _ = writeln!(
+                    report,
+                    "{mode}: blocked thread {name}: owns_gil {} active {} (want both false)",
+                    t.owns_gil, t.active
+                );
+                return;
+            }
+        }
+    }
+    let ok = SAMPLES - errors;
+    if errors > SAMPLES / 10 {
+        let _ = writeln!(
+            report,
+            "{mode}: {errors} of {SAMPLES} samples failed: {first_error:?}"
+        );
+    }
+    // The spinner is runnable all the time; it may be preempted from the GIL for a moment.
+    if spinner_active * 10 < ok * 8 {
+        let _ = writeln!(
+            report,
+            "{mode}: spinner active in {spinner_active} of {ok} samples"
+        );
+    }
+    if spinner_gil * 2 <= ok {
+        let _ = writeln!(
+            report,
+            "{mode}: spinner held the GIL in {spinner_gil} of {ok} samples"
+        );
+    }
+    eprintln!(
+        "[{}] {mode}: spinner active {spinner_active}/{ok}, gil {spinner_gil}/{ok}",
+        interp.label
+    );
+}
+
+#[test]
+fn names_active_gil_and_cpu_time_on_every_interpreter() {
+    for_every_interpreter("thread names, active, GIL, CPU time", |interp| {
+        let target = spawn_states(interp);
+        let mut session =
+            attach(target.pid(), &AttachOptions::default()).map_err(|e| format!("attach: {e}"))?;
+        let mut report = String::new();
+        check_states(
+            interp,
+            &target,
+            &mut session,
+            &SampleOptions::default(),
+            &mut report,
+        );
+        let paused = SampleOptions::default().pause(true);
+        check_states(interp, &target, &mut session, &paused, &mut report);
+
+        // CPU time: the spinner's grows, the sleeper's does not.
+        let cpu = SampleOptions::default().cpu_time(true);
+        let first = session.sample_with(&cpu).map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_millis(300));
+        let second = session.sample_with(&cpu).map_err(|e| e.to_string())?;
+        let used = |name: &str| -> Option<Duration> {
+            let a = by_name(&first, name)?.cpu_time?;
+            let b = by_name(&second, name)?.cpu_time?;
+            b.checked_sub(a)
+        };
+        match (used("spinner"), used("sleeper")) {
+            // CPU time is counted in clock ticks (10 ms) and the machine may be busy: ask
+            // only for progress.
+            (Some(spin), Some(sleep)) if !spin.is_zero() && sleep.is_zero() => {}
+            other => {
+                let _ = writeln!(
+                    report,
+                    "cpu_time deltas (spinner, sleeper) over 300 ms: {other:?}"
+                );
+            }
+        }
+        if session
+            .sample()
+            .map_err(|e| e.to_string())?
+            .threads
+            .iter()
+            .any(|t| t.cpu_time.is_some())
+        {
+            let _ = writeln!(report, "cpu_time filled without being asked for");
+        }
+
+        // Filters: without idle threads only the spinner is left (when it is running); with
+        // gil_only at most one thread, and the spinner most of the time.
+        let (mut only_spinner, mut gil_spinner) = (0, 0);
+        for _ in 0..SAMPLES {
+            let s = session
+                .sample_with(&SampleOptions::default().idle(false))
+                .map_err(|e| e.to_string())?;
+            if s.threads
+                .iter()
+                .any(|t| t.name.as_deref() != Some("spinner") || !t.active)
+            {
+                let _ = writeln!(report, "idle(false) returned an idle thread");
+                break;
+            }
+            only_spinner += usize::from(s.threads.len() == 1);
+            let s = session
+                .sample_with(&SampleOptions::default().gil_only(true))
+                .map_err(|e| e.to_string())?;
+            if s.threads.len() > 1 || s.threads.iter().any(|t| !t.owns_gil) {
+                let _ = writeln!(
+                    report,
+                    "gil_only(true) returned {} threads",
+                    s.threads.len()
+                );
+                break;
+            }
+            gil_spinner += usize::from(by_name(&s, "spinner").is_some());
+        }
+        if only_spinner * 10 < SAMPLES * 8 || gil_spinner * 2 <= SAMPLES {
+            let _ = writeln!(
+                report,
+                "filters: idle(false) gave the spinner alone {only_spinner}/{SAMPLES}, \
+                 gil_only gave the spinner {gil_spinner}/{SAMPLES}"
+            );
+        }
+        // Cost of names once cached: the same reads as without names.
+        let reads = |session: &mut Session, o: &SampleOptions| -> Result<u64, String> {
+            let before = session
+                .hooks()
+                .reads
+                .load(std::sync::atomic::Ordering::Relaxed);
+            for _ in 0..10 {
+                session.sample_with(o).map_err(|e| e.to_string())?;
+            }
+            Ok((session
+                .hooks()
+                .reads
+                .load(std::sync::atomic::Ordering::Relaxed)
+                - before)
+                / 10)
+        };
+        let with = reads(&mut session, &SampleOptions::default())?;
+        let without = reads(&mut session, &SampleOptions::default().names(false))?;
+        if with > without + 2 {
+            let _ = writeln!(
+                report,
+                "names cost {with} reads per sample vs {without} without"
+            );
+        }
+        let stats = session.name_stats();
+        eprintln!(
+            "[{}] names: {stats:?}; reads per sample {with} with names, {without} without",
+            interp.label
+        );
+        if report.is_empty() {
+            Ok(())
+        } else {
+            Err(report)
+        }
+    });
+}
+
+/// Makes every read after the first `k` of a paused sample fail, for many `k`: each sample
+/// must fail or succeed cleanly and leave the target running.
+#[test]
+fn a_paused_target_is_resumed_after_an_error_mid_sample() {
+    for_every_interpreter("paused target resumed after injected errors", |interp| {
+        let target = spawn_states(interp);
+        let options = AttachOptions::default().sample(SampleOptions::default().pause(true));
+        let mut session = attach(target.pid(), &options).map_err(|e| format!("attach: {e}"))?;
+        let (mut failed_while_paused, mut failed) = (0, 0);
+        for k in 0..80 {
+            let pauses = session
+                .hooks()
+                .pauses
+                .load(std::sync::atomic::Ordering::Relaxed);
+            session.hooks().fail_reads_after(Some(k));
+            let result = session.sample();
+            session.hooks().fail_reads_after(None);
+            let paused = session
+                .hooks()
+                .pauses
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > pauses;
+            if result.is_err() {
+                failed += 1;
+                failed_while_paused += usize::from(paused);
+            }
+            check_resumed(target.pid()).map_err(|e| format!("after failing read {k}: {e}"))?;
+        }
+        // The target still runs: the spinner keeps using CPU.
+        let cpu = SampleOptions::default().cpu_time(true);
+        // By ident: after so many failed samples the names wait for their retry backoff.
+        let spinner = target
+            .truth
+            .threads
+            .iter()
+            .find(|t| t.name.as_deref() == Some("spinner"))
+            .map(|t| t.thread_id);
+        let spin = |s: &Snapshot| {
+            s.threads
+                .iter()
+                .find(|t| Some(t.thread_id) == spinner)
+                .and_then(|t| t.cpu_time)
+        };
+        let a = spin(&session.sample_with(&cpu).map_err(|e| e.to_string())?);
+        std::thread::sleep(Duration::from_millis(200));
+        let b = spin(&session.sample_with(&cpu).map_err(|e| e.to_string())?);
+        if !matches!((a, b), (Some(a), Some(b)) if b > a) {
+            return Err(format!(
+                "the spinner did not run after the samples: {a:?} → {b:?}"
+            ));
+        }
+        eprintln!(
+            "[{}] injected read failures: {failed} samples failed, {failed_while_paused} of them \
+             while paused",
+            interp.label
+        );
+        if failed_while_paused == 0 {
+            return Err("no injected failure happened while the target was paused".into());
+        }
+        Ok(())
+    });
+}
+
+/// A target that starts and ends threads all the time, sampled 2,000 times (names and CPU
+/// time on, every tenth sample paused): no panic, errors under 1%.
+#[test]
+fn thread_churn_sampled_2000_times() {
+    for_every_interpreter("thread churn, 2,000 samples", |interp| {
+        let target = Target::spawn(interp, CHURN, &[]);
+        let mut session =
+            attach(target.pid(), &AttachOptions::default()).map_err(|e| format!("attach: {e}"))?;
+        let n = 2000;
+        let (mut errors, mut named, mut threads) = (0usize, 0usize, 0usize);
+        let mut first_error = None;
+        let started = Instant::now();
+        for i in 0..n {
+            let options = SampleOptions::default().cpu_time(true).pause(i % 10 == 0);
+            match session.sample_with(&options) {
+                Ok(s) => {
+                    threads += s.threads.len();
+                    named += s.threads.iter().filter(|t| t.name.is_some()).count();
+                }
+                Err(e) => {
+                    errors += 1;
+                    first_error.get_or_insert(e.to_string());
+                }
+            }
+        }
+        let took = started.elapsed();
+        check_resumed(target.pid())?;
+        let stats = session.name_stats();
+        eprintln!(
+            "[{}] churn: {errors}/{n} samples failed ({:.2}%), {threads} threads seen, {named} \
+             named, {:.0} µs per sample, names {stats:?}; first error: {first_error:?}",
+            interp.label,
+            100.0 * errors as f64 / n as f64,
+            took.as_micros() as f64 / n as f64
+        );
+        if errors * 100 >= n {
+            return Err(format!("{errors} of {n} samples failed: {first_error:?}"));
+        }
+        if named * 2 < threads {
+            return Err(format!(
+                "only {named} of {threads} sampled threads had a name"
+            ));
+        }
+        Ok(())
+    });
+}
+
+/// 3.12+: threads of every interpreter, each with its interpreter id.
+#[test]
+fn sub_interpreter_threads_are_tagged_with_their_interpreter() {
+    for_every_interpreter("sub-interpreters", |interp| {
+        if interp.version < (3, 12) {
+            eprintln!(
+                "[{}] sub-interpreters: SKIPPED (no per-interpreter test before 3.12)",
+                interp.label
+            );
+            return Ok(());
+        }
+        let target = Target::spawn(interp, SUBINTERPRETERS, &[]);
+        let module = target.truth.raw.get("module").and_then(|m| m.as_str());
+        let Some(module) = module else {
+            eprintln!(
+                "[{}] sub-interpreters: SKIPPED (neither _interpreters nor _xxsubinterpreters)",
+                interp.label
+            );
+            return Ok(());
+        };
+        let mut session =
+            attach(target.pid(), &AttachOptions::default()).map_err(|e| format!("attach: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let s = session.sample().map_err(|e| e.to_string())?;
+            let sub = s.threads.iter().find(|t| {
+                t.frames
+                    .first()
+                    .is_some_and(|f| &*f.function == "sub_sleeper")
+            });
+            let runner = s
+                .threads
+                .iter()
+                .find(|t| t.name.as_deref() == Some("runner"));
+            let summary = || {
+                s.threads
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{:#x} interp {:?} {:?} {:?}",
+                            t.thread_id,
+                            t.interp_id,
+                            t.name,
+                            t.frames.first().map(|f| f.function.to_string())
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            };
+            match (sub, runner) {
+                (Some(sub), Some(runner)) => {
+                    if runner.interp_id != Some(0) {
+                        return Err(format!("runner: interp_id {:?}", runner.interp_id));
+                    }
+                    // No check that `sub.thread_id == runner.thread_id`: 3.12's
+                    // `_xxsubinterpreters.run_string` runs the code in the sub-interpreter's
+                    // first thread state, made by (and recording the ident of) the thread that
+                    // created the interpreter (CPython gh-109860).
+                    if sub.interp_id.is_none_or(|id| id == 0) {
+                        return Err(format!("sub-interpreter thread wrong: {:?}", summary()));
+                    }
+                    eprintln!(
+                        "[{}] sub-interpreters ({module}): thread {:#x} in interpreters 0 and {:?}",
+                        interp.label, sub.thread_id, sub.interp_id
+                    );
+                    return Ok(());
+                }
+                _ if Instant::now() > deadline => {
+                    return Err(format!("no sub-interpreter thread found: {:?}", summary()));
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    });
+}
