@@ -67,11 +67,13 @@ fn is_thread_of(pid: i32, tid: i32) -> bool {
 }
 
 /// Stops the threads `tids` of process `pid` and waits (at most `timeout`) until each is
-/// stopped. Ids that are not threads of `pid` are ignored.
+/// stopped; threads that have not stopped by then are left running (see
+/// [`PauseGuard::stopped`]) and resumed by the guard once their stop arrives. Ids that are not
+/// threads of `pid` are ignored.
 ///
 /// Errors: [`Error::PermissionDenied`] without ptrace rights, [`Error::Io`] when a thread is
-/// already traced by someone else (a debugger) or does not stop in time. Threads already
-/// stopped are resumed before the error is returned.
+/// already traced by someone else (a debugger). Threads already stopped are resumed before the
+/// error is returned.
 pub fn pause(pid: i32, tids: &[i32], timeout: Duration) -> Result<PauseGuard> {
     let mut guard = PauseGuard {
         pid,
@@ -131,16 +133,9 @@ pub fn pause(pid: i32, tids: &[i32], timeout: Duration) -> Result<PauseGuard> {
             return Ok(guard);
         }
         if Instant::now() >= deadline {
-            let slow: Vec<i32> = guard
-                .tracees
-                .iter()
-                .filter(|t| !t.stopped && !t.gone)
-                .map(|t| t.tid)
-                .collect();
-            return Err(Error::Io {
-                what: format!("process {pid}: threads {slow:?} did not stop within {timeout:?}"),
-                source: std::io::Error::from(std::io::ErrorKind::TimedOut),
-            });
+            // A loaded machine may not schedule a thread in time: read it while it runs rather
+            // than fail the sample. The guard still resumes it once its stop arrives.
+            return Ok(guard);
         }
         std::thread::sleep(Duration::from_micros(50));
     }

@@ -67,7 +67,8 @@ pub struct SampleOptions {
     pub idle: bool,
     /// Keep only the thread holding the GIL (`pyspy record --gil`). Default off.
     pub gil_only: bool,
-    /// How long pausing waits for the threads to stop. Default 100 ms.
+    /// How long pausing waits for the threads to stop; threads that take longer (a loaded
+    /// machine) are read while running. Default 250 ms.
     pub pause_timeout: Duration,
 }
 
@@ -80,7 +81,7 @@ impl Default for SampleOptions {
             names: true,
             idle: true,
             gil_only: false,
-            pause_timeout: Duration::from_millis(100),
+            pause_timeout: Duration::from_millis(250),
         }
     }
 }
