@@ -108,6 +108,52 @@ typedef enum pyspy_status {
 } pyspy_status;
 
 /**
+ * An export format (`pyspy_profile_export`).
+ */
+typedef enum pyspy_format {
+    /**
+     * Collapsed ("folded") stacks: one `root;...;leaf count` line per stack, text.
+     */
+    PYSPY_FORMAT_COLLAPSED = 0,
+    /**
+     * pprof: a gzip'd `perftools.profiles.Profile` protobuf (Pyroscope, DataKit, `go tool
+     * pprof`), binary.
+     */
+    PYSPY_FORMAT_PPROF = 1,
+    /**
+     * speedscope JSON, text.
+     */
+    PYSPY_FORMAT_SPEEDSCOPE = 2,
+} pyspy_format;
+
+/**
+ * How `pyspy_attach` finds the interpreter in the target (`pyspy_options_set_locate`).
+ */
+typedef enum pyspy_locate {
+    /**
+     * Try symbols, then the `_Py_DebugOffsets` cookie (3.13+), then a data-section scan.
+     */
+    PYSPY_LOCATE_AUTO = 0,
+    /**
+     * `_PyRuntime` / `interp_head` from the ELF symbol tables only.
+     */
+    PYSPY_LOCATE_SYMBOLS = 1,
+    /**
+     * The `_Py_DebugOffsets` block found by its cookie only (3.13+).
+     */
+    PYSPY_LOCATE_DEBUG_OFFSETS = 2,
+    /**
+     * A scan of the binaries' data sections only.
+     */
+    PYSPY_LOCATE_BSS_SCAN = 3,
+} pyspy_locate;
+
+/**
+ * Bytes owned by the library (an exported profile). Free with `pyspy_buffer_free`.
+ */
+typedef struct pyspy_buffer pyspy_buffer;
+
+/**
  * A failure: a status code and a message (one line, naming the cause and, where there is one,
  * the fix). Owned by the caller; free it with `pyspy_error_free`.
  */
@@ -128,6 +174,20 @@ typedef struct pyspy_frame pyspy_frame;
  * Reading it (passing it to `pyspy_attach`) from several threads at once is fine.
  */
 typedef struct pyspy_options pyspy_options;
+
+/**
+ * Aggregated stacks (a copy: independent of the sampler it came from). Immutable: any number
+ * of threads may export one profile at once. Free with `pyspy_profile_free`.
+ */
+typedef struct pyspy_profile pyspy_profile;
+
+/**
+ * A sampler: samples a process on its own thread at the options' rate and aggregates the
+ * stacks into a profile, until the process exits, the duration is over, or
+ * `pyspy_sampler_stop`/`pyspy_sampler_free`. Thread-safe: any thread may take profiles from
+ * it or stop it.
+ */
+typedef struct pyspy_sampler pyspy_sampler;
 
 /**
  * An attached process. Made by `pyspy_attach`, freed by `pyspy_session_free` (which detaches;
@@ -174,6 +234,72 @@ const char *pyspy_error_message(const struct pyspy_error *error);
 void pyspy_error_free(struct pyspy_error *error);
 
 /**
+ * How to find the interpreter: one of `pyspy_locate` (default `PYSPY_LOCATE_AUTO`).
+ * `PYSPY_STATUS_INVALID_ARGUMENT` for another value or NULL options.
+ */
+enum pyspy_status pyspy_options_set_locate(struct pyspy_options *options, int strategy);
+
+/**
+ * If `milliseconds` is not 0, `pyspy_attach` to a process whose interpreter is not initialised
+ * yet (just started) retries for up to that long before failing with
+ * `PYSPY_STATUS_NOT_INITIALISED` or `PYSPY_STATUS_NOT_PYTHON`. Default 0: answer at once.
+ */
+enum pyspy_status pyspy_options_set_wait_for_init_ms(struct pyspy_options *options,
+                                                     uint64_t milliseconds);
+
+/**
+ * Stop the target's Python threads while each sample reads them, for a consistent snapshot
+ * (needs ptrace rights; the threads are always resumed). Default false: never stop the target.
+ */
+enum pyspy_status pyspy_options_set_pause(struct pyspy_options *options, bool pause);
+
+/**
+ * Read each thread's CPU time (`pyspy_thread_cpu_time_ns`) in every sample. Default false.
+ */
+enum pyspy_status pyspy_options_set_cpu_time(struct pyspy_options *options, bool cpu_time);
+
+/**
+ * Include idle threads (not running on a CPU) in snapshots and count them in profiles.
+ * Defaults: snapshots include them, profiles do not (like py-spy's `record`); setting this
+ * sets both.
+ */
+enum pyspy_status pyspy_options_set_idle(struct pyspy_options *options, bool idle);
+
+/**
+ * Keep only the thread holding the GIL, in snapshots and profiles. Default false.
+ */
+enum pyspy_status pyspy_options_set_gil_only(struct pyspy_options *options, bool gil_only);
+
+/**
+ * A sampler's mean rate in samples per second (default 100; intervals are randomised around
+ * it). `PYSPY_STATUS_INVALID_ARGUMENT` unless finite and positive.
+ */
+enum pyspy_status pyspy_options_set_rate(struct pyspy_options *options, double samples_per_second);
+
+/**
+ * A sampler stops by itself after this long (0, the default: until the process exits or
+ * `pyspy_sampler_stop`).
+ */
+enum pyspy_status pyspy_options_set_duration_ms(struct pyspy_options *options,
+                                                uint64_t milliseconds);
+
+/**
+ * A sampler also samples the process's descendants that run Python (multiprocessing
+ * workers). Default false.
+ */
+enum pyspy_status pyspy_options_set_subprocesses(struct pyspy_options *options, bool subprocesses);
+
+/**
+ * Profiles keep line numbers (default true); false aggregates per function.
+ */
+enum pyspy_status pyspy_options_set_lines(struct pyspy_options *options, bool lines);
+
+/**
+ * Profiles keep the stacks of different threads apart (default false).
+ */
+enum pyspy_status pyspy_options_set_per_thread(struct pyspy_options *options, bool per_thread);
+
+/**
  * New options with every setting at its default (the defaults of `pyspy_attach` with NULL
  * options). Owned by the caller: free with `pyspy_options_free`. NULL only if allocation
  * failed.
@@ -184,6 +310,118 @@ struct pyspy_options *pyspy_options_new(void);
  * Frees options. NULL is a no-op.
  */
 void pyspy_options_free(struct pyspy_options *options);
+
+/**
+ * Attaches to process `pid` and starts sampling it on a new thread. `options` may be NULL for
+ * the defaults (100 samples per second, until the process exits); it is only read during the
+ * call.
+ *
+ * On success writes a new sampler to `*sampler_out` (owned by the caller: free it with
+ * `pyspy_sampler_free`, which stops it). On failure (attaching failed) returns the status,
+ * writes an error to `*err` if `err` is not NULL, and leaves `*sampler_out` untouched.
+ */
+enum pyspy_status pyspy_sampler_start(int32_t pid,
+                                      const struct pyspy_options *options,
+                                      struct pyspy_sampler **sampler_out,
+                                      struct pyspy_error **err);
+
+/**
+ * Stops the sampler and waits for its thread to end (at most about one sampling interval).
+ * The profile stays available. Stopping twice is fine. `PYSPY_STATUS_INVALID_ARGUMENT` for
+ * NULL.
+ */
+enum pyspy_status pyspy_sampler_stop(const struct pyspy_sampler *sampler);
+
+/**
+ * Whether the sampler is still sampling (false once the process exited, the duration is over
+ * or it was stopped; false for NULL).
+ */
+bool pyspy_sampler_running(const struct pyspy_sampler *sampler);
+
+/**
+ * The sampler's counters: samples taken and failed process reads so far. Either output may be
+ * NULL. `PYSPY_STATUS_INVALID_ARGUMENT` (outputs untouched) for a NULL sampler.
+ */
+enum pyspy_status pyspy_sampler_stats(const struct pyspy_sampler *sampler,
+                                      uint64_t *samples_out,
+                                      uint64_t *errors_out);
+
+/**
+ * The profile so far. With `reset` true the sampler starts a new, empty profile, so that
+ * successive calls give consecutive periods (an agent uploading every 10 s); with false it
+ * keeps accumulating.
+ *
+ * On success writes a new profile to `*profile_out` (owned by the caller: free it with
+ * `pyspy_profile_free`). On failure returns the status, writes an error to `*err` if `err`
+ * is not NULL, and leaves `*profile_out` untouched.
+ */
+enum pyspy_status pyspy_sampler_profile(const struct pyspy_sampler *sampler,
+                                        bool reset,
+                                        struct pyspy_profile **profile_out,
+                                        struct pyspy_error **err);
+
+/**
+ * Stops (if running) and frees a sampler. NULL is a no-op.
+ */
+void pyspy_sampler_free(struct pyspy_sampler *sampler);
+
+/**
+ * How many samples the profile counts (0 for NULL).
+ */
+uint64_t pyspy_profile_samples(const struct pyspy_profile *profile);
+
+/**
+ * Frees a profile. NULL is a no-op.
+ */
+void pyspy_profile_free(struct pyspy_profile *profile);
+
+/**
+ * Exports the profile as `format` (a `pyspy_format`) into the caller's buffer `buffer` of
+ * `capacity` bytes. No NUL is added (pprof is binary).
+ *
+ * On success writes the bytes to `buffer` and their count to `*length_out`. If `capacity` is
+ * too small (`buffer` may then be NULL, e.g. with `capacity` 0 to ask), returns
+ * `PYSPY_STATUS_BUFFER_TOO_SMALL` and writes the size needed to `*length_out` (the one output
+ * written on a failure); call again with a buffer that large. Other failures return their
+ * status, write an error to `*err` if `err` is not NULL, and write no output. (pprof output is
+ * compressed afresh each call; the size needed is the same for the same profile.)
+ */
+enum pyspy_status pyspy_profile_export(const struct pyspy_profile *profile,
+                                       int format,
+                                       uint8_t *buffer,
+                                       size_t capacity,
+                                       size_t *length_out,
+                                       struct pyspy_error **err);
+
+/**
+ * Exports the profile as `format` (a `pyspy_format`) into a buffer the library allocates.
+ *
+ * On success writes a new buffer to `*buffer_out` (owned by the caller: read it with
+ * `pyspy_buffer_data`/`pyspy_buffer_len`, free it with `pyspy_buffer_free`). On failure returns
+ * the status, writes an error to `*err` if `err` is not NULL, and leaves `*buffer_out`
+ * untouched.
+ */
+enum pyspy_status pyspy_profile_export_buffer(const struct pyspy_profile *profile,
+                                              int format,
+                                              struct pyspy_buffer **buffer_out,
+                                              struct pyspy_error **err);
+
+/**
+ * The buffer's bytes (not NUL-terminated), borrowed from `buffer`: valid until
+ * `pyspy_buffer_free(buffer)`. NULL for NULL; for an empty buffer, a non-NULL pointer that
+ * must not be read.
+ */
+const uint8_t *pyspy_buffer_data(const struct pyspy_buffer *buffer);
+
+/**
+ * How many bytes the buffer holds (0 for NULL).
+ */
+size_t pyspy_buffer_len(const struct pyspy_buffer *buffer);
+
+/**
+ * Frees a buffer. NULL is a no-op.
+ */
+void pyspy_buffer_free(struct pyspy_buffer *buffer);
 
 /**
  * Attaches to process `pid`: finds its interpreter, version and memory layout (the expensive
@@ -298,6 +536,20 @@ bool pyspy_thread_owns_gil(const struct pyspy_thread *thread);
  * or waiting on a lock or I/O (false for NULL).
  */
 bool pyspy_thread_active(const struct pyspy_thread *thread);
+
+/**
+ * The thread's CPU time so far (user + system, from /proc; clock-tick resolution, usually
+ * 10 ms), in nanoseconds. Only read when `pyspy_options_set_cpu_time` asked for it. Returns
+ * true and writes `*nanoseconds_out` if known; false (output untouched) if not.
+ */
+bool pyspy_thread_cpu_time_ns(const struct pyspy_thread *thread, uint64_t *nanoseconds_out);
+
+/**
+ * The id of the interpreter the thread's state belongs to (0 for the main interpreter, others
+ * for sub-interpreters; Python 3.7+). Returns true and writes `*id_out` if known; false
+ * (output untouched) if not.
+ */
+bool pyspy_thread_interpreter_id(const struct pyspy_thread *thread, int64_t *id_out);
 
 /**
  * How many frames the thread's stack has (0 for NULL).

@@ -377,6 +377,41 @@ fn two_threads_sample_two_targets_at_once() {
 }
 
 #[test]
+fn sampler_profile_export_under_valgrind() {
+    if !tools_present() {
+        return;
+    }
+    let interp = host_interpreter();
+    let exe = compile("profile", Link::Shared);
+    let target = spawn_scenarios(&interp);
+    let out_dir = install()
+        .bin
+        .join(format!("profile-{}", std::process::id()));
+    std::fs::create_dir_all(&out_dir).expect("profile output dir");
+    let out = valgrind(
+        &exe,
+        &[target.pid().to_string(), out_dir.display().to_string()],
+    );
+    assert!(out.contains("profile: ok"), "{out}");
+    let folded = std::fs::read_to_string(out_dir.join("profile.folded")).expect("folded");
+    assert!(
+        folded.contains("recurse (") && folded.contains("<module> ("),
+        "the collapsed stacks lack the target's functions:\n{folded}"
+    );
+    // pprof read back by its reference consumer.
+    if require("go") {
+        let mut cmd = Command::new("go");
+        cmd.args(["tool", "pprof", "-top"])
+            .arg(out_dir.join("profile.pb.gz"));
+        let top = run_bounded(cmd, RUN_TIMEOUT);
+        check_output("go tool pprof -top", &top);
+        let text = String::from_utf8_lossy(&top.stdout);
+        assert!(text.contains("recurse"), "go tool pprof -top:\n{text}");
+    }
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+#[test]
 fn go_bindings() {
     if !tools_present() || !require("go") {
         return;

@@ -55,7 +55,6 @@ pub(crate) unsafe fn try_ref<'a, C: Castable>(ptr: *const C) -> Option<&'a C::Ru
 ///
 /// # Safety
 /// `ptr` is NULL or a live handle made by [`to_box_ptr`], used by no other thread during `'a`.
-#[allow(dead_code)] // no C function mutates an owned object in place yet
 pub(crate) unsafe fn try_mut<'a, C: Castable<Ownership = OwnedBox>>(
     ptr: *mut C,
 ) -> Option<&'a mut C::Rust> {
@@ -146,7 +145,6 @@ pub(crate) unsafe fn report(failure: Failure, err: *mut *mut pyspy_error) -> pys
 ///
 /// # Safety
 /// `ptr` is NULL or valid for writes of `len` bytes, not otherwise accessed during `'a`.
-#[allow(dead_code)] // for profile export into a caller's buffer (issue 6)
 pub(crate) unsafe fn out_bytes<'a>(ptr: *mut u8, len: usize) -> Option<&'a mut [u8]> {
     if ptr.is_null() {
         None

@@ -27,6 +27,7 @@ mod panic;
 
 pub mod error;
 pub mod options;
+pub mod profile;
 pub mod session;
 pub mod snapshot;
 pub mod status;
@@ -34,6 +35,7 @@ pub mod version;
 
 pub use error::*;
 pub use options::*;
+pub use profile::*;
 pub use session::*;
 pub use snapshot::*;
 pub use status::*;

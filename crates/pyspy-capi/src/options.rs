@@ -1,8 +1,12 @@
 //! Options: an opaque builder, so new options are new setters and never change a struct the
 //! caller allocated.
 
+use std::ffi::c_int;
+use std::time::Duration;
+
 use crate::ffi::{self, Castable, OwnedBox};
 use crate::panic::ffi_boundary;
+use crate::status::pyspy_status;
 
 /// How to attach and sample. Make one with `pyspy_options_new`, change it with the
 /// `pyspy_options_set_*` functions, pass it to `pyspy_attach` (which copies what it needs: the
@@ -22,7 +26,185 @@ impl Castable for pyspy_options {
 /// What a `pyspy_options` holds.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// How to attach, and what a sample reads (`attach.sample`).
     pub attach: pyspy_core::AttachOptions,
+    /// How a sampler samples (its `attach` is taken from `attach` above when it starts).
+    pub sampler: pyspy_core::SamplerOptions,
+    /// What a sampler's profile counts.
+    pub profile: pyspy_core::ProfileOptions,
+}
+
+/// How `pyspy_attach` finds the interpreter in the target (`pyspy_options_set_locate`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum pyspy_locate {
+    /// Try symbols, then the `_Py_DebugOffsets` cookie (3.13+), then a data-section scan.
+    Auto = 0,
+    /// `_PyRuntime` / `interp_head` from the ELF symbol tables only.
+    Symbols = 1,
+    /// The `_Py_DebugOffsets` block found by its cookie only (3.13+).
+    DebugOffsets = 2,
+    /// A scan of the binaries' data sections only.
+    BssScan = 3,
+}
+
+/// Changes one setting; NULL options are `PYSPY_STATUS_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `options` is NULL or a live pyspy_options used by no other thread.
+unsafe fn set(options: *mut pyspy_options, f: impl FnOnce(&mut Options)) -> pyspy_status {
+    ffi_boundary!({
+        // SAFETY: per the contract.
+        match unsafe { ffi::try_mut(options) } {
+            Some(o) => {
+                f(o);
+                pyspy_status::Ok
+            }
+            None => pyspy_status::InvalidArgument,
+        }
+    })
+}
+
+/// How to find the interpreter: one of `pyspy_locate` (default `PYSPY_LOCATE_AUTO`).
+/// `PYSPY_STATUS_INVALID_ARGUMENT` for another value or NULL options.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_options_set_locate(
+    options: *mut pyspy_options,
+    strategy: c_int,
+) -> pyspy_status {
+    use pyspy_core::LocateStrategy as L;
+    let strategy = match strategy {
+        0 => L::Auto,
+        1 => L::Symbols,
+        2 => L::DebugOffsets,
+        3 => L::BssScan,
+        _ => return pyspy_status::InvalidArgument,
+    };
+    // SAFETY: forwarded contract.
+    unsafe { set(options, |o| o.attach.locate = strategy) }
+}
+
+/// If `milliseconds` is not 0, `pyspy_attach` to a process whose interpreter is not initialised
+/// yet (just started) retries for up to that long before failing with
+/// `PYSPY_STATUS_NOT_INITIALISED` or `PYSPY_STATUS_NOT_PYTHON`. Default 0: answer at once.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_options_set_wait_for_init_ms(
+    options: *mut pyspy_options,
+    milliseconds: u64,
+) -> pyspy_status {
+    let wait = (milliseconds > 0).then(|| Duration::from_millis(milliseconds));
+    // SAFETY: forwarded contract.
+    unsafe { set(options, |o| o.attach.wait_for_init = wait) }
+}
+
+/// Stop the target's Python threads while each sample reads them, for a consistent snapshot
+/// (needs ptrace rights; the threads are always resumed). Default false: never stop the target.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_options_set_pause(
+    options: *mut pyspy_options,
+    pause: bool,
+) -> pyspy_status {
+    // SAFETY: forwarded contract.
+    unsafe { set(options, |o| o.attach.sample.pause = pause) }
+}
+
+/// Read each thread's CPU time (`pyspy_thread_cpu_time_ns`) in every sample. Default false.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_options_set_cpu_time(
+    options: *mut pyspy_options,
+    cpu_time: bool,
+) -> pyspy_status {
+    // SAFETY: forwarded contract.
+    unsafe { set(options, |o| o.attach.sample.cpu_time = cpu_time) }
+}
+
+/// Include idle threads (not running on a CPU) in snapshots and count them in profiles.
+/// Defaults: snapshots include them, profiles do not (like py-spy's `record`); setting this
+/// sets both.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_options_set_idle(
+    options: *mut pyspy_options,
+    idle: bool,
+) -> pyspy_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        set(options, |o| {
+            o.attach.sample.idle = idle;
+            o.profile.idle = idle;
+        })
+    }
+}
+
+/// Keep only the thread holding the GIL, in snapshots and profiles. Default false.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_options_set_gil_only(
+    options: *mut pyspy_options,
+    gil_only: bool,
+) -> pyspy_status {
+    // SAFETY: forwarded contract.
+    unsafe {
+        set(options, |o| {
+            o.attach.sample.gil_only = gil_only;
+            o.profile.gil_only = gil_only;
+        })
+    }
+}
+
+/// A sampler's mean rate in samples per second (default 100; intervals are randomised around
+/// it). `PYSPY_STATUS_INVALID_ARGUMENT` unless finite and positive.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_options_set_rate(
+    options: *mut pyspy_options,
+    samples_per_second: f64,
+) -> pyspy_status {
+    if !(samples_per_second.is_finite() && samples_per_second > 0.0) {
+        return pyspy_status::InvalidArgument;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { set(options, |o| o.sampler.rate = samples_per_second) }
+}
+
+/// A sampler stops by itself after this long (0, the default: until the process exits or
+/// `pyspy_sampler_stop`).
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_options_set_duration_ms(
+    options: *mut pyspy_options,
+    milliseconds: u64,
+) -> pyspy_status {
+    let duration = (milliseconds > 0).then(|| Duration::from_millis(milliseconds));
+    // SAFETY: forwarded contract.
+    unsafe { set(options, |o| o.sampler.duration = duration) }
+}
+
+/// A sampler also samples the process's descendants that run Python (multiprocessing
+/// workers). Default false.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_options_set_subprocesses(
+    options: *mut pyspy_options,
+    subprocesses: bool,
+) -> pyspy_status {
+    // SAFETY: forwarded contract.
+    unsafe { set(options, |o| o.sampler.subprocesses = subprocesses) }
+}
+
+/// Profiles keep line numbers (default true); false aggregates per function.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_options_set_lines(
+    options: *mut pyspy_options,
+    lines: bool,
+) -> pyspy_status {
+    // SAFETY: forwarded contract.
+    unsafe { set(options, |o| o.profile.lines = lines) }
+}
+
+/// Profiles keep the stacks of different threads apart (default false).
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_options_set_per_thread(
+    options: *mut pyspy_options,
+    per_thread: bool,
+) -> pyspy_status {
+    // SAFETY: forwarded contract.
+    unsafe { set(options, |o| o.profile.threads = per_thread) }
 }
 
 /// New options with every setting at its default (the defaults of `pyspy_attach` with NULL

@@ -50,6 +50,8 @@ pub struct ThreadObject {
     pub name: Option<Arc<CStr>>,
     pub owns_gil: bool,
     pub active: bool,
+    pub cpu_time_ns: Option<u64>,
+    pub interpreter_id: Option<i64>,
     pub frames: Vec<FrameObject>,
 }
 
@@ -71,6 +73,10 @@ impl SnapshotObject {
                 name: t.name.as_ref().map(|n| strings.get(n)),
                 owns_gil: t.owns_gil,
                 active: t.active,
+                cpu_time_ns: t
+                    .cpu_time
+                    .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+                interpreter_id: t.interp_id,
                 frames: t
                     .frames
                     .iter()
@@ -180,6 +186,50 @@ pub unsafe extern "C" fn pyspy_thread_active(thread: *const pyspy_thread) -> boo
     ffi_boundary!({
         // SAFETY: per the header, thread is NULL or live.
         unsafe { ffi::try_ref(thread) }.is_some_and(|t| t.active)
+    })
+}
+
+/// The thread's CPU time so far (user + system, from /proc; clock-tick resolution, usually
+/// 10 ms), in nanoseconds. Only read when `pyspy_options_set_cpu_time` asked for it. Returns
+/// true and writes `*nanoseconds_out` if known; false (output untouched) if not.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_thread_cpu_time_ns(
+    thread: *const pyspy_thread,
+    nanoseconds_out: *mut u64,
+) -> bool {
+    ffi_boundary!({
+        // SAFETY: per the header, thread is NULL or live.
+        let ns = unsafe { ffi::try_ref(thread) }.and_then(|t| t.cpu_time_ns);
+        match ns {
+            Some(ns) if !nanoseconds_out.is_null() => {
+                // SAFETY: non-NULL and writable per the header.
+                unsafe { ffi::write_optional(nanoseconds_out, ns) };
+                true
+            }
+            _ => false,
+        }
+    })
+}
+
+/// The id of the interpreter the thread's state belongs to (0 for the main interpreter, others
+/// for sub-interpreters; Python 3.7+). Returns true and writes `*id_out` if known; false
+/// (output untouched) if not.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_thread_interpreter_id(
+    thread: *const pyspy_thread,
+    id_out: *mut i64,
+) -> bool {
+    ffi_boundary!({
+        // SAFETY: per the header, thread is NULL or live.
+        let id = unsafe { ffi::try_ref(thread) }.and_then(|t| t.interpreter_id);
+        match id {
+            Some(id) if !id_out.is_null() => {
+                // SAFETY: non-NULL and writable per the header.
+                unsafe { ffi::write_optional(id_out, id) };
+                true
+            }
+            _ => false,
+        }
     })
 }
 
