@@ -31,6 +31,8 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"time"
+	"unsafe"
 )
 
 // Version is the version of the libpyspy this program runs with.
@@ -42,13 +44,59 @@ func Version() string {
 const HeaderVersion = C.PYSPY_VERSION
 
 // Options say how to attach and sample. The zero value (or a nil *Options) is the default.
-type Options struct{}
+type Options struct {
+	// Pause stops the target's Python threads while each sample reads them (needs ptrace
+	// rights; always resumed). Default: never stop the target.
+	Pause bool
+	// CPUTime reads each thread's CPU time (Thread.CPUTime).
+	CPUTime bool
+	// Idle counts idle threads in profiles too (snapshots always include them).
+	Idle bool
+	// GILOnly keeps only the thread holding the GIL, in snapshots and profiles.
+	GILOnly bool
+	// WaitForInit retries attaching to a process whose interpreter is not initialised yet.
+	WaitForInit time.Duration
+	// Rate is a sampler's mean samples per second (0: the default, 100).
+	Rate float64
+	// Duration stops a sampler after this long (0: until the process exits or Stop).
+	Duration time.Duration
+	// Subprocesses also samples the process's Python descendants.
+	Subprocesses bool
+	// PerFunction aggregates profiles per function instead of per line.
+	PerFunction bool
+	// PerThread keeps the stacks of different threads apart in profiles.
+	PerThread bool
+}
 
-// cOptions makes the C options object for o; free it with C.pyspy_options_free.
+// cOptions makes the C options object for o (nil: defaults); free it with
+// C.pyspy_options_free.
 func (o *Options) cOptions() (*C.pyspy_options, error) {
 	opts := C.pyspy_options_new()
 	if opts == nil {
 		return nil, &Error{Code: StatusPanic, Message: "pyspy_options_new failed"}
+	}
+	if o == nil {
+		return opts, nil
+	}
+	ok := true
+	set := func(status uint32) { ok = ok && status == C.PYSPY_STATUS_OK }
+	set(C.pyspy_options_set_pause(opts, C.bool(o.Pause)))
+	set(C.pyspy_options_set_cpu_time(opts, C.bool(o.CPUTime)))
+	set(C.pyspy_options_set_gil_only(opts, C.bool(o.GILOnly)))
+	if o.Idle {
+		set(C.pyspy_options_set_idle(opts, true))
+	}
+	set(C.pyspy_options_set_wait_for_init_ms(opts, C.uint64_t(o.WaitForInit.Milliseconds())))
+	if o.Rate != 0 {
+		set(C.pyspy_options_set_rate(opts, C.double(o.Rate)))
+	}
+	set(C.pyspy_options_set_duration_ms(opts, C.uint64_t(o.Duration.Milliseconds())))
+	set(C.pyspy_options_set_subprocesses(opts, C.bool(o.Subprocesses)))
+	set(C.pyspy_options_set_lines(opts, C.bool(!o.PerFunction)))
+	set(C.pyspy_options_set_per_thread(opts, C.bool(o.PerThread)))
+	if !ok {
+		C.pyspy_options_free(opts)
+		return nil, &Error{Code: StatusInvalidArgument, Message: fmt.Sprintf("invalid options %+v", *o)}
 	}
 	return opts, nil
 }
@@ -156,6 +204,8 @@ type Thread struct {
 	OwnsGIL bool
 	// Active says whether the OS thread was running on a CPU.
 	Active bool
+	// CPUTime is the thread's CPU time so far, -1 if not read (see Options.CPUTime).
+	CPUTime time.Duration
 	// Frames is the stack, innermost first.
 	Frames []Frame
 }
@@ -189,6 +239,11 @@ func convertSnapshot(snap *C.pyspy_snapshot) *Snapshot {
 		}
 		if C.pyspy_thread_native_id(t, &tid) {
 			th.NativeID = uint64(tid)
+		}
+		var ns C.uint64_t
+		th.CPUTime = -1
+		if C.pyspy_thread_cpu_time_ns(t, &ns) {
+			th.CPUTime = time.Duration(ns)
 		}
 		nf := int(C.pyspy_thread_frame_count(t))
 		th.Frames = make([]Frame, 0, nf)
@@ -283,3 +338,145 @@ func (s Status) String() string {
 }
 
 func (s Status) Error() string { return "pyspy: " + s.String() }
+
+// Format is an export format of a profile.
+type Format int
+
+const (
+	// Collapsed stacks: "root;...;leaf count" lines (text).
+	Collapsed Format = C.PYSPY_FORMAT_COLLAPSED
+	// Pprof: a gzip'd perftools.profiles.Profile (Pyroscope, DataKit, go tool pprof).
+	Pprof Format = C.PYSPY_FORMAT_PPROF
+	// Speedscope JSON.
+	Speedscope Format = C.PYSPY_FORMAT_SPEEDSCOPE
+)
+
+// Sampler samples a process on its own thread and aggregates the stacks into a profile. Its
+// methods may be called from any goroutine. Close it when done.
+type Sampler struct {
+	mu  sync.Mutex
+	ptr *C.pyspy_sampler
+}
+
+// StartSampler attaches to pid and starts sampling it at opts.Rate (default 100/s).
+func StartSampler(pid int, opts *Options) (*Sampler, error) {
+	copts, err := opts.cOptions()
+	if err != nil {
+		return nil, err
+	}
+	defer C.pyspy_options_free(copts)
+	var ptr *C.pyspy_sampler
+	var cerr *C.pyspy_error
+	if status := C.pyspy_sampler_start(C.int32_t(pid), copts, &ptr, &cerr); status != C.PYSPY_STATUS_OK {
+		return nil, takeError(Status(status), cerr)
+	}
+	s := &Sampler{ptr: ptr}
+	runtime.SetFinalizer(s, (*Sampler).Close)
+	return s, nil
+}
+
+// Stats gives the samples taken and the failed process reads so far.
+func (s *Sampler) Stats() (samples, errors uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ptr != nil {
+		var a, b C.uint64_t
+		C.pyspy_sampler_stats(s.ptr, &a, &b)
+		samples, errors = uint64(a), uint64(b)
+	}
+	return
+}
+
+// Running says whether the sampler is still sampling.
+func (s *Sampler) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ptr != nil && bool(C.pyspy_sampler_running(s.ptr))
+}
+
+// Profile returns the profile so far; with reset the sampler starts a new one (consecutive
+// periods for periodic uploads).
+func (s *Sampler) Profile(reset bool) (*Profile, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ptr == nil {
+		return nil, ErrClosed
+	}
+	var ptr *C.pyspy_profile
+	var cerr *C.pyspy_error
+	if status := C.pyspy_sampler_profile(s.ptr, C.bool(reset), &ptr, &cerr); status != C.PYSPY_STATUS_OK {
+		return nil, takeError(Status(status), cerr)
+	}
+	p := &Profile{ptr: ptr}
+	runtime.SetFinalizer(p, (*Profile).Close)
+	return p, nil
+}
+
+// Stop stops sampling (the profile stays available).
+func (s *Sampler) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ptr != nil {
+		C.pyspy_sampler_stop(s.ptr)
+	}
+}
+
+// Close stops the sampler and frees it. Closing twice is fine.
+func (s *Sampler) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ptr != nil {
+		C.pyspy_sampler_free(s.ptr)
+		s.ptr = nil
+		runtime.SetFinalizer(s, nil)
+	}
+	return nil
+}
+
+// Profile is aggregated stacks taken from a Sampler. Close it when done.
+type Profile struct {
+	mu  sync.Mutex
+	ptr *C.pyspy_profile
+}
+
+// Samples is how many samples the profile counts.
+func (p *Profile) Samples() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ptr == nil {
+		return 0
+	}
+	return uint64(C.pyspy_profile_samples(p.ptr))
+}
+
+// Export encodes the profile in format.
+func (p *Profile) Export(format Format) ([]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ptr == nil {
+		return nil, ErrClosed
+	}
+	var buf *C.pyspy_buffer
+	var cerr *C.pyspy_error
+	if status := C.pyspy_profile_export_buffer(p.ptr, C.int(format), &buf, &cerr); status != C.PYSPY_STATUS_OK {
+		return nil, takeError(Status(status), cerr)
+	}
+	defer C.pyspy_buffer_free(buf)
+	n := C.pyspy_buffer_len(buf)
+	if n == 0 {
+		return []byte{}, nil
+	}
+	return C.GoBytes(unsafe.Pointer(C.pyspy_buffer_data(buf)), C.int(n)), nil
+}
+
+// Close frees the profile. Closing twice is fine.
+func (p *Profile) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ptr != nil {
+		C.pyspy_profile_free(p.ptr)
+		p.ptr = nil
+		runtime.SetFinalizer(p, nil)
+	}
+	return nil
+}

@@ -190,3 +190,53 @@ func TestSessionsOnManyGoroutines(t *testing.T) {
 		}
 	}
 }
+
+func TestSamplerExportsPprofThatGoToolPprofReads(t *testing.T) {
+	pid := startTarget(t)
+	sampler, err := StartSampler(pid, &Options{Rate: 200, Idle: true, CPUTime: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sampler.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if n, _ := sampler.Stats(); n >= 20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sampler took no samples")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	profile, err := sampler.Profile(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer profile.Close()
+	if profile.Samples() < 20 {
+		t.Fatalf("%d samples", profile.Samples())
+	}
+	folded, err := profile.Export(Collapsed)
+	if err != nil || !strings.Contains(string(folded), "go_target_leaf") {
+		t.Fatalf("collapsed: %v\n%s", err, folded)
+	}
+	data, err := profile.Export(Pprof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "profile.pb.gz")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("go", "tool", "pprof", "-top", path).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "go_target_leaf") {
+		t.Fatalf("go tool pprof -top: %v\n%s", err, out)
+	}
+	if _, err := profile.Export(Format(42)); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("unknown format: %v", err)
+	}
+	sampler.Stop()
+	if sampler.Running() {
+		t.Fatal("running after Stop")
+	}
+}
