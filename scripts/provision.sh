@@ -19,7 +19,9 @@ set -euo pipefail
 #               linked in), tested as "3.11-debian" next to pyenv's PIE + libpython builds.
 #   golang-go:  `go tool pprof` reads the pprof files `pyspy record --format pprof` writes.
 #   tmux:       drives `pyspy top` in a terminal in the tests.
-HOST_PACKAGES=(python3.11 golang-go tmux)
+#   valgrind, pkg-config: the C API tests (tests/c) run under valgrind and build with
+#               `pkg-config pyspy`; golang-go also runs `go test` in bindings/go.
+HOST_PACKAGES=(python3.11 golang-go tmux valgrind pkg-config)
 
 CHROOT_PYTHONS=(python3.14 python3.15)
 DEV_PACKAGES=(libpython3.14-dev libpython3.15-dev)
