@@ -5,7 +5,7 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pyspy_core::export::{chrometrace::ChromeTrace, collapsed, pprof, speedscope};
+use pyspy_core::export::{self, chrometrace::ChromeTrace, collapsed, pprof, speedscope};
 use pyspy_core::sampler::{Ended, SamplerStats};
 use pyspy_core::{Profile, ProfileOptions, Sampler, SamplerOptions};
 
@@ -91,6 +91,10 @@ pub fn run(args: &Args) -> Result<(), String> {
             ));
         }
     }
+    // Check an output given can be written before starting anything.
+    if let Some(output) = &args.output {
+        File::create(output).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+    }
     let Target {
         session,
         child: mut launched,
@@ -101,7 +105,6 @@ pub fn run(args: &Args) -> Result<(), String> {
         .output
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("pyspy-{pid}.{}", args.format.extension())));
-    // Check the output can be written before sampling for minutes.
     File::create(&output).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
 
     let mut options = SamplerOptions::default();
@@ -229,7 +232,7 @@ fn write_output(
     let title = title(args);
     match args.format {
         Format::Flamegraph => {
-            let folded = collapsed::to_string(profile);
+            let folded = flame_graph_lines(profile);
             let mut options = inferno::flamegraph::Options::default();
             options.title = title;
             options.subtitle = Some(subtitle(profile));
@@ -239,8 +242,14 @@ fn write_output(
                 inferno::flamegraph::color::MultiPalette::Python,
             );
             options.hash = true;
-            inferno::flamegraph::from_lines(&mut options, folded.lines(), &mut out)
-                .map_err(|e| format!("rendering the flame graph: {e}"))?;
+            // Keep the function name visible when a frame is too narrow for its whole label.
+            options.text_truncate_direction = inferno::flamegraph::TextTruncateDirection::Right;
+            inferno::flamegraph::from_lines(
+                &mut options,
+                folded.iter().map(String::as_str),
+                &mut out,
+            )
+            .map_err(|e| format!("rendering the flame graph: {e}"))?;
         }
         Format::Collapsed => collapsed::write(profile, &mut out).map_err(fail)?,
         Format::Speedscope => speedscope::write(profile, &title, &mut out).map_err(fail)?,
@@ -251,6 +260,42 @@ fn write_output(
             .map_err(fail)?,
     }
     out.flush().map_err(fail)
+}
+
+/// Collapsed stacks for the flame graph, with file names shortened to their last two path
+/// components (`examples/demo.py`, `python3.12/threading.py`) so labels fit in their boxes.
+fn flame_graph_lines(profile: &Profile) -> Vec<String> {
+    let short = |path: &str| -> String {
+        let mut parts = path.rsplitn(3, '/');
+        match (parts.next(), parts.next()) {
+            (Some(file), Some(dir)) if !dir.is_empty() => format!("{dir}/{file}"),
+            (Some(file), _) => file.to_string(),
+            _ => path.to_string(),
+        }
+    };
+    profile
+        .stacks()
+        .iter()
+        .map(|stack| {
+            let mut labels = Vec::new();
+            if let Some(p) = stack.process {
+                labels.push(export::process_label(p));
+            }
+            if let Some(t) = stack.thread {
+                labels.push(export::thread_label(t));
+            }
+            for f in stack.frames {
+                let f = profile.frame(*f);
+                labels.push(if f.line > 0 {
+                    format!("{} ({}:{})", f.name, short(&f.filename), f.line)
+                } else {
+                    format!("{} ({})", f.name, short(&f.filename))
+                });
+            }
+            let labels: Vec<String> = labels.iter().map(|l| l.replace(';', ":")).collect();
+            format!("{} {}", labels.join(";"), stack.count)
+        })
+        .collect()
 }
 
 fn title(args: &Args) -> String {

@@ -26,7 +26,7 @@ pub struct Target {
     pub child: Launched,
 }
 
-/// The child process pyspy started, if any. Reaped on drop if it has exited.
+/// The child process pyspy started, if any. Stopped and reaped on drop.
 pub struct Launched(Option<Child>);
 
 impl Target {
@@ -114,11 +114,10 @@ impl Launched {
     }
 }
 
+/// A started program is not left running when pyspy stops early (an error, a panic).
 impl Drop for Launched {
     fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let _ = child.try_wait();
-        }
+        self.stop();
     }
 }
 

@@ -357,7 +357,12 @@ fn draw(
     )?;
     line(&mut out, "", false)?;
 
-    let headers = ["  %Own ", " %Total", " OwnTime", " TotalTime"];
+    let headers = [
+        format!("{:>7}", "%Own"),
+        format!("{:>8}", "%Total"),
+        format!("{:>9}", "OwnTime"),
+        format!("{:>11}", "TotalTime"),
+    ];
     let selected = match sort {
         SortBy::Own => 0,
         SortBy::Total => 1,
@@ -367,10 +372,10 @@ fn draw(
     queue!(out, cursor::MoveTo(0, row))?;
     for (i, h) in headers.iter().enumerate() {
         if i == selected {
-            queue!(out, SetAttribute(Attribute::Reverse), Print(h))?;
+            queue!(out, SetAttribute(Attribute::Reverse), Print(h.as_str()))?;
             queue!(out, SetAttribute(Attribute::Reset))?;
         } else {
-            queue!(out, Print(h))?;
+            queue!(out, Print(h.as_str()))?;
         }
     }
     queue!(out, Print("  Function (filename)"))?;
@@ -398,12 +403,11 @@ fn draw(
             format!("{} ({})", key.name, key.filename)
         };
         let text = format!(
-            "{:6.2}% {:6.2}% {:7.2}s {:9.2}s   {}",
-            win.own as f64 / denom * 100.0,
-            win.total as f64 / denom * 100.0,
-            secs(cum.own),
-            secs(cum.total),
-            location
+            "{:>7}{:>8}{:>9}{:>11}  {location}",
+            format!("{:.2}%", win.own as f64 / denom * 100.0),
+            format!("{:.2}%", win.total as f64 / denom * 100.0),
+            format!("{:.2}s", secs(cum.own)),
+            format!("{:.2}s", secs(cum.total)),
         );
         let text: String = text.chars().take(width).collect();
         queue!(out, cursor::MoveTo(0, row), Print(text))?;
