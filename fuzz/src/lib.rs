@@ -14,15 +14,20 @@ use pyspy_core::binary::{find_version_string, version_from_file_name, Binary};
 use pyspy_core::layout::{debug_offsets, generated, FrameModel, Layout, LineTableFormat};
 use pyspy_core::linetable::{line_for_offset, line_ranges, LineRange};
 use pyspy_core::locate::{Interpreter, LocatedBy};
-use pyspy_core::memory::RecordedImage;
+use pyspy_core::memory::{MemoryExt, RecordedImage};
 use pyspy_core::process::{parse_maps, ThreadStat};
 use pyspy_core::strings::{read_bytes, read_str};
+use pyspy_core::thread_names::{ThreadKey, ThreadNames};
 use pyspy_core::walk::Walker;
+use pyspy_core::ThreadStack;
 use pyspy_core::{native_tid, Version};
 use std::hint::black_box;
 
+/// A target's body.
+pub type Body = fn(&[u8]);
+
 /// Every target, by name, for replaying saved inputs.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Body)] = &[
     ("walk_frameobject", walk_frameobject),
     ("walk_iframe_311", walk_iframe_311),
     ("walk_iframe_313", walk_iframe_313),
@@ -76,8 +81,8 @@ fn interpreter(image: &RecordedImage, family: impl Fn(&Layout) -> bool) -> Optio
     })
 }
 
-/// Samples the image twice with one [`Walker`] (the second pass runs on warm caches) and
-/// drains every thread and frame.
+/// Samples the image twice with one [`Walker`] (the second pass runs on warm caches), reads
+/// the threads' names from `threading._active`, and drains every thread and frame.
 fn walk(data: &[u8], family: impl Fn(&Layout) -> bool) {
     let image = RecordedImage::decode(data);
     let Some(interp) = interpreter(&image, family) else {
@@ -85,11 +90,22 @@ fn walk(data: &[u8], family: impl Fn(&Layout) -> bool) {
     };
     let layout = &interp.layout;
     let mut walker = Walker::new(layout);
+    let mut names = ThreadNames::new(layout);
     for _ in 0..2 {
         image.rewind();
-        let Ok(threads) = walker.sample(&image, &interp) else {
+        let Ok(walked) = walker.walk(&image, &interp) else {
             continue;
         };
+        let keys: Vec<ThreadKey> = walked
+            .iter()
+            .map(|(interp, t)| ThreadKey {
+                interp: *interp,
+                ident: t.thread_id,
+            })
+            .collect();
+        let modules = |i: u64| Ok(image.read_ptr_at(i, layout.interp_modules)?);
+        black_box(names.names(&image, &keys, modules));
+        let threads: Vec<ThreadStack> = walked.into_iter().map(|(_, t)| t).collect();
         let idents: Vec<u64> = threads.iter().map(|t| t.thread_id).take(16).collect();
         if layout.tstate_native_thread_id.is_none() {
             black_box(native_tid::calibrate(&image, &idents, &[1, 2, 3]));

@@ -25,7 +25,7 @@ fn inputs(kind: &str, target: &str) -> Vec<PathBuf> {
         return Vec::new();
     };
     let mut files: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
-    files.retain(|p| p.is_file() && !p.extension().is_some_and(|e| e == "md"));
+    files.retain(|p| p.is_file() && p.extension().is_none_or(|e| e != "md"));
     files.sort();
     files
 }
@@ -89,4 +89,127 @@ fn walker_seeds_are_real_stacks() {
             stale.join("\n  ")
         );
     }
+}
+
+/// Memory that counts the bytes read through it.
+struct Counting<'a> {
+    inner: &'a pyspy_core::memory::MemoryImage,
+    read: std::cell::Cell<usize>,
+}
+
+impl pyspy_core::memory::Memory for Counting<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), pyspy_core::memory::ReadError> {
+        self.read.set(self.read.get() + buf.len());
+        self.inner.read(addr, buf)
+    }
+}
+
+/// A 3.10 image where `threads` thread states all point at one chain of `frames` frames, and
+/// frame `j` runs the code object at `code_base + 8 * j` (distinct code objects when
+/// `distinct_codes`, else all the same) inside a region where every word points at one string
+/// of `str_len` characters: the name, file name and line table of every code object. Each
+/// piece is small and bounded; their product is not.
+fn amplifying_image(
+    threads: u64,
+    frames: u64,
+    distinct_codes: bool,
+    str_len: usize,
+) -> (
+    pyspy_core::memory::MemoryImage,
+    pyspy_core::locate::Interpreter,
+) {
+    use pyspy_core::memory::MemoryImage;
+    let l = *pyspy_core::layout::for_version(3, 10).expect("3.10 layout");
+    let (head, interp, tstates, frame_base, code_base, string) = (
+        0x1000u64,
+        0x2000u64,
+        0x10_0000u64,
+        0x100_0000u64,
+        0x1000_0000u64,
+        0x10_0000_0000u64,
+    );
+    let mut img = MemoryImage::new();
+    img.put_u64(head, interp);
+    img.add(interp, &[0u8; 256]);
+    img.put_u64(interp + u64::from(l.interp_threads_head), tstates);
+    for i in 0..threads {
+        let t = tstates + i * 0x400;
+        img.add(t, &[0u8; 0x400]);
+        let next = if i + 1 < threads { t + 0x400 } else { 0 };
+        img.put_u64(t + u64::from(l.tstate_next), next);
+        img.put_u64(t + u64::from(l.tstate_interp), interp);
+        img.put_u64(t + u64::from(l.tstate_frame), frame_base);
+        img.put_u64(t + u64::from(l.tstate_thread_id), i + 1);
+    }
+    for j in 0..frames {
+        let f = frame_base + j * 0x100;
+        img.add(f, &[0u8; 0x100]);
+        let back = if j + 1 < frames { f + 0x100 } else { 0 };
+        img.put_u64(f + u64::from(l.frame_back.unwrap()), back);
+        let code = code_base + if distinct_codes { 8 * j } else { 0 };
+        img.put_u64(f + u64::from(l.frame_code.unwrap()), code);
+    }
+    let words = (frames + 64) as usize;
+    img.add(code_base, &string.to_le_bytes().repeat(words));
+    // A compact ASCII str (kind 1, compact, ascii, ready) whose length also serves as the
+    // size of a bytes object (the line table) starting at the same address.
+    let mut s = vec![0u8; l.unicode_ascii_size as usize + str_len + 64];
+    s[l.unicode_length as usize..][..8].copy_from_slice(&(str_len as u64).to_le_bytes());
+    let state: u32 = (1 << 2) | (1 << 5) | (1 << 6) | (1 << 7);
+    s[l.unicode_state as usize..][..4].copy_from_slice(&state.to_le_bytes());
+    for b in &mut s[l.unicode_ascii_size as usize..][..str_len] {
+        *b = b'a';
+    }
+    img.add(string, &s);
+    let interp = pyspy_core::locate::Interpreter {
+        version: pyspy_core::Version::parse("3.10.0").unwrap(),
+        layout: l,
+        binary: String::new(),
+        runtime: None,
+        interp_head: head,
+        tstate_current: None,
+        located_by: pyspy_core::LocatedBy::Symbols,
+    };
+    (img, interp)
+}
+
+/// Most bytes one walk may read (`walk::MAX_SAMPLE_BYTES`) plus one read's worth of slack.
+const WALK_BUDGET: usize = 64 << 20;
+
+fn walk_amplified(threads: u64, frames: u64, distinct: bool, str_len: usize) {
+    let (img, interp) = amplifying_image(threads, frames, distinct, str_len);
+    let mem = Counting {
+        inner: &img,
+        read: std::cell::Cell::new(0),
+    };
+    let started = Instant::now();
+    let result = pyspy_core::walk::Walker::new(&interp.layout).walk(&mem, &interp);
+    let took = started.elapsed();
+    let read = mem.read.get();
+    eprintln!(
+        "{threads} threads × {frames} frames (distinct codes: {distinct}, strings of {str_len}): \
+         read {} MiB in {took:?}: {}",
+        read >> 20,
+        match &result {
+            Ok(t) => format!("{} threads", t.len()),
+            Err(e) => e.to_string(),
+        }
+    );
+    assert!(
+        read <= WALK_BUDGET + (1 << 20),
+        "one walk read {read} bytes"
+    );
+}
+
+/// Found by reasoning about the walk_frameobject target's inputs: 3,000 code objects with
+/// 60,000-character names, file names and line tables made one walk read (and cache) 540 MB.
+#[test]
+fn many_code_objects_with_huge_strings_stay_within_the_budget() {
+    walk_amplified(1, 3000, true, 60_000);
+}
+
+/// 2,000 threads sharing a 2,000-frame chain: 4 million frame visits in one walk.
+#[test]
+fn threads_times_frames_stays_within_the_budget() {
+    walk_amplified(2000, 2000, false, 16);
 }

@@ -2,7 +2,7 @@
 //! targets, captured from a real Python process.
 //!
 //! One real sample runs through a recording memory (`pyspy_core::memory::Recorder` over the
-//! live process); what it read becomes a walker input (`RecordedImage` format) in
+//! live process), with the threads' names; what it read becomes a walker input (`RecordedImage` format) in
 //! `DIR/walk_*/`. From the same process it also writes, for the other targets: a few of the
 //! sampled code objects' names and file names as `strings` inputs, their line tables as
 //! `linetable` inputs, the `_Py_DebugOffsets` block (3.13+), and the head of `/proc/PID/maps`
@@ -15,6 +15,7 @@ use pyspy_core::locate::{locate, Interpreter, LocateStrategy};
 use pyspy_core::memory::{Anchors, Memory, MemoryExt, ProcessMemory, Recorder};
 use pyspy_core::process::ProcessInfo;
 use pyspy_core::strings::read_str;
+use pyspy_core::thread_names::{ThreadKey, ThreadNames};
 use pyspy_core::walk::Walker;
 use std::error::Error;
 use std::fs;
@@ -65,13 +66,24 @@ fn capture(pid: i32, out: &Path, label: Option<&str>) -> Result<(), Box<dyn Erro
 
     // The walker: one real sample through the recorder.
     let rec = Recorder::new(mem);
-    let threads = Walker::new(&layout).sample(&rec, &interp)?;
+    let walked = Walker::new(&layout).walk(&rec, &interp)?;
+    let keys: Vec<ThreadKey> = walked
+        .iter()
+        .map(|(interp, t)| ThreadKey {
+            interp: *interp,
+            ident: t.thread_id,
+        })
+        .collect();
+    let modules = |i: u64| Ok(rec.read_ptr_at(i, layout.interp_modules)?);
+    let names = ThreadNames::new(&layout).names(&rec, &keys, modules);
+    let named = names.iter().flatten().count();
+    let threads: Vec<_> = walked.into_iter().map(|(_, t)| t).collect();
     let frames: usize = threads.iter().map(|t| t.frames.len()).sum();
     let image = rec.image(anchors(interp.interp_head));
     let target = walk_target(layout.version);
     written.push(write(out, target, &label, &image.encode())?);
     eprintln!(
-        "{pid}: Python {}, {} threads, {frames} frames, {} bytes in {} regions",
+        "{pid}: Python {}, {} threads ({named} named), {frames} frames, {} bytes in {} regions",
         interp.version,
         threads.len(),
         image.region_bytes(),

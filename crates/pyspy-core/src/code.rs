@@ -12,6 +12,9 @@ use std::sync::Arc;
 const MAX_LINETABLE: usize = 4 << 20;
 /// Cached code objects before the cache is cleared (a target that keeps creating code).
 const MAX_CACHED: usize = 1 << 16;
+/// Bytes of names and line tables cached before the cache is cleared (code objects with huge
+/// strings: a corrupt or hostile target).
+const MAX_CACHED_BYTES: usize = 64 << 20;
 
 /// What pyspy needs of a code object.
 #[derive(Debug)]
@@ -42,6 +45,8 @@ pub struct CodeCache {
     header_len: usize,
     /// Type objects seen as `f_executable`'s type, and whether each is `code`.
     types: Vec<(u64, bool)>,
+    /// Bytes held by `entries` (strings and line tables).
+    bytes: usize,
 }
 
 impl CodeCache {
@@ -59,6 +64,7 @@ impl CodeCache {
             entries: HashMap::new(),
             header_len,
             types: Vec::new(),
+            bytes: 0,
         }
     }
 
@@ -122,9 +128,15 @@ impl CodeCache {
             first_traceable,
             fingerprint,
         });
-        if self.entries.len() >= MAX_CACHED {
+        let size = info.name.len()
+            + info.filename.len()
+            + info.qualname.as_deref().map_or(0, str::len)
+            + info.linetable.len();
+        if self.entries.len() >= MAX_CACHED || self.bytes + size > MAX_CACHED_BYTES {
             self.entries.clear();
+            self.bytes = 0;
         }
+        self.bytes += size;
         self.entries.insert(addr, info.clone());
         Ok(info)
     }

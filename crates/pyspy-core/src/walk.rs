@@ -10,7 +10,7 @@ use crate::code::CodeCache;
 use crate::error::{Error, Result};
 use crate::layout::{FrameModel, Layout, LineTableFormat};
 use crate::locate::Interpreter;
-use crate::memory::{field_u32, field_u64, offset, Memory, MemoryExt};
+use crate::memory::{field_u32, field_u64, offset, Budget, Memory, MemoryExt};
 use crate::snapshot::{Frame, ThreadStack};
 use std::collections::HashSet;
 
@@ -20,6 +20,11 @@ const MAX_INTERPRETERS: usize = 256;
 const MAX_THREADS: usize = 8192;
 /// Most frames walked in one thread (deeper stacks are cut, keeping the innermost).
 pub const MAX_FRAMES: usize = 65536;
+/// Most bytes of target memory one walk reads. The caps above multiply (threads × frames ×
+/// code objects × strings); this bounds their product, so a walk over memory that repeats
+/// itself cannot take seconds or gigabytes. A real sample reads well under 1 MiB (with cold
+/// caches: a few MiB for thousands of code objects).
+pub const MAX_SAMPLE_BYTES: usize = 64 << 20;
 
 /// Low bits of a tagged `_PyStackRef` (3.14+): objects are at least 8-byte aligned.
 const STACKREF_TAG_MASK: u64 = 0b111;
@@ -324,7 +329,23 @@ impl Walker {
     }
 
     /// [`Walker::sample`], with each thread's `PyInterpreterState*` address.
+    /// Fails with [`Error::Corrupt`] once the walk has read [`MAX_SAMPLE_BYTES`].
     pub fn walk<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        interp: &Interpreter,
+    ) -> Result<Vec<(u64, ThreadStack)>> {
+        let budget = Budget::new(mem, MAX_SAMPLE_BYTES);
+        let result = self.walk_within(&budget, interp);
+        if budget.exhausted() {
+            return Err(Error::Corrupt(
+                "one sample read more than 64 MiB of target memory",
+            ));
+        }
+        result
+    }
+
+    fn walk_within<M: Memory + ?Sized>(
         &mut self,
         mem: &M,
         interp: &Interpreter,

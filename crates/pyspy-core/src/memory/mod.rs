@@ -6,10 +6,12 @@
 //! same over a live process ([`ProcessMemory`]), a core file, or a byte image ([`MemoryImage`])
 //! in tests and fuzzers.
 
+mod budget;
 mod image;
 mod process;
 pub mod recorded;
 
+pub use budget::Budget;
 pub use image::MemoryImage;
 pub use process::ProcessMemory;
 pub use recorded::{Anchors, RecordedImage, Recorder};
