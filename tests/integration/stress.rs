@@ -4,7 +4,9 @@
 //!   (`tests/targets/stress_churn.py`), sampled [`SAMPLES`] times through the library without
 //!   pausing it: no panic, and torn reads (errors) stay rare;
 //! - the same target SIGKILLed while another thread samples it as fast as it can: sampling
-//!   goes on returning errors, ending in `ProcessExited`, never a panic or a hang.
+//!   goes on returning errors, ending in `ProcessExited`, never a panic or a hang;
+//! - a sampler process SIGKILLed while it holds the target paused (ptrace-stopped): the
+//!   kernel detaches the dead tracer's tracees and the target runs on.
 //!
 //! A few interpreters only (one per frame model and a chroot one) keep this under a minute:
 //! `PYSPY_STRESS_INTERPRETERS=a,b` overrides the choice.
@@ -185,5 +187,110 @@ fn target_killed_while_being_sampled() {
             interp.label,
             last.as_ref().map_err(|e| e.to_string())
         );
+    }
+}
+
+/// Env var naming the pid [`pause_helper`] pauses.
+const PAUSE_HELPER_PID: &str = "PYSPY_STRESS_PAUSE_PID";
+
+/// Not a test of its own: the child process of [`sampler_killed_while_target_paused`]. Pauses
+/// every thread of the target with the library, says so on stdout, and waits to be killed.
+#[test]
+#[ignore = "helper process of sampler_killed_while_target_paused"]
+fn pause_helper() {
+    let Ok(pid) = std::env::var(PAUSE_HELPER_PID) else {
+        return;
+    };
+    let pid: i32 = pid.parse().expect("pid");
+    let tids = pyspy_core::process::thread_ids(pid).expect("thread ids");
+    let guard = pyspy_core::pause::pause(pid, &tids, Duration::from_secs(5)).expect("pause");
+    println!("paused {:?}", guard.stopped());
+    std::thread::sleep(Duration::from_secs(60));
+    drop(guard);
+}
+
+/// (state letter, user+system ticks) of every thread of `pid`.
+fn thread_stats(pid: i32) -> Vec<(char, u64)> {
+    let Ok(tids) = pyspy_core::process::thread_ids(pid) else {
+        return Vec::new();
+    };
+    tids.into_iter()
+        .filter_map(|tid| pyspy_core::process::ThreadStat::read(pid, tid))
+        .map(|s| (s.state, s.cpu_ticks))
+        .collect()
+}
+
+/// CPU ticks of the whole process (`/proc/PID/stat`).
+fn process_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    pyspy_core::process::ThreadStat::parse(&stat).map_or(0, |s| s.cpu_ticks)
+}
+
+#[test]
+fn sampler_killed_while_target_paused() {
+    for interp in stressed() {
+        let target = spawn_churn(&interp);
+        let pid = target.pid();
+        std::thread::sleep(Duration::from_millis(100));
+        let mut helper = std::process::Command::new(std::env::current_exe().expect("test exe"))
+            .args(["--exact", "pause_helper", "--ignored", "--nocapture"])
+            .env(PAUSE_HELPER_PID, pid.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the pausing helper");
+        // Wait until the helper holds the target's threads in ptrace-stop ('t').
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut stopped = 0;
+        while Instant::now() < deadline {
+            let stats = thread_stats(pid);
+            stopped = stats.iter().filter(|(s, _)| *s == 't').count();
+            if stopped > 0 && stopped == stats.len() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            stopped > 0,
+            "[{}] the helper never paused the target",
+            interp.label
+        );
+        let ticks_paused = process_ticks(pid);
+        std::thread::sleep(Duration::from_millis(100));
+        let still = process_ticks(pid);
+        helper.kill().expect("SIGKILL the helper");
+        helper.wait().expect("reap the helper");
+        // The target resumes: no thread stays stopped, and it burns CPU again.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut states = thread_stats(pid);
+        while states.iter().any(|(s, _)| matches!(s, 't' | 'T')) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            states = thread_stats(pid);
+        }
+        let before = process_ticks(pid);
+        std::thread::sleep(Duration::from_millis(300));
+        let after = process_ticks(pid);
+        eprintln!(
+            "[{}] {stopped} threads paused (ticks {ticks_paused} -> {still} while paused); \
+             helper killed; states {:?}; ticks {before} -> {after}",
+            interp.label,
+            states.iter().map(|(s, _)| *s).collect::<String>()
+        );
+        assert!(
+            pyspy_core::process::is_alive(pid),
+            "[{}] the target died with its sampler",
+            interp.label
+        );
+        assert!(
+            !states.iter().any(|(s, _)| matches!(s, 't' | 'T')),
+            "[{}] target threads still stopped after the sampler died: {states:?}",
+            interp.label
+        );
+        assert!(
+            after > before,
+            "[{}] the target does not run after its sampler died (ticks {before} -> {after})",
+            interp.label
+        );
+        drop(target);
     }
 }
