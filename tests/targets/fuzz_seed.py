@@ -33,16 +33,27 @@ def gen(event):
     yield 1
 
 
+if sys.version_info[0] >= 3:
+    # A UCS-2 and a UCS-4 function name (PEP 393 kinds 2 and 4), in a file name with a
+    # non-ASCII character too.
+    exec(compile(
+        "def caf\u00e9_\u4e2d(event):\n    return cjk_\U00020000(event)\n"
+        "def cjk_\U00020000(event):\n    started.append(1)\n    event.wait()\n",
+        "<g\u00e9n\u00e9r\u00e9>", "exec"))
+
+
 def main():
     stop = threading.Event()
     threads = [
         threading.Thread(target=Worker().wait, args=(3, stop)),
         threading.Thread(target=closure, args=(stop,)),
     ]
+    if sys.version_info[0] >= 3:
+        threads.append(threading.Thread(target=globals()["caf\u00e9_\u4e2d"], args=(stop,)))
     for t in threads:
         t.daemon = True
         t.start()
-    while len(started) < 2:
+    while len(started) < len(threads):
         time.sleep(0.01)
     with open(sys.argv[1], "w") as f:
         f.write("ready\n")
