@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use pyspy_core::export::{self, chrometrace::ChromeTrace, collapsed, pprof, speedscope};
 use pyspy_core::sampler::{Ended, SamplerStats};
-use pyspy_core::{Profile, ProfileOptions, Sampler, SamplerOptions};
+use pyspy_core::{AttachOptions, Profile, ProfileOptions, SampleOptions, Sampler, SamplerOptions};
 
 use crate::target::{Target, TargetArgs};
 
@@ -69,7 +69,8 @@ pub struct Args {
     /// Count idle threads too (sleeping, waiting on I/O or a lock).
     #[arg(long)]
     idle: bool,
-    /// Never pause the target (pyspy does not pause it now; kept for py-spy compatibility).
+    /// Never pause the target: read while it runs (record does not pause it at present either;
+    /// a stack torn by the target changing it is retried or counted as an error).
     #[arg(long)]
     nonblocking: bool,
     /// Also sample child processes that run Python (multiprocessing, worker pools).
@@ -111,6 +112,10 @@ pub fn run(args: &Args) -> Result<(), String> {
     options.rate = f64::from(args.rate);
     options.duration = args.duration.map(Duration::from_secs_f64);
     options.subprocesses = args.subprocesses;
+    let sample_options = sample_options(args.idle, args.gil, args.nonblocking);
+    options.attach = AttachOptions::default().sample(sample_options);
+    let mut session = session;
+    session.set_sample_options(sample_options);
     let mut sampler = Sampler::new(session, options);
     let stop = sampler.stop_handle();
     let _ = ctrlc::set_handler(move || stop.stop());
@@ -192,6 +197,21 @@ pub fn run(args: &Args) -> Result<(), String> {
         how_to_view(args.format, &output)
     );
     Ok(())
+}
+
+/// What each sample reads: idle threads and non-GIL threads are left out by the core already
+/// when not wanted (the profile filters the same way).
+///
+/// The target is not paused, with or without `--nonblocking`: pausing at 100 Hz interrupts a
+/// sleeping thread's system call every sample, and on 3.13+ such a thread then shows as
+/// running in the next sample almost every time, so idle threads (a main thread in
+/// `time.sleep`) would dominate the profile. `--nonblocking` is accepted for py-spy
+/// compatibility; pausing comes back as the default once the state read survives it.
+pub fn sample_options(idle: bool, gil: bool, _nonblocking: bool) -> SampleOptions {
+    SampleOptions::default()
+        .idle(idle)
+        .gil_only(gil)
+        .pause(false)
 }
 
 fn progress(stats: &SamplerStats, elapsed: Duration, interval: Duration) -> String {

@@ -16,7 +16,7 @@ use crossterm::terminal::{self, ClearType};
 use crossterm::{cursor, execute, queue};
 use pyspy_core::profile::FrameKey;
 use pyspy_core::sampler::{Sample, SamplerThread};
-use pyspy_core::{ProfileOptions, Sampler, SamplerOptions, ThreadStack};
+use pyspy_core::{AttachOptions, ProfileOptions, Sampler, SamplerOptions, ThreadStack};
 
 use crate::target::{Target, TargetArgs};
 
@@ -36,6 +36,9 @@ pub struct Args {
     /// Also sample child processes that run Python.
     #[arg(long, short)]
     subprocesses: bool,
+    /// Never pause the target: read while it runs (top does not pause it at present either).
+    #[arg(long)]
+    nonblocking: bool,
 }
 
 const REFRESH: Duration = Duration::from_secs(1);
@@ -211,6 +214,11 @@ pub fn run(args: &Args) -> Result<(), String> {
     let mut options = SamplerOptions::default();
     options.rate = f64::from(args.rate);
     options.subprocesses = args.subprocesses;
+    // idle/GIL filtering is done here (the header's GIL and active shares need every thread).
+    let sample_options = crate::record::sample_options(true, false, args.nonblocking);
+    options.attach = AttachOptions::default().sample(sample_options);
+    let mut session = session;
+    session.set_sample_options(sample_options);
     let sampler = Sampler::new(session, options);
     let interval = sampler.interval();
     let sampler = sampler.spawn();
@@ -249,7 +257,8 @@ fn ui_loop(
     interrupted: &AtomicBool,
 ) -> io::Result<Option<String>> {
     let mut sort = SortBy::Own;
-    let mut next_refresh = Instant::now() + REFRESH;
+    // The first numbers after half a refresh, so the screen is not empty for long.
+    let mut next_refresh = Instant::now() + REFRESH / 2;
     let mut ended = false;
     draw(stats, title, sort, interval, sampler, false)?;
     loop {
