@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use crate::linetable::line_for_offset;
+use crate::linetable::{line_ranges, LineRange};
 use crate::memory::{field_u64, Memory, MemoryExt};
 use crate::strings::{read_bytes, read_str};
 use std::collections::HashMap;
@@ -24,6 +24,8 @@ pub struct CodeInfo {
     pub filename: Arc<str>,
     pub first_line: i32,
     pub linetable: Box<[u8]>,
+    /// The line table decoded once: contiguous ranges in address order.
+    ranges: Box<[LineRange]>,
     /// `_co_firsttraceable` in bytes (3.11+).
     pub first_traceable: u64,
     /// The pointer fields this entry was built from: if they change, the address was reused.
@@ -31,9 +33,11 @@ pub struct CodeInfo {
 }
 
 impl CodeInfo {
-    /// The line of the instruction at byte offset `offset`.
-    pub fn line(&self, layout: &Layout, offset: u32) -> i32 {
-        line_for_offset(layout.line_table, &self.linetable, self.first_line, offset).unwrap_or(0)
+    /// The line of the instruction at byte offset `offset` (0 when the table has none): a
+    /// binary search over the ranges decoded when the code object was first read.
+    pub fn line(&self, offset: u32) -> i32 {
+        let at = self.ranges.partition_point(|r| r.end <= u64::from(offset));
+        self.ranges.get(at).and_then(|r| r.line).unwrap_or(0)
     }
 }
 
@@ -98,6 +102,53 @@ impl CodeCache {
             .get_mut(..self.header_len)
             .ok_or(Error::Corrupt("code object layout larger than expected"))?;
         mem.read(addr, header)?;
+        self.entry_for_header(mem, layout, addr, header)
+    }
+
+    /// The code objects at `addrs` (one entry each, in order), validated with one batched read
+    /// of their headers. `Ok(None)`: the object is not a code object (3.13+ frames may run
+    /// other executables; only then is the type checked, from the same header bytes).
+    pub fn get_many<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        layout: &Layout,
+        addrs: &[u64],
+    ) -> Vec<Result<Option<Arc<CodeInfo>>>> {
+        let len = self.header_len;
+        let ranges: Vec<(u64, usize)> = addrs.iter().map(|&a| (a, len)).collect();
+        let mut headers = vec![0u8; len * addrs.len()];
+        let mut ok = vec![false; addrs.len()];
+        mem.read_many(&ranges, &mut headers, &mut ok);
+        let check_type = layout.version >= (3, 13);
+        addrs
+            .iter()
+            .zip(headers.chunks_exact(len.max(1)))
+            .zip(ok)
+            .map(|((&addr, header), ok)| {
+                if !ok {
+                    return Err(crate::memory::ReadError { addr, len }.into());
+                }
+                if check_type {
+                    let ty = field_u64(header, layout.object_type)
+                        .ok_or(Error::Corrupt("object type field"))?;
+                    if !self.is_code_type(mem, layout, ty)? {
+                        return Ok(None);
+                    }
+                }
+                self.entry_for_header(mem, layout, addr, header).map(Some)
+            })
+            .collect()
+    }
+
+    /// The entry for `addr` whose header bytes are `header`: the cached one if its fingerprint
+    /// still matches, else read anew.
+    fn entry_for_header<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        layout: &Layout,
+        addr: u64,
+        header: &[u8],
+    ) -> Result<Arc<CodeInfo>> {
         let field = |off: u32| field_u64(header, off).ok_or(Error::Corrupt("code field"));
         let fingerprint = [
             field(layout.code_name)?,
@@ -116,6 +167,8 @@ impl CodeCache {
             None => 0,
         };
         let [name, filename, linetable, qualname] = fingerprint;
+        let table = read_bytes(mem, layout, linetable, MAX_LINETABLE)?.into_boxed_slice();
+        let ranges = line_ranges(layout.line_table, &table, first_line).collect();
         let info = Arc::new(CodeInfo {
             name: read_str(mem, layout, name)?.into(),
             qualname: match layout.code_qualname {
@@ -124,14 +177,16 @@ impl CodeCache {
             },
             filename: read_str(mem, layout, filename)?.into(),
             first_line,
-            linetable: read_bytes(mem, layout, linetable, MAX_LINETABLE)?.into_boxed_slice(),
+            linetable: table,
+            ranges,
             first_traceable,
             fingerprint,
         });
         let size = info.name.len()
             + info.filename.len()
             + info.qualname.as_deref().map_or(0, str::len)
-            + info.linetable.len();
+            + info.linetable.len()
+            + info.ranges.len() * std::mem::size_of::<LineRange>();
         if self.entries.len() >= MAX_CACHED || self.bytes + size > MAX_CACHED_BYTES {
             self.entries.clear();
             self.bytes = 0;

@@ -167,6 +167,28 @@ impl<M: Memory + ?Sized> Memory for Hooked<'_, M> {
         }
         self.inner.read(addr, buf)
     }
+
+    /// Counts each range as a read; while failures are being injected, reads them one by one
+    /// so the chosen read fails.
+    fn read_many(&self, ranges: &[(u64, usize)], out: &mut [u8], ok: &mut [bool]) {
+        if self.hooks.fail_from.load(Ordering::Relaxed) != 0 {
+            let mut at = 0;
+            for (i, &(addr, len)) in ranges.iter().enumerate() {
+                let done = out
+                    .get_mut(at..at + len)
+                    .is_some_and(|b| self.read(addr, b).is_ok());
+                if let Some(slot) = ok.get_mut(i) {
+                    *slot = done;
+                }
+                at += len;
+            }
+            return;
+        }
+        self.hooks
+            .reads
+            .fetch_add(ranges.len() as u64, Ordering::Relaxed);
+        self.inner.read_many(ranges, out, ok)
+    }
 }
 
 /// Per-session sampling state: the walker and its caches.

@@ -132,10 +132,29 @@ fn check_access(mem: &ProcessMemory, info: &ProcessInfo) -> Result<()> {
     }
 }
 
-/// A failure while the process is gone is reported as its exit, not as the read that failed.
+/// How long a failed read waits to see whether the target is exiting (a finalizing
+/// interpreter frees memory before the process becomes a zombie).
+const EXIT_GRACE: Duration = Duration::from_millis(50);
+
+/// Whether `pid` is gone now or within [`EXIT_GRACE`].
+fn exits_soon(pid: i32) -> bool {
+    let deadline = Instant::now() + EXIT_GRACE;
+    loop {
+        if !process::is_alive(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A failure while the process is gone (or going) is reported as its exit, not as the read
+/// that failed.
 fn gone_or(pid: i32, e: Error) -> Error {
     match e {
-        Error::Memory(_) | Error::Corrupt(_) | Error::Io { .. } if !process::is_alive(pid) => {
+        Error::Memory(_) | Error::Corrupt(_) | Error::Io { .. } if exits_soon(pid) => {
             Error::ProcessExited { pid }
         }
         Error::NotInitialised { .. } => Error::NotInitialised { pid },

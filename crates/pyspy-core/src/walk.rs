@@ -6,13 +6,13 @@
 //! every chain is checked for cycles: a walk over changing or corrupt memory ends in an error,
 //! never a hang.
 
-use crate::code::CodeCache;
+use crate::code::{CodeCache, CodeInfo};
 use crate::error::{Error, Result};
 use crate::layout::{FrameModel, Layout, LineTableFormat};
 use crate::locate::Interpreter;
 use crate::memory::{field_u32, field_u64, offset, Budget, Memory, MemoryExt};
 use crate::snapshot::{Frame, ThreadStack};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// Most interpreters (sub-interpreters) walked in one process.
 const MAX_INTERPRETERS: usize = 256;
@@ -42,6 +42,16 @@ pub struct RawThread {
     pub frame: u64,
 }
 
+/// One frame as read from the target, before its code object is resolved.
+#[derive(Debug, Clone, Copy)]
+struct RawFrame {
+    code: u64,
+    /// ≤3.10: `f_lasti` (sign-extended); 3.11+: the instruction pointer.
+    position: u64,
+    /// 3.11+: the frame's `owner`.
+    owner: u8,
+}
+
 /// State kept between samples: caches and scratch space.
 #[derive(Debug)]
 pub struct Walker {
@@ -50,6 +60,14 @@ pub struct Walker {
     visited: HashSet<u64>,
     tstate_len: usize,
     frame_len: usize,
+    /// Each thread's frame addresses from the last sample, innermost first, keyed by its
+    /// thread-state address: the outer part of a stack rarely changes, so it is read again
+    /// in one batched read and each link checked (see [`Walker::raw_frames`]).
+    chains: HashMap<u64, Vec<u64>>,
+    /// Scratch: position of each address in the remembered chain being reused.
+    index: HashMap<u64, usize>,
+    /// Scratch: bytes of batched frame reads.
+    scratch: Vec<u8>,
 }
 
 fn span(fields: &[Option<u32>]) -> usize {
@@ -81,6 +99,9 @@ impl Walker {
             visited: HashSet::new(),
             tstate_len,
             frame_len,
+            chains: HashMap::new(),
+            index: HashMap::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -120,7 +141,7 @@ impl Walker {
                 if n == MAX_THREADS || !self.visited.insert(tstate) {
                     return Err(Error::Corrupt("thread list is cyclic or too long"));
                 }
-                let mut raw = self.read_thread(mem, tstate)?;
+                let (mut raw, next) = self.read_thread(mem, tstate)?;
                 raw.interp_id = interp_id;
                 if raw.interp != interp_addr {
                     return Err(Error::Corrupt(
@@ -128,14 +149,15 @@ impl Walker {
                     ));
                 }
                 out.push(raw);
-                tstate = mem.read_ptr_at(tstate, l.tstate_next)?;
+                tstate = next;
             }
             interp_addr = mem.read_ptr_at(interp_addr, l.interp_next)?;
         }
         Err(Error::Corrupt("interpreter list too long"))
     }
 
-    fn read_thread<M: Memory + ?Sized>(&self, mem: &M, addr: u64) -> Result<RawThread> {
+    /// One thread state, and the next one's address (`next`), from one read.
+    fn read_thread<M: Memory + ?Sized>(&self, mem: &M, addr: u64) -> Result<(RawThread, u64)> {
         let l = &self.layout;
         let mut buf = [0u8; 1024];
         let buf = buf
@@ -147,145 +169,134 @@ impl Walker {
         if let (Some(cur), true) = (l.cframe_current_frame, frame != 0) {
             frame = mem.read_ptr_at(frame, cur)?;
         }
-        Ok(RawThread {
+        let raw = RawThread {
             addr,
             interp: field(l.tstate_interp)?,
             interp_id: None,
             thread_id: field(l.tstate_thread_id)?,
             native_thread_id: l.tstate_native_thread_id.map(field).transpose()?,
             frame,
-        })
+        };
+        Ok((raw, field(l.tstate_next)?))
     }
 
     /// The frames of one thread, innermost first.
     pub fn frames<M: Memory + ?Sized>(&mut self, mem: &M, first: u64) -> Result<Vec<Frame>> {
-        let mut frames = Vec::new();
+        let raws = self.raw_frames(mem, first, None)?;
+        Ok(self.resolve(mem, &[raws])?.pop().unwrap_or_default())
+    }
+
+    /// The raw frames of one thread, innermost first, reading frame after frame from `first`.
+    ///
+    /// With `key` (the thread-state address), the chain is remembered for the next sample; when
+    /// the walk reaches an address of the remembered chain, the rest of that chain is read in
+    /// one batched read and each frame's back link is checked against the next remembered
+    /// address. At the first link that differs the walk goes on frame by frame from the real
+    /// pointer, so the result is what a frame-by-frame walk reads; only the number of system
+    /// calls differs (a 60-frame stack whose outer frames did not move: 2 or 3 instead of 60).
+    fn raw_frames<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        first: u64,
+        key: Option<u64>,
+    ) -> Result<Vec<RawFrame>> {
+        let remembered = key.and_then(|k| self.chains.remove(&k)).unwrap_or_default();
+        self.index.clear();
+        for (i, &a) in remembered.iter().enumerate() {
+            self.index.entry(a).or_insert(i);
+        }
         self.visited.clear();
+        let len = self.frame_len;
+        let mut chain = Vec::new();
+        let mut out = Vec::new();
         let mut addr = first;
-        while addr != 0 {
-            if frames.len() == MAX_FRAMES {
-                break;
+        let mut storage = [0u8; 256];
+        while addr != 0 && chain.len() < MAX_FRAMES {
+            if let Some(at) = self.index.get(&addr).copied() {
+                self.index.clear(); // one batch per walk: a failed entry is then read alone
+                let rest = &remembered[at..remembered.len().min(at + MAX_FRAMES - chain.len())];
+                let ranges: Vec<(u64, usize)> = rest.iter().map(|&a| (a, len)).collect();
+                let mut ok = vec![false; rest.len()];
+                self.scratch.clear();
+                self.scratch.resize(len * rest.len(), 0);
+                mem.read_many(&ranges, &mut self.scratch, &mut ok);
+                let mut next = 0;
+                for (j, &a) in rest.iter().enumerate() {
+                    if !ok[j] {
+                        next = a;
+                        break;
+                    }
+                    if !self.visited.insert(a) {
+                        return Err(Error::Corrupt("frame chain is cyclic"));
+                    }
+                    let (back, raw) = parse_frame(&self.layout, &self.scratch[j * len..][..len])?;
+                    chain.push(a);
+                    out.extend(raw);
+                    next = back;
+                    if back != rest.get(j + 1).copied().unwrap_or(0) {
+                        break;
+                    }
+                }
+                addr = next;
+                continue;
             }
             if !self.visited.insert(addr) {
                 return Err(Error::Corrupt("frame chain is cyclic"));
             }
-            addr = match self.layout.frames {
-                FrameModel::FrameObject => self.frame_object(mem, addr, &mut frames)?,
-                FrameModel::InterpreterFrame => self.interpreter_frame(mem, addr, &mut frames)?,
-            };
+            let buf = storage
+                .get_mut(..len)
+                .ok_or(Error::Corrupt("frame layout larger than expected"))?;
+            mem.read(addr, buf)?;
+            let (back, raw) = parse_frame(&self.layout, buf)?;
+            chain.push(addr);
+            out.extend(raw);
+            addr = back;
         }
-        Ok(frames)
+        if let Some(k) = key {
+            self.chains.insert(k, chain);
+        }
+        Ok(out)
     }
 
-    fn read_frame<'b, M: Memory + ?Sized>(
-        &self,
-        mem: &M,
-        addr: u64,
-        buf: &'b mut [u8; 256],
-    ) -> Result<&'b [u8]> {
-        let buf = buf
-            .get_mut(..self.frame_len)
-            .ok_or(Error::Corrupt("frame layout larger than expected"))?;
-        mem.read(addr, buf)?;
-        Ok(buf)
-    }
-
-    /// 2.7–3.10: one `PyFrameObject`; returns `f_back`.
-    fn frame_object<M: Memory + ?Sized>(
+    /// Frames for the raw frames of several threads: their code objects are resolved together,
+    /// validated with one batched read.
+    fn resolve<M: Memory + ?Sized>(
         &mut self,
         mem: &M,
-        addr: u64,
-        out: &mut Vec<Frame>,
-    ) -> Result<u64> {
-        let l = self.layout;
-        let mut storage = [0u8; 256];
-        let buf = self.read_frame(mem, addr, &mut storage)?;
-        let err = || Error::Corrupt("frame object field");
-        let back = l
-            .frame_back
-            .and_then(|o| field_u64(buf, o))
-            .ok_or_else(err)?;
-        let code = l
-            .frame_code
-            .and_then(|o| field_u64(buf, o))
-            .ok_or_else(err)?;
-        let lasti = l
-            .frame_lasti
-            .and_then(|o| field_u32(buf, o))
-            .ok_or_else(err)? as i32;
-        let info = self.codes.get(mem, &l, code)?;
-        // 3.10 counts instructions (2 bytes each); earlier versions count bytes. A frame that
-        // has not started yet has f_lasti -1.
-        let offset = match (lasti, l.line_table) {
-            (i32::MIN..=-1, _) => 0,
-            (n, LineTableFormat::Linetable310) => (n as u32).saturating_mul(2),
-            (n, _) => n as u32,
-        };
-        out.push(Frame {
-            function: info.name.clone(),
-            qualname: info.qualname.clone(),
-            filename: info.filename.clone(),
-            line: info.line(&l, offset),
-        });
-        Ok(back)
-    }
-
-    /// 3.11+: one `_PyInterpreterFrame`; returns `previous`. Frames owned by the C stack or the
-    /// interpreter, frames that have not started, and non-code executables are skipped.
-    fn interpreter_frame<M: Memory + ?Sized>(
-        &mut self,
-        mem: &M,
-        addr: u64,
-        out: &mut Vec<Frame>,
-    ) -> Result<u64> {
-        let l = self.layout;
-        let err = || Error::Corrupt("interpreter frame field");
-        let mut storage = [0u8; 256];
-        let buf = self.read_frame(mem, addr, &mut storage)?;
-        let get = |off: Option<u32>| off.and_then(|o| field_u64(buf, o)).ok_or_else(err);
-        let previous = get(l.iframe_previous)?;
-        let mut code = get(l.iframe_executable)?;
-        let instr = get(l.iframe_instr_ptr)?;
-        let owner = l
-            .iframe_owner
-            .and_then(|o| buf.get(o as usize).copied())
-            .ok_or_else(err)?;
-        if l.executable_tagged {
-            code &= !STACKREF_TAG_MASK;
+        threads: &[Vec<RawFrame>],
+    ) -> Result<Vec<Vec<Frame>>> {
+        let mut addrs: Vec<u64> = threads.iter().flatten().map(|r| r.code).collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        let infos = self
+            .codes
+            .get_many(mem, &self.layout, &addrs)
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        let l = &self.layout;
+        let mut out = Vec::with_capacity(threads.len());
+        for raws in threads {
+            let mut frames = Vec::with_capacity(raws.len());
+            for raw in raws {
+                let Ok(i) = addrs.binary_search(&raw.code) else {
+                    continue;
+                };
+                let Some(info) = &infos[i] else {
+                    continue; // not a code object
+                };
+                let Some(offset) = instruction_offset(l, raw, info)? else {
+                    continue;
+                };
+                frames.push(Frame {
+                    function: info.name.clone(),
+                    qualname: info.qualname.clone(),
+                    filename: info.filename.clone(),
+                    line: info.line(offset),
+                });
+            }
+            out.push(frames);
         }
-        if l.owner_not_python.is_some_and(|min| owner >= min) || code == 0 {
-            return Ok(previous);
-        }
-        if !self.is_code(mem, code)? {
-            return Ok(previous);
-        }
-        let info = self.codes.get(mem, &l, code)?;
-        let start = offset(code, l.code_adaptive.ok_or_else(err)?.into())?;
-        let Some(rel) = instr.checked_sub(start) else {
-            return Ok(previous); // not started yet (3.11/3.12: prev_instr before the code)
-        };
-        if Some(owner) != l.owner_generator && rel < info.first_traceable {
-            return Ok(previous); // incomplete frame: still running its prologue
-        }
-        let rel =
-            u32::try_from(rel).map_err(|_| Error::Corrupt("instruction pointer out of range"))?;
-        out.push(Frame {
-            function: info.name.clone(),
-            qualname: info.qualname.clone(),
-            filename: info.filename.clone(),
-            line: info.line(&l, rel),
-        });
-        Ok(previous)
-    }
-
-    /// Whether `obj` is a code object. 3.13+ frames may run other executables; their type is
-    /// checked by name once and remembered.
-    fn is_code<M: Memory + ?Sized>(&mut self, mem: &M, obj: u64) -> Result<bool> {
-        if self.layout.version < (3, 13) {
-            return Ok(true);
-        }
-        let ty = mem.read_ptr_at(obj, self.layout.object_type)?;
-        self.codes.is_code_type(mem, &self.layout, ty)
+        Ok(out)
     }
 
     /// Whether `tstate` holds the GIL, given the GIL state read once for this sample.
@@ -351,9 +362,19 @@ impl Walker {
         interp: &Interpreter,
     ) -> Result<Vec<(u64, ThreadStack)>> {
         let threads = self.threads(mem, interp)?;
+        let mut raws = Vec::with_capacity(threads.len());
+        for t in &threads {
+            raws.push(self.raw_frames(mem, t.frame, Some(t.addr))?);
+        }
+        // Threads gone since the last sample take their remembered chains with them.
+        if self.chains.len() > threads.len() {
+            self.chains
+                .retain(|k, _| threads.iter().any(|t| t.addr == *k));
+        }
+        let frames = self.resolve(mem, &raws)?;
         let mut holders: Vec<(u64, Option<u64>)> = Vec::new();
         let mut out = Vec::with_capacity(threads.len());
-        for t in threads {
+        for (t, frames) in threads.into_iter().zip(frames) {
             let holder = match holders.iter().find(|(i, _)| *i == t.interp) {
                 Some((_, h)) => *h,
                 None => {
@@ -362,7 +383,6 @@ impl Walker {
                     h
                 }
             };
-            let frames = self.frames(mem, t.frame)?;
             out.push((
                 t.interp,
                 ThreadStack {
@@ -376,5 +396,83 @@ impl Walker {
             ));
         }
         Ok(out)
+    }
+}
+
+/// Decodes one frame's bytes: its back link and, unless it is not a Python frame, the raw
+/// frame. 3.11+ frames owned by the C stack or the interpreter, and frames with no code, are
+/// links only.
+fn parse_frame(l: &Layout, buf: &[u8]) -> Result<(u64, Option<RawFrame>)> {
+    let err = || Error::Corrupt("frame field");
+    let get = |off: Option<u32>| off.and_then(|o| field_u64(buf, o)).ok_or_else(err);
+    match l.frames {
+        FrameModel::FrameObject => {
+            let back = get(l.frame_back)?;
+            let code = get(l.frame_code)?;
+            let lasti = l
+                .frame_lasti
+                .and_then(|o| field_u32(buf, o))
+                .ok_or_else(err)? as i32;
+            let raw = RawFrame {
+                code,
+                position: i64::from(lasti) as u64,
+                owner: 0,
+            };
+            Ok((back, (code != 0).then_some(raw)))
+        }
+        FrameModel::InterpreterFrame => {
+            let previous = get(l.iframe_previous)?;
+            let mut code = get(l.iframe_executable)?;
+            let instr = get(l.iframe_instr_ptr)?;
+            let owner = l
+                .iframe_owner
+                .and_then(|o| buf.get(o as usize).copied())
+                .ok_or_else(err)?;
+            if l.executable_tagged {
+                code &= !STACKREF_TAG_MASK;
+            }
+            if l.owner_not_python.is_some_and(|min| owner >= min) || code == 0 {
+                return Ok((previous, None));
+            }
+            let raw = RawFrame {
+                code,
+                position: instr,
+                owner,
+            };
+            Ok((previous, Some(raw)))
+        }
+    }
+}
+
+/// The byte offset of a frame's current instruction in its code, or `None` for a 3.11+ frame
+/// that has not started (its instruction pointer is before the code, or still in the
+/// prologue before `_co_firsttraceable`, except in generators).
+fn instruction_offset(l: &Layout, raw: &RawFrame, info: &CodeInfo) -> Result<Option<u32>> {
+    match l.frames {
+        FrameModel::FrameObject => {
+            // 3.10 counts instructions (2 bytes each); earlier versions count bytes. A frame
+            // that has not started yet has f_lasti -1.
+            let lasti = raw.position as i64;
+            Ok(Some(match (lasti, l.line_table) {
+                (i64::MIN..=-1, _) => 0,
+                (n, LineTableFormat::Linetable310) => (n as u32).saturating_mul(2),
+                (n, _) => n as u32,
+            }))
+        }
+        FrameModel::InterpreterFrame => {
+            let adaptive = l
+                .code_adaptive
+                .ok_or(Error::Corrupt("layout without co_code_adaptive"))?;
+            let start = offset(raw.code, adaptive.into())?;
+            let Some(rel) = raw.position.checked_sub(start) else {
+                return Ok(None);
+            };
+            if Some(raw.owner) != l.owner_generator && rel < info.first_traceable {
+                return Ok(None);
+            }
+            u32::try_from(rel)
+                .map(Some)
+                .map_err(|_| Error::Corrupt("instruction pointer out of range"))
+        }
     }
 }

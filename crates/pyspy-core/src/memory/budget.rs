@@ -45,6 +45,20 @@ impl<M: Memory + ?Sized> Memory for Budget<'_, M> {
         self.left.set(left);
         self.inner.read(addr, buf)
     }
+
+    fn read_many(&self, ranges: &[(u64, usize)], out: &mut [u8], ok: &mut [bool]) {
+        let total = ranges.iter().fold(0usize, |t, r| t.saturating_add(r.1));
+        match self.left.get().checked_sub(total) {
+            Some(left) => {
+                self.left.set(left);
+                self.inner.read_many(ranges, out, ok);
+            }
+            None => {
+                self.exhausted.set(true);
+                ok.iter_mut().for_each(|o| *o = false);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
