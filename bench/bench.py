@@ -8,7 +8,7 @@ Measures, for each interpreter version:
                the target nonblocking at 200 Hz with idle threads included (so both tools walk
                every thread on every sample): the deep-busy target (1 thread 60 frames deep
                spinning + 4 idle threads) and the 24-thread target.
-  max rate     samples per second when asked for 100 kHz on the deep-busy target for a fixed
+  max rate     samples per second when asked for 10 kHz (pyspy's maximum --rate) on the deep-busy target for a fixed
                wall time (the tool is stopped with SIGINT, which both handle by writing output).
   dump         median wall time of `dump --pid` (each tool's default: both pause the target).
   slowdown     how much longer a CPU-bound target takes while recorded at 1 kHz nonblocking.
@@ -131,7 +131,7 @@ def cpu_per_sample(tool, pid, threads, seconds):
 
 def max_rate(tool, pid, threads, seconds):
     with tempfile.NamedTemporaryFile(suffix=".txt") as out:
-        _, wall = run_measured(record_cmd(tool, pid, 100000, out.name), wall_limit=seconds)
+        _, wall = run_measured(record_cmd(tool, pid, 10000, out.name), wall_limit=seconds)
         samples = stacks_recorded(out.name) / float(threads)
     return samples / seconds
 
@@ -154,8 +154,10 @@ def work_seconds(version, rounds, tool=None):
         fmt = "collapsed" if tool == "pyspy" else "raw"
         cmd = [exe, "record", "--rate", "1000", "--nonblocking", "--format", fmt,
                "--output", os.devnull, "--"] + cmd
-    out = subprocess.check_output(cmd, stderr=subprocess.DEVNULL).decode().strip().splitlines()
-    return float(out[-1])
+    out = subprocess.check_output(cmd, stderr=subprocess.DEVNULL).decode().splitlines()
+    # py-spy prints its own lines to stdout too; the target's line is the only number.
+    numbers = [line for line in out if line.strip().replace(".", "", 1).isdigit()]
+    return float(numbers[-1])
 
 
 def slowdown(version, tool, repeats):

@@ -207,9 +207,13 @@ pub fn run(args: &Args) -> Result<(), String> {
 /// running in the next sample almost every time, so idle threads (a main thread in
 /// `time.sleep`) would dominate the profile. `--nonblocking` is accepted for py-spy
 /// compatibility; pausing comes back as the default once the state read survives it.
+///
+/// Whether a thread is running is read from `/proc` only when idle threads are left out: with
+/// `--idle` nothing uses it, and those reads would be most of a sample's cost.
 pub fn sample_options(idle: bool, gil: bool, _nonblocking: bool) -> SampleOptions {
     SampleOptions::default()
         .idle(idle)
+        .active(!idle)
         .gil_only(gil)
         .pause(false)
 }

@@ -10,9 +10,9 @@ use crate::code::{CodeCache, CodeInfo};
 use crate::error::{Error, Result};
 use crate::layout::{FrameModel, Layout, LineTableFormat};
 use crate::locate::Interpreter;
-use crate::memory::{field_u32, field_u64, offset, Budget, Memory, MemoryExt};
+use crate::memory::{field_u32, field_u64, offset, Budget, Memory, MemoryExt, Prefetched};
 use crate::snapshot::{Frame, ThreadStack};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 /// Most interpreters (sub-interpreters) walked in one process.
 const MAX_INTERPRETERS: usize = 256;
@@ -60,14 +60,9 @@ pub struct Walker {
     visited: HashSet<u64>,
     tstate_len: usize,
     frame_len: usize,
-    /// Each thread's frame addresses from the last sample, innermost first, keyed by its
-    /// thread-state address: the outer part of a stack rarely changes, so it is read again
-    /// in one batched read and each link checked (see [`Walker::raw_frames`]).
-    chains: HashMap<u64, Vec<u64>>,
-    /// Scratch: position of each address in the remembered chain being reused.
-    index: HashMap<u64, usize>,
-    /// Scratch: bytes of batched frame reads.
-    scratch: Vec<u8>,
+    /// The small reads of the last walk, read again in one batch before the next (see
+    /// [`Prefetched`]).
+    prefetch: Vec<(u64, usize)>,
 }
 
 fn span(fields: &[Option<u32>]) -> usize {
@@ -99,9 +94,7 @@ impl Walker {
             visited: HashSet::new(),
             tstate_len,
             frame_len,
-            chains: HashMap::new(),
-            index: HashMap::new(),
-            scratch: Vec::new(),
+            prefetch: Vec::new(),
         }
     }
 
@@ -182,78 +175,28 @@ impl Walker {
 
     /// The frames of one thread, innermost first.
     pub fn frames<M: Memory + ?Sized>(&mut self, mem: &M, first: u64) -> Result<Vec<Frame>> {
-        let raws = self.raw_frames(mem, first, None)?;
+        let raws = self.raw_frames(mem, first)?;
         Ok(self.resolve(mem, &[raws])?.pop().unwrap_or_default())
     }
 
-    /// The raw frames of one thread, innermost first, reading frame after frame from `first`.
-    ///
-    /// With `key` (the thread-state address), the chain is remembered for the next sample; when
-    /// the walk reaches an address of the remembered chain, the rest of that chain is read in
-    /// one batched read and each frame's back link is checked against the next remembered
-    /// address. At the first link that differs the walk goes on frame by frame from the real
-    /// pointer, so the result is what a frame-by-frame walk reads; only the number of system
-    /// calls differs (a 60-frame stack whose outer frames did not move: 2 or 3 instead of 60).
-    fn raw_frames<M: Memory + ?Sized>(
-        &mut self,
-        mem: &M,
-        first: u64,
-        key: Option<u64>,
-    ) -> Result<Vec<RawFrame>> {
-        let remembered = key.and_then(|k| self.chains.remove(&k)).unwrap_or_default();
-        self.index.clear();
-        for (i, &a) in remembered.iter().enumerate() {
-            self.index.entry(a).or_insert(i);
-        }
+    /// The raw frames of one thread, innermost first, from `first` along the back links.
+    fn raw_frames<M: Memory + ?Sized>(&mut self, mem: &M, first: u64) -> Result<Vec<RawFrame>> {
         self.visited.clear();
         let len = self.frame_len;
-        let mut chain = Vec::new();
+        let mut storage = [0u8; 256];
+        let buf = storage
+            .get_mut(..len)
+            .ok_or(Error::Corrupt("frame layout larger than expected"))?;
         let mut out = Vec::new();
         let mut addr = first;
-        let mut storage = [0u8; 256];
-        while addr != 0 && chain.len() < MAX_FRAMES {
-            if let Some(at) = self.index.get(&addr).copied() {
-                self.index.clear(); // one batch per walk: a failed entry is then read alone
-                let rest = &remembered[at..remembered.len().min(at + MAX_FRAMES - chain.len())];
-                let ranges: Vec<(u64, usize)> = rest.iter().map(|&a| (a, len)).collect();
-                let mut ok = vec![false; rest.len()];
-                self.scratch.clear();
-                self.scratch.resize(len * rest.len(), 0);
-                mem.read_many(&ranges, &mut self.scratch, &mut ok);
-                let mut next = 0;
-                for (j, &a) in rest.iter().enumerate() {
-                    if !ok[j] {
-                        next = a;
-                        break;
-                    }
-                    if !self.visited.insert(a) {
-                        return Err(Error::Corrupt("frame chain is cyclic"));
-                    }
-                    let (back, raw) = parse_frame(&self.layout, &self.scratch[j * len..][..len])?;
-                    chain.push(a);
-                    out.extend(raw);
-                    next = back;
-                    if back != rest.get(j + 1).copied().unwrap_or(0) {
-                        break;
-                    }
-                }
-                addr = next;
-                continue;
-            }
+        while addr != 0 && self.visited.len() < MAX_FRAMES {
             if !self.visited.insert(addr) {
                 return Err(Error::Corrupt("frame chain is cyclic"));
             }
-            let buf = storage
-                .get_mut(..len)
-                .ok_or(Error::Corrupt("frame layout larger than expected"))?;
             mem.read(addr, buf)?;
             let (back, raw) = parse_frame(&self.layout, buf)?;
-            chain.push(addr);
             out.extend(raw);
             addr = back;
-        }
-        if let Some(k) = key {
-            self.chains.insert(k, chain);
         }
         Ok(out)
     }
@@ -347,7 +290,9 @@ impl Walker {
         interp: &Interpreter,
     ) -> Result<Vec<(u64, ThreadStack)>> {
         let budget = Budget::new(mem, MAX_SAMPLE_BYTES);
-        let result = self.walk_within(&budget, interp);
+        let prefetched = Prefetched::new(&budget, &self.prefetch);
+        let result = self.walk_within(&prefetched, interp);
+        self.prefetch = prefetched.into_log();
         if budget.exhausted() {
             return Err(Error::Corrupt(
                 "one sample read more than 64 MiB of target memory",
@@ -364,12 +309,7 @@ impl Walker {
         let threads = self.threads(mem, interp)?;
         let mut raws = Vec::with_capacity(threads.len());
         for t in &threads {
-            raws.push(self.raw_frames(mem, t.frame, Some(t.addr))?);
-        }
-        // Threads gone since the last sample take their remembered chains with them.
-        if self.chains.len() > threads.len() {
-            self.chains
-                .retain(|k, _| threads.iter().any(|t| t.addr == *k));
+            raws.push(self.raw_frames(mem, t.frame)?);
         }
         let frames = self.resolve(mem, &raws)?;
         let mut holders: Vec<(u64, Option<u64>)> = Vec::new();

@@ -8,11 +8,13 @@
 
 mod budget;
 mod image;
+mod prefetch;
 mod process;
 pub mod recorded;
 
 pub use budget::Budget;
 pub use image::MemoryImage;
+pub use prefetch::Prefetched;
 pub use process::ProcessMemory;
 pub use recorded::{Anchors, RecordedImage, Recorder};
 
