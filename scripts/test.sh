@@ -1,9 +1,26 @@
 #!/usr/bin/env bash
-# Runs every test: provisions the interpreters (cached), checks formatting and lints, then the
-# unit and integration tests against every CPython on the machine.
+# Runs every test: provisions the interpreters and tools (cached), checks formatting, lints and
+# generated files, runs the unit and integration tests against every CPython on the machine,
+# then every fuzz target for a short fixed time.
+#
+#   PYSPY_FUZZ_SECONDS   seconds per fuzz target (default 20; 0 skips fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/provision.sh
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "provision (Debian chroot with 3.14/3.15 and their headers, host packages)"
+scripts/provision.sh --dev-headers
+step "format and lints"
 cargo fmt --all --check
+(cd fuzz && cargo fmt --all --check)
 cargo clippy --workspace --all-targets -- -D warnings
+step "generated files: layout tables (bindgen) and the C header (cbindgen)"
+cargo xtask layouts --check
+cargo xtask header --check
+step "unit and integration tests"
 cargo test --workspace
+seconds=${PYSPY_FUZZ_SECONDS:-20}
+if [ "$seconds" != 0 ]; then
+    step "fuzz targets, ${seconds} s each"
+    scripts/fuzz.sh "$seconds"
+fi
