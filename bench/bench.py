@@ -4,11 +4,13 @@
 Usage: bench/bench.py [--versions 2.7,3.9,3.12,3.13,3.14] [--quick] [--out FILE]
 
 Measures, for each interpreter version:
-  cpu/sample   CPU time (user+sys) of the profiler divided by the samples it took, recording
-               the target nonblocking at 200 Hz with idle threads included (so both tools walk
-               every thread on every sample): the deep-busy target (1 thread 60 frames deep
-               spinning + 4 idle threads) and the 24-thread target.
-  max rate     samples per second when asked for 10 kHz (pyspy's maximum --rate) on the deep-busy target for a fixed
+  cpu/sample   marginal CPU time (user+sys) of the profiler per sample: a 1 s recording and a
+               longer one of the same target, nonblocking at 200 Hz with idle threads included
+               (so both tools walk every thread on every sample); the difference in CPU over
+               the difference in samples, so starting and attaching do not count. Targets: the
+               deep-busy one (1 thread 60 frames deep spinning + 4 idle threads) and the
+               24-thread one.
+  max rate     samples per second when asked for 50 kHz on the deep-busy target for a fixed
                wall time (the tool is stopped with SIGINT, which both handle by writing output).
   dump         median wall time of `dump --pid` (each tool's default: both pause the target).
   slowdown     how much longer a CPU-bound target takes while recorded at 1 kHz nonblocking.
@@ -122,16 +124,24 @@ def run_measured(cmd, wall_limit=None):
     return usage.ru_utime + usage.ru_stime, wall
 
 
-def cpu_per_sample(tool, pid, threads, seconds):
+def record_once(tool, pid, threads, seconds):
     with tempfile.NamedTemporaryFile(suffix=".txt") as out:
         cpu, _ = run_measured(record_cmd(tool, pid, 200, out.name, seconds))
-        samples = stacks_recorded(out.name) / float(threads)
-    return cpu / samples if samples else float("nan"), samples
+        return cpu, stacks_recorded(out.name) / float(threads)
+
+
+def cpu_per_sample(tool, pid, threads, seconds):
+    """Marginal CPU per sample: (CPU of a long run - CPU of a 1 s run) / (extra samples), so
+    that neither tool's fixed cost (starting, attaching, writing the file) counts as sampling."""
+    short_cpu, short_n = record_once(tool, pid, threads, 1)
+    long_cpu, long_n = record_once(tool, pid, threads, 1 + seconds)
+    extra = long_n - short_n
+    return (long_cpu - short_cpu) / extra if extra > 0 else float("nan"), long_n
 
 
 def max_rate(tool, pid, threads, seconds):
     with tempfile.NamedTemporaryFile(suffix=".txt") as out:
-        _, wall = run_measured(record_cmd(tool, pid, 10000, out.name), wall_limit=seconds)
+        _, wall = run_measured(record_cmd(tool, pid, 50000, out.name), wall_limit=seconds)
         samples = stacks_recorded(out.name) / float(threads)
     return samples / seconds
 

@@ -52,7 +52,7 @@ pub struct Args {
     #[command(flatten)]
     target: TargetArgs,
     /// Samples per second.
-    #[arg(long, short, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, short, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     rate: u32,
     /// Stop after this many seconds (default: until the program exits or Ctrl-C).
     #[arg(long, short)]
@@ -117,6 +117,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let mut session = session;
     session.set_sample_options(sample_options);
     let mut sampler = Sampler::new(session, options);
+    pyspy_core::sampler::precise_timers();
     let stop = sampler.stop_handle();
     let _ = ctrlc::set_handler(move || stop.stop());
 

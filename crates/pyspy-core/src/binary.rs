@@ -61,7 +61,11 @@ impl Binary {
                 reason: format!("{path} is too large to be an interpreter ({len} bytes)"),
             });
         }
-        let bytes = std::fs::read(&host).map_err(io)?;
+        let file = std::fs::File::open(&host).map_err(io)?;
+        // SAFETY: the map is only read, while parsing below, and dropped before returning. A
+        // concurrent truncation of the file could fault the read; binaries mapped into a live
+        // process are not truncated in practice (the loader maps them too).
+        let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         let lowest = process
             .maps
             .iter()

@@ -1,11 +1,11 @@
 //! Code objects: their names, file and line table, read once and cached by address.
 
+use crate::addr_hash::AddrMap;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::linetable::{line_ranges, LineRange};
 use crate::memory::{field_u64, Memory, MemoryExt};
 use crate::strings::{read_bytes, read_str};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Largest line table pyspy reads (a 20,000-line module has one of ~100 KiB).
@@ -45,7 +45,7 @@ impl CodeInfo {
 /// qualname and line-table pointers are unchanged, so a freed and reused address is noticed.
 #[derive(Debug, Default)]
 pub struct CodeCache {
-    entries: HashMap<u64, Arc<CodeInfo>>,
+    entries: AddrMap<Arc<CodeInfo>>,
     header_len: usize,
     /// Type objects seen as `f_executable`'s type, and whether each is `code`.
     types: Vec<(u64, bool)>,
@@ -65,7 +65,7 @@ impl CodeCache {
         ];
         let header_len = fields.iter().flatten().max().copied().unwrap_or(0) as usize + 8;
         CodeCache {
-            entries: HashMap::new(),
+            entries: AddrMap::default(),
             header_len,
             types: Vec::new(),
             bytes: 0,

@@ -24,6 +24,7 @@
 //! symbols), [`locate`] (which binary holds the interpreter, its version and [`layout`]),
 //! [`walk`] (threads and frames over the [`memory`] trait), [`snapshot`] (the result).
 
+pub mod addr_hash;
 pub mod binary;
 pub mod code;
 pub mod error;

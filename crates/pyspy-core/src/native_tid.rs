@@ -7,7 +7,7 @@
 //! among the process's `/proc/PID/task` entries. Calibration happens once (and again if a
 //! looked-up id stops making sense); each lookup is then a single 4-byte read.
 
-use crate::memory::{offset, Memory, MemoryExt};
+use crate::memory::{offset, Memory};
 
 /// How many bytes of each thread descriptor calibration searches.
 const SEARCH_LEN: usize = 2048;
@@ -52,8 +52,26 @@ pub fn calibrate<M: Memory + ?Sized>(mem: &M, idents: &[u64], tids: &[i32]) -> O
 
 /// The OS thread id of the thread whose pthread ident is `ident`, given a calibrated offset.
 pub fn lookup<M: Memory + ?Sized>(mem: &M, ident: u64, field: u32) -> Option<u64> {
-    let tid = mem.read_i32(offset(ident, field.into()).ok()?).ok()?;
-    u64::try_from(tid).ok().filter(|t| *t > 0)
+    lookup_many(mem, &[ident], field).pop().flatten()
+}
+
+/// [`lookup`] for several threads, with one batched read.
+pub fn lookup_many<M: Memory + ?Sized>(mem: &M, idents: &[u64], field: u32) -> Vec<Option<u64>> {
+    let ranges: Vec<(u64, usize)> = idents
+        .iter()
+        .map(|&i| (offset(i, field.into()).unwrap_or(0), 4))
+        .collect();
+    let mut bytes = vec![0u8; 4 * idents.len()];
+    let mut ok = vec![false; idents.len()];
+    mem.read_many(&ranges, &mut bytes, &mut ok);
+    bytes
+        .chunks_exact(4)
+        .zip(ok)
+        .map(|(b, ok)| {
+            let tid = i32::from_le_bytes(b.try_into().ok()?);
+            u64::try_from(tid).ok().filter(|t| ok && *t > 0)
+        })
+        .collect()
 }
 
 #[cfg(test)]

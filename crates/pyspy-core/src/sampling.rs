@@ -198,6 +198,9 @@ pub(crate) struct Sampling {
     names: ThreadNames,
     /// ≤3.10: offset of the OS thread id in the C library's thread descriptor, once found.
     tid_field: Option<u32>,
+    /// ≤3.10: the process's OS thread ids as last listed; listed again only when a looked-up
+    /// id is not among them (a new thread), not every sample.
+    known_tids: Vec<i32>,
     pub(crate) hooks: Hooks,
 }
 
@@ -207,6 +210,7 @@ impl Sampling {
             walker: Walker::new(&interp.layout),
             names: ThreadNames::new(&interp.layout),
             tid_field: None,
+            known_tids: Vec::new(),
             hooks: Hooks::default(),
         }
     }
@@ -349,26 +353,33 @@ impl Sampling {
         mem: &M,
         idents: &[u64],
     ) -> Vec<Option<u64>> {
-        let tids = process::thread_ids(pid).unwrap_or_default();
-        let lookup_all = |field| -> Vec<Option<u64>> {
-            idents
+        let known = |tids: &[i32], found: &[Option<u64>]| -> Vec<Option<u64>> {
+            found
                 .iter()
-                .map(|&ident| {
-                    native_tid::lookup(mem, ident, field)
-                        .filter(|tid| tids.iter().any(|x| i64::from(*x) == *tid as i64))
-                })
+                .map(|t| t.filter(|t| tids.iter().any(|x| i64::from(*x) == *t as i64)))
                 .collect()
         };
         if let Some(field) = self.tid_field {
-            let found = lookup_all(field);
-            if found.iter().all(Option::is_some) {
-                return found;
+            let found = native_tid::lookup_many(mem, idents, field);
+            let checked = known(&self.known_tids, &found);
+            if checked.iter().all(Option::is_some) {
+                return checked;
+            }
+            // A thread this session has not seen: list the process's threads again.
+            self.known_tids = process::thread_ids(pid).unwrap_or_default();
+            let checked = known(&self.known_tids, &found);
+            if checked.iter().all(Option::is_some) {
+                return checked;
             }
         }
         // First sample, or the calibration no longer fits: calibrate (again) on this sample.
-        self.tid_field = native_tid::calibrate(mem, idents, &tids);
+        self.known_tids = process::thread_ids(pid).unwrap_or_default();
+        self.tid_field = native_tid::calibrate(mem, idents, &self.known_tids);
         match self.tid_field {
-            Some(field) => lookup_all(field),
+            Some(field) => known(
+                &self.known_tids,
+                &native_tid::lookup_many(mem, idents, field),
+            ),
             None => vec![None; idents.len()],
         }
     }

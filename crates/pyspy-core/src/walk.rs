@@ -6,13 +6,15 @@
 //! every chain is checked for cycles: a walk over changing or corrupt memory ends in an error,
 //! never a hang.
 
+use crate::addr_hash::AddrSet;
 use crate::code::{CodeCache, CodeInfo};
 use crate::error::{Error, Result};
 use crate::layout::{FrameModel, Layout, LineTableFormat};
 use crate::locate::Interpreter;
-use crate::memory::{field_u32, field_u64, offset, Budget, Memory, MemoryExt, Prefetched};
+use crate::memory::{
+    field_u32, field_u64, offset, Budget, Memory, MemoryExt, PrefetchPlan, Prefetched,
+};
 use crate::snapshot::{Frame, ThreadStack};
-use std::collections::HashSet;
 
 /// Most interpreters (sub-interpreters) walked in one process.
 const MAX_INTERPRETERS: usize = 256;
@@ -57,12 +59,12 @@ struct RawFrame {
 pub struct Walker {
     layout: Layout,
     codes: CodeCache,
-    visited: HashSet<u64>,
+    visited: AddrSet,
     tstate_len: usize,
     frame_len: usize,
     /// The small reads of the last walk, read again in one batch before the next (see
     /// [`Prefetched`]).
-    prefetch: Vec<(u64, usize)>,
+    prefetch: PrefetchPlan,
 }
 
 fn span(fields: &[Option<u32>]) -> usize {
@@ -91,10 +93,10 @@ impl Walker {
         Walker {
             layout: *layout,
             codes: CodeCache::new(layout),
-            visited: HashSet::new(),
+            visited: AddrSet::default(),
             tstate_len,
             frame_len,
-            prefetch: Vec::new(),
+            prefetch: PrefetchPlan::default(),
         }
     }
 
@@ -290,9 +292,13 @@ impl Walker {
         interp: &Interpreter,
     ) -> Result<Vec<(u64, ThreadStack)>> {
         let budget = Budget::new(mem, MAX_SAMPLE_BYTES);
-        let prefetched = Prefetched::new(&budget, &self.prefetch);
+        // The plan is taken out for the walk, which borrows the walker mutably.
+        let plan = std::mem::take(&mut self.prefetch);
+        let prefetched = Prefetched::new(&budget, &plan);
         let result = self.walk_within(&prefetched, interp);
-        self.prefetch = prefetched.into_log();
+        let log = prefetched.into_log();
+        self.prefetch = plan;
+        self.prefetch.update(log);
         if budget.exhausted() {
             return Err(Error::Corrupt(
                 "one sample read more than 64 MiB of target memory",

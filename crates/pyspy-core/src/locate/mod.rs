@@ -87,8 +87,8 @@ pub struct Interpreter {
     pub located_by: LocatedBy,
 }
 
-/// The binaries that may hold an interpreter, opened: any mapped file named like
-/// libpython/python, then the main executable (a program embedding Python statically, or the
+/// The binaries that may hold an interpreter, opened: any mapped `libpython*`, the main
+/// executable, then any other mapped `python*` (a program embedding Python statically, or the
 /// dynamic loader started with python as its argument, whose python is then a mapped file).
 pub fn candidate_binaries(process: &ProcessInfo) -> (Vec<Binary>, Option<Error>) {
     let mut seen: Vec<&str> = Vec::new();
@@ -97,7 +97,8 @@ pub fn candidate_binaries(process: &ProcessInfo) -> (Vec<Binary>, Option<Error>)
     let preds: [&dyn Fn(&str) -> bool; 3] = [
         &|name| name.starts_with("libpython"),
         &|name| name == exe_name,
-        &|name| name.contains("python"),
+        // python3.12, python2.7, python3.13d — not extension modules (`*.cpython-312-*.so`).
+        &|name| name.starts_with("python"),
     ];
     for pred in preds {
         for map in &process.maps {

@@ -14,7 +14,7 @@ pub mod recorded;
 
 pub use budget::Budget;
 pub use image::MemoryImage;
-pub use prefetch::Prefetched;
+pub use prefetch::{PrefetchPlan, Prefetched};
 pub use process::ProcessMemory;
 pub use recorded::{Anchors, RecordedImage, Recorder};
 

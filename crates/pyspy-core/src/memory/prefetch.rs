@@ -10,54 +10,118 @@
 //! Each walk's reads are logged to become the next walk's prefetch list.
 
 use super::{Memory, ReadError};
+use crate::addr_hash::AddrMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 /// Reads longer than this are not logged (strings and line tables of new code objects).
 const MAX_LOGGED_READ: usize = 4096;
 /// Most reads logged for the next walk.
 const MAX_LOGGED: usize = 1 << 16;
+/// Page size for merging ranges (the smallest x86_64 page: merging stays safe with larger ones).
+const PAGE: u64 = 4096;
+/// Largest merged range.
+const MAX_MERGED: u64 = 64 << 10;
+
+/// What to prefetch, worked out once from a walk's log: the merged ranges to read and where
+/// each logged read lands in them. A target that did not change gives the same log sample
+/// after sample, so the plan is reused as it is (see [`PrefetchPlan::update`]).
+#[derive(Debug, Default, Clone)]
+pub struct PrefetchPlan {
+    log: Vec<(u64, usize)>,
+    ranges: Vec<(u64, usize)>,
+    /// Logged address → (index of its merged range, offset in the batch, length).
+    hits: AddrMap<(usize, usize, usize)>,
+    total: usize,
+}
+
+impl PrefetchPlan {
+    /// The plan for a walk's log. Ranges on the same or adjacent pages are merged (the
+    /// kernel's cost is per range and per page, and a frame chain on a data stack is a few
+    /// pages): the bytes between two ranges that were both readable, on pages they share or
+    /// that touch, are readable too.
+    pub fn new(log: Vec<(u64, usize)>) -> PrefetchPlan {
+        let mut sorted: Vec<(u64, usize)> = log
+            .iter()
+            .copied()
+            .filter(|&(addr, len)| len > 0 && addr.checked_add(len as u64).is_some())
+            .collect();
+        sorted.sort_unstable();
+        // Merged ranges: (start, end) with end exclusive.
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for &(addr, len) in &sorted {
+            let end = addr + len as u64;
+            match merged.last_mut() {
+                Some(last)
+                    if addr / PAGE <= (last.1 - 1) / PAGE + 1 && end - last.0 <= MAX_MERGED =>
+                {
+                    last.1 = last.1.max(end);
+                }
+                _ => merged.push((addr, end)),
+            }
+        }
+        let ranges: Vec<(u64, usize)> =
+            merged.iter().map(|&(a, e)| (a, (e - a) as usize)).collect();
+        let mut hits = AddrMap::default();
+        hits.reserve(sorted.len());
+        let (mut m, mut base) = (0, 0);
+        for &(addr, len) in &sorted {
+            while merged[m].1 <= addr {
+                base += ranges[m].1;
+                m += 1;
+            }
+            let at = base + (addr - merged[m].0) as usize;
+            let longest = hits.entry(addr).or_insert((m, at, len));
+            if longest.2 < len {
+                *longest = (m, at, len);
+            }
+        }
+        let total = ranges.iter().map(|r| r.1).sum();
+        PrefetchPlan {
+            log,
+            ranges,
+            hits,
+            total,
+        }
+    }
+
+    /// Keeps this plan if `log` is the one it was made from, else makes the plan for `log`.
+    pub fn update(&mut self, log: Vec<(u64, usize)>) {
+        if log != self.log {
+            *self = PrefetchPlan::new(log);
+        }
+    }
+}
 
 /// A [`Memory`] that serves the previous walk's reads from one batched read, and logs this
 /// walk's reads.
 #[derive(Debug)]
-pub struct Prefetched<'m, M: ?Sized> {
+pub struct Prefetched<'m, 'p, M: ?Sized> {
     inner: &'m M,
-    /// Prefetched address → (offset in `bytes`, length).
-    hits: HashMap<u64, (usize, usize)>,
+    plan: &'p PrefetchPlan,
     bytes: Vec<u8>,
+    /// Whether each of the plan's merged ranges was read.
+    ok: Vec<bool>,
     log: RefCell<Vec<(u64, usize)>>,
 }
 
-impl<'m, M: Memory + ?Sized> Prefetched<'m, M> {
-    /// Reads `previous` (the last walk's log) from `inner` in one batch.
-    pub fn new(inner: &'m M, previous: &[(u64, usize)]) -> Self {
-        let total = previous.iter().map(|r| r.1).sum();
-        let mut bytes = vec![0u8; total];
-        let mut ok = vec![false; previous.len()];
-        if !previous.is_empty() {
-            inner.read_many(previous, &mut bytes, &mut ok);
-        }
-        let mut hits = HashMap::with_capacity(previous.len());
-        let mut at = 0;
-        for (&(addr, len), ok) in previous.iter().zip(ok) {
-            if ok {
-                let longest = hits.entry(addr).or_insert((at, len));
-                if longest.1 < len {
-                    *longest = (at, len);
-                }
-            }
-            at += len;
+impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
+    /// Reads what `plan` says from `inner`, in one batch.
+    pub fn new(inner: &'m M, plan: &'p PrefetchPlan) -> Self {
+        let mut bytes = vec![0u8; plan.total];
+        let mut ok = vec![false; plan.ranges.len()];
+        if !plan.ranges.is_empty() {
+            inner.read_many(&plan.ranges, &mut bytes, &mut ok);
         }
         Prefetched {
             inner,
-            hits,
+            plan,
             bytes,
-            log: RefCell::new(Vec::with_capacity(previous.len())),
+            ok,
+            log: RefCell::new(Vec::with_capacity(plan.log.len())),
         }
     }
 
-    /// This walk's reads, to prefetch before the next one.
+    /// This walk's reads, to plan the prefetch before the next one.
     pub fn into_log(self) -> Vec<(u64, usize)> {
         self.log.into_inner()
     }
@@ -71,12 +135,12 @@ impl<'m, M: Memory + ?Sized> Prefetched<'m, M> {
 
     /// The prefetched bytes for a read, if there are enough of them.
     fn hit(&self, addr: u64, len: usize) -> Option<&[u8]> {
-        let &(at, have) = self.hits.get(&addr)?;
-        (have >= len).then(|| &self.bytes[at..at + len])
+        let &(range, at, have) = self.plan.hits.get(&addr)?;
+        (self.ok[range] && have >= len).then(|| &self.bytes[at..at + len])
     }
 }
 
-impl<M: Memory + ?Sized> Memory for Prefetched<'_, M> {
+impl<M: Memory + ?Sized> Memory for Prefetched<'_, '_, M> {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         self.note(addr, buf.len());
         match self.hit(addr, buf.len()) {
@@ -158,7 +222,8 @@ mod tests {
             inner: &img,
             calls: Cell::new(0),
         };
-        let first = Prefetched::new(&target, &[]);
+        let empty = PrefetchPlan::default();
+        let first = Prefetched::new(&target, &empty);
         assert_eq!(first.read_u64(0x1000).unwrap(), 7);
         assert_eq!(first.read_u64(0x1020).unwrap(), 9);
         let log = first.into_log();
@@ -169,7 +234,8 @@ mod tests {
             inner: &img,
             calls: Cell::new(0),
         };
-        let second = Prefetched::new(&target, &log);
+        let plan = PrefetchPlan::new(log);
+        let second = Prefetched::new(&target, &plan);
         assert_eq!(second.read_u64(0x1000).unwrap(), 7);
         assert_eq!(
             second.read_u64(0x1020).unwrap(),
@@ -187,7 +253,8 @@ mod tests {
     fn read_many_mixes_hits_and_misses() {
         let mut img = MemoryImage::new();
         img.add(0x1000, &[1, 2, 3, 4, 5, 6, 7, 8]);
-        let pre = Prefetched::new(&img, &[(0x1000, 4)]);
+        let plan = PrefetchPlan::new(vec![(0x1000, 4)]);
+        let pre = Prefetched::new(&img, &plan);
         let mut out = [0u8; 8];
         let mut ok = [false; 3];
         pre.read_many(&[(0x1000, 4), (0x9000, 2), (0x1004, 2)], &mut out, &mut ok);
@@ -198,9 +265,42 @@ mod tests {
     }
 
     #[test]
+    fn near_ranges_are_merged_far_ones_are_not() {
+        let mut img = MemoryImage::new();
+        img.add(0x1000, &[0u8; 0x2000])
+            .put_u64(0x1100, 1)
+            .put_u64(0x2f00, 2);
+        img.add(0x9000, &[0u8; 16]).put_u64(0x9000, 3);
+        let target = Counting {
+            inner: &img,
+            calls: Cell::new(0),
+        };
+        let plan = PrefetchPlan::new(vec![(0x2f00, 8), (0x1100, 8), (0x9000, 8), (0x1100, 4)]);
+        assert_eq!(plan.ranges.len(), 2);
+        let pre = Prefetched::new(&target, &plan);
+        assert_eq!(pre.read_u64(0x1100).unwrap(), 1);
+        assert_eq!(pre.read_u64(0x2f00).unwrap(), 2);
+        assert_eq!(pre.read_u64(0x9000).unwrap(), 3);
+        assert_eq!(target.calls.get(), 1);
+        // 0x1100..0x2f08 became one range (adjacent pages), 0x9000 stayed apart: a read of the
+        // merged gap was not logged, so it is not served.
+        assert!(pre.hit(0x2000, 8).is_none());
+    }
+
+    #[test]
+    fn an_unchanged_log_keeps_its_plan() {
+        let mut plan = PrefetchPlan::new(vec![(0x10, 8)]);
+        plan.update(vec![(0x10, 8)]);
+        assert_eq!(plan.ranges, [(0x10, 8)]);
+        plan.update(vec![(0x20, 8)]);
+        assert_eq!(plan.ranges, [(0x20, 8)]);
+    }
+
+    #[test]
     fn unreadable_prefetches_fall_through_to_the_target() {
         let img = MemoryImage::new();
-        let pre = Prefetched::new(&img, &[(0x5000, 8)]);
+        let plan = PrefetchPlan::new(vec![(0x5000, 8)]);
+        let pre = Prefetched::new(&img, &plan);
         assert!(pre.read_u64(0x5000).is_err());
     }
 }
