@@ -13,7 +13,11 @@ Measures, for each interpreter version:
   max rate     samples per second when asked for 50 kHz on the deep-busy target for a fixed
                wall time (the tool is stopped with SIGINT, which both handle by writing output).
   dump         median wall time of `dump --pid` (each tool's default: both pause the target).
-  slowdown     how much longer a CPU-bound target takes while recorded at 1 kHz nonblocking.
+  slowdown     how much longer a CPU-bound target (pinned to CPU 1) takes while recorded at
+               1 kHz nonblocking by a profiler pinned to CPU 0: fastest of 5 interleaved runs
+               each, against the fastest of 5 plain runs. "control" is the same with a 10 %
+               busy loop on CPU 0 instead of a profiler: it reads nothing of the target, so it
+               shows how far this machine's timing moves on its own.
 
 py-spy 0.4.3 is installed into a private venv (/var/cache/pyspy/bench-venv); pyspy is built in
 release mode. Prints a markdown table; BENCHMARKS.md holds a run and the method.
@@ -158,23 +162,55 @@ def dump_latency(tool, pid, runs):
 
 
 def work_seconds(version, rounds, tool=None):
-    cmd = stage(version, "cpu_work.py") + [str(rounds)]
+    # The target runs on CPU 1 and the profiler on CPU 0, in both runs: what is measured is
+    # the interference of reading the target's memory, not competition for one core.
+    cmd = ["taskset", "-c", "1"] + stage(version, "cpu_work.py") + [str(rounds)]
     if tool is not None:
         exe = PYSPY if tool == "pyspy" else PY_SPY
         fmt = "collapsed" if tool == "pyspy" else "raw"
-        cmd = [exe, "record", "--rate", "1000", "--nonblocking", "--format", fmt,
-               "--output", os.devnull, "--"] + cmd
+        cmd = ["taskset", "-c", "0", exe, "record", "--rate", "1000", "--nonblocking",
+               "--format", fmt, "--output", os.devnull, "--"] + cmd
     out = subprocess.check_output(cmd, stderr=subprocess.DEVNULL).decode().splitlines()
     # py-spy prints its own lines to stdout too; the target's line is the only number.
     numbers = [line for line in out if line.strip().replace(".", "", 1).isdigit()]
     return float(numbers[-1])
 
 
-def slowdown(version, tool, repeats):
-    rounds = 300
-    base = statistics.median(work_seconds(version, rounds) for _ in range(repeats))
-    sampled = statistics.median(work_seconds(version, rounds, tool) for _ in range(repeats))
-    return (sampled - base) / base * 100.0
+BURNER = """
+import time
+while True:
+    t = time.time()
+    while time.time() - t < 0.0001:
+        pass
+    time.sleep(0.0009)
+"""
+
+
+def control_seconds(version, rounds):
+    """The target next to a 10 % duty-cycle busy loop on CPU 0 that reads no target memory:
+    how much this machine's timing moves when the other CPU merely works."""
+    burner = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", BURNER])
+    try:
+        time.sleep(0.2)
+        return work_seconds(version, rounds)
+    finally:
+        burner.kill()
+        burner.wait()
+
+
+def slowdowns(version, repeats):
+    """Per tool, how much longer the CPU-bound target takes while recorded at 1 kHz. Runs are
+    interleaved (plain, py-spy, pyspy, plain, ...) and the fastest of each kind is compared:
+    noise on a shared machine only ever adds time."""
+    rounds = 200
+    times = {None: [], "py-spy": [], "pyspy": [], "control": []}
+    for _ in range(repeats):
+        for tool in (None, "py-spy", "pyspy"):
+            times[tool].append(work_seconds(version, rounds, tool))
+        times["control"].append(control_seconds(version, rounds))
+    base = min(times[None])
+    return {tool: (min(times[tool]) - base) / base * 100.0
+            for tool in ("py-spy", "pyspy", "control")}
 
 
 def fmt_us(seconds):
@@ -212,20 +248,20 @@ def main():
                 log("%s %s 24 threads: %s per sample (%d samples)" % (version, tool, fmt_us(cps), n))
         finally:
             stop(many)
-        for tool in ("py-spy", "pyspy"):
-            row[tool + " slowdown"] = slowdown(version, tool, 1 if args.quick else 3)
-            log("%s %s slowdown at 1 kHz: %.1f%%" % (version, tool, row[tool + " slowdown"]))
+        for tool, pct in slowdowns(version, 2 if args.quick else 5).items():
+            row[tool + " slowdown"] = pct
+            log("%s %s slowdown at 1 kHz: %.1f%%" % (version, tool, pct))
         rows.append(row)
 
     lines = [
         "| Python | CPU/sample deep-busy (py-spy → pyspy) | ratio | CPU/sample 24 threads "
         "(py-spy → pyspy) | ratio | max rate (py-spy → pyspy) | dump (py-spy → pyspy) "
-        "| slowdown at 1 kHz (py-spy → pyspy) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| slowdown at 1 kHz (py-spy → pyspy) | control |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append("| %s | %s → %s | %.1f× | %s → %s | %.1f× | %.0f/s → %.0f/s | %.1f ms → %.1f ms "
-                     "| %.1f%% → %.1f%% |" % (
+                     "| %.1f%% → %.1f%% | %.1f%% |" % (
                          r["version"],
                          fmt_us(r["py-spy cpu deep"]), fmt_us(r["pyspy cpu deep"]),
                          r["py-spy cpu deep"] / r["pyspy cpu deep"],
@@ -233,7 +269,7 @@ def main():
                          r["py-spy cpu 24"] / r["pyspy cpu 24"],
                          r["py-spy rate"], r["pyspy rate"],
                          r["py-spy dump"] * 1e3, r["pyspy dump"] * 1e3,
-                         r["py-spy slowdown"], r["pyspy slowdown"]))
+                         r["py-spy slowdown"], r["pyspy slowdown"], r["control slowdown"]))
     table = "\n".join(lines) + "\n"
     sys.stdout.write(table)
     if args.out:
