@@ -17,8 +17,8 @@ use std::time::Duration;
 use pyspy_tests::{interpreters, pyspy, run_bounded, workspace_root, Interpreter};
 use serde_json::Value;
 
-/// Recordings whose sample counts are checked run one at a time: parallel recordings on a
-/// two-core machine would fall behind schedule.
+/// Recordings run one at a time: parallel recordings (and their CPU-bound targets) on a
+/// two-core machine would fall behind schedule and skew the sample counts.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The demo's CPU-bound functions: one of them is the hottest stack's leaf.
@@ -56,7 +56,10 @@ fn record(interp: &Interpreter, seconds: &str, args: &[&str]) -> Output {
             None => cmd.env_remove(k),
         };
     }
-    let out = run_bounded(cmd, Duration::from_secs(60));
+    let out = {
+        let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        run_bounded(cmd, Duration::from_secs(60))
+    };
     assert!(
         out.status.success(),
         "[{}] pyspy record {args:?} failed: {}\n{}",
@@ -283,21 +286,19 @@ fn pprof_two_seconds_at_100_hz() {
     let mut failures = Vec::new();
     for interp in some_interpreters(BANDS) {
         let file = out_file(&dir, &interp, "pb.gz");
-        let out = {
-            let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-            let f = file.to_str().unwrap();
-            let args = [
-                "--rate",
-                "100",
-                "--duration",
-                "2",
-                "--format",
-                "pprof",
-                "-o",
-                f,
-            ];
-            record(&interp, "30", &args)
-        };
+        // `record` runs one recording at a time (SERIAL).
+        let f = file.to_str().unwrap();
+        let args = [
+            "--rate",
+            "100",
+            "--duration",
+            "2",
+            "--format",
+            "pprof",
+            "-o",
+            f,
+        ];
+        let out = record(&interp, "30", &args);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let reported = samples_reported(&stderr);
         let check = check_pprof(&file).and_then(|(hottest, total)| {
@@ -635,7 +636,10 @@ if __name__ == "__main__":
         .args(py.get_args())
         .arg(&staged.path)
         .arg("4");
-        let out = run_bounded(cmd, Duration::from_secs(60));
+        let out = {
+            let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+            run_bounded(cmd, Duration::from_secs(60))
+        };
         let stderr = String::from_utf8_lossy(&out.stderr);
         let text = std::fs::read_to_string(&folded).unwrap_or_default();
         let mut parent = std::collections::HashSet::new();
