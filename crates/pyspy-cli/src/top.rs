@@ -16,7 +16,9 @@ use crossterm::terminal::{self, ClearType};
 use crossterm::{cursor, execute, queue};
 use pyspy_core::profile::FrameKey;
 use pyspy_core::sampler::{Sample, SamplerThread};
-use pyspy_core::{AttachOptions, ProfileOptions, Sampler, SamplerOptions, ThreadStack};
+use pyspy_core::{
+    AttachOptions, ProfileOptions, SampleOptions, Sampler, SamplerOptions, ThreadStack,
+};
 
 use crate::target::{Target, TargetArgs};
 
@@ -214,8 +216,13 @@ pub fn run(args: &Args) -> Result<(), String> {
     let mut options = SamplerOptions::default();
     options.rate = f64::from(args.rate);
     options.subprocesses = args.subprocesses;
-    // idle/GIL filtering is done here (the header's GIL and active shares need every thread).
-    let sample_options = crate::record::sample_options(true, false, args.nonblocking);
+    // Every thread, with its activity: the header's GIL and active shares need all of them, and
+    // the idle/GIL filtering is done here. Not paused (see record::sample_options).
+    let sample_options = SampleOptions::default()
+        .idle(true)
+        .active(true)
+        .gil_only(false)
+        .pause(false);
     options.attach = AttachOptions::default().sample(sample_options);
     let mut session = session;
     session.set_sample_options(sample_options);
