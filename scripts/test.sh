@@ -18,9 +18,13 @@ step "generated files: layout tables (bindgen) and the C header (cbindgen)"
 cargo xtask layouts --check
 cargo xtask header --check
 step "unit and integration tests"
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee "$log"
+totals=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed", p, f }' "$log")
 seconds=${PYSPY_FUZZ_SECONDS:-20}
 if [ "$seconds" != 0 ]; then
     step "fuzz targets, ${seconds} s each"
     scripts/fuzz.sh "$seconds"
 fi
+printf '\ntests: %s\n' "$totals"
