@@ -286,6 +286,12 @@ fn layout_file(
             writeln!(s, "    owner_not_python: {},", opt_str(owner_not_python))?;
             writeln!(s, "    owner_generator: {},", opt_str(owner_generator))?;
             writeln!(s, "    executable_tagged: {},", facts.executable_tagged)?;
+            writeln!(
+                s,
+                "    executable_any_object: {},",
+                facts.executable_any_object
+            )?;
+            writeln!(s, "    unicode_ready_bit: {},", facts.unicode_ready_bit)?;
         }
     }
     writeln!(s, "}};")?;

@@ -443,6 +443,10 @@ pub struct Facts {
     pub strings: &'static str,
     /// 3.14+: `f_executable` is a tagged `_PyStackRef`.
     pub executable_tagged: bool,
+    /// 3.13+: `f_executable` may hold an object that is not a code object.
+    pub executable_any_object: bool,
+    /// 3.3–3.11: bit 7 of a `str`'s state is `ready` (legacy `wstr` strings may lack data).
+    pub unicode_ready_bit: bool,
 }
 
 pub fn facts(v: Minor) -> Facts {
@@ -464,6 +468,8 @@ pub fn facts(v: Minor) -> Facts {
             "StringModel::Pep393"
         },
         executable_tagged: v >= (3, 14),
+        executable_any_object: v >= (3, 13),
+        unicode_ready_bit: v.0 == 3 && v < (3, 12),
     }
 }
 

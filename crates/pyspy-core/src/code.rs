@@ -119,7 +119,7 @@ impl CodeCache {
         let mut headers = vec![0u8; len * addrs.len()];
         let mut ok = vec![false; addrs.len()];
         mem.read_many(&ranges, &mut headers, &mut ok);
-        let check_type = layout.version >= (3, 13);
+        let check_type = layout.executable_any_object;
         addrs
             .iter()
             .zip(headers.chunks_exact(len.max(1)))

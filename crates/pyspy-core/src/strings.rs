@@ -138,7 +138,7 @@ fn read_pep393<M: Memory + ?Sized>(mem: &M, layout: &Layout, addr: u64) -> Resul
         // Free-threaded build: `unsigned char interned`, then the bitfields from bit 8.
         (kind, compact, ascii) = ((state >> 8) & 7, state & (1 << 11), state & (1 << 12));
     }
-    if layout.version < (3, 12) && state & (1 << 7) == 0 {
+    if layout.unicode_ready_bit && state & (1 << 7) == 0 {
         return Err(Error::Corrupt(
             "string is not ready (legacy wstr-only string)",
         ));
@@ -328,6 +328,7 @@ mod tests {
             owner_not_python: None,
             owner_generator: None,
             executable_tagged: false,
+            executable_any_object: false,
             code_size: 0,
             code_argcount: 0,
             code_filename: 0,
@@ -347,6 +348,7 @@ mod tests {
             type_flags: 0,
             bytes_size: 0,
             bytes_sval: 0,
+            unicode_ready_bit: false,
             unicode_state: 0,
             unicode_length: 0,
             unicode_ascii_size: 0,
@@ -559,6 +561,7 @@ mod tests {
     fn not_ready_legacy_string_before_312() {
         let l = Layout {
             version: (3, 11),
+            unicode_ready_bit: true,
             ..layout_312()
         };
         let mut img = MemoryImage::new();

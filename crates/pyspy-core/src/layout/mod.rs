@@ -107,6 +107,9 @@ pub struct Layout {
     pub owner_generator: Option<u8>,
     /// 3.14+: `f_executable` is a tagged `_PyStackRef`; clear the low bits.
     pub executable_tagged: bool,
+    /// 3.13+: `f_executable` may hold an object that is not a code object, so its type is
+    /// checked.
+    pub executable_any_object: bool,
 
     // PyCodeObject
     pub code_size: u32,
@@ -142,6 +145,9 @@ pub struct Layout {
 
     // unicode
     /// 3.x: offset of the `state` bitfield. 2.7: unused (0).
+    /// 3.3–3.11: bit 7 of the `state` bitfield is `ready`; a string that is not ready (a
+    /// legacy `wstr`-only string) has no canonical data to read.
+    pub unicode_ready_bit: bool,
     pub unicode_state: u32,
     pub unicode_length: u32,
     /// `sizeof(PyASCIIObject)`: compact ASCII data starts here (3.x).

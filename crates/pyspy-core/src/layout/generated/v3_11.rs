@@ -42,6 +42,8 @@ pub static LAYOUT: Layout = Layout {
     owner_not_python: None,
     owner_generator: Some(1),
     executable_tagged: false,
+    executable_any_object: false,
+    unicode_ready_bit: true,
     code_size: 192,
     code_argcount: 56,
     code_filename: 112,

@@ -43,6 +43,8 @@ pub static LAYOUT: Layout = Layout {
     owner_not_python: Some(3),
     owner_generator: Some(1),
     executable_tagged: true,
+    executable_any_object: true,
+    unicode_ready_bit: false,
     code_size: 216,
     code_argcount: 52,
     code_filename: 112,

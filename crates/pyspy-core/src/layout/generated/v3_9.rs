@@ -42,6 +42,8 @@ pub static LAYOUT: Layout = Layout {
     owner_not_python: None,
     owner_generator: None,
     executable_tagged: false,
+    executable_any_object: false,
+    unicode_ready_bit: true,
     code_size: 176,
     code_argcount: 16,
     code_filename: 104,
