@@ -210,6 +210,84 @@ impl ThreadStat {
     }
 }
 
+/// Reads the stat lines of a process's threads sample after sample, keeping each thread's
+/// `/proc/PID/task/TID/stat` open: a read is one `pread` instead of open, stat, reads and close.
+///
+/// A file kept open belongs to its thread for good: once the thread exits, reading it fails
+/// (`ESRCH`) even if a new thread gets the same id, and the reader then opens the path anew.
+/// [`ThreadStatReader::keep_only`] closes the files of threads that are gone.
+///
+/// ```
+/// use pyspy_core::process::ThreadStatReader;
+/// let me = std::process::id() as i32;
+/// let mut stats = ThreadStatReader::new(me);
+/// let first = stats.read(me).expect("this thread's stat line");
+/// let again = stats.read(me).expect("read again through the open file");
+/// assert_eq!(first.state, again.state);
+/// stats.keep_only(&[]);
+/// ```
+#[derive(Debug)]
+pub struct ThreadStatReader {
+    pid: i32,
+    open: std::collections::HashMap<i32, std::fs::File>,
+}
+
+impl ThreadStatReader {
+    /// At most this many files are kept open (a process with more threads has the rest opened
+    /// and closed per read).
+    pub const MAX_OPEN: usize = 256;
+    /// Stat lines are a few hundred bytes; a longer one is read the slow way.
+    const LINE_MAX: usize = 1024;
+
+    /// A reader for the threads of `pid`; opens nothing yet.
+    pub fn new(pid: i32) -> ThreadStatReader {
+        ThreadStatReader {
+            pid,
+            open: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The stat line of thread `tid`; `None` if it has exited.
+    pub fn read(&mut self, tid: i32) -> Option<ThreadStat> {
+        if let Some(file) = self.open.get(&tid) {
+            if let Some(stat) = read_line_at_start(file) {
+                return Some(stat);
+            }
+            self.open.remove(&tid); // exited, possibly replaced by a thread with its id
+        }
+        let file = std::fs::File::open(proc_path(self.pid, &format!("task/{tid}/stat"))).ok()?;
+        let stat = match read_line_at_start(&file) {
+            Some(stat) => stat,
+            None => ThreadStat::read(self.pid, tid)?, // a line longer than LINE_MAX
+        };
+        if self.open.len() < Self::MAX_OPEN {
+            self.open.insert(tid, file);
+        }
+        Some(stat)
+    }
+
+    /// Closes the files of every thread not in `tids`.
+    pub fn keep_only(&mut self, tids: &[i32]) {
+        self.open.retain(|tid, _| tids.contains(tid));
+    }
+
+    /// How many files are open now.
+    pub fn open_files(&self) -> usize {
+        self.open.len()
+    }
+}
+
+/// One `pread` of a whole stat line from offset 0; `None` on an error or a line that did not fit.
+fn read_line_at_start(file: &std::fs::File) -> Option<ThreadStat> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; ThreadStatReader::LINE_MAX];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    if n == 0 || n == buf.len() {
+        return None;
+    }
+    ThreadStat::parse(std::str::from_utf8(&buf[..n]).ok()?)
+}
+
 fn stat_state(text: &str) -> Option<char> {
     text[text.rfind(')')? + 1..].trim_start().chars().next()
 }
@@ -278,6 +356,39 @@ garbage line";
         assert!(is_alive(me));
         assert!(thread_ids(me).unwrap().contains(&me));
         assert!(ThreadStat::read(me, me).is_some());
+    }
+
+    #[test]
+    fn stat_reader_follows_threads_coming_and_going() {
+        let me = std::process::id() as i32;
+        let mut stats = ThreadStatReader::new(me);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            done_rx.recv().ok();
+        });
+        let tid = rx.recv().unwrap();
+        assert!(stats.read(tid).is_some());
+        assert!(
+            stats.read(tid).is_some(),
+            "read again through the open file"
+        );
+        assert_eq!(stats.open_files(), 1);
+        done_tx.send(()).unwrap();
+        worker.join().unwrap();
+        // The thread has exited: once the kernel has released it, its open file fails and
+        // the path is gone.
+        let start = std::time::Instant::now();
+        while stats.read(tid).is_some() && start.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(stats.read(tid), None);
+        assert_eq!(stats.open_files(), 0);
+        assert!(stats.read(me).is_some());
+        stats.keep_only(&[]);
+        assert_eq!(stats.open_files(), 0);
     }
 
     #[test]

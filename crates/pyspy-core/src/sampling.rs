@@ -17,7 +17,7 @@ use crate::locate::Interpreter;
 use crate::memory::{offset, Memory, MemoryExt, ReadError};
 use crate::native_tid;
 use crate::pause;
-use crate::process::{self, ThreadStat};
+use crate::process::{self, ThreadStat, ThreadStatReader};
 use crate::snapshot::ThreadStack;
 use crate::thread_names::{NameStats, ThreadKey, ThreadNames};
 use crate::walk::Walker;
@@ -201,6 +201,8 @@ pub(crate) struct Sampling {
     /// ≤3.10: the process's OS thread ids as last listed; listed again only when a looked-up
     /// id is not among them (a new thread), not every sample.
     known_tids: Vec<i32>,
+    /// The threads' `/proc` stat files, kept open between samples; made at the first sample.
+    stat_files: Option<ThreadStatReader>,
     pub(crate) hooks: Hooks,
 }
 
@@ -211,6 +213,7 @@ impl Sampling {
             names: ThreadNames::new(&interp.layout),
             tid_field: None,
             known_tids: Vec::new(),
+            stat_files: None,
             hooks: Hooks::default(),
         }
     }
@@ -271,8 +274,9 @@ impl Sampling {
                 .filter_map(|n| i32::try_from(*n).ok())
                 .collect();
             if options.needs_stat() {
+                let files = self.stat_files(pid);
                 for &tid in &tids {
-                    if let Some(s) = ThreadStat::read(pid, tid) {
+                    if let Some(s) = files.read(tid) {
                         stats.insert(tid as u64, s);
                     }
                 }
@@ -315,15 +319,16 @@ impl Sampling {
         }
         drop(guard); // resume before the /proc reads of threads that were not paused
         if options.needs_stat() {
+            let files = self.stat_files(pid);
+            let mut seen = Vec::with_capacity(threads.len());
             for t in threads.iter_mut() {
-                let Some(tid) = t.native_thread_id else {
+                let Some(tid) = t.native_thread_id.and_then(|t| i32::try_from(t).ok()) else {
                     continue;
                 };
-                let stat = match stats.get(&tid) {
+                seen.push(tid);
+                let stat = match stats.get(&(tid as u64)) {
                     Some(s) => Some(*s),
-                    None => i32::try_from(tid)
-                        .ok()
-                        .and_then(|tid| ThreadStat::read(pid, tid)),
+                    None => files.read(tid),
                 };
                 let Some(stat) = stat else { continue };
                 t.active = stat.is_active() && (options.active || !options.idle);
@@ -331,6 +336,7 @@ impl Sampling {
                     t.cpu_time = Some(stat.cpu_time());
                 }
             }
+            files.keep_only(&seen);
         }
         if !options.idle {
             threads.retain(|t| t.active);
@@ -344,6 +350,12 @@ impl Sampling {
             }
         }
         Ok(threads)
+    }
+
+    /// The session's kept-open `/proc` stat files.
+    fn stat_files(&mut self, pid: i32) -> &mut ThreadStatReader {
+        self.stat_files
+            .get_or_insert_with(|| ThreadStatReader::new(pid))
     }
 
     /// ≤3.10: OS thread ids from the C library's thread descriptors (see [`native_tid`]).
