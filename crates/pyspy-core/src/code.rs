@@ -43,9 +43,16 @@ impl CodeInfo {
 
 /// Code objects by address. An entry is trusted only while the code object's name, file,
 /// qualname and line-table pointers are unchanged, so a freed and reused address is noticed.
+///
+/// The header read each sample starts at the first of those fields, not at the object: its
+/// first cache line holds the reference count, which the target writes on every call of the
+/// function, and reading that line from another CPU would cost the target a cache miss at its
+/// next call.
 #[derive(Debug, Default)]
 pub struct CodeCache {
     entries: AddrMap<Arc<CodeInfo>>,
+    /// Offset of the first header byte read, and how many are read.
+    header_start: u32,
     header_len: usize,
     /// Type objects seen as `f_executable`'s type, and whether each is `code`.
     types: Vec<(u64, bool)>,
@@ -63,10 +70,12 @@ impl CodeCache {
             layout.code_qualname,
             layout.code_firsttraceable,
         ];
-        let header_len = fields.iter().flatten().max().copied().unwrap_or(0) as usize + 8;
+        let first = fields.iter().flatten().min().copied().unwrap_or(0) & !7;
+        let end = fields.iter().flatten().max().copied().unwrap_or(0) as usize + 8;
         CodeCache {
             entries: AddrMap::default(),
-            header_len,
+            header_start: first,
+            header_len: end.saturating_sub(first as usize),
             types: Vec::new(),
             bytes: 0,
         }
@@ -101,13 +110,17 @@ impl CodeCache {
         let header = header
             .get_mut(..self.header_len)
             .ok_or(Error::Corrupt("code object layout larger than expected"))?;
-        mem.read(addr, header)?;
+        mem.read(self.header_at(addr)?, header)?;
         self.entry_for_header(mem, layout, addr, header)
+    }
+
+    fn header_at(&self, addr: u64) -> Result<u64> {
+        Ok(crate::memory::offset(addr, self.header_start.into())?)
     }
 
     /// The code objects at `addrs` (one entry each, in order), validated with one batched read
     /// of their headers. `Ok(None)`: the object is not a code object (3.13+ frames may run
-    /// other executables; only then is the type checked, from the same header bytes).
+    /// other executables; the type is read and checked only for objects not cached already).
     pub fn get_many<M: Memory + ?Sized>(
         &mut self,
         mem: &M,
@@ -115,11 +128,13 @@ impl CodeCache {
         addrs: &[u64],
     ) -> Vec<Result<Option<Arc<CodeInfo>>>> {
         let len = self.header_len;
-        let ranges: Vec<(u64, usize)> = addrs.iter().map(|&a| (a, len)).collect();
+        let ranges: Vec<(u64, usize)> = addrs
+            .iter()
+            .map(|&a| (a.wrapping_add(self.header_start.into()), len))
+            .collect();
         let mut headers = vec![0u8; len * addrs.len()];
         let mut ok = vec![false; addrs.len()];
         mem.read_many(&ranges, &mut headers, &mut ok);
-        let check_type = layout.executable_any_object;
         addrs
             .iter()
             .zip(headers.chunks_exact(len.max(1)))
@@ -128,9 +143,11 @@ impl CodeCache {
                 if !ok {
                     return Err(crate::memory::ReadError { addr, len }.into());
                 }
-                if check_type {
-                    let ty = field_u64(header, layout.object_type)
-                        .ok_or(Error::Corrupt("object type field"))?;
+                if let Some(info) = self.cached(layout, addr, header)? {
+                    return Ok(Some(info));
+                }
+                if layout.executable_any_object {
+                    let ty = mem.read_ptr_at(addr, layout.object_type)?;
                     if !self.is_code_type(mem, layout, ty)? {
                         return Ok(None);
                     }
@@ -138,6 +155,34 @@ impl CodeCache {
                 self.entry_for_header(mem, layout, addr, header).map(Some)
             })
             .collect()
+    }
+
+    /// The pointer fields an entry is validated by, from its header bytes.
+    fn fingerprint(&self, layout: &Layout, header: &[u8]) -> Result<[u64; 4]> {
+        let field = |off: u32| self.field(header, off);
+        Ok([
+            field(layout.code_name)?,
+            field(layout.code_filename)?,
+            field(layout.code_linetable)?,
+            layout.code_qualname.map(field).transpose()?.unwrap_or(0),
+        ])
+    }
+
+    /// The field at object offset `off` from header bytes read at [`CodeCache::header_start`].
+    fn field(&self, header: &[u8], off: u32) -> Result<u64> {
+        off.checked_sub(self.header_start)
+            .and_then(|at| field_u64(header, at))
+            .ok_or(Error::Corrupt("code field"))
+    }
+
+    /// The cached entry for `addr` if its fingerprint still matches `header`.
+    fn cached(&self, layout: &Layout, addr: u64, header: &[u8]) -> Result<Option<Arc<CodeInfo>>> {
+        let fingerprint = self.fingerprint(layout, header)?;
+        Ok(self
+            .entries
+            .get(&addr)
+            .filter(|info| info.fingerprint == fingerprint)
+            .cloned())
     }
 
     /// The entry for `addr` whose header bytes are `header`: the cached one if its fingerprint
@@ -149,18 +194,11 @@ impl CodeCache {
         addr: u64,
         header: &[u8],
     ) -> Result<Arc<CodeInfo>> {
-        let field = |off: u32| field_u64(header, off).ok_or(Error::Corrupt("code field"));
-        let fingerprint = [
-            field(layout.code_name)?,
-            field(layout.code_filename)?,
-            field(layout.code_linetable)?,
-            layout.code_qualname.map(field).transpose()?.unwrap_or(0),
-        ];
-        if let Some(info) = self.entries.get(&addr) {
-            if info.fingerprint == fingerprint {
-                return Ok(info.clone());
-            }
+        if let Some(info) = self.cached(layout, addr, header)? {
+            return Ok(info);
         }
+        let fingerprint = self.fingerprint(layout, header)?;
+        let field = |off: u32| self.field(header, off);
         let first_line = field(layout.code_firstlineno)? as u32 as i32;
         let first_traceable = match layout.code_firsttraceable {
             Some(off) => (field(off)? as u32 as u64) * 2,
