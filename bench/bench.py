@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark of pyspy and py-spy 0.4.3 on the same targets, in one run.
 
-Usage: bench/bench.py [--versions 2.7,3.9,3.12,3.13,3.14] [--quick] [--out FILE]
+Usage: bench/bench.py [--versions 2.7,3.9,3.12,3.13,3.14] [--quick] [--pairs N] [--out FILE]
 
 Measures, for each interpreter version:
   cpu/sample   marginal CPU time (user+sys) of the profiler per sample: a 1 s recording and a
@@ -13,16 +13,20 @@ Measures, for each interpreter version:
   max rate     samples per second when asked for 50 kHz on the deep-busy target for a fixed
                wall time (the tool is stopped with SIGINT, which both handle by writing output).
   dump         median wall time of `dump --pid` (each tool's default: both pause the target).
-  slowdown     how much longer a CPU-bound target (pinned to CPU 1) takes while recorded at
-               1 kHz nonblocking by a profiler pinned to CPU 0: fastest of 5 interleaved runs
-               each, against the fastest of 5 plain runs. "control" is the same with a 10 %
-               busy loop on CPU 0 instead of a profiler: it reads nothing of the target, so it
-               shows how far this machine's timing moves on its own.
+  slowdown     how much longer a unit of CPU-bound work takes while a profiler records the
+               target at 1 kHz nonblocking (target pinned to CPU 1, profiler to CPU 0): one
+               target process times its units from inside while phases alternate (nothing,
+               pyspy, nothing, py-spy, nothing, control, ...); each phase against the plain
+               phases either side, median of --pairs such comparisons with its 95 % confidence
+               interval. "control" only wakes 1,000 times a second and reads nothing: what any
+               1 kHz sampler costs the target on this machine. "A/A" compares plain phases
+               with plain phases the same way: the true value is 0.
 
 py-spy 0.4.3 is installed into a private venv (/var/cache/pyspy/bench-venv); pyspy is built in
 release mode. Prints a markdown table; BENCHMARKS.md holds a run and the method.
 """
 import argparse
+import math
 import os
 import signal
 import statistics
@@ -161,56 +165,112 @@ def dump_latency(tool, pid, runs):
     return statistics.median(times)
 
 
-def work_seconds(version, rounds, tool=None):
-    # The target runs on CPU 1 and the profiler on CPU 0, in both runs: what is measured is
-    # the interference of reading the target's memory, not competition for one core.
-    cmd = ["taskset", "-c", "1"] + stage(version, "cpu_work.py") + [str(rounds)]
-    if tool is not None:
-        exe = PYSPY if tool == "pyspy" else PY_SPY
-        fmt = "collapsed" if tool == "pyspy" else "raw"
-        cmd = ["taskset", "-c", "0", exe, "record", "--rate", "1000", "--nonblocking",
-               "--format", fmt, "--output", os.devnull, "--"] + cmd
-    out = subprocess.check_output(cmd, stderr=subprocess.DEVNULL).decode().splitlines()
-    # py-spy prints its own lines to stdout too; the target's line is the only number.
-    numbers = [line for line in out if line.strip().replace(".", "", 1).isdigit()]
-    return float(numbers[-1])
+# Slowdown phases: each runs one kind for PHASE seconds; the first SETTLE seconds (starting and
+# attaching the profiler) are left out of the comparison.
+PHASE = 1.8
+SETTLE = 0.3
+# The quantile of a phase's unit times that stands for it. Host contention on this VM now and
+# then doubles unit times for a while (another tenant on the physical core); a low quantile
+# ignores those bursts, while a profiler's cost lands on every unit (each spans ~7 samples).
+QUANTILE = 0.25
 
 
-BURNER = """
-import time
-while True:
-    t = time.time()
-    while time.time() - t < 0.0001:
-        pass
-    time.sleep(0.0009)
-"""
+# The control: wakes about 1,000 times a second and reads nothing, like a 1 kHz sampler with
+# no work to do. On this VM such wake-ups of the other vCPU slow the target by themselves.
+WAKER = "import time\nwhile True:\n    time.sleep(0.001)\n"
 
 
-def control_seconds(version, rounds):
-    """The target next to a 10 % duty-cycle busy loop on CPU 0 that reads no target memory:
-    how much this machine's timing moves when the other CPU merely works."""
-    burner = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", BURNER])
+def phase_process(kind, pid):
+    """Starts what runs during one phase, pinned to CPU 0 (the target has CPU 1)."""
+    if kind == "none":
+        return None
+    if kind == "control":
+        return subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", WAKER])
+    exe = PYSPY if kind == "pyspy" else PY_SPY
+    fmt = "collapsed" if kind == "pyspy" else "raw"
+    return subprocess.Popen(["taskset", "-c", "0", exe, "record", "--pid", str(pid), "--rate",
+                             "1000", "--nonblocking", "--format", fmt, "--output", os.devnull],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def phase_unit_time(units, lo, hi):
+    inside = sorted(d for end, d in units if end - d >= lo and end <= hi)
+    return inside[int(QUANTILE * (len(inside) - 1))] if inside else float("nan")
+
+
+def median_ci(values):
+    """(median, low, high, n): the median and its distribution-free 95 % confidence interval
+    (order statistics n/2 ± 0.98·√n). Robust to the odd comparison that a burst of host
+    contention spoils, which a mean and standard deviation are not."""
+    values = sorted(v for v in values if v == v)
+    n = len(values)
+    if n < 3:
+        return float("nan"), float("nan"), float("nan"), n
+    half = 0.98 * n ** 0.5
+    low = values[max(0, int(n / 2 - half))]
+    high = values[min(n - 1, int(math.ceil(n / 2 + half)) - 1)]
+    return statistics.median(values), low, high, n
+
+
+def relative_to_neighbours(times, at):
+    """How much longer (in %) phase `at` took than the mean of the phases either side."""
+    return (times[at] / ((times[at - 1] + times[at + 1]) / 2) - 1) * 100
+
+
+def slowdowns(version, pairs):
+    """How much longer a unit of the CPU-bound target takes while each profiler records it at
+    1 kHz nonblocking: {kind: median_ci(comparisons in %)}.
+
+    One target process (pinned to CPU 1) does equal units of work for the whole measurement and
+    times each from inside. Phases alternate: nothing, pyspy, nothing, py-spy, nothing,
+    control, nothing, ... (all pinned to CPU 0; the control only wakes 1,000 times a second). Each profiler phase is compared with the mean of the two
+    plain phases around it, so the machine's slow drift cancels; the median of `pairs` such
+    comparisons is reported with its confidence interval. "A/A" applies the same comparison
+    to plain phases against their plain neighbours: the true value is 0, so it shows what
+    this machine can resolve."""
+    os.sched_setaffinity(0, {0})
+    kinds = ["pyspy", "py-spy", "control"]
+    schedule = ["none"]
+    for _ in range(pairs):
+        for kind in kinds:
+            schedule += [kind, "none"]
+    bound = len(schedule) * PHASE * 2 + 60  # it is interrupted when done
+    target = subprocess.Popen(["taskset", "-c", "1"] + stage(version, "cpu_work.py") +
+                              [str(bound)], stdout=subprocess.PIPE)
     try:
-        time.sleep(0.2)
-        return work_seconds(version, rounds)
+        time.sleep(2.0)  # past start-up and the first, slower, units
+        windows = []
+        for kind in schedule:
+            t0 = time.time()
+            proc = phase_process(kind, target.pid)
+            time.sleep(PHASE)
+            if proc is not None:
+                # Both tools write their output and exit on SIGINT.
+                os.kill(proc.pid, signal.SIGKILL if kind == "control" else signal.SIGINT)
+                proc.wait()
+            windows.append((kind, t0 + SETTLE, t0 + PHASE))
+        target.send_signal(signal.SIGINT)
+        out = target.communicate()[0].decode()
     finally:
-        burner.kill()
-        burner.wait()
+        if target.poll() is None:
+            target.kill()
+            target.wait()
+        os.sched_setaffinity(0, range(os.cpu_count()))
+    units = [tuple(float(x) for x in line.split()) for line in out.splitlines() if line]
+    times = [phase_unit_time(units, lo, hi) for _, lo, hi in windows]
+    result = {kind: median_ci([relative_to_neighbours(times, i)
+                             for i in range(1, len(windows) - 1) if windows[i][0] == kind])
+              for kind in kinds}
+    plain = [t for (kind, _, _), t in zip(windows, times) if kind == "none"]
+    result["A/A"] = median_ci([relative_to_neighbours(plain, i)
+                             for i in range(1, len(plain) - 1, 2)])
+    return result
 
 
-def slowdowns(version, repeats):
-    """Per tool, how much longer the CPU-bound target takes while recorded at 1 kHz. Runs are
-    interleaved (plain, py-spy, pyspy, plain, ...) and the fastest of each kind is compared:
-    noise on a shared machine only ever adds time."""
-    rounds = 200
-    times = {None: [], "py-spy": [], "pyspy": [], "control": []}
-    for _ in range(repeats):
-        for tool in (None, "py-spy", "pyspy"):
-            times[tool].append(work_seconds(version, rounds, tool))
-        times["control"].append(control_seconds(version, rounds))
-    base = min(times[None])
-    return {tool: (min(times[tool]) - base) / base * 100.0
-            for tool in ("py-spy", "pyspy", "control")}
+def fmt_pct(result):
+    median, low, high, _ = result
+    return "%+.2f %% [%+.2f, %+.2f]" % (median, low, high)
 
 
 def fmt_us(seconds):
@@ -221,60 +281,81 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--versions", default="2.7,3.9,3.12,3.13,3.14")
     ap.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
-    ap.add_argument("--out", help="also write the table to this file")
+    ap.add_argument("--out", help="also write the tables to this file")
+    ap.add_argument("--measure", default="all", choices=["all", "slowdown"],
+                    help="slowdown: only the slowdown at 1 kHz")
+    ap.add_argument("--pairs", type=int, help="slowdown: comparisons per kind (default 25, "
+                    "quick 6); ~11 s each")
     args = ap.parse_args()
     setup()
     seconds = 2 if args.quick else 5
     rows = []
     for version in args.versions.split(","):
         row = {"version": version}
-        deep = start(version, "deep_busy.py")
-        try:
-            for tool in ("py-spy", "pyspy"):
-                cps, n = cpu_per_sample(tool, deep.pid, 5, seconds)
-                row[tool + " cpu deep"] = cps
-                log("%s %s deep-busy: %s per sample (%d samples)" % (version, tool, fmt_us(cps), n))
-                row[tool + " rate"] = max_rate(tool, deep.pid, 5, 2 if args.quick else 3)
-                log("%s %s max rate: %.0f/s" % (version, tool, row[tool + " rate"]))
-                row[tool + " dump"] = dump_latency(tool, deep.pid, 5 if args.quick else 10)
-                log("%s %s dump: %.1f ms" % (version, tool, row[tool + " dump"] * 1e3))
-        finally:
-            stop(deep)
-        many = start(version, "many_threads.py")
-        try:
-            for tool in ("py-spy", "pyspy"):
-                cps, n = cpu_per_sample(tool, many.pid, 24, seconds)
-                row[tool + " cpu 24"] = cps
-                log("%s %s 24 threads: %s per sample (%d samples)" % (version, tool, fmt_us(cps), n))
-        finally:
-            stop(many)
-        for tool, pct in slowdowns(version, 2 if args.quick else 5).items():
-            row[tool + " slowdown"] = pct
-            log("%s %s slowdown at 1 kHz: %.1f%%" % (version, tool, pct))
+        if args.measure == "all":
+            measure_costs(version, row, seconds, args.quick)
+        for kind, result in slowdowns(version, args.pairs or (6 if args.quick else 25)).items():
+            row[kind + " slowdown"] = result
+            log("%s %s slowdown at 1 kHz: %s (%d pairs)" % (version, kind, fmt_pct(result),
+                                                            result[3]))
         rows.append(row)
 
-    lines = [
-        "| Python | CPU/sample deep-busy (py-spy → pyspy) | ratio | CPU/sample 24 threads "
-        "(py-spy → pyspy) | ratio | max rate (py-spy → pyspy) | dump (py-spy → pyspy) "
-        "| slowdown at 1 kHz (py-spy → pyspy) | control |",
-        "|---|---|---|---|---|---|---|---|---|",
+    lines = []
+    if args.measure == "all":
+        lines += [
+            "| Python | CPU/sample deep-busy (py-spy → pyspy) | ratio | CPU/sample 24 threads "
+            "(py-spy → pyspy) | ratio | max rate (py-spy → pyspy) | dump (py-spy → pyspy) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            lines.append("| %s | %s → %s | %.1f× | %s → %s | %.1f× | %.0f/s → %.0f/s "
+                         "| %.1f ms → %.1f ms |" % (
+                             r["version"],
+                             fmt_us(r["py-spy cpu deep"]), fmt_us(r["pyspy cpu deep"]),
+                             r["py-spy cpu deep"] / r["pyspy cpu deep"],
+                             fmt_us(r["py-spy cpu 24"]), fmt_us(r["pyspy cpu 24"]),
+                             r["py-spy cpu 24"] / r["pyspy cpu 24"],
+                             r["py-spy rate"], r["pyspy rate"],
+                             r["py-spy dump"] * 1e3, r["pyspy dump"] * 1e3))
+        lines.append("")
+    lines += [
+        "| Python | slowdown at 1 kHz: pyspy | py-spy | control (wakes only) | A/A | pairs |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append("| %s | %s → %s | %.1f× | %s → %s | %.1f× | %.0f/s → %.0f/s | %.1f ms → %.1f ms "
-                     "| %.1f%% → %.1f%% | %.1f%% |" % (
-                         r["version"],
-                         fmt_us(r["py-spy cpu deep"]), fmt_us(r["pyspy cpu deep"]),
-                         r["py-spy cpu deep"] / r["pyspy cpu deep"],
-                         fmt_us(r["py-spy cpu 24"]), fmt_us(r["pyspy cpu 24"]),
-                         r["py-spy cpu 24"] / r["pyspy cpu 24"],
-                         r["py-spy rate"], r["pyspy rate"],
-                         r["py-spy dump"] * 1e3, r["pyspy dump"] * 1e3,
-                         r["py-spy slowdown"], r["pyspy slowdown"], r["control slowdown"]))
+        lines.append("| %s | %s | %s | %s | %s | %d |" % (
+            r["version"], fmt_pct(r["pyspy slowdown"]), fmt_pct(r["py-spy slowdown"]),
+            fmt_pct(r["control slowdown"]), fmt_pct(r["A/A slowdown"]),
+            r["pyspy slowdown"][3]))
     table = "\n".join(lines) + "\n"
     sys.stdout.write(table)
     if args.out:
         with open(args.out, "w") as f:
             f.write(table)
+
+
+def measure_costs(version, row, seconds, quick):
+    """CPU per sample, highest rate and dump latency of both tools, into `row`."""
+    deep = start(version, "deep_busy.py")
+    try:
+        for tool in ("py-spy", "pyspy"):
+            cps, n = cpu_per_sample(tool, deep.pid, 5, seconds)
+            row[tool + " cpu deep"] = cps
+            log("%s %s deep-busy: %s per sample (%d samples)" % (version, tool, fmt_us(cps), n))
+            row[tool + " rate"] = max_rate(tool, deep.pid, 5, 2 if quick else 3)
+            log("%s %s max rate: %.0f/s" % (version, tool, row[tool + " rate"]))
+            row[tool + " dump"] = dump_latency(tool, deep.pid, 5 if quick else 10)
+            log("%s %s dump: %.1f ms" % (version, tool, row[tool + " dump"] * 1e3))
+    finally:
+        stop(deep)
+    many = start(version, "many_threads.py")
+    try:
+        for tool in ("py-spy", "pyspy"):
+            cps, n = cpu_per_sample(tool, many.pid, 24, seconds)
+            row[tool + " cpu 24"] = cps
+            log("%s %s 24 threads: %s per sample (%d samples)" % (version, tool, fmt_us(cps), n))
+    finally:
+        stop(many)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""Benchmark target: fixed CPU-bound work; prints the seconds it took. argv[1] = rounds."""
+"""Benchmark target: CPU-bound work in equal units, timed from inside.
+
+Repeats one unit of work (a recursive fib, 5-15 ms) until interrupted (SIGINT) or argv[1]
+seconds have passed, recording the wall-clock time at the end of each unit; then writes one
+line per unit, "end duration", in seconds. time.time() (2.7 has no perf_counter) is the
+clock the bench script uses too.
+"""
 import sys
 import time
 
@@ -8,11 +14,18 @@ def fib(n):
 
 
 def main():
-    rounds = int(sys.argv[1])
-    start = time.time()
-    for _ in range(rounds):
-        fib(20)
-    sys.stdout.write("%.6f\n" % (time.time() - start))
+    limit = float(sys.argv[1])
+    ends = []
+    start = last = time.time()
+    try:
+        while last - start < limit:
+            fib(24)
+            now = time.time()
+            ends.append((now, now - last))
+            last = now
+    except KeyboardInterrupt:
+        pass
+    sys.stdout.write("".join("%.6f %.6f\n" % e for e in ends))
 
 
 main()
