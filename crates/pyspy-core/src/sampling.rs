@@ -32,14 +32,14 @@ const TORN_READ_RETRIES: u32 = 3;
 /// [`AttachOptions::sample`](crate::AttachOptions); [`Session::sample_with`](crate::Session)
 /// takes one per call.
 ///
-/// | option     | default | cost when on                                                   |
-/// |------------|---------|----------------------------------------------------------------|
-/// | `pause`    | off     | ptrace-stop and resume each Python thread (tens of µs each)    |
-/// | `active`   | on      | one `/proc/PID/task/TID/stat` read per thread                  |
-/// | `cpu_time` | off     | the same read (shared with `active`)                           |
-/// | `names`    | on      | nothing while the thread set is unchanged                      |
-/// | `idle`     | on      | — (off: drops idle threads; needs the `/proc` read)            |
-/// | `gil_only` | off     | — (keeps only the GIL holder)                                  |
+/// | option     | default | cost when on                                                       |
+/// |------------|---------|--------------------------------------------------------------------|
+/// | `pause`    | off     | ptrace-stop and resume each Python thread (tens of µs each)        |
+/// | `active`   | on      | one `pread` of `/proc/PID/task/TID/stat` per thread (kept open)    |
+/// | `cpu_time` | off     | the same read (shared with `active`)                               |
+/// | `names`    | on      | nothing while the thread set is unchanged                          |
+/// | `idle`     | on      | — (off: drops idle threads; needs the `/proc` read)                |
+/// | `gil_only` | off     | — (keeps only the GIL holder)                                      |
 ///
 /// ```
 /// use pyspy_core::SampleOptions;
