@@ -26,6 +26,7 @@ py-spy 0.4.3 is installed into a private venv (/var/cache/pyspy/bench-venv); pys
 release mode. Prints a markdown table; BENCHMARKS.md holds a run and the method.
 """
 import argparse
+import contextlib
 import math
 import os
 import signal
@@ -83,15 +84,16 @@ def stage(version, script):
     return argv + [os.path.join(seen_as, script)]
 
 
-def start(version, script):
+@contextlib.contextmanager
+def running(version, script):
+    """The target script running (given a second to start), killed on leaving."""
     proc = subprocess.Popen(stage(version, script), stdin=subprocess.DEVNULL)
-    time.sleep(1.0)
-    return proc
-
-
-def stop(proc):
-    proc.kill()
-    proc.wait()
+    try:
+        time.sleep(1.0)
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def record_cmd(tool, pid, rate, out, duration=None):
@@ -336,8 +338,7 @@ def main():
 
 def measure_costs(version, row, seconds, quick):
     """CPU per sample, highest rate and dump latency of both tools, into `row`."""
-    deep = start(version, "deep_busy.py")
-    try:
+    with running(version, "deep_busy.py") as deep:
         for tool in ("py-spy", "pyspy"):
             cps, n = cpu_per_sample(tool, deep.pid, 5, seconds)
             row[tool + " cpu deep"] = cps
@@ -346,16 +347,11 @@ def measure_costs(version, row, seconds, quick):
             log("%s %s max rate: %.0f/s" % (version, tool, row[tool + " rate"]))
             row[tool + " dump"] = dump_latency(tool, deep.pid, 5 if quick else 10)
             log("%s %s dump: %.1f ms" % (version, tool, row[tool + " dump"] * 1e3))
-    finally:
-        stop(deep)
-    many = start(version, "many_threads.py")
-    try:
+    with running(version, "many_threads.py") as many:
         for tool in ("py-spy", "pyspy"):
             cps, n = cpu_per_sample(tool, many.pid, 24, seconds)
             row[tool + " cpu 24"] = cps
             log("%s %s 24 threads: %s per sample (%d samples)" % (version, tool, fmt_us(cps), n))
-    finally:
-        stop(many)
 
 
 if __name__ == "__main__":

@@ -96,13 +96,7 @@ fn walk(data: &[u8], family: impl Fn(&Layout) -> bool) {
         let Ok(walked) = walker.walk(&image, &interp) else {
             continue;
         };
-        let keys: Vec<ThreadKey> = walked
-            .iter()
-            .map(|(interp, t)| ThreadKey {
-                interp: *interp,
-                ident: t.thread_id,
-            })
-            .collect();
+        let keys = ThreadKey::for_walk(&walked);
         let modules = |i: u64| Ok(image.read_ptr_at(i, layout.interp_modules)?);
         black_box(names.names(&image, &keys, modules));
         let threads: Vec<ThreadStack> = walked.into_iter().map(|(_, t)| t).collect();

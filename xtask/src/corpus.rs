@@ -67,13 +67,7 @@ fn capture(pid: i32, out: &Path, label: Option<&str>) -> Result<(), Box<dyn Erro
     // The walker: one real sample through the recorder.
     let rec = Recorder::new(mem);
     let walked = Walker::new(&layout).walk(&rec, &interp)?;
-    let keys: Vec<ThreadKey> = walked
-        .iter()
-        .map(|(interp, t)| ThreadKey {
-            interp: *interp,
-            ident: t.thread_id,
-        })
-        .collect();
+    let keys = ThreadKey::for_walk(&walked);
     let modules = |i: u64| Ok(rec.read_ptr_at(i, layout.interp_modules)?);
     let names = ThreadNames::new(&layout).names(&rec, &keys, modules);
     let named = names.iter().flatten().count();

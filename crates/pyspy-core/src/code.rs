@@ -111,7 +111,10 @@ impl CodeCache {
             .get_mut(..self.header_len)
             .ok_or(Error::Corrupt("code object layout larger than expected"))?;
         mem.read(self.header_at(addr)?, header)?;
-        self.entry_for_header(mem, layout, addr, header)
+        match self.cached(layout, addr, header)? {
+            Some(info) => Ok(info),
+            None => self.read_entry(mem, layout, addr, header),
+        }
     }
 
     fn header_at(&self, addr: u64) -> Result<u64> {
@@ -152,7 +155,7 @@ impl CodeCache {
                         return Ok(None);
                     }
                 }
-                self.entry_for_header(mem, layout, addr, header).map(Some)
+                self.read_entry(mem, layout, addr, header).map(Some)
             })
             .collect()
     }
@@ -185,18 +188,15 @@ impl CodeCache {
             .cloned())
     }
 
-    /// The entry for `addr` whose header bytes are `header`: the cached one if its fingerprint
-    /// still matches, else read anew.
-    fn entry_for_header<M: Memory + ?Sized>(
+    /// A new entry for `addr` from its header bytes `header` (names and line table read from
+    /// the target), replacing any cached one.
+    fn read_entry<M: Memory + ?Sized>(
         &mut self,
         mem: &M,
         layout: &Layout,
         addr: u64,
         header: &[u8],
     ) -> Result<Arc<CodeInfo>> {
-        if let Some(info) = self.cached(layout, addr, header)? {
-            return Ok(info);
-        }
         let fingerprint = self.fingerprint(layout, header)?;
         let field = |off: u32| self.field(header, off);
         let first_line = field(layout.code_firstlineno)? as u32 as i32;

@@ -268,7 +268,12 @@ impl ThreadStatReader {
 
     /// Closes the files of every thread not in `tids`.
     pub fn keep_only(&mut self, tids: &[i32]) {
-        self.open.retain(|tid, _| tids.contains(tid));
+        if self.open.is_empty() {
+            return;
+        }
+        let mut keep = tids.to_vec();
+        keep.sort_unstable();
+        self.open.retain(|tid, _| keep.binary_search(tid).is_ok());
     }
 
     /// How many files are open now.

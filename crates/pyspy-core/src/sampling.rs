@@ -285,7 +285,8 @@ impl Sampling {
             hooks.pauses.fetch_add(1, Ordering::Relaxed);
         }
         let walked = retry_torn(pid, || self.walker.walk(mem, interp))?;
-        let (interps, mut threads): (Vec<u64>, Vec<ThreadStack>) = walked.into_iter().unzip();
+        let keys = options.names.then(|| ThreadKey::for_walk(&walked));
+        let mut threads: Vec<ThreadStack> = walked.into_iter().map(|(_, t)| t).collect();
         // OS ids: from the thread states (3.11+), the ones found before pausing, else the
         // thread descriptors.
         for t in threads.iter_mut() {
@@ -300,15 +301,7 @@ impl Sampling {
                 t.native_thread_id = t.native_thread_id.or(n);
             }
         }
-        if options.names {
-            let keys: Vec<ThreadKey> = threads
-                .iter()
-                .zip(&interps)
-                .map(|(t, &interp)| ThreadKey {
-                    interp,
-                    ident: t.thread_id,
-                })
-                .collect();
+        if let Some(keys) = keys {
             let modules_at = interp.layout.interp_modules;
             let names = self.names.names(mem, &keys, |interp_addr| {
                 Ok(mem.read_u64(offset(interp_addr, modules_at.into())?)?)

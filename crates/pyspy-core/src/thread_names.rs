@@ -47,6 +47,19 @@ pub struct ThreadKey {
     pub ident: u64,
 }
 
+impl ThreadKey {
+    /// The key of each thread of a walk (`Walker::walk`'s `(interpreter, thread)` pairs).
+    pub fn for_walk(walked: &[(u64, crate::snapshot::ThreadStack)]) -> Vec<ThreadKey> {
+        walked
+            .iter()
+            .map(|(interp, t)| ThreadKey {
+                interp: *interp,
+                ident: t.thread_id,
+            })
+            .collect()
+    }
+}
+
 /// Counters of the work done, for callers measuring the cost of names.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NameStats {
