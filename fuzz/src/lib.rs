@@ -10,17 +10,17 @@
 //! byte regions (captured from real processes by `cargo xtask capture-corpus`), and a stream
 //! that supplies the bytes of every read no region covers.
 
-use pyspy_core::binary::{find_version_string, version_from_file_name, Binary};
-use pyspy_core::layout::{debug_offsets, generated, FrameModel, Layout, LineTableFormat};
-use pyspy_core::linetable::{line_for_offset, line_ranges, LineRange};
-use pyspy_core::locate::{Interpreter, LocatedBy};
+use pyspy_core::attach::binary::{find_version_string, version_from_file_name, Binary};
+use pyspy_core::attach::layout::{debug_offsets, generated, FrameModel, Layout, LineTableFormat};
+use pyspy_core::attach::process::{parse_maps, ThreadStat};
 use pyspy_core::memory::{MemoryExt, RecordedImage};
-use pyspy_core::process::{parse_maps, ThreadStat};
-use pyspy_core::strings::{read_bytes, read_str};
-use pyspy_core::thread_names::{ThreadKey, ThreadNames};
+use pyspy_core::walk::linetable::{line_for_offset, line_ranges, LineRange};
+use pyspy_core::walk::names::{NameKey, ThreadNames};
+use pyspy_core::walk::strings::{read_bytes, read_str};
+use pyspy_core::walk::Interpreter;
 use pyspy_core::walk::Walker;
 use pyspy_core::ThreadStack;
-use pyspy_core::{native_tid, Version};
+use pyspy_core::{walk::native_tid, Version};
 use std::hint::black_box;
 
 /// A target's body.
@@ -73,11 +73,9 @@ fn interpreter(image: &RecordedImage, family: impl Fn(&Layout) -> bool) -> Optio
             serial: 0,
         },
         layout: *layout,
-        binary: String::new(),
         runtime: nonzero(a.runtime),
         interp_head: a.interp_head,
         tstate_current: nonzero(a.tstate_current),
-        located_by: LocatedBy::Symbols,
     })
 }
 
@@ -96,7 +94,7 @@ fn walk(data: &[u8], family: impl Fn(&Layout) -> bool) {
         let Ok(walked) = walker.walk(&image, &interp) else {
             continue;
         };
-        let keys = ThreadKey::for_walk(&walked);
+        let keys = NameKey::for_walk(&walked);
         let modules = |i: u64| Ok(image.read_ptr_at(i, layout.interp_modules)?);
         black_box(names.names(&image, &keys, modules));
         let threads: Vec<ThreadStack> = walked.into_iter().map(|(_, t)| t).collect();
@@ -129,9 +127,9 @@ pub fn sample_image(data: &[u8]) -> Result<(usize, usize), String> {
     let interp = interpreter(&image, |l| l.version == version)
         .ok_or_else(|| format!("no layout for {version:?}"))?;
     let threads = Walker::new(&interp.layout)
-        .sample(&image, &interp)
+        .walk(&image, &interp)
         .map_err(|e| e.to_string())?;
-    let frames = threads.iter().map(|t| t.frames.len()).sum();
+    let frames = threads.iter().map(|(_, t)| t.frames.len()).sum();
     Ok((threads.len(), frames))
 }
 

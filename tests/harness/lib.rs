@@ -24,6 +24,12 @@ use serde_json::Value;
 
 pub mod scenarios;
 
+/// The README's Rust examples, compiled and run as doc tests of this crate (they start a
+/// `python3` to look at).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExamples;
+
 /// The root of the workspace (the directory holding `scripts/` and `tests/`).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -139,7 +139,7 @@ fn sample_after_the_target_exits_is_process_exited() {
         let mut session = attach(pid, &AttachOptions::default())
             .map_err(|e| format!("attach to a live target failed: {e} ({e:?})"))?;
         session
-            .sample()
+            .snapshot()
             .map_err(|e| format!("sampling a live target failed: {e} ({e:?})"))?;
 
         let mut problems = Vec::new();
@@ -154,7 +154,7 @@ fn sample_after_the_target_exits_is_process_exited() {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
-        match session.sample() {
+        match session.snapshot() {
             Err(Error::ProcessExited { pid: p }) if p == pid => {}
             Err(e) => problems.push(format!(
                 "sample of a zombie (killed, not reaped): want ProcessExited {{ pid: {pid} }}, got {e:?} ({e})"
@@ -166,7 +166,7 @@ fn sample_after_the_target_exits_is_process_exited() {
         }
         // Reaped: the pid is gone.
         target.kill();
-        match session.sample() {
+        match session.snapshot() {
             Err(Error::ProcessExited { pid: p }) if p == pid => {}
             Err(e) => problems.push(format!(
                 "sample of a reaped process: want ProcessExited {{ pid: {pid} }}, got {e:?} ({e})"

@@ -116,10 +116,10 @@ fn amplifying_image(
     str_len: usize,
 ) -> (
     pyspy_core::memory::MemoryImage,
-    pyspy_core::locate::Interpreter,
+    pyspy_core::walk::Interpreter,
 ) {
     use pyspy_core::memory::MemoryImage;
-    let l = *pyspy_core::layout::for_version(3, 10).expect("3.10 layout");
+    let l = *pyspy_core::attach::layout::for_version(3, 10).expect("3.10 layout");
     let (head, interp, tstates, frame_base, code_base, string) = (
         0x1000u64,
         0x2000u64,
@@ -161,14 +161,12 @@ fn amplifying_image(
         *b = b'a';
     }
     img.add(string, &s);
-    let interp = pyspy_core::locate::Interpreter {
+    let interp = pyspy_core::walk::Interpreter {
         version: pyspy_core::Version::parse("3.10.0").unwrap(),
         layout: l,
-        binary: String::new(),
         runtime: None,
         interp_head: head,
         tstate_current: None,
-        located_by: pyspy_core::LocatedBy::Symbols,
     };
     (img, interp)
 }

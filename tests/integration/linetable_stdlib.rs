@@ -8,8 +8,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use pyspy_core::layout::{self, LineTableFormat};
-use pyspy_core::linetable::{line_for_offset, line_ranges, LineRange};
+use pyspy_core::attach::layout::{self, LineTableFormat};
+use pyspy_core::walk::linetable::{line_for_offset, line_ranges, LineRange};
 use pyspy_tests::{interpreters, run_bounded, Interpreter};
 use serde_json::Value;
 

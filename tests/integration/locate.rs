@@ -257,7 +257,7 @@ fn attach_waits_for_a_starting_interpreter() {
         let pid = child.id() as i32;
         let started = Instant::now();
         let options = AttachOptions::default().wait_for_init(Duration::from_secs(15));
-        let result = pyspy_core::attach(pid, &options).and_then(|mut s| s.sample());
+        let result = pyspy_core::attach(pid, &options).and_then(|mut s| s.snapshot());
         let _ = child.kill();
         let _ = child.wait();
         let snapshot = result.unwrap_or_else(|e| panic!("{label}: {e}"));
@@ -280,7 +280,7 @@ fn a_process_exiting_during_attach_gives_a_clear_error() {
         let pid = child.id() as i32;
         let options = AttachOptions::default().locate(LocateStrategy::Auto);
         loop {
-            let result = pyspy_core::attach(pid, &options).and_then(|mut s| s.sample());
+            let result = pyspy_core::attach(pid, &options).and_then(|mut s| s.snapshot());
             let kind = match &result {
                 Ok(_) => "ok",
                 Err(Error::NoSuchProcess { .. }) => "no such process",

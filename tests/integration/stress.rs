@@ -88,7 +88,7 @@ fn churning_target_sampled_ten_thousand_times() {
         let mut errors: BTreeMap<&'static str, usize> = BTreeMap::new();
         let mut example = BTreeMap::new();
         for _ in 0..SAMPLES {
-            match session.sample() {
+            match session.snapshot() {
                 Ok(snap) => {
                     ok += 1;
                     threads += snap.threads.len();
@@ -142,7 +142,7 @@ fn target_killed_while_being_sampled() {
                 let mut after_since = None;
                 loop {
                     let dead = killed.load(Ordering::SeqCst);
-                    let result = session.sample();
+                    let result = session.snapshot();
                     if dead {
                         let since = *after_since.get_or_insert_with(Instant::now);
                         after.push(result.map(|s| s.threads.len()));
@@ -202,8 +202,9 @@ fn pause_helper() {
         return;
     };
     let pid: i32 = pid.parse().expect("pid");
-    let tids = pyspy_core::process::thread_ids(pid).expect("thread ids");
-    let guard = pyspy_core::pause::pause(pid, &tids, Duration::from_secs(5)).expect("pause");
+    let tids = pyspy_core::attach::process::thread_ids(pid).expect("thread ids");
+    let guard =
+        pyspy_core::sample::pause::pause(pid, &tids, Duration::from_secs(5)).expect("pause");
     println!("paused {:?}", guard.stopped());
     std::thread::sleep(Duration::from_secs(60));
     drop(guard);
@@ -211,11 +212,11 @@ fn pause_helper() {
 
 /// (state letter, user+system ticks) of every thread of `pid`.
 fn thread_stats(pid: i32) -> Vec<(char, u64)> {
-    let Ok(tids) = pyspy_core::process::thread_ids(pid) else {
+    let Ok(tids) = pyspy_core::attach::process::thread_ids(pid) else {
         return Vec::new();
     };
     tids.into_iter()
-        .filter_map(|tid| pyspy_core::process::ThreadStat::read(pid, tid))
+        .filter_map(|tid| pyspy_core::attach::process::ThreadStat::read(pid, tid))
         .map(|s| (s.state, s.cpu_ticks))
         .collect()
 }
@@ -223,7 +224,7 @@ fn thread_stats(pid: i32) -> Vec<(char, u64)> {
 /// CPU ticks of the whole process (`/proc/PID/stat`).
 fn process_ticks(pid: i32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    pyspy_core::process::ThreadStat::parse(&stat).map_or(0, |s| s.cpu_ticks)
+    pyspy_core::attach::process::ThreadStat::parse(&stat).map_or(0, |s| s.cpu_ticks)
 }
 
 #[test]
@@ -277,7 +278,7 @@ fn sampler_killed_while_target_paused() {
             states.iter().map(|(s, _)| *s).collect::<String>()
         );
         assert!(
-            pyspy_core::process::is_alive(pid),
+            pyspy_core::attach::process::is_alive(pid),
             "[{}] the target died with its sampler",
             interp.label
         );

@@ -98,7 +98,7 @@ fn check_states(
             // sample does not see the wake-up its predecessor caused.
             std::thread::sleep(Duration::from_millis(20));
         }
-        let snapshot = match session.sample_with(options) {
+        let snapshot = match session.snapshot_with(options) {
             Ok(s) => s,
             Err(e) => {
                 errors += 1;
@@ -188,9 +188,9 @@ fn names_active_gil_and_cpu_time_on_every_interpreter() {
 
         // CPU time: the spinner's grows, the sleeper's does not.
         let cpu = SampleOptions::default().cpu_time(true);
-        let first = session.sample_with(&cpu).map_err(|e| e.to_string())?;
+        let first = session.snapshot_with(&cpu).map_err(|e| e.to_string())?;
         std::thread::sleep(Duration::from_millis(300));
-        let second = session.sample_with(&cpu).map_err(|e| e.to_string())?;
+        let second = session.snapshot_with(&cpu).map_err(|e| e.to_string())?;
         let used = |name: &str| -> Option<Duration> {
             let a = by_name(&first, name)?.cpu_time?;
             let b = by_name(&second, name)?.cpu_time?;
@@ -208,7 +208,7 @@ fn names_active_gil_and_cpu_time_on_every_interpreter() {
             }
         }
         if session
-            .sample()
+            .snapshot()
             .map_err(|e| e.to_string())?
             .threads
             .iter()
@@ -222,7 +222,7 @@ fn names_active_gil_and_cpu_time_on_every_interpreter() {
         let (mut only_spinner, mut gil_spinner) = (0, 0);
         for _ in 0..SAMPLES {
             let s = session
-                .sample_with(&SampleOptions::default().idle(false))
+                .snapshot_with(&SampleOptions::default().idle(false))
                 .map_err(|e| e.to_string())?;
             if s.threads
                 .iter()
@@ -233,7 +233,7 @@ fn names_active_gil_and_cpu_time_on_every_interpreter() {
             }
             only_spinner += usize::from(s.threads.len() == 1);
             let s = session
-                .sample_with(&SampleOptions::default().gil_only(true))
+                .snapshot_with(&SampleOptions::default().gil_only(true))
                 .map_err(|e| e.to_string())?;
             if s.threads.len() > 1 || s.threads.iter().any(|t| !t.owns_gil) {
                 let _ = writeln!(
@@ -259,7 +259,7 @@ fn names_active_gil_and_cpu_time_on_every_interpreter() {
                 .reads
                 .load(std::sync::atomic::Ordering::Relaxed);
             for _ in 0..10 {
-                session.sample_with(o).map_err(|e| e.to_string())?;
+                session.snapshot_with(o).map_err(|e| e.to_string())?;
             }
             Ok((session
                 .hooks()
@@ -304,7 +304,7 @@ fn a_paused_target_is_resumed_after_an_error_mid_sample() {
                 .pauses
                 .load(std::sync::atomic::Ordering::Relaxed);
             session.hooks().fail_reads_after(Some(k));
-            let result = session.sample();
+            let result = session.snapshot();
             session.hooks().fail_reads_after(None);
             let paused = session
                 .hooks()
@@ -332,9 +332,9 @@ fn a_paused_target_is_resumed_after_an_error_mid_sample() {
                 .find(|t| Some(t.thread_id) == spinner)
                 .and_then(|t| t.cpu_time)
         };
-        let a = spin(&session.sample_with(&cpu).map_err(|e| e.to_string())?);
+        let a = spin(&session.snapshot_with(&cpu).map_err(|e| e.to_string())?);
         std::thread::sleep(Duration::from_millis(200));
-        let b = spin(&session.sample_with(&cpu).map_err(|e| e.to_string())?);
+        let b = spin(&session.snapshot_with(&cpu).map_err(|e| e.to_string())?);
         if !matches!((a, b), (Some(a), Some(b)) if b > a) {
             return Err(format!(
                 "the spinner did not run after the samples: {a:?} → {b:?}"
@@ -366,7 +366,7 @@ fn thread_churn_sampled_2000_times() {
         let started = Instant::now();
         for i in 0..n {
             let options = SampleOptions::default().cpu_time(true).pause(i % 10 == 0);
-            match session.sample_with(&options) {
+            match session.snapshot_with(&options) {
                 Ok(s) => {
                     threads += s.threads.len();
                     named += s.threads.iter().filter(|t| t.name.is_some()).count();
@@ -423,7 +423,7 @@ fn sub_interpreter_threads_are_tagged_with_their_interpreter() {
             attach(target.pid(), &AttachOptions::default()).map_err(|e| format!("attach: {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let s = session.sample().map_err(|e| e.to_string())?;
+            let s = session.snapshot().map_err(|e| e.to_string())?;
             let sub = s.threads.iter().find(|t| {
                 t.frames
                     .first()

@@ -9,13 +9,14 @@
 //! with the threads' stat lines as a `proc` input. DIR defaults to `fuzz/seeds`. Nothing in the
 //! target is changed.
 
-use pyspy_core::code::CodeCache;
-use pyspy_core::layout::{debug_offsets, FrameModel, Layout, LineTableFormat};
-use pyspy_core::locate::{locate, Interpreter, LocateStrategy};
+use pyspy_core::attach::layout::{debug_offsets, FrameModel, Layout, LineTableFormat};
+use pyspy_core::attach::locate::{locate, LocateStrategy};
+use pyspy_core::attach::process::ProcessInfo;
 use pyspy_core::memory::{Anchors, Memory, MemoryExt, ProcessMemory, Recorder};
-use pyspy_core::process::ProcessInfo;
-use pyspy_core::strings::read_str;
-use pyspy_core::thread_names::{ThreadKey, ThreadNames};
+use pyspy_core::walk::code::CodeCache;
+use pyspy_core::walk::names::{NameKey, ThreadNames};
+use pyspy_core::walk::strings::read_str;
+use pyspy_core::walk::Interpreter;
 use pyspy_core::walk::Walker;
 use std::error::Error;
 use std::fs;
@@ -49,7 +50,7 @@ pub fn main(args: &[&str]) -> Result<(), Box<dyn Error>> {
 fn capture(pid: i32, out: &Path, label: Option<&str>) -> Result<(), Box<dyn Error>> {
     let info = ProcessInfo::read(pid)?;
     let mem = ProcessMemory::new(pid);
-    let interp = locate(&mem, &info, LocateStrategy::Auto)?;
+    let interp = locate(&mem, &info, LocateStrategy::Auto)?.interpreter;
     let layout = interp.layout;
     let (major, minor) = layout.version;
     let label = match label {
@@ -67,7 +68,7 @@ fn capture(pid: i32, out: &Path, label: Option<&str>) -> Result<(), Box<dyn Erro
     // The walker: one real sample through the recorder.
     let rec = Recorder::new(mem);
     let walked = Walker::new(&layout).walk(&rec, &interp)?;
-    let keys = ThreadKey::for_walk(&walked);
+    let keys = NameKey::for_walk(&walked);
     let modules = |i: u64| Ok(rec.read_ptr_at(i, layout.interp_modules)?);
     let names = ThreadNames::new(&layout).names(&rec, &keys, modules);
     let named = names.iter().flatten().count();
@@ -127,7 +128,7 @@ fn capture(pid: i32, out: &Path, label: Option<&str>) -> Result<(), Box<dyn Erro
         .take(MAPS_LINES)
         .map(|l| format!("{l}\n"))
         .collect();
-    for tid in pyspy_core::process::thread_ids(pid)? {
+    for tid in pyspy_core::attach::process::thread_ids(pid)? {
         if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) {
             text.push_str(&stat);
         }

@@ -1,4 +1,4 @@
-//! `cargo xtask layouts [--check]`: regenerate `crates/pyspy-core/src/layout/generated/`.
+//! `cargo xtask layouts [--check]`: regenerate `crates/pyspy-core/src/attach/layout/generated/`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -17,7 +17,7 @@ fn repo_root() -> PathBuf {
 }
 
 pub fn generated_dir() -> PathBuf {
-    repo_root().join("crates/pyspy-core/src/layout/generated")
+    repo_root().join("crates/pyspy-core/src/attach/layout/generated")
 }
 
 /// A scratch directory removed on drop unless `keep` is set (kept on failure for inspection).
@@ -240,12 +240,12 @@ fn layout_file(
     if debug {
         writeln!(
             s,
-            "use crate::layout::debug_offsets::{{DebugField, DebugOffsetsFormat, Field}};"
+            "use crate::attach::layout::debug_offsets::{{DebugField, DebugOffsetsFormat, Field}};"
         )?;
     }
     writeln!(
         s,
-        "use crate::layout::{{FrameModel, Layout, LineTableFormat, StringModel}};\n"
+        "use crate::attach::layout::{{FrameModel, Layout, LineTableFormat, StringModel}};\n"
     )?;
 
     let py_unicode_size = match b.macros.get("Py_UNICODE_SIZE") {

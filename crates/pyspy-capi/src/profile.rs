@@ -6,8 +6,8 @@ use std::ffi::c_int;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use pyspy_core::sampler::{SamplerStats, StopHandle};
 use pyspy_core::{Profile, ProfileOptions, Sampler};
+use pyspy_core::{SamplerStats, StopHandle};
 
 use crate::error::{pyspy_error, Failure};
 use crate::ffi::{self, Castable, Out, OwnedBox};

@@ -173,7 +173,7 @@ pub unsafe extern "C" fn pyspy_session_sample(
         let snapshot = {
             let mut state = session.lock();
             let state = &mut *state;
-            let snapshot = state.session.sample()?;
+            let snapshot = state.session.snapshot()?;
             SnapshotObject::new(snapshot, &mut state.strings)
         };
         let handle = ffi::to_box_ptr::<pyspy_snapshot>(snapshot);

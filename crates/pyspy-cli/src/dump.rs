@@ -30,7 +30,7 @@ pub fn run(args: &Args) -> Result<(), pyspy_core::Error> {
     let sample = SampleOptions::default().pause(!args.nonblocking);
     let options = AttachOptions::default().locate(args.locate).sample(sample);
     let mut session = pyspy_core::attach(args.pid, &options)?;
-    let snapshot = session.sample()?;
+    let snapshot = session.snapshot()?;
     let text = if args.json {
         format!("{}\n", to_json(&session, &snapshot))
     } else {

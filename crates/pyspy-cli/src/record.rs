@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use pyspy_core::export::{self, chrometrace::ChromeTrace, collapsed, pprof, speedscope};
-use pyspy_core::sampler::{Ended, SamplerStats};
 use pyspy_core::{AttachOptions, Profile, ProfileOptions, SampleOptions, Sampler, SamplerOptions};
+use pyspy_core::{EndReason, SamplerStats};
 
 use crate::target::{Target, TargetArgs};
 
@@ -117,18 +117,18 @@ pub fn run(args: &Args) -> Result<(), String> {
     let mut session = session;
     session.set_sample_options(sample_options);
     let mut sampler = Sampler::new(session, options);
-    pyspy_core::sampler::precise_timers();
+    pyspy_core::precise_timers();
     let stop = sampler.stop_handle();
     let _ = ctrlc::set_handler(move || stop.stop());
 
     let per_thread = args.threads || args.format == Format::Speedscope;
     let profile_options = ProfileOptions::default()
-        .with_lines(!args.function)
-        .with_threads(per_thread)
-        .with_processes(args.subprocesses)
-        .with_idle(args.idle)
-        .with_gil_only(args.gil)
-        .with_period(sampler.interval());
+        .lines(!args.function)
+        .threads(per_thread)
+        .processes(args.subprocesses)
+        .idle(args.idle)
+        .gil_only(args.gil)
+        .period(sampler.interval());
     let mut profile = Profile::new(profile_options.clone());
     let mut trace =
         (args.format == Format::Chrometrace).then(|| ChromeTrace::new(profile_options.clone()));
@@ -161,14 +161,15 @@ pub fn run(args: &Args) -> Result<(), String> {
         }
     }
     let stats = sampler.stats().clone();
-    let ended = sampler.ended();
+    let ended = sampler.end_reason();
     if tty {
         eprint!("\r\x1b[K");
     }
     let why = match ended {
-        Some(Ended::Duration) => "duration over".to_string(),
-        Some(Ended::ProcessExited) => format!("process {pid} exited"),
-        Some(Ended::Stopped) => "interrupted".to_string(),
+        Some(EndReason::Duration) => "duration over".to_string(),
+        Some(EndReason::ProcessExited) => format!("process {pid} exited"),
+        Some(EndReason::Stopped) => "interrupted".to_string(),
+        Some(other) => format!("{other:?}"),
         None => "stopped".to_string(),
     };
     drop(sampler);

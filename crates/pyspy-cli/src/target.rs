@@ -68,7 +68,7 @@ impl Target {
                 Ok(mut session) => {
                     // Attached, but the first frames may not exist yet: a sample proves the
                     // interpreter is initialised.
-                    match session.sample() {
+                    match session.snapshot() {
                         Ok(_) => {
                             return Ok(Target {
                                 session,

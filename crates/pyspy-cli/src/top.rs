@@ -14,11 +14,11 @@ use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use crossterm::style::{Attribute, Print, SetAttribute};
 use crossterm::terminal::{self, ClearType};
 use crossterm::{cursor, execute, queue};
-use pyspy_core::profile::FrameKey;
-use pyspy_core::sampler::{Sample, SamplerThread};
+use pyspy_core::FrameKey;
 use pyspy_core::{
     AttachOptions, ProfileOptions, SampleOptions, Sampler, SamplerOptions, ThreadStack,
 };
+use pyspy_core::{Sample, SamplerThread};
 
 use crate::target::{Target, TargetArgs};
 
@@ -123,11 +123,7 @@ impl Stats {
             self.window_stacks += 1;
             let mut seen: Vec<FrameKey> = Vec::with_capacity(t.frames.len());
             for (depth, f) in t.frames.iter().enumerate() {
-                let key = FrameKey {
-                    name: f.qualname.clone().unwrap_or_else(|| f.function.clone()),
-                    filename: f.filename.clone(),
-                    line: if self.lines { f.line } else { 0 },
-                };
+                let key = FrameKey::new(f, self.lines);
                 // Recursion: a function counts once per stack in "total".
                 let first = !seen.contains(&key);
                 for map in [&mut self.window, &mut self.cumulative] {
@@ -235,9 +231,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let flag = interrupted.clone();
     let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
 
-    let profile_options = ProfileOptions::default()
-        .with_idle(args.idle)
-        .with_gil_only(args.gil);
+    let profile_options = ProfileOptions::default().idle(args.idle).gil_only(args.gil);
     let mut stats = Stats::new(profile_options);
     let result = {
         let _guard = TerminalGuard::enter().map_err(|e| format!("terminal: {e}"))?;

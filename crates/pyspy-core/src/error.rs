@@ -1,54 +1,114 @@
 //! The error type of the public API.
 
-use crate::memory::ReadError;
+pub use crate::memory::ReadError;
 
-/// What went wrong, in kinds a caller can match on. Messages name the cause and the fix.
+/// What went wrong, in kinds a caller can match on. Each message names the cause and, where
+/// there is one, the fix; none assumes a command line. [`Error::is_transient`] tells whether
+/// trying again can help.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// No process has this pid (it never existed or has exited). Retrying does not help.
     #[error("no process with pid {pid}: check the pid (the process may have exited)")]
-    NoSuchProcess { pid: i32 },
+    NoSuchProcess {
+        /// The pid asked for.
+        pid: i32,
+    },
 
-    #[error(
-        "permission denied reading process {pid}: run pyspy as root or give it CAP_SYS_PTRACE \
-         (setcap cap_sys_ptrace+ep $(which pyspy)); if you are the target's owner, \
-         /proc/sys/kernel/yama/ptrace_scope must be 0 (it is {ptrace_scope})"
-    )]
-    PermissionDenied { pid: i32, ptrace_scope: String },
+    /// The caller may not read the process's memory. `reason` says why, from what the
+    /// machine shows (the caller's rights, the target's owner, whether it is dumpable, the
+    /// Yama `ptrace_scope`), and how to grant the right. Retrying does not help.
+    #[error("permission denied reading process {pid}: {reason}")]
+    PermissionDenied {
+        /// The target's pid.
+        pid: i32,
+        /// Why, and how to fix it.
+        reason: String,
+    },
 
+    /// The process runs no Python interpreter that could be found (or not yet: a program that
+    /// has not loaded libpython). Retrying helps only for a process that is still starting
+    /// (see `AttachOptions::wait_for_init`).
     #[error("process {pid} is not a Python process: {reason}")]
-    NotPython { pid: i32, reason: String },
+    NotPython {
+        /// The target's pid.
+        pid: i32,
+        /// What was looked at.
+        reason: String,
+    },
 
+    /// The interpreter's version (or build) has no memory layout in this pyspy. Retrying does
+    /// not help; a newer pyspy may.
     #[error(
         "unsupported Python version {version} in process {pid}: pyspy knows 2.7 and 3.6 to 3.15{hint}"
     )]
     UnsupportedVersion {
+        /// The target's pid.
         pid: i32,
+        /// The version found, as text.
         version: String,
+        /// More detail (starts with a separator, or is empty).
         hint: String,
     },
 
+    /// The interpreter is there but not initialised yet (the process just started). Retrying
+    /// in a moment helps.
     #[error(
         "the Python interpreter in process {pid} is not initialised yet: retry in a moment, \
          or give a longer wait for initialisation"
     )]
-    NotInitialised { pid: i32 },
+    NotInitialised {
+        /// The target's pid.
+        pid: i32,
+    },
 
+    /// The process exited while it was being read. Retrying does not help.
     #[error("process {pid} exited")]
-    ProcessExited { pid: i32 },
+    ProcessExited {
+        /// The target's pid.
+        pid: i32,
+    },
 
+    /// A read of target memory failed: the target freed or unmapped it while it was being
+    /// read. Usually transient: the next snapshot reads a consistent state.
     #[error("reading the target's memory failed: {0}")]
     Memory(#[from] ReadError),
 
+    /// What was read is inconsistent (a cycle, a size out of range, a pointer that does not
+    /// point back). Usually the target changed it during the read, and retrying helps; memory
+    /// that is really corrupt fails again.
     #[error("the target's data is inconsistent ({0}); it may have changed during the read")]
     Corrupt(&'static str),
 
+    /// A file or `/proc` entry could not be read, or a system call failed. `what` names it.
+    /// Retrying rarely helps.
     #[error("{what}: {source}")]
     Io {
+        /// What was being done.
         what: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+}
+
+impl Error {
+    /// Whether trying again (another snapshot, or attaching again a moment later) can succeed:
+    /// true for a torn read ([`Error::Memory`], [`Error::Corrupt`]) and an interpreter that is
+    /// still starting ([`Error::NotInitialised`]); false for errors that only a change on the
+    /// caller's side (a pid, a right, a newer pyspy) can fix.
+    ///
+    /// ```
+    /// use pyspy_core::Error;
+    /// assert!(Error::NotInitialised { pid: 1 }.is_transient());
+    /// assert!(!Error::NoSuchProcess { pid: 1 }.is_transient());
+    /// ```
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::NotInitialised { .. } | Error::Memory(_) | Error::Corrupt(_)
+        )
+    }
 }
 
 /// Result with [`Error`].

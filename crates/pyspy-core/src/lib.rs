@@ -1,17 +1,20 @@
 //! pyspy-core reads every thread's Python stack from a running CPython process, from outside,
-//! without stopping or changing it.
+//! without stopping or changing it, and turns stacks sampled over time into profiles.
 //!
 //! It is for profilers, observability agents and debuggers that want the Python stacks of
-//! another process: attach once (which finds the interpreter, its version and its memory
-//! layout), then sample as often as needed. It does not run code in the target, unwind native
-//! stacks, or aggregate samples into profiles by itself.
+//! another process. Attach once ([`attach`]: finds the interpreter, its version and its memory
+//! layout), then take [`Snapshot`]s as often as needed, or let a [`Sampler`] take them at a
+//! steady rate and aggregate them into a [`Profile`] that the [`export`] functions write as
+//! pprof, collapsed stacks, speedscope or a Chrome trace. It never runs code in the target and
+//! never changes its memory; it stops the target's threads only when asked
+//! ([`SampleOptions::pause`]). It does not unwind native (C) stacks.
 //!
 //! ```no_run
 //! use pyspy_core::{attach, AttachOptions};
 //!
 //! let mut session = attach(1234, &AttachOptions::default())?;
 //! println!("Python {}", session.version());
-//! for thread in session.sample()?.threads {
+//! for thread in session.snapshot()?.threads {
 //!     println!("thread {:#x} (gil: {})", thread.thread_id, thread.owns_gil);
 //!     for frame in &thread.frames {
 //!         println!("    {} ({}:{})", frame.function, frame.filename, frame.line);
@@ -20,38 +23,70 @@
 //! # Ok::<(), pyspy_core::Error>(())
 //! ```
 //!
-//! The pieces, in the order data flows: [`process`] (what `/proc` says), [`binary`] (ELF files,
-//! symbols), [`locate`] (which binary holds the interpreter, its version and [`layout`]),
-//! [`walk`] (threads and frames over the [`memory`] trait), [`snapshot`] (the result).
+//! # Words
+//!
+//! - A **snapshot** ([`Snapshot`]) is every Python thread's stack of one process at one
+//!   moment; [`Session::snapshot`] takes one.
+//! - A **sample** ([`Sample`]) is one tick of a [`Sampler`]: the snapshots of every process it
+//!   samples (one, or a program and its children), with the time and how late it was taken.
+//! - A **profile** ([`Profile`]) counts the distinct stacks of many samples.
+//!
+//! What a snapshot reads is chosen by [`SampleOptions`] (it shows every thread by default, as a
+//! debugger would); what a profile counts by [`ProfileOptions`] (threads running on a CPU by
+//! default, as a CPU profiler would).
+//!
+//! # Inside
+//!
+//! The modules follow the data: `attach` (the `/proc` facts, ELF files, locating the
+//! interpreter, its version and layout) → `walk` (thread states, frames, code objects, line
+//! tables, strings, names) → `sample` (options, pausing, one snapshot, the [`Session`], the
+//! steady [`Sampler`]) → `profile` (aggregation and [`export`]), all reading through one small
+//! memory trait (`memory`: a live process, byte images, recorded reads). They are private; the
+//! non-default `internals` feature makes `attach`, `memory` and `walk` public for pyspy's own
+//! fuzzers, tests and developer tools, with no stability promise.
+//!
+//! # Errors
+//!
+//! Every fallible call returns [`Error`], whose variants say what went wrong and whether
+//! retrying can help ([`Error::is_transient`]).
 
-pub mod addr_hash;
-pub mod binary;
-pub mod code;
-pub mod error;
-pub mod export;
-pub mod layout;
-pub mod linetable;
-pub mod locate;
-pub mod memory;
-pub mod native_tid;
-pub mod objects;
-pub mod pause;
-pub mod process;
-pub mod profile;
-pub mod sampler;
-pub mod sampling;
-pub mod session;
-pub mod snapshot;
-pub mod strings;
-pub mod thread_names;
-pub mod version;
-pub mod walk;
+#![deny(missing_docs)]
 
-pub use error::{Error, Result};
-pub use locate::{LocateStrategy, LocatedBy};
-pub use profile::{Profile, ProfileOptions};
-pub use sampler::{Sample, Sampler, SamplerOptions};
-pub use sampling::SampleOptions;
-pub use session::{attach, AttachOptions, Session};
+/// Declares a module that is public with the `internals` feature and private without it.
+macro_rules! internal_mod {
+    ($(#[$attr:meta])* $name:ident) => {
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        $(#[$attr])*
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        $(#[$attr])*
+        mod $name;
+    };
+}
+
+internal_mod!(attach);
+internal_mod!(memory);
+internal_mod!(walk);
+mod error;
+mod profile;
+internal_mod!(sample);
+mod snapshot;
+
+pub use attach::locate::{LocateStrategy, LocatedBy};
+pub use attach::version::Version;
+pub use error::{Error, ReadError, Result};
+pub use profile::export;
+pub use profile::{FrameId, FrameKey, Profile, ProfileOptions, Stack, ThreadKey};
+pub use sample::options::SampleOptions;
+pub use sample::sampler::{
+    precise_timers, EndReason, ProcessDetails, ProcessSnapshot, Sample, Sampler, SamplerOptions,
+    SamplerStats, SamplerThread, StopHandle,
+};
+pub use sample::session::{attach, AttachOptions, Session};
 pub use snapshot::{Frame, Snapshot, ThreadStack};
-pub use version::Version;
+pub use walk::names::NameStats;
+
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub use sample::reader::Hooks;

@@ -3,9 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-/// One sample of a target: all its Python threads.
+/// Every Python thread of one process at one moment ([`Session::snapshot`](crate::Session::snapshot)).
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct Snapshot {
+    /// The threads, in the interpreters' thread-list order (the newest thread first).
     pub threads: Vec<ThreadStack>,
 }
 
@@ -14,6 +16,7 @@ pub struct Snapshot {
 /// Which fields are filled depends on [`SampleOptions`](crate::SampleOptions): `active` and
 /// `cpu_time` come from `/proc` and are only read when asked for.
 #[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
 pub struct ThreadStack {
     /// The Python thread ident (`threading.get_ident()`, the pthread id).
     pub thread_id: u64,
@@ -43,6 +46,7 @@ pub struct ThreadStack {
 
 /// One Python frame.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Frame {
     /// `co_name`.
     pub function: Arc<str>,

@@ -6,16 +6,21 @@
 //! same over a live process ([`ProcessMemory`]), a core file, or a byte image ([`MemoryImage`])
 //! in tests and fuzzers.
 
+pub mod addr_hash;
 mod budget;
+#[cfg(any(test, feature = "internals"))]
 mod image;
+mod live;
 mod prefetch;
-mod process;
+#[cfg(any(test, feature = "internals"))]
 pub mod recorded;
 
 pub use budget::Budget;
+#[cfg(any(test, feature = "internals"))]
 pub use image::MemoryImage;
 pub use prefetch::{PrefetchPlan, Prefetched};
-pub use process::ProcessMemory;
+pub use live::ProcessMemory;
+#[cfg(any(test, feature = "internals"))]
 pub use recorded::{Anchors, RecordedImage, Recorder};
 
 /// A read of target memory that failed: the range is unmapped, the process is gone, or an
@@ -23,7 +28,9 @@ pub use recorded::{Anchors, RecordedImage, Recorder};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("could not read {len} bytes at {addr:#x}")]
 pub struct ReadError {
+    /// Where the read started.
     pub addr: u64,
+    /// How many bytes it asked for.
     pub len: usize,
 }
 
@@ -75,14 +82,8 @@ pub trait MemoryExt: Memory {
     fn read_u8(&self, addr: u64) -> Result<u8, ReadError> {
         Ok(self.read_array::<1>(addr)?[0])
     }
-    fn read_u16(&self, addr: u64) -> Result<u16, ReadError> {
-        Ok(u16::from_le_bytes(self.read_array(addr)?))
-    }
     fn read_u32(&self, addr: u64) -> Result<u32, ReadError> {
         Ok(u32::from_le_bytes(self.read_array(addr)?))
-    }
-    fn read_i32(&self, addr: u64) -> Result<i32, ReadError> {
-        Ok(i32::from_le_bytes(self.read_array(addr)?))
     }
     fn read_u64(&self, addr: u64) -> Result<u64, ReadError> {
         Ok(u64::from_le_bytes(self.read_array(addr)?))

@@ -10,7 +10,7 @@
 //! Each walk's reads are logged to become the next walk's prefetch list.
 
 use super::{Memory, ReadError};
-use crate::addr_hash::AddrMap;
+use crate::memory::addr_hash::AddrMap;
 use std::cell::RefCell;
 
 /// Reads longer than this are not logged (strings and line tables of new code objects).

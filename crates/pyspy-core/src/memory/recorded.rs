@@ -79,7 +79,7 @@ impl<M: Memory> Memory for Recorder<M> {
     }
 }
 
-/// Where a walk starts: what [`crate::locate::Interpreter`] holds besides the layout.
+/// Where a walk starts: what [`crate::attach::locate::Interpreter`] holds besides the layout.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Anchors {
     /// (major, minor) of the interpreter.

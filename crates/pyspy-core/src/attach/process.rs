@@ -1,0 +1,555 @@
+//! What `/proc` says about a target: its mappings, executable, threads and their states.
+//!
+//! Nothing here reads target memory; it only reads `/proc/PID/*`, and turns the errors of doing
+//! so into the public [`Error`] kinds (no such process, permission denied).
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// One line of `/proc/PID/maps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryMap {
+    pub start: u64,
+    pub end: u64,
+    pub readable: bool,
+    pub writable: bool,
+    pub executable: bool,
+    /// Offset of the mapping in its file.
+    pub offset: u64,
+    /// Inode of the mapped file (0 for anonymous mappings).
+    pub inode: u64,
+    /// The mapped file's path as the target sees it (inside its mount namespace/chroot), without
+    /// the " (deleted)" suffix; `None` for anonymous mappings and pseudo-files like `[heap]`.
+    pub path: Option<String>,
+    /// The file was deleted (or replaced) after the target mapped it.
+    pub deleted: bool,
+}
+
+impl MemoryMap {
+    /// The file name part of the path.
+    pub fn file_name(&self) -> Option<&str> {
+        self.path
+            .as_deref()
+            .map(|p| p.rsplit('/').next().unwrap_or(p))
+    }
+}
+
+/// Parses the text of `/proc/PID/maps`; lines that do not parse are skipped.
+pub fn parse_maps(text: &str) -> Vec<MemoryMap> {
+    text.lines().filter_map(parse_map_line).collect()
+}
+
+fn parse_map_line(line: &str) -> Option<MemoryMap> {
+    let mut fields = line.splitn(6, ' ');
+    let range = fields.next()?;
+    let perms = fields.next()?.as_bytes();
+    let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
+    let _dev = fields.next()?;
+    let inode = fields.next()?.parse().ok()?;
+    let rest = fields.next().unwrap_or("").trim_start();
+    let (start, end) = range.split_once('-')?;
+    let (start, end) = (
+        u64::from_str_radix(start, 16).ok()?,
+        u64::from_str_radix(end, 16).ok()?,
+    );
+    if perms.len() < 3 || end < start {
+        return None;
+    }
+    let (path, deleted) = if rest.starts_with('/') {
+        match rest.strip_suffix(" (deleted)") {
+            Some(p) => (Some(p.to_string()), true),
+            None => (Some(rest.to_string()), false),
+        }
+    } else {
+        (None, false)
+    };
+    Some(MemoryMap {
+        start,
+        end,
+        readable: perms[0] == b'r',
+        writable: perms[1] == b'w',
+        executable: perms[2] == b'x',
+        offset,
+        inode,
+        path,
+        deleted,
+    })
+}
+
+/// A target process as `/proc` shows it.
+#[derive(Debug, Clone)]
+pub struct ProcessInfo {
+    pub pid: i32,
+    /// `/proc/PID/exe`'s target as the target sees it.
+    pub exe: String,
+    pub maps: Vec<MemoryMap>,
+}
+
+impl ProcessInfo {
+    /// Reads the executable link and the mappings of `pid`.
+    pub fn read(pid: i32) -> Result<ProcessInfo> {
+        let proc_dir = proc_path(pid, "");
+        if pid <= 0 || !proc_dir.exists() {
+            return Err(Error::NoSuchProcess { pid });
+        }
+        let maps_text = std::fs::read_to_string(proc_path(pid, "maps"))
+            .map_err(|e| io_error(pid, "reading its memory maps", e))?;
+        let exe = std::fs::read_link(proc_path(pid, "exe"))
+            .map_err(|e| io_error(pid, "reading its executable link", e))?;
+        let exe = exe.to_string_lossy();
+        let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_string();
+        let maps = parse_maps(&maps_text);
+        if maps.is_empty() {
+            // Zombies and kernel threads have no mappings.
+            return Err(Error::NotPython {
+                pid,
+                reason: "it has no memory mappings (a zombie or a kernel thread?)".into(),
+            });
+        }
+        Ok(ProcessInfo { pid, exe, maps })
+    }
+
+    /// The path on the host of a file the target sees at `path`: through `/proc/PID/root`, so a
+    /// process in a chroot or container resolves to its own files.
+    pub fn host_path(&self, path: &str) -> PathBuf {
+        proc_path(self.pid, "root").join(path.trim_start_matches('/'))
+    }
+
+    /// The host path of a mapping's file. Tried in order, keeping the first whose inode is the
+    /// mapped one: `/proc/PID/root/<path>` (the target's own view: chroots and containers),
+    /// `/proc/PID/map_files/<start>-<end>` (reaches deleted files; needs CAP_SYS_ADMIN), and
+    /// `<path>` itself (a chroot's maps show host paths).
+    pub fn mapping_file(&self, map: &MemoryMap) -> Option<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
+        let path = map.path.as_deref()?;
+        let candidates = [
+            self.host_path(path),
+            proc_path(
+                self.pid,
+                &format!("map_files/{:x}-{:x}", map.start, map.end),
+            ),
+            PathBuf::from(path),
+        ];
+        let mut existing = candidates
+            .iter()
+            .filter_map(|c| Some((c, std::fs::metadata(c).ok()?.ino())));
+        let first = existing.clone().next().map(|(c, _)| c.clone());
+        existing
+            .find(|(_, ino)| map.inode == 0 || *ino == map.inode)
+            .map(|(c, _)| c.clone())
+            .or(first)
+    }
+}
+
+/// `/proc/PID/<rest>`.
+pub fn proc_path(pid: i32, rest: &str) -> PathBuf {
+    Path::new("/proc").join(pid.to_string()).join(rest)
+}
+
+/// Whether the process is still there (and not a zombie).
+pub fn is_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(proc_path(pid, "stat")) {
+        Ok(stat) => stat_state(&stat).is_some_and(|s| s != 'Z' && s != 'X'),
+        Err(_) => false,
+    }
+}
+
+/// The OS thread ids of the process.
+pub fn thread_ids(pid: i32) -> Result<Vec<i32>> {
+    let dir = std::fs::read_dir(proc_path(pid, "task"))
+        .map_err(|e| io_error(pid, "listing its threads", e))?;
+    Ok(dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect())
+}
+
+/// Scheduler facts about one thread from `/proc/PID/task/TID/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadStat {
+    /// The state letter: R running, S sleeping, D disk wait, ...
+    pub state: char,
+    /// user + system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+}
+
+impl ThreadStat {
+    /// Reads the stat line of thread `tid` of `pid`; `None` if it has exited.
+    pub fn read(pid: i32, tid: i32) -> Option<ThreadStat> {
+        let text = std::fs::read_to_string(proc_path(pid, &format!("task/{tid}/stat"))).ok()?;
+        ThreadStat::parse(&text)
+    }
+
+    /// Parses a stat line. The command name can hold spaces and parentheses: fields are counted
+    /// after the last ')'.
+    pub fn parse(text: &str) -> Option<ThreadStat> {
+        let state = stat_state(text)?;
+        let after = &text[text.rfind(')')? + 1..];
+        let mut fields = after.split_ascii_whitespace();
+        // After ')': state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
+        // cmajflt utime(14) stime(15).
+        let utime: u64 = fields.nth(11)?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        Some(ThreadStat {
+            state,
+            cpu_ticks: utime.saturating_add(stime),
+        })
+    }
+
+    /// [`ThreadStat::cpu_ticks`] as a duration (`sysconf(_SC_CLK_TCK)` ticks per second).
+    pub fn cpu_time(&self) -> std::time::Duration {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let hz = u64::try_from(hz).ok().filter(|h| *h > 0).unwrap_or(100);
+        let nanos = u128::from(self.cpu_ticks) * 1_000_000_000 / u128::from(hz);
+        std::time::Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// Running on a CPU (or runnable): not sleeping, waiting on a lock or on I/O.
+    pub fn is_active(&self) -> bool {
+        self.state == 'R'
+    }
+}
+
+/// Reads the stat lines of a process's threads sample after sample, keeping each thread's
+/// `/proc/PID/task/TID/stat` open: a read is one `pread` instead of open, stat, reads and close.
+///
+/// A file kept open belongs to its thread for good: once the thread exits, reading it fails
+/// (`ESRCH`) even if a new thread gets the same id, and the reader then opens the path anew.
+/// [`ThreadStatReader::keep_only`] closes the files of threads that are gone.
+///
+/// ```
+/// use pyspy_core::attach::process::ThreadStatReader;
+/// let me = std::process::id() as i32;
+/// let mut stats = ThreadStatReader::new(me);
+/// let first = stats.read(me).expect("this thread's stat line");
+/// let again = stats.read(me).expect("read again through the open file");
+/// assert_eq!(first.state, again.state);
+/// stats.keep_only(&[]);
+/// ```
+#[derive(Debug)]
+pub struct ThreadStatReader {
+    pid: i32,
+    open: std::collections::HashMap<i32, std::fs::File>,
+}
+
+impl ThreadStatReader {
+    /// At most this many files are kept open (a process with more threads has the rest opened
+    /// and closed per read).
+    pub const MAX_OPEN: usize = 256;
+    /// Stat lines are a few hundred bytes; a longer one is read the slow way.
+    const LINE_MAX: usize = 1024;
+
+    /// A reader for the threads of `pid`; opens nothing yet.
+    pub fn new(pid: i32) -> ThreadStatReader {
+        ThreadStatReader {
+            pid,
+            open: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The stat line of thread `tid`; `None` if it has exited.
+    pub fn read(&mut self, tid: i32) -> Option<ThreadStat> {
+        if let Some(file) = self.open.get(&tid) {
+            if let Some(stat) = read_line_at_start(file) {
+                return Some(stat);
+            }
+            self.open.remove(&tid); // exited, possibly replaced by a thread with its id
+        }
+        let file = std::fs::File::open(proc_path(self.pid, &format!("task/{tid}/stat"))).ok()?;
+        let stat = match read_line_at_start(&file) {
+            Some(stat) => stat,
+            None => ThreadStat::read(self.pid, tid)?, // a line longer than LINE_MAX
+        };
+        if self.open.len() < Self::MAX_OPEN {
+            self.open.insert(tid, file);
+        }
+        Some(stat)
+    }
+
+    /// Closes the files of every thread not in `tids`.
+    pub fn keep_only(&mut self, tids: &[i32]) {
+        if self.open.is_empty() {
+            return;
+        }
+        let mut keep = tids.to_vec();
+        keep.sort_unstable();
+        self.open.retain(|tid, _| keep.binary_search(tid).is_ok());
+    }
+
+    /// How many files are open now.
+    #[cfg(test)]
+    pub fn open_files(&self) -> usize {
+        self.open.len()
+    }
+}
+
+/// One `pread` of a whole stat line from offset 0; `None` on an error or a line that did not fit.
+fn read_line_at_start(file: &std::fs::File) -> Option<ThreadStat> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; ThreadStatReader::LINE_MAX];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    if n == 0 || n == buf.len() {
+        return None;
+    }
+    ThreadStat::parse(std::str::from_utf8(&buf[..n]).ok()?)
+}
+
+fn stat_state(text: &str) -> Option<char> {
+    text[text.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// Maps an I/O error from `/proc/PID/...` to the error a user can act on.
+pub(crate) fn io_error(pid: i32, what: &str, e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ESRCH) => Error::NoSuchProcess { pid },
+        Some(libc::EACCES) | Some(libc::EPERM) => permission_denied(pid),
+        _ => Error::Io {
+            what: format!("process {pid}: {what}"),
+            source: e,
+        },
+    }
+}
+
+/// The permission error, with the reason the machine shows and the fix for it.
+pub(crate) fn permission_denied(pid: i32) -> Error {
+    Error::PermissionDenied {
+        pid,
+        reason: PermissionFacts::read(pid).reason(pid),
+    }
+}
+
+/// `CAP_SYS_PTRACE`'s bit in the capability sets of `/proc/PID/status`.
+const CAP_SYS_PTRACE: u32 = 19;
+
+/// What decides whether the caller may read a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PermissionFacts {
+    /// The caller's effective uid.
+    caller_uid: u32,
+    /// Whether the caller's effective capabilities include `CAP_SYS_PTRACE`.
+    caller_can_ptrace: bool,
+    /// The target's effective uid, if `/proc` shows it.
+    target_uid: Option<u32>,
+    /// Whether the target is dumpable: the kernel makes a non-dumpable process's `/proc/PID`
+    /// belong to root, whatever user runs it.
+    target_dumpable: Option<bool>,
+    /// `/proc/sys/kernel/yama/ptrace_scope`, if Yama is there.
+    ptrace_scope: Option<u32>,
+}
+
+impl PermissionFacts {
+    fn read(pid: i32) -> PermissionFacts {
+        use std::os::unix::fs::MetadataExt;
+        let status = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+        let own = status(Path::new("/proc/self/status"));
+        let target = status(&proc_path(pid, "status"));
+        let target_uid = status_uid(&target);
+        let owner = std::fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid());
+        PermissionFacts {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            caller_uid: status_uid(&own).unwrap_or_else(|| unsafe { libc::geteuid() }),
+            caller_can_ptrace: status_caps(&own).is_some_and(|c| c & (1 << CAP_SYS_PTRACE) != 0),
+            target_uid,
+            target_dumpable: match (target_uid, owner) {
+                (Some(uid), Some(owner)) if uid != 0 => Some(owner == uid),
+                _ => None,
+            },
+            ptrace_scope: std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+                .ok()
+                .and_then(|s| s.trim().parse().ok()),
+        }
+    }
+
+    /// Why reading `pid` is refused, and what grants it.
+    fn reason(&self, pid: i32) -> String {
+        const GRANT: &str = "run as root or give the calling program CAP_SYS_PTRACE \
+                             (setcap cap_sys_ptrace+ep PROGRAM)";
+        if self.caller_can_ptrace {
+            if self.ptrace_scope == Some(3) {
+                return "Yama's ptrace_scope is 3, which forbids reading any process until the \
+                        next reboot"
+                    .into();
+            }
+            return "the caller has CAP_SYS_PTRACE, so something else forbids it: a security \
+                    module (SELinux, AppArmor), a seccomp filter (containers may forbid \
+                    process_vm_readv and ptrace: allow them, e.g. docker --cap-add SYS_PTRACE), \
+                    or the target is in a user namespace the caller is outside of"
+                .into();
+        }
+        if self.caller_uid == 0 {
+            return "the caller runs as root but without CAP_SYS_PTRACE (containers drop it by \
+                    default: add it with docker --cap-add SYS_PTRACE, or in Kubernetes with \
+                    securityContext.capabilities.add: [SYS_PTRACE])"
+                .into();
+        }
+        match self.target_uid {
+            Some(uid) if uid != self.caller_uid => {
+                return format!(
+                    "process {pid} belongs to user {uid} and the caller is user {}: {GRANT}, \
+                     or run as user {uid}",
+                    self.caller_uid
+                )
+            }
+            _ => {}
+        }
+        if self.target_dumpable == Some(false) {
+            return format!(
+                "process {pid} is not dumpable (it changed its user or group ids, as a setuid \
+                 program does, or called prctl(PR_SET_DUMPABLE, 0)), so not even its owner may \
+                 read it: {GRANT}"
+            );
+        }
+        match self.ptrace_scope {
+            Some(scope @ 1..) => format!(
+                "Yama's ptrace_scope is {scope}, so only {} may read another process: {GRANT}{}",
+                if scope == 1 {
+                    "its parent or a holder of CAP_SYS_PTRACE"
+                } else {
+                    "a holder of CAP_SYS_PTRACE"
+                },
+                if scope == 1 {
+                    ", or set it to 0 (sysctl kernel.yama.ptrace_scope=0)"
+                } else {
+                    ""
+                }
+            ),
+            _ => GRANT.to_string(),
+        }
+    }
+}
+
+/// The effective uid in a `/proc/PID/status` text (`Uid: real effective saved fs`).
+fn status_uid(status: &str) -> Option<u32> {
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    line.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// The effective capability set in a `/proc/PID/status` text.
+fn status_caps(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(line.trim(), 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_reasons_name_the_cause() {
+        let base = PermissionFacts {
+            caller_uid: 1000,
+            caller_can_ptrace: false,
+            target_uid: Some(1000),
+            target_dumpable: Some(true),
+            ptrace_scope: Some(1),
+        };
+        let reason = |f: &PermissionFacts| f.reason(7);
+        assert!(reason(&base).contains("ptrace_scope is 1"), "{}", reason(&base));
+        assert!(reason(&base).contains("sysctl kernel.yama.ptrace_scope=0"));
+        let other = PermissionFacts { target_uid: Some(0), ..base.clone() };
+        assert!(reason(&other).contains("belongs to user 0 and the caller is user 1000"));
+        assert!(reason(&other).contains("CAP_SYS_PTRACE"));
+        let setuid = PermissionFacts { target_dumpable: Some(false), ..base.clone() };
+        assert!(reason(&setuid).contains("not dumpable"), "{}", reason(&setuid));
+        assert!(!reason(&setuid).contains("ptrace_scope"));
+        let root = PermissionFacts { caller_uid: 0, ..base.clone() };
+        assert!(reason(&root).contains("root but without CAP_SYS_PTRACE"));
+        assert!(!reason(&root).contains("run as root"));
+        let capable = PermissionFacts { caller_uid: 0, caller_can_ptrace: true, ..base.clone() };
+        assert!(reason(&capable).contains("something else forbids it"));
+        assert!(!reason(&capable).contains("run as root"));
+        let locked = PermissionFacts { ptrace_scope: Some(3), ..capable };
+        assert!(reason(&locked).contains("ptrace_scope is 3"));
+    }
+
+    #[test]
+    fn reads_uids_and_capabilities_from_status() {
+        let status = "Name:\tx\nUid:\t1000\t0\t0\t0\nCapEff:\t00000000a80425fb\n";
+        assert_eq!(status_uid(status), Some(0));
+        assert_eq!(status_caps(status), Some(0xa80425fb));
+        assert_eq!(status_uid("garbage"), None);
+    }
+
+    #[test]
+    fn parses_maps_lines() {
+        let text = "\
+55d0c0a00000-55d0c0a01000 r--p 00000000 08:01 131 /usr/bin/python3.12
+7f0000000000-7f0000021000 rw-p 00000000 00:00 0 \n\
+7f1000000000-7f1000001000 r-xp 00002000 08:01 77 /opt/my lib/libpython3.12.so (deleted)
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
+garbage line";
+        let maps = parse_maps(text);
+        assert_eq!(maps.len(), 4);
+        assert_eq!(maps[0].file_name(), Some("python3.12"));
+        assert!(maps[0].readable && !maps[0].writable);
+        assert_eq!(maps[1].path, None);
+        assert_eq!(
+            maps[2].path.as_deref(),
+            Some("/opt/my lib/libpython3.12.so")
+        );
+        assert!(maps[2].deleted && maps[2].executable);
+        assert_eq!(maps[2].offset, 0x2000);
+        assert_eq!(maps[3].path, None);
+    }
+
+    #[test]
+    fn parses_stat_with_odd_command_names() {
+        let line = "1234 (a) b (c) S 1 2 3 4 5 6 7 8 9 10 111 222 0 0 20 0 1 0";
+        let stat = ThreadStat::parse(line).unwrap();
+        assert_eq!(stat.state, 'S');
+        assert_eq!(stat.cpu_ticks, 333);
+        assert!(!stat.is_active());
+        assert!(ThreadStat::parse("1234 (x").is_none());
+    }
+
+    #[test]
+    fn own_process_is_readable() {
+        let me = std::process::id() as i32;
+        let info = ProcessInfo::read(me).unwrap();
+        assert!(info.maps.iter().any(|m| m.executable));
+        assert!(is_alive(me));
+        assert!(thread_ids(me).unwrap().contains(&me));
+        assert!(ThreadStat::read(me, me).is_some());
+    }
+
+    #[test]
+    fn stat_reader_follows_threads_coming_and_going() {
+        let me = std::process::id() as i32;
+        let mut stats = ThreadStatReader::new(me);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            done_rx.recv().ok();
+        });
+        let tid = rx.recv().unwrap();
+        assert!(stats.read(tid).is_some());
+        assert!(
+            stats.read(tid).is_some(),
+            "read again through the open file"
+        );
+        assert_eq!(stats.open_files(), 1);
+        done_tx.send(()).unwrap();
+        worker.join().unwrap();
+        // The thread has exited: once the kernel has released it, its open file fails and
+        // the path is gone.
+        let start = std::time::Instant::now();
+        while stats.read(tid).is_some() && start.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(stats.read(tid), None);
+        assert_eq!(stats.open_files(), 0);
+        assert!(stats.read(me).is_some());
+        stats.keep_only(&[]);
+        assert_eq!(stats.open_files(), 0);
+    }
+
+    #[test]
+    fn missing_process_is_no_such_process() {
+        assert!(matches!(
+            ProcessInfo::read(i32::MAX),
+            Err(Error::NoSuchProcess { .. })
+        ));
+    }
+}

@@ -1,0 +1,487 @@
+//! Aggregating samples into a profile ([`Profile`]) and writing it ([`export`]).
+
+pub mod export;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::sample::sampler::{ProcessDetails, Sample};
+use crate::snapshot::{Frame, ThreadStack};
+
+/// What a profile counts and how finely. Start from `ProfileOptions::default()`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProfileOptions {
+    /// Keep line numbers (default true); without, frames are per function.
+    pub lines: bool,
+    /// Keep stacks of different threads apart (default false).
+    pub threads: bool,
+    /// Keep stacks of different processes apart (default false).
+    pub processes: bool,
+    /// Count threads that are not running on a CPU (default false: idle threads, those waiting
+    /// on a lock, I/O or a sleep, are left out).
+    pub idle: bool,
+    /// Count only the thread holding the GIL (default false).
+    pub gil_only: bool,
+    /// The mean time between samples (default 10 ms), to turn counts into time.
+    pub period: Duration,
+}
+
+impl Default for ProfileOptions {
+    fn default() -> Self {
+        ProfileOptions {
+            lines: true,
+            threads: false,
+            processes: false,
+            idle: false,
+            gil_only: false,
+            period: Duration::from_millis(10),
+        }
+    }
+}
+
+impl ProfileOptions {
+    /// Sets [`ProfileOptions::lines`].
+    pub fn lines(mut self, yes: bool) -> Self {
+        self.lines = yes;
+        self
+    }
+    /// Sets [`ProfileOptions::threads`].
+    pub fn threads(mut self, yes: bool) -> Self {
+        self.threads = yes;
+        self
+    }
+    /// Sets [`ProfileOptions::processes`].
+    pub fn processes(mut self, yes: bool) -> Self {
+        self.processes = yes;
+        self
+    }
+    /// Sets [`ProfileOptions::idle`].
+    pub fn idle(mut self, yes: bool) -> Self {
+        self.idle = yes;
+        self
+    }
+    /// Sets [`ProfileOptions::gil_only`].
+    pub fn gil_only(mut self, yes: bool) -> Self {
+        self.gil_only = yes;
+        self
+    }
+    /// Sets [`ProfileOptions::period`].
+    pub fn period(mut self, period: Duration) -> Self {
+        self.period = period;
+        self
+    }
+
+    /// Whether a thread of a sample is counted under these options.
+    pub fn counts(&self, thread: &ThreadStack) -> bool {
+        !thread.frames.is_empty()
+            && (self.idle || thread.active)
+            && (!self.gil_only || thread.owns_gil)
+    }
+}
+
+/// One frame of a profile: a function and, if the profile keeps lines, a line.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub struct FrameKey {
+    /// `co_qualname` where the version has it, else `co_name`.
+    pub name: Arc<str>,
+    /// `co_filename`, as the target sees it.
+    pub filename: Arc<str>,
+    /// The line, or 0 in a per-function profile.
+    pub line: i32,
+}
+
+impl FrameKey {
+    /// The key of `frame`: its qualified name (its name before 3.11), its file, and its line
+    /// if `lines` is true (else 0).
+    pub fn new(frame: &Frame, lines: bool) -> FrameKey {
+        FrameKey {
+            name: frame
+                .qualname
+                .clone()
+                .unwrap_or_else(|| frame.function.clone()),
+            filename: frame.filename.clone(),
+            line: if lines { frame.line } else { 0 },
+        }
+    }
+}
+
+/// A thread of a profile.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct ThreadKey {
+    /// The process the thread belongs to.
+    pub pid: i32,
+    /// The Python thread ident.
+    pub thread_id: u64,
+    /// The OS thread id, where known.
+    pub native_thread_id: Option<u64>,
+    /// `threading.Thread.name`, where known.
+    pub name: Option<Arc<str>>,
+}
+
+/// Index of a frame in [`Profile::frames`].
+pub type FrameId = u32;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct StackKey {
+    process: Option<u32>,
+    thread: Option<u32>,
+    /// Root first.
+    frames: Box<[FrameId]>,
+}
+
+/// One distinct stack of a profile and its count.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Stack<'a> {
+    /// The process, if the profile keeps processes apart.
+    pub process: Option<&'a ProcessDetails>,
+    /// The thread, if the profile keeps threads apart.
+    pub thread: Option<&'a ThreadKey>,
+    /// Root first; indexes into [`Profile::frames`].
+    pub frames: &'a [FrameId],
+    /// How many times the stack was seen.
+    pub count: u64,
+}
+
+/// Aggregating samples into a profile: distinct stacks and how often each was seen.
+///
+/// A [`Profile`] counts stacks (root first) keyed by their frames and, if asked, by process and
+/// thread. Frames are interned, so a long profile costs memory per distinct stack, not per
+/// sample. The exporters in [`crate::export`] turn a profile into files other tools read.
+///
+/// ```no_run
+/// use pyspy_core::{Profile, ProfileOptions, Sampler, SamplerOptions};
+/// use std::time::Duration;
+///
+/// let mut options = SamplerOptions::default();
+/// options.duration = Some(Duration::from_secs(5));
+/// let mut sampler = Sampler::attach(1234, options)?;
+/// let mut profile = Profile::new(ProfileOptions::default().period(sampler.interval()));
+/// for sample in &mut sampler {
+///     profile.add(&sample);
+/// }
+/// let mut folded = Vec::new();
+/// pyspy_core::export::collapsed::write(&profile, &mut folded)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Profile {
+    options: ProfileOptions,
+    frames: Vec<FrameKey>,
+    frame_ids: HashMap<FrameKey, FrameId>,
+    threads: Vec<ThreadKey>,
+    thread_ids: HashMap<ThreadKey, u32>,
+    processes: Vec<Arc<ProcessDetails>>,
+    process_ids: HashMap<i32, u32>,
+    stacks: HashMap<StackKey, u64>,
+    samples: u64,
+    start: Option<SystemTime>,
+    duration: Duration,
+}
+
+impl Profile {
+    /// An empty profile.
+    pub fn new(options: ProfileOptions) -> Profile {
+        Profile {
+            options,
+            frames: Vec::new(),
+            frame_ids: HashMap::new(),
+            threads: Vec::new(),
+            thread_ids: HashMap::new(),
+            processes: Vec::new(),
+            process_ids: HashMap::new(),
+            stacks: HashMap::new(),
+            samples: 0,
+            start: None,
+            duration: Duration::ZERO,
+        }
+    }
+
+    /// Counts the stacks of one sampler tick (every process in it).
+    pub fn add(&mut self, sample: &Sample) {
+        let start = *self.start.get_or_insert(sample.time);
+        self.duration = self
+            .duration
+            .max(sample.time.duration_since(start).unwrap_or_default() + self.options.period);
+        self.samples += 1;
+        for p in &sample.processes {
+            for t in &p.snapshot.threads {
+                self.add_thread(&p.process, t, 1);
+            }
+        }
+    }
+
+    /// Counts one thread's stack `count` times (if [`ProfileOptions::counts`] it). Does not count
+    /// a sample: see [`Profile::samples`].
+    pub fn add_thread(&mut self, process: &Arc<ProcessDetails>, thread: &ThreadStack, count: u64) {
+        if !self.options.counts(thread) {
+            return;
+        }
+        let process_id = self.options.processes.then(|| self.process_id(process));
+        let thread_id = self.options.threads.then(|| {
+            self.thread_id(ThreadKey {
+                pid: process.pid,
+                thread_id: thread.thread_id,
+                native_thread_id: thread.native_thread_id,
+                name: thread.name.clone(),
+            })
+        });
+        let frames: Box<[FrameId]> = thread
+            .frames
+            .iter()
+            .rev()
+            .map(|f| self.frame_id(f))
+            .collect();
+        *self
+            .stacks
+            .entry(StackKey {
+                process: process_id,
+                thread: thread_id,
+                frames,
+            })
+            .or_insert(0) += count;
+    }
+
+    fn frame_id(&mut self, f: &Frame) -> FrameId {
+        let key = FrameKey::new(f, self.options.lines);
+        if let Some(id) = self.frame_ids.get(&key) {
+            return *id;
+        }
+        let id = self.frames.len() as FrameId;
+        self.frames.push(key.clone());
+        self.frame_ids.insert(key, id);
+        id
+    }
+
+    fn thread_id(&mut self, key: ThreadKey) -> u32 {
+        if let Some(id) = self.thread_ids.get(&key) {
+            return *id;
+        }
+        let id = self.threads.len() as u32;
+        self.threads.push(key.clone());
+        self.thread_ids.insert(key, id);
+        id
+    }
+
+    fn process_id(&mut self, p: &Arc<ProcessDetails>) -> u32 {
+        if let Some(id) = self.process_ids.get(&p.pid) {
+            return *id;
+        }
+        let id = self.processes.len() as u32;
+        self.processes.push(p.clone());
+        self.process_ids.insert(p.pid, id);
+        id
+    }
+
+    /// The options the profile was made with.
+    pub fn options(&self) -> &ProfileOptions {
+        &self.options
+    }
+
+    /// Every distinct frame; [`Stack::frames`] index into it.
+    pub fn frames(&self) -> &[FrameKey] {
+        &self.frames
+    }
+
+    /// One frame by id.
+    pub fn frame(&self, id: FrameId) -> &FrameKey {
+        &self.frames[id as usize]
+    }
+
+    /// The distinct stacks with their counts, in a stable order (by process, thread, then the
+    /// frames' names, files and lines from the root).
+    pub fn stacks(&self) -> Vec<Stack<'_>> {
+        let mut out: Vec<(&StackKey, u64)> = self.stacks.iter().map(|(k, c)| (k, *c)).collect();
+        out.sort_by(|(a, _), (b, _)| {
+            a.process
+                .cmp(&b.process)
+                .then(a.thread.cmp(&b.thread))
+                .then_with(|| {
+                    let fa = a.frames.iter().map(|f| &self.frames[*f as usize]);
+                    let fb = b.frames.iter().map(|f| &self.frames[*f as usize]);
+                    fa.cmp(fb)
+                })
+        });
+        out.into_iter()
+            .map(|(k, count)| Stack {
+                process: k.process.map(|i| &*self.processes[i as usize]),
+                thread: k.thread.map(|i| &self.threads[i as usize]),
+                frames: &k.frames,
+                count,
+            })
+            .collect()
+    }
+
+    /// The threads seen, if the profile keeps threads apart (in order of first appearance).
+    pub fn threads(&self) -> &[ThreadKey] {
+        &self.threads
+    }
+
+    /// The processes seen, if the profile keeps processes apart (in order of first appearance).
+    pub fn processes(&self) -> &[Arc<ProcessDetails>] {
+        &self.processes
+    }
+
+    /// How many sampler ticks were added (whatever they held).
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// The total of all stack counts (a tick adds one per counted thread).
+    pub fn total(&self) -> u64 {
+        self.stacks.values().sum()
+    }
+
+    /// Wall-clock time of the first sample.
+    pub fn start_time(&self) -> Option<SystemTime> {
+        self.start
+    }
+
+    /// From the first sample to one period after the last.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.stacks.is_empty()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::sample::sampler::ProcessSnapshot;
+    use crate::snapshot::Snapshot;
+
+    pub fn frame(function: &str, file: &str, line: i32) -> Frame {
+        Frame {
+            function: function.into(),
+            qualname: None,
+            filename: file.into(),
+            line,
+        }
+    }
+
+    pub fn thread(id: u64, name: &str, active: bool, gil: bool, frames: Vec<Frame>) -> ThreadStack {
+        ThreadStack {
+            thread_id: id,
+            native_thread_id: Some(id + 1000),
+            name: Some(name.into()),
+            owns_gil: gil,
+            active,
+            frames,
+            ..ThreadStack::default()
+        }
+    }
+
+    /// Innermost first, as snapshots have them.
+    pub fn sample(at_ms: u64, pid: i32, threads: Vec<ThreadStack>) -> Sample {
+        Sample {
+            time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + at_ms),
+            elapsed: Duration::from_millis(at_ms),
+            lag: Duration::ZERO,
+            processes: vec![ProcessSnapshot {
+                process: Arc::new(ProcessDetails {
+                    pid,
+                    parent_pid: Some(1),
+                    command_line: "python app.py".into(),
+                }),
+                snapshot: Snapshot { threads },
+            }],
+        }
+    }
+
+    /// A small profile: `main;work;hot` three times on thread 1, `main;work` once, an idle
+    /// thread, and `main;other` once on thread 2.
+    pub fn small_profile(options: ProfileOptions) -> Profile {
+        let hot = vec![
+            frame("hot", "app.py", 3),
+            frame("work", "app.py", 7),
+            frame("main", "app.py", 10),
+        ];
+        let work = vec![frame("work", "app.py", 8), frame("main", "app.py", 10)];
+        let other = vec![frame("other", "lib.py", 1), frame("main", "app.py", 11)];
+        let idle = vec![frame("wait", "threading.py", 300)];
+        let mut p = Profile::new(options);
+        for i in 0..3 {
+            p.add(&sample(
+                i * 10,
+                42,
+                vec![
+                    thread(1, "MainThread", true, true, hot.clone()),
+                    thread(3, "sleeper", false, false, idle.clone()),
+                ],
+            ));
+        }
+        p.add(&sample(
+            30,
+            42,
+            vec![
+                thread(1, "MainThread", true, true, work.clone()),
+                thread(2, "worker", true, false, other.clone()),
+            ],
+        ));
+        p
+    }
+
+    fn names(p: &Profile, s: &Stack<'_>) -> Vec<String> {
+        s.frames
+            .iter()
+            .map(|f| {
+                let k = p.frame(*f);
+                format!("{}:{}", k.name, k.line)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn counts_active_stacks_root_first() {
+        let p = small_profile(ProfileOptions::default());
+        assert_eq!(p.samples(), 4);
+        assert_eq!(p.total(), 5);
+        let stacks: Vec<(Vec<String>, u64)> =
+            p.stacks().iter().map(|s| (names(&p, s), s.count)).collect();
+        assert_eq!(
+            stacks,
+            vec![
+                (vec!["main:10".into(), "work:7".into(), "hot:3".into()], 3),
+                (vec!["main:10".into(), "work:8".into()], 1),
+                (vec!["main:11".into(), "other:1".into()], 1),
+            ]
+        );
+        assert_eq!(p.duration(), Duration::from_millis(40));
+    }
+
+    #[test]
+    fn per_function_merges_lines() {
+        let p = small_profile(ProfileOptions::default().lines(false));
+        let stacks: Vec<(Vec<String>, u64)> =
+            p.stacks().iter().map(|s| (names(&p, s), s.count)).collect();
+        assert!(stacks.contains(&(vec!["main:0".into(), "work:0".into()], 1)));
+        assert_eq!(p.frames().iter().filter(|f| &*f.name == "main").count(), 1);
+    }
+
+    #[test]
+    fn idle_and_gil_filters() {
+        let p = small_profile(ProfileOptions::default().idle(true));
+        assert_eq!(p.total(), 8);
+        let p = small_profile(ProfileOptions::default().gil_only(true));
+        assert_eq!(p.total(), 4);
+    }
+
+    #[test]
+    fn threads_kept_apart() {
+        let p = small_profile(ProfileOptions::default().threads(true));
+        let names: Vec<_> = p.threads().iter().map(|t| t.name.clone()).collect();
+        assert_eq!(
+            names,
+            vec![Some("MainThread".into()), Some("worker".into())]
+        );
+        assert!(p.stacks().iter().all(|s| s.thread.is_some()));
+    }
+}

@@ -1,0 +1,107 @@
+//! What one snapshot reads: [`SampleOptions`].
+
+#[cfg(doc)]
+use crate::ThreadStack;
+use std::time::Duration;
+
+/// What a sample reads and returns. The session's default comes from
+/// [`AttachOptions::sample`](crate::AttachOptions); [`Session::sample_with`](crate::Session)
+/// takes one per call.
+///
+/// | option     | default | cost when on                                                       |
+/// |------------|---------|--------------------------------------------------------------------|
+/// | `pause`    | off     | ptrace-stop and resume each Python thread (tens of µs each)        |
+/// | `active`   | on      | one `pread` of `/proc/PID/task/TID/stat` per thread (kept open)    |
+/// | `cpu_time` | off     | the same read (shared with `active`)                               |
+/// | `names`    | on      | nothing while the thread set is unchanged                          |
+/// | `idle`     | on      | — (off: drops idle threads; needs the `/proc` read)                |
+/// | `gil_only` | off     | — (keeps only the GIL holder)                                      |
+///
+/// ```
+/// use pyspy_core::SampleOptions;
+/// let agent = SampleOptions::default().active(false).names(true).cpu_time(true);
+/// let profiler = SampleOptions::default().pause(true).idle(false);
+/// assert!(agent.cpu_time && !agent.active && profiler.pause && !profiler.idle);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SampleOptions {
+    /// Stop the target's Python threads while reading, for a consistent snapshot. Needs
+    /// ptrace rights and fails if a debugger is attached. A blocked thread's system call is
+    /// interrupted and transparently restarted when it is resumed, so right after a paused
+    /// sample it may briefly show as running. Default off (the library never
+    /// stops the target unless asked; the CLI does, unless `--nonblocking`).
+    pub pause: bool,
+    /// Fill [`ThreadStack::active`] from `/proc`. Default on.
+    pub active: bool,
+    /// Fill [`ThreadStack::cpu_time`] from `/proc`. Default off.
+    pub cpu_time: bool,
+    /// Fill [`ThreadStack::name`] from the target's `threading` module. Default on.
+    pub names: bool,
+    /// Include idle threads (not running on a CPU). Default on; off keeps only active
+    /// threads (py-spy's default for `record`; `pyspy record --idle` turns it back on).
+    pub idle: bool,
+    /// Keep only the thread holding the GIL (`pyspy record --gil`). Default off.
+    pub gil_only: bool,
+    /// How long pausing waits for the threads to stop; threads that take longer (a loaded
+    /// machine) are read while running. Default 250 ms.
+    pub pause_timeout: Duration,
+}
+
+impl Default for SampleOptions {
+    fn default() -> Self {
+        SampleOptions {
+            pause: false,
+            active: true,
+            cpu_time: false,
+            names: true,
+            idle: true,
+            gil_only: false,
+            pause_timeout: Duration::from_millis(250),
+        }
+    }
+}
+
+impl SampleOptions {
+    /// Sets [`SampleOptions::pause`].
+    pub fn pause(mut self, on: bool) -> Self {
+        self.pause = on;
+        self
+    }
+    /// Sets [`SampleOptions::active`].
+    pub fn active(mut self, on: bool) -> Self {
+        self.active = on;
+        self
+    }
+    /// Sets [`SampleOptions::cpu_time`].
+    pub fn cpu_time(mut self, on: bool) -> Self {
+        self.cpu_time = on;
+        self
+    }
+    /// Sets [`SampleOptions::names`].
+    pub fn names(mut self, on: bool) -> Self {
+        self.names = on;
+        self
+    }
+    /// Sets [`SampleOptions::idle`].
+    pub fn idle(mut self, on: bool) -> Self {
+        self.idle = on;
+        self
+    }
+    /// Sets [`SampleOptions::gil_only`].
+    pub fn gil_only(mut self, on: bool) -> Self {
+        self.gil_only = on;
+        self
+    }
+    /// Sets [`SampleOptions::pause_timeout`].
+    pub fn pause_timeout(mut self, limit: Duration) -> Self {
+        self.pause_timeout = limit;
+        self
+    }
+
+    /// Whether `/proc` stat files must be read.
+    pub(crate) fn needs_stat(&self) -> bool {
+        self.active || self.cpu_time || !self.idle
+    }
+}
+

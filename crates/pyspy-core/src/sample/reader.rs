@@ -1,0 +1,308 @@
+//! What one sample does, in order, and the options that choose it ([`SampleOptions`]).
+//!
+//! 1. Without pausing: walk every interpreter's threads and stacks, then add OS thread ids
+//!    (≤3.10: from the C library's thread descriptors), names (cached, see
+//!    [`crate::walk::names`]) and the `/proc` facts asked for (`active`, `cpu_time`).
+//! 2. With [`SampleOptions::pause`]: read the thread list and OS ids first, read the `/proc`
+//!    facts (a stopped thread always looks idle), stop those OS threads (only the Python ones),
+//!    walk, read names, resume. The [`PauseGuard`](crate::sample::pause::PauseGuard) resumes the
+//!    threads on every path, panics included.
+//! 3. Filter: [`SampleOptions::idle`] off drops threads not running on a CPU,
+//!    [`SampleOptions::gil_only`] keeps only the GIL holder(s) (one per interpreter on 3.12+).
+//!
+//! A torn read (memory changing under the walk) is retried a few times before it is reported.
+
+use crate::error::{Error, Result};
+use crate::memory::{offset, Memory, MemoryExt, ReadError};
+use crate::walk::native_tid;
+use crate::sample::pause;
+use crate::attach::process::{self, ThreadStat, ThreadStatReader};
+use crate::snapshot::ThreadStack;
+use crate::walk::names::{NameStats, NameKey, ThreadNames};
+use crate::walk::{Interpreter, Walker};
+use super::options::SampleOptions;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+
+/// How often a sample that read inconsistent data is retried.
+const TORN_READ_RETRIES: u32 = 3;
+
+/// Test-only knobs and counters (fault injection, read counts); not part of the API.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Hooks {
+    /// Reads done through the session since it attached.
+    pub reads: AtomicU64,
+    /// Samples that paused the target.
+    pub pauses: AtomicU64,
+    /// If non-zero, every read with a number at or past this one fails.
+    fail_from: AtomicU64,
+}
+
+impl Hooks {
+    /// Makes every read after the next `n` fail, until called with `None`.
+    #[cfg(feature = "internals")]
+    pub fn fail_reads_after(&self, n: Option<u64>) {
+        let now = self.reads.load(Ordering::Relaxed);
+        let from = n.map_or(0, |n| now + n + 1);
+        self.fail_from.store(from, Ordering::Relaxed);
+    }
+}
+
+/// [`Memory`] that counts reads and fails the one [`Hooks`] chose.
+struct Hooked<'a, M: ?Sized> {
+    inner: &'a M,
+    hooks: &'a Hooks,
+}
+
+impl<M: Memory + ?Sized> Memory for Hooked<'_, M> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        let n = self.hooks.reads.fetch_add(1, Ordering::Relaxed) + 1;
+        let from = self.hooks.fail_from.load(Ordering::Relaxed);
+        if from != 0 && n >= from {
+            return Err(ReadError {
+                addr,
+                len: buf.len(),
+            });
+        }
+        self.inner.read(addr, buf)
+    }
+
+    /// Counts each range as a read; while failures are being injected, reads them one by one
+    /// so the chosen read fails.
+    fn read_many(&self, ranges: &[(u64, usize)], out: &mut [u8], ok: &mut [bool]) {
+        if self.hooks.fail_from.load(Ordering::Relaxed) != 0 {
+            let mut at = 0;
+            for (i, &(addr, len)) in ranges.iter().enumerate() {
+                let done = out
+                    .get_mut(at..at + len)
+                    .is_some_and(|b| self.read(addr, b).is_ok());
+                if let Some(slot) = ok.get_mut(i) {
+                    *slot = done;
+                }
+                at += len;
+            }
+            return;
+        }
+        self.hooks
+            .reads
+            .fetch_add(ranges.len() as u64, Ordering::Relaxed);
+        self.inner.read_many(ranges, out, ok)
+    }
+}
+
+/// Per-session sampling state: the walker and its caches.
+#[derive(Debug)]
+pub(crate) struct SnapshotReader {
+    walker: Walker,
+    names: ThreadNames,
+    /// ≤3.10: offset of the OS thread id in the C library's thread descriptor, once found.
+    tid_field: Option<u32>,
+    /// ≤3.10: the process's OS thread ids as last listed; listed again only when a looked-up
+    /// id is not among them (a new thread), not every sample.
+    known_tids: Vec<i32>,
+    /// The threads' `/proc` stat files, kept open between samples; made at the first sample.
+    stat_files: Option<ThreadStatReader>,
+    pub(crate) hooks: Hooks,
+}
+
+impl SnapshotReader {
+    pub(crate) fn new(interp: &Interpreter) -> SnapshotReader {
+        SnapshotReader {
+            walker: Walker::new(&interp.layout),
+            names: ThreadNames::new(&interp.layout),
+            tid_field: None,
+            known_tids: Vec::new(),
+            stat_files: None,
+            hooks: Hooks::default(),
+        }
+    }
+
+    pub(crate) fn name_stats(&self) -> NameStats {
+        self.names.stats()
+    }
+
+    /// One sample (see the module docs for the order of operations).
+    pub(crate) fn sample<M: Memory + ?Sized>(
+        &mut self,
+        pid: i32,
+        mem: &M,
+        interp: &Interpreter,
+        options: &SampleOptions,
+    ) -> Result<Vec<ThreadStack>> {
+        let hooks = std::mem::take(&mut self.hooks);
+        let result = {
+            let mem = Hooked {
+                inner: mem,
+                hooks: &hooks,
+            };
+            self.sample_inner(pid, &mem, interp, options, &hooks)
+        };
+        self.hooks = hooks;
+        result
+    }
+
+    fn sample_inner<M: Memory + ?Sized>(
+        &mut self,
+        pid: i32,
+        mem: &M,
+        interp: &Interpreter,
+        options: &SampleOptions,
+        hooks: &Hooks,
+    ) -> Result<Vec<ThreadStack>> {
+        let mut stats: HashMap<u64, ThreadStat> = HashMap::new();
+        let mut known_tids: HashMap<u64, u64> = HashMap::new();
+        let mut guard = None;
+        if options.pause {
+            // Thread list and OS ids first: only those threads are stopped, and their
+            // scheduler state is read before they are (a stopped thread looks idle).
+            let raws = retry_torn(pid, || self.walker.threads(mem, interp))?;
+            let idents: Vec<u64> = raws.iter().map(|r| r.thread_id).collect();
+            let natives: Vec<Option<u64>> = match raws.iter().all(|r| r.native_thread_id.is_some())
+            {
+                true => raws.iter().map(|r| r.native_thread_id).collect(),
+                false => self.native_ids(pid, mem, &idents),
+            };
+            for (ident, native) in idents.iter().zip(&natives) {
+                if let Some(n) = native {
+                    known_tids.insert(*ident, *n);
+                }
+            }
+            let tids: Vec<i32> = natives
+                .iter()
+                .flatten()
+                .filter_map(|n| i32::try_from(*n).ok())
+                .collect();
+            if options.needs_stat() {
+                let files = self.stat_files(pid);
+                for &tid in &tids {
+                    if let Some(s) = files.read(tid) {
+                        stats.insert(tid as u64, s);
+                    }
+                }
+            }
+            guard = Some(pause::pause(pid, &tids, options.pause_timeout)?);
+            hooks.pauses.fetch_add(1, Ordering::Relaxed);
+        }
+        let walked = retry_torn(pid, || self.walker.walk(mem, interp))?;
+        let keys = options.names.then(|| NameKey::for_walk(&walked));
+        let mut threads: Vec<ThreadStack> = walked.into_iter().map(|(_, t)| t).collect();
+        // OS ids: from the thread states (3.11+), the ones found before pausing, else the
+        // thread descriptors.
+        for t in threads.iter_mut() {
+            if t.native_thread_id.is_none() {
+                t.native_thread_id = known_tids.get(&t.thread_id).copied();
+            }
+        }
+        if threads.iter().any(|t| t.native_thread_id.is_none()) {
+            let idents: Vec<u64> = threads.iter().map(|t| t.thread_id).collect();
+            let natives = self.native_ids(pid, mem, &idents);
+            for (t, n) in threads.iter_mut().zip(natives) {
+                t.native_thread_id = t.native_thread_id.or(n);
+            }
+        }
+        if let Some(keys) = keys {
+            let modules_at = interp.layout.interp_modules;
+            let names = self.names.names(mem, &keys, |interp_addr| {
+                Ok(mem.read_u64(offset(interp_addr, modules_at.into())?)?)
+            });
+            for (t, name) in threads.iter_mut().zip(names) {
+                t.name = name;
+            }
+        }
+        drop(guard); // resume before the /proc reads of threads that were not paused
+        if options.needs_stat() {
+            let files = self.stat_files(pid);
+            let mut seen = Vec::with_capacity(threads.len());
+            for t in threads.iter_mut() {
+                let Some(tid) = t.native_thread_id.and_then(|t| i32::try_from(t).ok()) else {
+                    continue;
+                };
+                seen.push(tid);
+                let stat = match stats.get(&(tid as u64)) {
+                    Some(s) => Some(*s),
+                    None => files.read(tid),
+                };
+                let Some(stat) = stat else { continue };
+                t.active = stat.is_active() && (options.active || !options.idle);
+                if options.cpu_time {
+                    t.cpu_time = Some(stat.cpu_time());
+                }
+            }
+            files.keep_only(&seen);
+        }
+        if !options.idle {
+            threads.retain(|t| t.active);
+        }
+        if options.gil_only {
+            threads.retain(|t| t.owns_gil);
+        }
+        if !options.active {
+            for t in threads.iter_mut() {
+                t.active = false;
+            }
+        }
+        Ok(threads)
+    }
+
+    /// The session's kept-open `/proc` stat files.
+    fn stat_files(&mut self, pid: i32) -> &mut ThreadStatReader {
+        self.stat_files
+            .get_or_insert_with(|| ThreadStatReader::new(pid))
+    }
+
+    /// ≤3.10: OS thread ids from the C library's thread descriptors (see [`native_tid`]).
+    fn native_ids<M: Memory + ?Sized>(
+        &mut self,
+        pid: i32,
+        mem: &M,
+        idents: &[u64],
+    ) -> Vec<Option<u64>> {
+        let known = |tids: &[i32], found: &[Option<u64>]| -> Vec<Option<u64>> {
+            found
+                .iter()
+                .map(|t| t.filter(|t| tids.iter().any(|x| i64::from(*x) == *t as i64)))
+                .collect()
+        };
+        if let Some(field) = self.tid_field {
+            let found = native_tid::lookup_many(mem, idents, field);
+            let checked = known(&self.known_tids, &found);
+            if checked.iter().all(Option::is_some) {
+                return checked;
+            }
+            // A thread this session has not seen: list the process's threads again.
+            self.known_tids = process::thread_ids(pid).unwrap_or_default();
+            let checked = known(&self.known_tids, &found);
+            if checked.iter().all(Option::is_some) {
+                return checked;
+            }
+        }
+        // First sample, or the calibration no longer fits: calibrate (again) on this sample.
+        self.known_tids = process::thread_ids(pid).unwrap_or_default();
+        self.tid_field = native_tid::calibrate(mem, idents, &self.known_tids);
+        match self.tid_field {
+            Some(field) => known(
+                &self.known_tids,
+                &native_tid::lookup_many(mem, idents, field),
+            ),
+            None => vec![None; idents.len()],
+        }
+    }
+}
+
+/// Runs `f`, retrying torn reads (a recycled frame, a thread that just exited) a few times
+/// while the process is alive.
+fn retry_torn<T>(pid: i32, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut attempt = 0;
+    loop {
+        match f() {
+            Err(Error::Corrupt(_) | Error::Memory(_))
+                if attempt < TORN_READ_RETRIES && process::is_alive(pid) =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}

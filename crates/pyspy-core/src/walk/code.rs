@@ -1,0 +1,239 @@
+//! Code objects: their names, file and line table, read once and cached by address.
+
+use crate::memory::addr_hash::AddrMap;
+use crate::error::{Error, Result};
+use crate::attach::layout::Layout;
+use crate::walk::linetable::{line_ranges, LineRange};
+use crate::memory::{field_u64, Memory, MemoryExt};
+use crate::walk::strings::{read_bytes, read_str};
+use std::sync::Arc;
+
+/// Largest line table pyspy reads (a 20,000-line module has one of ~100 KiB).
+const MAX_LINETABLE: usize = 4 << 20;
+/// Cached code objects before the cache is cleared (a target that keeps creating code).
+const MAX_CACHED: usize = 1 << 16;
+/// Bytes of names and line tables cached before the cache is cleared (code objects with huge
+/// strings: a corrupt or hostile target).
+const MAX_CACHED_BYTES: usize = 64 << 20;
+
+/// What pyspy needs of a code object.
+#[derive(Debug)]
+pub struct CodeInfo {
+    pub name: Arc<str>,
+    pub qualname: Option<Arc<str>>,
+    pub filename: Arc<str>,
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // read by the xtask
+    pub first_line: i32,
+    pub linetable: Box<[u8]>,
+    /// The line table decoded once: contiguous ranges in address order.
+    ranges: Box<[LineRange]>,
+    /// `_co_firsttraceable` in bytes (3.11+).
+    pub first_traceable: u64,
+    /// The pointer fields this entry was built from: if they change, the address was reused.
+    fingerprint: [u64; 4],
+}
+
+impl CodeInfo {
+    /// The line of the instruction at byte offset `offset` (0 when the table has none): a
+    /// binary search over the ranges decoded when the code object was first read.
+    pub fn line(&self, offset: u32) -> i32 {
+        let at = self.ranges.partition_point(|r| r.end <= u64::from(offset));
+        self.ranges.get(at).and_then(|r| r.line).unwrap_or(0)
+    }
+}
+
+/// Code objects by address. An entry is trusted only while the code object's name, file,
+/// qualname and line-table pointers are unchanged, so a freed and reused address is noticed.
+///
+/// The header read each sample starts at the first of those fields, not at the object: its
+/// first cache line holds the reference count, which the target writes on every call of the
+/// function, and reading that line from another CPU would cost the target a cache miss at its
+/// next call.
+#[derive(Debug, Default)]
+pub struct CodeCache {
+    entries: AddrMap<Arc<CodeInfo>>,
+    /// Offset of the first header byte read, and how many are read.
+    header_start: u32,
+    header_len: usize,
+    /// Type objects seen as `f_executable`'s type, and whether each is `code`.
+    types: Vec<(u64, bool)>,
+    /// Bytes held by `entries` (strings and line tables).
+    bytes: usize,
+}
+
+impl CodeCache {
+    pub fn new(layout: &Layout) -> Self {
+        let fields = [
+            Some(layout.code_name),
+            Some(layout.code_filename),
+            Some(layout.code_linetable),
+            Some(layout.code_firstlineno),
+            layout.code_qualname,
+            layout.code_firsttraceable,
+        ];
+        let first = fields.iter().flatten().min().copied().unwrap_or(0) & !7;
+        let end = fields.iter().flatten().max().copied().unwrap_or(0) as usize + 8;
+        CodeCache {
+            entries: AddrMap::default(),
+            header_start: first,
+            header_len: end.saturating_sub(first as usize),
+            types: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Whether the type object at `ty` is `code` (by its `tp_name`), remembered per type.
+    pub fn is_code_type<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        layout: &Layout,
+        ty: u64,
+    ) -> Result<bool> {
+        if let Some((_, is_code)) = self.types.iter().find(|(t, _)| *t == ty) {
+            return Ok(*is_code);
+        }
+        let name = mem.read_ptr_at(ty, layout.type_name)?;
+        let is_code = &mem.read_array::<5>(name)? == b"code\0";
+        if self.types.len() < 64 {
+            self.types.push((ty, is_code));
+        }
+        Ok(is_code)
+    }
+
+    /// The code object at `addr` (for `cargo xtask capture-corpus`).
+    #[cfg(feature = "internals")]
+    pub fn get<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        layout: &Layout,
+        addr: u64,
+    ) -> Result<Arc<CodeInfo>> {
+        let mut header = [0u8; 256];
+        let header = header
+            .get_mut(..self.header_len)
+            .ok_or(Error::Corrupt("code object layout larger than expected"))?;
+        mem.read(self.header_at(addr)?, header)?;
+        match self.cached(layout, addr, header)? {
+            Some(info) => Ok(info),
+            None => self.read_entry(mem, layout, addr, header),
+        }
+    }
+
+    #[cfg(feature = "internals")]
+    fn header_at(&self, addr: u64) -> Result<u64> {
+        Ok(crate::memory::offset(addr, self.header_start.into())?)
+    }
+
+    /// The code objects at `addrs` (one entry each, in order), validated with one batched read
+    /// of their headers. `Ok(None)`: the object is not a code object (3.13+ frames may run
+    /// other executables; the type is read and checked only for objects not cached already).
+    pub fn get_many<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        layout: &Layout,
+        addrs: &[u64],
+    ) -> Vec<Result<Option<Arc<CodeInfo>>>> {
+        let len = self.header_len;
+        let ranges: Vec<(u64, usize)> = addrs
+            .iter()
+            .map(|&a| (a.wrapping_add(self.header_start.into()), len))
+            .collect();
+        let mut headers = vec![0u8; len * addrs.len()];
+        let mut ok = vec![false; addrs.len()];
+        mem.read_many(&ranges, &mut headers, &mut ok);
+        addrs
+            .iter()
+            .zip(headers.chunks_exact(len.max(1)))
+            .zip(ok)
+            .map(|((&addr, header), ok)| {
+                if !ok {
+                    return Err(crate::memory::ReadError { addr, len }.into());
+                }
+                if let Some(info) = self.cached(layout, addr, header)? {
+                    return Ok(Some(info));
+                }
+                if layout.executable_any_object {
+                    let ty = mem.read_ptr_at(addr, layout.object_type)?;
+                    if !self.is_code_type(mem, layout, ty)? {
+                        return Ok(None);
+                    }
+                }
+                self.read_entry(mem, layout, addr, header).map(Some)
+            })
+            .collect()
+    }
+
+    /// The pointer fields an entry is validated by, from its header bytes.
+    fn fingerprint(&self, layout: &Layout, header: &[u8]) -> Result<[u64; 4]> {
+        let field = |off: u32| self.field(header, off);
+        Ok([
+            field(layout.code_name)?,
+            field(layout.code_filename)?,
+            field(layout.code_linetable)?,
+            layout.code_qualname.map(field).transpose()?.unwrap_or(0),
+        ])
+    }
+
+    /// The field at object offset `off` from header bytes read at [`CodeCache::header_start`].
+    fn field(&self, header: &[u8], off: u32) -> Result<u64> {
+        off.checked_sub(self.header_start)
+            .and_then(|at| field_u64(header, at))
+            .ok_or(Error::Corrupt("code field"))
+    }
+
+    /// The cached entry for `addr` if its fingerprint still matches `header`.
+    fn cached(&self, layout: &Layout, addr: u64, header: &[u8]) -> Result<Option<Arc<CodeInfo>>> {
+        let fingerprint = self.fingerprint(layout, header)?;
+        Ok(self
+            .entries
+            .get(&addr)
+            .filter(|info| info.fingerprint == fingerprint)
+            .cloned())
+    }
+
+    /// A new entry for `addr` from its header bytes `header` (names and line table read from
+    /// the target), replacing any cached one.
+    fn read_entry<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        layout: &Layout,
+        addr: u64,
+        header: &[u8],
+    ) -> Result<Arc<CodeInfo>> {
+        let fingerprint = self.fingerprint(layout, header)?;
+        let field = |off: u32| self.field(header, off);
+        let first_line = field(layout.code_firstlineno)? as u32 as i32;
+        let first_traceable = match layout.code_firsttraceable {
+            Some(off) => (field(off)? as u32 as u64) * 2,
+            None => 0,
+        };
+        let [name, filename, linetable, qualname] = fingerprint;
+        let table = read_bytes(mem, layout, linetable, MAX_LINETABLE)?.into_boxed_slice();
+        let ranges = line_ranges(layout.line_table, &table, first_line).collect();
+        let info = Arc::new(CodeInfo {
+            name: read_str(mem, layout, name)?.into(),
+            qualname: match layout.code_qualname {
+                Some(_) => Some(read_str(mem, layout, qualname)?.into()),
+                None => None,
+            },
+            filename: read_str(mem, layout, filename)?.into(),
+            first_line,
+            linetable: table,
+            ranges,
+            first_traceable,
+            fingerprint,
+        });
+        let size = info.name.len()
+            + info.filename.len()
+            + info.qualname.as_deref().map_or(0, str::len)
+            + info.linetable.len()
+            + info.ranges.len() * std::mem::size_of::<LineRange>();
+        if self.entries.len() >= MAX_CACHED || self.bytes + size > MAX_CACHED_BYTES {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        self.bytes += size;
+        self.entries.insert(addr, info.clone());
+        Ok(info)
+    }
+}

@@ -1,0 +1,174 @@
+//! One thread's frame chain: `PyFrameObject.f_back` (≤3.10) or `_PyInterpreterFrame.previous`
+//! (3.11+), each frame's code object and instruction offset.
+
+use super::code::CodeInfo;
+use super::Walker;
+use crate::attach::layout::{FrameModel, Layout, LineTableFormat};
+use crate::error::{Error, Result};
+use crate::memory::{field_u32, field_u64, offset, Memory};
+use crate::snapshot::Frame;
+
+/// Most frames walked in one thread (deeper stacks are cut, keeping the innermost).
+pub const MAX_FRAMES: usize = 65536;
+/// Low bits of a tagged `_PyStackRef` (3.14+): objects are at least 8-byte aligned.
+const STACKREF_TAG_MASK: u64 = 0b111;
+
+/// One frame as read from the target, before its code object is resolved.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RawFrame {
+    code: u64,
+    /// ≤3.10: `f_lasti` (sign-extended); 3.11+: the instruction pointer.
+    position: u64,
+    /// 3.11+: the frame's `owner`.
+    owner: u8,
+}
+
+impl Walker {
+    /// The frames of one thread, innermost first.
+    pub fn frames<M: Memory + ?Sized>(&mut self, mem: &M, first: u64) -> Result<Vec<Frame>> {
+        let raws = self.raw_frames(mem, first)?;
+        Ok(self.resolve(mem, &[raws])?.pop().unwrap_or_default())
+    }
+
+    /// The raw frames of one thread, innermost first, from `first` along the back links.
+    pub(super) fn raw_frames<M: Memory + ?Sized>(&mut self, mem: &M, first: u64) -> Result<Vec<RawFrame>> {
+        self.visited.clear();
+        let len = self.frame_len;
+        let mut storage = [0u8; 256];
+        let buf = storage
+            .get_mut(..len)
+            .ok_or(Error::Corrupt("frame layout larger than expected"))?;
+        let mut out = Vec::new();
+        let mut addr = first;
+        while addr != 0 && self.visited.len() < MAX_FRAMES {
+            if !self.visited.insert(addr) {
+                return Err(Error::Corrupt("frame chain is cyclic"));
+            }
+            mem.read(addr, buf)?;
+            let (back, raw) = parse_frame(&self.layout, buf)?;
+            out.extend(raw);
+            addr = back;
+        }
+        Ok(out)
+    }
+
+    /// Frames for the raw frames of several threads: their code objects are resolved together,
+    /// validated with one batched read.
+    pub(super) fn resolve<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        threads: &[Vec<RawFrame>],
+    ) -> Result<Vec<Vec<Frame>>> {
+        let mut addrs: Vec<u64> = threads.iter().flatten().map(|r| r.code).collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        let infos = self
+            .codes
+            .get_many(mem, &self.layout, &addrs)
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        let l = &self.layout;
+        let mut out = Vec::with_capacity(threads.len());
+        for raws in threads {
+            let mut frames = Vec::with_capacity(raws.len());
+            for raw in raws {
+                let Ok(i) = addrs.binary_search(&raw.code) else {
+                    continue;
+                };
+                let Some(info) = &infos[i] else {
+                    continue; // not a code object
+                };
+                let Some(offset) = instruction_offset(l, raw, info)? else {
+                    continue;
+                };
+                frames.push(Frame {
+                    function: info.name.clone(),
+                    qualname: info.qualname.clone(),
+                    filename: info.filename.clone(),
+                    line: info.line(offset),
+                });
+            }
+            out.push(frames);
+        }
+        Ok(out)
+    }
+
+}
+
+/// Decodes one frame's bytes: its back link and, unless it is not a Python frame, the raw
+/// frame. 3.11+ frames owned by the C stack or the interpreter, and frames with no code, are
+/// links only.
+fn parse_frame(l: &Layout, buf: &[u8]) -> Result<(u64, Option<RawFrame>)> {
+    let err = || Error::Corrupt("frame field");
+    let get = |off: Option<u32>| off.and_then(|o| field_u64(buf, o)).ok_or_else(err);
+    match l.frames {
+        FrameModel::FrameObject => {
+            let back = get(l.frame_back)?;
+            let code = get(l.frame_code)?;
+            let lasti = l
+                .frame_lasti
+                .and_then(|o| field_u32(buf, o))
+                .ok_or_else(err)? as i32;
+            let raw = RawFrame {
+                code,
+                position: i64::from(lasti) as u64,
+                owner: 0,
+            };
+            Ok((back, (code != 0).then_some(raw)))
+        }
+        FrameModel::InterpreterFrame => {
+            let previous = get(l.iframe_previous)?;
+            let mut code = get(l.iframe_executable)?;
+            let instr = get(l.iframe_instr_ptr)?;
+            let owner = l
+                .iframe_owner
+                .and_then(|o| buf.get(o as usize).copied())
+                .ok_or_else(err)?;
+            if l.executable_tagged {
+                code &= !STACKREF_TAG_MASK;
+            }
+            if l.owner_not_python.is_some_and(|min| owner >= min) || code == 0 {
+                return Ok((previous, None));
+            }
+            let raw = RawFrame {
+                code,
+                position: instr,
+                owner,
+            };
+            Ok((previous, Some(raw)))
+        }
+    }
+}
+
+/// The byte offset of a frame's current instruction in its code, or `None` for a 3.11+ frame
+/// that has not started (its instruction pointer is before the code, or still in the
+/// prologue before `_co_firsttraceable`, except in generators).
+fn instruction_offset(l: &Layout, raw: &RawFrame, info: &CodeInfo) -> Result<Option<u32>> {
+    match l.frames {
+        FrameModel::FrameObject => {
+            // 3.10 counts instructions (2 bytes each); earlier versions count bytes. A frame
+            // that has not started yet has f_lasti -1.
+            let lasti = raw.position as i64;
+            Ok(Some(match (lasti, l.line_table) {
+                (i64::MIN..=-1, _) => 0,
+                (n, LineTableFormat::Linetable310) => (n as u32).saturating_mul(2),
+                (n, _) => n as u32,
+            }))
+        }
+        FrameModel::InterpreterFrame => {
+            let adaptive = l
+                .code_adaptive
+                .ok_or(Error::Corrupt("layout without co_code_adaptive"))?;
+            let start = offset(raw.code, adaptive.into())?;
+            let Some(rel) = raw.position.checked_sub(start) else {
+                return Ok(None);
+            };
+            if Some(raw.owner) != l.owner_generator && rel < info.first_traceable {
+                return Ok(None);
+            }
+            u32::try_from(rel)
+                .map(Some)
+                .map_err(|_| Error::Corrupt("instruction pointer out of range"))
+        }
+    }
+}

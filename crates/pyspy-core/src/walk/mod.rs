@@ -1,0 +1,144 @@
+//! Walking a located interpreter: interpreters → thread states → frames.
+//!
+//! Written once against [`Memory`]; the two frame models (`PyFrameObject` chains up to 3.10,
+//! `_PyInterpreterFrame` chains from 3.11) differ only in how the next frame, its code object
+//! and its instruction offset are found, which the [`Layout`] tells. Every loop is capped and
+//! every chain is checked for cycles: a walk over changing or corrupt memory ends in an error,
+//! never a hang.
+//!
+//! [`threads`] reads the interpreters' thread lists and the GIL, [`frames`] one thread's frame
+//! chain, [`code`] the code objects the frames run, [`names`] the `threading` names.
+
+pub mod code;
+pub mod frames;
+mod interpreter;
+pub mod linetable;
+pub mod names;
+pub mod native_tid;
+pub mod objects;
+pub mod strings;
+pub mod threads;
+
+pub use interpreter::Interpreter;
+
+use crate::memory::addr_hash::AddrSet;
+use crate::walk::code::CodeCache;
+use crate::error::{Error, Result};
+use crate::attach::layout::{FrameModel, Layout};
+use crate::memory::{Budget, Memory, PrefetchPlan, Prefetched};
+use crate::snapshot::ThreadStack;
+
+/// Most bytes of target memory one walk reads. The caps above multiply (threads × frames ×
+/// code objects × strings); this bounds their product, so a walk over memory that repeats
+/// itself cannot take seconds or gigabytes. A real sample reads well under 1 MiB (with cold
+/// caches: a few MiB for thousands of code objects).
+pub const MAX_SAMPLE_BYTES: usize = 64 << 20;
+
+/// State kept between samples: caches and scratch space.
+#[derive(Debug)]
+pub struct Walker {
+    layout: Layout,
+    codes: CodeCache,
+    visited: AddrSet,
+    tstate_len: usize,
+    frame_len: usize,
+    /// The small reads of the last walk, read again in one batch before the next (see
+    /// [`Prefetched`]).
+    prefetch: PrefetchPlan,
+}
+
+fn span(fields: &[Option<u32>]) -> usize {
+    fields.iter().flatten().max().map_or(0, |m| *m as usize + 8)
+}
+
+impl Walker {
+    pub fn new(layout: &Layout) -> Walker {
+        let l = layout;
+        let tstate_len = span(&[
+            Some(l.tstate_next),
+            Some(l.tstate_interp),
+            Some(l.tstate_frame),
+            Some(l.tstate_thread_id),
+            l.tstate_native_thread_id,
+        ]);
+        let frame_len = match l.frames {
+            FrameModel::FrameObject => span(&[l.frame_back, l.frame_code, l.frame_lasti]),
+            FrameModel::InterpreterFrame => span(&[
+                l.iframe_previous,
+                l.iframe_executable,
+                l.iframe_instr_ptr,
+                l.iframe_owner,
+            ]),
+        };
+        Walker {
+            layout: *layout,
+            codes: CodeCache::new(layout),
+            visited: AddrSet::default(),
+            tstate_len,
+            frame_len,
+            prefetch: PrefetchPlan::default(),
+        }
+    }
+
+    /// Reads every thread's stack, with each thread's `PyInterpreterState*` address.
+    /// `active`, `cpu_time` and names are left unset: they are facts the caller adds.
+    /// Fails with [`Error::Corrupt`] once the walk has read [`MAX_SAMPLE_BYTES`].
+    pub fn walk<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        interp: &Interpreter,
+    ) -> Result<Vec<(u64, ThreadStack)>> {
+        let budget = Budget::new(mem, MAX_SAMPLE_BYTES);
+        // The plan is taken out for the walk, which borrows the walker mutably.
+        let plan = std::mem::take(&mut self.prefetch);
+        let prefetched = Prefetched::new(&budget, &plan);
+        let result = self.walk_within(&prefetched, interp);
+        let log = prefetched.into_log();
+        self.prefetch = plan;
+        self.prefetch.update(log);
+        if budget.exhausted() {
+            return Err(Error::Corrupt(
+                "one sample read more than 64 MiB of target memory",
+            ));
+        }
+        result
+    }
+
+    fn walk_within<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        interp: &Interpreter,
+    ) -> Result<Vec<(u64, ThreadStack)>> {
+        let threads = self.threads(mem, interp)?;
+        let mut raws = Vec::with_capacity(threads.len());
+        for t in &threads {
+            raws.push(self.raw_frames(mem, t.frame)?);
+        }
+        let frames = self.resolve(mem, &raws)?;
+        let mut holders: Vec<(u64, Option<u64>)> = Vec::new();
+        let mut out = Vec::with_capacity(threads.len());
+        for (t, frames) in threads.into_iter().zip(frames) {
+            let holder = match holders.iter().find(|(i, _)| *i == t.interp) {
+                Some((_, h)) => *h,
+                None => {
+                    let h = self.gil_holder(mem, interp, t.interp);
+                    holders.push((t.interp, h));
+                    h
+                }
+            };
+            out.push((
+                t.interp,
+                ThreadStack {
+                    thread_id: t.thread_id,
+                    native_thread_id: t.native_thread_id,
+                    owns_gil: holder == Some(t.addr),
+                    interp_id: t.interp_id,
+                    frames,
+                    ..ThreadStack::default()
+                },
+            ));
+        }
+        Ok(out)
+    }
+}
+

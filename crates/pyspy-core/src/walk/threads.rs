@@ -1,0 +1,122 @@
+//! Thread states: every interpreter's thread list, and which thread holds the GIL.
+
+use super::{Interpreter, Walker};
+use crate::error::{Error, Result};
+use crate::memory::{field_u64, offset, Memory, MemoryExt};
+
+/// Most interpreters (sub-interpreters) walked in one process.
+const MAX_INTERPRETERS: usize = 256;
+/// Most threads walked in one interpreter.
+const MAX_THREADS: usize = 8192;
+/// A thread state as read from the target, before its stack is walked.
+#[derive(Debug, Clone, Copy)]
+pub struct RawThread {
+    pub addr: u64,
+    pub interp: u64,
+    /// `PyInterpreterState.id` of `interp` (3.7+).
+    pub interp_id: Option<i64>,
+    pub thread_id: u64,
+    pub native_thread_id: Option<u64>,
+    /// The innermost frame (`PyFrameObject*` or `_PyInterpreterFrame*`), 0 if none.
+    pub frame: u64,
+}
+
+impl Walker {
+    /// Every thread state of every interpreter, in the interpreter's list order.
+    pub fn threads<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        interp: &Interpreter,
+    ) -> Result<Vec<RawThread>> {
+        let l = &self.layout;
+        let mut out = Vec::new();
+        let mut interp_addr = mem.read_u64(interp.interp_head)?;
+        if interp_addr == 0 {
+            return Err(Error::NotInitialised { pid: 0 });
+        }
+        self.visited.clear();
+        for _ in 0..MAX_INTERPRETERS {
+            if interp_addr == 0 {
+                return Ok(out);
+            }
+            if !self.visited.insert(interp_addr) {
+                return Err(Error::Corrupt("interpreter list is cyclic"));
+            }
+            let interp_id = match l.interp_id {
+                Some(off) => Some(mem.read_i64(offset(interp_addr, off.into())?)?),
+                None => None,
+            };
+            let mut tstate = mem.read_ptr_at(interp_addr, l.interp_threads_head)?;
+            for n in 0.. {
+                if tstate == 0 {
+                    break;
+                }
+                if n == MAX_THREADS || !self.visited.insert(tstate) {
+                    return Err(Error::Corrupt("thread list is cyclic or too long"));
+                }
+                let (mut raw, next) = self.read_thread(mem, tstate)?;
+                raw.interp_id = interp_id;
+                if raw.interp != interp_addr {
+                    return Err(Error::Corrupt(
+                        "thread state does not point back to its interpreter",
+                    ));
+                }
+                out.push(raw);
+                tstate = next;
+            }
+            interp_addr = mem.read_ptr_at(interp_addr, l.interp_next)?;
+        }
+        Err(Error::Corrupt("interpreter list too long"))
+    }
+
+    /// One thread state, and the next one's address (`next`), from one read.
+    fn read_thread<M: Memory + ?Sized>(&self, mem: &M, addr: u64) -> Result<(RawThread, u64)> {
+        let l = &self.layout;
+        let mut buf = [0u8; 1024];
+        let buf = buf
+            .get_mut(..self.tstate_len)
+            .ok_or(Error::Corrupt("thread state layout larger than expected"))?;
+        mem.read(addr, buf)?;
+        let field = |off: u32| field_u64(buf, off).ok_or(Error::Corrupt("thread state field"));
+        let mut frame = field(l.tstate_frame)?;
+        if let (Some(cur), true) = (l.cframe_current_frame, frame != 0) {
+            frame = mem.read_ptr_at(frame, cur)?;
+        }
+        let raw = RawThread {
+            addr,
+            interp: field(l.tstate_interp)?,
+            interp_id: None,
+            thread_id: field(l.tstate_thread_id)?,
+            native_thread_id: l.tstate_native_thread_id.map(field).transpose()?,
+            frame,
+        };
+        Ok((raw, field(l.tstate_next)?))
+    }
+
+    /// Whether `tstate` holds the GIL, given the GIL state read once for this sample.
+    pub fn gil_holder<M: Memory + ?Sized>(
+        &self,
+        mem: &M,
+        interp: &Interpreter,
+        interp_addr: u64,
+    ) -> Option<u64> {
+        let l = &self.layout;
+        if let Some(cur) = interp.tstate_current {
+            return mem.read_u64(cur).ok();
+        }
+        let (base, locked, holder) = match (l.interp_gil_locked, l.interp_gil_last_holder) {
+            (Some(lk), Some(h)) => (interp_addr, lk, h),
+            _ => (
+                interp.runtime?,
+                l.runtime_gil_locked?,
+                l.runtime_gil_last_holder?,
+            ),
+        };
+        let locked = mem.read_u32(offset(base, locked.into()).ok()?).ok()?;
+        if locked == 0 {
+            return Some(0);
+        }
+        mem.read_u64(offset(base, holder.into()).ok()?).ok()
+    }
+
+}
