@@ -14,6 +14,15 @@ step "format and lints"
 cargo fmt --all --check
 (cd fuzz && cargo fmt --all --check)
 cargo clippy --workspace --all-targets -- -D warnings
+# The library alone, without the `internals` feature the tests turn on: no dead code there.
+cargo clippy -p pyspy-core --lib -- -D warnings
+step "library docs and packaging"
+RUSTDOCFLAGS="-D warnings" cargo doc -p pyspy-core --no-deps
+package_log=$(cargo package -p pyspy-core --allow-dirty 2>&1) || { printf '%s\n' "$package_log"; exit 1; }
+if grep -i '^warning' <<<"$package_log"; then
+    echo "cargo package -p pyspy-core: warnings (above)" >&2
+    exit 1
+fi
 step "generated files: layout tables (bindgen) and the C header (cbindgen)"
 cargo xtask layouts --check
 cargo xtask header --check
