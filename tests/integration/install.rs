@@ -614,3 +614,59 @@ fn version_names_every_cpython_the_tests_run() {
     let supported: BTreeSet<(u8, u8)> = pyspy_core::supported_versions().collect();
     assert_eq!(named, supported, "pyspy --version: {list}");
 }
+
+/// The rights the README's install section promises are enough: a user that is not root and
+/// does not own the target reads it with `CAP_SYS_PTRACE` alone when the target's interpreter
+/// files are readable to it (Debian's /usr/bin/python3.11), and with `CAP_DAC_READ_SEARCH`
+/// added when they are not (pyenv's Pythons under root's 0700 home). Run as `nobody` through
+/// `setpriv` with the capabilities ambient, which is what `setcap cap_sys_ptrace+ep` on the
+/// binary gives too.
+#[test]
+fn cap_sys_ptrace_is_enough_without_root() {
+    if !require(
+        "setpriv",
+        "runs pyspy as another user with chosen capabilities",
+    ) {
+        return;
+    }
+    // A copy anyone may run, outside directories `nobody` may not enter.
+    let dir = std::env::temp_dir().join(format!("pyspy-install-caps-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("mkdir");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let binary = dir.join("pyspy");
+    fs::copy(pyspy(), &binary).expect("copy pyspy");
+    fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let all = interpreters();
+    let cases = [
+        ("3.11-debian", "+sys_ptrace"),
+        ("3.12", "+sys_ptrace,+dac_read_search"),
+    ];
+    let mut failures = Vec::new();
+    for (label, caps) in cases {
+        let Some(interp) = all.iter().find(|i| i.label == label) else {
+            continue; // interpreters() has warned loudly
+        };
+        let target = spawn_scenarios(interp);
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(format!("--inh-caps={caps}"))
+            .arg(format!("--ambient-caps={caps}"))
+            .arg(&binary)
+            .args(["dump", "--json", "--pid", &target.pid().to_string()]);
+        let out = run_bounded(cmd, STEP_TIMEOUT);
+        let result = if out.status.success() {
+            serde_json::from_slice::<Value>(&out.stdout)
+                .map_err(|e| format!("invalid JSON: {e}"))
+                .and_then(|dump| compare_stacks(&target.truth, &dump, interp.has_qualname()))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+        if let Err(e) = result {
+            failures.push(format!("[{label}] as nobody with {caps}: {e}"));
+        }
+    }
+    let _ = fs::remove_dir_all(&dir);
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -21,7 +21,7 @@
 //! The binary is built with `cargo build --release --locked -p pyspy-cli` in the workspace's
 //! target directory (or `CARGO_TARGET_DIR`), the very build `cargo install --path
 //! crates/pyspy-cli` makes, and copied without its debug info (`objcopy --strip-debug`: the
-//! release profile keeps line tables, 19 MB instead of 2.5 MB). The wheel is reproducible:
+//! release profile keeps line tables: 19 MB instead of 2.8 MB). The wheel is reproducible:
 //! the same binary gives the same bytes. The wheel's path is printed on stdout.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -3,8 +3,8 @@
 //! 1980-01-01 00:00 (the zip epoch), so the same inputs always give the same bytes.
 //!
 //! Format: PKWARE's APPNOTE.TXT (local file header, data, central directory, end of central
-//! directory record). Python's `zipfile`, pip and `unzip -t` read the result (the install
-//! test checks that).
+//! directory record). The install test has Python's `zipfile` check the result and pip install
+//! it.
 
 use std::io::Write;
 
