@@ -18,9 +18,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p pyspy-core --lib -- -D warnings
 step "library docs and packaging"
 RUSTDOCFLAGS="-D warnings" cargo doc -p pyspy-core --no-deps
-package_log=$(cargo package -p pyspy-core --allow-dirty 2>&1) || { printf '%s\n' "$package_log"; exit 1; }
+# pyspy-cli needs pyspy-core from the registry: packaged together, cargo verifies it against
+# the pyspy-core package it has just made.
+package_log=$(cargo package -p pyspy-core -p pyspy-cli --allow-dirty 2>&1) || { printf '%s\n' "$package_log"; exit 1; }
 if grep -i '^warning' <<<"$package_log"; then
-    echo "cargo package -p pyspy-core: warnings (above)" >&2
+    echo "cargo package -p pyspy-core -p pyspy-cli: warnings (above)" >&2
     exit 1
 fi
 step "generated files: layout tables (bindgen) and the C header (cbindgen)"

@@ -7,6 +7,8 @@
 //!   differ.
 //! - `header [--check]`: regenerate `include/pyspy.h` (cbindgen) / fail if it differs.
 //! - `install --prefix DIR [--profile P]`: build libpyspy and install lib, header and pyspy.pc.
+//! - `wheel [--out DIR]`: the `pyspy` command as a Python wheel (`py3-none-manylinux_X_Y_x86_64`,
+//!   the tag derived from the glibc symbol versions the release binary needs; see `wheel.rs`).
 //! - `capture-corpus --pid PID [--out DIR] [--label NAME]`: fuzz seed inputs from the memory a
 //!   real sample of a live Python process reads (see `corpus.rs`).
 
@@ -16,10 +18,12 @@ mod install;
 mod layouts;
 mod probe;
 mod table;
+mod wheel;
+mod zip;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask layouts [--check] | header [--check] | install --prefix DIR [--profile P] | capture-corpus --pid PID [--out DIR] [--label NAME]";
+const USAGE: &str = "usage: cargo xtask layouts [--check] | header [--check] | install --prefix DIR [--profile P] | wheel [--out DIR] | capture-corpus --pid PID [--out DIR] [--label NAME]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +34,7 @@ fn main() -> ExitCode {
         ["header"] => header::run(false),
         ["header", "--check"] => header::run(true),
         ["install", rest @ ..] => install::main(rest),
+        ["wheel", rest @ ..] => wheel::main(rest),
         ["capture-corpus", rest @ ..] => corpus::main(rest),
         _ => {
             eprintln!("{USAGE}");

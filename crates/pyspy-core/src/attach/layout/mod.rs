@@ -220,3 +220,29 @@ pub fn for_version(major: u8, minor: u8) -> Option<&'static Layout> {
 pub fn is_supported(major: u8, minor: u8) -> bool {
     for_version(major, minor).is_some()
 }
+
+/// The CPython versions pyspy can read, as `(major, minor)`, oldest first: those with a
+/// layout table (for 3.13+ the target's `_Py_DebugOffsets` must also match that version's
+/// table). A target of any other version is refused with
+/// [`Error::UnsupportedVersion`](crate::Error::UnsupportedVersion).
+pub fn supported_versions() -> impl ExactSizeIterator<Item = (u8, u8)> + Clone {
+    generated::ALL.iter().map(|l| l.version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn supported_versions_are_the_tables_oldest_first() {
+        let versions: Vec<(u8, u8)> = supported_versions().collect();
+        assert!(
+            versions.windows(2).all(|w| w[0] < w[1]),
+            "not strictly increasing: {versions:?}"
+        );
+        assert_eq!(versions.first(), Some(&(2, 7)));
+        assert!(versions.iter().all(|&(major, minor)| is_supported(major, minor)));
+        assert!(!is_supported(3, 5) && !is_supported(2, 6));
+        assert_eq!(versions.len(), generated::ALL.len());
+    }
+}
