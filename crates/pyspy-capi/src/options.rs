@@ -262,3 +262,39 @@ pub unsafe extern "C" fn pyspy_options_free(options: *mut pyspy_options) {
         unsafe { ffi::free_box(options) }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pyspy_core::LocateStrategy;
+
+    #[test]
+    fn locate_takes_every_enum_value_and_refuses_others() {
+        let o = pyspy_options_new();
+        for (value, want) in [
+            (pyspy_locate::Auto, LocateStrategy::Auto),
+            (pyspy_locate::Symbols, LocateStrategy::Symbols),
+            (pyspy_locate::DebugOffsets, LocateStrategy::DebugOffsets),
+            (pyspy_locate::BssScan, LocateStrategy::BssScan),
+        ] {
+            // SAFETY: o is a live options object used by this thread only.
+            let status = unsafe { pyspy_options_set_locate(o, LocateArg(value as c_int)) };
+            assert_eq!(status, pyspy_status::Ok);
+            // SAFETY: as above.
+            assert_eq!(unsafe { ffi::try_ref(o) }.unwrap().attach.locate, want);
+        }
+        for bad in [-1, 4, c_int::MAX] {
+            // SAFETY: as above.
+            let status = unsafe { pyspy_options_set_locate(o, LocateArg(bad)) };
+            assert_eq!(status, pyspy_status::InvalidArgument, "{bad}");
+        }
+        // A refused value leaves the setting alone.
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { ffi::try_ref(o) }.unwrap().attach.locate,
+            LocateStrategy::BssScan
+        );
+        // SAFETY: o is not used after this.
+        unsafe { pyspy_options_free(o) };
+    }
+}

@@ -218,3 +218,91 @@ pub unsafe extern "C" fn pyspy_buffer_free(buffer: *mut pyspy_buffer) {
         unsafe { ffi::free_box(buffer) }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pyspy_core::ProfileOptions;
+
+    fn empty_profile() -> *mut pyspy_profile {
+        ffi::to_box_ptr::<pyspy_profile>(ProfileObject::new(
+            Profile::new(ProfileOptions::default()),
+            "test".into(),
+        ))
+    }
+
+    /// Calls `pyspy_profile_export` with an error out-parameter; returns the status, the
+    /// length written (or `usize::MAX` if none) and whether an error object was written.
+    fn export(
+        p: *const pyspy_profile,
+        format: c_int,
+        buffer: *mut u8,
+        capacity: usize,
+    ) -> (pyspy_status, usize, bool) {
+        let mut len = usize::MAX;
+        let mut err: *mut pyspy_error = std::ptr::null_mut();
+        // SAFETY: p is live; buffer is NULL or valid for capacity bytes; the outputs are locals.
+        let status = unsafe {
+            pyspy_profile_export(p, FormatArg(format), buffer, capacity, &mut len, &mut err)
+        };
+        let had_error = !err.is_null();
+        // SAFETY: err is NULL or an error object the call made.
+        unsafe { crate::error::pyspy_error_free(err) };
+        (status, len, had_error)
+    }
+
+    #[test]
+    fn size_queries_and_larger_buffers() {
+        let p = empty_profile();
+        for format in [0, 1, 2] {
+            let (status, needed, had_error) = export(p, format, std::ptr::null_mut(), 0);
+            assert_eq!(status, pyspy_status::BufferTooSmall, "format {format}");
+            assert!(
+                !had_error,
+                "a size query made an error object (format {format})"
+            );
+            let mut buffer = vec![0xAAu8; needed + 10];
+            if needed > 0 {
+                let (status, len, had_error) = export(p, format, buffer.as_mut_ptr(), needed - 1);
+                assert_eq!(
+                    (status, len, had_error),
+                    (pyspy_status::BufferTooSmall, needed, false)
+                );
+            }
+            let (status, len, had_error) = export(p, format, buffer.as_mut_ptr(), needed + 10);
+            assert_eq!((status, len, had_error), (pyspy_status::Ok, needed, false));
+            assert!(
+                buffer[needed..].iter().all(|b| *b == 0xAA),
+                "bytes past the export changed"
+            );
+        }
+        // Mistakes are failures with an error object, and write no length.
+        assert_eq!(
+            export(p, 0, std::ptr::null_mut(), 16),
+            (pyspy_status::InvalidArgument, usize::MAX, true)
+        );
+        assert_eq!(
+            export(p, 3, std::ptr::null_mut(), 0),
+            (pyspy_status::InvalidArgument, usize::MAX, true)
+        );
+        assert_eq!(
+            export(p, -1, std::ptr::null_mut(), 0),
+            (pyspy_status::InvalidArgument, usize::MAX, true)
+        );
+        // SAFETY: p came from to_box_ptr and is not used after this.
+        unsafe { pyspy_profile_free(p) };
+    }
+
+    #[test]
+    fn the_last_export_is_kept_per_format() {
+        let object = ProfileObject::new(Profile::new(ProfileOptions::default()), "t".into());
+        let a = object.export(FormatArg(1)).unwrap();
+        let b = object.export(FormatArg(1)).unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "the second export of the same format encoded again"
+        );
+        let c = object.export(FormatArg(0)).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+    }
+}

@@ -217,12 +217,13 @@ impl SamplerObject {
         SAMPLER_OF_THIS_THREAD.with(|s| s.get() == Arc::as_ptr(&self.shared))
     }
 
-    /// Asks the thread to end and waits for it. From the sampler's own thread (a callback that
-    /// freed its sampler against the rules), only asks.
+    /// Asks the thread to end and waits for it; a second caller at the same time waits for the
+    /// first one's join (the lock is held through it). From the sampler's own thread (a
+    /// callback that freed its sampler against the rules), only asks.
     fn stop_and_join(&self) {
         self.stop.stop();
-        let handle = lock(&self.thread).take();
-        if let Some(handle) = handle {
+        let mut thread = lock(&self.thread);
+        if let Some(handle) = thread.take() {
             if !self.on_own_thread() {
                 let _ = handle.join();
             }
