@@ -9,12 +9,18 @@
  *  - Fallible functions return a pyspy_status (PYSPY_STATUS_OK is 0) and write their outputs
  *    only on success. If their last parameter `pyspy_error **err` is not NULL, a failure also
  *    writes an owned error object there (status + message; free it with pyspy_error_free).
- *    There is no thread-local "last error".
- *  - Parameters: the object first, then inputs, then outputs, then err.
+ *    There is no thread-local "last error". Two statuses are answers rather than failures and
+ *    come without an error object: PYSPY_STATUS_BUFFER_TOO_SMALL (which writes the size
+ *    needed) and PYSPY_STATUS_TIMEOUT.
+ *  - Parameters: the object first, then inputs, then outputs, then err. An enum-typed
+ *    parameter accepts any value; one the library does not know is
+ *    PYSPY_STATUS_INVALID_ARGUMENT.
  *  - Strings are UTF-8 and NUL-terminated, borrowed from the object that returned them, and valid
  *    until that object is freed. Static strings (versions, status names) are never freed.
- *  - Thread safety: see pyspy_session. Snapshots and errors are immutable and may be read from
- *    any number of threads.
+ *  - Callbacks are called with the `userdata` pointer registered with them; each callback type
+ *    says on which thread and when it is called and what the callee must not do.
+ *  - Thread safety: see pyspy_session and pyspy_sampler. Snapshots, profiles and errors are
+ *    immutable and may be read from any number of threads.
  *  - No panic, signal handler or global state: a bug inside the library is PYSPY_STATUS_PANIC.
  */
 
@@ -34,6 +40,11 @@
 #define PYSPY_VERSION "0.1.0"
 /* MAJOR * 1000000 + MINOR * 1000 + PATCH, as pyspy_version_number() returns. */
 #define PYSPY_VERSION_NUMBER 1000
+
+/**
+ * `timeout_ms` of `pyspy_sampler_wait` that never times out.
+ */
+#define PYSPY_WAIT_FOREVER UINT64_MAX
 
 /**
  * What a fallible pyspy function returns. `PYSPY_STATUS_OK` (0) is success; everything else
@@ -58,7 +69,9 @@ typedef enum pyspy_status {
      */
     PYSPY_STATUS_PANIC = 2,
     /**
-     * The caller's buffer is too small; the size needed was written to the size output.
+     * The caller's buffer is too small; the size needed was written to the size output. An
+     * answer rather than a failure: no error object is written (asking for the size with a
+     * NULL buffer allocates nothing).
      */
     PYSPY_STATUS_BUFFER_TOO_SMALL = 3,
     /**
@@ -105,7 +118,33 @@ typedef enum pyspy_status {
      * A file or /proc read failed.
      */
     PYSPY_STATUS_IO = 14,
+    /**
+     * The time limit of a wait (`pyspy_sampler_wait`) passed before what it waits for
+     * happened. An answer rather than a failure: no error object is written; wait again.
+     */
+    PYSPY_STATUS_TIMEOUT = 15,
 } pyspy_status;
+
+/**
+ * Why a sampler ended (`pyspy_sampler_wait`). New reasons may be added: treat one you do not
+ * know as `PYSPY_END_REASON_STOPPED`.
+ */
+typedef enum pyspy_end_reason {
+    /**
+     * The duration of `pyspy_options_set_duration_ms` is over.
+     */
+    PYSPY_END_REASON_DURATION = 0,
+    /**
+     * The process exited (and, with `pyspy_options_set_subprocesses`, every child process the
+     * sampler attached to).
+     */
+    PYSPY_END_REASON_PROCESS_EXITED = 1,
+    /**
+     * `pyspy_sampler_stop` or `pyspy_sampler_free` was called, or the sample callback returned
+     * false.
+     */
+    PYSPY_END_REASON_STOPPED = 2,
+} pyspy_end_reason;
 
 /**
  * An export format (`pyspy_profile_export`).
@@ -182,10 +221,23 @@ typedef struct pyspy_options pyspy_options;
 typedef struct pyspy_profile pyspy_profile;
 
 /**
- * A sampler: samples a process on its own thread at the options' rate and aggregates the
- * stacks into a profile, until the process exits, the duration is over, or
- * `pyspy_sampler_stop`/`pyspy_sampler_free`. Thread-safe: any thread may take profiles from
- * it or stop it.
+ * One sample of a sampler, handed to the sample callback: the time, how late it was taken, and
+ * a snapshot of each process read (the sampled process first while it lives, then its child
+ * processes). Lent to the callback: it and everything borrowed from it (its snapshots, their
+ * threads, frames and strings) are valid only until the callback returns; never free them.
+ */
+typedef struct pyspy_sample pyspy_sample;
+
+/**
+ * A sampler: samples a process on a thread of its own at the options' rate and aggregates the
+ * stacks into a profile, until the process (and every attached child process) exits, the
+ * duration is over, the sample callback returns false, or `pyspy_sampler_stop` /
+ * `pyspy_sampler_free`. Made by `pyspy_sampler_start` or `pyspy_session_start_sampler`.
+ *
+ * Thread safety: any number of threads may use one sampler at once (take profiles, read its
+ * counters, wait for it, stop it). Do not free it while another thread still uses it (for
+ * example while another thread is blocked in `pyspy_sampler_wait` on it: stop it first, let
+ * the wait return, then free it).
  */
 typedef struct pyspy_sampler pyspy_sampler;
 
@@ -201,9 +253,11 @@ typedef struct pyspy_sampler pyspy_sampler;
 typedef struct pyspy_session pyspy_session;
 
 /**
- * One sample of a process: its Python threads and their stacks. Made by
- * `pyspy_session_sample`, freed by `pyspy_snapshot_free`; independent of the session (it may
- * outlive it). Immutable: any number of threads may read one snapshot at once.
+ * A snapshot of a process: its Python threads and their stacks at one moment. Made by
+ * `pyspy_session_snapshot`, freed by `pyspy_snapshot_free`; independent of the session (it may
+ * outlive it). Immutable: any number of threads may read one snapshot at once. A sample
+ * callback is also lent snapshots (`pyspy_sample_snapshot`), valid only during the call and
+ * never freed by the caller.
  */
 typedef struct pyspy_snapshot pyspy_snapshot;
 
@@ -212,6 +266,34 @@ typedef struct pyspy_snapshot pyspy_snapshot;
  * never freed on its own.
  */
 typedef struct pyspy_thread pyspy_thread;
+
+/**
+ * The sample callback (`pyspy_options_set_sample_callback`): called by a sampler with each
+ * sample it takes, after the sample was added to the sampler's profile, and the `userdata`
+ * given with it. Return true to go on sampling, false to stop the sampler (it then ends as if
+ * `pyspy_sampler_stop` had been called: `PYSPY_END_REASON_STOPPED`).
+ *
+ * When and where: on the sampler's own thread (never on the thread that started it), one call
+ * at a time, in the order the samples were taken; the first call may come before
+ * `pyspy_sampler_start` / `pyspy_session_start_sampler` has returned; no call comes after
+ * `pyspy_sampler_wait` has returned the end reason, or after `pyspy_sampler_stop` or
+ * `pyspy_sampler_free` has returned. `userdata` must stay valid until then and be usable from
+ * that thread.
+ *
+ * `sample` and everything borrowed from it is valid only during the call: copy what you want
+ * to keep.
+ *
+ * The callee may call any pyspy function on other objects, and `pyspy_sampler_profile`,
+ * `pyspy_sampler_stats` and `pyspy_sampler_running` on its own sampler. It must not:
+ *  - free its own sampler (`pyspy_sampler_free`);
+ *  - wait for or stop its own sampler (`pyspy_sampler_wait`, `pyspy_sampler_stop`): both wait
+ *    for the sampler's thread, which is the one running the callback; they return
+ *    `PYSPY_STATUS_INVALID_ARGUMENT` instead of deadlocking. Return false to stop;
+ *  - unwind (a C++ exception, `longjmp`) out of the callback;
+ *  - take long: the sampler waits for it, and a late next sample shows as lag and missed
+ *    samples in `pyspy_sampler_stats`.
+ */
+typedef bool (*pyspy_sample_callback)(void *userdata, const struct pyspy_sample *sample);
 
 #ifdef __cplusplus
 extern "C" {
@@ -234,10 +316,10 @@ const char *pyspy_error_message(const struct pyspy_error *error);
 void pyspy_error_free(struct pyspy_error *error);
 
 /**
- * How to find the interpreter: one of `pyspy_locate` (default `PYSPY_LOCATE_AUTO`).
- * `PYSPY_STATUS_INVALID_ARGUMENT` for another value or NULL options.
+ * How to find the interpreter (default `PYSPY_LOCATE_AUTO`).
+ * `PYSPY_STATUS_INVALID_ARGUMENT` for a value that is not a `pyspy_locate`, or NULL options.
  */
-enum pyspy_status pyspy_options_set_locate(struct pyspy_options *options, int strategy);
+enum pyspy_status pyspy_options_set_locate(struct pyspy_options *options, pyspy_locate strategy);
 
 /**
  * If `milliseconds` is not 0, `pyspy_attach` to a process whose interpreter is not initialised
@@ -300,6 +382,25 @@ enum pyspy_status pyspy_options_set_lines(struct pyspy_options *options, bool li
 enum pyspy_status pyspy_options_set_per_thread(struct pyspy_options *options, bool per_thread);
 
 /**
+ * Profiles keep the stacks of different processes apart (default false): with
+ * `pyspy_options_set_subprocesses`, a profile of a program and its child processes then
+ * tells them apart: pprof samples carry a `pid` label, collapsed stacks start with a
+ * `process PID: "command line"` frame, speedscope has one profile per process.
+ */
+enum pyspy_status pyspy_options_set_per_process(struct pyspy_options *options, bool per_process);
+
+/**
+ * A function a sampler calls with every sample it takes, and the `userdata` pointer it passes
+ * back (the library never reads or frees `userdata`). A NULL `callback` removes it (the
+ * default: no callback). See `pyspy_sample_callback` for when and on which thread it is
+ * called and what it may not do. The options keep the pointers; every sampler started with
+ * them calls the callback.
+ */
+enum pyspy_status pyspy_options_set_sample_callback(struct pyspy_options *options,
+                                                    pyspy_sample_callback callback,
+                                                    void *userdata);
+
+/**
  * New options with every setting at its default (the defaults of `pyspy_attach` with NULL
  * options). Owned by the caller: free with `pyspy_options_free`. NULL only if allocation
  * failed.
@@ -312,60 +413,6 @@ struct pyspy_options *pyspy_options_new(void);
 void pyspy_options_free(struct pyspy_options *options);
 
 /**
- * Attaches to process `pid` and starts sampling it on a new thread. `options` may be NULL for
- * the defaults (100 samples per second, until the process exits); it is only read during the
- * call.
- *
- * On success writes a new sampler to `*sampler_out` (owned by the caller: free it with
- * `pyspy_sampler_free`, which stops it). On failure (attaching failed) returns the status,
- * writes an error to `*err` if `err` is not NULL, and leaves `*sampler_out` untouched.
- */
-enum pyspy_status pyspy_sampler_start(int32_t pid,
-                                      const struct pyspy_options *options,
-                                      struct pyspy_sampler **sampler_out,
-                                      struct pyspy_error **err);
-
-/**
- * Stops the sampler and waits for its thread to end (at most about one sampling interval).
- * The profile stays available. Stopping twice is fine. `PYSPY_STATUS_INVALID_ARGUMENT` for
- * NULL.
- */
-enum pyspy_status pyspy_sampler_stop(const struct pyspy_sampler *sampler);
-
-/**
- * Whether the sampler is still sampling (false once the process exited, the duration is over
- * or it was stopped; false for NULL).
- */
-bool pyspy_sampler_running(const struct pyspy_sampler *sampler);
-
-/**
- * The sampler's counters: samples taken and failed process reads so far. Either output may be
- * NULL. `PYSPY_STATUS_INVALID_ARGUMENT` (outputs untouched) for a NULL sampler.
- */
-enum pyspy_status pyspy_sampler_stats(const struct pyspy_sampler *sampler,
-                                      uint64_t *samples_out,
-                                      uint64_t *errors_out);
-
-/**
- * The profile so far. With `reset` true the sampler starts a new, empty profile, so that
- * successive calls give consecutive periods (an agent uploading every 10 s); with false it
- * keeps accumulating.
- *
- * On success writes a new profile to `*profile_out` (owned by the caller: free it with
- * `pyspy_profile_free`). On failure returns the status, writes an error to `*err` if `err`
- * is not NULL, and leaves `*profile_out` untouched.
- */
-enum pyspy_status pyspy_sampler_profile(const struct pyspy_sampler *sampler,
-                                        bool reset,
-                                        struct pyspy_profile **profile_out,
-                                        struct pyspy_error **err);
-
-/**
- * Stops (if running) and frees a sampler. NULL is a no-op.
- */
-void pyspy_sampler_free(struct pyspy_sampler *sampler);
-
-/**
  * How many samples the profile counts (0 for NULL).
  */
 uint64_t pyspy_profile_samples(const struct pyspy_profile *profile);
@@ -376,25 +423,28 @@ uint64_t pyspy_profile_samples(const struct pyspy_profile *profile);
 void pyspy_profile_free(struct pyspy_profile *profile);
 
 /**
- * Exports the profile as `format` (a `pyspy_format`) into the caller's buffer `buffer` of
- * `capacity` bytes. No NUL is added (pprof is binary).
+ * Exports the profile as `format` into the caller's buffer `buffer` of `capacity` bytes. No
+ * NUL is added (pprof is binary).
  *
- * On success writes the bytes to `buffer` and their count to `*length_out`. If `capacity` is
- * too small (`buffer` may then be NULL, e.g. with `capacity` 0 to ask), returns
- * `PYSPY_STATUS_BUFFER_TOO_SMALL` and writes the size needed to `*length_out` (the one output
- * written on a failure); call again with a buffer that large. Other failures return their
- * status, write an error to `*err` if `err` is not NULL, and write no output. (pprof output is
- * compressed afresh each call; the size needed is the same for the same profile.)
+ * On success writes the bytes to `buffer` and their count to `*length_out` (a buffer larger
+ * than needed is fine; the bytes past `*length_out` are left alone). If `capacity` is smaller
+ * than the export, returns `PYSPY_STATUS_BUFFER_TOO_SMALL` and writes the size needed to
+ * `*length_out` (the one output written then), without an error object: this is how to ask
+ * for the size, with `buffer` NULL and `capacity` 0; then call again with a buffer that
+ * large (the profile keeps its last export, so the second call does not encode it again).
+ * Failures (an unknown `format`, NULL `profile` or `length_out`, a NULL `buffer` with a
+ * `capacity` that is not 0) return their status, write an error to `*err` if `err` is not
+ * NULL, and write no output.
  */
 enum pyspy_status pyspy_profile_export(const struct pyspy_profile *profile,
-                                       int format,
+                                       pyspy_format format,
                                        uint8_t *buffer,
                                        size_t capacity,
                                        size_t *length_out,
                                        struct pyspy_error **err);
 
 /**
- * Exports the profile as `format` (a `pyspy_format`) into a buffer the library allocates.
+ * Exports the profile as `format` into a buffer the library allocates.
  *
  * On success writes a new buffer to `*buffer_out` (owned by the caller: read it with
  * `pyspy_buffer_data`/`pyspy_buffer_len`, free it with `pyspy_buffer_free`). On failure returns
@@ -402,7 +452,7 @@ enum pyspy_status pyspy_profile_export(const struct pyspy_profile *profile,
  * untouched.
  */
 enum pyspy_status pyspy_profile_export_buffer(const struct pyspy_profile *profile,
-                                              int format,
+                                              pyspy_format format,
                                               struct pyspy_buffer **buffer_out,
                                               struct pyspy_error **err);
 
@@ -424,6 +474,147 @@ size_t pyspy_buffer_len(const struct pyspy_buffer *buffer);
 void pyspy_buffer_free(struct pyspy_buffer *buffer);
 
 /**
+ * Attaches to process `pid` and starts sampling it on a new thread. `options` may be NULL for
+ * the defaults (100 samples per second, until the process exits, no callback); it is only read
+ * during the call.
+ *
+ * On success writes a new sampler to `*sampler_out` (owned by the caller: free it with
+ * `pyspy_sampler_free`, which stops it). On failure (attaching failed) returns the status,
+ * writes an error to `*err` if `err` is not NULL, and leaves `*sampler_out` untouched.
+ */
+enum pyspy_status pyspy_sampler_start(int32_t pid,
+                                      const struct pyspy_options *options,
+                                      struct pyspy_sampler **sampler_out,
+                                      struct pyspy_error **err);
+
+/**
+ * Starts sampling the process of an attached session on a new thread, without attaching again
+ * (for a caller that attached with its own retries, or took snapshots first). `options` may be
+ * NULL for the defaults; it is only read during the call. What each sample reads is what the
+ * session reads (the options it was attached with); `options` gives the rate, duration,
+ * child processes (attached with `options`), profile settings and callback.
+ *
+ * The sampler takes over the session's process: on success the session takes no more
+ * snapshots (`pyspy_session_snapshot` returns `PYSPY_STATUS_INVALID_ARGUMENT`), but its
+ * process information (pid, version, executable, ...) stays readable, and it must still be
+ * freed with `pyspy_session_free` (before or after the sampler). On failure the session is
+ * unchanged, except if the sampler's thread could not be started (`PYSPY_STATUS_OTHER`, the
+ * system is out of threads or memory): then the session has let its process go too.
+ *
+ * On success writes a new sampler to `*sampler_out` (owned by the caller: free it with
+ * `pyspy_sampler_free`). On failure (a session already handed to a sampler, NULL arguments)
+ * returns the status, writes an error to `*err` if `err` is not NULL, and leaves
+ * `*sampler_out` untouched.
+ */
+enum pyspy_status pyspy_session_start_sampler(struct pyspy_session *session,
+                                              const struct pyspy_options *options,
+                                              struct pyspy_sampler **sampler_out,
+                                              struct pyspy_error **err);
+
+/**
+ * Waits until the sampler has ended, for at most `timeout_ms` milliseconds
+ * (`PYSPY_WAIT_FOREVER`: no limit; 0: only look). Blocks the calling thread; wakes as soon as
+ * the sampler ends (the process exited, the duration is over, the callback returned false,
+ * or another thread called `pyspy_sampler_stop`), after its last callback has returned.
+ *
+ * Returns `PYSPY_STATUS_OK` and writes why it ended to `*reason_out` (may be NULL) once it has
+ * ended (at once if it had already). Returns `PYSPY_STATUS_TIMEOUT`, without an error object
+ * and without output, if the time limit passed first. `PYSPY_STATUS_INVALID_ARGUMENT` for a
+ * NULL sampler or when called from the sampler's own callback (it would wait for itself);
+ * `PYSPY_STATUS_PANIC` if the sampler's thread failed (a bug).
+ *
+ * Any number of threads may wait at once. Do not free the sampler while a thread waits on it.
+ */
+enum pyspy_status pyspy_sampler_wait(const struct pyspy_sampler *sampler,
+                                     uint64_t timeout_ms,
+                                     enum pyspy_end_reason *reason_out,
+                                     struct pyspy_error **err);
+
+/**
+ * Stops the sampler and waits for its thread to end (at most about one sampling interval, or
+ * 50 ms, plus a callback in progress). The profile stays available. Stopping twice, or an
+ * ended sampler, is fine. `PYSPY_STATUS_INVALID_ARGUMENT` for NULL, and when called from the
+ * sampler's own callback (return false from the callback instead).
+ */
+enum pyspy_status pyspy_sampler_stop(const struct pyspy_sampler *sampler);
+
+/**
+ * Whether the sampler is still sampling: false once it has ended (what `pyspy_sampler_wait`
+ * would return at once), and for NULL.
+ */
+bool pyspy_sampler_running(const struct pyspy_sampler *sampler);
+
+/**
+ * The sampler's counters so far; each output may be NULL:
+ *  - `samples_out`: samples taken (ticks at which at least one process was read);
+ *  - `errors_out`: process reads that failed for another reason than the process having
+ *    exited (a torn read while the target changed its stacks, for example);
+ *  - `missed_out`: scheduled samples skipped because the sampler fell more than one interval
+ *    behind (a busy machine, a slow callback, a rate too high);
+ *  - `max_lag_ns_out`: the latest any sample was taken after its scheduled time, in
+ *    nanoseconds.
+ *
+ * `PYSPY_STATUS_INVALID_ARGUMENT` (outputs untouched) for a NULL sampler.
+ */
+enum pyspy_status pyspy_sampler_stats(const struct pyspy_sampler *sampler,
+                                      uint64_t *samples_out,
+                                      uint64_t *errors_out,
+                                      uint64_t *missed_out,
+                                      uint64_t *max_lag_ns_out);
+
+/**
+ * The profile so far. With `reset` true the sampler starts a new, empty profile, so that
+ * successive calls give consecutive periods (an agent uploading every 10 s); with false it
+ * keeps accumulating.
+ *
+ * On success writes a new profile to `*profile_out` (owned by the caller: free it with
+ * `pyspy_profile_free`). On failure returns the status, writes an error to `*err` if `err`
+ * is not NULL, and leaves `*profile_out` untouched.
+ */
+enum pyspy_status pyspy_sampler_profile(const struct pyspy_sampler *sampler,
+                                        bool reset,
+                                        struct pyspy_profile **profile_out,
+                                        struct pyspy_error **err);
+
+/**
+ * Stops (if running, as `pyspy_sampler_stop`) and frees a sampler. NULL is a no-op.
+ */
+void pyspy_sampler_free(struct pyspy_sampler *sampler);
+
+/**
+ * How many processes the sample read (0 for NULL): the sampled process first while it lives,
+ * then child processes.
+ */
+size_t pyspy_sample_process_count(const struct pyspy_sample *sample);
+
+/**
+ * The pid of process `index` of the sample (0 if out of range or `sample` is NULL).
+ */
+int32_t pyspy_sample_pid(const struct pyspy_sample *sample, size_t index);
+
+/**
+ * The snapshot of process `index` of the sample, or NULL if out of range or `sample` is NULL.
+ * Read it with the `pyspy_snapshot_*` functions. Lent with the sample: valid only until the
+ * callback returns; never free it.
+ */
+const struct pyspy_snapshot *pyspy_sample_snapshot(const struct pyspy_sample *sample, size_t index);
+
+/**
+ * When the sample was taken: nanoseconds since the Unix epoch (wall clock; 0 for NULL).
+ */
+uint64_t pyspy_sample_time_ns(const struct pyspy_sample *sample);
+
+/**
+ * Nanoseconds from the sampler's start to the sample (monotonic clock; 0 for NULL).
+ */
+uint64_t pyspy_sample_elapsed_ns(const struct pyspy_sample *sample);
+
+/**
+ * How late the sample was taken after its scheduled time, in nanoseconds (0 for NULL).
+ */
+uint64_t pyspy_sample_lag_ns(const struct pyspy_sample *sample);
+
+/**
  * Attaches to process `pid`: finds its interpreter, version and memory layout (the expensive
  * part, done once). `options` may be NULL for the defaults; it is only read during the call.
  *
@@ -443,18 +634,20 @@ enum pyspy_status pyspy_attach(int32_t pid,
 void pyspy_session_free(struct pyspy_session *session);
 
 /**
- * Reads every thread's Python stack once, without stopping the process (unless the options
- * asked for it).
+ * Reads every thread's Python stack once (a snapshot), without stopping the process (unless
+ * the options asked for it).
  *
  * On success writes a new snapshot to `*snapshot_out` (owned by the caller: free it with
  * `pyspy_snapshot_free`; it does not borrow from the session). On failure returns the status,
  * writes an error to `*err` if `err` is not NULL, and leaves `*snapshot_out` untouched; the
- * session stays usable (a failed sample, e.g. `PYSPY_STATUS_CORRUPT` while the target changes
- * under the read, can simply be retried), except after `PYSPY_STATUS_PROCESS_EXITED`.
+ * session stays usable (a failed snapshot, e.g. `PYSPY_STATUS_CORRUPT` while the target
+ * changes under the read, can simply be retried), except after `PYSPY_STATUS_PROCESS_EXITED`.
+ * A session handed to a sampler (`pyspy_session_start_sampler`) takes no more snapshots:
+ * `PYSPY_STATUS_INVALID_ARGUMENT`.
  */
-enum pyspy_status pyspy_session_sample(struct pyspy_session *session,
-                                       struct pyspy_snapshot **snapshot_out,
-                                       struct pyspy_error **err);
+enum pyspy_status pyspy_session_snapshot(struct pyspy_session *session,
+                                         struct pyspy_snapshot **snapshot_out,
+                                         struct pyspy_error **err);
 
 /**
  * The process id the session is attached to (0 for a NULL session).

@@ -1,3 +1,3 @@
-module example.invalid/pyspy/bindings/go
+module github.com/pyspy/pyspy/bindings/go
 
 go 1.19

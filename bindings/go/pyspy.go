@@ -1,32 +1,48 @@
 // Package pyspy reads every thread's Python stack from a running CPython process, from
-// outside, without stopping or changing it. It wraps libpyspy (the C API of pyspy) through cgo
-// and finds it with pkg-config: install it with `cargo xtask install --prefix DIR` and build
-// with PKG_CONFIG_PATH=DIR/lib/pkgconfig (and DIR/lib on the run-time library path).
+// outside, without stopping or changing it, and samples processes into profiles (pprof,
+// collapsed stacks, speedscope). It wraps libpyspy, the C API of pyspy, through cgo.
 //
-//	session, err := pyspy.Attach(pid, nil)
+// Import it as
+//
+//	import pyspy "github.com/pyspy/pyspy/bindings/go"
+//
+// and build with libpyspy installed (`cargo xtask install --prefix DIR`) and
+// PKG_CONFIG_PATH=DIR/lib/pkgconfig: the default build links DIR/lib/libpyspy.so with an
+// rpath (nothing to set at run time); `-tags static` links DIR/lib/libpyspy.a instead.
+//
+// A snapshot of every thread:
+//
+//	session, err := pyspy.Attach(ctx, pid, nil)
 //	if err != nil {
 //		return err // errors.Is(err, pyspy.ErrPermissionDenied), ...
 //	}
 //	defer session.Close()
-//	snapshot, err := session.Sample()
+//	snapshot, err := session.Snapshot()
 //	for _, t := range snapshot.Threads {
 //		for _, f := range t.Frames {
 //			fmt.Printf("%s (%s:%d)\n", f.Function, f.Filename, f.Line)
 //		}
 //	}
 //
-// Objects that hold C memory (Session) have a Close method; call it when done. A finalizer
-// frees what was not closed, as a safety net only. Snapshots are plain Go values.
+// Continuous profiling: StartSampler samples on a thread of libpyspy's own until the context
+// is done, the process exits, the duration is over or Stop/Close; Sampler.Profile gives the
+// aggregated stacks to Export, Sampler.Samples the samples themselves, Sampler.Wait blocks
+// until the end.
+//
+// Objects that hold C memory (Session, Sampler, Profile) have a Close method; call it when
+// done. A finalizer frees what was not closed, as a safety net only. Snapshots and samples are
+// plain Go values. Errors from libpyspy are *Error values that errors.Is matches against the
+// Err* variables (errors.Is(err, pyspy.ErrNoSuchProcess)) and errors.As unwraps.
 package pyspy
 
 /*
-#cgo pkg-config: pyspy
 #include <stdlib.h>
 #include <pyspy.h>
 */
 import "C"
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
@@ -43,9 +59,28 @@ func Version() string {
 // HeaderVersion is the version of the pyspy.h this package was compiled against.
 const HeaderVersion = C.PYSPY_VERSION
 
+// LocateStrategy says how Attach finds the interpreter in the target.
+type LocateStrategy int
+
+const (
+	// LocateAuto tries symbols, then the debug offsets (3.13+), then a data-section scan.
+	LocateAuto LocateStrategy = C.PYSPY_LOCATE_AUTO
+	// LocateSymbols finds _PyRuntime / interp_head in the ELF symbol tables only.
+	LocateSymbols LocateStrategy = C.PYSPY_LOCATE_SYMBOLS
+	// LocateDebugOffsets finds the _Py_DebugOffsets block by its cookie only (3.13+).
+	LocateDebugOffsets LocateStrategy = C.PYSPY_LOCATE_DEBUG_OFFSETS
+	// LocateBSSScan scans the binaries' data sections only.
+	LocateBSSScan LocateStrategy = C.PYSPY_LOCATE_BSS_SCAN
+)
+
 // Options say how to attach and sample. The zero value (or a nil *Options) is the default.
 type Options struct {
-	// Pause stops the target's Python threads while each sample reads them (needs ptrace
+	// Locate says how to find the interpreter (default LocateAuto).
+	Locate LocateStrategy
+	// WaitForInit retries attaching, every 10 ms and for up to this long, to a process whose
+	// interpreter is not there yet (just started). 0: answer at once.
+	WaitForInit time.Duration
+	// Pause stops the target's Python threads while each snapshot reads them (needs ptrace
 	// rights; always resumed). Default: never stop the target.
 	Pause bool
 	// CPUTime reads each thread's CPU time (Thread.CPUTime).
@@ -54,22 +89,28 @@ type Options struct {
 	Idle bool
 	// GILOnly keeps only the thread holding the GIL, in snapshots and profiles.
 	GILOnly bool
-	// WaitForInit retries attaching to a process whose interpreter is not initialised yet.
-	WaitForInit time.Duration
 	// Rate is a sampler's mean samples per second (0: the default, 100).
 	Rate float64
-	// Duration stops a sampler after this long (0: until the process exits or Stop).
+	// Duration stops a sampler after this long (0: until the process exits, the context is
+	// done, or Stop).
 	Duration time.Duration
-	// Subprocesses also samples the process's Python descendants.
+	// Subprocesses also samples the process's Python descendants (multiprocessing workers).
 	Subprocesses bool
 	// PerFunction aggregates profiles per function instead of per line.
 	PerFunction bool
 	// PerThread keeps the stacks of different threads apart in profiles.
 	PerThread bool
+	// PerProcess keeps the stacks of different processes apart in profiles (with
+	// Subprocesses): pprof samples carry a "pid" label.
+	PerProcess bool
+	// SampleBuffer, if > 0, makes Sampler.Samples deliver every sample on a channel buffered
+	// for this many samples. A sample that finds the buffer full is dropped (counted in
+	// Stats.Dropped): a slow reader never holds the sampler up.
+	SampleBuffer int
 }
 
-// cOptions makes the C options object for o (nil: defaults); free it with
-// C.pyspy_options_free.
+// cOptions makes the C options object for o (nil: defaults) without a sample callback and
+// with no wait for init (Attach retries itself); free it with C.pyspy_options_free.
 func (o *Options) cOptions() (*C.pyspy_options, error) {
 	opts := C.pyspy_options_new()
 	if opts == nil {
@@ -78,30 +119,44 @@ func (o *Options) cOptions() (*C.pyspy_options, error) {
 	if o == nil {
 		return opts, nil
 	}
-	ok := true
-	set := func(status uint32) { ok = ok && status == C.PYSPY_STATUS_OK }
-	set(C.pyspy_options_set_pause(opts, C.bool(o.Pause)))
-	set(C.pyspy_options_set_cpu_time(opts, C.bool(o.CPUTime)))
-	set(C.pyspy_options_set_gil_only(opts, C.bool(o.GILOnly)))
+	var bad []string
+	set := func(what string, status C.enum_pyspy_status) {
+		if status != C.PYSPY_STATUS_OK {
+			bad = append(bad, what)
+		}
+	}
+	set("Locate", C.pyspy_options_set_locate(opts, C.pyspy_locate(o.Locate)))
+	set("Pause", C.pyspy_options_set_pause(opts, C.bool(o.Pause)))
+	set("CPUTime", C.pyspy_options_set_cpu_time(opts, C.bool(o.CPUTime)))
+	set("GILOnly", C.pyspy_options_set_gil_only(opts, C.bool(o.GILOnly)))
 	if o.Idle {
-		set(C.pyspy_options_set_idle(opts, true))
+		set("Idle", C.pyspy_options_set_idle(opts, true))
 	}
-	set(C.pyspy_options_set_wait_for_init_ms(opts, C.uint64_t(o.WaitForInit.Milliseconds())))
 	if o.Rate != 0 {
-		set(C.pyspy_options_set_rate(opts, C.double(o.Rate)))
+		set("Rate", C.pyspy_options_set_rate(opts, C.double(o.Rate)))
 	}
-	set(C.pyspy_options_set_duration_ms(opts, C.uint64_t(o.Duration.Milliseconds())))
-	set(C.pyspy_options_set_subprocesses(opts, C.bool(o.Subprocesses)))
-	set(C.pyspy_options_set_lines(opts, C.bool(!o.PerFunction)))
-	set(C.pyspy_options_set_per_thread(opts, C.bool(o.PerThread)))
-	if !ok {
+	if o.Duration < 0 {
+		bad = append(bad, "Duration")
+	}
+	if o.WaitForInit < 0 {
+		bad = append(bad, "WaitForInit")
+	}
+	if o.SampleBuffer < 0 {
+		bad = append(bad, "SampleBuffer")
+	}
+	set("Duration", C.pyspy_options_set_duration_ms(opts, C.uint64_t(o.Duration.Milliseconds())))
+	set("Subprocesses", C.pyspy_options_set_subprocesses(opts, C.bool(o.Subprocesses)))
+	set("PerFunction", C.pyspy_options_set_lines(opts, C.bool(!o.PerFunction)))
+	set("PerThread", C.pyspy_options_set_per_thread(opts, C.bool(o.PerThread)))
+	set("PerProcess", C.pyspy_options_set_per_process(opts, C.bool(o.PerProcess)))
+	if len(bad) > 0 {
 		C.pyspy_options_free(opts)
-		return nil, &Error{Code: StatusInvalidArgument, Message: fmt.Sprintf("invalid options %+v", *o)}
+		return nil, &Error{Code: StatusInvalidArgument, Message: fmt.Sprintf("invalid options %v: %+v", bad, *o)}
 	}
 	return opts, nil
 }
 
-// ErrClosed is returned by methods of a Session (or Sampler) after Close.
+// ErrClosed is returned by methods of a Session, Sampler or Profile after Close.
 var ErrClosed = errors.New("pyspy: use of a closed object")
 
 // Session is an attached process. Its methods may be called from any goroutine; calls on one
@@ -112,23 +167,46 @@ type Session struct {
 	pid int
 }
 
-// Attach attaches to process pid: it finds the interpreter, its version and memory layout once,
-// so that each Sample only reads the process's memory. opts may be nil.
-func Attach(pid int, opts *Options) (*Session, error) {
+// Attach attaches to process pid: it finds the interpreter, its version and memory layout
+// once, so that each Snapshot only reads the process's memory. opts may be nil. With
+// opts.WaitForInit it retries while the process's interpreter is not there yet, until ctx is
+// done (then it returns ctx.Err()).
+func Attach(ctx context.Context, pid int, opts *Options) (*Session, error) {
 	copts, err := opts.cOptions()
 	if err != nil {
 		return nil, err
 	}
 	defer C.pyspy_options_free(copts)
-	var ptr *C.pyspy_session
-	var cerr *C.pyspy_error
-	status := C.pyspy_attach(C.int32_t(pid), copts, &ptr, &cerr)
-	if status != C.PYSPY_STATUS_OK {
-		return nil, takeError(Status(status), cerr)
+	var wait time.Duration
+	if opts != nil {
+		wait = opts.WaitForInit
 	}
-	s := &Session{ptr: ptr, pid: pid}
-	runtime.SetFinalizer(s, (*Session).Close)
-	return s, nil
+	deadline := time.Now().Add(wait)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		var ptr *C.pyspy_session
+		var cerr *C.pyspy_error
+		status := C.pyspy_attach(C.int32_t(pid), copts, &ptr, &cerr)
+		if status == C.PYSPY_STATUS_OK {
+			s := &Session{ptr: ptr, pid: pid}
+			runtime.SetFinalizer(s, (*Session).Close)
+			return s, nil
+		}
+		err := takeError(status, cerr)
+		starting := errors.Is(err, ErrNotInitialised) || errors.Is(err, ErrNotPython)
+		if !starting || !time.Now().Before(deadline) {
+			return nil, err
+		}
+		timer := time.NewTimer(10 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, ctx.Err()
+		case <-timer.C:
+		}
+	}
 }
 
 // Close detaches from the process and frees the session. Closing twice is fine.
@@ -156,6 +234,12 @@ func (s *Session) Executable() string {
 	return s.str(func(p *C.pyspy_session) *C.char { return C.pyspy_session_executable(p) })
 }
 
+// InterpreterBinary is the file holding the interpreter (the executable or a libpython*.so),
+// as the target sees it ("" after Close).
+func (s *Session) InterpreterBinary() string {
+	return s.str(func(p *C.pyspy_session) *C.char { return C.pyspy_session_interpreter_binary(p) })
+}
+
 // LocatedBy says how the interpreter was found: "symbols", "debug-offsets", "bss-scan".
 func (s *Session) LocatedBy() string {
 	return s.str(func(p *C.pyspy_session) *C.char { return C.pyspy_session_located_by(p) })
@@ -170,8 +254,9 @@ func (s *Session) str(get func(*C.pyspy_session) *C.char) string {
 	return C.GoString(get(s.ptr))
 }
 
-// Sample reads every thread's Python stack once.
-func (s *Session) Sample() (*Snapshot, error) {
+// Snapshot reads every thread's Python stack once. After StartSampler on this session it
+// fails with ErrInvalidArgument: the sampler has the process now.
+func (s *Session) Snapshot() (*Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ptr == nil {
@@ -179,15 +264,15 @@ func (s *Session) Sample() (*Snapshot, error) {
 	}
 	var snap *C.pyspy_snapshot
 	var cerr *C.pyspy_error
-	status := C.pyspy_session_sample(s.ptr, &snap, &cerr)
+	status := C.pyspy_session_snapshot(s.ptr, &snap, &cerr)
 	if status != C.PYSPY_STATUS_OK {
-		return nil, takeError(Status(status), cerr)
+		return nil, takeError(status, cerr)
 	}
 	defer C.pyspy_snapshot_free(snap)
 	return convertSnapshot(snap), nil
 }
 
-// Snapshot is one sample of a process: its Python threads.
+// Snapshot is every Python thread of a process at one moment.
 type Snapshot struct {
 	Threads []Thread
 }
@@ -200,12 +285,15 @@ type Thread struct {
 	NativeID uint64
 	// Name is threading.Thread.name, "" if unknown.
 	Name string
-	// OwnsGIL says whether the thread held the GIL at the time of the sample.
+	// OwnsGIL says whether the thread held the GIL at the time of the snapshot.
 	OwnsGIL bool
 	// Active says whether the OS thread was running on a CPU.
 	Active bool
 	// CPUTime is the thread's CPU time so far, -1 if not read (see Options.CPUTime).
 	CPUTime time.Duration
+	// InterpreterID is the id of the interpreter the thread belongs to (0: the main one,
+	// others: sub-interpreters), -1 if unknown (before Python 3.7).
+	InterpreterID int64
 	// Frames is the stack, innermost first.
 	Frames []Frame
 }
@@ -230,20 +318,25 @@ func convertSnapshot(snap *C.pyspy_snapshot) *Snapshot {
 	out := &Snapshot{Threads: make([]Thread, 0, n)}
 	for i := 0; i < n; i++ {
 		t := C.pyspy_snapshot_thread(snap, C.size_t(i))
-		var tid C.uint64_t
 		th := Thread{
-			ID:      uint64(C.pyspy_thread_id(t)),
-			Name:    goStringOrEmpty(C.pyspy_thread_name(t)),
-			OwnsGIL: bool(C.pyspy_thread_owns_gil(t)),
-			Active:  bool(C.pyspy_thread_active(t)),
+			ID:            uint64(C.pyspy_thread_id(t)),
+			Name:          goStringOrEmpty(C.pyspy_thread_name(t)),
+			OwnsGIL:       bool(C.pyspy_thread_owns_gil(t)),
+			Active:        bool(C.pyspy_thread_active(t)),
+			CPUTime:       -1,
+			InterpreterID: -1,
 		}
+		var tid C.uint64_t
 		if C.pyspy_thread_native_id(t, &tid) {
 			th.NativeID = uint64(tid)
 		}
 		var ns C.uint64_t
-		th.CPUTime = -1
 		if C.pyspy_thread_cpu_time_ns(t, &ns) {
 			th.CPUTime = time.Duration(ns)
+		}
+		var interp C.int64_t
+		if C.pyspy_thread_interpreter_id(t, &interp) {
+			th.InterpreterID = int64(interp)
 		}
 		nf := int(C.pyspy_thread_frame_count(t))
 		th.Frames = make([]Frame, 0, nf)
@@ -262,8 +355,8 @@ func convertSnapshot(snap *C.pyspy_snapshot) *Snapshot {
 }
 
 // takeError turns a failed status and its C error object (freed here) into a Go error.
-func takeError(status Status, cerr *C.pyspy_error) error {
-	e := &Error{Code: status}
+func takeError(status C.enum_pyspy_status, cerr *C.pyspy_error) error {
+	e := &Error{Code: Status(status)}
 	if cerr != nil {
 		e.Message = C.GoString(C.pyspy_error_message(cerr))
 		C.pyspy_error_free(cerr)
@@ -309,6 +402,7 @@ const (
 	StatusMemory             Status = C.PYSPY_STATUS_MEMORY
 	StatusCorrupt            Status = C.PYSPY_STATUS_CORRUPT
 	StatusIO                 Status = C.PYSPY_STATUS_IO
+	StatusTimeout            Status = C.PYSPY_STATUS_TIMEOUT
 )
 
 // Errors to test for with errors.Is.
@@ -351,89 +445,8 @@ const (
 	Speedscope Format = C.PYSPY_FORMAT_SPEEDSCOPE
 )
 
-// Sampler samples a process on its own thread and aggregates the stacks into a profile. Its
-// methods may be called from any goroutine. Close it when done.
-type Sampler struct {
-	mu  sync.Mutex
-	ptr *C.pyspy_sampler
-}
-
-// StartSampler attaches to pid and starts sampling it at opts.Rate (default 100/s).
-func StartSampler(pid int, opts *Options) (*Sampler, error) {
-	copts, err := opts.cOptions()
-	if err != nil {
-		return nil, err
-	}
-	defer C.pyspy_options_free(copts)
-	var ptr *C.pyspy_sampler
-	var cerr *C.pyspy_error
-	if status := C.pyspy_sampler_start(C.int32_t(pid), copts, &ptr, &cerr); status != C.PYSPY_STATUS_OK {
-		return nil, takeError(Status(status), cerr)
-	}
-	s := &Sampler{ptr: ptr}
-	runtime.SetFinalizer(s, (*Sampler).Close)
-	return s, nil
-}
-
-// Stats gives the samples taken and the failed process reads so far.
-func (s *Sampler) Stats() (samples, errors uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ptr != nil {
-		var a, b C.uint64_t
-		C.pyspy_sampler_stats(s.ptr, &a, &b)
-		samples, errors = uint64(a), uint64(b)
-	}
-	return
-}
-
-// Running says whether the sampler is still sampling.
-func (s *Sampler) Running() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.ptr != nil && bool(C.pyspy_sampler_running(s.ptr))
-}
-
-// Profile returns the profile so far; with reset the sampler starts a new one (consecutive
-// periods for periodic uploads).
-func (s *Sampler) Profile(reset bool) (*Profile, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ptr == nil {
-		return nil, ErrClosed
-	}
-	var ptr *C.pyspy_profile
-	var cerr *C.pyspy_error
-	if status := C.pyspy_sampler_profile(s.ptr, C.bool(reset), &ptr, &cerr); status != C.PYSPY_STATUS_OK {
-		return nil, takeError(Status(status), cerr)
-	}
-	p := &Profile{ptr: ptr}
-	runtime.SetFinalizer(p, (*Profile).Close)
-	return p, nil
-}
-
-// Stop stops sampling (the profile stays available).
-func (s *Sampler) Stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ptr != nil {
-		C.pyspy_sampler_stop(s.ptr)
-	}
-}
-
-// Close stops the sampler and frees it. Closing twice is fine.
-func (s *Sampler) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ptr != nil {
-		C.pyspy_sampler_free(s.ptr)
-		s.ptr = nil
-		runtime.SetFinalizer(s, nil)
-	}
-	return nil
-}
-
-// Profile is aggregated stacks taken from a Sampler. Close it when done.
+// Profile is aggregated stacks taken from a Sampler. Its methods may be called from any
+// goroutine. Close it when done.
 type Profile struct {
 	mu  sync.Mutex
 	ptr *C.pyspy_profile
@@ -458,15 +471,16 @@ func (p *Profile) Export(format Format) ([]byte, error) {
 	}
 	var buf *C.pyspy_buffer
 	var cerr *C.pyspy_error
-	if status := C.pyspy_profile_export_buffer(p.ptr, C.int(format), &buf, &cerr); status != C.PYSPY_STATUS_OK {
-		return nil, takeError(Status(status), cerr)
+	if status := C.pyspy_profile_export_buffer(p.ptr, C.pyspy_format(format), &buf, &cerr); status != C.PYSPY_STATUS_OK {
+		return nil, takeError(status, cerr)
 	}
 	defer C.pyspy_buffer_free(buf)
-	n := C.pyspy_buffer_len(buf)
-	if n == 0 {
-		return []byte{}, nil
+	n := int(C.pyspy_buffer_len(buf))
+	out := make([]byte, n)
+	if n > 0 {
+		copy(out, unsafe.Slice((*byte)(unsafe.Pointer(C.pyspy_buffer_data(buf))), n))
 	}
-	return C.GoBytes(unsafe.Pointer(C.pyspy_buffer_data(buf)), C.int(n)), nil
+	return out, nil
 }
 
 // Close frees the profile. Closing twice is fine.

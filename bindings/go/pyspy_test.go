@@ -1,11 +1,13 @@
 package pyspy
 
 import (
+	"context"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,8 +25,11 @@ func python(t *testing.T) string {
 	return p
 }
 
+// The target: `target.py READY [CHILD_READY]` starts a worker thread, with CHILD_READY also a
+// child Python (`target.py --child CHILD_READY`) that lives as long as its parent, and then
+// blocks in go_target_leaf once the child is ready.
 const targetScript = `
-import sys, threading, time
+import os, subprocess, sys, threading, time
 
 def go_target_leaf(ready):
     open(ready, "w").close()
@@ -35,19 +40,42 @@ def go_target_worker():
     while True:
         time.sleep(0.05)
 
+def go_target_child(ready, parent):
+    open(ready, "w").close()
+    while os.getppid() == parent:
+        time.sleep(0.05)
+
+if sys.argv[1] == "--child":
+    go_target_child(sys.argv[2], os.getppid())
+    sys.exit(0)
 threading.Thread(target=go_target_worker, name="go-worker", daemon=True).start()
+if len(sys.argv) > 2:
+    subprocess.Popen([sys.executable, sys.argv[0], "--child", sys.argv[2]])
+    while not os.path.exists(sys.argv[2]):
+        time.sleep(0.01)
 go_target_leaf(sys.argv[1])
 `
 
 // startTarget runs a Python that blocks in go_target_leaf; it is killed when the test ends.
 func startTarget(t *testing.T) int {
+	pid, _ := startTargetWith(t, false)
+	return pid
+}
+
+// startTargetWith runs the target, with a child Python if child is set; returns the target and
+// its Cmd (killed when the test ends; the child then exits by itself).
+func startTargetWith(t *testing.T, child bool) (int, *exec.Cmd) {
 	dir := t.TempDir()
 	script := filepath.Join(dir, "target.py")
 	ready := filepath.Join(dir, "ready")
 	if err := os.WriteFile(script, []byte(targetScript), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(python(t), script, ready)
+	args := []string{script, ready}
+	if child {
+		args = append(args, filepath.Join(dir, "child-ready"))
+	}
+	cmd := exec.Command(python(t), args...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -66,7 +94,7 @@ func startTarget(t *testing.T) int {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return cmd.Process.Pid
+	return cmd.Process.Pid, cmd
 }
 
 func TestVersion(t *testing.T) {
@@ -75,18 +103,34 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-func TestSampleALivePython(t *testing.T) {
+// pythonAtLeast says whether version "X.Y.Z" is at least major.minor.
+func pythonAtLeast(t *testing.T, version string, major, minor int) bool {
+	parts := strings.SplitN(version, ".", 3)
+	if len(parts) < 2 {
+		t.Fatalf("version %q", version)
+	}
+	x, err1 := strconv.Atoi(parts[0])
+	y, err2 := strconv.Atoi(parts[1])
+	if err1 != nil || err2 != nil {
+		t.Fatalf("version %q", version)
+	}
+	return x > major || (x == major && y >= minor)
+}
+
+func TestSnapshotOfALivePython(t *testing.T) {
 	pid := startTarget(t)
-	session, err := Attach(pid, nil)
+	session, err := Attach(context.Background(), pid, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer session.Close()
-	if session.Pid() != pid || session.PythonVersion() == "" || session.Executable() == "" {
-		t.Fatalf("session info: pid %d version %q executable %q", session.Pid(),
-			session.PythonVersion(), session.Executable())
+	if session.Pid() != pid || session.PythonVersion() == "" || session.Executable() == "" ||
+		session.InterpreterBinary() == "" || session.LocatedBy() == "" {
+		t.Fatalf("session info: pid %d version %q executable %q binary %q located by %q",
+			session.Pid(), session.PythonVersion(), session.Executable(),
+			session.InterpreterBinary(), session.LocatedBy())
 	}
-	snapshot, err := session.Sample()
+	snapshot, err := session.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +139,12 @@ func TestSampleALivePython(t *testing.T) {
 	for _, th := range snapshot.Threads {
 		if th.ID == 0 {
 			t.Errorf("thread without an ident: %+v", th)
+		}
+		if pythonAtLeast(t, session.PythonVersion(), 3, 7) && th.InterpreterID != 0 {
+			t.Errorf("thread of the main interpreter with interpreter id %d", th.InterpreterID)
+		}
+		if th.CPUTime != -1 {
+			t.Errorf("CPU time read without Options.CPUTime: %v", th.CPUTime)
 		}
 		for _, f := range th.Frames {
 			functions = append(functions, f.Function)
@@ -107,6 +157,9 @@ func TestSampleALivePython(t *testing.T) {
 		}
 		if len(th.Frames) > 0 && th.Frames[0].Function == "go_target_worker" {
 			foundWorker = true
+			if th.Name != "go-worker" {
+				t.Errorf("worker thread named %q", th.Name)
+			}
 		}
 	}
 	if !foundLeaf || !foundWorker {
@@ -115,13 +168,43 @@ func TestSampleALivePython(t *testing.T) {
 	}
 }
 
+func TestLocateStrategies(t *testing.T) {
+	pid := startTarget(t)
+	for _, c := range []struct {
+		locate LocateStrategy
+		want   string
+	}{{LocateSymbols, "symbols"}, {LocateBSSScan, "bss-scan"}} {
+		session, err := Attach(context.Background(), pid, &Options{Locate: c.locate, CPUTime: true})
+		if err != nil {
+			t.Fatalf("%v: %v", c.locate, err)
+		}
+		if got := session.LocatedBy(); got != c.want {
+			t.Errorf("Locate %v: located by %q, want %q", c.locate, got, c.want)
+		}
+		snapshot, err := session.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, th := range snapshot.Threads {
+			if th.CPUTime < 0 {
+				t.Errorf("no CPU time with Options.CPUTime: %+v", th)
+			}
+		}
+		session.Close()
+	}
+	if _, err := Attach(context.Background(), pid, &Options{Locate: 99}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("Locate 99: want ErrInvalidArgument, got %v", err)
+	}
+}
+
 func TestErrors(t *testing.T) {
+	ctx := context.Background()
 	// A pid no process has: one that exited and was reaped.
 	cmd := exec.Command("true")
 	if err := cmd.Run(); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Attach(cmd.Process.Pid, nil)
+	_, err := Attach(ctx, cmd.Process.Pid, nil)
 	if !errors.Is(err, ErrNoSuchProcess) {
 		t.Fatalf("want ErrNoSuchProcess, got %v", err)
 	}
@@ -129,20 +212,68 @@ func TestErrors(t *testing.T) {
 	if !errors.As(err, &pe) || pe.Code != StatusNoSuchProcess || !strings.Contains(pe.Message, "no process") {
 		t.Fatalf("errors.As: %#v", pe)
 	}
-	if _, err := Attach(os.Getpid(), &Options{}); !errors.Is(err, ErrNotPython) {
+	if _, err := Attach(ctx, os.Getpid(), &Options{}); !errors.Is(err, ErrNotPython) {
 		t.Fatalf("attaching to the Go test itself: want ErrNotPython, got %v", err)
 	}
-	if _, err := Attach(0, nil); !errors.Is(err, ErrInvalidArgument) {
+	if _, err := Attach(ctx, 0, nil); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("pid 0: want ErrInvalidArgument, got %v", err)
 	}
-	if StatusNoSuchProcess.String() != "PYSPY_STATUS_NO_SUCH_PROCESS" {
-		t.Fatal(StatusNoSuchProcess.String())
+	if _, err := Attach(ctx, os.Getpid(), &Options{Duration: -time.Second}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("negative duration: want ErrInvalidArgument, got %v", err)
 	}
+	if StatusNoSuchProcess.String() != "PYSPY_STATUS_NO_SUCH_PROCESS" || StatusTimeout.String() != "PYSPY_STATUS_TIMEOUT" {
+		t.Fatal(StatusNoSuchProcess.String(), StatusTimeout.String())
+	}
+}
+
+// Attach waits for a process that is not Python yet as long as WaitForInit says, but no
+// longer than its context allows.
+func TestAttachWaitsUntilTheContextIsDone(t *testing.T) {
+	sleeper := exec.Command("sleep", "30")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = sleeper.Process.Kill()
+		_ = sleeper.Wait()
+	}()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := Attach(ctx, sleeper.Process.Pid, &Options{WaitForInit: 20 * time.Second})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("want context.DeadlineExceeded, got %v", err)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond || took > 10*time.Second {
+		t.Fatalf("Attach returned after %v (context deadline 300ms, WaitForInit 20s)", took)
+	}
+	// Without WaitForInit, the answer is at once.
+	if _, err := Attach(context.Background(), sleeper.Process.Pid, nil); !errors.Is(err, ErrNotPython) {
+		t.Fatalf("want ErrNotPython, got %v", err)
+	}
+	// A Python started just now is attached to once its interpreter is there.
+	script := filepath.Join(t.TempDir(), "slow.py")
+	if err := os.WriteFile(script, []byte("import time\nwhile True: time.sleep(0.05)\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	py := exec.Command(python(t), script)
+	if err := py.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = py.Process.Kill()
+		_ = py.Wait()
+	}()
+	session, err := Attach(context.Background(), py.Process.Pid, &Options{WaitForInit: 20 * time.Second})
+	if err != nil {
+		t.Fatalf("attaching to a starting Python: %v", err)
+	}
+	session.Close()
 }
 
 func TestCloseAndUseAfterClose(t *testing.T) {
 	pid := startTarget(t)
-	session, err := Attach(pid, nil)
+	session, err := Attach(context.Background(), pid, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,12 +283,20 @@ func TestCloseAndUseAfterClose(t *testing.T) {
 	if err := session.Close(); err != nil {
 		t.Fatal("second Close:", err)
 	}
-	if _, err := session.Sample(); !errors.Is(err, ErrClosed) {
-		t.Fatalf("Sample after Close: %v", err)
+	if _, err := session.Snapshot(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Snapshot after Close: %v", err)
 	}
-	// Sessions that are never closed are freed by their finalizers.
+	if _, err := session.StartSampler(context.Background(), nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("StartSampler after Close: %v", err)
+	}
+	// Sessions and samplers that are never closed are freed by their finalizers.
 	for i := 0; i < 20; i++ {
-		if _, err := Attach(pid, nil); err != nil {
+		if _, err := Attach(context.Background(), pid, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := StartSampler(context.Background(), pid, &Options{SampleBuffer: 1}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -167,7 +306,7 @@ func TestCloseAndUseAfterClose(t *testing.T) {
 
 func TestSessionsOnManyGoroutines(t *testing.T) {
 	pid := startTarget(t)
-	session, err := Attach(pid, nil)
+	session, err := Attach(context.Background(), pid, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +315,7 @@ func TestSessionsOnManyGoroutines(t *testing.T) {
 	for g := 0; g < 4; g++ {
 		go func() {
 			for i := 0; i < 20; i++ {
-				if _, err := session.Sample(); err != nil {
+				if _, err := session.Snapshot(); err != nil {
 					done <- err
 					return
 				}
@@ -193,16 +332,16 @@ func TestSessionsOnManyGoroutines(t *testing.T) {
 
 func TestSamplerExportsPprofThatGoToolPprofReads(t *testing.T) {
 	pid := startTarget(t)
-	sampler, err := StartSampler(pid, &Options{Rate: 200, Idle: true, CPUTime: true})
+	sampler, err := StartSampler(context.Background(), pid, &Options{Rate: 200, Idle: true, CPUTime: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sampler.Close()
+	if sampler.Samples() != nil {
+		t.Fatal("a samples channel without Options.SampleBuffer")
+	}
 	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if n, _ := sampler.Stats(); n >= 20 {
-			break
-		}
+	for sampler.Stats().Samples < 20 {
 		if time.Now().After(deadline) {
 			t.Fatal("the sampler took no samples")
 		}
@@ -238,5 +377,179 @@ func TestSamplerExportsPprofThatGoToolPprofReads(t *testing.T) {
 	sampler.Stop()
 	if sampler.Running() {
 		t.Fatal("running after Stop")
+	}
+	if reason, err := sampler.Wait(context.Background()); reason != EndStopped || err != nil {
+		t.Fatalf("after Stop: %v, %v", reason, err)
+	}
+	stats := sampler.Stats()
+	if stats.Samples < 20 || stats.MaxLag <= 0 || stats.MaxLag > 10*time.Second || stats.Dropped != 0 {
+		t.Fatalf("stats %+v", stats)
+	}
+}
+
+// The samples channel delivers every sample with each process's snapshot, and is closed when
+// the sampler ends; Wait says why it ended.
+func TestSamplesChannelAndWait(t *testing.T) {
+	pid, cmd := startTargetWith(t, false)
+	ctx := context.Background()
+	sampler, err := StartSampler(ctx, pid, &Options{Rate: 100, SampleBuffer: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sampler.Close()
+
+	// Wait gives up when its context is done, and the sampler goes on.
+	start := time.Now()
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	if _, err := sampler.Wait(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait on a running sampler: %v", err)
+	}
+	cancel()
+	if took := time.Since(start); took < 200*time.Millisecond || took > 5*time.Second {
+		t.Fatalf("Wait(200ms) returned after %v", took)
+	}
+	if !sampler.Running() {
+		t.Fatal("the sampler stopped when a Wait gave up")
+	}
+
+	var last time.Duration
+	seen := 0
+	for sample := range sampler.Samples() {
+		if len(sample.Processes) != 1 || sample.Processes[0].Pid != pid {
+			t.Fatalf("sample of processes %+v, want just %d", sample.Processes, pid)
+		}
+		if sample.Elapsed < last || time.Since(sample.Time) > time.Minute || sample.Lag < 0 {
+			t.Fatalf("sample times: %+v after %v", sample, last)
+		}
+		last = sample.Elapsed
+		leaf := false
+		for _, th := range sample.Processes[0].Snapshot.Threads {
+			leaf = leaf || (len(th.Frames) > 0 && th.Frames[0].Function == "go_target_leaf")
+		}
+		if !leaf {
+			t.Fatalf("no thread in go_target_leaf: %+v", sample.Processes[0].Snapshot)
+		}
+		seen++
+		if seen == 10 {
+			// The target exits: the channel is closed once the sampler has noticed.
+			_ = cmd.Process.Kill()
+		}
+	}
+	if seen < 10 {
+		t.Fatalf("%d samples before the channel closed", seen)
+	}
+	reason, err := sampler.Wait(ctx)
+	if reason != EndProcessExited || err != nil {
+		t.Fatalf("Wait after the target exited: %v, %v", reason, err)
+	}
+	if stats := sampler.Stats(); stats.Samples != uint64(seen)+stats.Dropped {
+		t.Fatalf("%d samples received, stats %+v", seen, stats)
+	}
+}
+
+// A sampler stops when the context it was started with is done, or its duration is over.
+func TestSamplerEndsWithItsContextOrDuration(t *testing.T) {
+	pid := startTarget(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	sampler, err := StartSampler(ctx, pid, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sampler.Close()
+	cancel()
+	select {
+	case <-sampler.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sampler did not stop within 10 s of its context being cancelled")
+	}
+	// An ended sampler answers Wait even with a context that is done.
+	if reason, err := sampler.Wait(ctx); reason != EndStopped || err != nil {
+		t.Fatalf("after cancel: %v, %v", reason, err)
+	}
+	if _, err := StartSampler(ctx, pid, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("StartSampler with a cancelled context: %v", err)
+	}
+
+	timed, err := StartSampler(context.Background(), pid, &Options{Duration: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer timed.Close()
+	reason, err := timed.Wait(context.Background())
+	if reason != EndDuration || err != nil {
+		t.Fatalf("with a duration: %v, %v", reason, err)
+	}
+}
+
+// A sampler can start from a session, which then takes no more snapshots.
+func TestSamplerFromASession(t *testing.T) {
+	pid := startTarget(t)
+	session, err := Attach(context.Background(), pid, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer session.Close()
+	if _, err := session.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	sampler, err := session.StartSampler(context.Background(), &Options{SampleBuffer: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sampler.Close()
+	sample := <-sampler.Samples()
+	if len(sample.Processes) != 1 || sample.Processes[0].Pid != pid {
+		t.Fatalf("sample %+v", sample)
+	}
+	if _, err := session.Snapshot(); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("Snapshot of a session handed to a sampler: %v", err)
+	}
+	if _, err := session.StartSampler(context.Background(), nil); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("a second sampler on the session: %v", err)
+	}
+	if session.Pid() != pid || session.PythonVersion() == "" {
+		t.Fatal("session info lost")
+	}
+}
+
+// With Subprocesses, samples include the child process; with PerProcess the pprof profile
+// labels each sample with its pid.
+func TestSubprocessesPerProcess(t *testing.T) {
+	pid, _ := startTargetWith(t, true)
+	sampler, err := StartSampler(context.Background(), pid, &Options{
+		Subprocesses: true, PerProcess: true, Idle: true, SampleBuffer: 1000,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sampler.Close()
+	pids := map[int]bool{}
+	deadline := time.After(20 * time.Second)
+	for len(pids) < 2 {
+		select {
+		case sample := <-sampler.Samples():
+			for _, p := range sample.Processes {
+				pids[p.Pid] = true
+			}
+		case <-deadline:
+			t.Fatalf("processes sampled: %v, want the target %d and its child", pids, pid)
+		}
+	}
+	if !pids[pid] {
+		t.Fatalf("processes sampled: %v, want the target %d", pids, pid)
+	}
+	profile, err := sampler.Profile(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer profile.Close()
+	folded, err := profile.Export(Collapsed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range pids {
+		if !strings.Contains(string(folded), "process "+strconv.Itoa(p)+":") {
+			t.Errorf("no stacks of process %d:\n%s", p, folded)
+		}
 	}
 }

@@ -46,6 +46,8 @@ static void check_versions_and_names(void) {
     CHECK(strcmp(pyspy_status_name(PYSPY_STATUS_OK), "PYSPY_STATUS_OK") == 0);
     CHECK(strcmp(pyspy_status_name(PYSPY_STATUS_NO_SUCH_PROCESS),
                  "PYSPY_STATUS_NO_SUCH_PROCESS") == 0);
+    CHECK(strcmp(pyspy_status_name(PYSPY_STATUS_TIMEOUT), "PYSPY_STATUS_TIMEOUT") == 0);
+    CHECK(PYSPY_STATUS_TIMEOUT == 15); /* numbers are the ABI: never renumbered */
     CHECK(pyspy_status_name(-1) == NULL);
     CHECK(pyspy_status_name(100000) == NULL);
 }
@@ -86,10 +88,45 @@ static void check_null_arguments(void) {
 
     pyspy_snapshot *snapshot = NULL;
     err = NULL;
-    CHECK(pyspy_session_sample(NULL, &snapshot, &err) == PYSPY_STATUS_INVALID_ARGUMENT);
+    CHECK(pyspy_session_snapshot(NULL, &snapshot, &err) == PYSPY_STATUS_INVALID_ARGUMENT);
     CHECK(snapshot == NULL);
     CHECK(err != NULL && strstr(pyspy_error_message(err), "session") != NULL);
     pyspy_error_free(err);
+
+    /* Samplers, samples and profiles. */
+    pyspy_sampler_free(NULL);
+    pyspy_profile_free(NULL);
+    pyspy_buffer_free(NULL);
+    pyspy_sampler *sampler = NULL;
+    err = NULL;
+    CHECK(pyspy_session_start_sampler(NULL, NULL, &sampler, &err) ==
+          PYSPY_STATUS_INVALID_ARGUMENT);
+    CHECK(sampler == NULL);
+    CHECK(err != NULL && strstr(pyspy_error_message(err), "session") != NULL);
+    pyspy_error_free(err);
+    pyspy_end_reason reason = (pyspy_end_reason)77;
+    CHECK(pyspy_sampler_wait(NULL, 0, &reason, NULL) == PYSPY_STATUS_INVALID_ARGUMENT);
+    CHECK((int)reason == 77);
+    CHECK(pyspy_sampler_stop(NULL) == PYSPY_STATUS_INVALID_ARGUMENT);
+    CHECK(!pyspy_sampler_running(NULL));
+    uint64_t samples = 42;
+    CHECK(pyspy_sampler_stats(NULL, &samples, NULL, NULL, NULL) ==
+          PYSPY_STATUS_INVALID_ARGUMENT);
+    CHECK(samples == 42);
+    CHECK(pyspy_sample_process_count(NULL) == 0);
+    CHECK(pyspy_sample_pid(NULL, 0) == 0);
+    CHECK(pyspy_sample_snapshot(NULL, 0) == NULL);
+    CHECK(pyspy_sample_time_ns(NULL) == 0);
+    CHECK(pyspy_sample_elapsed_ns(NULL) == 0);
+    CHECK(pyspy_sample_lag_ns(NULL) == 0);
+    CHECK(pyspy_profile_samples(NULL) == 0);
+    CHECK(pyspy_buffer_len(NULL) == 0 && pyspy_buffer_data(NULL) == NULL);
+    size_t len = 7;
+    CHECK(pyspy_profile_export(NULL, PYSPY_FORMAT_PPROF, NULL, 0, &len, NULL) ==
+          PYSPY_STATUS_INVALID_ARGUMENT);
+    CHECK(len == 7);
+    CHECK(pyspy_options_set_sample_callback(NULL, NULL, NULL) == PYSPY_STATUS_INVALID_ARGUMENT);
+    CHECK(pyspy_options_set_per_process(NULL, true) == PYSPY_STATUS_INVALID_ARGUMENT);
 }
 
 /* A pid that no process has: a child that has exited and been reaped. */
@@ -128,7 +165,7 @@ static void check_python_that_exits(const char *python) {
     CHECK(waitpid(child, NULL, 0) == child);
     snapshot = NULL;
     pyspy_error *err = NULL;
-    status = pyspy_session_sample(session, &snapshot, &err);
+    status = pyspy_session_snapshot(session, &snapshot, &err);
     if (status != PYSPY_STATUS_PROCESS_EXITED && status != PYSPY_STATUS_NO_SUCH_PROCESS) {
         fail_status("sampling a process that exited", status, err);
     }

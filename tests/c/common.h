@@ -122,7 +122,7 @@ static inline pyspy_snapshot *sample_or_fail(pyspy_session *session) {
     for (int attempt = 0; attempt < 5; attempt++) {
         pyspy_snapshot *snapshot = NULL;
         pyspy_error *err = NULL;
-        status = pyspy_session_sample(session, &snapshot, &err);
+        status = pyspy_session_snapshot(session, &snapshot, &err);
         if (status == PYSPY_STATUS_OK) {
             CHECK(err == NULL);
             CHECK(snapshot != NULL);
@@ -132,11 +132,11 @@ static inline pyspy_snapshot *sample_or_fail(pyspy_session *session) {
         CHECK(err != NULL);
         CHECK(pyspy_error_code(err) == status);
         if (status != PYSPY_STATUS_CORRUPT && status != PYSPY_STATUS_MEMORY) {
-            fail_status("pyspy_session_sample", status, err);
+            fail_status("pyspy_session_snapshot", status, err);
         }
         pyspy_error_free(err);
     }
-    fail("pyspy_session_sample kept failing (last status %d)", (int)status);
+    fail("pyspy_session_snapshot kept failing (last status %d)", (int)status);
 }
 
 #endif

@@ -1,5 +1,6 @@
 /* profile PID OUT_DIR: a sampler on PID for a short while, its profile exported as collapsed
- * stacks into a caller buffer (first too small, to learn the size), as pprof and speedscope into
+ * stacks into a caller buffer (first asking for the size: no error object; then a buffer too
+ * small, one exactly large enough and one larger than needed), as pprof and speedscope into
  * library buffers; writes OUT_DIR/profile.pb.gz and OUT_DIR/profile.folded for the driver to
  * read back with real consumers. Run under valgrind by tests/integration/capi.rs. */
 #include "common.h"
@@ -24,7 +25,8 @@ int main(int argc, char **argv) {
     CHECK(pyspy_options_set_idle(options, true) == PYSPY_STATUS_OK); /* the target sleeps */
     CHECK(pyspy_options_set_cpu_time(options, true) == PYSPY_STATUS_OK);
     CHECK(pyspy_options_set_locate(options, PYSPY_LOCATE_AUTO) == PYSPY_STATUS_OK);
-    CHECK(pyspy_options_set_locate(options, 99) == PYSPY_STATUS_INVALID_ARGUMENT);
+    CHECK(pyspy_options_set_locate(options, (pyspy_locate)99) == PYSPY_STATUS_INVALID_ARGUMENT);
+    CHECK(pyspy_options_set_locate(options, (pyspy_locate)-1) == PYSPY_STATUS_INVALID_ARGUMENT);
     CHECK(pyspy_options_set_rate(NULL, 1.0) == PYSPY_STATUS_INVALID_ARGUMENT);
 
     pyspy_sampler *sampler = NULL;
@@ -37,7 +39,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 400 && samples < 20; i++) {
         struct timespec ts = {0, 25 * 1000000L};
         nanosleep(&ts, NULL);
-        CHECK(pyspy_sampler_stats(sampler, &samples, &errors) == PYSPY_STATUS_OK);
+        CHECK(pyspy_sampler_stats(sampler, &samples, &errors, NULL, NULL) == PYSPY_STATUS_OK);
     }
     CHECK(samples >= 20);
     CHECK(pyspy_sampler_running(sampler));
@@ -50,26 +52,64 @@ int main(int argc, char **argv) {
     CHECK(pyspy_sampler_stop(sampler) == PYSPY_STATUS_OK);
     CHECK(!pyspy_sampler_running(sampler));
 
-    /* Collapsed into the caller's buffer: ask for the size, then export. */
+    /* Collapsed into the caller's buffer: ask for the size (an answer, not a failure: no error
+     * object even though err is given), then export. */
     size_t needed = 0;
-    uint8_t small[4];
-    status = pyspy_profile_export(profile, PYSPY_FORMAT_COLLAPSED, small, sizeof small, &needed,
-                                  &err);
-    CHECK(status == PYSPY_STATUS_BUFFER_TOO_SMALL);
-    CHECK(pyspy_error_code(err) == PYSPY_STATUS_BUFFER_TOO_SMALL);
-    pyspy_error_free(err);
-    err = NULL;
-    CHECK(needed > sizeof small);
-    size_t asked = 0;
-    CHECK(pyspy_profile_export(profile, PYSPY_FORMAT_COLLAPSED, NULL, 0, &asked, NULL) ==
+    CHECK(pyspy_profile_export(profile, PYSPY_FORMAT_COLLAPSED, NULL, 0, &needed, &err) ==
           PYSPY_STATUS_BUFFER_TOO_SMALL);
+    CHECK(err == NULL);
+    CHECK(needed > 4);
+    /* A buffer too small: the same answer, the buffer untouched. */
+    uint8_t small[4] = {0xAA, 0xAA, 0xAA, 0xAA};
+    size_t asked = 0;
+    CHECK(pyspy_profile_export(profile, PYSPY_FORMAT_COLLAPSED, small, sizeof small, &asked,
+                               &err) == PYSPY_STATUS_BUFFER_TOO_SMALL);
+    CHECK(err == NULL);
     CHECK(asked == needed);
-    uint8_t *folded = malloc(needed);
+    for (size_t i = 0; i < sizeof small; i++) CHECK(small[i] == 0xAA);
+    /* One byte short is too small. */
+    uint8_t *folded = malloc(needed + 100);
+    CHECK(folded != NULL);
+    asked = 0;
+    CHECK(pyspy_profile_export(profile, PYSPY_FORMAT_COLLAPSED, folded, needed - 1, &asked,
+                               NULL) == PYSPY_STATUS_BUFFER_TOO_SMALL);
+    CHECK(asked == needed);
+    /* Exactly large enough. */
     size_t len = 0;
     status = pyspy_profile_export(profile, PYSPY_FORMAT_COLLAPSED, folded, needed, &len, &err);
     if (status != PYSPY_STATUS_OK) fail_status("pyspy_profile_export", status, err);
     CHECK(len == needed);
-    write_file(argv[2], "profile.folded", folded, len);
+    /* Larger than needed is fine too: the same bytes, the rest of the buffer left alone. */
+    uint8_t *larger = malloc(needed + 100);
+    CHECK(larger != NULL);
+    memset(larger, 0xAA, needed + 100);
+    len = 0;
+    status = pyspy_profile_export(profile, PYSPY_FORMAT_COLLAPSED, larger, needed + 100, &len,
+                                  &err);
+    if (status != PYSPY_STATUS_OK) fail_status("export into a larger buffer", status, err);
+    CHECK(len == needed);
+    CHECK(memcmp(larger, folded, needed) == 0);
+    for (size_t i = needed; i < needed + 100; i++) CHECK(larger[i] == 0xAA);
+    free(larger);
+    /* A NULL buffer claiming a capacity is a mistake, not a size query. */
+    len = 0;
+    CHECK(pyspy_profile_export(profile, PYSPY_FORMAT_COLLAPSED, NULL, 16, &len, &err) ==
+          PYSPY_STATUS_INVALID_ARGUMENT);
+    CHECK(len == 0);
+    CHECK(err != NULL && strstr(pyspy_error_message(err), "NULL") != NULL);
+    pyspy_error_free(err);
+    err = NULL;
+    /* pprof through the same size query: the size asked equals what is written. */
+    size_t pprof_needed = 0;
+    CHECK(pyspy_profile_export(profile, PYSPY_FORMAT_PPROF, NULL, 0, &pprof_needed, NULL) ==
+          PYSPY_STATUS_BUFFER_TOO_SMALL);
+    uint8_t *pprof = malloc(pprof_needed + 1);
+    CHECK(pprof != NULL);
+    CHECK(pyspy_profile_export(profile, PYSPY_FORMAT_PPROF, pprof, pprof_needed + 1, &len,
+                               NULL) == PYSPY_STATUS_OK);
+    CHECK(len == pprof_needed && pprof[0] == 0x1f && pprof[1] == 0x8b);
+    free(pprof);
+    write_file(argv[2], "profile.folded", folded, needed);
     free(folded);
 
     /* pprof and speedscope into library buffers. */
@@ -86,7 +126,7 @@ int main(int argc, char **argv) {
     CHECK(pyspy_buffer_len(buffer) > 0 && pyspy_buffer_data(buffer)[0] == '{');
     pyspy_buffer_free(buffer);
     buffer = NULL;
-    CHECK(pyspy_profile_export_buffer(profile, 42, &buffer, &err) ==
+    CHECK(pyspy_profile_export_buffer(profile, (pyspy_format)42, &buffer, &err) ==
           PYSPY_STATUS_INVALID_ARGUMENT);
     CHECK(buffer == NULL);
     pyspy_error_free(err);

@@ -1,13 +1,17 @@
 //! The C API as a C or Go program uses it: `cargo xtask install` into a scratch prefix (which
-//! also fails if `include/pyspy.h` has drifted from the sources), the C tests of `tests/c/`
-//! compiled with `gcc -Wall -Wextra -Werror` against the installed header and linked once
-//! against the installed `libpyspy.so` (found through its SONAME) and once against `libpyspy.a`,
-//! run under valgrind (no definite leaks, no invalid accesses) against live Python targets; and
-//! `go test ./...` in `bindings/go`.
+//! also fails if `include/pyspy.h` has drifted from the sources); the README's C examples built
+//! with nothing but `pkg-config --cflags --libs pyspy`; the C tests of `tests/c/` compiled with
+//! `gcc -Wall -Wextra -Werror` against the installed header and linked once through `pyspy.pc`
+//! (`libpyspy.so.0` by its SONAME, found through the rpath) and once through `pyspy-static.pc`
+//! (`libpyspy.a`); all of them run under valgrind (no definite leaks, no invalid accesses)
+//! against live Python targets, never with `LD_LIBRARY_PATH`. The installed library's debug
+//! info is checked with gdb; `go vet` and `go test` run in `bindings/go` (with and without
+//! `-tags static`), and the README's Go example is built and run in a module of its own.
 //!
-//! Needs gcc, valgrind, pkg-config and go (`scripts/provision.sh` installs them). A missing tool
-//! fails the test under CI (`CI` set) and is a loud warning locally.
+//! Needs gcc, valgrind, pkg-config, readelf, gdb and go (`scripts/provision.sh` installs them).
+//! A missing tool fails the test under CI (`CI` set) and is a loud warning locally.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -47,8 +51,8 @@ fn require(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success());
     if !found {
         let msg = format!(
-            "{tool} is not installed: the C API tests need gcc, valgrind, pkg-config and go \
-             (run scripts/provision.sh)"
+            "{tool} is not installed: the C API tests need gcc, valgrind, pkg-config, \
+             readelf, gdb and go (run scripts/provision.sh)"
         );
         if std::env::var_os("CI").is_some() {
             panic!("{msg}");
@@ -87,14 +91,15 @@ impl Install {
         self.prefix.join("lib")
     }
 
-    fn pkg_config(&self, args: &[&str]) -> Vec<String> {
+    /// `pkg-config ARGS PACKAGE` against the scratch install.
+    fn pkg_config(&self, package: &str, args: &[&str]) -> Vec<String> {
         let out = Command::new("pkg-config")
             .args(args)
-            .arg("pyspy")
+            .arg(package)
             .env("PKG_CONFIG_PATH", self.pkg_config_path())
             .output()
             .expect("running pkg-config");
-        check_output(&format!("pkg-config {args:?} pyspy"), &out);
+        check_output(&format!("pkg-config {args:?} {package}"), &out);
         String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .map(str::to_string)
@@ -122,10 +127,12 @@ fn install() -> &'static Install {
         check_output("cargo xtask install", &out);
         for f in [
             "lib/libpyspy.so.0",
+            "lib/.debug/libpyspy.so.0.debug",
             "lib/libpyspy.so",
             "lib/libpyspy.a",
             "include/pyspy.h",
             "lib/pkgconfig/pyspy.pc",
+            "lib/pkgconfig/pyspy-static.pc",
         ] {
             assert!(prefix.join(f).exists(), "install lacks {f}");
         }
@@ -142,44 +149,45 @@ enum Link {
     Static,
 }
 
-/// Compiles `tests/c/NAME.c` against the installed header, linked as `link`; returns the
-/// executable.
+/// Compiles `tests/c/NAME.c` against the installed header with warnings as errors, linked as
+/// `link`; returns the executable.
 fn compile(name: &str, link: Link) -> PathBuf {
-    let inst = install();
     let src = workspace_root().join("tests/c").join(format!("{name}.c"));
-    let exe = inst.bin.join(format!("{name}-{link:?}").to_lowercase());
-    let mut cmd = Command::new("gcc");
-    cmd.args([
+    let exe = install()
+        .bin
+        .join(format!("{name}-{link:?}").to_lowercase());
+    let strict = [
         "-std=c11",
         "-D_POSIX_C_SOURCE=200809L",
         "-Wall",
         "-Wextra",
         "-Werror",
         "-g",
-    ])
-    .args(inst.pkg_config(&["--cflags"]))
-    .arg("-o")
-    .arg(&exe)
-    .arg(&src);
-    match link {
-        Link::Shared => {
-            cmd.args(inst.pkg_config(&["--libs"]));
-        }
-        Link::Static => {
-            cmd.arg(inst.lib_dir().join("libpyspy.a")).args(
-                inst.pkg_config(&["--libs-only-l", "--static"])
-                    .into_iter()
-                    .filter(|l| l != "-lpyspy"),
-            );
-        }
-    }
-    cmd.arg("-pthread");
+        "-pthread",
+    ];
+    compile_with(&src, &exe, link, &strict)
+}
+
+/// `gcc SRC -o EXE FLAGS... $(pkg-config --cflags --libs pyspy[-static])`, then checks how the
+/// executable finds libpyspy: the shared build needs `libpyspy.so.0` by its SONAME and has the
+/// prefix's `lib/` as its run path; the static build does not need libpyspy at all.
+fn compile_with(src: &Path, exe: &Path, link: Link, flags: &[&str]) -> PathBuf {
+    let inst = install();
+    let package = match link {
+        Link::Shared => "pyspy",
+        Link::Static => "pyspy-static",
+    };
+    let mut cmd = Command::new("gcc");
+    cmd.arg(src)
+        .arg("-o")
+        .arg(exe)
+        .args(flags)
+        .args(inst.pkg_config(package, &["--cflags", "--libs"]));
     let out = cmd.output().expect("running gcc");
     check_output(&format!("{cmd:?}"), &out);
-    // The shared build must need the library by its SONAME; the static one not at all.
     let dynamic = Command::new("readelf")
         .args(["-d"])
-        .arg(&exe)
+        .arg(exe)
         .output()
         .expect("running readelf");
     let dynamic = String::from_utf8_lossy(&dynamic.stdout);
@@ -190,12 +198,21 @@ fn compile(name: &str, link: Link) -> PathBuf {
         "{} NEEDED entries:\n{dynamic}",
         exe.display()
     );
-    exe
+    if link == Link::Shared {
+        let run_path = format!("path: [{}]", inst.lib_dir().display());
+        assert!(
+            dynamic.contains(&run_path),
+            "{} has no run path to {}:\n{dynamic}",
+            exe.display(),
+            inst.lib_dir().display()
+        );
+    }
+    exe.to_path_buf()
 }
 
-/// Runs a C test under valgrind (found through the installed lib dir, no rpath) and returns its
-/// stdout.
-fn valgrind(exe: &Path, args: &[String]) -> String {
+/// Runs a program under valgrind, in `dir` if given, without `LD_LIBRARY_PATH` (the shared
+/// builds find libpyspy through their run path), and returns its stdout.
+fn valgrind_in(exe: &Path, args: &[String], dir: Option<&Path>) -> String {
     let mut cmd = Command::new("valgrind");
     cmd.args([
         "-q",
@@ -206,7 +223,10 @@ fn valgrind(exe: &Path, args: &[String]) -> String {
     ])
     .arg(exe)
     .args(args)
-    .env("LD_LIBRARY_PATH", install().lib_dir());
+    .env_remove("LD_LIBRARY_PATH");
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
     let out = run_bounded(cmd, RUN_TIMEOUT);
     check_output(&format!("valgrind {}", exe.display()), &out);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -215,6 +235,10 @@ fn valgrind(exe: &Path, args: &[String]) -> String {
         "valgrind reported invalid accesses:\n{stderr}"
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn valgrind(exe: &Path, args: &[String]) -> String {
+    valgrind_in(exe, args, None)
 }
 
 fn tools_present() -> bool {
@@ -300,7 +324,7 @@ fn dump_run() -> Option<&'static DumpRun> {
                 valgrind(exe, &args)
             } else {
                 let mut cmd = Command::new(exe);
-                cmd.args(&args).env("LD_LIBRARY_PATH", install().lib_dir());
+                cmd.args(&args).env_remove("LD_LIBRARY_PATH");
                 let out = run_bounded(cmd, RUN_TIMEOUT);
                 check_output(&format!("{}", exe.display()), &out);
                 String::from_utf8_lossy(&out.stdout).into_owned()
@@ -411,23 +435,487 @@ fn sampler_profile_export_under_valgrind() {
     let _ = std::fs::remove_dir_all(&out_dir);
 }
 
+/// A `go` command for the scratch install: pkg-config finds it, nothing is fetched from the
+/// network, and no `LD_LIBRARY_PATH` (the rpath of `pyspy.pc` finds the library).
+fn go(args: &[&str], dir: &Path) -> Command {
+    let inst = install();
+    let mut cmd = Command::new("go");
+    cmd.args(args)
+        .current_dir(dir)
+        .env("PKG_CONFIG_PATH", inst.pkg_config_path())
+        .env("PYSPY_TEST_PYTHON", host_interpreter().host_executable())
+        .env("CGO_ENABLED", "1")
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .env_remove("LD_LIBRARY_PATH");
+    if std::env::var_os("GOCACHE").is_none() && std::env::var_os("HOME").is_none() {
+        cmd.env("GOCACHE", inst.bin.join("gocache"));
+    }
+    cmd
+}
+
+fn run_go(args: &[&str], dir: &Path) -> String {
+    let out = run_bounded(go(args, dir), RUN_TIMEOUT);
+    check_output(&format!("go {} in {}", args.join(" "), dir.display()), &out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What `readelf -d` says a binary needs.
+fn needs_libpyspy(exe: &Path) -> bool {
+    let out = Command::new("readelf")
+        .arg("-d")
+        .arg(exe)
+        .output()
+        .expect("running readelf");
+    String::from_utf8_lossy(&out.stdout).contains("Shared library: [libpyspy.so.0]")
+}
+
+/// `go vet` and `go test` in bindings/go, linked with the shared library and with `-tags
+/// static`; the static test binary needs no libpyspy at run time.
 #[test]
 fn go_bindings() {
     if !tools_present() || !require("go") {
         return;
     }
-    let inst = install();
-    let python = host_interpreter().host_executable();
-    let mut cmd = Command::new("go");
-    cmd.args(["test", "-count=1", "./..."])
-        .current_dir(workspace_root().join("bindings/go"))
-        .env("PKG_CONFIG_PATH", inst.pkg_config_path())
-        .env("LD_LIBRARY_PATH", inst.lib_dir())
-        .env("PYSPY_TEST_PYTHON", &python)
-        .env("CGO_ENABLED", "1");
-    if std::env::var_os("GOCACHE").is_none() && std::env::var_os("HOME").is_none() {
-        cmd.env("GOCACHE", inst.bin.join("gocache"));
+    let dir = workspace_root().join("bindings/go");
+    run_go(&["vet", "./..."], &dir);
+    run_go(&["vet", "-tags", "static", "./..."], &dir);
+    run_go(&["test", "-count=1", "./..."], &dir);
+    run_go(&["test", "-count=1", "-tags", "static", "./..."], &dir);
+    let bin = install().bin.join("go-test-bins");
+    std::fs::create_dir_all(&bin).expect("go test bin dir");
+    let shared = bin.join("pyspy-shared.test");
+    let stat = bin.join("pyspy-static.test");
+    run_go(&["test", "-c", "-o", &shared.display().to_string()], &dir);
+    run_go(
+        &[
+            "test",
+            "-c",
+            "-tags",
+            "static",
+            "-o",
+            &stat.display().to_string(),
+        ],
+        &dir,
+    );
+    assert!(
+        needs_libpyspy(&shared),
+        "the default Go build does not link libpyspy.so"
+    );
+    assert!(
+        !needs_libpyspy(&stat),
+        "the static Go build needs libpyspy.so"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The README's examples
+// ---------------------------------------------------------------------------------------------
+
+/// The README's `## C API` section (with its `### Go` part).
+fn readme_c_api_section() -> String {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+    let start = readme
+        .find("\n## C API\n")
+        .expect("README has a `## C API` section");
+    let rest = &readme[start + 1..];
+    let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
+    rest[..end].to_string()
+}
+
+/// The fenced code blocks of the section whose info string is `lang`, in order.
+fn readme_blocks(lang: &str) -> Vec<String> {
+    let section = readme_c_api_section();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in section.lines() {
+        match &mut current {
+            None if line == format!("```{lang}") => current = Some(String::new()),
+            Some(block) if line == "```" => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None => {}
+        }
     }
+    assert!(
+        current.is_none(),
+        "an unterminated ```{lang} block in the README"
+    );
+    blocks
+}
+
+/// The README's C example whose first line names `file` (`/* dump.c: ...`).
+fn readme_c_example(file: &str) -> String {
+    let blocks = readme_blocks("c");
+    blocks
+        .into_iter()
+        .find(|b| b.starts_with(&format!("/* {file}:")))
+        .unwrap_or_else(|| panic!("the README's C API section has no ```c block for {file}"))
+}
+
+/// Writes the README's C example `file` and builds it twice: with only the flags pkg-config
+/// gives (what the README says to do), and once more with warnings as errors.
+fn build_readme_c_example(file: &str) -> PathBuf {
+    let dir = install().bin.join("readme");
+    std::fs::create_dir_all(&dir).expect("readme dir");
+    let src = dir.join(file);
+    std::fs::write(&src, readme_c_example(file)).expect("writing the README example");
+    let stem = file.trim_end_matches(".c");
+    compile_with(
+        &src,
+        &dir.join(format!("{stem}-strict")),
+        Link::Shared,
+        &["-Wall", "-Wextra", "-Werror"],
+    );
+    compile_with(&src, &dir.join(stem), Link::Shared, &[])
+}
+
+/// The README's `dump.c`, built with `pkg-config --cflags --libs pyspy` only, under valgrind
+/// without `LD_LIBRARY_PATH`, on a target of every interpreter: each thread's innermost frame,
+/// as the target recorded it, is printed in its process's block.
+#[test]
+fn readme_c_dump_example_runs_on_every_interpreter() {
+    if !tools_present() {
+        return;
+    }
+    let exe = build_readme_c_example("dump.c");
+    let targets: Vec<(Interpreter, Target)> = interpreters()
+        .into_iter()
+        .map(|i| {
+            let t = spawn_scenarios(&i);
+            (i, t)
+        })
+        .collect();
+    let pids: Vec<String> = targets.iter().map(|(_, t)| t.pid().to_string()).collect();
+    let out = valgrind(&exe, &pids);
+    let mut failures = Vec::new();
+    for (interp, target) in &targets {
+        let header = format!(
+            "process {}: Python {}.{}.",
+            target.pid(),
+            interp.version.0,
+            interp.version.1
+        );
+        let Some(start) = out.find(&header) else {
+            failures.push(format!("[{}] no `{header}` line", interp.label));
+            continue;
+        };
+        let block = &out[start..];
+        let block = &block[..block[1..].find("\nprocess ").map_or(block.len(), |i| i + 1)];
+        for thread in &target.truth.threads {
+            let Some(leaf) = thread.frames.first() else {
+                continue;
+            };
+            let line = format!("    {} ({}:{})\n", leaf.function, leaf.filename, leaf.line);
+            if !block.contains(&line) {
+                failures.push(format!(
+                    "[{}] thread {:#x}: {line:?} is not in its block:\n{block}",
+                    interp.label, thread.thread_id
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The README's `agent.c`, built with `pkg-config --cflags --libs pyspy` only, under valgrind
+/// without `LD_LIBRARY_PATH`: it samples until its duration is over, waking every second to
+/// write a profile, which `go tool pprof` reads.
+#[test]
+fn readme_c_agent_example_profiles_until_its_duration() {
+    if !tools_present() {
+        return;
+    }
+    let exe = build_readme_c_example("agent.c");
+    let target = spawn_scenarios(&host_interpreter());
+    let dir = install().bin.join(format!("agent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("agent dir");
+    let out = valgrind_in(&exe, &[target.pid().to_string(), "2".into()], Some(&dir));
+    let ended = out
+        .lines()
+        .find(|l| l.starts_with("ended: duration over; "))
+        .unwrap_or_else(|| panic!("the agent did not end with its duration:\n{out}"));
+    let samples: u64 = ended["ended: duration over; ".len()..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no sample count in {ended:?}"));
+    assert!(samples > 0, "{out}");
+    let profiles: Vec<PathBuf> = (0..10)
+        .map(|n| dir.join(format!("profile-{n}.pb.gz")))
+        .filter(|p| p.exists())
+        .collect();
+    // Two seconds, an upload a second, and one at the end.
+    assert!(profiles.len() >= 2, "profiles written: {profiles:?}\n{out}");
+    if require("go") {
+        let mut found = false;
+        for p in &profiles {
+            let mut cmd = Command::new("go");
+            cmd.args(["tool", "pprof", "-top"]).arg(p);
+            let top = run_bounded(cmd, RUN_TIMEOUT);
+            check_output("go tool pprof -top", &top);
+            found |= String::from_utf8_lossy(&top.stdout).contains("recurse");
+        }
+        assert!(
+            found,
+            "no profile of {profiles:?} has the target's `recurse`"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The README's Go example in a module of its own, with the README's `go.mod` (its `replace`
+/// directive pointing at this checkout): `go vet`, `go build`, and a run against a live
+/// Python, whose pprof profile `go tool pprof` reads.
+#[test]
+fn readme_go_example_builds_and_runs() {
+    if !tools_present() || !require("go") {
+        return;
+    }
+    let section = readme_c_api_section();
+    let go_mod = readme_blocks("text")
+        .into_iter()
+        .find(|b| b.starts_with("module "))
+        .expect("the README shows a go.mod");
+    assert!(
+        section.contains("/path/to/pyspy/bindings/go"),
+        "the go.mod's replace path"
+    );
+    let go_mod = go_mod.replace(
+        "/path/to/pyspy/bindings/go",
+        &workspace_root().join("bindings/go").display().to_string(),
+    );
+    let blocks = readme_blocks("go");
+    assert_eq!(blocks.len(), 1, "one Go example in the README");
+    let dir = install()
+        .bin
+        .join(format!("go-example-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("go example dir");
+    std::fs::write(dir.join("go.mod"), go_mod).expect("go.mod");
+    std::fs::write(dir.join("main.go"), &blocks[0]).expect("main.go");
+    run_go(&["vet", "./..."], &dir);
+    run_go(&["build", "-o", "agent", "."], &dir);
+    let target = spawn_scenarios(&host_interpreter());
+    let mut cmd = Command::new(dir.join("agent"));
+    cmd.arg(target.pid().to_string())
+        .current_dir(&dir)
+        .env_remove("LD_LIBRARY_PATH");
     let out = run_bounded(cmd, RUN_TIMEOUT);
-    check_output("go test ./... in bindings/go", &out);
+    check_output("the README's Go example", &out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("    recurse (") && stdout.contains("ended: duration over; "),
+        "{stdout}"
+    );
+    let mut cmd = Command::new("go");
+    cmd.args(["tool", "pprof", "-top"])
+        .arg(dir.join("profile.pb.gz"));
+    let top = run_bounded(cmd, RUN_TIMEOUT);
+    check_output("go tool pprof -top", &top);
+    assert!(String::from_utf8_lossy(&top.stdout).contains("recurse"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Samplers driven without polling
+// ---------------------------------------------------------------------------------------------
+
+/// `tests/c/sampler.c`: the blocking wait and its time limit, the callback (thread, userdata,
+/// re-entry refused, returning false stops), the counters, a sampler from a session, and the
+/// end reason when the target exits.
+#[test]
+fn sampler_wait_callback_and_stats_under_valgrind() {
+    if !tools_present() {
+        return;
+    }
+    let interp = host_interpreter();
+    let target = spawn_scenarios(&interp);
+    let python = interp.host_executable().display().to_string();
+    for link in [Link::Shared, Link::Static] {
+        let exe = compile("sampler", link);
+        let out = valgrind(&exe, &[target.pid().to_string(), python.clone()]);
+        assert!(out.contains("sampler: ok"), "{link:?}: {out}");
+        eprintln!("{link:?}:\n{out}");
+    }
+}
+
+const CHILDREN: &str = include_str!("../targets/children.py");
+
+/// `tests/c/children.c` on a program with two child Pythons (the oldest and the newest
+/// interpreter, the latter in the chroot): the sampler attaches to the children, and the pprof
+/// profile it writes labels samples with their `pid`, as `go tool pprof -tags` reads them.
+#[test]
+fn child_process_profiles_carry_pid_labels() {
+    if !tools_present() || !require("go") {
+        return;
+    }
+    let exe = compile("children", Link::Shared);
+    let all = interpreters();
+    let mut chosen = vec![all.first().expect("an interpreter").clone()];
+    if all.len() > 1 {
+        chosen.push(all.last().expect("an interpreter").clone());
+    }
+    let mut failures = Vec::new();
+    for interp in chosen {
+        let target = Target::spawn_files(&interp, &[("children.py", CHILDREN)], &["2"]);
+        let mut want: BTreeSet<i64> = target.truth.raw["children"]
+            .as_array()
+            .expect("the truth lists the children")
+            .iter()
+            .filter_map(serde_json::Value::as_i64)
+            .collect();
+        assert_eq!(want.len(), 2, "[{}] {}", interp.label, target.truth.raw);
+        want.insert(i64::from(target.pid()));
+        let profile = install().bin.join(format!(
+            "children-{}-{}.pb.gz",
+            interp.label,
+            std::process::id()
+        ));
+        let out = valgrind(
+            &exe,
+            &[
+                target.pid().to_string(),
+                "2".into(),
+                profile.display().to_string(),
+            ],
+        );
+        let mut cmd = Command::new("go");
+        cmd.args(["tool", "pprof", "-tags"]).arg(&profile);
+        let tags = run_bounded(cmd, RUN_TIMEOUT);
+        check_output("go tool pprof -tags", &tags);
+        let tags = String::from_utf8_lossy(&tags.stdout).into_owned();
+        let labelled = pid_tags(&tags);
+        if labelled != want {
+            failures.push(format!(
+                "[{}] pid labels {labelled:?}, want the program and its children {want:?}\n\
+                 children.c:\n{out}\ngo tool pprof -tags:\n{tags}",
+                interp.label
+            ));
+        } else {
+            eprintln!("[{}] pid labels {labelled:?}", interp.label);
+        }
+        let _ = std::fs::remove_file(&profile);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The values of the `pid` tag in `go tool pprof -tags` output:
+///
+/// ```text
+///  pid: Total 300.0ms
+///       100.0ms (33.33%): 20101
+/// ```
+fn pid_tags(tags: &str) -> BTreeSet<i64> {
+    let mut out = BTreeSet::new();
+    let mut in_pid = false;
+    for line in tags.lines() {
+        let trimmed = line.trim();
+        if trimmed.contains(": Total ") {
+            in_pid = trimmed.starts_with("pid: Total ");
+            continue;
+        }
+        if in_pid {
+            if let Some(v) = trimmed.rsplit(": ").next().and_then(|v| v.parse().ok()) {
+                out.insert(v);
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Debug info
+// ---------------------------------------------------------------------------------------------
+
+fn tool_output(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    check_output(&format!("{cmd:?}"), &out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The installed `libpyspy.so.0` is stripped and names its debug file; the debug file has the
+/// DWARF and the same build id; gdb finds it by itself (file and line of an exported
+/// function), and, as a control, a copy of the library without the `.debug` directory next to
+/// it has no line information.
+#[test]
+fn shared_library_is_stripped_and_gdb_finds_its_debug_info() {
+    if !tools_present() || !require("gdb") {
+        return;
+    }
+    let lib = install().lib_dir().join("libpyspy.so.0");
+    let debug = install().lib_dir().join(".debug/libpyspy.so.0.debug");
+    let sections = tool_output(Command::new("readelf").arg("-SW").arg(&lib));
+    assert!(
+        !sections.contains(".debug_info"),
+        "libpyspy.so.0 is not stripped:\n{sections}"
+    );
+    assert!(
+        !sections.contains(" .symtab "),
+        "libpyspy.so.0 keeps .symtab:\n{sections}"
+    );
+    assert!(
+        sections.contains(".gnu_debuglink"),
+        "no .gnu_debuglink:\n{sections}"
+    );
+    let link = tool_output(
+        Command::new("readelf")
+            .arg("--string-dump=.gnu_debuglink")
+            .arg(&lib),
+    );
+    assert!(link.contains("libpyspy.so.0.debug"), "{link}");
+    let debug_sections = tool_output(Command::new("readelf").arg("-SW").arg(&debug));
+    assert!(debug_sections.contains(".debug_info") && debug_sections.contains(".debug_line"));
+    let build_id = |f: &Path| {
+        tool_output(Command::new("readelf").arg("-n").arg(f))
+            .lines()
+            .find(|l| l.contains("Build ID:"))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        build_id(&lib),
+        build_id(&debug),
+        "build ids of the library and its debug file"
+    );
+    // The exported functions are still there for the dynamic linker.
+    let dynsym = tool_output(
+        Command::new("readelf")
+            .arg("--dyn-syms")
+            .arg("-W")
+            .arg(&lib),
+    );
+    assert!(dynsym.contains(" pyspy_attach") && dynsym.contains(" pyspy_sampler_wait"));
+
+    let gdb_line = |so: &Path| {
+        tool_output(
+            Command::new("gdb")
+                .args(["-batch", "-nx", "-ex", "info line pyspy_attach"])
+                .arg(so)
+                .env_remove("DEBUGINFOD_URLS"),
+        )
+    };
+    let found = gdb_line(&lib);
+    assert!(
+        found.contains("crates/pyspy-capi/src/session.rs\""),
+        "gdb did not find the debug info of {}:\n{found}",
+        lib.display()
+    );
+    let alone = install().bin.join("lib-without-debug");
+    let _ = std::fs::remove_dir_all(&alone);
+    std::fs::create_dir_all(&alone).expect("control dir");
+    std::fs::copy(&lib, alone.join("libpyspy.so.0")).expect("copying the library");
+    let missing = gdb_line(&alone.join("libpyspy.so.0"));
+    assert!(
+        !missing.contains("session.rs"),
+        "gdb found line information without the debug file (the test proves nothing):\n{missing}"
+    );
+    let _ = std::fs::remove_dir_all(&alone);
 }

@@ -82,12 +82,18 @@ const HEADER_COMMENT: &str = r#"/*
  *  - Fallible functions return a pyspy_status (PYSPY_STATUS_OK is 0) and write their outputs
  *    only on success. If their last parameter `pyspy_error **err` is not NULL, a failure also
  *    writes an owned error object there (status + message; free it with pyspy_error_free).
- *    There is no thread-local "last error".
- *  - Parameters: the object first, then inputs, then outputs, then err.
+ *    There is no thread-local "last error". Two statuses are answers rather than failures and
+ *    come without an error object: PYSPY_STATUS_BUFFER_TOO_SMALL (which writes the size
+ *    needed) and PYSPY_STATUS_TIMEOUT.
+ *  - Parameters: the object first, then inputs, then outputs, then err. An enum-typed
+ *    parameter accepts any value; one the library does not know is
+ *    PYSPY_STATUS_INVALID_ARGUMENT.
  *  - Strings are UTF-8 and NUL-terminated, borrowed from the object that returned them, and valid
  *    until that object is freed. Static strings (versions, status names) are never freed.
- *  - Thread safety: see pyspy_session. Snapshots and errors are immutable and may be read from
- *    any number of threads.
+ *  - Callbacks are called with the `userdata` pointer registered with them; each callback type
+ *    says on which thread and when it is called and what the callee must not do.
+ *  - Thread safety: see pyspy_session and pyspy_sampler. Snapshots, profiles and errors are
+ *    immutable and may be read from any number of threads.
  *  - No panic, signal handler or global state: a bug inside the library is PYSPY_STATUS_PANIC.
  */"#;
 

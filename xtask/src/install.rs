@@ -2,15 +2,21 @@
 //! way C and Go programs find it:
 //!
 //! ```text
-//! DIR/lib/libpyspy.so.0          the shared library (SONAME libpyspy.so.0)
+//! DIR/lib/libpyspy.so.0                the shared library (SONAME libpyspy.so.0), stripped,
+//!                                      with a .gnu_debuglink to its debug info:
+//! DIR/lib/.debug/libpyspy.so.0.debug   which gdb finds there by itself
 //! DIR/lib/libpyspy.so -> libpyspy.so.0
-//! DIR/lib/libpyspy.a             the static library
-//! DIR/include/pyspy.h            the header (checked to match the sources first)
-//! DIR/lib/pkgconfig/pyspy.pc     pkg-config: `pkg-config --cflags --libs pyspy`
+//! DIR/lib/libpyspy.a                   the static library
+//! DIR/include/pyspy.h                  the header (checked to match the sources first)
+//! DIR/lib/pkgconfig/pyspy.pc           `pkg-config --cflags --libs pyspy`: the shared
+//!                                      library, with an rpath to DIR/lib (no LD_LIBRARY_PATH)
+//! DIR/lib/pkgconfig/pyspy-static.pc    `pkg-config --cflags --libs pyspy-static`: libpyspy.a
+//!                                      and the system libraries it needs
 //! ```
 //!
 //! PROFILE is a cargo profile, `release` by default (`dev` for tests, which need no optimised
-//! build). The build uses the workspace's target directory (or `CARGO_TARGET_DIR`).
+//! build). The build uses the workspace's target directory (or `CARGO_TARGET_DIR`). Stripping
+//! needs `objcopy` (binutils).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -90,11 +96,7 @@ fn run(args: &Args) -> Result<(), String> {
     for dir in [&lib, &include, &pkgconfig] {
         fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    copy(
-        &built.join("libpyspy.so"),
-        &lib.join("libpyspy.so.0"),
-        0o755,
-    )?;
+    install_stripped(&built.join("libpyspy.so"), &lib, "libpyspy.so.0")?;
     symlink("libpyspy.so.0", &lib.join("libpyspy.so"))?;
     copy(&built.join("libpyspy.a"), &lib.join("libpyspy.a"), 0o644)?;
     copy(&header::header_path(), &include.join("pyspy.h"), 0o644)?;
@@ -103,6 +105,10 @@ fn run(args: &Args) -> Result<(), String> {
         &pkgconfig.join("pyspy.pc"),
         &pc_file(&args.prefix, &version),
     )?;
+    write(
+        &pkgconfig.join("pyspy-static.pc"),
+        &static_pc_file(&args.prefix, &version),
+    )?;
     eprintln!(
         "installed libpyspy {version} under {}",
         args.prefix.display()
@@ -110,7 +116,8 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// The pkg-config file for an install under `prefix`.
+/// The pkg-config file for the shared library installed under `prefix`: its rpath lets the
+/// program find `libpyspy.so.0` at run time without `LD_LIBRARY_PATH` or ldconfig.
 fn pc_file(prefix: &Path, version: &str) -> String {
     format!(
         "prefix={}\n\
@@ -120,11 +127,76 @@ fn pc_file(prefix: &Path, version: &str) -> String {
          Name: pyspy\n\
          Description: Read every thread's Python stack from a running CPython process\n\
          Version: {version}\n\
-         Libs: -L${{libdir}} -lpyspy\n\
-         Libs.private: {STATIC_LIBS}\n\
+         Libs: -L${{libdir}} -Wl,-rpath,${{libdir}} -lpyspy\n\
          Cflags: -I${{includedir}}\n",
         prefix.display()
     )
+}
+
+/// The pkg-config file for linking `libpyspy.a` (a program that needs no libpyspy at run
+/// time). `-l:libpyspy.a` picks the archive even though `libpyspy.so` sits next to it.
+fn static_pc_file(prefix: &Path, version: &str) -> String {
+    format!(
+        "prefix={}\n\
+         libdir=${{prefix}}/lib\n\
+         includedir=${{prefix}}/include\n\
+         \n\
+         Name: pyspy-static\n\
+         Description: Read every thread's Python stack from a running CPython process (static)\n\
+         Version: {version}\n\
+         Libs: -L${{libdir}} -l:libpyspy.a {STATIC_LIBS}\n\
+         Cflags: -I${{includedir}}\n",
+        prefix.display()
+    )
+}
+
+/// Installs the shared library `built` as `lib/NAME`, stripped, and its debug info as
+/// `lib/.debug/NAME.debug`, linked by a `.gnu_debuglink` section (file name and CRC) that gdb,
+/// perf and valgrind follow: they look for the file next to the library and in its `.debug`
+/// directory.
+fn install_stripped(built: &Path, lib: &Path, name: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let debug_dir = lib.join(".debug");
+    fs::create_dir_all(&debug_dir)
+        .map_err(|e| format!("cannot create {}: {e}", debug_dir.display()))?;
+    // The debuglink records the debug file's name (without its directory) and CRC, so the file
+    // is written under its final name first.
+    let debug = debug_dir.join(format!("{name}.debug"));
+    objcopy(&[
+        "--only-keep-debug".as_ref(),
+        built.as_os_str(),
+        debug.as_os_str(),
+    ])?;
+    fs::set_permissions(&debug, fs::Permissions::from_mode(0o644))
+        .map_err(|e| format!("cannot install {}: {e}", debug.display()))?;
+    let tmp = lib.join(format!("{name}.tmp-install"));
+    let mut link = std::ffi::OsString::from("--add-gnu-debuglink=");
+    link.push(&debug);
+    objcopy(&[
+        "--strip-unneeded".as_ref(),
+        link.as_os_str(),
+        built.as_os_str(),
+        tmp.as_os_str(),
+    ])?;
+    let dest = lib.join(name);
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
+        .and_then(|()| fs::rename(&tmp, &dest))
+        .map_err(|e| format!("cannot install {}: {e}", dest.display()))
+}
+
+fn objcopy(args: &[&std::ffi::OsStr]) -> Result<(), String> {
+    let out = Command::new("objcopy")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run objcopy (install binutils): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "objcopy {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
 }
 
 /// The target directory cargo builds into (respects `CARGO_TARGET_DIR` and config).

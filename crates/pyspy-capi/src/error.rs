@@ -29,6 +29,9 @@ pub struct ErrorObject {
 pub(crate) struct Failure {
     pub(crate) code: pyspy_status,
     pub(crate) message: String,
+    /// An answer rather than a failure (`BUFFER_TOO_SMALL` to a size query, `TIMEOUT` of a
+    /// wait): only the status reaches C, no error object is allocated.
+    pub(crate) quiet: bool,
 }
 
 impl Failure {
@@ -36,6 +39,16 @@ impl Failure {
         Failure {
             code,
             message: message.into(),
+            quiet: false,
+        }
+    }
+
+    /// A status that is an answer, not a failure: returned without an error object.
+    pub(crate) fn quiet(code: pyspy_status) -> Failure {
+        Failure {
+            code,
+            message: String::new(),
+            quiet: true,
         }
     }
 

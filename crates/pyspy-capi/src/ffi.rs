@@ -5,7 +5,23 @@
 //! holds it: [`OwnedBox`] (C owns it and must call its `_free`, which drops the `Box`) or
 //! [`Borrowed`] (a pointer into an object C owns; never freed on its own). Freeing or
 //! mutating through a borrowed handle does not compile: [`free_box`] and [`try_mut`] need
-//! `OwnedBox`.
+//! `OwnedBox`. An owned kind of object can also be *lent* to a callback ([`lend`]): a `const`
+//! pointer valid until the callback returns, which C's `_free` (taking a non-`const` pointer)
+//! does not accept without a cast.
+//!
+//! # Enum parameters
+//!
+//! The header declares enum-typed parameters (`pyspy_format format`, `pyspy_locate
+//! strategy`), but C may pass any `int` there (a cast, a newer header, garbage), and a Rust
+//! `enum` holding a value that is none of its variants is undefined behaviour. So such a
+//! parameter is received as a `#[repr(transparent)]` wrapper of `c_int` ([`FormatArg`],
+//! [`LocateArg`]: the same ABI as a C enum, which is an `int`-sized integer) and converted
+//! with a checked `match`; cbindgen prints the wrapper under the enum's C name
+//! (`[export.rename]` in cbindgen.toml). Enums the library only writes (`pyspy_status`,
+//! `pyspy_end_reason`) are plain `#[repr(C)]` enums.
+//!
+//! [`FormatArg`]: crate::profile::FormatArg
+//! [`LocateArg`]: crate::options::LocateArg
 
 use std::ffi::{c_char, CStr, CString};
 
@@ -64,6 +80,12 @@ pub(crate) unsafe fn try_mut<'a, C: Castable<Ownership = OwnedBox>>(
 
 /// A borrowed handle to `value`, valid as long as `value` is.
 pub(crate) fn borrowed_ptr<C: Castable<Ownership = Borrowed>>(value: &C::Rust) -> *const C {
+    (value as *const C::Rust).cast()
+}
+
+/// A `const` pointer to an object of an owned kind, lent to C for the duration of a call (a
+/// callback): C must not keep it past the call, nor free it.
+pub(crate) fn lend<C: Castable<Ownership = OwnedBox>>(value: &C::Rust) -> *const C {
     (value as *const C::Rust).cast()
 }
 
@@ -126,14 +148,14 @@ pub(crate) unsafe fn write_optional<T>(ptr: *mut T, value: T) {
     }
 }
 
-/// Hands `failure` to C through the optional `pyspy_error **` out-parameter and returns its
-/// status.
+/// Hands `failure` to C through the optional `pyspy_error **` out-parameter (unless it is
+/// [`Failure::quiet`]) and returns its status.
 ///
 /// # Safety
 /// `err` is NULL or valid for a write of a pointer.
 pub(crate) unsafe fn report(failure: Failure, err: *mut *mut pyspy_error) -> pyspy_status {
     let code = failure.code;
-    if !err.is_null() {
+    if !err.is_null() && !failure.quiet {
         // SAFETY: per the contract; the previous value is not read (it is an output).
         unsafe { err.write(to_box_ptr::<pyspy_error>(failure.into_error())) }
     }

@@ -8,7 +8,11 @@
 //! - Opaque handles; each owned one has a `_free`, and `_free(NULL)` is a no-op.
 //! - Fallible functions return a [`pyspy_status`] and write their outputs only on success;
 //!   details come through an optional `pyspy_error **err` (an owned [`error::pyspy_error`]).
-//!   No thread-local "last error".
+//!   No thread-local "last error". `BUFFER_TOO_SMALL` and `TIMEOUT` are answers and come
+//!   without an error object.
+//! - Enum parameters accept any value (see "Enum parameters" in the `ffi` module).
+//! - Callbacks carry a `userdata` pointer; their type's documentation says on which thread and
+//!   when they are called and what the callee must not do ([`sampler::pyspy_sample_callback`]).
 //! - Argument order: the object first, then inputs, then outputs, then `err`.
 //! - Strings are UTF-8, NUL-terminated, borrowed from the object that hands them out and valid
 //!   until it is freed.
@@ -28,6 +32,7 @@ mod panic;
 pub mod error;
 pub mod options;
 pub mod profile;
+pub mod sampler;
 pub mod session;
 pub mod snapshot;
 pub mod status;
@@ -36,6 +41,7 @@ pub mod version;
 pub use error::*;
 pub use options::*;
 pub use profile::*;
+pub use sampler::*;
 pub use session::*;
 pub use snapshot::*;
 pub use status::*;

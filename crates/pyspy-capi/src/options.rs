@@ -1,11 +1,12 @@
 //! Options: an opaque builder, so new options are new setters and never change a struct the
 //! caller allocated.
 
-use std::ffi::c_int;
+use std::ffi::{c_int, c_void};
 use std::time::Duration;
 
 use crate::ffi::{self, Castable, OwnedBox};
 use crate::panic::ffi_boundary;
+use crate::sampler::{pyspy_sample_callback, SampleCallback};
 use crate::status::pyspy_status;
 
 /// How to attach and sample. Make one with `pyspy_options_new`, change it with the
@@ -32,6 +33,8 @@ pub struct Options {
     pub sampler: pyspy_core::SamplerOptions,
     /// What a sampler's profile counts.
     pub profile: pyspy_core::ProfileOptions,
+    /// Called by a sampler with every sample (`pyspy_options_set_sample_callback`).
+    pub callback: Option<SampleCallback>,
 }
 
 /// How `pyspy_attach` finds the interpreter in the target (`pyspy_options_set_locate`).
@@ -47,6 +50,13 @@ pub enum pyspy_locate {
     /// A scan of the binaries' data sections only.
     BssScan = 3,
 }
+
+/// A `pyspy_locate` as C passes it (any `int`: see "Enum parameters" in
+/// [`crate::ffi`]). The header
+/// spells it `pyspy_locate`.
+#[repr(transparent)]
+#[derive(Debug, Clone, Copy)]
+pub struct LocateArg(pub(crate) c_int);
 
 /// Changes one setting; NULL options are `PYSPY_STATUS_INVALID_ARGUMENT`.
 ///
@@ -65,19 +75,19 @@ unsafe fn set(options: *mut pyspy_options, f: impl FnOnce(&mut Options)) -> pysp
     })
 }
 
-/// How to find the interpreter: one of `pyspy_locate` (default `PYSPY_LOCATE_AUTO`).
-/// `PYSPY_STATUS_INVALID_ARGUMENT` for another value or NULL options.
+/// How to find the interpreter (default `PYSPY_LOCATE_AUTO`).
+/// `PYSPY_STATUS_INVALID_ARGUMENT` for a value that is not a `pyspy_locate`, or NULL options.
 #[no_mangle]
 pub unsafe extern "C" fn pyspy_options_set_locate(
     options: *mut pyspy_options,
-    strategy: c_int,
+    strategy: LocateArg,
 ) -> pyspy_status {
     use pyspy_core::LocateStrategy as L;
-    let strategy = match strategy {
-        0 => L::Auto,
-        1 => L::Symbols,
-        2 => L::DebugOffsets,
-        3 => L::BssScan,
+    let strategy = match strategy.0 {
+        x if x == pyspy_locate::Auto as c_int => L::Auto,
+        x if x == pyspy_locate::Symbols as c_int => L::Symbols,
+        x if x == pyspy_locate::DebugOffsets as c_int => L::DebugOffsets,
+        x if x == pyspy_locate::BssScan as c_int => L::BssScan,
         _ => return pyspy_status::InvalidArgument,
     };
     // SAFETY: forwarded contract.
@@ -207,6 +217,35 @@ pub unsafe extern "C" fn pyspy_options_set_per_thread(
     unsafe { set(options, |o| o.profile.threads = per_thread) }
 }
 
+/// Profiles keep the stacks of different processes apart (default false): with
+/// `pyspy_options_set_subprocesses`, a profile of a program and its child processes then
+/// tells them apart: pprof samples carry a `pid` label, collapsed stacks start with a
+/// `process PID: "command line"` frame, speedscope has one profile per process.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_options_set_per_process(
+    options: *mut pyspy_options,
+    per_process: bool,
+) -> pyspy_status {
+    // SAFETY: forwarded contract.
+    unsafe { set(options, |o| o.profile.processes = per_process) }
+}
+
+/// A function a sampler calls with every sample it takes, and the `userdata` pointer it passes
+/// back (the library never reads or frees `userdata`). A NULL `callback` removes it (the
+/// default: no callback). See `pyspy_sample_callback` for when and on which thread it is
+/// called and what it may not do. The options keep the pointers; every sampler started with
+/// them calls the callback.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_options_set_sample_callback(
+    options: *mut pyspy_options,
+    callback: pyspy_sample_callback,
+    userdata: *mut c_void,
+) -> pyspy_status {
+    let callback = callback.map(|function| SampleCallback { function, userdata });
+    // SAFETY: forwarded contract.
+    unsafe { set(options, |o| o.callback = callback) }
+}
+
 /// New options with every setting at its default (the defaults of `pyspy_attach` with NULL
 /// options). Owned by the caller: free with `pyspy_options_free`. NULL only if allocation
 /// failed.
@@ -222,4 +261,40 @@ pub unsafe extern "C" fn pyspy_options_free(options: *mut pyspy_options) {
         // SAFETY: per the header, options is NULL or live and not used after this.
         unsafe { ffi::free_box(options) }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pyspy_core::LocateStrategy;
+
+    #[test]
+    fn locate_takes_every_enum_value_and_refuses_others() {
+        let o = pyspy_options_new();
+        for (value, want) in [
+            (pyspy_locate::Auto, LocateStrategy::Auto),
+            (pyspy_locate::Symbols, LocateStrategy::Symbols),
+            (pyspy_locate::DebugOffsets, LocateStrategy::DebugOffsets),
+            (pyspy_locate::BssScan, LocateStrategy::BssScan),
+        ] {
+            // SAFETY: o is a live options object used by this thread only.
+            let status = unsafe { pyspy_options_set_locate(o, LocateArg(value as c_int)) };
+            assert_eq!(status, pyspy_status::Ok);
+            // SAFETY: as above.
+            assert_eq!(unsafe { ffi::try_ref(o) }.unwrap().attach.locate, want);
+        }
+        for bad in [-1, 4, c_int::MAX] {
+            // SAFETY: as above.
+            let status = unsafe { pyspy_options_set_locate(o, LocateArg(bad)) };
+            assert_eq!(status, pyspy_status::InvalidArgument, "{bad}");
+        }
+        // A refused value leaves the setting alone.
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { ffi::try_ref(o) }.unwrap().attach.locate,
+            LocateStrategy::BssScan
+        );
+        // SAFETY: o is not used after this.
+        unsafe { pyspy_options_free(o) };
+    }
 }

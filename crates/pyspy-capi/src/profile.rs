@@ -1,27 +1,15 @@
-//! Continuous profiling: a sampler on its own thread aggregating into a profile, and the profile
-//! exported as collapsed stacks, pprof or speedscope into the caller's buffer or a library-owned
-//! one.
+//! Profiles (taken from a sampler, `crate::sampler`) exported as collapsed stacks, pprof or
+//! speedscope into the caller's buffer or a library-owned one.
 
 use std::ffi::c_int;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 
-use pyspy_core::{Profile, ProfileOptions, Sampler};
-use pyspy_core::{SamplerStats, StopHandle};
+use pyspy_core::Profile;
 
 use crate::error::{pyspy_error, Failure};
 use crate::ffi::{self, Castable, Out, OwnedBox};
-use crate::options::{pyspy_options, Options};
 use crate::panic::ffi_boundary;
 use crate::status::pyspy_status;
-
-/// A sampler: samples a process on its own thread at the options' rate and aggregates the
-/// stacks into a profile, until the process exits, the duration is over, or
-/// `pyspy_sampler_stop`/`pyspy_sampler_free`. Thread-safe: any thread may take profiles from
-/// it or stop it.
-pub struct pyspy_sampler {
-    _private: [u8; 0],
-}
 
 /// Aggregated stacks (a copy: independent of the sampler it came from). Immutable: any number
 /// of threads may export one profile at once. Free with `pyspy_profile_free`.
@@ -34,18 +22,20 @@ pub struct pyspy_buffer {
     _private: [u8; 0],
 }
 
-impl Castable for pyspy_sampler {
-    type Ownership = OwnedBox;
-    type Rust = SamplerObject;
-}
 impl Castable for pyspy_profile {
     type Ownership = OwnedBox;
     type Rust = ProfileObject;
 }
 impl Castable for pyspy_buffer {
     type Ownership = OwnedBox;
-    type Rust = Vec<u8>;
+    type Rust = Arc<[u8]>;
 }
+
+/// A `pyspy_format` as C passes it (any `int`: see "Enum parameters" in [`crate::ffi`]). The
+/// header spells it `pyspy_format`.
+#[repr(transparent)]
+#[derive(Debug, Clone, Copy)]
+pub struct FormatArg(pub(crate) c_int);
 
 /// An export format (`pyspy_profile_export`).
 #[repr(C)]
@@ -60,196 +50,54 @@ pub enum pyspy_format {
     Speedscope = 2,
 }
 
+/// What a `pyspy_profile` holds.
 pub struct ProfileObject {
     profile: Profile,
+    /// What speedscope calls the profile (the sampled process).
     name: String,
+    /// The last export, kept so that the usual pair of calls (ask for the size, then export
+    /// into a buffer that large) encodes the profile once, not twice.
+    last_export: Mutex<Option<(c_int, Arc<[u8]>)>>,
 }
 
-pub struct SamplerObject {
-    shared: Arc<Shared>,
-    stop: StopHandle,
-    thread: Mutex<Option<JoinHandle<()>>>,
-    profile_options: ProfileOptions,
-    name: String,
-}
-
-struct Shared {
-    profile: Mutex<Profile>,
-    stats: Mutex<SamplerStats>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl SamplerObject {
-    fn stop_and_join(&self) {
-        self.stop.stop();
-        if let Some(handle) = lock(&self.thread).take() {
-            let _ = handle.join();
-        }
-    }
-}
-
-impl Drop for SamplerObject {
-    fn drop(&mut self) {
-        self.stop_and_join();
-    }
-}
-
-/// Attaches to process `pid` and starts sampling it on a new thread. `options` may be NULL for
-/// the defaults (100 samples per second, until the process exits); it is only read during the
-/// call.
-///
-/// On success writes a new sampler to `*sampler_out` (owned by the caller: free it with
-/// `pyspy_sampler_free`, which stops it). On failure (attaching failed) returns the status,
-/// writes an error to `*err` if `err` is not NULL, and leaves `*sampler_out` untouched.
-#[no_mangle]
-pub unsafe extern "C" fn pyspy_sampler_start(
-    pid: i32,
-    options: *const pyspy_options,
-    sampler_out: *mut *mut pyspy_sampler,
-    err: *mut *mut pyspy_error,
-) -> pyspy_status {
-    ffi_boundary!(err; {
-        let out = Out::new(sampler_out, "sampler_out")?;
-        let default = Options::default();
-        // SAFETY: per the header, options is NULL or a live pyspy_options.
-        let options = unsafe { ffi::try_ref(options) }.unwrap_or(&default);
-        if pid <= 0 {
-            return Err(Failure::invalid(format!("pid must be positive, got {pid}")));
-        }
-        let mut sampler_options = options.sampler.clone();
-        sampler_options.attach = options.attach.clone();
-        let mut profile_options = options.profile.clone();
-        profile_options.period = sampler_options.interval();
-        let mut sampler = Sampler::attach(pid, sampler_options)?;
-        let name = match sampler.session() {
-            Some(s) => format!("pid {pid} ({})", s.executable()),
-            None => format!("pid {pid}"),
-        };
-        let shared = Arc::new(Shared {
-            profile: Mutex::new(Profile::new(profile_options.clone())),
-            stats: Mutex::new(SamplerStats::default()),
-        });
-        let stop = sampler.stop_handle();
-        let thread_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("pyspy-sampler".into())
-            .spawn(move || {
-                while let Some(sample) = sampler.next() {
-                    lock(&thread_shared.profile).add(&sample);
-                    *lock(&thread_shared.stats) = sampler.stats().clone();
-                }
-                *lock(&thread_shared.stats) = sampler.stats().clone();
-            })
-            .map_err(|e| Failure::new(pyspy_status::Other, format!("cannot start the sampler thread: {e}")))?;
-        let object = SamplerObject {
-            shared,
-            stop,
-            thread: Mutex::new(Some(thread)),
-            profile_options,
+impl ProfileObject {
+    pub(crate) fn new(profile: Profile, name: String) -> ProfileObject {
+        ProfileObject {
+            profile,
             name,
-        };
-        // SAFETY: sampler_out is non-NULL (checked) and writable per the header.
-        unsafe { out.write(ffi::to_box_ptr::<pyspy_sampler>(object)) };
-        Ok(())
-    })
-}
-
-/// Stops the sampler and waits for its thread to end (at most about one sampling interval).
-/// The profile stays available. Stopping twice is fine. `PYSPY_STATUS_INVALID_ARGUMENT` for
-/// NULL.
-#[no_mangle]
-pub unsafe extern "C" fn pyspy_sampler_stop(sampler: *const pyspy_sampler) -> pyspy_status {
-    ffi_boundary!({
-        // SAFETY: per the header, sampler is NULL or live.
-        match unsafe { ffi::try_ref(sampler) } {
-            Some(s) => {
-                s.stop_and_join();
-                pyspy_status::Ok
-            }
-            None => pyspy_status::InvalidArgument,
+            last_export: Mutex::new(None),
         }
-    })
-}
+    }
 
-/// Whether the sampler is still sampling (false once the process exited, the duration is over
-/// or it was stopped; false for NULL).
-#[no_mangle]
-pub unsafe extern "C" fn pyspy_sampler_running(sampler: *const pyspy_sampler) -> bool {
-    ffi_boundary!({
-        // SAFETY: per the header, sampler is NULL or live.
-        unsafe { ffi::try_ref(sampler) }
-            .is_some_and(|s| lock(&s.thread).as_ref().is_some_and(|h| !h.is_finished()))
-    })
-}
-
-/// The sampler's counters: samples taken and failed process reads so far. Either output may be
-/// NULL. `PYSPY_STATUS_INVALID_ARGUMENT` (outputs untouched) for a NULL sampler.
-#[no_mangle]
-pub unsafe extern "C" fn pyspy_sampler_stats(
-    sampler: *const pyspy_sampler,
-    samples_out: *mut u64,
-    errors_out: *mut u64,
-) -> pyspy_status {
-    ffi_boundary!({
-        // SAFETY: per the header, sampler is NULL or live.
-        match unsafe { ffi::try_ref(sampler) } {
-            Some(s) => {
-                let stats = lock(&s.shared.stats).clone();
-                // SAFETY: NULL or writable per the header.
-                unsafe {
-                    ffi::write_optional(samples_out, stats.samples);
-                    ffi::write_optional(errors_out, stats.errors);
-                }
-                pyspy_status::Ok
+    /// The profile as `format`, encoded once per format change.
+    fn export(&self, format: FormatArg) -> Result<Arc<[u8]>, Failure> {
+        use pyspy_core::export::{collapsed, pprof, speedscope};
+        let format = format.0;
+        let mut last = self.last_export.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((f, bytes)) = &*last {
+            if *f == format {
+                return Ok(Arc::clone(bytes));
             }
-            None => pyspy_status::InvalidArgument,
         }
-    })
-}
-
-/// The profile so far. With `reset` true the sampler starts a new, empty profile, so that
-/// successive calls give consecutive periods (an agent uploading every 10 s); with false it
-/// keeps accumulating.
-///
-/// On success writes a new profile to `*profile_out` (owned by the caller: free it with
-/// `pyspy_profile_free`). On failure returns the status, writes an error to `*err` if `err`
-/// is not NULL, and leaves `*profile_out` untouched.
-#[no_mangle]
-pub unsafe extern "C" fn pyspy_sampler_profile(
-    sampler: *const pyspy_sampler,
-    reset: bool,
-    profile_out: *mut *mut pyspy_profile,
-    err: *mut *mut pyspy_error,
-) -> pyspy_status {
-    ffi_boundary!(err; {
-        // SAFETY: per the header, sampler is NULL or live.
-        let s = unsafe { ffi::arg_ref(sampler, "sampler") }?;
-        let out = Out::new(profile_out, "profile_out")?;
-        let profile = {
-            let mut current = lock(&s.shared.profile);
-            if reset {
-                std::mem::replace(&mut *current, Profile::new(s.profile_options.clone()))
-            } else {
-                current.clone()
+        let bytes: Arc<[u8]> = match format {
+            x if x == pyspy_format::Collapsed as c_int => {
+                collapsed::to_string(&self.profile).into_bytes().into()
+            }
+            x if x == pyspy_format::Pprof as c_int => pprof::to_bytes(&self.profile).into(),
+            x if x == pyspy_format::Speedscope as c_int => {
+                speedscope::to_string(&self.profile, &self.name)
+                    .into_bytes()
+                    .into()
+            }
+            other => {
+                return Err(Failure::invalid(format!(
+                    "unknown export format {other} (want a pyspy_format value)"
+                )))
             }
         };
-        let object = ProfileObject { profile, name: s.name.clone() };
-        // SAFETY: profile_out is non-NULL (checked) and writable per the header.
-        unsafe { out.write(ffi::to_box_ptr::<pyspy_profile>(object)) };
-        Ok(())
-    })
-}
-
-/// Stops (if running) and frees a sampler. NULL is a no-op.
-#[no_mangle]
-pub unsafe extern "C" fn pyspy_sampler_free(sampler: *mut pyspy_sampler) {
-    ffi_boundary!({
-        // SAFETY: per the header, sampler is NULL or live and not used after this.
-        unsafe { ffi::free_box(sampler) }
-    })
+        *last = Some((format, Arc::clone(&bytes)));
+        Ok(bytes)
+    }
 }
 
 /// How many samples the profile counts (0 for NULL).
@@ -270,31 +118,22 @@ pub unsafe extern "C" fn pyspy_profile_free(profile: *mut pyspy_profile) {
     })
 }
 
-fn export(p: &ProfileObject, format: c_int) -> Result<Vec<u8>, Failure> {
-    use pyspy_core::export::{collapsed, pprof, speedscope};
-    match format {
-        0 => Ok(collapsed::to_string(&p.profile).into_bytes()),
-        1 => Ok(pprof::to_bytes(&p.profile)),
-        2 => Ok(speedscope::to_string(&p.profile, &p.name).into_bytes()),
-        other => Err(Failure::invalid(format!(
-            "unknown export format {other} (want a pyspy_format value)"
-        ))),
-    }
-}
-
-/// Exports the profile as `format` (a `pyspy_format`) into the caller's buffer `buffer` of
-/// `capacity` bytes. No NUL is added (pprof is binary).
+/// Exports the profile as `format` into the caller's buffer `buffer` of `capacity` bytes. No
+/// NUL is added (pprof is binary).
 ///
-/// On success writes the bytes to `buffer` and their count to `*length_out`. If `capacity` is
-/// too small (`buffer` may then be NULL, e.g. with `capacity` 0 to ask), returns
-/// `PYSPY_STATUS_BUFFER_TOO_SMALL` and writes the size needed to `*length_out` (the one output
-/// written on a failure); call again with a buffer that large. Other failures return their
-/// status, write an error to `*err` if `err` is not NULL, and write no output. (pprof output is
-/// compressed afresh each call; the size needed is the same for the same profile.)
+/// On success writes the bytes to `buffer` and their count to `*length_out` (a buffer larger
+/// than needed is fine; the bytes past `*length_out` are left alone). If `capacity` is smaller
+/// than the export, returns `PYSPY_STATUS_BUFFER_TOO_SMALL` and writes the size needed to
+/// `*length_out` (the one output written then), without an error object: this is how to ask
+/// for the size, with `buffer` NULL and `capacity` 0; then call again with a buffer that
+/// large (the profile keeps its last export, so the second call does not encode it again).
+/// Failures (an unknown `format`, NULL `profile` or `length_out`, a NULL `buffer` with a
+/// `capacity` that is not 0) return their status, write an error to `*err` if `err` is not
+/// NULL, and write no output.
 #[no_mangle]
 pub unsafe extern "C" fn pyspy_profile_export(
     profile: *const pyspy_profile,
-    format: c_int,
+    format: FormatArg,
     buffer: *mut u8,
     capacity: usize,
     length_out: *mut usize,
@@ -304,7 +143,12 @@ pub unsafe extern "C" fn pyspy_profile_export(
         // SAFETY: per the header, profile is NULL or live.
         let p = unsafe { ffi::arg_ref(profile, "profile") }?;
         let length = Out::new(length_out, "length_out")?;
-        let bytes = export(p, format)?;
+        if buffer.is_null() && capacity != 0 {
+            return Err(Failure::invalid(format!(
+                "buffer is NULL but capacity is {capacity} (pass capacity 0 to ask for the size)"
+            )));
+        }
+        let bytes = p.export(format)?;
         // SAFETY: per the header, buffer is NULL or writable for capacity bytes.
         match unsafe { ffi::out_bytes(buffer, capacity) } {
             Some(dest) if dest.len() >= bytes.len() => {
@@ -316,16 +160,13 @@ pub unsafe extern "C" fn pyspy_profile_export(
             _ => {
                 // SAFETY: as above.
                 unsafe { length.write(bytes.len()) };
-                Err(Failure::new(
-                    pyspy_status::BufferTooSmall,
-                    format!("the export needs {} bytes, the buffer has {capacity}", bytes.len()),
-                ))
+                Err(Failure::quiet(pyspy_status::BufferTooSmall))
             }
         }
     })
 }
 
-/// Exports the profile as `format` (a `pyspy_format`) into a buffer the library allocates.
+/// Exports the profile as `format` into a buffer the library allocates.
 ///
 /// On success writes a new buffer to `*buffer_out` (owned by the caller: read it with
 /// `pyspy_buffer_data`/`pyspy_buffer_len`, free it with `pyspy_buffer_free`). On failure returns
@@ -334,7 +175,7 @@ pub unsafe extern "C" fn pyspy_profile_export(
 #[no_mangle]
 pub unsafe extern "C" fn pyspy_profile_export_buffer(
     profile: *const pyspy_profile,
-    format: c_int,
+    format: FormatArg,
     buffer_out: *mut *mut pyspy_buffer,
     err: *mut *mut pyspy_error,
 ) -> pyspy_status {
@@ -342,7 +183,7 @@ pub unsafe extern "C" fn pyspy_profile_export_buffer(
         // SAFETY: per the header, profile is NULL or live.
         let p = unsafe { ffi::arg_ref(profile, "profile") }?;
         let out = Out::new(buffer_out, "buffer_out")?;
-        let bytes = export(p, format)?;
+        let bytes = p.export(format)?;
         // SAFETY: buffer_out is non-NULL (checked) and writable per the header.
         unsafe { out.write(ffi::to_box_ptr::<pyspy_buffer>(bytes)) };
         Ok(())
@@ -376,4 +217,92 @@ pub unsafe extern "C" fn pyspy_buffer_free(buffer: *mut pyspy_buffer) {
         // SAFETY: per the header, buffer is NULL or live and not used after this.
         unsafe { ffi::free_box(buffer) }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pyspy_core::ProfileOptions;
+
+    fn empty_profile() -> *mut pyspy_profile {
+        ffi::to_box_ptr::<pyspy_profile>(ProfileObject::new(
+            Profile::new(ProfileOptions::default()),
+            "test".into(),
+        ))
+    }
+
+    /// Calls `pyspy_profile_export` with an error out-parameter; returns the status, the
+    /// length written (or `usize::MAX` if none) and whether an error object was written.
+    fn export(
+        p: *const pyspy_profile,
+        format: c_int,
+        buffer: *mut u8,
+        capacity: usize,
+    ) -> (pyspy_status, usize, bool) {
+        let mut len = usize::MAX;
+        let mut err: *mut pyspy_error = std::ptr::null_mut();
+        // SAFETY: p is live; buffer is NULL or valid for capacity bytes; the outputs are locals.
+        let status = unsafe {
+            pyspy_profile_export(p, FormatArg(format), buffer, capacity, &mut len, &mut err)
+        };
+        let had_error = !err.is_null();
+        // SAFETY: err is NULL or an error object the call made.
+        unsafe { crate::error::pyspy_error_free(err) };
+        (status, len, had_error)
+    }
+
+    #[test]
+    fn size_queries_and_larger_buffers() {
+        let p = empty_profile();
+        for format in [0, 1, 2] {
+            let (status, needed, had_error) = export(p, format, std::ptr::null_mut(), 0);
+            assert_eq!(status, pyspy_status::BufferTooSmall, "format {format}");
+            assert!(
+                !had_error,
+                "a size query made an error object (format {format})"
+            );
+            let mut buffer = vec![0xAAu8; needed + 10];
+            if needed > 0 {
+                let (status, len, had_error) = export(p, format, buffer.as_mut_ptr(), needed - 1);
+                assert_eq!(
+                    (status, len, had_error),
+                    (pyspy_status::BufferTooSmall, needed, false)
+                );
+            }
+            let (status, len, had_error) = export(p, format, buffer.as_mut_ptr(), needed + 10);
+            assert_eq!((status, len, had_error), (pyspy_status::Ok, needed, false));
+            assert!(
+                buffer[needed..].iter().all(|b| *b == 0xAA),
+                "bytes past the export changed"
+            );
+        }
+        // Mistakes are failures with an error object, and write no length.
+        assert_eq!(
+            export(p, 0, std::ptr::null_mut(), 16),
+            (pyspy_status::InvalidArgument, usize::MAX, true)
+        );
+        assert_eq!(
+            export(p, 3, std::ptr::null_mut(), 0),
+            (pyspy_status::InvalidArgument, usize::MAX, true)
+        );
+        assert_eq!(
+            export(p, -1, std::ptr::null_mut(), 0),
+            (pyspy_status::InvalidArgument, usize::MAX, true)
+        );
+        // SAFETY: p came from to_box_ptr and is not used after this.
+        unsafe { pyspy_profile_free(p) };
+    }
+
+    #[test]
+    fn the_last_export_is_kept_per_format() {
+        let object = ProfileObject::new(Profile::new(ProfileOptions::default()), "t".into());
+        let a = object.export(FormatArg(1)).unwrap();
+        let b = object.export(FormatArg(1)).unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "the second export of the same format encoded again"
+        );
+        let c = object.export(FormatArg(0)).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+    }
 }

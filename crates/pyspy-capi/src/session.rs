@@ -40,7 +40,8 @@ pub struct SessionObject {
 
 /// The part of a session that sampling changes.
 pub(crate) struct SessionState {
-    pub(crate) session: pyspy_core::Session,
+    /// `None` once the session was handed to a sampler (`pyspy_session_start_sampler`).
+    pub(crate) session: Option<pyspy_core::Session>,
     pub(crate) strings: StringCache,
 }
 
@@ -60,7 +61,7 @@ impl SessionObject {
             interpreter_binary: ffi::c_string(session.interpreter_binary()),
             located_by: ffi::c_string(session.located_by().as_str()),
             state: Mutex::new(SessionState {
-                session,
+                session: Some(session),
                 strings: StringCache::default(),
             }),
         }
@@ -151,16 +152,18 @@ pub unsafe extern "C" fn pyspy_session_free(session: *mut pyspy_session) {
     })
 }
 
-/// Reads every thread's Python stack once, without stopping the process (unless the options
-/// asked for it).
+/// Reads every thread's Python stack once (a snapshot), without stopping the process (unless
+/// the options asked for it).
 ///
 /// On success writes a new snapshot to `*snapshot_out` (owned by the caller: free it with
 /// `pyspy_snapshot_free`; it does not borrow from the session). On failure returns the status,
 /// writes an error to `*err` if `err` is not NULL, and leaves `*snapshot_out` untouched; the
-/// session stays usable (a failed sample, e.g. `PYSPY_STATUS_CORRUPT` while the target changes
-/// under the read, can simply be retried), except after `PYSPY_STATUS_PROCESS_EXITED`.
+/// session stays usable (a failed snapshot, e.g. `PYSPY_STATUS_CORRUPT` while the target
+/// changes under the read, can simply be retried), except after `PYSPY_STATUS_PROCESS_EXITED`.
+/// A session handed to a sampler (`pyspy_session_start_sampler`) takes no more snapshots:
+/// `PYSPY_STATUS_INVALID_ARGUMENT`.
 #[no_mangle]
-pub unsafe extern "C" fn pyspy_session_sample(
+pub unsafe extern "C" fn pyspy_session_snapshot(
     session: *mut pyspy_session,
     snapshot_out: *mut *mut pyspy_snapshot,
     err: *mut *mut pyspy_error,
@@ -173,7 +176,8 @@ pub unsafe extern "C" fn pyspy_session_sample(
         let snapshot = {
             let mut state = session.lock();
             let state = &mut *state;
-            let snapshot = state.session.snapshot()?;
+            let core = state.session.as_mut().ok_or_else(handed_to_a_sampler)?;
+            let snapshot = core.snapshot()?;
             SnapshotObject::new(snapshot, &mut state.strings)
         };
         let handle = ffi::to_box_ptr::<pyspy_snapshot>(snapshot);
@@ -181,6 +185,14 @@ pub unsafe extern "C" fn pyspy_session_sample(
         unsafe { out.write(handle) };
         Ok(())
     })
+}
+
+/// The failure of using a session whose process a sampler samples now.
+pub(crate) fn handed_to_a_sampler() -> Failure {
+    Failure::invalid(
+        "the session was handed to a sampler (pyspy_session_start_sampler): take snapshots \
+         with the sampler's sample callback, or attach again",
+    )
 }
 
 /// The process id the session is attached to (0 for a NULL session).

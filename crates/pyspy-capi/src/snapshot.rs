@@ -7,9 +7,11 @@ use crate::ffi::{self, Borrowed, Castable, OwnedBox};
 use crate::panic::ffi_boundary;
 use crate::session::StringCache;
 
-/// One sample of a process: its Python threads and their stacks. Made by
-/// `pyspy_session_sample`, freed by `pyspy_snapshot_free`; independent of the session (it may
-/// outlive it). Immutable: any number of threads may read one snapshot at once.
+/// A snapshot of a process: its Python threads and their stacks at one moment. Made by
+/// `pyspy_session_snapshot`, freed by `pyspy_snapshot_free`; independent of the session (it may
+/// outlive it). Immutable: any number of threads may read one snapshot at once. A sample
+/// callback is also lent snapshots (`pyspy_sample_snapshot`), valid only during the call and
+/// never freed by the caller.
 pub struct pyspy_snapshot {
     _private: [u8; 0],
 }

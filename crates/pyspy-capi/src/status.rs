@@ -20,7 +20,9 @@ pub enum pyspy_status {
     /// pyspy itself failed (a bug: please report it with the message). The object the call
     /// was made on is still safe to free.
     Panic = 2,
-    /// The caller's buffer is too small; the size needed was written to the size output.
+    /// The caller's buffer is too small; the size needed was written to the size output. An
+    /// answer rather than a failure: no error object is written (asking for the size with a
+    /// NULL buffer allocates nothing).
     BufferTooSmall = 3,
     /// The request is valid but this build of pyspy cannot do it.
     Unsupported = 4,
@@ -44,10 +46,13 @@ pub enum pyspy_status {
     Corrupt = 13,
     /// A file or /proc read failed.
     Io = 14,
+    /// The time limit of a wait (`pyspy_sampler_wait`) passed before what it waits for
+    /// happened. An answer rather than a failure: no error object is written; wait again.
+    Timeout = 15,
 }
 
 /// Every status, in numeric order.
-const ALL: [pyspy_status; 15] = [
+const ALL: [pyspy_status; 16] = [
     pyspy_status::Ok,
     pyspy_status::InvalidArgument,
     pyspy_status::Panic,
@@ -63,6 +68,7 @@ const ALL: [pyspy_status; 15] = [
     pyspy_status::Memory,
     pyspy_status::Corrupt,
     pyspy_status::Io,
+    pyspy_status::Timeout,
 ];
 
 impl pyspy_status {
@@ -101,6 +107,7 @@ impl pyspy_status {
             pyspy_status::Memory => c"PYSPY_STATUS_MEMORY",
             pyspy_status::Corrupt => c"PYSPY_STATUS_CORRUPT",
             pyspy_status::Io => c"PYSPY_STATUS_IO",
+            pyspy_status::Timeout => c"PYSPY_STATUS_TIMEOUT",
         }
     }
 }
@@ -126,6 +133,34 @@ mod tests {
     fn all_is_every_value_in_order() {
         for (i, s) in ALL.iter().enumerate() {
             assert_eq!(*s as usize, i, "{s:?}");
+        }
+    }
+
+    /// The numbers are the ABI: a status keeps its number forever, new ones are appended. This
+    /// list only ever grows; changing a line in it is an ABI break.
+    #[test]
+    fn numbers_never_change() {
+        let pinned = [
+            (pyspy_status::Ok, 0),
+            (pyspy_status::InvalidArgument, 1),
+            (pyspy_status::Panic, 2),
+            (pyspy_status::BufferTooSmall, 3),
+            (pyspy_status::Unsupported, 4),
+            (pyspy_status::Other, 5),
+            (pyspy_status::NoSuchProcess, 6),
+            (pyspy_status::PermissionDenied, 7),
+            (pyspy_status::NotPython, 8),
+            (pyspy_status::UnsupportedVersion, 9),
+            (pyspy_status::NotInitialised, 10),
+            (pyspy_status::ProcessExited, 11),
+            (pyspy_status::Memory, 12),
+            (pyspy_status::Corrupt, 13),
+            (pyspy_status::Io, 14),
+            (pyspy_status::Timeout, 15),
+        ];
+        assert_eq!(pinned.len(), ALL.len(), "a new status needs its line here");
+        for (status, number) in pinned {
+            assert_eq!(status as i32, number, "{status:?}");
         }
     }
 
