@@ -75,6 +75,22 @@ fn check_resumed(pid: i32) -> Result<(), String> {
     }
 }
 
+/// Waits (at most 2 s, at least 20 ms) until none of `tids` of `pid` is running or runnable.
+fn settle(pid: i32, tids: &[i32]) {
+    std::thread::sleep(Duration::from_millis(20));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let states = task_states(pid);
+        let running = states
+            .iter()
+            .any(|(tid, state, _)| tids.contains(tid) && *state == 'R');
+        if !running {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Checks names, active, GIL over [`SAMPLES`] samples with `options`.
 fn check_states(
     interp: &Interpreter,
@@ -91,12 +107,15 @@ fn check_states(
     let names = ["MainThread", "sleeper", "waiter", "spinner"];
     let (mut spinner_active, mut spinner_gil, mut errors) = (0, 0, 0);
     let mut first_error = None;
+    let mut blocked_tids: Vec<i32> = Vec::new();
     for _ in 0..SAMPLES {
         if options.pause {
             // Pausing interrupts the blocked threads' system calls, which the kernel restarts
-            // when they are resumed: for a moment they really run. Let them settle, so one
-            // sample does not see the wake-up its predecessor caused.
-            std::thread::sleep(Duration::from_millis(20));
+            // when they are resumed: for a moment they really run (or wait to run: a loaded
+            // machine can keep them runnable for tens of milliseconds). Wait until the kernel
+            // shows them asleep again, so one sample does not see the wake-up its predecessor
+            // caused; pyspy must then report them idle.
+            settle(target.pid(), &blocked_tids);
         }
         let snapshot = match session.snapshot_with(options) {
             Ok(s) => s,
@@ -129,6 +148,13 @@ fn check_states(
                     "{mode}: {name} has the wrong ident {:#x}",
                     t.thread_id
                 );
+            }
+            if name != "spinner" {
+                if let Some(tid) = t.native_thread_id.and_then(|t| i32::try_from(t).ok()) {
+                    if !blocked_tids.contains(&tid) {
+                        blocked_tids.push(tid);
+                    }
+                }
             }
             if name == "spinner" {
                 spinner_active += usize::from(t.active);
