@@ -44,10 +44,15 @@ pub enum pyspy_status {
     Corrupt = 13,
     /// A file or /proc read failed.
     Io = 14,
+    /// The core file is not a core of an x86_64 process, or is truncated or corrupt.
+    BadCore = 15,
+    /// A binary the core's interpreter needs (executable or libpython) is missing or is
+    /// another file: set the core options' sysroot or executable.
+    CoreBinary = 16,
 }
 
 /// Every status, in numeric order.
-const ALL: [pyspy_status; 15] = [
+const ALL: [pyspy_status; 17] = [
     pyspy_status::Ok,
     pyspy_status::InvalidArgument,
     pyspy_status::Panic,
@@ -63,6 +68,8 @@ const ALL: [pyspy_status; 15] = [
     pyspy_status::Memory,
     pyspy_status::Corrupt,
     pyspy_status::Io,
+    pyspy_status::BadCore,
+    pyspy_status::CoreBinary,
 ];
 
 impl pyspy_status {
@@ -79,6 +86,8 @@ impl pyspy_status {
             E::Memory(_) => pyspy_status::Memory,
             E::Corrupt(_) => pyspy_status::Corrupt,
             E::Io { .. } => pyspy_status::Io,
+            E::BadCore { .. } => pyspy_status::BadCore,
+            E::CoreBinary { .. } => pyspy_status::CoreBinary,
             _ => pyspy_status::Other,
         }
     }
@@ -101,6 +110,8 @@ impl pyspy_status {
             pyspy_status::Memory => c"PYSPY_STATUS_MEMORY",
             pyspy_status::Corrupt => c"PYSPY_STATUS_CORRUPT",
             pyspy_status::Io => c"PYSPY_STATUS_IO",
+            pyspy_status::BadCore => c"PYSPY_STATUS_BAD_CORE",
+            pyspy_status::CoreBinary => c"PYSPY_STATUS_CORE_BINARY",
         }
     }
 }
