@@ -202,8 +202,11 @@ type Thread struct {
 	Name string
 	// OwnsGIL says whether the thread held the GIL at the time of the sample.
 	OwnsGIL bool
-	// Active says whether the OS thread was running on a CPU.
+	// Active says whether the OS thread was running on a CPU (false when not known).
 	Active bool
+	// ActiveKnown says whether Active is known: false for a core file (OpenCore), which does
+	// not record it.
+	ActiveKnown bool
 	// CPUTime is the thread's CPU time so far, -1 if not read (see Options.CPUTime).
 	CPUTime time.Duration
 	// Frames is the stack, innermost first.
@@ -235,7 +238,10 @@ func convertSnapshot(snap *C.pyspy_snapshot) *Snapshot {
 			ID:      uint64(C.pyspy_thread_id(t)),
 			Name:    goStringOrEmpty(C.pyspy_thread_name(t)),
 			OwnsGIL: bool(C.pyspy_thread_owns_gil(t)),
-			Active:  bool(C.pyspy_thread_active(t)),
+		}
+		var active C.bool
+		if C.pyspy_thread_activity(t, &active) {
+			th.Active, th.ActiveKnown = bool(active), true
 		}
 		if C.pyspy_thread_native_id(t, &tid) {
 			th.NativeID = uint64(tid)
