@@ -21,7 +21,8 @@ set -euo pipefail
 #   tmux:       drives `pyspy top` in a terminal in the tests.
 #   valgrind, pkg-config: the C API tests (tests/c) run under valgrind and build with
 #               `pkg-config pyspy`; golang-go also runs `go test` in bindings/go.
-HOST_PACKAGES=(python3.11 golang-go tmux valgrind pkg-config libclang-dev)
+#   gdb:        the core-file tests make cores of live targets with its `gcore`.
+HOST_PACKAGES=(python3.11 golang-go tmux valgrind pkg-config libclang-dev gdb)
 
 CHROOT_PYTHONS=(python3.14 python3.15)
 DEV_PACKAGES=(libpython3.14-dev libpython3.15-dev)
