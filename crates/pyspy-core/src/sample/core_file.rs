@@ -256,12 +256,9 @@ pub fn open_core(path: impl AsRef<Path>, options: &CoreOptions) -> Result<Sessio
 /// by the paths the process saw.
 fn interpreter_files(mem: &CoreMemory, executable: &str) -> Result<HashMap<String, PathBuf>> {
     let name = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
-    let mut paths: Vec<&str> = Vec::new();
-    for f in &mem.notes().files {
-        if !paths.contains(&f.path.as_str()) {
-            paths.push(&f.path);
-        }
-    }
+    let mut paths: Vec<&str> = mem.notes().files.iter().map(|f| f.path.as_str()).collect();
+    paths.sort_unstable();
+    paths.dedup();
     let libs: Vec<&str> = paths
         .iter()
         .copied()

@@ -10,6 +10,7 @@
 
 use super::notes::FileNote;
 use super::CoreError;
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -144,20 +145,17 @@ impl MappedFiles {
         executable: Option<&str>,
     ) -> Result<MappedFiles, CoreError> {
         let mut files: Vec<MappedFile> = Vec::new();
+        let mut by_path: HashMap<&str, usize> = HashMap::new();
         let mut maps = Vec::with_capacity(notes.len());
         for n in notes {
-            let file = match files.iter().position(|f| f.path == n.path) {
-                Some(i) => i,
-                None => {
-                    files.push(MappedFile {
-                        path: n.path.clone(),
-                        candidates: resolver
-                            .candidates(&n.path, executable == Some(n.path.as_str())),
-                        state: OnceLock::new(),
-                    });
-                    files.len() - 1
-                }
-            };
+            let file = *by_path.entry(&n.path).or_insert_with(|| {
+                files.push(MappedFile {
+                    path: n.path.clone(),
+                    candidates: resolver.candidates(&n.path, executable == Some(n.path.as_str())),
+                    state: OnceLock::new(),
+                });
+                files.len() - 1
+            });
             maps.push(FileMap {
                 start: n.start,
                 end: n.end,

@@ -160,10 +160,11 @@ impl CoreMemory {
             })
             .collect();
         for f in &self.notes.files {
-            let covered = self
-                .segments
-                .iter()
-                .any(|s| s.vaddr < f.end && f.start < s.end());
+            let covered = self.segments.containing(f.start).is_some()
+                || self
+                    .segments
+                    .next_after(f.start)
+                    .is_some_and(|s| s.vaddr < f.end);
             if !covered {
                 maps.push(CoreMapping {
                     start: f.start,
@@ -346,6 +347,51 @@ mod tests {
             core.check_file("/nonexistent/lib.so"),
             Some(Err(FileProblem::NotFound { .. }))
         ));
+    }
+
+    #[test]
+    fn a_core_of_many_mappings_opens_in_linear_time() {
+        // 100,000 one-page segments, and as many mappings of 50,000 distinct files.
+        const N: u64 = 100_000;
+        let entries: Vec<(u64, u64, u64, String)> = (0..N)
+            .map(|i| {
+                let at = 0x1000_0000 + i * 0x2000;
+                (at, at + 0x1000, 0, format!("/lib/l{}.so", i / 2))
+            })
+            .collect();
+        let borrowed: Vec<(u64, u64, u64, &str)> = entries
+            .iter()
+            .map(|(s, e, o, p)| (*s, *e, *o, p.as_str()))
+            .collect();
+        let notes = note("CORE", 0x4649_4c45, &nt_file(4096, &borrowed));
+        let mut phdrs: Vec<(u32, u32, u64, u64, u64, u64, u64)> = (0..N)
+            .map(|i| (PT_LOAD, PF_R, 0, 0x1000_1000 + i * 0x2000, 0, 0x1000, 0))
+            .collect();
+        let notes_at = 64 + 56 * (N + 1);
+        phdrs.push((PT_NOTE, 0, notes_at, 0, notes.len() as u64, 0, 4));
+        let mut core = core_bytes(&[]);
+        // More than 65534 headers: the count goes in section header 0.
+        core[56..58].copy_from_slice(&u16::MAX.to_le_bytes());
+        let mut table = Vec::new();
+        for &(t, f, off, vaddr, filesz, memsz, align) in &phdrs {
+            table.extend_from_slice(&t.to_le_bytes());
+            table.extend_from_slice(&f.to_le_bytes());
+            for v in [off, vaddr, 0, filesz, memsz, align] {
+                table.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        core.extend(table);
+        core.extend(notes);
+        let shoff = core.len() as u64;
+        core[40..48].copy_from_slice(&shoff.to_le_bytes());
+        let mut shdr = vec![0u8; 64];
+        shdr[44..48].copy_from_slice(&(phdrs.len() as u32).to_le_bytes());
+        core.extend(shdr);
+        let started = std::time::Instant::now();
+        let parsed = CoreMemory::parse(Box::new(core), &Resolver::default()).unwrap();
+        assert_eq!(parsed.mappings().len(), 2 * N as usize);
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(5), "{took:?}");
     }
 
     #[test]

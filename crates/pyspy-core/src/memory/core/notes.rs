@@ -21,7 +21,7 @@ const NT_FILE: u32 = 0x4649_4c45;
 const PRSTATUS_MIN: usize = 80;
 /// Size of `struct elf_prpsinfo` on x86_64.
 const PRPSINFO_SIZE: usize = 136;
-/// Bytes of `siginfo_t` pyspy reads (signo, errno, code, and the first union words).
+/// Bytes of `siginfo_t` pyspy reads (signo, errno, code, and the first union word).
 const SIGINFO_MIN: usize = 24;
 /// Most auxiliary vector entries read.
 const MAX_AUXV: usize = 4096;
@@ -31,12 +31,6 @@ const MAX_AUXV: usize = 4096;
 pub struct ProcessNote {
     /// Its pid.
     pub pid: i32,
-    /// Its parent's pid.
-    pub ppid: i32,
-    /// Its real user id.
-    pub uid: u32,
-    /// The state letter (`R`, `S`, `t`, ...).
-    pub state: char,
     /// The command name (`comm`, at most 15 bytes).
     pub name: String,
     /// The start of its command line (at most 80 bytes; arguments separated by spaces).
@@ -48,14 +42,10 @@ pub struct ProcessNote {
 pub struct SigInfo {
     /// The signal number.
     pub signo: i32,
-    /// `si_errno`.
-    pub errno: i32,
     /// `si_code`: how it was sent (≤ 0: by a process; > 0: by the kernel, e.g. a fault).
     pub code: i32,
     /// `si_pid` (meaningful when a process sent it).
     pub sender_pid: i32,
-    /// `si_uid` (meaningful when a process sent it).
-    pub sender_uid: u32,
     /// `si_addr` (meaningful for faults: SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP).
     pub addr: u64,
 }
@@ -172,8 +162,11 @@ impl Notes {
     }
 }
 
-/// Iterates `(name, type, desc)` over a note segment's bytes; a note that does not fit is an
-/// error, after which iteration stops.
+/// One note: its name (without the NUL), type and contents.
+pub(super) type Note<'a> = (&'a [u8], u32, &'a [u8]);
+
+/// Iterates the [`Note`]s of a note segment's bytes; a note that does not fit is an error,
+/// after which iteration stops.
 pub(super) struct NoteIter<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -191,7 +184,7 @@ impl<'a> NoteIter<'a> {
         }
     }
 
-    fn next_note(&mut self) -> Result<Option<(&'a [u8], u32, &'a [u8])>, CoreError> {
+    fn next_note(&mut self) -> Result<Option<Note<'a>>, CoreError> {
         let rest = &self.bytes[self.at..];
         if rest.len() < 12 {
             // Nothing, or padding after the last note.
@@ -224,7 +217,7 @@ impl<'a> NoteIter<'a> {
 }
 
 impl<'a> Iterator for NoteIter<'a> {
-    type Item = Result<(&'a [u8], u32, &'a [u8]), CoreError>;
+    type Item = Result<Note<'a>, CoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
@@ -290,9 +283,6 @@ fn parse_prpsinfo(desc: &[u8]) -> Result<ProcessNote, CoreError> {
     // at 24, ppid, pgrp, sid, pr_fname[16] at 40, pr_psargs[80] at 56.
     Ok(ProcessNote {
         pid: i32_at(desc, 24),
-        ppid: i32_at(desc, 28),
-        uid: i32_at(desc, 16) as u32,
-        state: char::from(desc[1]),
         name: c_field(&desc[40..56]),
         args: c_field(&desc[56..136]).trim_end().to_string(),
     })
@@ -302,12 +292,11 @@ fn parse_siginfo(desc: &[u8]) -> Result<SigInfo, CoreError> {
     if desc.len() < SIGINFO_MIN {
         return Err(too_short("NT_SIGINFO", desc.len(), SIGINFO_MIN));
     }
+    // si_signo, si_errno, si_code, then the union: si_pid and si_uid, or si_addr, at 16.
     Ok(SigInfo {
         signo: i32_at(desc, 0),
-        errno: i32_at(desc, 4),
         code: i32_at(desc, 8),
         sender_pid: i32_at(desc, 16),
-        sender_uid: i32_at(desc, 20) as u32,
         addr: u64_at(desc, 16),
     })
 }

@@ -77,12 +77,12 @@ pub struct Segments {
 impl Segments {
     /// Reads the ELF header and program headers of `src`.
     pub fn parse(src: &dyn ReadAt) -> Result<(Segments, Vec<NoteRange>), CoreError> {
-        if src.len() < EHDR_SIZE as u64 {
-            if src.len() >= 4 && read_vec(src, 0, 4, 4, "the ELF magic")? != ELF_MAGIC {
+        if src.size() < EHDR_SIZE as u64 {
+            if src.size() >= 4 && read_vec(src, 0, 4, 4, "the ELF magic")? != ELF_MAGIC {
                 return Err(CoreError::not_core("it is not an ELF file"));
             }
             return Err(CoreError::truncated(
-                src.len(),
+                src.size(),
                 EHDR_SIZE as u64,
                 "the ELF header",
             ));
@@ -194,8 +194,8 @@ impl Segments {
                 _ => {}
             }
         }
-        if needed > src.len() {
-            return Err(CoreError::truncated(src.len(), needed, "its last segment"));
+        if needed > src.size() {
+            return Err(CoreError::truncated(src.size(), needed, "its last segment"));
         }
         let note_bytes: u64 = notes.iter().map(|n| n.size).sum();
         if note_bytes > MAX_NOTE_BYTES {

@@ -8,7 +8,7 @@ use std::io;
 /// Bytes at offsets: the one operation the core reader needs from its input.
 pub trait ReadAt: Send + Sync + std::fmt::Debug {
     /// How many bytes there are.
-    fn len(&self) -> u64;
+    fn size(&self) -> u64;
 
     /// Fills `buf` with the bytes at `offset`; fails if there are fewer.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
@@ -40,7 +40,7 @@ impl FileSource {
 }
 
 impl ReadAt for FileSource {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         self.len
     }
 
@@ -51,8 +51,8 @@ impl ReadAt for FileSource {
 }
 
 impl ReadAt for Vec<u8> {
-    fn len(&self) -> u64 {
-        self.as_slice().len() as u64
+    fn size(&self) -> u64 {
+        self.len() as u64
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
@@ -81,8 +81,8 @@ pub fn read_vec(
     let end = offset.checked_add(len).ok_or_else(|| {
         CoreError::corrupt(format!("{what} at offset {offset:#x} wraps around"))
     })?;
-    if end > src.len() {
-        return Err(CoreError::truncated(src.len(), end, what));
+    if end > src.size() {
+        return Err(CoreError::truncated(src.size(), end, what));
     }
     let mut buf = vec![0u8; len as usize];
     src.read_exact_at(&mut buf, offset)
