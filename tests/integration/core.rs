@@ -12,6 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use pyspy_core::{open_core, CoreOptions, SampleOptions};
 use pyspy_tests::cores::{crash, gcore, require_gdb, spawn_dumpable, CoreDir};
 use pyspy_tests::scenarios::spawn_idle;
 use pyspy_tests::{
@@ -211,6 +212,48 @@ fn check_signal(dump: &Value, crashed: bool, tids: &[u64]) -> Vec<String> {
     problems
 }
 
+/// What the library says about the kernel's core beyond `dump --json`: every thread of the
+/// process, each Python thread's CPU time, the command line; pausing is a no-op.
+fn check_library(interp: &Interpreter, core: &Path, tids: &[u64]) -> Vec<String> {
+    let mut options = CoreOptions::default();
+    options.sysroot.clone_from(&interp.chroot);
+    let mut session = match open_core(core, &options) {
+        Ok(s) => s,
+        Err(e) => return vec![format!("open_core: {e}")],
+    };
+    let mut problems = Vec::new();
+    let details = session.core().cloned().expect("a core session's details");
+    let mut ids = details.thread_ids.clone();
+    ids.sort_unstable();
+    let mut want = tids.to_vec();
+    want.sort_unstable();
+    if ids != want {
+        problems.push(format!("library: thread_ids {ids:?}, want {want:?}"));
+    }
+    if !details.command.contains("scenarios.py") {
+        problems.push(format!("library: command {:?}", details.command));
+    }
+    let signal = details.signal.map(|s| (s.number, s.name()));
+    if signal != Some((libc::SIGABRT, Some("SIGABRT"))) {
+        problems.push(format!("library: signal {:?}", details.signal));
+    }
+    let options = SampleOptions::default().cpu_time(true).pause(true);
+    match session.snapshot_with(&options) {
+        Ok(snapshot) => {
+            for t in &snapshot.threads {
+                if t.cpu_time.is_none() || t.active.is_some() {
+                    problems.push(format!(
+                        "library: thread {:#x}: cpu_time {:?} (want some), active {:?} (want None)",
+                        t.thread_id, t.cpu_time, t.active
+                    ));
+                }
+            }
+        }
+        Err(e) => problems.push(format!("library: snapshot: {e}")),
+    }
+    problems
+}
+
 #[test]
 fn core_dumps_give_the_truths_stacks_on_every_interpreter() {
     require_gdb();
@@ -280,6 +323,7 @@ fn core_dumps_give_the_truths_stacks_on_every_interpreter() {
         {
             problems.push(format!("kernel core: {p}"));
         }
+        problems.extend(check_library(interp, &core, &tids));
         if dump["core_file"].as_str() != Some(&*core.to_string_lossy()) {
             problems.push(format!(
                 "\"core_file\" is {}, want {}",

@@ -142,6 +142,11 @@ const BINARY_FIX: &str = "point pyspy at the dumped system's files (a sysroot di
 /// libraries) is read from the files the process had mapped, found by the paths in the core
 /// (under [`CoreOptions::sysroot`] if set) and checked to be the same files.
 ///
+/// The session is for snapshots: a core does not change, so a [`Sampler`](crate::Sampler)
+/// over it would count the same stacks at every tick. `SampleOptions::pause` does nothing on
+/// a core and [`ThreadStack::active`](crate::ThreadStack::active) stays `None`;
+/// `SampleOptions::cpu_time` gives each thread's CPU time at the dump.
+///
 /// Errors: [`Error::BadCore`] for a file that is not an x86_64 core, truncated or corrupt;
 /// [`Error::CoreBinary`] when the executable or libpython is missing or another file;
 /// [`Error::NotPython`] / [`Error::UnsupportedVersion`] as for a live process; [`Error::Io`]
