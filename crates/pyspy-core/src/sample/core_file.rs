@@ -326,7 +326,6 @@ mod tests {
             code: 1,
             addr: 0x10,
             sender_pid: 0x10,
-            ..SigInfo::default()
         };
         let s = Signal::from_threads(&[thread(7, 11, Some(segv)), thread(8, 11, None)]).unwrap();
         assert_eq!((s.number, s.name(), s.native_thread_id), (11, Some("SIGSEGV"), Some(7)));
