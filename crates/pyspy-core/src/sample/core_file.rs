@@ -199,6 +199,9 @@ pub fn open_core(path: impl AsRef<Path>, options: &CoreOptions) -> Result<Sessio
         .or_else(|| notes.process.as_ref().map(|p| p.name.clone()))
         .unwrap_or_default();
     let files = interpreter_files(&mem, &executable)?;
+    // A binary that cannot be used is described as an anonymous mapping: nothing tries to
+    // read it as the interpreter's.
+    let usable = |p: &String| !files.unusable.contains(p);
     let maps = mem
         .mappings()
         .into_iter()
@@ -210,7 +213,7 @@ pub fn open_core(path: impl AsRef<Path>, options: &CoreOptions) -> Result<Sessio
             executable: m.executable,
             offset: m.offset,
             inode: 0,
-            path: m.path,
+            path: m.path.filter(usable),
             deleted: m.deleted,
         })
         .collect();
@@ -218,7 +221,7 @@ pub fn open_core(path: impl AsRef<Path>, options: &CoreOptions) -> Result<Sessio
         pid,
         exe: executable.clone(),
         maps,
-        files: FileLookup::Resolved(files),
+        files: FileLookup::Resolved(files.found),
     };
     let located = locate(&mem, &process, options.locate).map_err(|e| match e {
         Error::NotInitialised { pid } => Error::NotPython {
@@ -254,12 +257,18 @@ pub fn open_core(path: impl AsRef<Path>, options: &CoreOptions) -> Result<Sessio
     Ok(Session::for_core(mem, details, pid, executable, located, reader))
 }
 
+/// The files the interpreter may be in, checked: their paths on this machine by the paths the
+/// process saw, and the paths of those that cannot be used.
+struct InterpreterFiles {
+    found: HashMap<String, PathBuf>,
+    unusable: Vec<String>,
+}
+
 /// Finds and checks the files the interpreter may be in: every mapped `libpython*`, else the
 /// executable and any mapped `python*`. Those must be usable (an error names the first that
 /// is not); the executable and `python*` files are also offered to [`locate`] when a
-/// `libpython` holds the interpreter and they happen to be usable. Their paths on this machine,
-/// by the paths the process saw.
-fn interpreter_files(mem: &CoreMemory, executable: &str) -> Result<HashMap<String, PathBuf>> {
+/// `libpython` holds the interpreter and they happen to be usable.
+fn interpreter_files(mem: &CoreMemory, executable: &str) -> Result<InterpreterFiles> {
     let name = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
     let mut paths: Vec<&str> = mem.notes().files.iter().map(|f| f.path.as_str()).collect();
     paths.sort_unstable();
@@ -294,12 +303,16 @@ fn interpreter_files(mem: &CoreMemory, executable: &str) -> Result<HashMap<Strin
             None => {}
         }
     }
+    let mut unusable = Vec::new();
     for p in optional {
-        if let Some(Ok(host)) = mem.check_file(p) {
-            found.insert(p.to_string(), host.to_path_buf());
+        match mem.check_file(p) {
+            Some(Ok(host)) => {
+                found.insert(p.to_string(), host.to_path_buf());
+            }
+            _ => unusable.push(p.to_string()),
         }
     }
-    Ok(found)
+    Ok(InterpreterFiles { found, unusable })
 }
 
 #[cfg(test)]
