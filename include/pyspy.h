@@ -123,6 +123,15 @@ typedef enum pyspy_status {
      * happened. An answer rather than a failure: no error object is written; wait again.
      */
     PYSPY_STATUS_TIMEOUT = 15,
+    /**
+     * The core file is not a core of an x86_64 process, or is truncated or corrupt.
+     */
+    PYSPY_STATUS_BAD_CORE = 16,
+    /**
+     * A binary the core's interpreter needs (executable or libpython) is missing or is
+     * another file: set the core options' sysroot or executable.
+     */
+    PYSPY_STATUS_CORE_BINARY = 17,
 } pyspy_status;
 
 /**
@@ -191,6 +200,13 @@ typedef enum pyspy_locate {
  * Bytes owned by the library (an exported profile). Free with `pyspy_buffer_free`.
  */
 typedef struct pyspy_buffer pyspy_buffer;
+
+/**
+ * How to open a core file. Make one with `pyspy_core_options_new`, change it with the
+ * `pyspy_core_options_set_*` functions, pass it to `pyspy_open_core` (which copies what it
+ * needs), free it with `pyspy_core_options_free`. Not thread-safe for writing.
+ */
+typedef struct pyspy_core_options pyspy_core_options;
 
 /**
  * A failure: a status code and a message (one line, naming the cause and, where there is one,
@@ -298,6 +314,79 @@ typedef bool (*pyspy_sample_callback)(void *userdata, const struct pyspy_sample 
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * New core options with every setting at its default (the defaults of `pyspy_open_core` with
+ * NULL options: files are looked up at the paths the core records). Owned by the caller: free
+ * with `pyspy_core_options_free`. NULL only if allocation failed.
+ */
+struct pyspy_core_options *pyspy_core_options_new(void);
+
+/**
+ * Frees core options. NULL is a no-op.
+ */
+void pyspy_core_options_free(struct pyspy_core_options *options);
+
+/**
+ * A directory to look up every file the dumped process had mapped under (a container's root
+ * filesystem, or a copy of the files of the machine the core came from). `dir` is a
+ * NUL-terminated path, copied; NULL removes the setting (the default: the core's paths as
+ * they are).
+ */
+enum pyspy_status pyspy_core_options_set_sysroot(struct pyspy_core_options *options,
+                                                 const char *dir);
+
+/**
+ * The file to use as the dumped process's executable (the interpreter, or the program
+ * embedding it), wherever the core says it was. `path` is a NUL-terminated path, copied; NULL
+ * removes the setting (the default).
+ */
+enum pyspy_status pyspy_core_options_set_executable(struct pyspy_core_options *options,
+                                                    const char *path);
+
+/**
+ * How to find the interpreter in the core: one of `pyspy_locate` (default
+ * `PYSPY_LOCATE_AUTO`). `PYSPY_STATUS_INVALID_ARGUMENT` for another value or NULL options.
+ */
+enum pyspy_status pyspy_core_options_set_locate(struct pyspy_core_options *options, int strategy);
+
+/**
+ * Opens the core file at `path` (a NUL-terminated path; a core from the kernel or gdb's
+ * `gcore` of a CPython process) as a session: `pyspy_session_snapshot` then gives the stacks
+ * the process had when it was dumped, and the session functions describe the process.
+ * `options` may be NULL for the defaults; it is only read during the call.
+ *
+ * On success writes a new session to `*session_out` (owned by the caller: free it with
+ * `pyspy_session_free`). On failure returns the status (`PYSPY_STATUS_BAD_CORE`,
+ * `PYSPY_STATUS_CORE_BINARY`, `PYSPY_STATUS_NOT_PYTHON`, `PYSPY_STATUS_IO`, ...), writes an
+ * error to `*err` if `err` is not NULL, and leaves `*session_out` untouched.
+ */
+enum pyspy_status pyspy_open_core(const char *path,
+                                  const struct pyspy_core_options *options,
+                                  struct pyspy_session **session_out,
+                                  struct pyspy_error **err);
+
+/**
+ * Whether the session reads a core file (made by `pyspy_open_core`) rather than a live
+ * process (false for NULL).
+ */
+bool pyspy_session_is_core(const struct pyspy_session *session);
+
+/**
+ * The signal that ended the process of a core session: returns true and writes its number to
+ * `*signal_out` and, if `tid_out` is not NULL, the OS id of the thread that received it to
+ * `*tid_out` (0 if the core does not say). Returns false, writing nothing, for a live
+ * session, a core taken from a running process (gdb's `gcore`), or NULL arguments.
+ */
+bool pyspy_session_signal(const struct pyspy_session *session,
+                          int32_t *signal_out,
+                          uint64_t *tid_out);
+
+/**
+ * The name of signal `signal`, e.g. `"SIGSEGV"` for 11; NULL for a real-time or unknown
+ * signal. Static: never free it.
+ */
+const char *pyspy_signal_name(int32_t signal);
 
 /**
  * The status code of an error (`PYSPY_STATUS_INVALID_ARGUMENT` for NULL).
@@ -726,9 +815,18 @@ bool pyspy_thread_owns_gil(const struct pyspy_thread *thread);
 
 /**
  * Whether the OS thread was running on a CPU at the time of the sample, rather than sleeping
- * or waiting on a lock or I/O (false for NULL).
+ * or waiting on a lock or I/O (false for NULL, and false when it is not known: see
+ * `pyspy_thread_activity`).
  */
 bool pyspy_thread_active(const struct pyspy_thread *thread);
+
+/**
+ * Whether it is known if the OS thread was running on a CPU at the time of the sample: true,
+ * with the answer written to `*active_out`, if it is; false (output untouched) if not (a
+ * snapshot of a core file, the activity option off, the thread's /proc entry gone) or if an
+ * argument is NULL.
+ */
+bool pyspy_thread_activity(const struct pyspy_thread *thread, bool *active_out);
 
 /**
  * The thread's CPU time so far (user + system, from /proc; clock-tick resolution, usually

@@ -22,7 +22,8 @@ set -euo pipefail
 #   valgrind, pkg-config: the C API tests (tests/c) run under valgrind and build with
 #               `pkg-config pyspy`; golang-go also runs `go test` in bindings/go.
 #   zsh, fish:  load the scripts `pyspy completions zsh|fish` writes (bash is there already).
-#   gdb:        the C API tests check that gdb finds the installed libpyspy.so's debug info.
+#   gdb:        the C API tests check that gdb finds the installed libpyspy.so's debug info;
+#               the core-file tests make cores of live targets with its `gcore`.
 HOST_PACKAGES=(python3.11 golang-go tmux valgrind pkg-config libclang-dev zsh fish gdb)
 
 CHROOT_PYTHONS=(python3.14 python3.15)

@@ -287,8 +287,11 @@ type Thread struct {
 	Name string
 	// OwnsGIL says whether the thread held the GIL at the time of the snapshot.
 	OwnsGIL bool
-	// Active says whether the OS thread was running on a CPU.
+	// Active says whether the OS thread was running on a CPU (false when not known).
 	Active bool
+	// ActiveKnown says whether Active is known: false for a core file (OpenCore), which does
+	// not record it.
+	ActiveKnown bool
 	// CPUTime is the thread's CPU time so far, -1 if not read (see Options.CPUTime).
 	CPUTime time.Duration
 	// InterpreterID is the id of the interpreter the thread belongs to (0: the main one,
@@ -322,9 +325,12 @@ func convertSnapshot(snap *C.pyspy_snapshot) *Snapshot {
 			ID:            uint64(C.pyspy_thread_id(t)),
 			Name:          goStringOrEmpty(C.pyspy_thread_name(t)),
 			OwnsGIL:       bool(C.pyspy_thread_owns_gil(t)),
-			Active:        bool(C.pyspy_thread_active(t)),
 			CPUTime:       -1,
 			InterpreterID: -1,
+		}
+		var active C.bool
+		if C.pyspy_thread_activity(t, &active) {
+			th.Active, th.ActiveKnown = bool(active), true
 		}
 		var tid C.uint64_t
 		if C.pyspy_thread_native_id(t, &tid) {

@@ -13,7 +13,8 @@
 use pyspy_core::attach::binary::{find_version_string, version_from_file_name, Binary};
 use pyspy_core::attach::layout::{debug_offsets, generated, FrameModel, Layout, LineTableFormat};
 use pyspy_core::attach::process::{parse_maps, ThreadStat};
-use pyspy_core::memory::{MemoryExt, RecordedImage};
+use pyspy_core::memory::core::{CoreMemory, Resolver};
+use pyspy_core::memory::{Memory, MemoryExt, RecordedImage};
 use pyspy_core::walk::linetable::{line_for_offset, line_ranges, LineRange};
 use pyspy_core::walk::names::{NameKey, ThreadNames};
 use pyspy_core::walk::strings::{read_bytes, read_str};
@@ -36,6 +37,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("binary", binary),
     ("debug_offsets", debug_offsets),
     ("proc", proc),
+    ("core", core_file),
 ];
 
 /// The layout of the image's recorded version if it belongs to the family, else one of the
@@ -262,5 +264,32 @@ pub fn proc(data: &[u8]) {
     }
     for line in text.lines().take(64) {
         black_box(ThreadStat::parse(line).map(|s| s.is_active()));
+    }
+}
+
+/// Core files: the ELF header, program headers and notes of the bytes as a core, then reads at
+/// the start, end and across the ends of every mapping it describes (dumped bytes, and the
+/// mapped files', which the fuzzer can never find: they are looked up under a sysroot that
+/// does not exist).
+pub fn core_file(data: &[u8]) {
+    let resolver = Resolver {
+        sysroot: Some("/nonexistent-pyspy-fuzz-sysroot".into()),
+        executable: None,
+    };
+    let Ok(core) = CoreMemory::parse(Box::new(data.to_vec()), &resolver) else {
+        return;
+    };
+    let notes = core.notes();
+    black_box((notes.executable(), notes.process.as_ref().map(|p| p.pid)));
+    black_box(notes.threads.iter().map(|t| t.tid).sum::<i32>());
+    let mut buf = vec![0u8; 4096];
+    for m in core.mappings().iter().take(256) {
+        black_box(core.read(m.start, &mut buf[..64]).is_ok());
+        black_box(core.read(m.end.wrapping_sub(8), &mut buf[..16]).is_ok());
+        black_box(core.read(m.start.wrapping_add(4000), &mut buf).is_ok());
+        black_box(core.read_u64(m.end).is_ok());
+        if let Some(path) = &m.path {
+            black_box(core.check_file(path).map(|r| r.is_ok()));
+        }
     }
 }

@@ -80,9 +80,12 @@ static inline void print_snapshot_json(FILE *out, const pyspy_session *session,
         }
         fputs(", \"name\": ", out);
         json_string(out, pyspy_thread_name(t));
+        bool active = false;
+        bool known = pyspy_thread_activity(t, &active);
+        CHECK(pyspy_thread_active(t) == (known && active));
         fprintf(out, ", \"owns_gil\": %s, \"active\": %s, \"frames\": [",
                 pyspy_thread_owns_gil(t) ? "true" : "false",
-                pyspy_thread_active(t) ? "true" : "false");
+                known ? (active ? "true" : "false") : "null");
         size_t nframes = pyspy_thread_frame_count(t);
         for (size_t j = 0; j < nframes; j++) {
             const pyspy_frame *f = pyspy_thread_frame(t, j);

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod cores;
 pub mod scenarios;
 
 /// The README's Rust examples, compiled and run as doc tests of this crate (they start a
@@ -868,6 +869,34 @@ impl Target {
         let _ = self.child.kill();
         self.child.wait().expect("reaping the target")
     }
+
+    /// Sends `signal` to the target and reaps it once it has ended: for a signal that dumps
+    /// core, after the kernel has written the core. Killed (SIGKILL) if it has not ended within
+    /// `timeout`; `None` then.
+    pub fn signal_and_wait(&mut self, signal: i32, timeout: Duration) -> Option<ExitStatus> {
+        // SAFETY: kill(2) on our own child, not reaped yet, so its pid is not reused.
+        unsafe { libc::kill(self.pid(), signal) };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+        None
+    }
+}
+
+/// The OS thread ids of process `pid` (`/proc/PID/task`).
+pub fn task_ids(pid: i32) -> Vec<u64> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 impl Drop for Target {

@@ -17,6 +17,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use pyspy_tests::cores::{crash, gcore, require_gdb, spawn_dumpable, CoreDir};
 use pyspy_tests::scenarios::spawn_scenarios;
 use pyspy_tests::{
     compare_stacks, compare_thread_metadata, interpreters, run_bounded, workspace_root,
@@ -472,6 +473,52 @@ fn needs_libpyspy(exe: &Path) -> bool {
 
 /// `go vet` and `go test` in bindings/go, linked with the shared library and with `-tags
 /// static`; the static test binary needs no libpyspy at run time.
+/// A gdb core and a kernel core (SIGABRT) of the scenarios, read through the C API under
+/// valgrind: the truth's stacks, activity unknown, and the signal.
+#[test]
+fn core_files_through_the_c_api() {
+    if !tools_present() {
+        return;
+    }
+    require_gdb();
+    let interp = host_interpreter();
+    let exe = compile("core", Link::Shared);
+    let dir = CoreDir::new("capi");
+    let mut target = spawn_dumpable(&interp);
+    let gdb_core = gcore(target.pid(), &dir.0).expect("gcore").path;
+    let kernel_core = crash(&interp, &mut target, &dir.0).expect("a core from SIGABRT");
+    for (core, signal) in [(gdb_core, None), (kernel_core, Some(libc::SIGABRT))] {
+        let out = valgrind(&exe, &[core.display().to_string()]);
+        let lines = json_lines(&out, 2);
+        if let Err(report) = compare_stacks(&target.truth, &lines[0], interp.has_qualname()) {
+            panic!("{}: stacks differ:\n{report}", core.display());
+        }
+        let threads = lines[0]["threads"].as_array().cloned().unwrap_or_default();
+        assert!(
+            threads.iter().all(|t| t["active"].is_null()),
+            "activity is unknown in a core: {}",
+            lines[0]
+        );
+        match signal {
+            None => assert!(lines[1]["signal"].is_null(), "gcore: {}", lines[1]),
+            Some(n) => {
+                assert_eq!(
+                    lines[1]["signal"].as_i64(),
+                    Some(i64::from(n)),
+                    "{}",
+                    lines[1]
+                );
+                assert_eq!(lines[1]["name"], "SIGABRT", "{}", lines[1]);
+                assert!(
+                    lines[1]["thread"].as_u64().is_some_and(|t| t > 0),
+                    "{}",
+                    lines[1]
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn go_bindings() {
     if !tools_present() || !require("go") {

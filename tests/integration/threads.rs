@@ -157,12 +157,13 @@ fn check_states(
                 }
             }
             if name == "spinner" {
-                spinner_active += usize::from(t.active);
+                spinner_active += usize::from(t.active == Some(true));
                 spinner_gil += usize::from(t.owns_gil);
-            } else if t.owns_gil || t.active {
+            } else if t.owns_gil || t.active != Some(false) {
                 let _ = writeln!(
                     report,
-                    "{mode}: blocked thread {name}: owns_gil {} active {} (want both false)",
+                    "{mode}: blocked thread {name}: owns_gil {} active {:?} (want false and \
+                     Some(false))",
                     t.owns_gil, t.active
                 );
                 return;
@@ -252,7 +253,7 @@ fn names_active_gil_and_cpu_time_on_every_interpreter() {
                 .map_err(|e| e.to_string())?;
             if s.threads
                 .iter()
-                .any(|t| t.name.as_deref() != Some("spinner") || !t.active)
+                .any(|t| t.name.as_deref() != Some("spinner") || t.active != Some(true))
             {
                 let _ = writeln!(report, "idle(false) returned an idle thread");
                 break;

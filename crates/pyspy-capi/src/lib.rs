@@ -29,6 +29,7 @@
 mod ffi;
 mod panic;
 
+pub mod core;
 pub mod error;
 pub mod options;
 pub mod profile;
@@ -38,6 +39,7 @@ pub mod snapshot;
 pub mod status;
 pub mod version;
 
+pub use self::core::*;
 pub use error::*;
 pub use options::*;
 pub use profile::*;

@@ -51,7 +51,7 @@ pub struct ThreadObject {
     pub native_thread_id: Option<u64>,
     pub name: Option<Arc<CStr>>,
     pub owns_gil: bool,
-    pub active: bool,
+    pub active: Option<bool>,
     pub cpu_time_ns: Option<u64>,
     pub interpreter_id: Option<i64>,
     pub frames: Vec<FrameObject>,
@@ -182,12 +182,36 @@ pub unsafe extern "C" fn pyspy_thread_owns_gil(thread: *const pyspy_thread) -> b
 }
 
 /// Whether the OS thread was running on a CPU at the time of the sample, rather than sleeping
-/// or waiting on a lock or I/O (false for NULL).
+/// or waiting on a lock or I/O (false for NULL, and false when it is not known: see
+/// `pyspy_thread_activity`).
 #[no_mangle]
 pub unsafe extern "C" fn pyspy_thread_active(thread: *const pyspy_thread) -> bool {
     ffi_boundary!({
         // SAFETY: per the header, thread is NULL or live.
-        unsafe { ffi::try_ref(thread) }.is_some_and(|t| t.active)
+        unsafe { ffi::try_ref(thread) }.is_some_and(|t| t.active == Some(true))
+    })
+}
+
+/// Whether it is known if the OS thread was running on a CPU at the time of the sample: true,
+/// with the answer written to `*active_out`, if it is; false (output untouched) if not (a
+/// snapshot of a core file, the activity option off, the thread's /proc entry gone) or if an
+/// argument is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_thread_activity(
+    thread: *const pyspy_thread,
+    active_out: *mut bool,
+) -> bool {
+    ffi_boundary!({
+        // SAFETY: per the header, thread is NULL or live.
+        let active = unsafe { ffi::try_ref(thread) }.and_then(|t| t.active);
+        match active {
+            Some(active) if !active_out.is_null() => {
+                // SAFETY: non-NULL and writable per the header.
+                unsafe { ffi::write_optional(active_out, active) };
+                true
+            }
+            _ => false,
+        }
     })
 }
 

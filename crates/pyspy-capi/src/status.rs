@@ -49,10 +49,15 @@ pub enum pyspy_status {
     /// The time limit of a wait (`pyspy_sampler_wait`) passed before what it waits for
     /// happened. An answer rather than a failure: no error object is written; wait again.
     Timeout = 15,
+    /// The core file is not a core of an x86_64 process, or is truncated or corrupt.
+    BadCore = 16,
+    /// A binary the core's interpreter needs (executable or libpython) is missing or is
+    /// another file: set the core options' sysroot or executable.
+    CoreBinary = 17,
 }
 
 /// Every status, in numeric order.
-const ALL: [pyspy_status; 16] = [
+const ALL: [pyspy_status; 18] = [
     pyspy_status::Ok,
     pyspy_status::InvalidArgument,
     pyspy_status::Panic,
@@ -69,6 +74,8 @@ const ALL: [pyspy_status; 16] = [
     pyspy_status::Corrupt,
     pyspy_status::Io,
     pyspy_status::Timeout,
+    pyspy_status::BadCore,
+    pyspy_status::CoreBinary,
 ];
 
 impl pyspy_status {
@@ -85,6 +92,8 @@ impl pyspy_status {
             E::Memory(_) => pyspy_status::Memory,
             E::Corrupt(_) => pyspy_status::Corrupt,
             E::Io { .. } => pyspy_status::Io,
+            E::BadCore { .. } => pyspy_status::BadCore,
+            E::CoreBinary { .. } => pyspy_status::CoreBinary,
             _ => pyspy_status::Other,
         }
     }
@@ -108,6 +117,8 @@ impl pyspy_status {
             pyspy_status::Corrupt => c"PYSPY_STATUS_CORRUPT",
             pyspy_status::Io => c"PYSPY_STATUS_IO",
             pyspy_status::Timeout => c"PYSPY_STATUS_TIMEOUT",
+            pyspy_status::BadCore => c"PYSPY_STATUS_BAD_CORE",
+            pyspy_status::CoreBinary => c"PYSPY_STATUS_CORE_BINARY",
         }
     }
 }

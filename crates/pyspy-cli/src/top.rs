@@ -113,7 +113,7 @@ impl Stats {
         if threads.iter().any(|t| t.owns_gil) {
             self.window_gil += 1;
         }
-        if threads.iter().any(|t| t.active) {
+        if threads.iter().any(|t| t.active == Some(true)) {
             self.window_active += 1;
         }
         for t in threads {

@@ -80,6 +80,28 @@ pub enum Error {
     #[error("the target's data is inconsistent ({0}); it may have changed during the read")]
     Corrupt(&'static str),
 
+    /// The core file cannot be read: it is not a core dump of an x86_64 process, or it is
+    /// truncated or corrupt. `reason` says which. Retrying does not help.
+    #[error("cannot read core file {path}: {reason}")]
+    BadCore {
+        /// The core file.
+        path: String,
+        /// What is wrong with it, and what to do.
+        reason: String,
+    },
+
+    /// A binary the dumped process had mapped, and that reading its interpreter needs (its
+    /// executable or libpython), is missing on this machine or is not the same file. Retrying
+    /// does not help; pointing to the right files does (a sysroot holding the dumped system's
+    /// files, or the executable's path).
+    #[error("the core's binary {path} cannot be used: {reason}")]
+    CoreBinary {
+        /// The binary's path as the dumped process saw it.
+        path: String,
+        /// Why, and where it was looked for.
+        reason: String,
+    },
+
     /// A file or `/proc` entry could not be read, or a system call failed. `what` names it.
     /// Retrying rarely helps.
     #[error("{what}: {source}")]

@@ -7,7 +7,8 @@
 //! steady rate and aggregate them into a [`Profile`] that the [`export`] functions write as
 //! pprof, collapsed stacks, speedscope or a Chrome trace. It never runs code in the target and
 //! never changes its memory; it stops the target's threads only when asked
-//! ([`SampleOptions::pause`]). It does not unwind native (C) stacks.
+//! ([`SampleOptions::pause`]). It does not unwind native (C) stacks. A core file of a process
+//! that is gone gives the same snapshots ([`open_core`]), with the signal that ended it.
 //!
 //! ```no_run
 //! use pyspy_core::{attach, AttachOptions};
@@ -41,9 +42,9 @@
 //! interpreter, its version and layout) → `walk` (thread states, frames, code objects, line
 //! tables, strings, names) → `sample` (options, pausing, one snapshot, the [`Session`], the
 //! steady [`Sampler`]) → `profile` (aggregation and [`export`]), all reading through one small
-//! memory trait (`memory`: a live process, byte images, recorded reads). They are private; the
-//! non-default `internals` feature makes `attach`, `memory` and `walk` public for pyspy's own
-//! fuzzers, tests and developer tools, with no stability promise.
+//! memory trait (`memory`: a live process, a core file, byte images, recorded reads). They are
+//! private; the non-default `internals` feature makes `attach`, `memory` and `walk` public for
+//! pyspy's own fuzzers, tests and developer tools, with no stability promise.
 //!
 //! # Errors
 //!
@@ -79,6 +80,7 @@ pub use attach::version::Version;
 pub use error::{Error, ReadError, Result};
 pub use profile::export;
 pub use profile::{FrameId, FrameKey, Profile, ProfileOptions, Stack, ThreadKey};
+pub use sample::core_file::{open_core, CoreDetails, CoreOptions, Signal};
 pub use sample::options::SampleOptions;
 pub use sample::sampler::{
     precise_timers, EndReason, ProcessDetails, ProcessSnapshot, Sample, Sampler, SamplerOptions,

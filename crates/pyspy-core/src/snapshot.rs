@@ -27,9 +27,10 @@ pub struct ThreadStack {
     /// Whether this thread holds the GIL at the time of the sample.
     pub owns_gil: bool,
     /// Whether the OS thread is running (not sleeping, waiting on a lock or on I/O), read from
-    /// `/proc` before any pause. `false` when [`SampleOptions::active`](crate::SampleOptions)
-    /// is off.
-    pub active: bool,
+    /// `/proc` before any pause: `Some(true)` running, `Some(false)` not. `None` when it is not
+    /// known: [`SampleOptions::active`](crate::SampleOptions) is off, the thread's `/proc`
+    /// entry could not be read, or the snapshot is of a core file (which does not record it).
+    pub active: Option<bool>,
     /// The thread's CPU time so far (user + system, from `/proc/PID/task/TID/stat`, counted in
     /// clock ticks, usually 10 ms), when [`SampleOptions::cpu_time`](crate::SampleOptions) is on and the OS
     /// thread id is known. The difference between two samples over their interval is the CPU

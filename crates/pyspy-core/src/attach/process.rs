@@ -76,13 +76,27 @@ fn parse_map_line(line: &str) -> Option<MemoryMap> {
     })
 }
 
-/// A target process as `/proc` shows it.
+/// A target process as `/proc` shows it, or as a core file describes it: what locating the
+/// interpreter needs (pid, executable, mappings, and where the mapped files are).
 #[derive(Debug, Clone)]
 pub struct ProcessInfo {
     pub pid: i32,
     /// `/proc/PID/exe`'s target as the target sees it.
     pub exe: String,
     pub maps: Vec<MemoryMap>,
+    /// Where the mapped files are on this machine.
+    pub files: FileLookup,
+}
+
+/// Where the files a target mapped are found on this machine.
+#[derive(Debug, Clone, Default)]
+pub enum FileLookup {
+    /// Through `/proc/PID` (a live process): see [`ProcessInfo::mapping_file`].
+    #[default]
+    Proc,
+    /// Already found and checked (a core file): the path on this machine of each mapped path
+    /// that may be used; the others are not available.
+    Resolved(std::collections::HashMap<String, PathBuf>),
 }
 
 impl ProcessInfo {
@@ -106,7 +120,12 @@ impl ProcessInfo {
                 reason: "it has no memory mappings (a zombie or a kernel thread?)".into(),
             });
         }
-        Ok(ProcessInfo { pid, exe, maps })
+        Ok(ProcessInfo {
+            pid,
+            exe,
+            maps,
+            files: FileLookup::Proc,
+        })
     }
 
     /// The path on the host of a file the target sees at `path`: through `/proc/PID/root`, so a
@@ -118,10 +137,14 @@ impl ProcessInfo {
     /// The host path of a mapping's file. Tried in order, keeping the first whose inode is the
     /// mapped one: `/proc/PID/root/<path>` (the target's own view: chroots and containers),
     /// `/proc/PID/map_files/<start>-<end>` (reaches deleted files; needs CAP_SYS_ADMIN), and
-    /// `<path>` itself (a chroot's maps show host paths).
+    /// `<path>` itself (a chroot's maps show host paths). For a core, the file found for it
+    /// when the core was opened.
     pub fn mapping_file(&self, map: &MemoryMap) -> Option<PathBuf> {
         use std::os::unix::fs::MetadataExt;
         let path = map.path.as_deref()?;
+        if let FileLookup::Resolved(found) = &self.files {
+            return found.get(path).cloned();
+        }
         let candidates = [
             self.host_path(path),
             proc_path(

@@ -3,11 +3,12 @@
 //! Every read of target memory goes through [`Memory`], which has one required method. The typed
 //! helpers in [`MemoryExt`] decode little-endian integers from byte buffers (never a pointer cast),
 //! and [`offset`] does checked address arithmetic, so the walkers are written once and run the
-//! same over a live process ([`ProcessMemory`]), a core file, or a byte image ([`MemoryImage`])
+//! same over a live process ([`ProcessMemory`]), a core file ([`core::CoreMemory`]), or a byte image ([`MemoryImage`])
 //! in tests and fuzzers.
 
 pub mod addr_hash;
 mod budget;
+pub mod core;
 #[cfg(any(test, feature = "internals"))]
 mod image;
 mod live;

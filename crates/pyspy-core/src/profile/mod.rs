@@ -20,7 +20,8 @@ pub struct ProfileOptions {
     /// Keep stacks of different processes apart (default false).
     pub processes: bool,
     /// Count threads that are not running on a CPU (default false: idle threads, those waiting
-    /// on a lock, I/O or a sleep, are left out).
+    /// on a lock, I/O or a sleep, are left out, and so are threads whose activity is unknown,
+    /// [`ThreadStack::active`] `None`).
     pub idle: bool,
     /// Count only the thread holding the GIL (default false).
     pub gil_only: bool,
@@ -76,7 +77,7 @@ impl ProfileOptions {
     /// Whether a thread of a sample is counted under these options.
     pub fn counts(&self, thread: &ThreadStack) -> bool {
         !thread.frames.is_empty()
-            && (self.idle || thread.active)
+            && (self.idle || thread.active == Some(true))
             && (!self.gil_only || thread.owns_gil)
     }
 }
@@ -373,7 +374,7 @@ pub(crate) mod tests {
             native_thread_id: Some(id + 1000),
             name: Some(name.into()),
             owns_gil: gil,
-            active,
+            active: Some(active),
             frames,
             ..ThreadStack::default()
         }

@@ -1,6 +1,7 @@
-//! Sampling: one snapshot of a session ([`session`], [`reader`], [`pause`], [`options`]), and
-//! snapshots at a steady rate ([`sampler`]).
+//! Sampling: one snapshot of a session ([`session`], [`reader`], [`pause`], [`options`]; a
+//! session over a core file: [`core_file`]), and snapshots at a steady rate ([`sampler`]).
 
+pub mod core_file;
 pub mod options;
 pub mod pause;
 pub mod reader;

@@ -32,7 +32,7 @@ pub struct SampleOptions {
     /// sample it may briefly show as running. Default off (the library never
     /// stops the target unless asked; the CLI does, unless `--nonblocking`).
     pub pause: bool,
-    /// Fill [`ThreadStack::active`] from `/proc`. Default on.
+    /// Fill [`ThreadStack::active`] from `/proc`. Default on; off leaves it `None`.
     pub active: bool,
     /// Fill [`ThreadStack::cpu_time`] from `/proc`. Default off.
     pub cpu_time: bool,

@@ -11,6 +11,10 @@
 //!    [`SampleOptions::gil_only`] keeps only the GIL holder(s) (one per interpreter on 3.12+).
 //!
 //! A torn read (memory changing under the walk) is retried a few times before it is reported.
+//!
+//! A core ([`SnapshotReader::for_core`]) has no `/proc` and nothing to pause: OS ids (≤3.10)
+//! are calibrated against its `NT_PRSTATUS` thread ids, CPU times come from the same notes,
+//! `active` stays unknown, and nothing is retried (its memory does not change).
 
 use crate::error::{Error, Result};
 use crate::memory::{offset, Memory, MemoryExt, ReadError};
@@ -104,7 +108,19 @@ pub(crate) struct SnapshotReader {
     known_tids: Vec<i32>,
     /// The threads' `/proc` stat files, kept open between samples; made at the first sample.
     stat_files: Option<ThreadStatReader>,
+    /// A core's threads (from its `NT_PRSTATUS` notes): the process is gone, so there is no
+    /// `/proc` to read, nothing to pause, and its memory cannot change between reads.
+    frozen: Option<Vec<FrozenThread>>,
     pub(crate) hooks: Hooks,
+}
+
+/// A thread of a dumped process, as its core records it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FrozenThread {
+    /// The OS thread id.
+    pub(crate) tid: i32,
+    /// User + system CPU time at the dump.
+    pub(crate) cpu_time: std::time::Duration,
 }
 
 impl SnapshotReader {
@@ -115,7 +131,16 @@ impl SnapshotReader {
             tid_field: None,
             known_tids: Vec::new(),
             stat_files: None,
+            frozen: None,
             hooks: Hooks::default(),
+        }
+    }
+
+    /// A reader for a core's memory, whose threads are `threads`.
+    pub(crate) fn for_core(interp: &Interpreter, threads: Vec<FrozenThread>) -> SnapshotReader {
+        SnapshotReader {
+            frozen: Some(threads),
+            ..SnapshotReader::new(interp)
         }
     }
 
@@ -154,10 +179,11 @@ impl SnapshotReader {
         let mut stats: HashMap<u64, ThreadStat> = HashMap::new();
         let mut known_tids: HashMap<u64, u64> = HashMap::new();
         let mut guard = None;
-        if options.pause {
+        let live = self.frozen.is_none();
+        if options.pause && live {
             // Thread list and OS ids first: only those threads are stopped, and their
             // scheduler state is read before they are (a stopped thread looks idle).
-            let raws = retry_torn(pid, || self.walker.threads(mem, interp))?;
+            let raws = retry_torn(pid, live, || self.walker.threads(mem, interp))?;
             let idents: Vec<u64> = raws.iter().map(|r| r.thread_id).collect();
             let natives: Vec<Option<u64>> = match raws.iter().all(|r| r.native_thread_id.is_some())
             {
@@ -185,7 +211,7 @@ impl SnapshotReader {
             guard = Some(pause::pause(pid, &tids, options.pause_timeout)?);
             hooks.pauses.fetch_add(1, Ordering::Relaxed);
         }
-        let walked = retry_torn(pid, || self.walker.walk(mem, interp))?;
+        let walked = retry_torn(pid, live, || self.walker.walk(mem, interp))?;
         let keys = options.names.then(|| NameKey::for_walk(&walked));
         let mut threads: Vec<ThreadStack> = walked.into_iter().map(|(_, t)| t).collect();
         // OS ids: from the thread states (3.11+), the ones found before pausing, else the
@@ -212,7 +238,13 @@ impl SnapshotReader {
             }
         }
         drop(guard); // resume before the /proc reads of threads that were not paused
-        if options.needs_stat() {
+        if let (Some(frozen), true) = (&self.frozen, options.cpu_time) {
+            for t in threads.iter_mut() {
+                let tid = t.native_thread_id.and_then(|t| i32::try_from(t).ok());
+                t.cpu_time = frozen.iter().find(|f| Some(f.tid) == tid).map(|f| f.cpu_time);
+            }
+        }
+        if options.needs_stat() && live {
             let files = self.stat_files(pid);
             let mut seen = Vec::with_capacity(threads.len());
             for t in threads.iter_mut() {
@@ -225,7 +257,7 @@ impl SnapshotReader {
                     None => files.read(tid),
                 };
                 let Some(stat) = stat else { continue };
-                t.active = stat.is_active() && (options.active || !options.idle);
+                t.active = Some(stat.is_active());
                 if options.cpu_time {
                     t.cpu_time = Some(stat.cpu_time());
                 }
@@ -233,14 +265,14 @@ impl SnapshotReader {
             files.keep_only(&seen);
         }
         if !options.idle {
-            threads.retain(|t| t.active);
+            threads.retain(|t| t.active == Some(true));
         }
         if options.gil_only {
             threads.retain(|t| t.owns_gil);
         }
         if !options.active {
             for t in threads.iter_mut() {
-                t.active = false;
+                t.active = None;
             }
         }
         Ok(threads)
@@ -250,6 +282,14 @@ impl SnapshotReader {
     fn stat_files(&mut self, pid: i32) -> &mut ThreadStatReader {
         self.stat_files
             .get_or_insert_with(|| ThreadStatReader::new(pid))
+    }
+
+    /// The process's OS thread ids: `/proc/PID/task`, or a core's threads.
+    fn os_thread_ids(&self, pid: i32) -> Vec<i32> {
+        match &self.frozen {
+            Some(threads) => threads.iter().map(|t| t.tid).collect(),
+            None => process::thread_ids(pid).unwrap_or_default(),
+        }
     }
 
     /// ≤3.10: OS thread ids from the C library's thread descriptors (see [`native_tid`]).
@@ -272,14 +312,14 @@ impl SnapshotReader {
                 return checked;
             }
             // A thread this session has not seen: list the process's threads again.
-            self.known_tids = process::thread_ids(pid).unwrap_or_default();
+            self.known_tids = self.os_thread_ids(pid);
             let checked = known(&self.known_tids, &found);
             if checked.iter().all(Option::is_some) {
                 return checked;
             }
         }
         // First sample, or the calibration no longer fits: calibrate (again) on this sample.
-        self.known_tids = process::thread_ids(pid).unwrap_or_default();
+        self.known_tids = self.os_thread_ids(pid);
         self.tid_field = native_tid::calibrate(mem, idents, &self.known_tids);
         match self.tid_field {
             Some(field) => known(
@@ -292,13 +332,13 @@ impl SnapshotReader {
 }
 
 /// Runs `f`, retrying torn reads (a recycled frame, a thread that just exited) a few times
-/// while the process is alive.
-fn retry_torn<T>(pid: i32, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+/// while the process is alive (a `live` one: a core's memory does not change).
+fn retry_torn<T>(pid: i32, live: bool, mut f: impl FnMut() -> Result<T>) -> Result<T> {
     let mut attempt = 0;
     loop {
         match f() {
             Err(Error::Corrupt(_) | Error::Memory(_))
-                if attempt < TORN_READ_RETRIES && process::is_alive(pid) =>
+                if live && attempt < TORN_READ_RETRIES && process::is_alive(pid) =>
             {
                 attempt += 1;
             }

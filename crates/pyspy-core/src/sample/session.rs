@@ -2,8 +2,10 @@
 
 use crate::error::{Error, Result};
 use crate::attach::locate::{locate, Located, LocateStrategy, LocatedBy};
-use crate::memory::ProcessMemory;
+use crate::memory::core::CoreMemory;
+use crate::memory::{Memory, ProcessMemory, ReadError};
 use crate::attach::process::{self, ProcessInfo};
+use crate::sample::core_file::CoreDetails;
 use crate::sample::options::SampleOptions;
 #[cfg(feature = "internals")]
 use crate::sample::reader::Hooks;
@@ -63,14 +65,40 @@ impl AttachOptions {
 /// Attaching reads the target's `/proc` entries and ELF files once; each sample then only
 /// reads target memory (and `/proc` for the facts asked for). The target is never changed,
 /// and never stopped unless [`SampleOptions::pause`] asks for it.
+///
+/// A session made by [`open_core`](crate::open_core) reads a core file instead: the same
+/// snapshots of a process that is gone ([`Session::core`] says what else the core records).
 #[derive(Debug)]
 pub struct Session {
     pid: i32,
-    mem: ProcessMemory,
+    mem: Source,
     executable: String,
     located: Located,
     reader: SnapshotReader,
     sample_options: SampleOptions,
+}
+
+/// Where a session's memory is: a live process, or a core file and what it records.
+#[derive(Debug)]
+enum Source {
+    Live(ProcessMemory),
+    Core(Box<(CoreMemory, CoreDetails)>),
+}
+
+impl Memory for Source {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        match self {
+            Source::Live(m) => m.read(addr, buf),
+            Source::Core(c) => c.0.read(addr, buf),
+        }
+    }
+
+    fn read_many(&self, ranges: &[(u64, usize)], out: &mut [u8], ok: &mut [bool]) {
+        match self {
+            Source::Live(m) => m.read_many(ranges, out, ok),
+            Source::Core(c) => c.0.read_many(ranges, out, ok),
+        }
+    }
 }
 
 /// Attaches to process `pid`.
@@ -99,7 +127,7 @@ pub fn attach(pid: i32, options: &AttachOptions) -> Result<Session> {
     };
     Ok(Session {
         pid,
-        mem,
+        mem: Source::Live(mem),
         executable: info.exe,
         reader: SnapshotReader::new(&located.interpreter),
         located,
@@ -166,6 +194,25 @@ fn gone_or(pid: i32, e: Error) -> Error {
 }
 
 impl Session {
+    /// A session over a core file (see [`open_core`](crate::open_core)).
+    pub(crate) fn for_core(
+        mem: CoreMemory,
+        details: CoreDetails,
+        pid: i32,
+        executable: String,
+        located: Located,
+        reader: SnapshotReader,
+    ) -> Session {
+        Session {
+            pid,
+            mem: Source::Core(Box::new((mem, details))),
+            executable,
+            located,
+            reader,
+            sample_options: SampleOptions::default(),
+        }
+    }
+
     /// Reads every thread's Python stack once, with the session's [`SampleOptions`] (by
     /// default without stopping the target).
     pub fn snapshot(&mut self) -> Result<Snapshot> {
@@ -173,14 +220,27 @@ impl Session {
         self.snapshot_with(&options)
     }
 
-    /// Reads every thread's Python stack once, with `options` for this sample only.
+    /// Reads every thread's Python stack once, with `options` for this sample only. On a
+    /// core, `pause` does nothing (the process is gone) and `active` stays unknown.
     pub fn snapshot_with(&mut self, options: &SampleOptions) -> Result<Snapshot> {
         let pid = self.pid;
         let threads = self
             .reader
-            .sample(pid, &self.mem, &self.located.interpreter, options)
-            .map_err(|e| gone_or(pid, e))?;
+            .sample(pid, &self.mem, &self.located.interpreter, options);
+        let threads = match self.mem {
+            Source::Live(_) => threads.map_err(|e| gone_or(pid, e))?,
+            Source::Core(_) => threads?,
+        };
         Ok(Snapshot { threads })
+    }
+
+    /// What the core file says beyond the process's memory (the signal that ended it, its
+    /// threads); `None` for a live process.
+    pub fn core(&self) -> Option<&CoreDetails> {
+        match &self.mem {
+            Source::Core(c) => Some(&c.1),
+            Source::Live(_) => None,
+        }
     }
 
     /// The options [`Session::snapshot`] uses.
@@ -205,7 +265,7 @@ impl Session {
         &self.reader.hooks
     }
 
-    /// The target's pid.
+    /// The target's pid (for a core, the pid the process had).
     pub fn pid(&self) -> i32 {
         self.pid
     }
