@@ -66,7 +66,7 @@ func OpenCore(path string, opts *CoreOptions) (*Session, error) {
 	var ptr *C.pyspy_session
 	var cerr *C.pyspy_error
 	if status := C.pyspy_open_core(cpath, copts, &ptr, &cerr); status != C.PYSPY_STATUS_OK {
-		return nil, takeError(Status(status), cerr)
+		return nil, takeError(status, cerr)
 	}
 	s := &Session{ptr: ptr, pid: int(C.pyspy_session_pid(ptr))}
 	runtime.SetFinalizer(s, (*Session).Close)

@@ -1,6 +1,7 @@
 package pyspy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -76,7 +77,7 @@ func TestOpenCore(t *testing.T) {
 }
 
 func TestLiveThreadsKnowTheirActivity(t *testing.T) {
-	session, err := Attach(startTarget(t), nil)
+	session, err := Attach(context.Background(), startTarget(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
