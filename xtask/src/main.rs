@@ -6,6 +6,8 @@
 //! - `layouts --check`: regenerate into a scratch directory and fail if the committed files
 //!   differ.
 //! - `header [--check]`: regenerate `include/pyspy.h` (cbindgen) / fail if it differs.
+//! - `protos [--check]`: regenerate the prost message types of the payload encoders from
+//!   `crates/pyspy-core/proto/*.proto` (protox, no protoc) / fail if they differ.
 //! - `install --prefix DIR [--profile P]`: build libpyspy and install lib, header and pyspy.pc.
 //! - `capture-corpus --pid PID [--out DIR] [--label NAME]`: fuzz seed inputs from the memory a
 //!   real sample of a live Python process reads (see `corpus.rs`).
@@ -15,11 +17,12 @@ mod header;
 mod install;
 mod layouts;
 mod probe;
+mod protos;
 mod table;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask layouts [--check] | header [--check] | install --prefix DIR [--profile P] | capture-corpus --pid PID [--out DIR] [--label NAME]";
+const USAGE: &str = "usage: cargo xtask layouts [--check] | header [--check] | protos [--check] | install --prefix DIR [--profile P] | capture-corpus --pid PID [--out DIR] [--label NAME]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +32,8 @@ fn main() -> ExitCode {
         ["layouts", "--check"] => layouts::run(true),
         ["header"] => header::run(false),
         ["header", "--check"] => header::run(true),
+        ["protos"] => protos::run(false),
+        ["protos", "--check"] => protos::run(true),
         ["install", rest @ ..] => install::main(rest),
         ["capture-corpus", rest @ ..] => corpus::main(rest),
         _ => {

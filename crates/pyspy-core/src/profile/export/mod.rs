@@ -13,6 +13,7 @@
 pub mod chrometrace;
 pub mod collapsed;
 pub mod pprof;
+mod proto;
 pub mod speedscope;
 
 use crate::profile::{FrameKey, ThreadKey};
@@ -47,6 +48,14 @@ pub fn process_label(process: &ProcessDetails) -> String {
     } else {
         format!("process {}: \"{}\"", process.pid, process.command_line)
     }
+}
+
+/// `data` gzip'd (default level).
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(data).expect("writing to a Vec");
+    gz.finish().expect("writing to a Vec")
 }
 
 /// Appends `s` as a JSON string literal (quotes included).
