@@ -227,7 +227,7 @@ impl SnapshotReader {
                 let Some(stat) = stat else { continue };
                 t.active = stat.is_active() && (options.active || !options.idle);
                 if options.cpu_time {
-                    t.cpu_time = Some(stat.cpu_time());
+                    t.cpu_time = Some(files.cpu_time(tid, &stat));
                 }
             }
             files.keep_only(&seen);
