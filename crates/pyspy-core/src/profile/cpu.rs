@@ -170,7 +170,13 @@ mod tests {
         let s = share(10, &[(1, 1), (2, 1), (3, 1)]);
         assert_eq!(s, vec![(1, 3), (2, 3), (3, 4)]);
         assert_eq!(share(7, &[]), vec![]);
-        assert_eq!(share(u64::MAX, &[(1, 3), (2, 1)]).iter().map(|x| x.1).sum::<u64>(), u64::MAX);
+        assert_eq!(
+            share(u64::MAX, &[(1, 3), (2, 1)])
+                .iter()
+                .map(|x| x.1)
+                .sum::<u64>(),
+            u64::MAX
+        );
     }
 
     #[test]
@@ -180,7 +186,11 @@ mod tests {
         assert_eq!(c.update(t, Duration::from_millis(5), 1), 0, "first sight");
         assert_eq!(c.update(t, Duration::from_millis(8), 2), 3_000_000);
         c.pending(t, 7);
-        assert_eq!(c.update(t, Duration::from_millis(1), 3), 0, "went back: a new thread");
+        assert_eq!(
+            c.update(t, Duration::from_millis(1), 3),
+            0,
+            "went back: a new thread"
+        );
         assert!(c.settle(t, 1).is_empty(), "its pending stacks were dropped");
     }
 

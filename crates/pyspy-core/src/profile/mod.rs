@@ -291,10 +291,12 @@ impl Profile {
 
     /// A thread of a CPU profile whose CPU time is known (see [`Profile`]).
     fn add_cpu(&mut self, process: &Arc<ProcessDetails>, thread: &ThreadStack, cpu_time: Duration) {
-        let key = (process.pid, thread.native_thread_id.unwrap_or(thread.thread_id));
+        let key = (
+            process.pid,
+            thread.native_thread_id.unwrap_or(thread.thread_id),
+        );
         let grown = self.cpu.update(key, cpu_time, self.samples);
-        let eligible =
-            !thread.frames.is_empty() && (!self.options.gil_only || thread.owns_gil);
+        let eligible = !thread.frames.is_empty() && (!self.options.gil_only || thread.owns_gil);
         if eligible && thread.active {
             let id = self.stack_id(process, thread);
             self.stacks[id as usize].count += 1;
@@ -446,7 +448,11 @@ impl Profile {
 
     /// The total of all stacks' [`Stack::time`].
     pub fn total_time(&self) -> Duration {
-        Duration::from_nanos(self.stacks.iter().fold(0u64, |t, e| t.saturating_add(e.time)))
+        Duration::from_nanos(
+            self.stacks
+                .iter()
+                .fold(0u64, |t, e| t.saturating_add(e.time)),
+        )
     }
 
     /// Whether the stacks' times are measured CPU time (a CPU profile in which every counted
@@ -665,7 +671,11 @@ pub(crate) mod tests {
         let first = p.take();
         p.add(&sample(20, 1, vec![cpu_thread(1, true, 125, a.clone())]));
         assert_eq!(first.total_time(), Duration::from_millis(10));
-        assert_eq!(p.total_time(), Duration::from_millis(15), "measured from the last sample");
+        assert_eq!(
+            p.total_time(),
+            Duration::from_millis(15),
+            "measured from the last sample"
+        );
         assert_eq!(p.samples(), 1);
     }
 

@@ -45,7 +45,10 @@ pub fn encode(profile: &Profile) -> Vec<u8> {
 /// What a profile's time values are: `("cpu" | "wall", how they were obtained)`.
 pub(crate) fn time_kind(profile: &Profile) -> (&'static str, &'static str) {
     if profile.options().idle {
-        ("wall", "wall time: samples of every thread x the sampling period")
+        (
+            "wall",
+            "wall time: samples of every thread x the sampling period",
+        )
     } else if profile.cpu_measured() {
         (
             "cpu",
@@ -226,10 +229,17 @@ mod tests {
         let p = pb::Profile::decode(&raw[..]).unwrap();
         let s = |i: i64| p.string_table[i as usize].as_str();
         assert_eq!(p.string_table[0], "");
-        let types: Vec<(&str, &str)> = p.sample_type.iter().map(|t| (s(t.r#type), s(t.unit))).collect();
+        let types: Vec<(&str, &str)> = p
+            .sample_type
+            .iter()
+            .map(|t| (s(t.r#type), s(t.unit)))
+            .collect();
         assert_eq!(types, [("samples", "count"), ("cpu", "nanoseconds")]);
         assert_eq!(s(p.default_sample_type), "cpu");
-        assert!(s(p.comment[0]).starts_with("cpu time estimated"), "no CPU times in the samples");
+        assert!(
+            s(p.comment[0]).starts_with("cpu time estimated"),
+            "no CPU times in the samples"
+        );
         assert_eq!(p.sample.len(), 3, "one sample per distinct (thread, stack)");
         assert_eq!(p.function.len(), 4, "functions: main, work, hot, other");
         assert_eq!(p.location.len(), 6, "one location per (function, line)");
@@ -240,14 +250,20 @@ mod tests {
         let leaf = &p.location[2];
         let f = &p.function[(leaf.line[0].function_id - 1) as usize];
         assert_eq!((s(f.name), leaf.line[0].line), ("hot", 3));
-        let names: Vec<&str> = hot.label.iter().filter(|l| l.str != 0).map(|l| s(l.str)).collect();
+        let names: Vec<&str> = hot
+            .label
+            .iter()
+            .filter(|l| l.str != 0)
+            .map(|l| s(l.str))
+            .collect();
         assert_eq!(names, ["MainThread"]);
     }
 
     #[test]
     fn wall_profiles_say_so() {
-        let p = pb::Profile::decode(&encode(&small_profile(ProfileOptions::default().idle(true)))[..])
-            .unwrap();
+        let p =
+            pb::Profile::decode(&encode(&small_profile(ProfileOptions::default().idle(true)))[..])
+                .unwrap();
         assert_eq!(p.string_table[p.sample_type[1].r#type as usize], "wall");
         assert_eq!(p.period, 10_000_000);
     }
