@@ -1,10 +1,13 @@
 //! `pyspy`: a thin command line over pyspy-core.
 
+mod datakit;
 mod dump;
 mod output;
+mod push;
 mod record;
 mod target;
 mod top;
+mod upload;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -28,6 +31,10 @@ enum Command {
     Record(record::Args),
     /// A live view of the functions a program spends its time in.
     Top(top::Args),
+    /// Sample continuously and upload a profile per interval (Pyroscope, DataKit, OTLP).
+    Push(Box<push::Args>),
+    /// Upload profiles to Guance DataKit, with the flags of DataKit's py-spy fork.
+    Datakit(datakit::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +43,8 @@ fn main() -> ExitCode {
         Command::Dump(args) => dump::run(&args).map_err(|e| e.to_string()),
         Command::Record(args) => record::run(&args),
         Command::Top(args) => top::run(&args),
+        Command::Push(args) => push::run(&args),
+        Command::Datakit(args) => datakit::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
