@@ -27,6 +27,7 @@ mod panic;
 
 pub mod error;
 pub mod options;
+pub mod payload;
 pub mod profile;
 pub mod session;
 pub mod snapshot;
@@ -35,6 +36,7 @@ pub mod version;
 
 pub use error::*;
 pub use options::*;
+pub use payload::*;
 pub use profile::*;
 pub use session::*;
 pub use snapshot::*;

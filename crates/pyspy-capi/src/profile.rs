@@ -6,7 +6,7 @@ use std::ffi::c_int;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use pyspy_core::{Profile, ProfileOptions, Sampler};
+use pyspy_core::{Profile, Sampler};
 use pyspy_core::{SamplerStats, StopHandle};
 
 use crate::error::{pyspy_error, Failure};
@@ -61,7 +61,7 @@ pub enum pyspy_format {
 }
 
 pub struct ProfileObject {
-    profile: Profile,
+    pub(crate) profile: Profile,
     name: String,
 }
 
@@ -69,7 +69,6 @@ pub struct SamplerObject {
     shared: Arc<Shared>,
     stop: StopHandle,
     thread: Mutex<Option<JoinHandle<()>>>,
-    profile_options: ProfileOptions,
     name: String,
 }
 
@@ -129,7 +128,7 @@ pub unsafe extern "C" fn pyspy_sampler_start(
             None => format!("pid {pid}"),
         };
         let shared = Arc::new(Shared {
-            profile: Mutex::new(Profile::new(profile_options.clone())),
+            profile: Mutex::new(Profile::new(profile_options)),
             stats: Mutex::new(SamplerStats::default()),
         });
         let stop = sampler.stop_handle();
@@ -148,7 +147,6 @@ pub unsafe extern "C" fn pyspy_sampler_start(
             shared,
             stop,
             thread: Mutex::new(Some(thread)),
-            profile_options,
             name,
         };
         // SAFETY: sampler_out is non-NULL (checked) and writable per the header.
@@ -231,7 +229,9 @@ pub unsafe extern "C" fn pyspy_sampler_profile(
         let profile = {
             let mut current = lock(&s.shared.profile);
             if reset {
-                std::mem::replace(&mut *current, Profile::new(s.profile_options.clone()))
+                // take() keeps the threads' last CPU times, so CPU weighting goes on
+                // without a gap between the periods.
+                current.take()
             } else {
                 current.clone()
             }
