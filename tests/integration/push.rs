@@ -253,7 +253,8 @@ fn check_plausible(all: &[PprofFacts], samples_taken: u64) -> Result<(), String>
     if count <= 0 || time <= 0 {
         return Err(format!("empty profiles: {all:?}"));
     }
-    if (count as u64) > samples_taken || (count as u64) < samples_taken / 3 {
+    // One busy thread, running in most samples; the sleeper rarely.
+    if (count as u64) > samples_taken * 2 || (count as u64) < samples_taken / 3 {
         return Err(format!(
             "{count} counted samples of a target busy all the time, for {samples_taken} samples taken"
         ));

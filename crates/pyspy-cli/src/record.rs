@@ -310,6 +310,7 @@ fn flame_graph_lines(profile: &Profile) -> Vec<String> {
     profile
         .stacks()
         .iter()
+        .filter(|stack| stack.count > 0)
         .map(|stack| {
             let mut labels = Vec::new();
             if let Some(p) = stack.process {

@@ -145,6 +145,9 @@ struct StackKey {
 struct StackEntry {
     key: StackKey,
     count: u64,
+    /// `count` plus the samples in which the thread was not running but its CPU time since the
+    /// last one was given to this stack (see [`Profile`]).
+    hits: u64,
     /// Nanoseconds: measured CPU time, or count × period where not measured.
     time: u64,
 }
@@ -159,9 +162,11 @@ pub struct Stack<'a> {
     pub thread: Option<&'a ThreadKey>,
     /// Root first; indexes into [`Profile::frames`].
     pub frames: &'a [FrameId],
-    /// How many times the stack was seen (in a CPU profile: the samples in which the thread
-    /// was running, or had run since its previous sample).
+    /// How many times the stack was seen (with its thread running, in a CPU profile). May be 0
+    /// in a CPU profile for a stack that only got CPU time its thread used between samples.
     pub count: u64,
+    /// `count` plus the samples that gave this stack CPU time without counting it.
+    pub(crate) hits: u64,
     /// The time the stack stands for. In a CPU profile, the CPU time the kernel measured for
     /// its thread, shared among the thread's stacks seen since the time last grew (see
     /// [`Profile`]); where a thread's CPU time is not known (samples taken without
@@ -286,6 +291,7 @@ impl Profile {
         let period = u64::try_from(self.options.period.as_nanos()).unwrap_or(u64::MAX);
         let entry = &mut self.stacks[id as usize];
         entry.count += count;
+        entry.hits += count;
         entry.time = entry.time.saturating_add(count.saturating_mul(period));
     }
 
@@ -300,6 +306,7 @@ impl Profile {
         if eligible && thread.active {
             let id = self.stack_id(process, thread);
             self.stacks[id as usize].count += 1;
+            self.stacks[id as usize].hits += 1;
             self.cpu.pending(key, id);
         }
         if grown == 0 {
@@ -307,9 +314,10 @@ impl Profile {
         }
         let mut shares = self.cpu.settle(key, grown);
         if shares.is_empty() && eligible {
-            // Running in none of its samples since the last growth: the current stack.
+            // Running in none of its samples since the last growth: the current stack gets the
+            // time, without counting as a sample of a running thread.
             let id = self.stack_id(process, thread);
-            self.stacks[id as usize].count += 1;
+            self.stacks[id as usize].hits += 1;
             shares.push((id, grown));
         }
         for (id, ns) in shares {
@@ -348,6 +356,7 @@ impl Profile {
         self.stacks.push(StackEntry {
             key: key.clone(),
             count: 0,
+            hits: 0,
             time: 0,
         });
         self.stack_ids.insert(key, id);
@@ -400,10 +409,11 @@ impl Profile {
         &self.frames[id as usize]
     }
 
-    /// The distinct stacks with their counts, in a stable order (by process, thread, then the
-    /// frames' names, files and lines from the root).
+    /// The distinct stacks with their counts and times, in a stable order (by process, thread,
+    /// then the frames' names, files and lines from the root). In a CPU profile this includes
+    /// stacks with a count of 0 that only got CPU time (see [`Stack::count`]).
     pub fn stacks(&self) -> Vec<Stack<'_>> {
-        let mut out: Vec<&StackEntry> = self.stacks.iter().filter(|e| e.count > 0).collect();
+        let mut out: Vec<&StackEntry> = self.stacks.iter().filter(|e| e.hits > 0).collect();
         out.sort_by(|a, b| {
             let (a, b) = (&a.key, &b.key);
             a.process
@@ -421,6 +431,7 @@ impl Profile {
                 thread: e.key.thread.map(|i| &self.threads[i as usize]),
                 frames: &e.key.frames,
                 count: e.count,
+                hits: e.hits,
                 time: Duration::from_nanos(e.time),
             })
             .collect()
@@ -473,7 +484,7 @@ impl Profile {
 
     /// Whether nothing was counted.
     pub fn is_empty(&self) -> bool {
-        self.stacks.iter().all(|e| e.count == 0)
+        self.stacks.iter().all(|e| e.hits == 0)
     }
 }
 
@@ -637,8 +648,8 @@ pub(crate) mod tests {
         p.add(&sample(30, 1, vec![cpu_thread(1, false, 107, b.clone())]));
         assert_eq!(
             times(&p),
-            vec![(vec!["a:1".into()], 2, 4), (vec!["b:2".into()], 1, 3)],
-            "the first sample is the baseline; an idle sample with growth counts once"
+            vec![(vec!["a:1".into()], 2, 4), (vec!["b:2".into()], 0, 3)],
+            "the first sample is the baseline; an idle sample gets its CPU time, uncounted"
         );
         assert_eq!(p.total_time(), Duration::from_millis(7));
         assert!(p.cpu_measured());

@@ -5,7 +5,9 @@
 //! `(primitive calls, calls, own time, total time, callers)`, and `callers` maps each caller
 //! to the same four numbers for that edge. From samples:
 //! - "calls" are samples: `calls` counts every appearance of the function on a sampled stack
-//!   (a recursive function twice per sample), primitive calls once per sample;
+//!   (a recursive function twice per sample), primitive calls once per sample (in a CPU
+//!   profile, a sample in which the thread was running, or that got CPU time its thread used
+//!   since the one before);
 //! - own time is the [`Stack::time`](crate::Stack::time) of stacks whose innermost frame is
 //!   the function, total time that of stacks it is anywhere on (once per stack);
 //! - the line is the lowest line sampled in the function (cProfile has the `def` line, which a
@@ -61,7 +63,7 @@ pub fn to_bytes(profile: &Profile) -> Vec<u8> {
     let mut seen_funcs = Vec::new();
     let mut seen_edges = Vec::new();
     for stack in profile.stacks() {
-        let count = stack.count;
+        let count = stack.hits;
         let secs = stack.time.as_secs_f64();
         let chain: Vec<usize> = stack
             .frames
