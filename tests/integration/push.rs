@@ -6,7 +6,8 @@
 //! `go tool pprof`; OTLP by the `opentelemetry-proto` Python package (PyPI, in a venv the test
 //! makes); DataKit's multipart body parsed and checked the way DataKit reads it (the `event`
 //! part's JSON, its attachments, RFC 3339 times, `tags_profiler`). pstats files are loaded by
-//! `pstats.Stats` of the interpreter that ran the target (2.7 and 3.x) and by snakeviz (PyPI).
+//! `pstats.Stats` of the interpreter that ran the target (2.7 and 3.x), by snakeviz and by
+//! flameprof (both from PyPI).
 //!
 //! The protocol tests run on every interpreter (the CLI starts a busy target, `-- CMD`); the
 //! fault and spool tests on one, since what they test does not depend on the interpreter.
@@ -634,7 +635,8 @@ fn datakit_subcommand_with_the_flags_of_datakits_py_spy() {
 // OTLP, decoded by the opentelemetry-proto Python package
 // ---------------------------------------------------------------------------------------------
 
-/// A venv (in the target directory, made once) with opentelemetry-proto and snakeviz from PyPI.
+/// A venv (in the target directory, made once) with opentelemetry-proto, snakeviz and
+/// flameprof from PyPI.
 fn venv() -> Option<&'static PathBuf> {
     static VENV: OnceLock<Option<PathBuf>> = OnceLock::new();
     VENV.get_or_init(|| {
@@ -648,7 +650,7 @@ fn venv() -> Option<&'static PathBuf> {
         let bin = dir.join("bin/python");
         let ready = |bin: &Path| {
             Command::new(bin)
-                .args(["-c", "import opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2, snakeviz"])
+                .args(["-c", "import opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2, snakeviz, flameprof"])
                 .output()
                 .is_ok_and(|o| o.status.success())
         };
@@ -658,12 +660,12 @@ fn venv() -> Option<&'static PathBuf> {
             let installed = made.is_ok_and(|s| s.success())
                 && Command::new(&bin)
                     .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-                    .args(["opentelemetry-proto>=1.36", "snakeviz"])
+                    .args(["opentelemetry-proto>=1.36", "snakeviz", "flameprof"])
                     .stdin(Stdio::null())
                     .status()
                     .is_ok_and(|s| s.success());
             if !installed || !ready(&bin) {
-                let msg = "cannot make a venv with opentelemetry-proto and snakeviz from PyPI";
+                let msg = "cannot make a venv with opentelemetry-proto, snakeviz and flameprof from PyPI";
                 if std::env::var_os("CI").is_some() {
                     panic!("{msg}");
                 }
@@ -1166,12 +1168,12 @@ sys.stdout.write('PSTATS OK %d %.3f %.3f\n' % (nc, tt, s.total_tt))
 
 /// snakeviz's own loading of a profile (what its page shows), and its server's page for it.
 const SNAKEVIZ_CHECK: &str = r#"
-import pstats, sys
+import json, pstats, sys
 from snakeviz.stats import json_stats, table_rows
 s = pstats.Stats(sys.argv[1])
 rows = table_rows(s)
-tree = json_stats(s)
-assert rows and 'hot_loop' in tree, 'hot_loop not in snakeviz data'
+tree = json.loads(json.dumps(json_stats(s)))
+assert rows and [k for k in tree if k.endswith('(hot_loop)')], 'hot_loop not in snakeviz data'
 sys.stdout.write('SNAKEVIZ OK %d\n' % len(rows))
 "#;
 
@@ -1226,6 +1228,15 @@ fn pstats_files_load_in_pstats_and_snakeviz() {
                 || !String::from_utf8_lossy(&out.stdout).contains("SNAKEVIZ OK")
             {
                 return Err(format!("snakeviz: {}\n{}", out.status, stderr(&out)));
+            }
+            let out = Command::new(python)
+                .args(["-m", "flameprof"])
+                .arg(&file_host)
+                .output()
+                .map_err(|e| e.to_string())?;
+            let svg = String::from_utf8_lossy(&out.stdout);
+            if !out.status.success() || !svg.starts_with("<?xml") || !svg.contains("hot_loop") {
+                return Err(format!("flameprof: {}\n{}", out.status, stderr(&out)));
             }
         }
         Ok(())
