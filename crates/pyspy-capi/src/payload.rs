@@ -250,12 +250,14 @@ pub unsafe extern "C" fn pyspy_profile_encode_payload(
                 )))
             }
         };
-        // SAFETY: NULL or writable per the header.
-        unsafe {
-            ffi::write_optional(
-                content_type_out,
-                ffi::to_box_ptr::<pyspy_buffer>(content_type.into_bytes()),
-            );
+        if !content_type_out.is_null() {
+            // SAFETY: not NULL, and writable per the header.
+            unsafe {
+                ffi::write_optional(
+                    content_type_out,
+                    ffi::to_box_ptr::<pyspy_buffer>(content_type.into_bytes()),
+                );
+            }
         }
         // SAFETY: body_out is non-NULL (checked) and writable per the header.
         unsafe { out.write(ffi::to_box_ptr::<pyspy_buffer>(body)) };
