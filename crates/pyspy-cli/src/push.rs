@@ -209,6 +209,9 @@ pub struct Settings {
 
 pub fn run(args: &Args) -> Result<(), String> {
     let interval = seconds("interval", args.interval)?;
+    if interval < Duration::from_millis(100) {
+        return Err("--interval must be at least 0.1 seconds".into());
+    }
     let timeout = seconds("timeout", args.timeout)?;
     let duration = args.duration.map(|d| seconds("duration", d)).transpose()?;
     let base_url = args.url.trim_end_matches('/').to_string();

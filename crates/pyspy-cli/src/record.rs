@@ -185,7 +185,9 @@ pub fn run(args: &Args) -> Result<(), String> {
         progress(&stats, started.elapsed(), Duration::ZERO)
     );
 
-    if profile.is_empty() {
+    // Nothing counted: no sample found a thread running (CPU time that sleeping threads used
+    // between samples alone is not a profile worth writing).
+    if profile.total() == 0 {
         let _ = std::fs::remove_file(&output);
         return Err(if args.idle || stats.samples == 0 {
             "no samples were collected, nothing written".to_string()

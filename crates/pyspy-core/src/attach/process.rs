@@ -620,8 +620,21 @@ garbage line";
         let me = std::process::id() as i32;
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
-        let spin = std::time::Instant::now();
-        while spin.elapsed() < std::time::Duration::from_millis(60) {}
+        // Run until this thread has used 40 ms of CPU (on a busy machine that can take much
+        // longer than 40 ms), so that stat's 10 ms ticks show it ran.
+        let thread_cpu = || {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: clock_gettime writes the timespec it is given.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+            std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+        };
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while thread_cpu() < std::time::Duration::from_millis(40)
+            && std::time::Instant::now() < give_up
+        {}
         let mut stats = ThreadStatReader::new(me);
         let stat = stats.read(tid).unwrap();
         let cpu = stats.cpu_time(tid, &stat);
