@@ -197,6 +197,29 @@ typedef enum pyspy_locate {
 } pyspy_locate;
 
 /**
+ * A backend payload (`pyspy_profile_encode_payload`).
+ */
+typedef enum pyspy_payload {
+    /**
+     * Grafana Pyroscope: a `push.v1.PushRequest` (gzip'd pprof inside, series labels
+     * `__name__`, `service_name`, `pyroscope_spy` and the tags). `POST
+     * {URL}/push.v1.PusherService/Push`, `Content-Type: application/proto`.
+     */
+    PYSPY_PAYLOAD_PYROSCOPE = 0,
+    /**
+     * Guance DataKit: a multipart body (`event.json` and gzip'd pprof). `POST
+     * {URL}/profiling/v1/input`, with the content type the function returns (it names the
+     * multipart boundary).
+     */
+    PYSPY_PAYLOAD_DATAKIT = 1,
+    /**
+     * OpenTelemetry: an `ExportProfilesServiceRequest` (profiles v1development, uncompressed
+     * protobuf). `POST {URL}/v1development/profiles`, `Content-Type: application/x-protobuf`.
+     */
+    PYSPY_PAYLOAD_OTLP = 2,
+} pyspy_payload;
+
+/**
  * Bytes owned by the library (an exported profile). Free with `pyspy_buffer_free`.
  */
 typedef struct pyspy_buffer pyspy_buffer;
@@ -235,6 +258,15 @@ typedef struct pyspy_options pyspy_options;
  * of threads may export one profile at once. Free with `pyspy_profile_free`.
  */
 typedef struct pyspy_profile pyspy_profile;
+
+/**
+ * Who a profile is from: service name, tags, environment, version, host, pid, Python
+ * version, container id, for the backends' labels and attributes. Make one with
+ * `pyspy_profile_meta_new`, fill it with the `pyspy_profile_meta_set_*` functions and
+ * `pyspy_profile_meta_add_tag`, free it with `pyspy_profile_meta_free`. Every string is
+ * copied. Not thread-safe for writing.
+ */
+typedef struct pyspy_profile_meta pyspy_profile_meta;
 
 /**
  * One sample of a sampler, handed to the sample callback: the time, how late it was taken, and
@@ -500,6 +532,97 @@ struct pyspy_options *pyspy_options_new(void);
  * Frees options. NULL is a no-op.
  */
 void pyspy_options_free(struct pyspy_options *options);
+
+/**
+ * A new, empty metadata object (service name `python`, no tags). NULL only if memory ran out.
+ * Free it with `pyspy_profile_meta_free`.
+ */
+struct pyspy_profile_meta *pyspy_profile_meta_new(void);
+
+/**
+ * A new metadata object with what the machine shows about process `pid`: its pid, the host
+ * name and, in a container, the container id. NULL only if memory ran out.
+ */
+struct pyspy_profile_meta *pyspy_profile_meta_for_process(int32_t pid);
+
+/**
+ * Frees a metadata object. NULL is a no-op.
+ */
+void pyspy_profile_meta_free(struct pyspy_profile_meta *meta);
+
+/**
+ * Sets the service name (UTF-8, copied). `PYSPY_STATUS_INVALID_ARGUMENT` for NULL or
+ * invalid UTF-8.
+ */
+enum pyspy_status pyspy_profile_meta_set_service(struct pyspy_profile_meta *meta,
+                                                 const char *service,
+                                                 struct pyspy_error **err);
+
+/**
+ * Sets the deployment environment (copied).
+ */
+enum pyspy_status pyspy_profile_meta_set_env(struct pyspy_profile_meta *meta,
+                                             const char *env,
+                                             struct pyspy_error **err);
+
+/**
+ * Sets the service's version (copied).
+ */
+enum pyspy_status pyspy_profile_meta_set_version(struct pyspy_profile_meta *meta,
+                                                 const char *version,
+                                                 struct pyspy_error **err);
+
+/**
+ * Sets the host name (copied).
+ */
+enum pyspy_status pyspy_profile_meta_set_host(struct pyspy_profile_meta *meta,
+                                              const char *host,
+                                              struct pyspy_error **err);
+
+/**
+ * Sets the Python version of the profiled process, e.g. `pyspy_session_version`'s (copied).
+ */
+enum pyspy_status pyspy_profile_meta_set_runtime_version(struct pyspy_profile_meta *meta,
+                                                         const char *version,
+                                                         struct pyspy_error **err);
+
+/**
+ * Sets the container id (copied).
+ */
+enum pyspy_status pyspy_profile_meta_set_container_id(struct pyspy_profile_meta *meta,
+                                                      const char *container_id,
+                                                      struct pyspy_error **err);
+
+/**
+ * Sets the profiled process's id. `PYSPY_STATUS_INVALID_ARGUMENT` for NULL `meta`.
+ */
+enum pyspy_status pyspy_profile_meta_set_pid(struct pyspy_profile_meta *meta, int32_t pid);
+
+/**
+ * Adds a tag (both strings copied). The key must be a label name (letters, digits and `_`,
+ * not starting with a digit, not `__...` or `service_name`):
+ * `PYSPY_STATUS_INVALID_ARGUMENT` otherwise, with the rule in the error.
+ */
+enum pyspy_status pyspy_profile_meta_add_tag(struct pyspy_profile_meta *meta,
+                                             const char *key,
+                                             const char *value,
+                                             struct pyspy_error **err);
+
+/**
+ * Encodes `profile` as the request body of the backend `payload` (a `pyspy_payload`),
+ * described by `meta` (NULL: service `python`, nothing else).
+ *
+ * On success writes a new buffer with the body to `*body_out` and, if `content_type_out` is
+ * not NULL, a new buffer with the `Content-Type` to send it with (text, no NUL) to
+ * `*content_type_out`; both are owned by the caller (`pyspy_buffer_free`). On failure
+ * returns the status, writes an error to `*err` if `err` is not NULL, and writes no output.
+ */
+enum pyspy_status pyspy_profile_encode_payload(const struct pyspy_profile *profile,
+                                               pyspy_payload payload,
+                                               const struct pyspy_profile_meta *meta,
+                                               struct pyspy_buffer **body_out,
+                                               struct pyspy_buffer **content_type_out,
+                                               struct pyspy_error **err);
 
 /**
  * How many samples the profile counts (0 for NULL).

@@ -25,9 +25,10 @@ if grep -i '^warning' <<<"$package_log"; then
     echo "cargo package -p pyspy-core -p pyspy-cli: warnings (above)" >&2
     exit 1
 fi
-step "generated files: layout tables (bindgen) and the C header (cbindgen)"
+step "generated files: layout tables (bindgen), the C header (cbindgen), protobuf types (protox + prost-build)"
 cargo xtask layouts --check
 cargo xtask header --check
+cargo xtask protos --check
 step "unit and integration tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod cores;
+pub mod proto;
+pub mod receiver;
 pub mod scenarios;
 
 /// The README's Rust examples, compiled and run as doc tests of this crate (they start a

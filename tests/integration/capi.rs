@@ -520,6 +520,74 @@ fn core_files_through_the_c_api() {
 }
 
 #[test]
+fn payloads_under_valgrind() {
+    use prost::Message;
+    use pyspy_tests::proto::opentelemetry::proto::profiles::v1development as otlp;
+    use pyspy_tests::proto::pyroscope;
+    if !tools_present() {
+        return;
+    }
+    let interp = host_interpreter();
+    let exe = compile("payload", Link::Shared);
+    let target = spawn_scenarios(&interp);
+    let out_dir = install()
+        .bin
+        .join(format!("payload-{}", std::process::id()));
+    std::fs::create_dir_all(&out_dir).expect("payload output dir");
+    let out = valgrind(
+        &exe,
+        &[target.pid().to_string(), out_dir.display().to_string()],
+    );
+    assert!(out.contains("payload: ok"), "{out}");
+    let read = |name: &str| std::fs::read(out_dir.join(name)).expect(name);
+    let push = pyroscope::PushRequest::decode(&read("pyroscope.bin")[..]).expect("PushRequest");
+    let labels: Vec<(String, String)> = push.series[0]
+        .labels
+        .iter()
+        .map(|l| (l.name.clone(), l.value.clone()))
+        .collect();
+    assert!(
+        labels.contains(&("service_name".into(), "c-shop".into())),
+        "{labels:?}"
+    );
+    assert!(
+        labels.contains(&("region".into(), "eu".into())),
+        "{labels:?}"
+    );
+    let otlp = otlp::ExportProfilesServiceRequest::decode(&read("otlp.bin")[..]).expect("OTLP");
+    let keys: Vec<&str> = otlp.resource_profiles[0]
+        .resource
+        .as_ref()
+        .expect("resource")
+        .attributes
+        .iter()
+        .map(|a| a.key.as_str())
+        .collect();
+    for k in [
+        "service.name",
+        "service.version",
+        "deployment.environment.name",
+        "process.pid",
+        "host.name",
+        "container.id",
+    ] {
+        assert!(keys.contains(&k), "{k} missing: {keys:?}");
+    }
+    let datakit = String::from_utf8_lossy(&read("datakit.bin")).into_owned();
+    let boundary = String::from_utf8(read("datakit.type")).unwrap();
+    let boundary = boundary.split("boundary=").nth(1).expect("a boundary");
+    assert!(
+        datakit.starts_with(&format!("--{boundary}\r\n")),
+        "{datakit:.200}"
+    );
+    assert!(
+        datakit.contains("service:c-shop,env:prod,version:1.0,host:box"),
+        "{datakit:.600}"
+    );
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+#[test]
 fn go_bindings() {
     if !tools_present() || !require("go") {
         return;

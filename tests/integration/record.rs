@@ -247,16 +247,17 @@ fn check_pprof(path: &Path) -> Result<(Vec<String>, u64), String> {
     }
     let mut hottest: (u64, Vec<String>) = (0, Vec::new());
     let mut total = 0;
+    let mut cpu_total = 0;
     for sample in submessages(&profile, 2) {
         let values = repeated(&sample, 2);
         let ids = repeated(&sample, 1);
-        if values.len() != 2 || values[1] != values[0] * get_u64(&profile, 12) {
-            return Err(format!(
-                "sample values {values:?} (period {})",
-                get_u64(&profile, 12)
-            ));
+        // The time is the CPU time the kernel measured (not count × period): a stack can have
+        // time without counted samples, never counted samples without a value.
+        if values.len() != 2 || (values[0] == 0 && values[1] == 0) {
+            return Err(format!("sample values {values:?}"));
         }
         total += values[0];
+        cpu_total += values[1];
         let names: Vec<String> = ids
             .iter()
             .map(|id| {
@@ -269,6 +270,15 @@ fn check_pprof(path: &Path) -> Result<(Vec<String>, u64), String> {
         if values[0] > hottest.0 {
             hottest = (values[0], names);
         }
+    }
+    let comment = repeated(&profile, 13)
+        .first()
+        .map(|i| s(*i))
+        .unwrap_or_default();
+    if cpu_total == 0 || !comment.starts_with("cpu time: each thread's CPU time") {
+        return Err(format!(
+            "{cpu_total} ns of CPU time, comment {comment:?}: not measured CPU time"
+        ));
     }
     Ok((hottest.1, total))
 }

@@ -6,6 +6,8 @@
 //! - `layouts --check`: regenerate into a scratch directory and fail if the committed files
 //!   differ.
 //! - `header [--check]`: regenerate `include/pyspy.h` (cbindgen) / fail if it differs.
+//! - `protos [--check]`: regenerate the prost message types of the payload encoders from
+//!   `crates/pyspy-core/proto/*.proto` (protox, no protoc) / fail if they differ.
 //! - `install --prefix DIR [--profile P]`: build libpyspy and install lib, header and pyspy.pc.
 //! - `wheel [--out DIR]`: the `pyspy` command as a Python wheel (`py3-none-manylinux_X_Y_x86_64`,
 //!   the tag derived from the glibc symbol versions the release binary needs; see `wheel.rs`).
@@ -17,13 +19,14 @@ mod header;
 mod install;
 mod layouts;
 mod probe;
+mod protos;
 mod table;
 mod wheel;
 mod zip;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask layouts [--check] | header [--check] | install --prefix DIR [--profile P] | wheel [--out DIR] | capture-corpus --pid PID [--out DIR] [--label NAME]";
+const USAGE: &str = "usage: cargo xtask layouts [--check] | header [--check] | protos [--check] | install --prefix DIR [--profile P] | wheel [--out DIR] | capture-corpus --pid PID [--out DIR] [--label NAME]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,6 +36,8 @@ fn main() -> ExitCode {
         ["layouts", "--check"] => layouts::run(true),
         ["header"] => header::run(false),
         ["header", "--check"] => header::run(true),
+        ["protos"] => protos::run(false),
+        ["protos", "--check"] => protos::run(true),
         ["install", rest @ ..] => install::main(rest),
         ["wheel", rest @ ..] => wheel::main(rest),
         ["capture-corpus", rest @ ..] => corpus::main(rest),

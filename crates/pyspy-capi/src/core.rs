@@ -158,7 +158,10 @@ pub unsafe extern "C" fn pyspy_session_is_core(session: *const pyspy_session) ->
         // SAFETY: per the header, session is NULL or live.
         unsafe { ffi::try_ref(session) }.is_some_and(|s| {
             // A session handed to a sampler (pyspy_session_start_sampler) reads no more.
-            s.lock().session.as_ref().is_some_and(|s| s.core().is_some())
+            s.lock()
+                .session
+                .as_ref()
+                .is_some_and(|s| s.core().is_some())
         })
     })
 }

@@ -15,13 +15,14 @@
 //! strategy`), but C may pass any `int` there (a cast, a newer header, garbage), and a Rust
 //! `enum` holding a value that is none of its variants is undefined behaviour. So such a
 //! parameter is received as a `#[repr(transparent)]` wrapper of `c_int` ([`FormatArg`],
-//! [`LocateArg`]: the same ABI as a C enum, which is an `int`-sized integer) and converted
+//! [`LocateArg`], [`PayloadArg`]: the same ABI as a C enum, which is an `int`-sized integer) and converted
 //! with a checked `match`; cbindgen prints the wrapper under the enum's C name
 //! (`[export.rename]` in cbindgen.toml). Enums the library only writes (`pyspy_status`,
 //! `pyspy_end_reason`) are plain `#[repr(C)]` enums.
 //!
 //! [`FormatArg`]: crate::profile::FormatArg
 //! [`LocateArg`]: crate::options::LocateArg
+//! [`PayloadArg`]: crate::payload::PayloadArg
 
 use std::ffi::{c_char, CStr, CString};
 

@@ -52,7 +52,7 @@ pub enum pyspy_format {
 
 /// What a `pyspy_profile` holds.
 pub struct ProfileObject {
-    profile: Profile,
+    pub(crate) profile: Profile,
     /// What speedscope calls the profile (the sampled process).
     name: String,
     /// The last export, kept so that the usual pair of calls (ask for the size, then export

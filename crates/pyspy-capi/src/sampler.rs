@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use pyspy_core::{EndReason, Profile, ProfileOptions, Sample, Sampler, SamplerStats, StopHandle};
+use pyspy_core::{EndReason, Profile, Sample, Sampler, SamplerStats, StopHandle};
 
 use crate::error::{pyspy_error, Failure};
 use crate::ffi::{self, Borrowed, Castable, Out, OwnedBox};
@@ -152,7 +152,6 @@ pub struct SamplerObject {
     shared: Arc<Shared>,
     stop: StopHandle,
     thread: Mutex<Option<JoinHandle<()>>>,
-    profile_options: ProfileOptions,
     name: String,
 }
 
@@ -186,7 +185,7 @@ impl SamplerObject {
             None => format!("pid {pid}"),
         };
         let shared = Arc::new(Shared {
-            profile: Mutex::new(Profile::new(profile_options.clone())),
+            profile: Mutex::new(Profile::new(profile_options)),
             stats: Mutex::new(sampler.stats().clone()),
             end: Mutex::new(None),
             ended: Condvar::new(),
@@ -207,7 +206,6 @@ impl SamplerObject {
             shared,
             stop,
             thread: Mutex::new(Some(thread)),
-            profile_options,
             name,
         })
     }
@@ -514,7 +512,9 @@ pub unsafe extern "C" fn pyspy_sampler_profile(
         let profile = {
             let mut current = lock(&s.shared.profile);
             if reset {
-                std::mem::replace(&mut *current, Profile::new(s.profile_options.clone()))
+                // take() keeps the threads' last CPU times, so CPU weighting goes on
+                // without a gap between the periods.
+                current.take()
             } else {
                 current.clone()
             }

@@ -1,11 +1,14 @@
 //! `pyspy`: a thin command line over pyspy-core.
 
 mod completions;
+mod datakit;
 mod dump;
 mod output;
+mod push;
 mod record;
 mod target;
 mod top;
+mod upload;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -58,6 +61,10 @@ enum Command {
         about = "Print a completion script for bash, zsh, fish, powershell or elvish"
     )]
     Completions(completions::Args),
+    /// Sample continuously and upload a profile per interval (Pyroscope, DataKit, OTLP).
+    Push(Box<push::Args>),
+    /// Upload profiles to Guance DataKit, with the flags of DataKit's py-spy fork.
+    Datakit(datakit::Args),
 }
 
 /// "2.7, 3.6 to 3.15": consecutive minor versions of one major version as a range.
@@ -92,6 +99,8 @@ fn main() -> ExitCode {
             completions::run(&args);
             Ok(())
         }
+        Command::Push(args) => push::run(&args),
+        Command::Datakit(args) => datakit::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,7 +5,7 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pyspy_core::export::{self, chrometrace::ChromeTrace, collapsed, pprof, speedscope};
+use pyspy_core::export::{self, chrometrace::ChromeTrace, collapsed, pprof, pstats, speedscope};
 use pyspy_core::{AttachOptions, Profile, ProfileOptions, SampleOptions, Sampler, SamplerOptions};
 use pyspy_core::{EndReason, SamplerStats};
 
@@ -23,6 +23,8 @@ pub enum Format {
     Pprof,
     /// Chrome trace event JSON: a timeline per thread (Perfetto UI, chrome://tracing).
     Chrometrace,
+    /// cProfile's pstats file (python -m pstats, snakeviz, flameprof).
+    Pstats,
 }
 
 impl Format {
@@ -33,6 +35,7 @@ impl Format {
             Format::Speedscope => "speedscope.json",
             Format::Pprof => "pb.gz",
             Format::Chrometrace => "trace.json",
+            Format::Pstats => "pstats",
         }
     }
 
@@ -43,6 +46,7 @@ impl Format {
             Format::Speedscope => "speedscope profile",
             Format::Pprof => "pprof profile",
             Format::Chrometrace => "Chrome trace",
+            Format::Pstats => "pstats profile",
         }
     }
 }
@@ -181,7 +185,9 @@ pub fn run(args: &Args) -> Result<(), String> {
         progress(&stats, started.elapsed(), Duration::ZERO)
     );
 
-    if profile.is_empty() {
+    // Nothing counted: no sample found a thread running (CPU time that sleeping threads used
+    // between samples alone is not a profile worth writing).
+    if profile.total() == 0 {
         let _ = std::fs::remove_file(&output);
         return Err(if args.idle || stats.samples == 0 {
             "no samples were collected, nothing written".to_string()
@@ -210,12 +216,15 @@ pub fn run(args: &Args) -> Result<(), String> {
 /// `time.sleep`) would dominate the profile. `--nonblocking` is accepted for py-spy
 /// compatibility; pausing comes back as the default once the state read survives it.
 ///
-/// Whether a thread is running is read from `/proc` only when idle threads are left out: with
-/// `--idle` nothing uses it, and those reads would be most of a sample's cost.
+/// Whether a thread is running, and its CPU time, are read from `/proc` only when idle threads
+/// are left out: with `--idle` nothing uses them, and those reads would be most of a sample's
+/// cost. Without `--idle` every thread is read (the profile leaves idle ones out), so a thread
+/// that used CPU since the previous sample gets that time even if it sleeps at this one.
 pub fn sample_options(idle: bool, gil: bool, _nonblocking: bool) -> SampleOptions {
     SampleOptions::default()
-        .idle(idle)
+        .idle(true)
         .active(!idle)
+        .cpu_time(!idle)
         .gil_only(gil)
         .pause(false)
 }
@@ -280,6 +289,7 @@ fn write_output(
         Format::Collapsed => collapsed::write(profile, &mut out).map_err(fail)?,
         Format::Speedscope => speedscope::write(profile, &title, &mut out).map_err(fail)?,
         Format::Pprof => pprof::write(profile, &mut out).map_err(fail)?,
+        Format::Pstats => pstats::write(profile, &mut out).map_err(fail)?,
         Format::Chrometrace => trace
             .expect("a trace is built for chrometrace")
             .write(&mut out)
@@ -302,6 +312,7 @@ fn flame_graph_lines(profile: &Profile) -> Vec<String> {
     profile
         .stacks()
         .iter()
+        .filter(|stack| stack.count > 0)
         .map(|stack| {
             let mut labels = Vec::new();
             if let Some(p) = stack.process {
@@ -368,5 +379,8 @@ fn how_to_view(format: Format, output: &Path) -> String {
         Format::Chrometrace => {
             format!("Open https://ui.perfetto.dev (or chrome://tracing) and load {abs}")
         }
+        Format::Pstats => format!(
+            "Read it with: python -m pstats {abs} (or snakeviz {abs}, flameprof {abs})"
+        ),
     }
 }

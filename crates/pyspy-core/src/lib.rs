@@ -5,7 +5,9 @@
 //! another process. Attach once ([`attach`]: finds the interpreter, its version and its memory
 //! layout), then take [`Snapshot`]s as often as needed, or let a [`Sampler`] take them at a
 //! steady rate and aggregate them into a [`Profile`] that the [`export`] functions write as
-//! pprof, collapsed stacks, speedscope or a Chrome trace. It never runs code in the target and
+//! pprof, collapsed stacks, speedscope, a Chrome trace or pstats, or encode as the request
+//! bodies of continuous-profiling backends (Pyroscope, DataKit, OTLP; the crate has no network
+//! code). It never runs code in the target and
 //! never changes its memory; it stops the target's threads only when asked
 //! ([`SampleOptions::pause`]). It does not unwind native (C) stacks. A core file of a process
 //! that is gone gives the same snapshots ([`open_core`]), with the signal that ended it.

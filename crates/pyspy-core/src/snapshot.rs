@@ -31,10 +31,11 @@ pub struct ThreadStack {
     /// known: [`SampleOptions::active`](crate::SampleOptions) is off, the thread's `/proc`
     /// entry could not be read, or the snapshot is of a core file (which does not record it).
     pub active: Option<bool>,
-    /// The thread's CPU time so far (user + system, from `/proc/PID/task/TID/stat`, counted in
-    /// clock ticks, usually 10 ms), when [`SampleOptions::cpu_time`](crate::SampleOptions) is on and the OS
-    /// thread id is known. The difference between two samples over their interval is the CPU
-    /// share the thread used.
+    /// The thread's CPU time so far, when [`SampleOptions::cpu_time`](crate::SampleOptions)
+    /// is on and the OS thread id is known: in nanoseconds from
+    /// `/proc/PID/task/TID/schedstat` where the kernel has it, else user + system from
+    /// `/proc/PID/task/TID/stat` in clock ticks (usually 10 ms). The difference between two
+    /// samples over their interval is the CPU share the thread used.
     pub cpu_time: Option<Duration>,
     /// The id of the interpreter the thread state belongs to (`PyInterpreterState.id`: 0 for
     /// the main interpreter, others for sub-interpreters), on 3.7+. A thread running code in a

@@ -1,5 +1,12 @@
 //! Aggregating samples into a profile ([`Profile`]) and writing it ([`export`]).
+//!
+//! A CPU profile (the default: idle threads left out) is weighted by the CPU time each thread
+//! used, measured by the kernel, when the samples carry it ([`SampleOptions::cpu_time`]); see
+//! [`cpu`]. A wall-time profile ([`ProfileOptions::idle`]) weighs every sample by the period.
+//!
+//! [`SampleOptions::cpu_time`]: crate::SampleOptions::cpu_time
 
+mod cpu;
 pub mod export;
 
 use std::collections::HashMap;
@@ -134,6 +141,18 @@ struct StackKey {
     frames: Box<[FrameId]>,
 }
 
+/// A distinct stack's totals.
+#[derive(Debug, Clone)]
+struct StackEntry {
+    key: StackKey,
+    count: u64,
+    /// `count` plus the samples in which the thread was not running but its CPU time since the
+    /// last one was given to this stack (see [`Profile`]).
+    hits: u64,
+    /// Nanoseconds: measured CPU time, or count × period where not measured.
+    time: u64,
+}
+
 /// One distinct stack of a profile and its count.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
@@ -144,8 +163,17 @@ pub struct Stack<'a> {
     pub thread: Option<&'a ThreadKey>,
     /// Root first; indexes into [`Profile::frames`].
     pub frames: &'a [FrameId],
-    /// How many times the stack was seen.
+    /// How many times the stack was seen (with its thread running, in a CPU profile). May be 0
+    /// in a CPU profile for a stack that only got CPU time its thread used between samples.
     pub count: u64,
+    /// `count` plus the samples that gave this stack CPU time without counting it.
+    pub(crate) hits: u64,
+    /// The time the stack stands for. In a CPU profile, the CPU time the kernel measured for
+    /// its thread, shared among the thread's stacks seen since the time last grew (see
+    /// [`Profile`]); where a thread's CPU time is not known (samples taken without
+    /// [`SampleOptions::cpu_time`](crate::SampleOptions::cpu_time)), `count` × period. In a
+    /// wall-time profile ([`ProfileOptions::idle`]), `count` × period.
+    pub time: Duration,
 }
 
 /// Aggregating samples into a profile: distinct stacks and how often each was seen.
@@ -153,6 +181,21 @@ pub struct Stack<'a> {
 /// A [`Profile`] counts stacks (root first) keyed by their frames and, if asked, by process and
 /// thread. Frames are interned, so a long profile costs memory per distinct stack, not per
 /// sample. The exporters in [`crate::export`] turn a profile into files other tools read.
+///
+/// **Time.** Each stack also carries a time ([`Stack::time`]). In a CPU profile (idle threads
+/// left out, the default) whose samples carry each thread's CPU time
+/// ([`SampleOptions::cpu_time`](crate::SampleOptions::cpu_time), and
+/// [`SampleOptions::idle`](crate::SampleOptions::idle) on so a thread that ran between two
+/// samples but sleeps at the second is still seen), the time is what the kernel measured:
+/// when a thread's CPU time has grown since its previous sample, the growth is shared equally
+/// among the samples since the last growth in which the thread was running, or, if it was
+/// running in none, given to the current sample. With the kernel's nanosecond counter
+/// (`/proc/PID/task/TID/schedstat`) the time grows at almost every sample of a running
+/// thread, so each sample gets exactly the CPU used since the one before; with the 10 ms
+/// clock ticks of `stat` (kernels without schedstat) it is spread over the samples of each
+/// tick. A profile that is emptied for periodic uploads ([`Profile::take`]) carries the
+/// threads' last CPU times over, so no CPU time is lost between two profiles. Without CPU
+/// times, and in a wall-time profile, a sample weighs one period.
 ///
 /// ```no_run
 /// use pyspy_core::{Profile, ProfileOptions, Sampler, SamplerOptions};
@@ -178,10 +221,12 @@ pub struct Profile {
     thread_ids: HashMap<ThreadKey, u32>,
     processes: Vec<Arc<ProcessDetails>>,
     process_ids: HashMap<i32, u32>,
-    stacks: HashMap<StackKey, u64>,
+    stacks: Vec<StackEntry>,
+    stack_ids: HashMap<StackKey, u32>,
     samples: u64,
     start: Option<SystemTime>,
     duration: Duration,
+    cpu: cpu::CpuClock,
 }
 
 impl Profile {
@@ -195,11 +240,22 @@ impl Profile {
             thread_ids: HashMap::new(),
             processes: Vec::new(),
             process_ids: HashMap::new(),
-            stacks: HashMap::new(),
+            stacks: Vec::new(),
+            stack_ids: HashMap::new(),
             samples: 0,
             start: None,
             duration: Duration::ZERO,
+            cpu: cpu::CpuClock::default(),
         }
+    }
+
+    /// Ends this profile for a periodic upload: returns everything counted so far and leaves
+    /// `self` empty, with the same options and the threads' last CPU times, so the next
+    /// profile measures CPU time from where this one stopped.
+    pub fn take(&mut self) -> Profile {
+        let mut next = Profile::new(self.options.clone());
+        next.cpu = self.cpu.carry_over();
+        std::mem::replace(self, next)
     }
 
     /// Counts the stacks of one sampler tick (every process in it).
@@ -209,19 +265,71 @@ impl Profile {
             .duration
             .max(sample.time.duration_since(start).unwrap_or_default() + self.options.period);
         self.samples += 1;
+        let weighted = !self.options.idle;
         for p in &sample.processes {
             for t in &p.snapshot.threads {
-                self.add_thread(&p.process, t, 1);
+                match t.cpu_time {
+                    Some(cpu_time) if weighted => self.add_cpu(&p.process, t, cpu_time),
+                    _ => {
+                        if weighted && self.options.counts(t) {
+                            self.cpu.unmeasured_thread();
+                        }
+                        self.add_thread(&p.process, t, 1)
+                    }
+                }
             }
         }
+        self.cpu.end_sample(self.samples);
     }
 
-    /// Counts one thread's stack `count` times (if [`ProfileOptions::counts`] it). Does not count
-    /// a sample: see [`Profile::samples`].
+    /// Counts one thread's stack `count` times, each weighing one period (if
+    /// [`ProfileOptions::counts`] it). Does not count a sample: see [`Profile::samples`].
     pub fn add_thread(&mut self, process: &Arc<ProcessDetails>, thread: &ThreadStack, count: u64) {
         if !self.options.counts(thread) {
             return;
         }
+        let id = self.stack_id(process, thread);
+        let period = u64::try_from(self.options.period.as_nanos()).unwrap_or(u64::MAX);
+        let entry = &mut self.stacks[id as usize];
+        entry.count += count;
+        entry.hits += count;
+        entry.time = entry.time.saturating_add(count.saturating_mul(period));
+    }
+
+    /// A thread of a CPU profile whose CPU time is known (see [`Profile`]).
+    fn add_cpu(&mut self, process: &Arc<ProcessDetails>, thread: &ThreadStack, cpu_time: Duration) {
+        let key = (
+            process.pid,
+            thread.native_thread_id.unwrap_or(thread.thread_id),
+        );
+        let grown = self.cpu.update(key, cpu_time, self.samples);
+        let eligible = !thread.frames.is_empty() && (!self.options.gil_only || thread.owns_gil);
+        if eligible && thread.active == Some(true) {
+            let id = self.stack_id(process, thread);
+            self.stacks[id as usize].count += 1;
+            self.stacks[id as usize].hits += 1;
+            self.cpu.pending(key, id);
+        }
+        if grown == 0 {
+            return;
+        }
+        let mut shares = self.cpu.settle(key, grown);
+        if shares.is_empty() && eligible {
+            // Running in none of its samples since the last growth: the current stack gets the
+            // time, without counting as a sample of a running thread.
+            let id = self.stack_id(process, thread);
+            self.stacks[id as usize].hits += 1;
+            shares.push((id, grown));
+        }
+        for (id, ns) in shares {
+            if let Some(entry) = self.stacks.get_mut(id as usize) {
+                entry.time = entry.time.saturating_add(ns);
+            }
+        }
+    }
+
+    /// The id of `thread`'s stack (under `process`), interned.
+    fn stack_id(&mut self, process: &Arc<ProcessDetails>, thread: &ThreadStack) -> u32 {
         let process_id = self.options.processes.then(|| self.process_id(process));
         let thread_id = self.options.threads.then(|| {
             self.thread_id(ThreadKey {
@@ -237,14 +345,23 @@ impl Profile {
             .rev()
             .map(|f| self.frame_id(f))
             .collect();
-        *self
-            .stacks
-            .entry(StackKey {
-                process: process_id,
-                thread: thread_id,
-                frames,
-            })
-            .or_insert(0) += count;
+        let key = StackKey {
+            process: process_id,
+            thread: thread_id,
+            frames,
+        };
+        if let Some(id) = self.stack_ids.get(&key) {
+            return *id;
+        }
+        let id = self.stacks.len() as u32;
+        self.stacks.push(StackEntry {
+            key: key.clone(),
+            count: 0,
+            hits: 0,
+            time: 0,
+        });
+        self.stack_ids.insert(key, id);
+        id
     }
 
     fn frame_id(&mut self, f: &Frame) -> FrameId {
@@ -293,11 +410,13 @@ impl Profile {
         &self.frames[id as usize]
     }
 
-    /// The distinct stacks with their counts, in a stable order (by process, thread, then the
-    /// frames' names, files and lines from the root).
+    /// The distinct stacks with their counts and times, in a stable order (by process, thread,
+    /// then the frames' names, files and lines from the root). In a CPU profile this includes
+    /// stacks with a count of 0 that only got CPU time (see [`Stack::count`]).
     pub fn stacks(&self) -> Vec<Stack<'_>> {
-        let mut out: Vec<(&StackKey, u64)> = self.stacks.iter().map(|(k, c)| (k, *c)).collect();
-        out.sort_by(|(a, _), (b, _)| {
+        let mut out: Vec<&StackEntry> = self.stacks.iter().filter(|e| e.hits > 0).collect();
+        out.sort_by(|a, b| {
+            let (a, b) = (&a.key, &b.key);
             a.process
                 .cmp(&b.process)
                 .then(a.thread.cmp(&b.thread))
@@ -308,11 +427,13 @@ impl Profile {
                 })
         });
         out.into_iter()
-            .map(|(k, count)| Stack {
-                process: k.process.map(|i| &*self.processes[i as usize]),
-                thread: k.thread.map(|i| &self.threads[i as usize]),
-                frames: &k.frames,
-                count,
+            .map(|e| Stack {
+                process: e.key.process.map(|i| &*self.processes[i as usize]),
+                thread: e.key.thread.map(|i| &self.threads[i as usize]),
+                frames: &e.key.frames,
+                count: e.count,
+                hits: e.hits,
+                time: Duration::from_nanos(e.time),
             })
             .collect()
     }
@@ -334,7 +455,22 @@ impl Profile {
 
     /// The total of all stack counts (a tick adds one per counted thread).
     pub fn total(&self) -> u64 {
-        self.stacks.values().sum()
+        self.stacks.iter().map(|e| e.count).sum()
+    }
+
+    /// The total of all stacks' [`Stack::time`].
+    pub fn total_time(&self) -> Duration {
+        Duration::from_nanos(
+            self.stacks
+                .iter()
+                .fold(0u64, |t, e| t.saturating_add(e.time)),
+        )
+    }
+
+    /// Whether the stacks' times are measured CPU time (a CPU profile in which every counted
+    /// thread's CPU time was known) rather than sample counts × period.
+    pub fn cpu_measured(&self) -> bool {
+        !self.options.idle && self.cpu.measured() && !self.cpu.unmeasured()
     }
 
     /// Wall-clock time of the first sample.
@@ -349,7 +485,7 @@ impl Profile {
 
     /// Whether nothing was counted.
     pub fn is_empty(&self) -> bool {
-        self.stacks.is_empty()
+        self.stacks.iter().all(|e| e.hits == 0)
     }
 }
 
@@ -484,5 +620,88 @@ pub(crate) mod tests {
             vec![Some("MainThread".into()), Some("worker".into())]
         );
         assert!(p.stacks().iter().all(|s| s.thread.is_some()));
+    }
+
+    fn cpu_thread(id: u64, active: bool, cpu_ms: u64, frames: Vec<Frame>) -> ThreadStack {
+        ThreadStack {
+            cpu_time: Some(Duration::from_millis(cpu_ms)),
+            ..thread(id, "t", active, false, frames)
+        }
+    }
+
+    fn times(p: &Profile) -> Vec<(Vec<String>, u64, u128)> {
+        p.stacks()
+            .iter()
+            .map(|s| (names(p, s), s.count, s.time.as_millis()))
+            .collect()
+    }
+
+    #[test]
+    fn cpu_profiles_are_weighted_by_measured_cpu_time() {
+        let a = vec![frame("a", "app.py", 1)];
+        let b = vec![frame("b", "app.py", 2)];
+        let mut p = Profile::new(ProfileOptions::default());
+        // Nanosecond counter: each sample gets the CPU used since the one before, whatever the
+        // thread's state at the sample instant.
+        p.add(&sample(0, 1, vec![cpu_thread(1, true, 100, a.clone())]));
+        p.add(&sample(10, 1, vec![cpu_thread(1, true, 104, a.clone())]));
+        p.add(&sample(20, 1, vec![cpu_thread(1, false, 107, b.clone())]));
+        p.add(&sample(30, 1, vec![cpu_thread(1, false, 107, b.clone())]));
+        assert_eq!(
+            times(&p),
+            vec![(vec!["a:1".into()], 2, 4), (vec!["b:2".into()], 0, 3)],
+            "the first sample is the baseline; an idle sample gets its CPU time, uncounted"
+        );
+        assert_eq!(p.total_time(), Duration::from_millis(7));
+        assert!(p.cpu_measured());
+    }
+
+    #[test]
+    fn coarse_cpu_ticks_are_spread_over_the_running_samples() {
+        let a = vec![frame("a", "app.py", 1)];
+        let b = vec![frame("b", "app.py", 2)];
+        let idle = vec![frame("wait", "app.py", 9)];
+        let mut p = Profile::new(ProfileOptions::default());
+        p.add(&sample(0, 1, vec![cpu_thread(1, true, 0, a.clone())]));
+        p.add(&sample(10, 1, vec![cpu_thread(1, true, 0, a.clone())]));
+        p.add(&sample(20, 1, vec![cpu_thread(1, false, 0, idle.clone())]));
+        p.add(&sample(30, 1, vec![cpu_thread(1, true, 0, b.clone())]));
+        p.add(&sample(40, 1, vec![cpu_thread(1, true, 30, b.clone())]));
+        assert_eq!(
+            times(&p),
+            vec![(vec!["a:1".into()], 2, 15), (vec!["b:2".into()], 2, 15)],
+            "30 ms over the four running samples since the last tick, none to the idle one"
+        );
+    }
+
+    #[test]
+    fn take_carries_cpu_times_over() {
+        let a = vec![frame("a", "app.py", 1)];
+        let mut p = Profile::new(ProfileOptions::default());
+        p.add(&sample(0, 1, vec![cpu_thread(1, true, 100, a.clone())]));
+        p.add(&sample(10, 1, vec![cpu_thread(1, true, 110, a.clone())]));
+        let first = p.take();
+        p.add(&sample(20, 1, vec![cpu_thread(1, true, 125, a.clone())]));
+        assert_eq!(first.total_time(), Duration::from_millis(10));
+        assert_eq!(
+            p.total_time(),
+            Duration::from_millis(15),
+            "measured from the last sample"
+        );
+        assert_eq!(p.samples(), 1);
+    }
+
+    #[test]
+    fn wall_profiles_and_unmeasured_threads_weigh_one_period() {
+        let a = vec![frame("a", "app.py", 1)];
+        let mut p = Profile::new(ProfileOptions::default().idle(true));
+        p.add(&sample(0, 1, vec![cpu_thread(1, false, 100, a.clone())]));
+        p.add(&sample(10, 1, vec![cpu_thread(1, false, 100, a.clone())]));
+        assert_eq!(p.total_time(), Duration::from_millis(20));
+        assert!(!p.cpu_measured());
+        let mut p = Profile::new(ProfileOptions::default());
+        p.add(&sample(0, 1, vec![thread(1, "t", true, false, a.clone())]));
+        assert_eq!(p.total_time(), Duration::from_millis(10));
+        assert!(!p.cpu_measured());
     }
 }

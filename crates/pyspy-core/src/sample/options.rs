@@ -12,7 +12,7 @@ use std::time::Duration;
 /// |------------|---------|--------------------------------------------------------------------|
 /// | `pause`    | off     | ptrace-stop and resume each Python thread (tens of µs each)        |
 /// | `active`   | on      | one `pread` of `/proc/PID/task/TID/stat` per thread (kept open)    |
-/// | `cpu_time` | off     | the same read (shared with `active`)                               |
+/// | `cpu_time` | off     | the same read, plus one `pread` of `.../schedstat` (ns; kept open)  |
 /// | `names`    | on      | nothing while the thread set is unchanged                          |
 /// | `idle`     | on      | — (off: drops idle threads; needs the `/proc` read)                |
 /// | `gil_only` | off     | — (keeps only the GIL holder)                                      |

@@ -259,7 +259,7 @@ impl SnapshotReader {
                 let Some(stat) = stat else { continue };
                 t.active = Some(stat.is_active());
                 if options.cpu_time {
-                    t.cpu_time = Some(stat.cpu_time());
+                    t.cpu_time = Some(files.cpu_time(tid, &stat));
                 }
             }
             files.keep_only(&seen);

@@ -14,7 +14,7 @@ use crate::profile::Profile;
 /// Writes the profile as collapsed stacks.
 pub fn write(profile: &Profile, out: &mut impl Write) -> io::Result<()> {
     let mut line = String::new();
-    for stack in profile.stacks() {
+    for stack in profile.stacks().iter().filter(|s| s.count > 0) {
         line.clear();
         let mut push = |label: &str| {
             if !line.is_empty() {

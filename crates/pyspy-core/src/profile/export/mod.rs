@@ -6,14 +6,32 @@
 //! | [`speedscope`] | speedscope JSON | speedscope.app |
 //! | [`pprof`] | gzip'd `perftools.profiles.Profile` protobuf | `go tool pprof`, Grafana Pyroscope, Guance DataKit |
 //! | [`chrometrace`] | Chrome trace event JSON (a timeline, not an aggregate) | Perfetto UI, `chrome://tracing` |
+//! | [`pstats`] | cProfile's `marshal` file | `python -m pstats`, snakeviz, flameprof |
 //!
 //! All but [`chrometrace`] write a [`Profile`](crate::profile::Profile); the timeline keeps
 //! time order, so it is built from samples directly.
+//!
+//! Payloads for continuous-profiling backends (request bodies; sending them is the caller's
+//! business, this crate has no network code), described by a [`ProfileMeta`]:
+//!
+//! | module | payload | endpoint |
+//! | --- | --- | --- |
+//! | [`pyroscope`] | `push.v1.PushRequest` with gzip'd pprof | Grafana Pyroscope, `POST /push.v1.PusherService/Push` |
+//! | [`datakit`] | multipart: `event.json` and gzip'd pprof | Guance DataKit, `POST /profiling/v1/input` |
+//! | [`otlp`] | OTLP `ExportProfilesServiceRequest` (profiles v1development) | an OpenTelemetry collector, `POST /v1development/profiles` |
 
 pub mod chrometrace;
 pub mod collapsed;
+pub mod datakit;
+mod meta;
+pub mod otlp;
 pub mod pprof;
+mod proto;
+pub mod pstats;
+pub mod pyroscope;
 pub mod speedscope;
+
+pub use meta::ProfileMeta;
 
 use crate::profile::{FrameKey, ThreadKey};
 use crate::sample::sampler::ProcessDetails;
@@ -47,6 +65,14 @@ pub fn process_label(process: &ProcessDetails) -> String {
     } else {
         format!("process {}: \"{}\"", process.pid, process.command_line)
     }
+}
+
+/// `data` gzip'd (default level).
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(data).expect("writing to a Vec");
+    gz.finish().expect("writing to a Vec")
 }
 
 /// Appends `s` as a JSON string literal (quotes included).

@@ -40,7 +40,12 @@ pub fn to_string(profile: &Profile, name: &str) -> String {
     s.push_str("]},\"profiles\":[");
 
     // Group stacks by (process, thread); `stacks()` is sorted by them already.
-    let stacks = profile.stacks();
+    // Weights are sample counts: stacks that only got CPU time between samples are left out.
+    let stacks: Vec<Stack<'_>> = profile
+        .stacks()
+        .into_iter()
+        .filter(|s| s.count > 0)
+        .collect();
     let mut groups: Vec<Vec<&Stack<'_>>> = Vec::new();
     for st in &stacks {
         match groups.last_mut() {
