@@ -31,7 +31,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 400 && samples < 20; i++) {
         struct timespec ts = {0, 25 * 1000000L};
         nanosleep(&ts, NULL);
-        CHECK(pyspy_sampler_stats(sampler, &samples, NULL) == PYSPY_STATUS_OK);
+        CHECK(pyspy_sampler_stats(sampler, &samples, NULL, NULL, NULL) == PYSPY_STATUS_OK);
     }
     pyspy_profile *profile = NULL;
     status = pyspy_sampler_profile(sampler, true, &profile, &err);
