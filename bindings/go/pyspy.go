@@ -202,6 +202,9 @@ type Thread struct {
 	Name string
 	// OwnsGIL says whether the thread held the GIL at the time of the sample.
 	OwnsGIL bool
+	// NoGIL says there is no GIL state for the thread (a free-threaded build running
+	// without the GIL, or pyspy cannot see it); OwnsGIL is then false and means nothing.
+	NoGIL bool
 	// Active says whether the OS thread was running on a CPU.
 	Active bool
 	// CPUTime is the thread's CPU time so far, -1 if not read (see Options.CPUTime).
@@ -235,6 +238,7 @@ func convertSnapshot(snap *C.pyspy_snapshot) *Snapshot {
 			ID:      uint64(C.pyspy_thread_id(t)),
 			Name:    goStringOrEmpty(C.pyspy_thread_name(t)),
 			OwnsGIL: bool(C.pyspy_thread_owns_gil(t)),
+			NoGIL:   bool(C.pyspy_thread_no_gil(t)),
 			Active:  bool(C.pyspy_thread_active(t)),
 		}
 		if C.pyspy_thread_native_id(t, &tid) {

@@ -73,6 +73,7 @@ fn interpreter(image: &RecordedImage, family: impl Fn(&Layout) -> bool) -> Optio
             serial: 0,
         },
         layout: *layout,
+        layout_source: pyspy_core::LayoutSource::Table,
         runtime: nonzero(a.runtime),
         interp_head: a.interp_head,
         tstate_current: nonzero(a.tstate_current),

@@ -164,6 +164,7 @@ fn amplifying_image(
     let interp = pyspy_core::walk::Interpreter {
         version: pyspy_core::Version::parse("3.10.0").unwrap(),
         layout: l,
+        layout_source: pyspy_core::LayoutSource::Table,
         runtime: None,
         interp_head: head,
         tstate_current: None,

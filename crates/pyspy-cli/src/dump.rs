@@ -1,6 +1,8 @@
 //! `pyspy dump`: one snapshot, as text like py-spy's or as the JSON of DESIGN.md.
 
-use pyspy_core::{AttachOptions, LocateStrategy, SampleOptions, Session, Snapshot, ThreadStack};
+use pyspy_core::{
+    AttachOptions, LayoutSource, LocateStrategy, SampleOptions, Session, Snapshot, ThreadStack,
+};
 use serde_json::{json, Value};
 
 #[derive(clap::Args)]
@@ -57,7 +59,8 @@ fn thread_json(t: &ThreadStack) -> Value {
         "thread_id": t.thread_id,
         "native_thread_id": t.native_thread_id,
         "name": t.name.as_deref(),
-        "owns_gil": t.owns_gil,
+        // null where there is no GIL to hold (a free-threaded build) or pyspy cannot see it.
+        "owns_gil": t.gil(),
         "active": t.active,
         "interp_id": t.interp_id,
         "frames": frames,
@@ -70,6 +73,8 @@ fn to_json(session: &Session, snapshot: &Snapshot) -> Value {
         "python_version": session.version().to_string(),
         "executable": session.executable(),
         "located_by": session.located_by().as_str(),
+        "layout": session.layout_source().as_str(),
+        "free_threaded": session.free_threaded(),
         "threads": snapshot.threads.iter().map(thread_json).collect::<Vec<_>>(),
     })
 }
@@ -78,12 +83,28 @@ fn to_text(session: &Session, snapshot: &Snapshot) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "Process {}: {}", session.pid(), session.executable());
+    let build = if session.free_threaded() {
+        " free-threaded"
+    } else {
+        ""
+    };
     let _ = writeln!(
         out,
-        "Python v{} ({})",
+        "Python v{}{build} ({})",
         session.version(),
         session.interpreter_binary()
     );
+    if let LayoutSource::DebugOffsets { format } = session.layout_source() {
+        let _ = writeln!(
+            out,
+            "Note: this pyspy has no table for Python {}.{}; its memory layout was read from the \
+             target's _Py_DebugOffsets (in the {}.{} format)",
+            session.version().major,
+            session.version().minor,
+            format.0,
+            format.1
+        );
+    }
     for t in &snapshot.threads {
         let mut state = vec![if t.active { "active" } else { "idle" }];
         if t.owns_gil {

@@ -73,6 +73,7 @@ mod profile;
 internal_mod!(sample);
 mod snapshot;
 
+pub use attach::layout::LayoutSource;
 pub use attach::locate::{LocateStrategy, LocatedBy};
 pub use attach::version::Version;
 pub use error::{Error, ReadError, Result};

@@ -22,7 +22,8 @@ pub struct ProfileOptions {
     /// Count threads that are not running on a CPU (default false: idle threads, those waiting
     /// on a lock, I/O or a sleep, are left out).
     pub idle: bool,
-    /// Count only the thread holding the GIL (default false).
+    /// Count only the thread holding the GIL (default false). Threads with no GIL state
+    /// ([`ThreadStack::no_gil`]: a free-threaded build) all count.
     pub gil_only: bool,
     /// The mean time between samples (default 10 ms), to turn counts into time.
     pub period: Duration,
@@ -77,7 +78,7 @@ impl ProfileOptions {
     pub fn counts(&self, thread: &ThreadStack) -> bool {
         !thread.frames.is_empty()
             && (self.idle || thread.active)
-            && (!self.gil_only || thread.owns_gil)
+            && (!self.gil_only || thread.owns_gil || thread.no_gil)
     }
 }
 

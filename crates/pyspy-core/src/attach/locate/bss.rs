@@ -13,7 +13,7 @@ use super::walks;
 use crate::walk::Interpreter;
 use crate::attach::binary::Binary;
 use crate::error::{Error, Result};
-use crate::attach::layout::{self, Layout};
+use crate::attach::layout::{self, Layout, LayoutSource};
 use crate::memory::{field_u64, offset, Memory, MemoryExt};
 use crate::attach::process::{MemoryMap, ProcessInfo};
 
@@ -87,6 +87,7 @@ pub fn locate<M: Memory>(
                 let interp = Interpreter {
                     version,
                     layout,
+                    layout_source: LayoutSource::Table,
                     runtime,
                     interp_head: word,
                     tstate_current: None,
