@@ -314,7 +314,7 @@ pub enum DebugOffsetsError {
          lacks what pyspy needs: {}",
         format.0,
         format.1,
-        problems.join("; ")
+        shown(problems)
     )]
     Unusable {
         version: Version,
@@ -339,6 +339,17 @@ impl DebugOffsetsError {
             _ => None,
         }
     }
+}
+
+/// Problems shown in a message: the first few, then how many more (a block in another format
+/// can have dozens).
+fn shown(problems: &[String]) -> String {
+    const SHOWN: usize = 6;
+    let mut text = problems[..problems.len().min(SHOWN)].join("; ");
+    if problems.len() > SHOWN {
+        text.push_str(&format!("; and {} more", problems.len() - SHOWN));
+    }
+    text
 }
 
 /// A parsed block: the version it names and the layout to walk the target with.
