@@ -9,17 +9,20 @@
 //! - `install --prefix DIR [--profile P]`: build libpyspy and install lib, header and pyspy.pc.
 //! - `capture-corpus --pid PID [--out DIR] [--label NAME]`: fuzz seed inputs from the memory a
 //!   real sample of a live Python process reads (see `corpus.rs`).
+//! - `synthetic-corpus [--out DIR]`: fuzz seed inputs for the free-threaded builds, from memory
+//!   laid out from their generated layouts (see `synthetic.rs`).
 
 mod corpus;
 mod header;
 mod install;
 mod layouts;
 mod probe;
+mod synthetic;
 mod table;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask layouts [--check] | header [--check] | install --prefix DIR [--profile P] | capture-corpus --pid PID [--out DIR] [--label NAME]";
+const USAGE: &str = "usage: cargo xtask layouts [--check] | header [--check] | install --prefix DIR [--profile P] | capture-corpus --pid PID [--out DIR] [--label NAME] | synthetic-corpus [--out DIR]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
         ["header", "--check"] => header::run(true),
         ["install", rest @ ..] => install::main(rest),
         ["capture-corpus", rest @ ..] => corpus::main(rest),
+        ["synthetic-corpus", rest @ ..] => synthetic::main(rest),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
