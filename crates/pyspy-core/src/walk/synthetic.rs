@@ -117,6 +117,8 @@ pub struct Synthetic {
     pub interp: Interpreter,
     /// Each thread state's address, in spec order.
     pub tstates: Vec<u64>,
+    /// The addresses the image covers (one region).
+    pub range: std::ops::Range<u64>,
 }
 
 /// A bump allocator over one byte vector mapped at [`BASE`].
@@ -238,7 +240,9 @@ pub fn build(layout: &Layout, spec: &Spec) -> Synthetic {
 
     let mut image = MemoryImage::new();
     image.add(BASE, &b.a.bytes);
+    let range = BASE..BASE + b.a.bytes.len() as u64;
     Synthetic {
+        range,
         image,
         interp: Interpreter {
             version: spec.version,
