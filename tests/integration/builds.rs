@@ -86,9 +86,12 @@ fn dump_json(pid: i32, extra: &[&str]) -> Result<Value, String> {
     serde_json::from_slice(&out.stdout).map_err(|e| format!("not JSON: {e}"))
 }
 
+/// A frame as two runs compare it: (qualname or function, file name, line).
+type FrameFacts = (String, String, i64);
+
 /// Every thread's (name, frames) with the staging directory taken out of file names, sorted:
 /// what two runs of the scenarios must have in common.
-fn stacks(dump: &Value, staged_dir: &str) -> Vec<(String, Vec<(String, String, i64)>)> {
+fn stacks(dump: &Value, staged_dir: &str) -> Vec<(String, Vec<FrameFacts>)> {
     let mut out: Vec<_> = dump["threads"]
         .as_array()
         .into_iter()
