@@ -2,7 +2,7 @@
 //! with the cookie `xdebugpy`, so a scan of the binary's writable mappings finds `_PyRuntime`
 //! without any symbol.
 
-use super::{newer_layout_does_not_walk, walks};
+use super::{check_newer_layout, walks};
 use crate::attach::layout::LayoutSource;
 use crate::walk::Interpreter;
 use crate::attach::binary::Binary;
@@ -57,11 +57,13 @@ pub fn locate<M: Memory>(
                 interp_head,
                 tstate_current: None,
             };
-            if walks(mem, &interp) {
+            if matches!(parsed.source, LayoutSource::DebugOffsets { .. }) {
+                // A newer version's layout walks, or the attach fails saying why.
+                check_newer_layout(mem, process.pid, &interp)?;
                 return Ok(Some(interp));
             }
-            if matches!(parsed.source, LayoutSource::DebugOffsets { .. }) {
-                return Err(newer_layout_does_not_walk(process.pid, &interp));
+            if walks(mem, &interp) {
+                return Ok(Some(interp));
             }
         }
     }

@@ -293,22 +293,32 @@ pub(crate) fn layout_for<M: Memory>(
     Ok((version, *layout, LayoutSource::Table))
 }
 
-/// The error for a layout made from the debug offsets of a version newer than every table
-/// (see [`debug_offsets`]) with which the interpreter does not walk: the block's format has
-/// changed in a way its sanity checks did not catch.
-pub(crate) fn newer_layout_does_not_walk(pid: i32, interp: &Interpreter) -> Error {
-    let format = match interp.layout_source {
-        LayoutSource::DebugOffsets { format } => format!("{}.{}", format.0, format.1),
-        _ => "newest known".into(),
+/// A layout made from the debug offsets of a version newer than every table (see
+/// [`debug_offsets`]) is trusted only once the interpreter walks with it: otherwise the block's
+/// format changed in a way its sanity checks did not catch, and the version is unsupported.
+/// An interpreter with no thread yet (starting up) cannot tell: not initialised.
+pub(crate) fn check_newer_layout<M: Memory>(mem: &M, pid: i32, interp: &Interpreter) -> Result<()> {
+    let LayoutSource::DebugOffsets { format } = interp.layout_source else {
+        return Ok(());
     };
-    Error::UnsupportedVersion {
+    if walks(mem, interp) {
+        return Ok(());
+    }
+    let no_threads = Walker::new(&interp.layout)
+        .threads(mem, interp)
+        .is_ok_and(|t| t.is_empty());
+    if no_threads {
+        return Err(Error::NotInitialised { pid });
+    }
+    Err(Error::UnsupportedVersion {
         pid,
         version: interp.version.to_string(),
         hint: format!(
-            " and the layout read from this build's _Py_DebugOffsets (in the {format} format) \
-             does not lead to its threads and frames: a newer pyspy is needed"
+            " and the layout read from this build's _Py_DebugOffsets (in the {}.{} format) \
+             does not lead to its threads and frames: a newer pyspy is needed",
+            format.0, format.1
         ),
-    }
+    })
 }
 
 /// Whether a full walk of the interpreter succeeds: every thread state points back to its

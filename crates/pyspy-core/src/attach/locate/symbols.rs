@@ -1,7 +1,6 @@
 //! Locating by ELF symbols: `_PyRuntime` (3.7+) or `interp_head` (≤3.6).
 
-use super::{detect_version, layout_for, newer_layout_does_not_walk, walks};
-use crate::attach::layout::LayoutSource;
+use super::{check_newer_layout, detect_version, layout_for};
 use crate::walk::Interpreter;
 use crate::attach::binary::Binary;
 use crate::error::{Error, Result};
@@ -38,9 +37,6 @@ pub fn locate<M: Memory>(mem: &M, pid: i32, binary: &Binary) -> Result<Option<In
         interp_head,
         tstate_current: binary.symbol("_PyThreadState_Current"),
     };
-    // A layout pyspy built from a newer version's debug offsets is trusted only once it walks.
-    if matches!(layout_source, LayoutSource::DebugOffsets { .. }) && !walks(mem, &interp) {
-        return Err(newer_layout_does_not_walk(pid, &interp));
-    }
+    check_newer_layout(mem, pid, &interp)?;
     Ok(Some(interp))
 }
