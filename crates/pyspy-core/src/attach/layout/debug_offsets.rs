@@ -126,6 +126,13 @@ macro_rules! field_access {
                 }
             }
 
+            /// Removes an optional field from `layout` (required ones are left as they are).
+            fn clear(self, layout: &mut Layout) {
+                match self {
+                    $(Field::$variant => field_access!(@clear $kind layout.$field),)*
+                }
+            }
+
             /// The alignment the value must have (the C member's type's).
             fn align(self) -> u64 {
                 match self {
@@ -138,6 +145,8 @@ macro_rules! field_access {
     (@get opt $e:expr) => { $e };
     (@set req $e:expr, $v:expr) => { $e = $v };
     (@set opt $e:expr, $v:expr) => { $e = Some($v) };
+    (@clear req $e:expr) => { () };
+    (@clear opt $e:expr) => { $e = None };
 }
 
 field_access! {
@@ -194,6 +203,20 @@ field_access! {
     DictValues => opt dict_values 8,
     LongTag => opt long_tag 8,
     LongDigits => req long_digits 4,
+}
+
+impl Field {
+    /// Fields a newer version's block may lack without being refused: without them pyspy
+    /// reports no GIL state (`ThreadStack::no_gil`) or no interpreter id.
+    fn optional_in_newer(self) -> bool {
+        matches!(
+            self,
+            Field::InterpGilLocked
+                | Field::InterpGilLastHolder
+                | Field::InterpGilEnabled
+                | Field::InterpId
+        )
+    }
 }
 
 /// Where one value sits in a `_Py_DebugOffsets` block.
@@ -532,6 +555,7 @@ fn parse_newer(block: &[u8], h: &Header) -> Result<Parsed, DebugOffsetsError> {
             problems.push(p);
         }
     };
+    let mut lacking: Vec<Field> = Vec::new();
     let plausible_size = |v: u64| v != 0 && v < MAX_STRUCT_SIZE && v % 8 == 0;
     // (structure size position, offset, path) of every offset taken, for the overlap check.
     let mut taken: Vec<(u32, u64, &'static str)> = Vec::new();
@@ -565,6 +589,7 @@ fn parse_newer(block: &[u8], h: &Header) -> Result<Parsed, DebugOffsetsError> {
                 "{} lies in a structure whose size ({size}) is not plausible",
                 f.path
             )),
+            _ if raw == 0 && !zero_ok && f.field.optional_in_newer() => lacking.push(f.field),
             _ if raw == 0 && !zero_ok => problem(format!("{} is 0 (missing)", f.path)),
             Some(v) if v < size && v % f.field.align() == 0 => {
                 if let Some((_, _, other)) =
@@ -594,6 +619,14 @@ fn parse_newer(block: &[u8], h: &Header) -> Result<Parsed, DebugOffsetsError> {
             format,
             problems,
         });
+    }
+    // The GIL is read only where the block says where all of it is.
+    let gil = [Field::InterpGilLocked, Field::InterpGilLastHolder];
+    if lacking.iter().any(|f| gil.contains(f)) {
+        lacking.extend(gil);
+    }
+    for field in lacking {
+        field.clear(&mut layout);
     }
     Ok(Parsed {
         version,
@@ -962,6 +995,25 @@ mod tests {
         let block = newer(f.version.1 + 1, false);
         assert_eq!(u64_at(&block, field(f, Field::IframeExecutable).at), Some(0));
         assert!(parse(&block).is_ok());
+    }
+
+    #[test]
+    fn a_newer_block_that_does_not_say_where_the_gil_is_leaves_it_unknown() {
+        let f = newest_format().unwrap();
+        let mut block = newer(f.version.1 + 1, false);
+        put(&mut block, field(f, Field::InterpGilLocked).at, 0);
+        let layout = parse(&block).unwrap().layout;
+        assert_eq!(
+            (layout.interp_gil_locked, layout.interp_gil_last_holder),
+            (None, None)
+        );
+        let mut block = newer(f.version.1 + 1, false);
+        put(&mut block, field(f, Field::InterpId).at, 0);
+        assert_eq!(parse(&block).unwrap().layout.interp_id, None);
+        // Not for the thread list: that is needed.
+        let mut block = newer(f.version.1 + 1, false);
+        put(&mut block, field(f, Field::InterpThreadsHead).at, 0);
+        assert!(unusable(&block).join("").contains("interpreter_state.threads_head is 0"));
     }
 
     #[test]
