@@ -251,6 +251,32 @@ fn a_newer_block_without_what_the_walker_needs_is_refused_naming_it() {
 }
 
 #[test]
+fn a_newer_block_that_does_not_say_where_the_gil_is_still_gives_the_stacks() {
+    let _ = pyspy();
+    let format = debug_offsets::format_for((3, 15)).expect("the 3.15 format");
+    let locked = format
+        .fields
+        .iter()
+        .find(|f| f.field == Field::InterpGilLocked)
+        .map(|f| f.at)
+        .expect("gil_runtime_state_locked");
+    let interp = newest_format_interpreters().remove(0);
+    let label = &interp.label;
+    let target = spawn_claiming(&interp, Some(hex(3, 16, 0)), &[(locked, 0)]);
+    let dump = dump_json(target.pid(), &["--locate", "symbols"])
+        .unwrap_or_else(|e| panic!("[{label}] {e}"));
+    assert_eq!(dump["layout"], "debug-offsets", "[{label}]");
+    if let Err(report) = compare_stacks(&target.truth, &dump, true) {
+        panic!("[{label}] stacks differ from the truth:\n{report}");
+    }
+    let threads = dump["threads"].as_array().expect("threads");
+    assert!(
+        threads.iter().all(|t| t["owns_gil"].is_null()),
+        "[{label}] the GIL is unknown: owns_gil must be null: {dump}"
+    );
+}
+
+#[test]
 fn an_older_block_claiming_a_newer_version_is_refused_not_misread() {
     let _ = pyspy();
     // A 3.13 or 3.14 block read in the 3.15 format is garbage at the wrong offsets: the sanity
