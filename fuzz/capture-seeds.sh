@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Regenerates the committed seed corpus (fuzz/seeds/) from real interpreters: runs
 # tests/targets/fuzz_seed.py under every pyenv Python and the sid chroot's 3.14/3.15, and
-# captures one sample of each with `cargo xtask capture-corpus`. Needs ptrace rights (root).
+# captures one sample of each with `cargo xtask capture-corpus`; then lays out the
+# free-threaded builds' seeds, which no interpreter here runs, with `cargo xtask
+# synthetic-corpus`. Needs ptrace rights (root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -119,4 +121,7 @@ for label, kernel_style in (("gcore-static", False), ("kernel-style-static", Tru
     open(f"{sys.argv[2]}/{label}", "wb").write(bytes(ehdr) + b"".join(headers) + body)
 PY
 
+
+# Free-threaded 3.13t-3.15t (and a newer version's block): synthetic memory from the layouts.
+"$xtask" synthetic-corpus >/dev/null
 du -sh fuzz/seeds/*

@@ -937,6 +937,13 @@ const char *pyspy_thread_name(const struct pyspy_thread *thread);
 bool pyspy_thread_owns_gil(const struct pyspy_thread *thread);
 
 /**
+ * Whether there is no GIL state to report for the thread (false for NULL): its interpreter is
+ * a free-threaded build running without the GIL (3.13t+), or pyspy cannot see where the GIL
+ * is. `pyspy_thread_owns_gil` is then false and means nothing.
+ */
+bool pyspy_thread_no_gil(const struct pyspy_thread *thread);
+
+/**
  * Whether the OS thread was running on a CPU at the time of the sample, rather than sleeping
  * or waiting on a lock or I/O (false for NULL, and false when it is not known: see
  * `pyspy_thread_activity`).

@@ -2,13 +2,16 @@
 # Provision what pyspy's tests need beyond Rust, gcc and the pyenv interpreters:
 #   - host Debian packages (HOST_PACKAGES below: python3.11; debootstrap when a chroot must be made),
 #   - a Debian unstable chroot with python3.14 and python3.15 at $PYSPY_SID_ROOT
-#     (default /var/cache/pyspy/sid); the tests run `chroot ROOT /usr/bin/python3.X`.
+#     (default /var/cache/pyspy/sid); the tests run `chroot ROOT /usr/bin/python3.X`;
+#   - in that chroot, Debian's debug builds python3.13-dbg, python3.14-dbg, python3.15-dbg
+#     (`/usr/bin/python3.Xd`) and, with them, Debian's python3.13 release build.
 #
 # Usage: scripts/provision.sh [--dev-headers]
 #   --dev-headers   also install libpython3.14-dev and libpython3.15-dev inside the chroot
 #                   (needed by the layout xtask, not by the tests).
 #
-# Idempotent and cached: a complete chroot is left alone. The chroot is built in a temporary
+# Idempotent and cached: a complete chroot is left alone (missing extras are added, never
+# upgrading what is installed). The chroot is built in a temporary
 # directory next to ROOT and renamed into place only when complete, so a half-made chroot never
 # looks complete. Nothing is mounted (the tests run the chroot without /proc).
 # Needs root (debootstrap and chroot do). Concurrent runs serialise on ROOT.lock.
@@ -27,6 +30,11 @@ set -euo pipefail
 HOST_PACKAGES=(python3.11 golang-go tmux valgrind pkg-config libclang-dev zsh fish gdb)
 
 CHROOT_PYTHONS=(python3.14 python3.15)
+# Installed into the chroot after it is made (and added to an older chroot): Py_DEBUG builds
+# tested as "3.13-dbg", "3.14-dbg", "3.15-dbg"; python3.13-dbg brings Debian's python3.13 too,
+# tested as "3.13-debian". Never upgrades what is installed (see chroot_install).
+CHROOT_EXTRA_PACKAGES=(python3.13-dbg python3.14-dbg python3.15-dbg)
+CHROOT_EXTRA_PYTHONS=(python3.13 python3.13d python3.14d python3.15d)
 DEV_PACKAGES=(libpython3.14-dev libpython3.15-dev)
 SUITE=sid
 
@@ -39,7 +47,7 @@ die() { printf 'provision: error: %s\n' "$*" >&2; exit 1; }
 for arg in "$@"; do
   case "$arg" in
     --dev-headers) DEV_HEADERS=1 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $arg (see --help)" ;;
   esac
 done
@@ -90,6 +98,41 @@ missing_host_packages() {
   done
 }
 
+missing_chroot_packages() {
+  local p
+  for p in "$@"; do
+    chroot "$ROOT" dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
+      || printf '%s\n' "$p"
+  done
+}
+
+CHROOT_APT_UPDATED=0
+chroot_install() {
+  # chroot_install PKG...: install packages in the chroot, refusing to upgrade or remove any
+  # package already installed there (other test runs use the chroot's interpreters right now;
+  # a moved mirror would replace them under those runs). apt inside a chroot without /proc
+  # works for plain package installs; nothing is mounted.
+  if [[ $CHROOT_APT_UPDATED -eq 0 ]]; then
+    apt_update chroot "$ROOT" /usr/bin/env DEBIAN_FRONTEND=noninteractive \
+      || die "apt-get update in the chroot failed"
+    CHROOT_APT_UPDATED=1
+  fi
+  local plan changes
+  plan=$(chroot "$ROOT" /usr/bin/env DEBIAN_FRONTEND=noninteractive \
+    apt-get -s install -y --no-install-recommends "$@" 2>&1) \
+    || { printf '%s\n' "$plan" >&2; die "apt-get cannot install $* in the chroot"; }
+  # `Inst pkg [old] (new ...)` is an upgrade of an installed package; `Remv` a removal.
+  changes=$(grep -E '^(Inst [^ ]+ \[|Remv )' <<<"$plan" || true)
+  if [[ -n "$changes" ]]; then
+    printf '%s\n' "$changes" >&2
+    die "installing $* would change packages already installed in $ROOT (above): the mirror has moved on since the chroot was made; not touching it. Remove $ROOT and rerun to make a fresh, consistent chroot"
+  fi
+  log "installing $* in the chroot"
+  chroot "$ROOT" /usr/bin/env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "$@" >&2 \
+    || die "installing $* in the chroot failed"
+}
+
 chroot_complete() {
   local py
   for py in "${CHROOT_PYTHONS[@]}"; do
@@ -100,7 +143,7 @@ chroot_complete() {
 check_chroot_pythons() {
   # Every interpreter must run in the chroot without /proc mounted (that is how tests run it).
   local py out
-  for py in "${CHROOT_PYTHONS[@]}"; do
+  for py in "${CHROOT_PYTHONS[@]}" "${CHROOT_EXTRA_PYTHONS[@]}"; do
     out=$(chroot "$ROOT" "/usr/bin/$py" -c 'import sys, threading; print(sys.version.split()[0])' 2>&1) \
       || die "$ROOT/usr/bin/$py does not run in the chroot: $out"
     printf '%s\t%s (chroot %s)\n' "$py" "$out" "$ROOT"
@@ -147,21 +190,22 @@ else
   log "chroot ready at $ROOT"
 fi
 
-# 3. Optional development headers inside the chroot (for the layout xtask).
+# 3. Debug builds (and Debian's 3.13) inside the chroot, for the tests.
+mapfile -t need < <(missing_chroot_packages "${CHROOT_EXTRA_PACKAGES[@]}")
+if [[ ${#need[@]} -gt 0 ]]; then
+  chroot_install "${need[@]}"
+else
+  log "debug builds already installed in the chroot"
+fi
+for py in "${CHROOT_EXTRA_PYTHONS[@]}"; do
+  [[ -x "$ROOT/usr/bin/$py" ]] || die "$ROOT/usr/bin/$py is missing after installing ${CHROOT_EXTRA_PACKAGES[*]}"
+done
+
+# 4. Optional development headers inside the chroot (for the layout xtask).
 if [[ $DEV_HEADERS -eq 1 ]]; then
-  need=()
-  for p in "${DEV_PACKAGES[@]}"; do
-    chroot "$ROOT" dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
-      || need+=("$p")
-  done
+  mapfile -t need < <(missing_chroot_packages "${DEV_PACKAGES[@]}")
   if [[ ${#need[@]} -gt 0 ]]; then
-    log "installing ${need[*]} in the chroot"
-    # apt inside a chroot without /proc works for plain package installs; nothing is mounted.
-    apt_update chroot "$ROOT" /usr/bin/env DEBIAN_FRONTEND=noninteractive \
-      || die "apt-get update in the chroot failed"
-    chroot "$ROOT" /usr/bin/env DEBIAN_FRONTEND=noninteractive \
-      apt-get install -y -qq --no-install-recommends "${need[@]}" >&2 \
-      || die "installing ${need[*]} in the chroot failed"
+    chroot_install "${need[@]}"
   else
     log "dev headers already installed in the chroot"
   fi

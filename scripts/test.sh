@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-step "provision (Debian chroot with 3.14/3.15 and their headers, host packages)"
+step "provision (Debian chroot with 3.14/3.15 and their headers, 3.13 and the -dbg builds, host packages)"
 scripts/provision.sh --dev-headers
 step "format and lints"
 cargo fmt --all --check

@@ -287,6 +287,9 @@ type Thread struct {
 	Name string
 	// OwnsGIL says whether the thread held the GIL at the time of the snapshot.
 	OwnsGIL bool
+	// NoGIL says there is no GIL state for the thread (a free-threaded build running
+	// without the GIL, or pyspy cannot see it); OwnsGIL is then false and means nothing.
+	NoGIL bool
 	// Active says whether the OS thread was running on a CPU (false when not known).
 	Active bool
 	// ActiveKnown says whether Active is known: false for a core file (OpenCore), which does
@@ -325,6 +328,7 @@ func convertSnapshot(snap *C.pyspy_snapshot) *Snapshot {
 			ID:            uint64(C.pyspy_thread_id(t)),
 			Name:          goStringOrEmpty(C.pyspy_thread_name(t)),
 			OwnsGIL:       bool(C.pyspy_thread_owns_gil(t)),
+			NoGIL:         bool(C.pyspy_thread_no_gil(t)),
 			CPUTime:       -1,
 			InterpreterID: -1,
 		}

@@ -14,7 +14,7 @@ use pyspy_core::attach::binary::{find_version_string, version_from_file_name, Bi
 use pyspy_core::attach::layout::{debug_offsets, generated, FrameModel, Layout, LineTableFormat};
 use pyspy_core::attach::process::{parse_maps, ThreadStat};
 use pyspy_core::memory::core::{CoreMemory, Resolver};
-use pyspy_core::memory::{Memory, MemoryExt, RecordedImage};
+use pyspy_core::memory::{Anchors, Memory, MemoryExt, RecordedImage};
 use pyspy_core::walk::linetable::{line_for_offset, line_ranges, LineRange};
 use pyspy_core::walk::names::{NameKey, ThreadNames};
 use pyspy_core::walk::strings::{read_bytes, read_str};
@@ -40,9 +40,11 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("core", core_file),
 ];
 
-/// The layout of the image's recorded version if it belongs to the family, else one of the
-/// family's chosen by the minor number (so mutated headers still pick a layout).
-fn pick_layout(version: (u8, u8), family: impl Fn(&Layout) -> bool) -> Option<&'static Layout> {
+/// The layout of the image's recorded version and build (the anchor's major number carries
+/// the free-threaded flag) if it belongs to the family, else one of the family's chosen by the
+/// minor number (so mutated headers still pick a layout).
+fn pick_layout(anchors: Anchors, family: impl Fn(&Layout) -> bool) -> Option<&'static Layout> {
+    let (version, free_threaded) = anchors.build();
     let layouts: Vec<&'static Layout> = generated::ALL
         .iter()
         .copied()
@@ -56,7 +58,7 @@ fn pick_layout(version: (u8, u8), family: impl Fn(&Layout) -> bool) -> Option<&'
         layouts
             .iter()
             .copied()
-            .find(|l| l.version == version)
+            .find(|l| l.version == version && l.free_threaded == free_threaded)
             .unwrap_or(by_minor),
     )
 }
@@ -64,7 +66,7 @@ fn pick_layout(version: (u8, u8), family: impl Fn(&Layout) -> bool) -> Option<&'
 /// The located interpreter an image describes, with a layout of the family.
 fn interpreter(image: &RecordedImage, family: impl Fn(&Layout) -> bool) -> Option<Interpreter> {
     let a = image.anchors;
-    let layout = pick_layout(a.version, family)?;
+    let layout = pick_layout(a, family)?;
     let nonzero = |v: u64| (v != 0).then_some(v);
     Some(Interpreter {
         version: Version {
@@ -75,6 +77,7 @@ fn interpreter(image: &RecordedImage, family: impl Fn(&Layout) -> bool) -> Optio
             serial: 0,
         },
         layout: *layout,
+        layout_source: pyspy_core::LayoutSource::Table,
         runtime: nonzero(a.runtime),
         interp_head: a.interp_head,
         tstate_current: nonzero(a.tstate_current),
@@ -122,12 +125,14 @@ fn walk(data: &[u8], family: impl Fn(&Layout) -> bool) {
 }
 
 /// For checking captured seeds: samples a walker image once with the layout of its own
-/// version and returns (threads, frames).
+/// version and build and returns (threads, frames).
 pub fn sample_image(data: &[u8]) -> Result<(usize, usize), String> {
     let image = RecordedImage::decode(data);
-    let version = image.anchors.version;
-    let interp = interpreter(&image, |l| l.version == version)
-        .ok_or_else(|| format!("no layout for {version:?}"))?;
+    let (version, free_threaded) = image.anchors.build();
+    let interp = interpreter(&image, |l| {
+        l.version == version && l.free_threaded == free_threaded
+    })
+    .ok_or_else(|| format!("no layout for {version:?} (free-threaded: {free_threaded})"))?;
     let threads = Walker::new(&interp.layout)
         .walk(&image, &interp)
         .map_err(|e| e.to_string())?;
@@ -148,7 +153,8 @@ pub fn walk_iframe_311(data: &[u8]) {
 }
 
 /// The `_PyInterpreterFrame` walker with 3.13+ layouts (`f_executable` of any type, tagged
-/// from 3.14).
+/// from 3.14), default and free-threaded builds (the seeds of the latter are synthetic:
+/// `cargo xtask synthetic-corpus`).
 pub fn walk_iframe_313(data: &[u8]) {
     walk(data, |l| {
         l.frames == FrameModel::InterpreterFrame && l.version >= (3, 13)
@@ -215,7 +221,7 @@ pub fn linetable(data: &[u8]) {
 pub fn strings(data: &[u8]) {
     let image = RecordedImage::decode(data);
     let a = image.anchors;
-    let Some(layout) = pick_layout(a.version, |_| true) else {
+    let Some(layout) = pick_layout(a, |_| true) else {
         return;
     };
     for addr in [a.interp_head, a.runtime] {

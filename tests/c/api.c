@@ -72,6 +72,7 @@ static void check_null_arguments(void) {
     CHECK(!pyspy_thread_native_id(NULL, &tid) && tid == 42);
     CHECK(pyspy_thread_name(NULL) == NULL);
     CHECK(!pyspy_thread_owns_gil(NULL));
+    CHECK(!pyspy_thread_no_gil(NULL));
     CHECK(!pyspy_thread_active(NULL));
     CHECK(pyspy_thread_frame_count(NULL) == 0);
     CHECK(pyspy_thread_frame(NULL, 0) == NULL);

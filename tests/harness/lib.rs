@@ -5,7 +5,8 @@
 //! Environment knobs:
 //! - `CI`: a missing interpreter is a panic instead of a warning.
 //! - `PYSPY_INTERPRETERS=3.12,3.11-debian`: only test these labels (local runs).
-//! - `PYSPY_SID_ROOT`: the Debian unstable chroot with python3.14/3.15 (default
+//! - `PYSPY_SID_ROOT`: the Debian unstable chroot with python3.14/3.15, Debian's 3.13 and the
+//!   debug builds python3.13d/3.14d/3.15d (default
 //!   `/var/cache/pyspy/sid`, made by `scripts/provision.sh`).
 //! - `PYSPY_BIN`: use this `pyspy` binary instead of building `pyspy-cli`.
 //! - `PYENV_ROOT`: where the pyenv interpreters are (default: `pyenv root`, else `~/.pyenv`).
@@ -61,6 +62,8 @@ pub struct Interpreter {
     pub executable: PathBuf,
     /// The chroot directory the interpreter runs in, if any.
     pub chroot: Option<PathBuf>,
+    /// A `Py_DEBUG` build (Debian's `python3.X-dbg`: `sys.gettotalrefcount` exists).
+    pub debug: bool,
 }
 
 /// pyenv interpreters every test machine must have.
@@ -76,8 +79,18 @@ const PYENV_VERSIONS: &[(u8, u8)] = &[
     (3, 13),
 ];
 
-/// Interpreters from the Debian unstable chroot.
-const CHROOT_VERSIONS: &[(u8, u8)] = &[(3, 14), (3, 15)];
+/// Interpreters from the Debian unstable chroot: (label, version, executable in the chroot,
+/// `Py_DEBUG` build). `scripts/provision.sh` installs every one of them.
+const CHROOT_INTERPRETERS: &[(&str, (u8, u8), &str, bool)] = &[
+    ("3.14", (3, 14), "/usr/bin/python3.14", false),
+    ("3.15", (3, 15), "/usr/bin/python3.15", false),
+    // Debian's release build of 3.13 (stripped, non-PIE), next to pyenv's PIE + libpython one.
+    ("3.13-debian", (3, 13), "/usr/bin/python3.13", false),
+    // Debian's debug builds (`--with-pydebug`: Py_DEBUG, Py_REF_DEBUG; symbols, non-PIE).
+    ("3.13-dbg", (3, 13), "/usr/bin/python3.13d", true),
+    ("3.14-dbg", (3, 14), "/usr/bin/python3.14d", true),
+    ("3.15-dbg", (3, 15), "/usr/bin/python3.15d", true),
+];
 
 /// The Debian unstable chroot holding python3.14 and python3.15.
 pub fn sid_root() -> PathBuf {
@@ -168,12 +181,13 @@ impl Interpreter {
             version,
             executable: dir.join("bin/python"),
             chroot: None,
+            debug: false,
         })
     }
 
-    fn chroot(version: (u8, u8)) -> Result<Self, String> {
+    fn chroot(label: &str, version: (u8, u8), exe: &str, debug: bool) -> Result<Self, String> {
         let root = sid_root();
-        let exe = PathBuf::from(format!("/usr/bin/python{}.{}", version.0, version.1));
+        let exe = PathBuf::from(exe);
         let host_exe = root.join(exe.strip_prefix("/").expect("absolute"));
         if !host_exe.exists() {
             if let Err(e) = provision_once() {
@@ -184,10 +198,11 @@ impl Interpreter {
             }
         }
         Ok(Interpreter {
-            label: format!("{}.{}", version.0, version.1),
+            label: label.to_string(),
             version,
             executable: exe,
             chroot: Some(root),
+            debug,
         })
     }
 
@@ -223,7 +238,7 @@ impl Interpreter {
         }
     }
 
-    /// Checks the interpreter runs and is the version it claims to be.
+    /// Checks the interpreter runs and is the version (and build: debug or not) it claims to be.
     fn check(&self) -> Result<(), String> {
         if !self.host_executable().exists() {
             return Err(format!(
@@ -235,13 +250,19 @@ impl Interpreter {
             .command()
             .args([
                 "-c",
-                "import sys; sys.stdout.write('%d.%d' % sys.version_info[:2])",
+                "import sys; sys.stdout.write('%d.%d%s' % (sys.version_info[:2] + \
+                 ('-dbg' if hasattr(sys, 'gettotalrefcount') else '',)))",
             ])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("cannot run {}: {e}", self.executable.display()))?;
         let got = String::from_utf8_lossy(&out.stdout).into_owned();
-        let want = format!("{}.{}", self.version.0, self.version.1);
+        let want = format!(
+            "{}.{}{}",
+            self.version.0,
+            self.version.1,
+            if self.debug { "-dbg" } else { "" }
+        );
         if !out.status.success() || got != want {
             return Err(format!(
                 "{:?} printed version {got:?} (want {want}), {}: {}",
@@ -391,16 +412,18 @@ fn find_interpreters() -> Vec<Interpreter> {
         version: (3, 11),
         executable: debian,
         chroot: None,
+        debug: false,
     }));
     let wanted: Option<Vec<String>> = std::env::var("PYSPY_INTERPRETERS")
         .ok()
         .filter(|s| !s.trim().is_empty())
         .map(|s| s.split(',').map(|l| l.trim().to_string()).collect());
     let selected = |label: &str| wanted.as_ref().is_none_or(|w| w.iter().any(|l| l == label));
-    for &v in CHROOT_VERSIONS {
-        let label = format!("{}.{}", v.0, v.1);
-        if selected(&label) {
-            candidates.push(Interpreter::chroot(v).map_err(|e| (label, e)));
+    for &(label, version, exe, debug) in CHROOT_INTERPRETERS {
+        if selected(label) {
+            candidates.push(
+                Interpreter::chroot(label, version, exe, debug).map_err(|e| (label.into(), e)),
+            );
         }
     }
 
@@ -434,7 +457,8 @@ fn find_interpreters() -> Vec<Interpreter> {
         }
         msg.push_str(
             "provision them: pyenv install 2.7 3.6 ... 3.13 for the pyenv ones, \
-             and `sudo scripts/provision.sh` for 3.11-debian (Debian's python3.11) and 3.14/3.15 \
+             and `sudo scripts/provision.sh` for 3.11-debian (Debian's python3.11), 3.14/3.15, \
+             3.13-debian and the debug builds 3.13-dbg/3.14-dbg/3.15-dbg \
              (a Debian unstable chroot at $PYSPY_SID_ROOT, default /var/cache/pyspy/sid)",
         );
         if std::env::var_os("CI").is_some() {

@@ -91,6 +91,36 @@ fn walker_seeds_are_real_stacks() {
     }
 }
 
+/// The free-threaded walker seeds are laid out by `cargo xtask synthetic-corpus` (no
+/// free-threaded interpreter runs here): two named threads of three Python frames each, below
+/// a shim that is not code and above an entry frame. Deterministic, so they must sample to
+/// exactly that; regenerate them with `cargo xtask synthetic-corpus` when the walker reads more.
+#[test]
+fn free_threaded_seeds_sample_their_stacks() {
+    let seeds: Vec<PathBuf> = inputs("seeds", "walk_iframe_313")
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with("t-synthetic"))
+        .collect();
+    let names: Vec<String> = seeds
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    assert_eq!(
+        names,
+        ["3.13t-synthetic", "3.14t-synthetic", "3.15t-synthetic"],
+        "run `cargo xtask synthetic-corpus`"
+    );
+    for path in seeds {
+        let data = std::fs::read(&path).expect("read seed");
+        assert_eq!(
+            fuzz_bodies::sample_image(&data),
+            Ok((2, 6)),
+            "{}: regenerate with `cargo xtask synthetic-corpus`",
+            path.display()
+        );
+    }
+}
+
 /// Memory that counts the bytes read through it.
 struct Counting<'a> {
     inner: &'a pyspy_core::memory::MemoryImage,
@@ -164,6 +194,7 @@ fn amplifying_image(
     let interp = pyspy_core::walk::Interpreter {
         version: pyspy_core::Version::parse("3.10.0").unwrap(),
         layout: l,
+        layout_source: pyspy_core::LayoutSource::Table,
         runtime: None,
         interp_head: head,
         tstate_current: None,

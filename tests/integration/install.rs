@@ -350,6 +350,7 @@ fn install_into_venv(
         version: python.version,
         executable: bin.join("python"),
         chroot: None,
+        debug: false,
     };
     dump_matches_truth(&installed, &venv_python)?;
     if let Some(other) = also {

@@ -38,7 +38,10 @@ fn some_interpreters(bands: &[&str]) -> Vec<Interpreter> {
     }
 }
 
-const BANDS: &[&str] = &["3.9", "3.12", "3.13", "3.14"];
+/// Plus Debian's `Py_DEBUG` builds (issue 22: every test runs on them).
+const BANDS: &[&str] = &[
+    "3.9", "3.12", "3.13", "3.14", "3.13-dbg", "3.14-dbg", "3.15-dbg",
+];
 
 /// `pyspy record ARGS -- <interp> demo.py SECONDS`, with the demo staged where the interpreter
 /// sees it. Returns pyspy's output.

@@ -27,10 +27,11 @@ const SAMPLES: usize = 10_000;
 const MAX_ERROR_RATE: f64 = 0.05;
 
 /// Labels of the interpreters stressed: `FrameObject` (2.7, no native thread ids), 3.11/3.12
-/// `_PyInterpreterFrame`, 3.13+ from pyenv, and 3.14 in the sid chroot.
+/// `_PyInterpreterFrame`, 3.13+ from pyenv, 3.14 in the sid chroot, and Debian's `Py_DEBUG`
+/// builds.
 fn stressed() -> Vec<Interpreter> {
-    let wanted =
-        std::env::var("PYSPY_STRESS_INTERPRETERS").unwrap_or_else(|_| "2.7,3.12,3.13,3.14".into());
+    let wanted = std::env::var("PYSPY_STRESS_INTERPRETERS")
+        .unwrap_or_else(|_| "2.7,3.12,3.13,3.14,3.13-dbg,3.14-dbg,3.15-dbg".into());
     let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
     let found: Vec<Interpreter> = interpreters()
         .into_iter()

@@ -134,7 +134,7 @@ fn top_in_tmux() {
         return;
     }
     let all = interpreters();
-    let picked: Vec<&Interpreter> = ["3.12", "3.14"]
+    let picked: Vec<&Interpreter> = ["3.12", "3.14", "3.13-dbg", "3.14-dbg", "3.15-dbg"]
         .iter()
         .filter_map(|l| all.iter().find(|i| i.label == *l))
         .collect();

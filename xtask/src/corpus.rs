@@ -53,13 +53,14 @@ fn capture(pid: i32, out: &Path, label: Option<&str>) -> Result<(), Box<dyn Erro
     let interp = locate(&mem, &info, LocateStrategy::Auto)?.interpreter;
     let layout = interp.layout;
     let (major, minor) = layout.version;
+    let t = if layout.free_threaded { "t" } else { "" };
     let label = match label {
-        Some(l) => format!("{major}.{minor}-{l}"),
-        None => format!("{major}.{minor}"),
+        Some(l) => format!("{major}.{minor}{t}-{l}"),
+        None => format!("{major}.{minor}{t}"),
     };
     let mut written = Vec::new();
     let anchors = |interp_head| Anchors {
-        version: layout.version,
+        version: Anchors::version_of(&layout),
         interp_head,
         runtime: interp.runtime.unwrap_or(0),
         tstate_current: interp.tstate_current.unwrap_or(0),
@@ -142,7 +143,7 @@ fn capture(pid: i32, out: &Path, label: Option<&str>) -> Result<(), Box<dyn Erro
 }
 
 /// The fuzz target that reads walker inputs of a version (see `fuzz/src/lib.rs`).
-fn walk_target(version: (u8, u8)) -> &'static str {
+pub fn walk_target(version: (u8, u8)) -> &'static str {
     match version {
         v if v <= (3, 10) => "walk_frameobject",
         v if v <= (3, 12) => "walk_iframe_311",
@@ -193,7 +194,12 @@ fn code_objects<M: Memory>(mem: &M, interp: &Interpreter) -> Result<Vec<u64>, Bo
 }
 
 /// Writes `DIR/TARGET/NAME` and returns its path.
-fn write(out: &Path, target: &str, name: &str, bytes: &[u8]) -> Result<PathBuf, Box<dyn Error>> {
+pub fn write(
+    out: &Path,
+    target: &str,
+    name: &str,
+    bytes: &[u8],
+) -> Result<PathBuf, Box<dyn Error>> {
     let dir = out.join(target);
     fs::create_dir_all(&dir)?;
     let path = dir.join(name);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::probe::{self, Bindings, Error, Query};
-use crate::table::{self, Minor, Src};
+use crate::table::{self, Build, Src};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -137,8 +137,13 @@ fn generate(scratch: &Path) -> Result<BTreeMap<String, String>, Error> {
     let mut bindings = Vec::new();
     for h in &headers {
         eprintln!(
-            "bindgen: Python {} ({}) from {}",
+            "bindgen: Python {}{} ({}) from {}",
             h.full_version,
+            if h.free_threaded {
+                " free-threaded"
+            } else {
+                ""
+            },
             h.origin,
             h.include.display()
         );
@@ -146,19 +151,19 @@ fn generate(scratch: &Path) -> Result<BTreeMap<String, String>, Error> {
     }
     let mut queries = BTreeSet::new();
     for b in &bindings {
-        for q in queries_for(b.headers.minor) {
+        for q in queries_for(b.build()) {
             queries.insert(Query {
-                minor: b.headers.minor,
+                build: b.build(),
                 src: q,
             });
         }
     }
     eprintln!("measuring {} offsets and sizes", queries.len());
     let values = probe::measure(&bindings, &queries, scratch)?;
-    let get = |v: Minor, src: Src| -> Result<u32, Error> {
+    let get = |b: Build, src: Src| -> Result<u32, Error> {
         let raw = values
-            .get(&Query { minor: v, src })
-            .ok_or_else(|| format!("no value for {src:?} in {v:?}"))?;
+            .get(&Query { build: b, src })
+            .ok_or_else(|| format!("no value for {src:?} in {b}"))?;
         Ok(u32::try_from(*raw)?)
     };
 
@@ -167,7 +172,10 @@ fn generate(scratch: &Path) -> Result<BTreeMap<String, String>, Error> {
     for b in &bindings {
         let text = layout_file(b, &get)?;
         if b.headers.minor >= table::DEBUG_FIRST {
-            max_block = max_block.max(get(b.headers.minor, Src::Size(table::DEBUG_TYPE))?);
+            max_block = max_block.max(get(b.build(), Src::Size(table::DEBUG_TYPE))?);
+        }
+        if b.headers.free_threaded {
+            same_debug_block(b.build(), &get)?;
         }
         files.insert(format!("{}.rs", b.module), rustfmt(&text)?);
     }
@@ -175,28 +183,59 @@ fn generate(scratch: &Path) -> Result<BTreeMap<String, String>, Error> {
     Ok(files)
 }
 
-/// Everything measured for a version.
-fn queries_for(v: Minor) -> Vec<Src> {
+/// Everything measured for a build.
+fn queries_for(b: Build) -> Vec<Src> {
     let mut out = Vec::new();
     for row in table::ROWS {
-        if let Some(src) = table::rule_for(row, v) {
+        if let Some(src) = table::rule_for(row, b) {
             out.push(*src);
         }
     }
     out.push(Src::Size("Py_UNICODE"));
-    if v >= table::DEBUG_FIRST {
-        let ty = table::DEBUG_TYPE;
-        out.push(Src::Size(ty));
-        out.push(Src::Off(ty, table::DEBUG_VERSION));
-        out.push(Src::Off(ty, table::DEBUG_FREE_THREADED));
-        for d in table::DEBUG_ROWS.iter().filter(|d| d.from <= v) {
-            out.push(Src::Off(ty, d.value));
-            if let Some(within) = d.within {
-                out.push(Src::Off(ty, within));
-            }
-        }
+    if b.minor >= table::DEBUG_FIRST {
+        out.extend(debug_queries(b.minor));
     }
     out
+}
+
+/// The positions in `_Py_DebugOffsets` that the generated format of a version names.
+fn debug_queries(v: table::Minor) -> Vec<Src> {
+    let ty = table::DEBUG_TYPE;
+    let mut out = vec![
+        Src::Size(ty),
+        Src::Off(ty, table::DEBUG_VERSION),
+        Src::Off(ty, table::DEBUG_FREE_THREADED),
+    ];
+    for d in table::DEBUG_ROWS.iter().filter(|d| d.from <= v) {
+        out.push(Src::Off(ty, d.value));
+        out.extend(d.within.map(|w| Src::Off(ty, w)));
+        out.extend(d.plus.map(|p| Src::Off(ty, p)));
+    }
+    out
+}
+
+/// The `_Py_DebugOffsets` block has the same shape in a free-threaded build as in the default
+/// one (its struct has no `Py_GIL_DISABLED` member; only the values differ), so one generated
+/// format per version serves both. Checked here rather than assumed.
+fn same_debug_block(
+    ft: Build,
+    get: &dyn Fn(Build, Src) -> Result<u32, Error>,
+) -> Result<(), Error> {
+    if ft.minor < table::DEBUG_FIRST {
+        return Ok(());
+    }
+    let default = Build::new(ft.minor, false);
+    for q in debug_queries(ft.minor) {
+        let (a, b) = (get(default, q)?, get(ft, q)?);
+        if a != b {
+            return Err(format!(
+                "_Py_DebugOffsets differs between {default} and {ft} at {q:?} ({a} vs {b}): \
+                 generate a debug-offsets format per build"
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 fn camel(field: &str) -> String {
@@ -217,11 +256,12 @@ fn opt_str<T: std::fmt::Display>(v: Option<T>) -> String {
 
 fn layout_file(
     b: &Bindings,
-    get: &dyn Fn(Minor, Src) -> Result<u32, Error>,
+    get: &dyn Fn(Build, Src) -> Result<u32, Error>,
 ) -> Result<String, Error> {
     let h = &b.headers;
     let v = h.minor;
-    let facts = table::facts(v);
+    let build = b.build();
+    let facts = table::facts(build);
     let mut s = String::new();
     let defines = if h.defines.is_empty() {
         String::new()
@@ -231,12 +271,18 @@ fn layout_file(
             h.defines.join(" ")
         )
     };
+    let kind = if h.free_threaded {
+        ", as a free-threaded build"
+    } else {
+        ""
+    };
     writeln!(
         s,
-        "//! Generated by `cargo xtask layouts` from the CPython {} headers ({}, `{}`).{defines}\n//! Do not edit.\n",
+        "//! Generated by `cargo xtask layouts` from the CPython {} headers ({}, `{}`){kind}.{defines}\n//! Do not edit.\n",
         h.full_version, h.origin, h.shown_include
     )?;
-    let debug = v >= table::DEBUG_FIRST;
+    // The block's shape is the same in both builds: its format is emitted with the default one.
+    let debug = v >= table::DEBUG_FIRST && !h.free_threaded;
     if debug {
         writeln!(
             s,
@@ -250,7 +296,7 @@ fn layout_file(
 
     let py_unicode_size = match b.macros.get("Py_UNICODE_SIZE") {
         Some(&n) => n as u32,
-        None => get(v, Src::Size("Py_UNICODE"))?,
+        None => get(build, Src::Size("Py_UNICODE"))?,
     };
     let owner_value = |name: &str| b.owners.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
     let owner_not_python = b
@@ -270,9 +316,15 @@ fn layout_file(
     writeln!(s, "    line_table: {},", facts.line_table)?;
     writeln!(s, "    strings: {},", facts.strings)?;
     writeln!(s, "    py_unicode_size: {py_unicode_size},")?;
+    writeln!(s, "    free_threaded: {},", facts.free_threaded)?;
+    writeln!(
+        s,
+        "    unicode_interned_bits: {},",
+        facts.unicode_interned_bits
+    )?;
     for row in table::ROWS {
-        let value = match table::rule_for(row, v) {
-            Some(src) => Some(get(v, *src)?),
+        let value = match table::rule_for(row, build) {
+            Some(src) => Some(get(build, *src)?),
             None if row.optional => None,
             None => return Err(format!("no rule for {} in {v:?}", row.field).into()),
         };
@@ -307,29 +359,36 @@ fn layout_file(
             "pub static DEBUG_OFFSETS: DebugOffsetsFormat = DebugOffsetsFormat {{"
         )?;
         writeln!(s, "    version: ({}, {}),", v.0, v.1)?;
-        writeln!(s, "    block_size: {},", get(v, Src::Size(ty))?)?;
+        writeln!(s, "    block_size: {},", get(build, Src::Size(ty))?)?;
         writeln!(
             s,
             "    version_at: {},",
-            get(v, Src::Off(ty, table::DEBUG_VERSION))?
+            get(build, Src::Off(ty, table::DEBUG_VERSION))?
         )?;
         writeln!(
             s,
             "    free_threaded_at: {},",
-            get(v, Src::Off(ty, table::DEBUG_FREE_THREADED))?
+            get(build, Src::Off(ty, table::DEBUG_FREE_THREADED))?
         )?;
         writeln!(s, "    fields: &[")?;
         for d in table::DEBUG_ROWS.iter().filter(|d| d.from <= v) {
             let field = camel(d.field);
-            let at = get(v, Src::Off(ty, d.value))?;
-            match d.within {
-                Some(w) => writeln!(
-                    s,
-                    "        DebugField::offset(Field::{field}, {at}, {}),",
-                    get(v, Src::Off(ty, w))?
-                )?,
-                None => writeln!(s, "        DebugField::size(Field::{field}, {at}),")?,
+            let at = get(build, Src::Off(ty, d.value))?;
+            let path = d.value;
+            let mut text = match d.within {
+                Some(w) => format!(
+                    "DebugField::offset(Field::{field}, {path:?}, {at}, {})",
+                    get(build, Src::Off(ty, w))?
+                ),
+                None => format!("DebugField::size(Field::{field}, {path:?}, {at})"),
+            };
+            if let Some(p) = d.plus {
+                write!(text, ".plus({})", get(build, Src::Off(ty, p))?)?;
             }
+            if d.free_threaded_only {
+                text.push_str(".free_threaded_only()");
+            }
+            writeln!(s, "        {text},")?;
         }
         writeln!(s, "    ],\n}};")?;
     }
@@ -345,15 +404,17 @@ fn mod_file(bindings: &[Bindings], max_block: u32) -> String {
     for b in bindings {
         writeln!(s, "pub mod {};", b.module).unwrap();
     }
-    s.push_str("\n/// Every known layout, oldest first.\npub static ALL: &[&Layout] = &[");
+    s.push_str(
+        "\n/// Every known layout, oldest first: default builds, then free-threaded ones.\npub static ALL: &[&Layout] = &[",
+    );
     for b in bindings {
         write!(s, "&{}::LAYOUT, ", b.module).unwrap();
     }
-    s.push_str("];\n\n/// Every known `_Py_DebugOffsets` format (3.13+), oldest first.\n");
+    s.push_str("];\n\n/// Every known `_Py_DebugOffsets` format (3.13+), oldest first. A free-threaded build's\n/// block has the same shape as its version's default one (checked when generating).\n");
     s.push_str("pub static DEBUG_OFFSETS: &[&DebugOffsetsFormat] = &[");
     for b in bindings
         .iter()
-        .filter(|b| b.headers.minor >= table::DEBUG_FIRST)
+        .filter(|b| b.headers.minor >= table::DEBUG_FIRST && !b.headers.free_threaded)
     {
         write!(s, "&{}::DEBUG_OFFSETS, ", b.module).unwrap();
     }

@@ -13,6 +13,8 @@
 //!   the tag derived from the glibc symbol versions the release binary needs; see `wheel.rs`).
 //! - `capture-corpus --pid PID [--out DIR] [--label NAME]`: fuzz seed inputs from the memory a
 //!   real sample of a live Python process reads (see `corpus.rs`).
+//! - `synthetic-corpus [--out DIR]`: fuzz seed inputs for the free-threaded builds, from memory
+//!   laid out from their generated layouts (see `synthetic.rs`).
 
 mod corpus;
 mod header;
@@ -20,13 +22,14 @@ mod install;
 mod layouts;
 mod probe;
 mod protos;
+mod synthetic;
 mod table;
 mod wheel;
 mod zip;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask layouts [--check] | header [--check] | protos [--check] | install --prefix DIR [--profile P] | wheel [--out DIR] | capture-corpus --pid PID [--out DIR] [--label NAME]";
+const USAGE: &str = "usage: cargo xtask layouts [--check] | header [--check] | protos [--check] | install --prefix DIR [--profile P] | wheel [--out DIR] | capture-corpus --pid PID [--out DIR] [--label NAME] | synthetic-corpus [--out DIR]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         ["install", rest @ ..] => install::main(rest),
         ["wheel", rest @ ..] => wheel::main(rest),
         ["capture-corpus", rest @ ..] => corpus::main(rest),
+        ["synthetic-corpus", rest @ ..] => synthetic::main(rest),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

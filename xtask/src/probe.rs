@@ -9,14 +9,16 @@ use std::sync::{Arc, Mutex};
 
 use bindgen::callbacks::{EnumVariantValue, IntKind, ParseCallbacks};
 
-use crate::table::{self, Minor, Src};
+use crate::table::{self, Build, Minor, Src};
 
 pub type Error = Box<dyn std::error::Error>;
 
-/// The headers of one interpreter.
+/// The headers of one interpreter, for one build of it.
 #[derive(Debug, Clone)]
 pub struct Headers {
     pub minor: Minor,
+    /// Compiled as a free-threaded build (`-DPy_GIL_DISABLED=1` among `defines`).
+    pub free_threaded: bool,
     /// `PY_VERSION` from `patchlevel.h`, e.g. "3.12.1".
     pub full_version: String,
     /// Where the headers came from, machine-independent ("pyenv 3.12.1", "Debian sid").
@@ -112,8 +114,10 @@ fn core_defines(libdir: &Path, minor: Minor) -> Vec<String> {
         .collect()
 }
 
-/// Finds headers for every version in [`table::VERSIONS`]: pyenv installs first (newest patch
-/// of each minor, free-threaded `t` builds skipped), then the Debian sid chroot.
+/// Finds headers for every build in [`table::builds`]: pyenv installs first (newest patch of
+/// each minor, free-threaded `t` installs skipped), then the Debian sid chroot. A free-threaded
+/// build uses the same headers as the default one, compiled with `-DPy_GIL_DISABLED=1` (what a
+/// `--disable-gil` build's `pyconfig.h` defines; nothing else in the headers differs).
 pub fn discover() -> Result<Vec<Headers>, Error> {
     let mut found: BTreeMap<Minor, Headers> = BTreeMap::new();
     if let Some(root) = pyenv_root() {
@@ -147,6 +151,7 @@ pub fn discover() -> Result<Vec<Headers>, Error> {
                 minor,
                 Headers {
                     minor,
+                    free_threaded: false,
                     full_version,
                     origin: format!("pyenv {name}"),
                     shown_include: format!("$(pyenv root)/versions/{name}/include/{dir_name}"),
@@ -182,6 +187,7 @@ pub fn discover() -> Result<Vec<Headers>, Error> {
             minor,
             Headers {
                 minor,
+                free_threaded: false,
                 full_version,
                 origin: "Debian sid".into(),
                 shown_include: format!("$PYSPY_SID_ROOT/usr/include/{name}"),
@@ -193,10 +199,16 @@ pub fn discover() -> Result<Vec<Headers>, Error> {
     }
     let mut out = Vec::new();
     let mut missing = Vec::new();
-    for &v in table::VERSIONS {
-        match found.remove(&v) {
-            Some(h) => out.push(h),
-            None => missing.push(format!("{}.{}", v.0, v.1)),
+    for b in table::builds() {
+        match found.get(&b.minor) {
+            Some(h) if b.free_threaded => {
+                let mut h = h.clone();
+                h.free_threaded = true;
+                h.defines.push("-DPy_GIL_DISABLED=1".into());
+                out.push(h);
+            }
+            Some(h) => out.push(h.clone()),
+            None => missing.push(b.to_string()),
         }
     }
     if !missing.is_empty() {
@@ -252,7 +264,7 @@ impl ParseCallbacks for Recorder {
     }
 }
 
-/// What bindgen produced for one version.
+/// What bindgen produced for one build.
 pub struct Bindings {
     pub headers: Headers,
     pub module: String,
@@ -261,17 +273,42 @@ pub struct Bindings {
     pub owners: Vec<(String, i64)>,
     /// Integer macros (only `Py_UNICODE_SIZE` is used).
     pub macros: BTreeMap<String, i64>,
+    /// The values of the build's [`Src::Expr`] expressions, as clang evaluated them.
+    pub exprs: BTreeMap<&'static str, i64>,
 }
 
-pub fn module_name(v: Minor) -> String {
-    format!("v{}_{}", v.0, v.1)
+impl Bindings {
+    pub fn build(&self) -> Build {
+        Build::new(self.headers.minor, self.headers.free_threaded)
+    }
 }
 
-/// The C types a version's queries measure.
-fn types_for(v: Minor, debug: bool) -> BTreeSet<&'static str> {
+pub fn module_name(b: Build) -> String {
+    let t = if b.free_threaded { "t" } else { "" };
+    format!("v{}_{}{t}", b.minor.0, b.minor.1)
+}
+
+/// The C integer constant expressions a build's table needs, in row order.
+fn exprs_for(b: Build) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for row in table::ROWS {
+        if let Some(Src::Expr(e)) = table::rule_for(row, b) {
+            if !out.contains(e) {
+                out.push(*e);
+            }
+        }
+    }
+    out
+}
+
+/// The enum whose constants carry the [`Src::Expr`] values through bindgen.
+const EXPR_ENUM: &str = "pyspy_exprs";
+
+/// The C types a build's queries measure.
+fn types_for(b: Build, debug: bool) -> BTreeSet<&'static str> {
     let mut types = BTreeSet::new();
     for row in table::ROWS {
-        match table::rule_for(row, v) {
+        match table::rule_for(row, b) {
             Some(Src::Off(ty, _)) | Some(Src::Size(ty)) => {
                 types.insert(*ty);
             }
@@ -287,6 +324,7 @@ fn types_for(v: Minor, debug: bool) -> BTreeSet<&'static str> {
 
 pub fn run_bindgen(h: &Headers, scratch: &Path) -> Result<Bindings, Error> {
     let v = h.minor;
+    let build = Build::new(v, h.free_threaded);
     let mut wrapper = String::new();
     if table::build_core(v) {
         wrapper.push_str("#define Py_BUILD_CORE 1\n");
@@ -298,12 +336,20 @@ pub fn run_bindgen(h: &Headers, scratch: &Path) -> Result<Bindings, Error> {
     for decl in table::private_decls(v) {
         writeln!(wrapper, "{decl}").unwrap();
     }
+    let exprs = exprs_for(build);
+    if !exprs.is_empty() {
+        write!(wrapper, "enum {EXPR_ENUM} {{").unwrap();
+        for (i, e) in exprs.iter().enumerate() {
+            write!(wrapper, " PYSPY_EXPR_{i} = ({e}),").unwrap();
+        }
+        wrapper.push_str(" };\n");
+    }
     let mut args = h.defines.clone();
     args.push(format!("-I{}", h.include.display()));
     if !h.extra_includes.is_empty() {
         // Make <x86_64-linux-gnu/pythonX.Y/pyconfig.h> resolve inside the chroot without putting
         // the chroot's libc headers on the search path.
-        let shim = scratch.join(format!("shim-{}", module_name(v)));
+        let shim = scratch.join(format!("shim-{}", module_name(build)));
         let dir = shim.join("x86_64-linux-gnu");
         std::fs::create_dir_all(&dir)?;
         for extra in &h.extra_includes {
@@ -326,14 +372,26 @@ pub fn run_bindgen(h: &Headers, scratch: &Path) -> Result<Bindings, Error> {
         .generate_comments(false)
         .use_core()
         .allowlist_type(table::OWNER_ENUM)
+        .allowlist_type(EXPR_ENUM)
         .allowlist_var("Py_UNICODE_SIZE")
         .parse_callbacks(Box::new(Recorder(seen.clone())));
-    for ty in types_for(v, debug) {
+    for ty in types_for(build, debug) {
         builder = builder.allowlist_type(ty);
     }
     let rust = builder
         .generate()
-        .map_err(|e| format!("bindgen failed for {} ({}): {e}", h.full_version, h.origin))?
+        .map_err(|e| {
+            format!(
+                "bindgen failed for {} ({}{}): {e}",
+                h.full_version,
+                h.origin,
+                if h.free_threaded {
+                    ", free-threaded"
+                } else {
+                    ""
+                }
+            )
+        })?
         .to_string();
     let seen = seen.lock().unwrap();
     let mut owners: Vec<(String, i64)> = seen
@@ -344,19 +402,32 @@ pub fn run_bindgen(h: &Headers, scratch: &Path) -> Result<Bindings, Error> {
         .collect();
     owners.sort();
     owners.dedup();
+    let mut values = BTreeMap::new();
+    for (i, e) in exprs.iter().enumerate() {
+        let name = format!("PYSPY_EXPR_{i}");
+        let value = seen
+            .enums
+            .iter()
+            .find(|(en, n, _)| en == EXPR_ENUM && *n == name)
+            .map(|(_, _, val)| *val)
+            .ok_or_else(|| format!("clang did not evaluate `{e}` for {build}"))?;
+        values.insert(*e, value);
+    }
     Ok(Bindings {
         headers: h.clone(),
-        module: module_name(v),
+        module: module_name(build),
         rust,
         owners,
         macros: seen.macros.iter().cloned().collect(),
+        exprs: values,
     })
 }
 
-/// A measurement: `offset_of!(ty, path)` or `size_of::<ty>()` for one version.
+/// A measurement: `offset_of!(ty, path)`, `size_of::<ty>()` or an expression's value for one
+/// build.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Query {
-    pub minor: Minor,
+    pub build: Build,
     pub src: Src,
 }
 
@@ -381,17 +452,35 @@ fn rust_expr(src: &Src) -> String {
         }
         Src::Size(ty) => format!("::core::mem::size_of::<{ty}>()"),
         Src::Unused => "0usize".into(),
+        Src::Expr(_) => unreachable!("expressions are evaluated by clang, not measured"),
     }
 }
 
-/// Compiles all bindings and queries into one program, runs it, and returns each query's value.
+/// Compiles all bindings and queries into one program, runs it, and returns each query's value
+/// (expressions come from what clang evaluated for each build).
 pub fn measure(
     bindings: &[Bindings],
     queries: &BTreeSet<Query>,
     scratch: &Path,
 ) -> Result<BTreeMap<Query, u64>, Error> {
     let mut main = String::from("#![allow(warnings)]\n");
-    let indexed: Vec<&Query> = queries.iter().collect();
+    let mut values = BTreeMap::new();
+    for q in queries {
+        if let Src::Expr(e) = q.src {
+            let b = bindings
+                .iter()
+                .find(|b| b.build() == q.build)
+                .ok_or("no bindings for an expression's build")?;
+            let v = *b.exprs.get(e).ok_or("expression not evaluated")?;
+            let v =
+                u64::try_from(v).map_err(|_| format!("`{e}` is negative ({v}) for {}", q.build))?;
+            values.insert(q.clone(), v);
+        }
+    }
+    let indexed: Vec<&Query> = queries
+        .iter()
+        .filter(|q| !matches!(q.src, Src::Expr(_)))
+        .collect();
     for b in bindings {
         let file = format!("{}_bindings.rs", b.module);
         std::fs::write(scratch.join(&file), &b.rust)?;
@@ -402,7 +491,7 @@ pub fn measure(
         )
         .unwrap();
         for (i, q) in indexed.iter().enumerate() {
-            if q.minor == b.headers.minor {
+            if q.build == b.build() {
                 writeln!(
                     main,
                     "        println!(\"{i} {{}}\", {});",
@@ -440,13 +529,13 @@ pub fn measure(
     if !out.status.success() {
         return Err(format!("{} failed", exe.display()).into());
     }
-    let mut values = BTreeMap::new();
+    let measured = values.len();
     for line in String::from_utf8(out.stdout)?.lines() {
         let (i, val) = line.split_once(' ').ok_or("bad measure output")?;
         let i: usize = i.parse()?;
         values.insert(indexed[i].clone(), val.parse()?);
     }
-    if values.len() != indexed.len() {
+    if values.len() != measured + indexed.len() {
         return Err("measure program did not answer every query".into());
     }
     Ok(values)

@@ -19,6 +19,41 @@ pub const VERSIONS: &[Minor] = &[
     (3, 15),
 ];
 
+/// The versions that also have a free-threaded build (`--disable-gil`, `Py_GIL_DISABLED`, the
+/// `t` ABI flag). Their tables come from the same headers compiled with `-DPy_GIL_DISABLED=1`.
+pub const FREE_THREADED: &[Minor] = &[(3, 13), (3, 14), (3, 15)];
+
+/// One build of a minor version: the default one or the free-threaded one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Build {
+    pub minor: Minor,
+    pub free_threaded: bool,
+}
+
+impl Build {
+    pub const fn new(minor: Minor, free_threaded: bool) -> Build {
+        Build {
+            minor,
+            free_threaded,
+        }
+    }
+}
+
+impl std::fmt::Display for Build {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = if self.free_threaded { "t" } else { "" };
+        write!(f, "{}.{}{t}", self.minor.0, self.minor.1)
+    }
+}
+
+/// Every build pyspy ships a table for: each version's default build, then the free-threaded
+/// ones.
+pub fn builds() -> Vec<Build> {
+    let default = VERSIONS.iter().map(|&v| Build::new(v, false));
+    let ft = FREE_THREADED.iter().map(|&v| Build::new(v, true));
+    default.chain(ft).collect()
+}
+
 const FIRST: Minor = (2, 7);
 const LAST: Minor = (3, 99);
 
@@ -30,6 +65,10 @@ pub enum Src {
     Off(&'static str, &'static str),
     /// `sizeof(type)`.
     Size(&'static str),
+    /// The value of a C integer constant expression (a macro such as `MANAGED_DICT_OFFSET`, or
+    /// CPython's own expression where it has no macro), evaluated by clang. Must not be
+    /// negative.
+    Expr(&'static str),
     /// The field is meaningless for this version and is set to 0 (never read).
     Unused,
 }
@@ -45,13 +84,15 @@ const fn r(from: Minor, to: Minor, src: Src) -> Rule {
     Rule { from, to, src }
 }
 
-use Src::{Off, Size, Unused};
+use Src::{Expr, Off, Size, Unused};
 
 /// One `Layout` field. `optional` fields are `Option<u32>` (None outside every rule's range);
 /// the others are `u32` and must have a rule for every version.
 pub struct Row {
     pub field: &'static str,
     pub optional: bool,
+    /// Only free-threaded builds have the field (`None` in default builds).
+    pub free_threaded_only: bool,
     pub rules: &'static [Rule],
 }
 
@@ -59,6 +100,7 @@ const fn req(field: &'static str, rules: &'static [Rule]) -> Row {
     Row {
         field,
         optional: false,
+        free_threaded_only: false,
         rules,
     }
 }
@@ -67,6 +109,16 @@ const fn opt(field: &'static str, rules: &'static [Rule]) -> Row {
     Row {
         field,
         optional: true,
+        free_threaded_only: false,
+        rules,
+    }
+}
+
+const fn opt_ft(field: &'static str, rules: &'static [Rule]) -> Row {
+    Row {
+        field,
+        optional: true,
+        free_threaded_only: true,
         rules,
     }
 }
@@ -119,6 +171,12 @@ pub const ROWS: &[Row] = &[
     opt(
         "interp_gil_last_holder",
         &[r((3, 12), LAST, Off(INTERP, "_gil.last_holder"))],
+    ),
+    // Free-threaded builds: non-zero while the GIL is enabled (at start-up for a module not
+    // marked free-threading-safe, or with PYTHON_GIL=1).
+    opt_ft(
+        "interp_gil_enabled",
+        &[r((3, 13), LAST, Off(INTERP, "_gil.enabled"))],
     ),
     // PyThreadState
     req("tstate_size", &[r(FIRST, LAST, Size(TSTATE))]),
@@ -184,6 +242,11 @@ pub const ROWS: &[Row] = &[
         "iframe_localsplus",
         &[r((3, 11), LAST, Off(IFRAME, "localsplus"))],
     ),
+    // Free-threaded 3.14+: which thread-local copy of the bytecode the frame runs.
+    opt_ft(
+        "iframe_tlbc_index",
+        &[r((3, 14), LAST, Off(IFRAME, "tlbc_index"))],
+    ),
     // PyCodeObject
     req("code_size", &[r(FIRST, LAST, Size(CODE))]),
     req("code_argcount", &[r(FIRST, LAST, Off(CODE, "co_argcount"))]),
@@ -224,6 +287,17 @@ pub const ROWS: &[Row] = &[
     opt(
         "code_localspluskinds",
         &[r((3, 11), LAST, Off(CODE, "co_localspluskinds"))],
+    ),
+    // Free-threaded 3.14+: `_PyCodeArray *co_tlbc`, the thread-local copies of the bytecode
+    // (`entries[0]` is `co_code_adaptive` itself).
+    opt_ft("code_tlbc", &[r((3, 14), LAST, Off(CODE, "co_tlbc"))]),
+    opt_ft(
+        "codearray_size",
+        &[r((3, 14), LAST, Off("_PyCodeArray", "size"))],
+    ),
+    opt_ft(
+        "codearray_entries",
+        &[r((3, 14), LAST, Off("_PyCodeArray", "entries"))],
     ),
     // PyObject / PyVarObject / PyTypeObject
     req("object_type", &[r(FIRST, LAST, Off("PyObject", "ob_type"))]),
@@ -311,6 +385,17 @@ pub const ROWS: &[Row] = &[
     opt(
         "heaptype_cached_keys",
         &[r((3, 0), LAST, Off("PyHeapTypeObject", "ht_cached_keys"))],
+    ),
+    // `-MANAGED_DICT_OFFSET`: how far before a managed-dict object its dict (3.12: dict or
+    // values) pointer sits: three words, one in free-threaded builds (no GC links there).
+    opt(
+        "managed_dict_before",
+        &[
+            r((3, 11), (3, 11), Expr("-(MANAGED_DICT_OFFSET)")),
+            // 3.12 has no macro: `_PyObject_DictOrValuesPointer` is `((PyDictOrValues *)obj)-3`.
+            r((3, 12), (3, 12), Expr("3 * (int)sizeof(PyDictOrValues)")),
+            r((3, 13), LAST, Expr("-(MANAGED_DICT_OFFSET)")),
+        ],
     ),
     req(
         "module_dict",
@@ -428,11 +513,14 @@ pub const ROWS: &[Row] = &[
 /// The row after which the frame-owner facts are emitted (they sit there in `Layout`).
 pub const OWNER_FACTS_AFTER: &str = "iframe_localsplus";
 
-/// The rule of `row` for version `v`, if any.
-pub fn rule_for(row: &Row, v: Minor) -> Option<&'static Src> {
+/// The rule of `row` for build `b`, if any.
+pub fn rule_for(row: &Row, b: Build) -> Option<&'static Src> {
+    if row.free_threaded_only && !b.free_threaded {
+        return None;
+    }
     row.rules
         .iter()
-        .find(|rule| rule.from <= v && v <= rule.to)
+        .find(|rule| rule.from <= b.minor && b.minor <= rule.to)
         .map(|rule| &rule.src)
 }
 
@@ -447,9 +535,16 @@ pub struct Facts {
     pub executable_any_object: bool,
     /// 3.3–3.11: bit 7 of a `str`'s state is `ready` (legacy `wstr` strings may lack data).
     pub unicode_ready_bit: bool,
+    /// A free-threaded build (`Py_GIL_DISABLED`).
+    pub free_threaded: bool,
+    /// Bits of `interned` at the start of a `str`'s `state` (`kind`, `compact`, `ascii`
+    /// follow): a 2-bit field, or a whole `unsigned char` in free-threaded 3.14+ builds
+    /// (`Include/cpython/unicodeobject.h`). bindgen cannot measure bit-field positions.
+    pub unicode_interned_bits: u8,
 }
 
-pub fn facts(v: Minor) -> Facts {
+pub fn facts(b: Build) -> Facts {
+    let v = b.minor;
     Facts {
         frames: if v <= (3, 10) {
             "FrameModel::FrameObject"
@@ -470,6 +565,12 @@ pub fn facts(v: Minor) -> Facts {
         executable_tagged: v >= (3, 14),
         executable_any_object: v >= (3, 13),
         unicode_ready_bit: v.0 == 3 && v < (3, 12),
+        free_threaded: b.free_threaded,
+        unicode_interned_bits: if b.free_threaded && v >= (3, 14) {
+            8
+        } else {
+            2
+        },
     }
 }
 
@@ -512,6 +613,7 @@ pub fn extra_headers(v: Minor) -> &'static [&'static str] {
             "internal/pycore_frame.h",
             "internal/pycore_moduleobject.h",
             "internal/pycore_dict.h",
+            "internal/pycore_object.h",
         ],
         _ => &[
             "internal/pycore_runtime_structs.h",
@@ -520,6 +622,7 @@ pub fn extra_headers(v: Minor) -> &'static [&'static str] {
             "internal/pycore_debug_offsets.h",
             "internal/pycore_moduleobject.h",
             "internal/pycore_dict.h",
+            "internal/pycore_object.h",
         ],
     }
 }
@@ -558,6 +661,10 @@ pub struct DebugRow {
     pub value: &'static str,
     pub within: Option<&'static str>,
     pub from: Minor,
+    /// The block's value is relative to this other one (which is added).
+    pub plus: Option<&'static str>,
+    /// Only free-threaded builds fill the value (it is 0 in default builds).
+    pub free_threaded_only: bool,
 }
 
 const fn d(field: &'static str, value: &'static str, within: Option<&'static str>) -> DebugRow {
@@ -566,6 +673,20 @@ const fn d(field: &'static str, value: &'static str, within: Option<&'static str
         value,
         within,
         from: (3, 13),
+        plus: None,
+        free_threaded_only: false,
+    }
+}
+
+const fn d_from(
+    from: Minor,
+    field: &'static str,
+    value: &'static str,
+    within: Option<&'static str>,
+) -> DebugRow {
+    DebugRow {
+        from,
+        ..d(field, value, within)
     }
 }
 
@@ -663,11 +784,67 @@ pub const DEBUG_ROWS: &[DebugRow] = &[
         "unicode_object.asciiobject_size",
         None,
     ),
+    d_from(
+        (3, 15),
+        "unicode_compact_size",
+        "unicode_object.compactunicodeobject_size",
+        None,
+    ),
+    // Thread names: instance attributes, dicts, ints.
+    d("dict_keys", "dict_object.ma_keys", Some("dict_object.size")),
+    d(
+        "dict_values",
+        "dict_object.ma_values",
+        Some("dict_object.size"),
+    ),
+    d("long_tag", "long_object.lv_tag", Some("long_object.size")),
+    d(
+        "long_digits",
+        "long_object.ob_digit",
+        Some("long_object.size"),
+    ),
+    d_from(
+        (3, 15),
+        "type_basicsize",
+        "type_object.tp_basicsize",
+        Some("type_object.size"),
+    ),
+    d_from(
+        (3, 15),
+        "type_dictoffset",
+        "type_object.tp_dictoffset",
+        Some("type_object.size"),
+    ),
+    d_from(
+        (3, 15),
+        "heaptype_cached_keys",
+        "heap_type_object.ht_cached_keys",
+        Some("heap_type_object.size"),
+    ),
+    // Free-threaded builds. `gil_runtime_state_enabled` is `offsetof(struct
+    // _gil_runtime_state, enabled)`, relative to the interpreter's `_gil` (and 0, its first
+    // field, in both builds); the others are 0 in default builds.
     DebugRow {
-        field: "unicode_compact_size",
-        value: "unicode_object.compactunicodeobject_size",
-        within: None,
-        from: (3, 15),
+        plus: Some("interpreter_state.gil_runtime_state"),
+        free_threaded_only: true,
+        ..d(
+            "interp_gil_enabled",
+            "interpreter_state.gil_runtime_state_enabled",
+            IS,
+        )
+    },
+    DebugRow {
+        free_threaded_only: true,
+        ..d_from((3, 14), "code_tlbc", "code_object.co_tlbc", CO)
+    },
+    DebugRow {
+        free_threaded_only: true,
+        ..d_from(
+            (3, 14),
+            "iframe_tlbc_index",
+            "interpreter_frame.tlbc_index",
+            IF,
+        )
     },
 ];
 

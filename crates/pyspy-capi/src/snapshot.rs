@@ -51,6 +51,7 @@ pub struct ThreadObject {
     pub native_thread_id: Option<u64>,
     pub name: Option<Arc<CStr>>,
     pub owns_gil: bool,
+    pub no_gil: bool,
     pub active: Option<bool>,
     pub cpu_time_ns: Option<u64>,
     pub interpreter_id: Option<i64>,
@@ -74,6 +75,7 @@ impl SnapshotObject {
                 native_thread_id: t.native_thread_id,
                 name: t.name.as_ref().map(|n| strings.get(n)),
                 owns_gil: t.owns_gil,
+                no_gil: t.no_gil,
                 active: t.active,
                 cpu_time_ns: t
                     .cpu_time
@@ -178,6 +180,17 @@ pub unsafe extern "C" fn pyspy_thread_owns_gil(thread: *const pyspy_thread) -> b
     ffi_boundary!({
         // SAFETY: per the header, thread is NULL or live.
         unsafe { ffi::try_ref(thread) }.is_some_and(|t| t.owns_gil)
+    })
+}
+
+/// Whether there is no GIL state to report for the thread (false for NULL): its interpreter is
+/// a free-threaded build running without the GIL (3.13t+), or pyspy cannot see where the GIL
+/// is. `pyspy_thread_owns_gil` is then false and means nothing.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_thread_no_gil(thread: *const pyspy_thread) -> bool {
+    ffi_boundary!({
+        // SAFETY: per the header, thread is NULL or live.
+        unsafe { ffi::try_ref(thread) }.is_some_and(|t| t.no_gil)
     })
 }
 

@@ -2,8 +2,8 @@
 //! process or of a core file.
 
 use pyspy_core::{
-    AttachOptions, CoreOptions, LocateStrategy, SampleOptions, Session, Signal, Snapshot,
-    ThreadStack,
+    AttachOptions, CoreOptions, LayoutSource, LocateStrategy, SampleOptions, Session, Signal,
+    Snapshot, ThreadStack,
 };
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -85,7 +85,8 @@ fn thread_json(t: &ThreadStack) -> Value {
         "thread_id": t.thread_id,
         "native_thread_id": t.native_thread_id,
         "name": t.name.as_deref(),
-        "owns_gil": t.owns_gil,
+        // null where there is no GIL to hold (a free-threaded build) or pyspy cannot see it.
+        "owns_gil": t.gil(),
         "active": t.active,
         "interp_id": t.interp_id,
         "frames": frames,
@@ -98,6 +99,8 @@ fn to_json(session: &Session, snapshot: &Snapshot) -> Value {
         "python_version": session.version().to_string(),
         "executable": session.executable(),
         "located_by": session.located_by().as_str(),
+        "layout": session.layout_source().as_str(),
+        "free_threaded": session.free_threaded(),
         "threads": snapshot.threads.iter().map(thread_json).collect::<Vec<_>>(),
     });
     if let Some(core) = session.core() {
@@ -156,12 +159,28 @@ fn to_text(session: &Session, snapshot: &Snapshot) -> String {
             let _ = writeln!(out, "Process {}: {}", session.pid(), session.executable());
         }
     }
+    let build = if session.free_threaded() {
+        " free-threaded"
+    } else {
+        ""
+    };
     let _ = writeln!(
         out,
-        "Python v{} ({})",
+        "Python v{}{build} ({})",
         session.version(),
         session.interpreter_binary()
     );
+    if let LayoutSource::DebugOffsets { format } = session.layout_source() {
+        let _ = writeln!(
+            out,
+            "Note: this pyspy has no table for Python {}.{}; its memory layout was read from the \
+             target's _Py_DebugOffsets (in the {}.{} format)",
+            session.version().major,
+            session.version().minor,
+            format.0,
+            format.1
+        );
+    }
     for t in &snapshot.threads {
         let mut state = Vec::new();
         match t.active {

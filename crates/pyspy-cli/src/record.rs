@@ -106,6 +106,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     } = Target::open(&args.target)?;
     let pid = session.pid();
     let version = session.version();
+    let layout_source = session.layout_source();
     let output = args
         .output
         .clone()
@@ -146,6 +147,13 @@ pub fn run(args: &Args) -> Result<(), String> {
             .unwrap_or_default(),
         output.display()
     );
+    if let pyspy_core::LayoutSource::DebugOffsets { format } = layout_source {
+        eprintln!(
+            "pyspy: this pyspy has no table for Python {}.{}: its memory layout was read from \
+             the target's _Py_DebugOffsets (in the {}.{} format)",
+            version.major, version.minor, format.0, format.1
+        );
+    }
     let started = Instant::now();
     let mut last_progress = Instant::now();
     while let Some(sample) = sampler.next() {

@@ -77,6 +77,7 @@ internal_mod!(sample);
 mod snapshot;
 
 pub use attach::layout::supported_versions;
+pub use attach::layout::LayoutSource;
 pub use attach::locate::{LocateStrategy, LocatedBy};
 pub use attach::version::Version;
 pub use error::{Error, ReadError, Result};

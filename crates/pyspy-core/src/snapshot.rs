@@ -24,8 +24,15 @@ pub struct ThreadStack {
     pub native_thread_id: Option<u64>,
     /// `threading.Thread.name`, where known.
     pub name: Option<Arc<str>>,
-    /// Whether this thread holds the GIL at the time of the sample.
+    /// Whether this thread holds the GIL at the time of the sample (`false` when
+    /// [`ThreadStack::no_gil`]).
     pub owns_gil: bool,
+    /// There is no GIL state to report for this thread: its interpreter is a free-threaded
+    /// build running without the GIL (3.13t+), or pyspy cannot see where the GIL is (≤3.6
+    /// found without symbols, a version newer than pyspy whose debug offsets do not say).
+    /// `owns_gil` is then `false` and means nothing: [`ThreadStack::gil`] is `None` and
+    /// `pyspy dump --json` writes `"owns_gil": null`.
+    pub no_gil: bool,
     /// Whether the OS thread is running (not sleeping, waiting on a lock or on I/O), read from
     /// `/proc` before any pause: `Some(true)` running, `Some(false)` not. `None` when it is not
     /// known: [`SampleOptions::active`](crate::SampleOptions) is off, the thread's `/proc`
@@ -44,6 +51,14 @@ pub struct ThreadStack {
     pub interp_id: Option<i64>,
     /// Innermost first.
     pub frames: Vec<Frame>,
+}
+
+impl ThreadStack {
+    /// Whether the thread holds the GIL; `None` where that means nothing (see
+    /// [`ThreadStack::no_gil`]).
+    pub fn gil(&self) -> Option<bool> {
+        (!self.no_gil).then_some(self.owns_gil)
+    }
 }
 
 /// One Python frame.

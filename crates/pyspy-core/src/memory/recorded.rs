@@ -13,7 +13,8 @@
 //!
 //! Format (little-endian): `major u8, minor u8, interp_head u64, runtime u64,
 //! tstate_current u64, region_count u32`, then per region `addr u64, len u32, bytes[len]`, then
-//! the stream.
+//! the stream. The high bit of `major` ([`FREE_THREADED`]) marks the memory of a free-threaded
+//! build (see [`Anchors::version_of`]).
 
 use super::{Memory, ReadError};
 use std::cell::{Cell, RefCell};
@@ -79,16 +80,34 @@ impl<M: Memory> Memory for Recorder<M> {
     }
 }
 
-/// Where a walk starts: what [`crate::attach::locate::Interpreter`] holds besides the layout.
+/// The bit of [`Anchors::version`]'s major number that marks a free-threaded build's memory.
+pub const FREE_THREADED: u8 = 0x80;
+
+/// Where a walk starts: what [`crate::walk::Interpreter`] holds besides the layout.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Anchors {
-    /// (major, minor) of the interpreter.
+    /// (major, minor) of the interpreter; the major number has [`FREE_THREADED`] set for a
+    /// free-threaded build.
     pub version: (u8, u8),
     pub interp_head: u64,
     /// `_PyRuntime`, 0 if none.
     pub runtime: u64,
     /// `_PyThreadState_Current`, 0 if none.
     pub tstate_current: u64,
+}
+
+impl Anchors {
+    /// The `version` anchor of memory laid out as `layout` says.
+    pub fn version_of(layout: &crate::attach::layout::Layout) -> (u8, u8) {
+        let flag = if layout.free_threaded { FREE_THREADED } else { 0 };
+        (layout.version.0 | flag, layout.version.1)
+    }
+
+    /// (major, minor) and whether the memory is a free-threaded build's.
+    pub fn build(&self) -> ((u8, u8), bool) {
+        let (major, minor) = self.version;
+        ((major & !FREE_THREADED, minor), major & FREE_THREADED != 0)
+    }
 }
 
 /// Bytes of the header before the regions.

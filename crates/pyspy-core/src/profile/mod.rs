@@ -30,7 +30,8 @@ pub struct ProfileOptions {
     /// on a lock, I/O or a sleep, are left out, and so are threads whose activity is unknown,
     /// [`ThreadStack::active`] `None`).
     pub idle: bool,
-    /// Count only the thread holding the GIL (default false).
+    /// Count only the thread holding the GIL (default false). Threads with no GIL state
+    /// ([`ThreadStack::no_gil`]: a free-threaded build) all count.
     pub gil_only: bool,
     /// The mean time between samples (default 10 ms), to turn counts into time.
     pub period: Duration,
@@ -85,7 +86,7 @@ impl ProfileOptions {
     pub fn counts(&self, thread: &ThreadStack) -> bool {
         !thread.frames.is_empty()
             && (self.idle || thread.active == Some(true))
-            && (!self.gil_only || thread.owns_gil)
+            && (!self.gil_only || thread.owns_gil || thread.no_gil)
     }
 }
 

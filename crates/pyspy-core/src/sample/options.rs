@@ -41,7 +41,9 @@ pub struct SampleOptions {
     /// Include idle threads (not running on a CPU). Default on; off keeps only active
     /// threads (py-spy's default for `record`; `pyspy record --idle` turns it back on).
     pub idle: bool,
-    /// Keep only the thread holding the GIL (`pyspy record --gil`). Default off.
+    /// Keep only the thread holding the GIL (`pyspy record --gil`). Default off. Threads with
+    /// no GIL state ([`ThreadStack::no_gil`](crate::ThreadStack::no_gil): a free-threaded
+    /// build) are kept.
     pub gil_only: bool,
     /// How long pausing waits for the threads to stop; threads that take longer (a loaded
     /// machine) are read while running. Default 250 ms.

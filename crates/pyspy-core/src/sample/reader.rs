@@ -268,7 +268,8 @@ impl SnapshotReader {
             threads.retain(|t| t.active == Some(true));
         }
         if options.gil_only {
-            threads.retain(|t| t.owns_gil);
+            // Without a GIL (free-threaded) no thread is dropped: any may run Python.
+            threads.retain(|t| t.owns_gil || t.no_gil);
         }
         if !options.active {
             for t in threads.iter_mut() {

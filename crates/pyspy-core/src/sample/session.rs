@@ -1,6 +1,7 @@
 //! Attaching to a live process and sampling it.
 
 use crate::error::{Error, Result};
+use crate::attach::layout::LayoutSource;
 use crate::attach::locate::{locate, Located, LocateStrategy, LocatedBy};
 use crate::memory::core::CoreMemory;
 use crate::memory::{Memory, ProcessMemory, ReadError};
@@ -288,5 +289,17 @@ impl Session {
     /// How the interpreter was found.
     pub fn located_by(&self) -> LocatedBy {
         self.located.located_by
+    }
+
+    /// Where pyspy's knowledge of the interpreter's memory layout came from. For a version
+    /// newer than every table this pyspy ships (3.16+), it is [`LayoutSource::DebugOffsets`]:
+    /// the layout was read from the target's own `_Py_DebugOffsets`.
+    pub fn layout_source(&self) -> LayoutSource {
+        self.located.interpreter.layout_source
+    }
+
+    /// Whether the interpreter is a free-threaded build (3.13t+, `Py_GIL_DISABLED`).
+    pub fn free_threaded(&self) -> bool {
+        self.located.interpreter.layout.free_threaded
     }
 }

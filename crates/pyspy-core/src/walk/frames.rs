@@ -1,17 +1,23 @@
 //! One thread's frame chain: `PyFrameObject.f_back` (≤3.10) or `_PyInterpreterFrame.previous`
 //! (3.11+), each frame's code object and instruction offset.
+//!
+//! Free-threaded 3.14+ builds give each thread its own copy of a code object's bytecode once
+//! it specialises it: a frame's `instr_ptr` then points into copy number `tlbc_index` of the
+//! code's `co_tlbc` array (`_PyFrame_GetBytecode`), not into `co_code_adaptive` (copy 0).
 
 use super::code::CodeInfo;
 use super::Walker;
 use crate::attach::layout::{FrameModel, Layout, LineTableFormat};
 use crate::error::{Error, Result};
-use crate::memory::{field_u32, field_u64, offset, Memory};
+use crate::memory::{field_u32, field_u64, offset, Memory, MemoryExt};
 use crate::snapshot::Frame;
 
 /// Most frames walked in one thread (deeper stacks are cut, keeping the innermost).
 pub const MAX_FRAMES: usize = 65536;
 /// Low bits of a tagged `_PyStackRef` (3.14+): objects are at least 8-byte aligned.
 const STACKREF_TAG_MASK: u64 = 0b111;
+/// Largest thread-local bytecode index accepted (one per thread that ran the code).
+const MAX_TLBC_INDEX: u32 = 1 << 20;
 
 /// One frame as read from the target, before its code object is resolved.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +27,9 @@ pub(super) struct RawFrame {
     position: u64,
     /// 3.11+: the frame's `owner`.
     owner: u8,
+    /// Free-threaded 3.14+: which copy of the bytecode `position` points into (0: the code
+    /// object's own `co_code_adaptive`).
+    tlbc_index: u32,
 }
 
 impl Walker {
@@ -78,7 +87,7 @@ impl Walker {
                 let Some(info) = &infos[i] else {
                     continue; // not a code object
                 };
-                let Some(offset) = instruction_offset(l, raw, info)? else {
+                let Some(offset) = instruction_offset(mem, l, raw, info)? else {
                     continue;
                 };
                 frames.push(Frame {
@@ -113,6 +122,7 @@ fn parse_frame(l: &Layout, buf: &[u8]) -> Result<(u64, Option<RawFrame>)> {
                 code,
                 position: i64::from(lasti) as u64,
                 owner: 0,
+                tlbc_index: 0,
             };
             Ok((back, (code != 0).then_some(raw)))
         }
@@ -130,10 +140,15 @@ fn parse_frame(l: &Layout, buf: &[u8]) -> Result<(u64, Option<RawFrame>)> {
             if l.owner_not_python.is_some_and(|min| owner >= min) || code == 0 {
                 return Ok((previous, None));
             }
+            let tlbc_index = match l.iframe_tlbc_index {
+                Some(o) => field_u32(buf, o).ok_or_else(err)?,
+                None => 0,
+            };
             let raw = RawFrame {
                 code,
                 position: instr,
                 owner,
+                tlbc_index,
             };
             Ok((previous, Some(raw)))
         }
@@ -143,7 +158,12 @@ fn parse_frame(l: &Layout, buf: &[u8]) -> Result<(u64, Option<RawFrame>)> {
 /// The byte offset of a frame's current instruction in its code, or `None` for a 3.11+ frame
 /// that has not started (its instruction pointer is before the code, or still in the
 /// prologue before `_co_firsttraceable`, except in generators).
-fn instruction_offset(l: &Layout, raw: &RawFrame, info: &CodeInfo) -> Result<Option<u32>> {
+fn instruction_offset<M: Memory + ?Sized>(
+    mem: &M,
+    l: &Layout,
+    raw: &RawFrame,
+    info: &CodeInfo,
+) -> Result<Option<u32>> {
     match l.frames {
         FrameModel::FrameObject => {
             // 3.10 counts instructions (2 bytes each); earlier versions count bytes. A frame
@@ -159,7 +179,10 @@ fn instruction_offset(l: &Layout, raw: &RawFrame, info: &CodeInfo) -> Result<Opt
             let adaptive = l
                 .code_adaptive
                 .ok_or(Error::Corrupt("layout without co_code_adaptive"))?;
-            let start = offset(raw.code, adaptive.into())?;
+            let start = match raw.tlbc_index {
+                0 => offset(raw.code, adaptive.into())?,
+                index => bytecode_copy(mem, l, raw.code, index)?,
+            };
             let Some(rel) = raw.position.checked_sub(start) else {
                 return Ok(None);
             };
@@ -170,5 +193,30 @@ fn instruction_offset(l: &Layout, raw: &RawFrame, info: &CodeInfo) -> Result<Opt
                 .map(Some)
                 .map_err(|_| Error::Corrupt("instruction pointer out of range"))
         }
+    }
+}
+
+/// Where copy `index` of the bytecode of the code object at `code` starts (free-threaded
+/// 3.14+): `co_tlbc->entries[index]`, checked against `co_tlbc->size`. Three small reads, done
+/// only for frames running a thread's own copy; not cached, since a copy is freed when its
+/// thread exits and the index is reused.
+fn bytecode_copy<M: Memory + ?Sized>(mem: &M, l: &Layout, code: u64, index: u32) -> Result<u64> {
+    let (Some(tlbc), Some(size_at), Some(entries)) =
+        (l.code_tlbc, l.codearray_size, l.codearray_entries)
+    else {
+        return Err(Error::Corrupt("thread-local bytecode in a build without it"));
+    };
+    if index >= MAX_TLBC_INDEX {
+        return Err(Error::Corrupt("thread-local bytecode index out of range"));
+    }
+    let array = mem.read_ptr_at(code, tlbc)?;
+    let size = mem.read_i64(offset(array, size_at.into())?)?;
+    if i64::from(index) >= size {
+        return Err(Error::Corrupt("thread-local bytecode index out of range"));
+    }
+    let at = offset(array, u64::from(entries) + 8 * u64::from(index))?;
+    match mem.read_u64(at)? {
+        0 => Err(Error::Corrupt("thread-local bytecode copy missing")),
+        start => Ok(start),
     }
 }

@@ -1,7 +1,7 @@
 //! Where a located interpreter's state is: the one value that attaching produces and every
 //! walk starts from.
 
-use crate::attach::layout::Layout;
+use crate::attach::layout::{Layout, LayoutSource};
 use crate::attach::version::Version;
 
 /// A located interpreter: everything the walker needs, computed once at attach.
@@ -11,6 +11,9 @@ pub struct Interpreter {
     pub version: Version,
     /// The offsets of the fields the walker reads, for this version and build.
     pub layout: Layout,
+    /// Where `layout` came from: a table, a table checked by the target's debug offsets, or
+    /// (a version newer than every table) the debug offsets alone.
+    pub layout_source: LayoutSource,
     /// Address of `_PyRuntime` (3.7+).
     pub runtime: Option<u64>,
     /// Address of the pointer to the first interpreter state (`_PyRuntime.interpreters.head`,

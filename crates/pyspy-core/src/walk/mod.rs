@@ -17,9 +17,12 @@ pub mod names;
 pub mod native_tid;
 pub mod objects;
 pub mod strings;
+#[cfg(any(test, feature = "internals"))]
+pub mod synthetic;
 pub mod threads;
 
 pub use interpreter::Interpreter;
+pub use threads::Gil;
 
 use crate::memory::addr_hash::AddrSet;
 use crate::walk::code::CodeCache;
@@ -68,6 +71,7 @@ impl Walker {
                 l.iframe_executable,
                 l.iframe_instr_ptr,
                 l.iframe_owner,
+                l.iframe_tlbc_index,
             ]),
         };
         Walker {
@@ -115,15 +119,15 @@ impl Walker {
             raws.push(self.raw_frames(mem, t.frame)?);
         }
         let frames = self.resolve(mem, &raws)?;
-        let mut holders: Vec<(u64, Option<u64>)> = Vec::new();
+        let mut gils: Vec<(u64, Gil)> = Vec::new();
         let mut out = Vec::with_capacity(threads.len());
         for (t, frames) in threads.into_iter().zip(frames) {
-            let holder = match holders.iter().find(|(i, _)| *i == t.interp) {
-                Some((_, h)) => *h,
+            let gil = match gils.iter().find(|(i, _)| *i == t.interp) {
+                Some((_, g)) => *g,
                 None => {
-                    let h = self.gil_holder(mem, interp, t.interp);
-                    holders.push((t.interp, h));
-                    h
+                    let g = self.gil(mem, interp, t.interp);
+                    gils.push((t.interp, g));
+                    g
                 }
             };
             out.push((
@@ -131,7 +135,8 @@ impl Walker {
                 ThreadStack {
                     thread_id: t.thread_id,
                     native_thread_id: t.native_thread_id,
-                    owns_gil: holder == Some(t.addr),
+                    owns_gil: gil == Gil::HeldBy(t.addr),
+                    no_gil: matches!(gil, Gil::Disabled | Gil::Unknown),
                     interp_id: t.interp_id,
                     frames,
                     ..ThreadStack::default()

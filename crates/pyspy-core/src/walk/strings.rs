@@ -8,8 +8,8 @@
 //! 3.x strings follow PEP 393 (`Include/cpython/unicodeobject.h`): a `state` bitfield of
 //! `interned:2, kind:3, compact:1, ascii:1` (bits 0–1, 2–4, 5, 6; then `ready:1` up to 3.11,
 //! `statically_allocated:1` from 3.12). Free-threaded 3.14+ builds make `interned` a whole
-//! `unsigned char`, which moves `kind`/`compact`/`ascii` to bits 8–10, 11 and 12; they are
-//! recognised by their zero `kind` bits 2–4, which no ready string of the default build has.
+//! `unsigned char`, which moves `kind`/`compact`/`ascii` to bits 8–10, 11 and 12
+//! ([`Layout::unicode_interned_bits`]).
 
 use crate::error::Error;
 use crate::attach::layout::{Layout, StringModel};
@@ -133,11 +133,13 @@ fn read_pep393<M: Memory + ?Sized>(mem: &M, layout: &Layout, addr: u64) -> Resul
     let state = header.u32(layout.unicode_state)?;
     let len = checked_len(length, MAX_STR_LEN, "string length is out of range")?;
 
-    let (mut kind, mut compact, mut ascii) = ((state >> 2) & 7, state & (1 << 5), state & (1 << 6));
-    if kind == 0 && layout.version >= (3, 14) {
-        // Free-threaded build: `unsigned char interned`, then the bitfields from bit 8.
-        (kind, compact, ascii) = ((state >> 8) & 7, state & (1 << 11), state & (1 << 12));
-    }
+    // `interned`, then kind:3, compact:1, ascii:1.
+    let shift = u32::from(layout.unicode_interned_bits);
+    let (kind, compact, ascii) = (
+        state.checked_shr(shift).unwrap_or(0) & 7,
+        state.checked_shr(shift + 3).unwrap_or(0) & 1,
+        state.checked_shr(shift + 4).unwrap_or(0) & 1,
+    );
     if layout.unicode_ready_bit && state & (1 << 7) == 0 {
         return Err(Error::Corrupt(
             "string is not ready (legacy wstr-only string)",
@@ -296,6 +298,8 @@ mod tests {
             line_table: LineTableFormat::Locations,
             strings: StringModel::Pep393,
             py_unicode_size: 0,
+            free_threaded: false,
+            unicode_interned_bits: 2,
             runtime_interpreters_head: None,
             runtime_gil_locked: None,
             runtime_gil_last_holder: None,
@@ -306,6 +310,7 @@ mod tests {
             interp_modules: 0,
             interp_gil_locked: None,
             interp_gil_last_holder: None,
+            interp_gil_enabled: None,
             tstate_size: 0,
             tstate_next: 0,
             tstate_interp: 0,
@@ -325,6 +330,7 @@ mod tests {
             iframe_instr_ptr: None,
             iframe_owner: None,
             iframe_localsplus: None,
+            iframe_tlbc_index: None,
             owner_not_python: None,
             owner_generator: None,
             executable_tagged: false,
@@ -342,6 +348,9 @@ mod tests {
             code_varnames: None,
             code_localsplusnames: None,
             code_localspluskinds: None,
+            code_tlbc: None,
+            codearray_size: None,
+            codearray_entries: None,
             object_type: 8,
             varobject_size: 16,
             type_name: 0,
@@ -359,6 +368,7 @@ mod tests {
             type_basicsize: 0,
             type_dictoffset: 0,
             heaptype_cached_keys: None,
+            managed_dict_before: None,
             module_dict: 0,
             dict_mask: None,
             dict_table: None,
@@ -501,17 +511,27 @@ mod tests {
 
     #[test]
     fn free_threaded_314_state_layout() {
-        let l = Layout {
-            version: (3, 14),
-            ..layout_312()
-        };
+        let l = crate::attach::layout::for_build(3, 14, true).unwrap();
+        assert_eq!(l.unicode_interned_bits, 8);
         let mut img = MemoryImage::new();
         // interned byte = 1, kind 1 at bit 8, compact bit 11, ascii bit 12.
         let st = 1 | (1 << 8) | (1 << 11) | (1 << 12);
-        pep393(&mut img, &l, 0x1000, 2, st | (1 << 5) | (1 << 6), b"ok");
+        pep393(&mut img, l, 0x1000, 2, st | (1 << 5) | (1 << 6), b"ok");
         // The helper used the default bits to place the data; put the real state back.
         img.put_u32(0x1000 + u64::from(l.unicode_state), st);
-        assert_eq!(read_str(&img, &l, 0x1000).unwrap(), "ok");
+        assert_eq!(read_str(&img, l, 0x1000).unwrap(), "ok");
+        // UCS-2, compact, not ASCII; and the default build's bits are not taken for these.
+        let st = 1 | (2 << 8) | (1 << 11);
+        pep393(&mut img, l, 0x2000, 2, state(2, true, false), &ucs2("日本"));
+        img.put_u32(0x2000 + u64::from(l.unicode_state), st);
+        assert_eq!(read_str(&img, l, 0x2000).unwrap(), "日本");
+        img.put_u32(0x2000 + u64::from(l.unicode_state), state(2, true, false));
+        assert!(read_str(&img, l, 0x2000).is_err());
+        // 3.13t keeps the 2-bit `interned`.
+        let l = crate::attach::layout::for_build(3, 13, true).unwrap();
+        assert_eq!(l.unicode_interned_bits, 2);
+        pep393(&mut img, l, 0x3000, 2, state(1, true, true), b"ok");
+        assert_eq!(read_str(&img, l, 0x3000).unwrap(), "ok");
     }
 
     #[test]

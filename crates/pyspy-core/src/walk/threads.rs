@@ -8,6 +8,29 @@ use crate::memory::{field_u64, offset, Memory, MemoryExt};
 const MAX_INTERPRETERS: usize = 256;
 /// Most threads walked in one interpreter.
 const MAX_THREADS: usize = 8192;
+/// The state of one interpreter's GIL in a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gil {
+    /// Held by the thread state at this address.
+    HeldBy(u64),
+    /// Not held (`locked` is 0).
+    Free,
+    /// A free-threaded build running without the GIL.
+    Disabled,
+    /// Not known: no way to find it (≤3.6 without `_PyThreadState_Current`, a layout without
+    /// its fields) or it could not be read.
+    Unknown,
+}
+
+impl Gil {
+    fn from_holder(tstate: u64) -> Gil {
+        match tstate {
+            0 => Gil::Free,
+            t => Gil::HeldBy(t),
+        }
+    }
+}
+
 /// A thread state as read from the target, before its stack is walked.
 #[derive(Debug, Clone, Copy)]
 pub struct RawThread {
@@ -93,30 +116,36 @@ impl Walker {
         Ok((raw, field(l.tstate_next)?))
     }
 
-    /// Whether `tstate` holds the GIL, given the GIL state read once for this sample.
-    pub fn gil_holder<M: Memory + ?Sized>(
-        &self,
-        mem: &M,
-        interp: &Interpreter,
-        interp_addr: u64,
-    ) -> Option<u64> {
+    /// The GIL of the interpreter at `interp_addr`, read once per interpreter and sample.
+    pub fn gil<M: Memory + ?Sized>(&self, mem: &M, interp: &Interpreter, interp_addr: u64) -> Gil {
         let l = &self.layout;
         if let Some(cur) = interp.tstate_current {
-            return mem.read_u64(cur).ok();
+            return mem.read_u64(cur).map_or(Gil::Unknown, Gil::from_holder);
+        }
+        if let Some(enabled) = l.interp_gil_enabled {
+            // Free-threaded: `_gil.enabled` is 0 unless something enabled the GIL.
+            match offset(interp_addr, enabled.into()).map(|a| mem.read_u32(a)) {
+                Ok(Ok(0)) => return Gil::Disabled,
+                Ok(Ok(_)) => {}
+                _ => return Gil::Unknown,
+            }
         }
         let (base, locked, holder) = match (l.interp_gil_locked, l.interp_gil_last_holder) {
             (Some(lk), Some(h)) => (interp_addr, lk, h),
-            _ => (
-                interp.runtime?,
-                l.runtime_gil_locked?,
-                l.runtime_gil_last_holder?,
-            ),
+            _ => match (interp.runtime, l.runtime_gil_locked, l.runtime_gil_last_holder) {
+                (Some(rt), Some(lk), Some(h)) => (rt, lk, h),
+                _ => return Gil::Unknown,
+            },
         };
-        let locked = mem.read_u32(offset(base, locked.into()).ok()?).ok()?;
-        if locked == 0 {
-            return Some(0);
-        }
-        mem.read_u64(offset(base, holder.into()).ok()?).ok()
+        let read = || -> Option<Gil> {
+            let locked = mem.read_u32(offset(base, locked.into()).ok()?).ok()?;
+            if locked == 0 {
+                return Some(Gil::Free);
+            }
+            Some(Gil::from_holder(
+                mem.read_u64(offset(base, holder.into()).ok()?).ok()?,
+            ))
+        };
+        read().unwrap_or(Gil::Unknown)
     }
-
 }

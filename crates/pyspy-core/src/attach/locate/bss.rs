@@ -4,6 +4,9 @@
 //! threads and frames succeeds. Needs no symbols and no debug offsets — only the version,
 //! which comes from the `.rodata` version string (or the file name).
 //!
+//! A version with a free-threaded build (3.13+) is scanned with the default build's table, then,
+//! if nothing validates, with the free-threaded one: the walk tells them apart.
+//!
 //! The word that points to the interpreter is `interp_head` (≤3.6) or
 //! `_PyRuntime.interpreters.head` (3.7+); for the latter `_PyRuntime` is the `.PyRuntime`
 //! section where the binary has one (3.10+), or the word's address minus the field's offset,
@@ -13,7 +16,7 @@ use super::walks;
 use crate::walk::Interpreter;
 use crate::attach::binary::Binary;
 use crate::error::{Error, Result};
-use crate::attach::layout::{self, Layout};
+use crate::attach::layout::{self, Layout, LayoutSource};
 use crate::memory::{field_u64, offset, Memory, MemoryExt};
 use crate::attach::process::{MemoryMap, ProcessInfo};
 
@@ -44,13 +47,41 @@ pub fn locate<M: Memory>(
     }) else {
         return Ok(None);
     };
-    let layout = *layout::for_version(version.major, version.minor).ok_or_else(|| {
+    let default = layout::for_version(version.major, version.minor).ok_or_else(|| {
         Error::UnsupportedVersion {
             pid: process.pid,
             version: version.to_string(),
             hint: String::new(),
         }
     })?;
+    let free_threaded = layout::for_build(version.major, version.minor, true);
+    for layout in std::iter::once(default).chain(free_threaded) {
+        match scan(mem, process, binary, version, layout)? {
+            Scan::Found(interp) => return Ok(Some(*interp)),
+            // Whatever the build, an empty head means the runtime is not initialised yet.
+            Scan::EmptyHead => return Err(Error::NotInitialised { pid: process.pid }),
+            Scan::Nothing => {}
+        }
+    }
+    Ok(None)
+}
+
+/// What one scan of a binary with one layout found.
+enum Scan {
+    Found(Box<Interpreter>),
+    /// An initialised-looking runtime whose head is still empty: starting up.
+    EmptyHead,
+    Nothing,
+}
+
+fn scan<M: Memory>(
+    mem: &M,
+    process: &ProcessInfo,
+    binary: &Binary,
+    version: crate::attach::version::Version,
+    layout: &Layout,
+) -> Result<Scan> {
+    let layout = *layout;
     let writable: Vec<&MemoryMap> = process
         .maps
         .iter()
@@ -77,7 +108,7 @@ pub fn locate<M: Memory>(
                 }
                 tried += 1;
                 if tried > MAX_CANDIDATES {
-                    return Ok(None);
+                    return Ok(Scan::Nothing);
                 }
                 let word = base + i as u64;
                 let Some(runtime) = runtime_for(mem, &layout, word, py_runtime, &points_to_data)
@@ -87,12 +118,13 @@ pub fn locate<M: Memory>(
                 let interp = Interpreter {
                     version,
                     layout,
+                    layout_source: LayoutSource::Table,
                     runtime,
                     interp_head: word,
                     tstate_current: None,
                 };
                 if walks(mem, &interp) {
-                    return Ok(Some(interp));
+                    return Ok(Scan::Found(Box::new(interp)));
                 }
             }
         }
@@ -106,10 +138,11 @@ pub fn locate<M: Memory>(
             }
         }
     }
-    if saw_empty_head {
-        return Err(Error::NotInitialised { pid: process.pid });
-    }
-    Ok(None)
+    Ok(if saw_empty_head {
+        Scan::EmptyHead
+    } else {
+        Scan::Nothing
+    })
 }
 
 /// The interpreter's first thread state points back to it.
@@ -141,4 +174,78 @@ fn runtime_for<M: Memory>(
     // `interpreters.main` follows `interpreters.head` in every version that has them.
     let main = mem.read_u64(word.checked_add(8)?).ok()?;
     (points_to_data(main) && thread_points_back(mem, layout, main)).then_some(Some(runtime))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attach::binary::Section;
+    use crate::attach::layout::{generated, FrameModel};
+    use crate::attach::process::MemoryMap;
+    use crate::walk::synthetic::{build, FrameSpec, Spec, ThreadSpec};
+
+    /// A synthetic interpreter's memory as a process whose binary has a `.PyRuntime` section
+    /// and a version string, but no symbols.
+    fn scan_synthetic(layout: &Layout) -> Option<Interpreter> {
+        let version = crate::attach::version::Version {
+            major: layout.version.0,
+            minor: layout.version.1,
+            patch: 0,
+            release_level: 0xF,
+            serial: 0,
+        };
+        let spec = Spec {
+            version,
+            threads: vec![ThreadSpec {
+                ident: 0x7f00_0000_1000,
+                native_id: 7,
+                name: Some("MainThread".into()),
+                frames: vec![FrameSpec::new("main", "/app.py", 1, 3)],
+            }],
+            gil_holder: None,
+            gil_enabled: false,
+        };
+        let s = build(layout, &spec);
+        let runtime = s.interp.runtime.unwrap();
+        let head = u64::from(layout.runtime_interpreters_head.unwrap());
+        let process = ProcessInfo {
+            pid: 1,
+            exe: "/usr/bin/python3".into(),
+            maps: vec![MemoryMap {
+                start: s.range.start,
+                end: s.range.end,
+                readable: true,
+                writable: true,
+                executable: false,
+                offset: 0,
+                inode: 1,
+                path: None,
+                deleted: false,
+            }],
+            files: crate::attach::process::FileLookup::Proc,
+        };
+        let binary = Binary {
+            path: "/usr/bin/python3".into(),
+            symbols: Vec::new(),
+            sections: vec![Section {
+                name: ".PyRuntime".into(),
+                addr: runtime,
+                size: head + 8,
+            }],
+            version_string: Some(version),
+        };
+        locate(&s.image, &process, &binary).unwrap()
+    }
+
+    #[test]
+    fn the_scan_finds_default_and_free_threaded_builds() {
+        for layout in generated::ALL
+            .iter()
+            .filter(|l| l.frames == FrameModel::InterpreterFrame)
+        {
+            let found = scan_synthetic(layout)
+                .unwrap_or_else(|| panic!("{:?} ft {}", layout.version, layout.free_threaded));
+            assert_eq!(&found.layout, *layout);
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //! with the cookie `xdebugpy`, so a scan of the binary's writable mappings finds `_PyRuntime`
 //! without any symbol.
 
-use super::walks;
+use super::{check_newer_layout, walks};
+use crate::attach::layout::LayoutSource;
 use crate::walk::Interpreter;
 use crate::attach::binary::Binary;
 use crate::error::{Error, Result};
@@ -33,13 +34,14 @@ pub fn locate<M: Memory>(
         while let Some(found) = bytes.get(from..).and_then(debug_offsets::scan_for_block) {
             let runtime = map.start + (from + found) as u64;
             from += found + 8;
-            let (version, layout) = match debug_offsets::read(mem, runtime) {
-                Ok(v) => v,
+            let parsed = match debug_offsets::read(mem, runtime) {
+                Ok(p) => p,
                 Err(e) => {
                     last_err = Some(e);
                     continue;
                 }
             };
+            let layout = parsed.layout;
             let head_off = layout
                 .runtime_interpreters_head
                 .ok_or(Error::Corrupt("3.13+ layout without interpreters.head"))?;
@@ -48,12 +50,18 @@ pub fn locate<M: Memory>(
                 return Err(Error::NotInitialised { pid: process.pid });
             }
             let interp = Interpreter {
-                version,
+                version: parsed.version,
                 layout,
+                layout_source: parsed.source,
                 runtime: Some(runtime),
                 interp_head,
                 tstate_current: None,
             };
+            if matches!(parsed.source, LayoutSource::DebugOffsets { .. }) {
+                // A newer version's layout walks, or the attach fails saying why.
+                check_newer_layout(mem, process.pid, &interp)?;
+                return Ok(Some(interp));
+            }
             if walks(mem, &interp) {
                 return Ok(Some(interp));
             }

@@ -15,7 +15,7 @@ mod symbols;
 
 use crate::attach::binary::{version_from_file_name, Binary};
 use crate::error::{Error, Result};
-use crate::attach::layout::{self, debug_offsets, Layout};
+use crate::attach::layout::{self, debug_offsets, Layout, LayoutSource};
 use crate::memory::{Memory, MemoryExt};
 use crate::attach::process::{MemoryMap, ProcessInfo};
 use crate::attach::version::Version;
@@ -265,29 +265,60 @@ pub(crate) fn detect_version<M: Memory>(
     })
 }
 
-/// The layout for `version`: the target's own `_Py_DebugOffsets` where the version has them
-/// and `runtime` is known, otherwise the generated table.
+/// The layout for `version`: from the target's own `_Py_DebugOffsets` where the version has
+/// them and `runtime` is known (checked against the table, or for a version newer than every
+/// table, built from the block), otherwise the generated table.
 pub(crate) fn layout_for<M: Memory>(
     mem: &M,
     pid: i32,
     version: Version,
     runtime: Option<u64>,
-) -> Result<(Version, Layout)> {
+) -> Result<(Version, Layout, LayoutSource)> {
     let unsupported = |hint: String| Error::UnsupportedVersion {
         pid,
         version: version.to_string(),
         hint,
     };
     if let (true, Some(rt)) = (version.minor_version() >= (3, 13), runtime) {
-        return debug_offsets::read(mem, rt).map_err(|e| {
-            unsupported(format!(
-                " and this build's debug offsets are not usable: {e}"
-            ))
-        });
+        return debug_offsets::read(mem, rt)
+            .map(|p| (p.version, p.layout, p.source))
+            .map_err(|e| {
+                unsupported(format!(
+                    " and this build's debug offsets are not usable: {e}"
+                ))
+            });
     }
     let layout = layout::for_version(version.major, version.minor)
         .ok_or_else(|| unsupported(String::new()))?;
-    Ok((version, *layout))
+    Ok((version, *layout, LayoutSource::Table))
+}
+
+/// A layout made from the debug offsets of a version newer than every table (see
+/// [`debug_offsets`]) is trusted only once the interpreter walks with it: otherwise the block's
+/// format changed in a way its sanity checks did not catch, and the version is unsupported.
+/// An interpreter with no thread yet (starting up) cannot tell: not initialised.
+pub(crate) fn check_newer_layout<M: Memory>(mem: &M, pid: i32, interp: &Interpreter) -> Result<()> {
+    let LayoutSource::DebugOffsets { format } = interp.layout_source else {
+        return Ok(());
+    };
+    if walks(mem, interp) {
+        return Ok(());
+    }
+    let no_threads = Walker::new(&interp.layout)
+        .threads(mem, interp)
+        .is_ok_and(|t| t.is_empty());
+    if no_threads {
+        return Err(Error::NotInitialised { pid });
+    }
+    Err(Error::UnsupportedVersion {
+        pid,
+        version: interp.version.to_string(),
+        hint: format!(
+            " and the layout read from this build's _Py_DebugOffsets (in the {}.{} format) \
+             does not lead to its threads and frames: a newer pyspy is needed",
+            format.0, format.1
+        ),
+    })
 }
 
 /// Whether a full walk of the interpreter succeeds: every thread state points back to its

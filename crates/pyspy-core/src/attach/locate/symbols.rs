@@ -1,6 +1,6 @@
 //! Locating by ELF symbols: `_PyRuntime` (3.7+) or `interp_head` (≤3.6).
 
-use super::{detect_version, layout_for};
+use super::{check_newer_layout, detect_version, layout_for};
 use crate::walk::Interpreter;
 use crate::attach::binary::Binary;
 use crate::error::{Error, Result};
@@ -19,7 +19,7 @@ pub fn locate<M: Memory>(mem: &M, pid: i32, binary: &Binary) -> Result<Option<In
             reason: format!("cannot tell the Python version of {}", binary.path),
         });
     };
-    let (version, layout) = layout_for(mem, pid, version, runtime)?;
+    let (version, layout, layout_source) = layout_for(mem, pid, version, runtime)?;
     let interp_head = match (runtime, layout.runtime_interpreters_head, interp_head_sym) {
         (Some(rt), Some(off), _) => offset(rt, off.into())?,
         (_, _, Some(sym)) => sym,
@@ -29,11 +29,14 @@ pub fn locate<M: Memory>(mem: &M, pid: i32, binary: &Binary) -> Result<Option<In
     if mem.read_u64(interp_head)? == 0 {
         return Err(Error::NotInitialised { pid });
     }
-    Ok(Some(Interpreter {
+    let interp = Interpreter {
         version,
         layout,
+        layout_source,
         runtime,
         interp_head,
         tstate_current: binary.symbol("_PyThreadState_Current"),
-    }))
+    };
+    check_newer_layout(mem, pid, &interp)?;
+    Ok(Some(interp))
 }

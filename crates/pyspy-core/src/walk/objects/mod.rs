@@ -12,7 +12,11 @@
 //!   values pointer minus one (low bit set).
 //! - 3.13+: `Py_TPFLAGS_INLINE_VALUES` types keep a `PyDictValues` right after the object
 //!   (`tp_basicsize`), used while its `valid` byte is set; a materialised dict is still
-//!   pointed to from three words before the object.
+//!   pointed to from three words before the object (one word in free-threaded builds, which
+//!   have no GC links before the object).
+//!
+//! How far before the object the word sits is [`Layout::managed_dict_before`], generated from
+//! each build's own `MANAGED_DICT_OFFSET`.
 
 pub mod dict;
 pub mod int;
@@ -28,9 +32,6 @@ use int::{int_kind, read_int};
 pub const TPFLAGS_INLINE_VALUES: u64 = 1 << 2;
 /// `Py_TPFLAGS_MANAGED_DICT` (3.11+).
 pub const TPFLAGS_MANAGED_DICT: u64 = 1 << 4;
-/// `-MANAGED_DICT_OFFSET`: the managed dict (3.12: dict-or-values) word sits 3 words before
-/// the object in default (not free-threaded) builds, 3.11 to 3.15.
-const MANAGED_DICT_BEFORE: u64 = 3 * 8;
 /// 3.11: `_PyObject_ValuesPointer` is 4 words before the object.
 const VALUES_POINTER_BEFORE_311: u64 = 4 * 8;
 /// Type facts cached before the cache is cleared.
@@ -138,8 +139,11 @@ impl Objects {
                 values: Some(values),
             }))
         };
-        if l.version >= (3, 11) && info.flags & TPFLAGS_MANAGED_DICT != 0 {
-            let word = mem.read_u64(before(MANAGED_DICT_BEFORE)?)?;
+        if let (Some(dict_before), true) = (
+            l.managed_dict_before,
+            info.flags & TPFLAGS_MANAGED_DICT != 0,
+        ) {
+            let word = mem.read_u64(before(dict_before.into())?)?;
             match l.version {
                 (3, 11) => {
                     if word != 0 {
@@ -279,8 +283,10 @@ pub(crate) mod tests {
         }
         let at = layout.unicode_length as usize;
         buf[at..at + 8].copy_from_slice(&(s.len() as u64).to_le_bytes());
-        // kind 1 (bits 2-4), compact (bit 5), ascii (bit 6), ready (bit 7, ≤3.11).
-        let state: u32 = (1 << 2) | (1 << 5) | (1 << 6) | (1 << 7);
+        // kind 1, compact, ascii after `interned` (2 bits, or 8 in free-threaded 3.14+); ready
+        // (bit 7, ≤3.11).
+        let shift = u32::from(layout.unicode_interned_bits);
+        let state: u32 = (1 << shift) | (1 << (shift + 3)) | (1 << (shift + 4)) | (1 << 7);
         let at = layout.unicode_state as usize;
         buf[at..at + 4].copy_from_slice(&state.to_le_bytes());
         let at = layout.unicode_ascii_size as usize;
@@ -292,7 +298,8 @@ pub(crate) mod tests {
     fn put_type(img: &mut MemoryImage, l: &Layout, ty: u64, flags: u64, dictoff: i64, keys: u64) {
         img.add(ty, &[0u8; 1024]);
         img.put_u64(ty + u64::from(l.type_flags), flags);
-        img.put_u64(ty + u64::from(l.type_basicsize), 16);
+        // An instance is just its object header.
+        img.put_u64(ty + u64::from(l.type_basicsize), u64::from(l.object_type) + 8);
         img.put_u64(ty + u64::from(l.type_dictoffset), dictoff as u64);
         if let Some(at) = l.heaptype_cached_keys {
             img.put_u64(ty + u64::from(at), keys);
@@ -300,19 +307,10 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn instance_attributes_of_every_version() {
-        for v in [
-            (2, 7),
-            (3, 6),
-            (3, 9),
-            (3, 10),
-            (3, 11),
-            (3, 12),
-            (3, 13),
-            (3, 14),
-            (3, 15),
-        ] {
-            let l = for_version(v.0, v.1).unwrap();
+    fn instance_attributes_of_every_version_and_build() {
+        for l in crate::attach::layout::generated::ALL.iter().copied() {
+            let v = l.version;
+            let build = format!("{v:?}{}", if l.free_threaded { "t" } else { "" });
             for form in ["dict", "values"] {
                 if form == "values" && v < (3, 11) {
                     continue;
@@ -339,10 +337,16 @@ pub(crate) mod tests {
                 } else {
                     (0, 24)
                 };
+                // The managed dict word: 3 words before the object, 1 in free-threaded builds.
+                let dict_word = obj - u64::from(l.managed_dict_before.unwrap_or(0));
+                if v >= (3, 11) {
+                    let want = if l.free_threaded { 8 } else { 24 };
+                    assert_eq!(l.managed_dict_before, Some(want), "{build}");
+                }
                 if form == "dict" {
                     put_dict(&mut img, l, 0x3000, &pairs, false, 0x10_0000);
                     if v >= (3, 11) {
-                        img.put_u64(obj - 24, 0x3000);
+                        img.put_u64(dict_word, 0x3000);
                     } else {
                         img.put_u64(obj + 24, 0x3000);
                     }
@@ -355,18 +359,20 @@ pub(crate) mod tests {
                     if v < (3, 13) {
                         img.add(0x4000, &[0u8; 64]);
                     }
+                    let basicsize = u64::from(l.object_type) + 8;
                     let values = match v {
                         (3, 11) => {
                             img.put_u64(obj - 32, 0x4000);
                             0x4000
                         }
                         (3, 12) => {
-                            img.put_u64(obj - 24, 0x4000 - 1);
+                            img.put_u64(dict_word, 0x4000 - 1);
                             0x4000
                         }
                         _ => {
-                            img.write(obj + 16 + u64::from(l.dictvalues_valid.unwrap()), &[1]);
-                            obj + 16
+                            let valid = u64::from(l.dictvalues_valid.unwrap());
+                            img.write(obj + basicsize + valid, &[1]);
+                            obj + basicsize
                         }
                     };
                     img.put_u64(values + header, 0x7000);
@@ -376,7 +382,7 @@ pub(crate) mod tests {
                 let entries = objects.attr_entries(&img, obj).unwrap();
                 let mut key_finder = StrKey::new("_name");
                 let found = key_finder.find(&img, l, &entries);
-                assert_eq!(found, Some(val), "{v:?} {form}");
+                assert_eq!(found, Some(val), "{build} {form}");
                 // The second time the key's address matches without reading strings.
                 assert_eq!(key_finder.find(&MemoryImage::new(), l, &entries), Some(val));
             }

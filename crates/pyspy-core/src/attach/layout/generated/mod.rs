@@ -8,14 +8,17 @@ pub mod v3_10;
 pub mod v3_11;
 pub mod v3_12;
 pub mod v3_13;
+pub mod v3_13t;
 pub mod v3_14;
+pub mod v3_14t;
 pub mod v3_15;
+pub mod v3_15t;
 pub mod v3_6;
 pub mod v3_7;
 pub mod v3_8;
 pub mod v3_9;
 
-/// Every known layout, oldest first.
+/// Every known layout, oldest first: default builds, then free-threaded ones.
 pub static ALL: &[&Layout] = &[
     &v2_7::LAYOUT,
     &v3_6::LAYOUT,
@@ -28,9 +31,13 @@ pub static ALL: &[&Layout] = &[
     &v3_13::LAYOUT,
     &v3_14::LAYOUT,
     &v3_15::LAYOUT,
+    &v3_13t::LAYOUT,
+    &v3_14t::LAYOUT,
+    &v3_15t::LAYOUT,
 ];
 
-/// Every known `_Py_DebugOffsets` format (3.13+), oldest first.
+/// Every known `_Py_DebugOffsets` format (3.13+), oldest first. A free-threaded build's
+/// block has the same shape as its version's default one (checked when generating).
 pub static DEBUG_OFFSETS: &[&DebugOffsetsFormat] = &[
     &v3_13::DEBUG_OFFSETS,
     &v3_14::DEBUG_OFFSETS,
