@@ -14,6 +14,7 @@ mod corpus;
 mod header;
 mod install;
 mod layouts;
+mod opcodes;
 mod probe;
 mod table;
 

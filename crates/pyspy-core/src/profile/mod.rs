@@ -359,12 +359,7 @@ pub(crate) mod tests {
     use crate::snapshot::Snapshot;
 
     pub fn frame(function: &str, file: &str, line: i32) -> Frame {
-        Frame {
-            function: function.into(),
-            qualname: None,
-            filename: file.into(),
-            line,
-        }
+        Frame::new(function.into(), None, file.into(), line)
     }
 
     pub fn thread(id: u64, name: &str, active: bool, gil: bool, frames: Vec<Frame>) -> ThreadStack {

@@ -71,6 +71,11 @@ pub enum Field {
     UnicodeLength,
     UnicodeAsciiSize,
     UnicodeCompactSize,
+    FloatValue,
+    SetUsed,
+    SetMask,
+    SetTable,
+    TstateCurrentException,
 }
 
 /// Generates `Field::name`, `Field::get` and `Field::set` from one list, so the three cannot
@@ -149,6 +154,11 @@ field_access! {
     UnicodeLength => req unicode_length,
     UnicodeAsciiSize => req unicode_ascii_size,
     UnicodeCompactSize => req unicode_compact_size,
+    FloatValue => req float_value,
+    SetUsed => req set_used,
+    SetMask => req set_mask,
+    SetTable => req set_table,
+    TstateCurrentException => opt tstate_current_exception,
 }
 
 /// Where one value sits in a `_Py_DebugOffsets` block.
