@@ -4,13 +4,18 @@
 //! - `position_ranges` must give `co_positions()` — line, end line, column, end column — for
 //!   every instruction of every code object of each interpreter's whole standard library;
 //! - the generated opcode tables must map every opcode byte of functions the interpreter has
-//!   specialised (`_co_code_adaptive`) to the base opcode `co_code` (what `dis` shows) has.
+//!   specialised (`_co_code_adaptive`) to the base opcode `co_code` (what `dis` shows) has;
+//!   and `base_opcode`, given any code unit of that live bytecode (an inline cache entry too,
+//!   where 3.11/3.12 leave a caller's instruction pointer), must name the instruction `dis`
+//!   says covers it.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use pyspy_core::attach::layout::opcodes::Opcodes;
+use pyspy_core::attach::layout::{self, opcodes::Opcodes};
+use pyspy_core::memory::MemoryImage;
 use pyspy_core::walk::linetable::{position_ranges, Position};
+use pyspy_core::walk::opcodes::base_opcode;
 use pyspy_tests::{interpreters, run_bounded, Interpreter};
 use serde_json::Value;
 
@@ -30,6 +35,8 @@ struct Tally {
     instructions: usize,
     opcodes: usize,
     specialised: usize,
+    /// Code units looked up with `base_opcode`.
+    units: usize,
     mismatches: usize,
     shown: String,
 }
@@ -91,6 +98,39 @@ fn check(interp: &Interpreter) -> Result<Tally, String> {
                             rec["name"],
                             table.name(live),
                             table.name(got),
+                            table.name(want)
+                        ));
+                    }
+                }
+                // base_opcode at every code unit, from a code object made of the live bytes.
+                let l =
+                    layout::for_version(interp.version.0, interp.version.1).ok_or("no layout")?;
+                let code_at = 0x10_0000u64;
+                let mut img = MemoryImage::new();
+                img.add(code_at + u64::from(l.code_adaptive.unwrap_or(0)), &adaptive);
+                let starts: Vec<(u32, u8)> = rec["instructions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|i| {
+                        (
+                            i[0].as_u64().unwrap_or(0) as u32,
+                            i[1].as_u64().unwrap_or(0) as u8,
+                        )
+                    })
+                    .collect();
+                for unit in (0..adaptive.len() as u32).step_by(2) {
+                    let Some(&(_, want)) = starts.iter().rev().find(|(o, _)| *o <= unit) else {
+                        continue;
+                    };
+                    t.units += 1;
+                    let got = base_opcode(&img, l, table, code_at, unit).ok().flatten();
+                    if got != Some(want) {
+                        t.mismatch(format!(
+                            "{} offset {unit}: base_opcode says {got:?} ({:?}), dis says {want} \
+                             ({:?})",
+                            rec["name"],
+                            got.and_then(|g| table.name(g)),
                             table.name(want)
                         ));
                     }
@@ -170,8 +210,8 @@ fn positions_and_base_opcodes_match_every_interpreter() {
             Ok(t) => {
                 eprintln!(
                     "positions {label:>12}: {:>6} code objects, {:>8} instructions; {} opcodes \
-                     ({} specialised); {} mismatches",
-                    t.code_objects, t.instructions, t.opcodes, t.specialised, t.mismatches
+                     ({} specialised), {} code units; {} mismatches",
+                    t.code_objects, t.instructions, t.opcodes, t.specialised, t.units, t.mismatches
                 );
                 if t.mismatches > 0 {
                     let _ = writeln!(

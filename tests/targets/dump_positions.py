@@ -4,12 +4,13 @@
 # - {"kind": "positions", "file", "name", "first": co_firstlineno, "table": hex co_linetable,
 #    "positions": [[line, end_line, col, end_col], count, ...]}: co_positions() of every
 #    instruction of code objects compiled from the standard library, run-length encoded;
-# - {"kind": "opcodes", "name", "adaptive": hex _co_code_adaptive, "code": hex co_code}: the
-#   bytecode of functions this script ran until the interpreter specialised them, as the
-#   interpreter runs it and as `dis` sees it (base opcodes).
+# - {"kind": "opcodes", "name", "adaptive": hex _co_code_adaptive, "code": hex co_code,
+#    "instructions": [[offset, opcode], ...]}: the bytecode of functions this script ran until
+#   the interpreter specialised them, as the interpreter runs it, as `dis` sees it (base
+#   opcodes), and where `dis` says each instruction starts (inline caches are not instructions).
 #
 # Usage: dump_positions.py [MAX_FILES] (0: all)
-import collections
+import dis
 import json
 import os
 import sys
@@ -81,9 +82,11 @@ def main():
         workload(50)
     for fn in (workload, Point.__init__, Point.norm):
         co = fn.__code__
+        instructions = [[i.offset, i.opcode] for i in dis.get_instructions(co)]
         out.write(json.dumps({"kind": "opcodes", "name": co.co_name,
                               "adaptive": co._co_code_adaptive.hex(),
-                              "code": co.co_code.hex()}) + "\n")
+                              "code": co.co_code.hex(),
+                              "instructions": instructions}) + "\n")
     for path in stdlib_files():
         try:
             with open(path, "rb") as f:

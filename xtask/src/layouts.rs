@@ -315,6 +315,8 @@ fn layout_file(
         writeln!(s, "    version: ({}, {}),", v.0, v.1)?;
         let base: Vec<String> = o.base.iter().map(u8::to_string).collect();
         writeln!(s, "    base: [{}],", base.join(", "))?;
+        let caches: Vec<String> = o.caches.iter().map(u8::to_string).collect();
+        writeln!(s, "    caches: [{}],", caches.join(", "))?;
         writeln!(s, "    names: &[")?;
         for (i, name) in o.names.iter().enumerate() {
             if !name.is_empty() {

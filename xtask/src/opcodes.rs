@@ -17,6 +17,8 @@ use crate::table::Minor;
 pub struct OpcodeFacts {
     /// Base opcode of every byte (0 for bytes that are no opcode).
     pub base: [u8; 256],
+    /// Inline cache entries (code units) after every base opcode (`_PyOpcode_Caches`).
+    pub caches: [u8; 256],
     /// Name of every opcode byte ("" for none).
     pub names: Vec<String>,
     pub instrumented_line: Option<u8>,
@@ -52,11 +54,18 @@ fn defines(text: &str) -> BTreeMap<String, u32> {
 
 /// The `[A] = B,` entries of the `_PyOpcode_Deopt[256]` initializer.
 fn deopt_entries(text: &str) -> Result<Vec<(String, String)>, Error> {
+    initializer(text, "_PyOpcode_Deopt")
+}
+
+/// The `[A] = B,` entries of the 256-entry array initializer `name`.
+fn initializer(text: &str, name: &str) -> Result<Vec<(String, String)>, Error> {
     let start = text
-        .find("_PyOpcode_Deopt[256] = {")
-        .ok_or("no _PyOpcode_Deopt initializer")?;
+        .find(&format!("{name}[256] = {{"))
+        .ok_or_else(|| format!("no {name} initializer"))?;
     let body = &text[start..];
-    let end = body.find("};").ok_or("unterminated _PyOpcode_Deopt")?;
+    let end = body
+        .find("};")
+        .ok_or_else(|| format!("unterminated {name}"))?;
     let mut out = Vec::new();
     for line in body[..end].lines().skip(1) {
         let line = line.trim().trim_end_matches(',');
@@ -71,7 +80,7 @@ fn deopt_entries(text: &str) -> Result<Vec<(String, String)>, Error> {
         out.push((lhs.to_string(), rhs.trim().to_string()));
     }
     if out.is_empty() {
-        return Err("empty _PyOpcode_Deopt".into());
+        return Err(format!("empty {name}").into());
     }
     Ok(out)
 }
@@ -105,6 +114,13 @@ pub fn read(include: &Path, v: Minor) -> Result<OpcodeFacts, Error> {
         base[op_n as usize] = to_n;
         names[op_n as usize] = op.clone();
     }
+    let mut caches = [0u8; 256];
+    for (op, count) in initializer(&deopt_text, "_PyOpcode_Caches")? {
+        let n: u8 = count
+            .parse()
+            .map_err(|_| format!("{v:?}: cache count {count:?} of {op}"))?;
+        caches[num(&op)? as usize] = n;
+    }
     let special =
         |name: &str| -> Option<u8> { num(name).ok().filter(|n| names[*n as usize] == name) };
     let instrumented_line = special("INSTRUMENTED_LINE");
@@ -122,6 +138,7 @@ pub fn read(include: &Path, v: Minor) -> Result<OpcodeFacts, Error> {
     }
     Ok(OpcodeFacts {
         base,
+        caches,
         names,
         instrumented_line,
         instrumented_instruction,

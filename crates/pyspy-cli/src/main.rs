@@ -1,5 +1,6 @@
 //! `pyspy`: a thin command line over pyspy-core.
 
+mod debug_view;
 mod dump;
 mod output;
 mod record;

@@ -10,6 +10,9 @@ pub struct Opcodes {
     /// are no opcode). `INSTRUMENTED_LINE`, `INSTRUMENTED_INSTRUCTION` and `ENTER_EXECUTOR` map
     /// to themselves: the opcode they replaced is kept elsewhere.
     pub base: [u8; 256],
+    /// Inline cache entries (code units) following each base opcode (`_PyOpcode_Caches`): an
+    /// instruction spans `1 + caches[op]` code units.
+    pub caches: [u8; 256],
     /// Every opcode's name, by value (sorted).
     pub names: &'static [(u8, &'static str)],
     /// `INSTRUMENTED_LINE` (3.12+): the replaced opcode is in `_co_monitoring->lines`.
