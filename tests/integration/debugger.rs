@@ -9,18 +9,21 @@
 //!   multi-line call outwards, plain and under `sys.settrace` (3.12+ instruments the bytecode);
 //!   `null` before 3.11;
 //! - the text dump shows them under each frame;
-//! - `dump --subprocesses` lists a parent and its three Python children once each.
+//! - `dump --subprocesses` lists a parent and its three Python children once each;
+//! - `record --exceptions` counts only the thread spinning inside an `except` block.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use pyspy_tests::{
-    compare_stacks, dump_json, for_every_interpreter, run_pyspy, Interpreter, Target,
+    compare_stacks, dump_json, for_every_interpreter, pyspy, run_bounded, run_pyspy, Interpreter,
+    Target,
 };
 use serde_json::Value;
 
 const DEBUGGER: &str = include_str!("../targets/debugger.py");
 const SUBPROCESSES: &str = include_str!("../targets/subprocesses.py");
+const EXCEPTIONS_BUSY: &str = include_str!("../targets/exceptions_busy.py");
 
 fn spawn(interp: &Interpreter) -> Target {
     Target::spawn_files(interp, &[("debugger.py", DEBUGGER)], &[])
@@ -350,6 +353,64 @@ fn subprocesses_are_dumped_once_each() {
             Ok(())
         } else {
             Err(format!("{}\n{dump}", problems.join("\n")))
+        }
+    });
+}
+
+/// `pyspy record --format collapsed [--exceptions] -- <interp> exceptions_busy.py 3` for 1.5 s:
+/// the collapsed stacks.
+fn record_busy(interp: &Interpreter, exceptions: bool) -> Result<String, String> {
+    let staged = interp.stage("exceptions_busy.py", EXCEPTIONS_BUSY);
+    let out_path = staged.host_path.with_extension(format!("{exceptions}.txt"));
+    let py = interp.command();
+    let mut cmd = std::process::Command::new(pyspy());
+    cmd.args([
+        "record",
+        "--format",
+        "collapsed",
+        "--duration",
+        "1.5",
+        "--output",
+    ])
+    .arg(&out_path);
+    if exceptions {
+        cmd.arg("--exceptions");
+    }
+    cmd.arg("--").arg(py.get_program()).args(py.get_args());
+    cmd.arg(&staged.path).arg("3");
+    for (k, v) in py.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = run_bounded(cmd, std::time::Duration::from_secs(60));
+    if !out.status.success() {
+        return Err(format!(
+            "record failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    std::fs::read_to_string(&out_path).map_err(|e| format!("{}: {e}", out_path.display()))
+}
+
+#[test]
+fn record_exceptions_counts_only_threads_handling_one() {
+    for_every_interpreter("record --exceptions", |interp| {
+        let all = record_busy(interp, false)?;
+        if !(all.contains("handling_spin") && all.contains("plain_spin")) {
+            return Err(format!(
+                "both threads should show without --exceptions:\n{all}"
+            ));
+        }
+        let handling = record_busy(interp, true)?;
+        if handling.contains("handling_spin") && !handling.contains("plain_spin") {
+            Ok(())
+        } else {
+            Err(format!(
+                "--exceptions must keep handling_spin only:\n{handling}"
+            ))
         }
     });
 }

@@ -24,6 +24,9 @@ pub struct ProfileOptions {
     pub idle: bool,
     /// Count only the thread holding the GIL (default false).
     pub gil_only: bool,
+    /// Count only threads handling or propagating an exception (default false; the samples
+    /// must have read the exception state: [`SampleOptions::exceptions`](crate::SampleOptions)).
+    pub exceptions_only: bool,
     /// The mean time between samples (default 10 ms), to turn counts into time.
     pub period: Duration,
 }
@@ -36,6 +39,7 @@ impl Default for ProfileOptions {
             processes: false,
             idle: false,
             gil_only: false,
+            exceptions_only: false,
             period: Duration::from_millis(10),
         }
     }
@@ -67,6 +71,11 @@ impl ProfileOptions {
         self.gil_only = yes;
         self
     }
+    /// Sets [`ProfileOptions::exceptions_only`].
+    pub fn exceptions_only(mut self, yes: bool) -> Self {
+        self.exceptions_only = yes;
+        self
+    }
     /// Sets [`ProfileOptions::period`].
     pub fn period(mut self, period: Duration) -> Self {
         self.period = period;
@@ -78,6 +87,7 @@ impl ProfileOptions {
         !thread.frames.is_empty()
             && (self.idle || thread.active)
             && (!self.gil_only || thread.owns_gil)
+            && (!self.exceptions_only || thread.exception.is_some() || thread.propagating.is_some())
     }
 }
 
@@ -467,6 +477,27 @@ pub(crate) mod tests {
         assert_eq!(p.total(), 8);
         let p = small_profile(ProfileOptions::default().gil_only(true));
         assert_eq!(p.total(), 4);
+    }
+
+    #[test]
+    fn exceptions_filter_keeps_threads_handling_one() {
+        let stack = vec![frame("handler", "app.py", 5), frame("main", "app.py", 10)];
+        let mut handling = thread(1, "MainThread", true, true, stack.clone());
+        handling.exception = Some(crate::snapshot::ExceptionInfo {
+            type_name: "ValueError".into(),
+            message: "'bad'".into(),
+        });
+        let sample = sample(
+            0,
+            42,
+            vec![handling, thread(2, "worker", true, false, stack)],
+        );
+        let mut p = Profile::new(ProfileOptions::default().idle(true).exceptions_only(true));
+        p.add(&sample);
+        assert_eq!(p.total(), 1);
+        let mut p = Profile::new(ProfileOptions::default().idle(true));
+        p.add(&sample);
+        assert_eq!(p.total(), 2);
     }
 
     #[test]
