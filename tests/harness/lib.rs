@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod debugger;
 pub mod scenarios;
 
 /// The README's Rust examples, compiled and run as doc tests of this crate (they start a

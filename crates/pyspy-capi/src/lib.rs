@@ -25,6 +25,7 @@
 mod ffi;
 mod panic;
 
+pub mod debugger;
 pub mod error;
 pub mod options;
 pub mod profile;
@@ -33,6 +34,7 @@ pub mod snapshot;
 pub mod status;
 pub mod version;
 
+pub use debugger::*;
 pub use error::*;
 pub use options::*;
 pub use profile::*;
