@@ -138,12 +138,31 @@ fn subprocesses_are_dumped_once_each() {
                 ));
             }
         }
+        // From the shell, which is not Python: only the child below it.
+        let shell = truth["shell"].as_i64().unwrap_or(0) as i32;
+        let below_shell = dump_json(shell, &["--subprocesses"]);
+        let pids: Vec<i64> = below_shell["processes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["pid"].as_i64())
+            .collect();
+        if pids != [want_child_of_shell(truth)] {
+            problems.push(format!(
+                "dump --subprocesses of the shell {shell}: {pids:?}, want its python child only"
+            ));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(format!("{}\n{dump}", problems.join("\n")))
         }
     });
+}
+
+/// The child the target started through the shell (the third).
+fn want_child_of_shell(truth: &Value) -> i64 {
+    truth["children"][2].as_i64().unwrap_or(0)
 }
 
 /// `pyspy record --format collapsed [--exceptions] -- <interp> exceptions_busy.py 3` for 1.5 s:

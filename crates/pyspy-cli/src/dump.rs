@@ -72,11 +72,11 @@ pub fn run(args: &Args) -> Result<(), pyspy_core::Error> {
         .locals(args.locals())
         .repr_limits(args.repr_limits());
     let options = AttachOptions::default().locate(args.locate).sample(sample);
+    if args.subprocesses {
+        return run_subprocesses(args, &options);
+    }
     let mut session = pyspy_core::attach(args.pid, &options)?;
     let snapshot = session.snapshot()?;
-    if args.subprocesses {
-        return run_subprocesses(args, &options, session, snapshot);
-    }
     let text = if args.json {
         format!("{}\n", to_json(&session, &snapshot, args.locals()))
     } else {
@@ -88,28 +88,35 @@ pub fn run(args: &Args) -> Result<(), pyspy_core::Error> {
 
 /// `--subprocesses`: the root process, then every Python process below it (in pid order),
 /// each dumped once. Descendants that are not Python (a shell between the program and its
-/// workers) are left out; one that cannot be read is named on stderr.
-fn run_subprocesses(
-    args: &Args,
-    options: &AttachOptions,
-    session: Session,
-    snapshot: Snapshot,
-) -> Result<(), pyspy_core::Error> {
-    let root = ProcessDetails::read(args.pid);
-    let mut dumps = vec![(root, session, snapshot)];
-    for child in ProcessDetails::descendants(args.pid) {
-        let pid = child.pid;
-        let read = pyspy_core::attach(pid, options).and_then(|mut s| {
+/// workers) are left out; one that cannot be read is named on stderr. A root that is not
+/// Python itself (a shell script starting the workers) is left out too, as long as some
+/// process below it is.
+fn run_subprocesses(args: &Args, options: &AttachOptions) -> Result<(), pyspy_core::Error> {
+    let read = |pid: i32| {
+        pyspy_core::attach(pid, options).and_then(|mut s| {
             let snap = s.snapshot()?;
             Ok((s, snap))
-        });
-        match read {
+        })
+    };
+    let mut dumps = Vec::new();
+    let mut root_error = None;
+    match read(args.pid) {
+        Ok((s, snap)) => dumps.push((ProcessDetails::read(args.pid), s, snap)),
+        Err(e @ Error::NotPython { .. }) => root_error = Some(e),
+        Err(e) => return Err(e),
+    }
+    for child in ProcessDetails::descendants(args.pid) {
+        let pid = child.pid;
+        match read(pid) {
             Ok((s, snap)) => dumps.push((child, s, snap)),
             Err(
                 Error::NotPython { .. } | Error::NoSuchProcess { .. } | Error::ProcessExited { .. },
             ) => {}
             Err(e) => eprintln!("pyspy: process {pid} ({}): {e}", child.command_line),
         }
+    }
+    if let (Some(e), true) = (root_error, dumps.is_empty()) {
+        return Err(e);
     }
     let text = if args.json {
         let processes: Vec<Value> = dumps

@@ -216,9 +216,10 @@ pub fn read_c_string<M: Memory + ?Sized>(mem: &M, addr: u64, max: usize) -> Resu
     Ok(s)
 }
 
-/// Type facts of one interpreter version, cached by type address. The cache lives for one
-/// snapshot ([`Values::clear`]): type objects of classes can be freed and their addresses
-/// reused between snapshots.
+/// Type facts of one interpreter version, cached by type address. Facts of classes (heap
+/// types) live for one snapshot ([`Values::clear`]): they can be freed and their addresses
+/// reused between snapshots; static types (`None`'s, `int`, C extension types) live in the
+/// binaries' data and are kept.
 #[derive(Debug)]
 pub struct Values {
     layout: Layout,
@@ -233,9 +234,9 @@ impl Values {
         }
     }
 
-    /// Forgets the cached types (at the start of each snapshot).
+    /// Forgets the cached heap types (at the start of each snapshot).
     pub fn clear(&mut self) {
-        self.types.clear();
+        self.types.retain(|(_, t)| t.flags & TPFLAGS_HEAPTYPE == 0);
     }
 
     /// The facts of the type object at `ty` (one read for its name pointer and flags, one or

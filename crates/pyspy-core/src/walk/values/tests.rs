@@ -521,3 +521,24 @@ fn a_self_containing_dict_and_deep_nesting_stay_bounded() {
     h.img.put_u64(arr, d);
     assert_eq!(repr(&h, d), "{'k': [{...}]}");
 }
+
+#[test]
+fn static_types_stay_cached_across_snapshots_classes_do_not() {
+    let mut h = Heap::new((3, 12));
+    let none = h.none();
+    let p = h.instance("Point");
+    let mut values = Values::new(&h.l);
+    let limits = ReprLimits::default();
+    values.repr(&h.img, none, &limits);
+    values.repr(&h.img, p, &limits);
+    values.clear();
+    // The class's type object is freed and its memory reused for another class: read again.
+    let point_type = h.img.read_u64(p + u64::from(h.l.object_type)).unwrap();
+    let name_at = h.img.read_u64(point_type + u64::from(h.l.type_name)).unwrap();
+    h.img.write(name_at, b"Other\0");
+    assert_eq!(values.repr(&h.img, p, &limits), format!("<Other object at {p:#x}>"));
+    // NoneType is still known without reading its type object.
+    let none_type = h.img.read_u64(none + u64::from(h.l.object_type)).unwrap();
+    h.img.put_u64(none_type + u64::from(h.l.type_name), 0);
+    assert_eq!(values.repr(&h.img, none, &limits), "None");
+}
