@@ -378,22 +378,28 @@ def count_locals(text):
 
 
 def measure_locals(version, row, runs):
-    """dump with and without --locals, for both tools: median wall and CPU time."""
+    """dump with and without --locals, for both tools: median wall and CPU time. The four
+    commands take turns run after run, so load that comes and goes hits them alike."""
+    commands = [(tool, kind) for kind in ("plain", "locals") for tool in ("py-spy", "pyspy")]
     with running(version, "locals_heavy.py") as target:
         time.sleep(1.0)
+        walls = dict((c, []) for c in commands)
+        cpus = dict((c, []) for c in commands)
+        for _ in range(runs):
+            for tool, kind in commands:
+                exe = PYSPY if tool == "pyspy" else PY_SPY
+                extra = ["--locals"] if kind == "locals" else []
+                cpu, wall = run_measured([exe, "dump", "--pid", str(target.pid)] + extra)
+                walls[(tool, kind)].append(wall)
+                cpus[(tool, kind)].append(cpu)
+        for tool, kind in commands:
+            row["%s %s wall" % (tool, kind)] = statistics.median(walls[(tool, kind)])
+            row["%s %s cpu" % (tool, kind)] = statistics.median(cpus[(tool, kind)])
+            log("%s %s dump %s: %.1f ms wall, %.1f ms CPU" % (
+                version, tool, kind, row["%s %s wall" % (tool, kind)] * 1e3,
+                row["%s %s cpu" % (tool, kind)] * 1e3))
         for tool in ("py-spy", "pyspy"):
             exe = PYSPY if tool == "pyspy" else PY_SPY
-            for kind, extra in (("plain", []), ("locals", ["--locals"])):
-                walls, cpus = [], []
-                for _ in range(runs):
-                    cpu, wall = run_measured([exe, "dump", "--pid", str(target.pid)] + extra)
-                    walls.append(wall)
-                    cpus.append(cpu)
-                row["%s %s wall" % (tool, kind)] = statistics.median(walls)
-                row["%s %s cpu" % (tool, kind)] = statistics.median(cpus)
-                log("%s %s dump %s: %.1f ms wall, %.1f ms CPU" % (
-                    version, tool, kind, statistics.median(walls) * 1e3,
-                    statistics.median(cpus) * 1e3))
             text = subprocess.check_output([exe, "dump", "--pid", str(target.pid), "--locals"],
                                            stderr=subprocess.DEVNULL).decode("utf-8", "replace")
             row[tool + " locals shown"] = count_locals(text)

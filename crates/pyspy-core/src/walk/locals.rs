@@ -103,6 +103,21 @@ impl<M: Memory + ?Sized> Memory for Capped<'_, M> {
         self.bytes.set(bytes);
         self.inner.read(addr, buf)
     }
+
+    /// Counts each range as a read, and passes them on together (one system call).
+    fn read_many(&self, ranges: &[(u64, usize)], out: &mut [u8], ok: &mut [bool]) {
+        let n = u32::try_from(ranges.len()).unwrap_or(u32::MAX);
+        let total = ranges.iter().fold(0usize, |t, r| t.saturating_add(r.1));
+        let bytes = self.bytes.get().saturating_add(total);
+        if self.reads.get().saturating_add(n) > FRAME_READS || bytes > FRAME_BYTES {
+            self.reads.set(FRAME_READS);
+            ok.iter_mut().for_each(|o| *o = false);
+            return;
+        }
+        self.reads.set(self.reads.get() + n);
+        self.bytes.set(bytes);
+        self.inner.read_many(ranges, out, ok)
+    }
 }
 
 impl LocalsCache {
@@ -132,6 +147,13 @@ impl LocalsCache {
         }
         .ok_or(Error::Corrupt("layout without localsplus"))?;
         let bytes = mem.read_vec(offset(frame, base.into())?, n * 8, MAX_SLOTS * 8)?;
+        // The heads of every slot's object in one read (cells included: their value is in it).
+        let words: Vec<u64> = (0..names.slots.len())
+            .map(|i| field_u64(&bytes, (i * 8) as u32).unwrap_or(0))
+            .filter(|w| !layout.executable_tagged || w & STACKREF_INT_TAG != STACKREF_INT_TAG)
+            .map(|w| if layout.executable_tagged { w & !0b111 } else { w })
+            .collect();
+        let mut heads = Values::heads(&mem, &words);
         let mut out = Vec::new();
         for (i, slot) in names.slots.iter().enumerate() {
             let mut word = field_u64(&bytes, (i * 8) as u32).unwrap_or(0);
@@ -177,7 +199,7 @@ impl LocalsCache {
             out.push(Local {
                 name: slot.name.clone(),
                 kind: slot.kind,
-                repr: values.repr(&mem, value, limits),
+                repr: values.repr_in(&mem, value, limits, &mut heads),
             });
         }
         Ok(out)

@@ -279,15 +279,35 @@ impl Values {
 
     /// The bounded repr of the object at `obj` (see the module docs).
     pub fn repr<M: Memory + ?Sized>(&mut self, mem: &M, obj: u64, limits: &ReprLimits) -> String {
+        self.repr_in(mem, obj, limits, &mut Heads::default())
+    }
+
+    /// The first bytes of each of `objs`, read together (one system call for a live process),
+    /// for the reprs of several values ([`Values::repr_in`]).
+    pub fn heads<M: Memory + ?Sized>(mem: &M, objs: &[u64]) -> Heads {
+        Heads(read_heads(mem, objs))
+    }
+
+    /// [`Values::repr`], taking the object's first bytes from `heads` if they are there.
+    pub fn repr_in<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        obj: u64,
+        limits: &ReprLimits,
+        heads: &mut Heads,
+    ) -> String {
         let mut f = Formatter {
             mem,
             values: self,
             limits,
             budget: limits.total,
             stack: Vec::new(),
+            head: Head::EMPTY,
+            prefetched: std::mem::take(&mut heads.0),
         };
         let mut out = String::new();
         f.fmt(obj, limits.depth.min(MAX_DEPTH), &mut out);
+        heads.0 = f.prefetched;
         out
     }
 
@@ -355,6 +375,98 @@ enum Elements {
     Pairs(Vec<(u64, u64)>),
 }
 
+/// Bytes read at once from the start of each object formatted: its type pointer, its size
+/// fields and, for small objects (ints below 2**300, floats, short ASCII strings, small
+/// tuples), its whole value, in one read instead of three or four.
+const HEAD: usize = 64;
+
+/// The first bytes of the object being formatted.
+struct Head {
+    start: u64,
+    len: usize,
+    buf: [u8; HEAD],
+}
+
+impl Head {
+    const EMPTY: Head = Head {
+        start: 0,
+        len: 0,
+        buf: [0; HEAD],
+    };
+
+    /// Reads up to [`HEAD`] bytes at `obj`, fewer if the object sits at the end of a mapped
+    /// page (the rest is then read on demand, and fails as it would have).
+    fn read<M: Memory + ?Sized>(mem: &M, obj: u64) -> Head {
+        let mut head = Head {
+            start: obj,
+            ..Head::EMPTY
+        };
+        let to_page_end = (4096 - (obj % 4096)) as usize;
+        for len in [HEAD, to_page_end.min(HEAD)] {
+            if mem.read(obj, &mut head.buf[..len]).is_ok() {
+                head.len = len;
+                break;
+            }
+        }
+        head
+    }
+}
+
+/// Objects' first bytes read ahead ([`Values::heads`]).
+#[derive(Default)]
+pub struct Heads(Vec<Head>);
+
+/// The heads of `objs` (non-null, distinct), read with one `read_many`; an object whose head
+/// cannot be read that way (it ends a mapping) is left out, to be read on its own.
+fn read_heads<M: Memory + ?Sized>(mem: &M, objs: &[u64]) -> Vec<Head> {
+    let mut objs: Vec<u64> = objs.iter().copied().filter(|&o| o != 0).collect();
+    objs.sort_unstable();
+    objs.dedup();
+    if objs.len() < 2 {
+        return Vec::new();
+    }
+    let ranges: Vec<(u64, usize)> = objs.iter().map(|&o| (o, HEAD)).collect();
+    let mut bytes = vec![0u8; HEAD * objs.len()];
+    let mut ok = vec![false; objs.len()];
+    mem.read_many(&ranges, &mut bytes, &mut ok);
+    objs.iter()
+        .zip(bytes.chunks_exact(HEAD))
+        .zip(ok)
+        .filter(|(_, ok)| *ok)
+        .map(|((&obj, chunk), _)| {
+            let mut head = Head {
+                start: obj,
+                len: HEAD,
+                buf: [0; HEAD],
+            };
+            head.buf.copy_from_slice(chunk);
+            head
+        })
+        .collect()
+}
+
+/// A [`Memory`] that answers reads inside an object's [`Head`] from it.
+struct WithHead<'a, M: ?Sized> {
+    inner: &'a M,
+    head: &'a Head,
+}
+
+impl<M: Memory + ?Sized> Memory for WithHead<'_, M> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> std::result::Result<(), crate::memory::ReadError> {
+        let h = self.head;
+        if let Some(from) = addr.checked_sub(h.start).map(|d| d as usize) {
+            if let Some(bytes) = from
+                .checked_add(buf.len())
+                .and_then(|to| h.buf[..h.len].get(from..to))
+            {
+                buf.copy_from_slice(bytes);
+                return Ok(());
+            }
+        }
+        self.inner.read(addr, buf)
+    }
+}
+
 /// One repr in progress.
 struct Formatter<'a, M: ?Sized> {
     mem: &'a M,
@@ -364,11 +476,23 @@ struct Formatter<'a, M: ?Sized> {
     budget: u32,
     /// The containers being formatted (outermost first), for cycles.
     stack: Vec<u64>,
+    /// The head of the object being formatted (its reads go through [`Formatter::here`]).
+    head: Head,
+    /// Heads of the elements about to be formatted, read together ([`Formatter::prefetch`]).
+    prefetched: Vec<Head>,
 }
 
 impl<M: Memory + ?Sized> Formatter<'_, M> {
     fn layout(&self) -> &Layout {
         &self.values.layout
+    }
+
+    /// Reads of the object being formatted: from its head where they fall in it.
+    fn here(&self) -> WithHead<'_, M> {
+        WithHead {
+            inner: self.mem,
+            head: &self.head,
+        }
     }
 
     fn fmt(&mut self, obj: u64, depth: u32, out: &mut String) {
@@ -377,14 +501,23 @@ impl<M: Memory + ?Sized> Formatter<'_, M> {
             return;
         }
         let mark = out.len();
-        if self.try_fmt(obj, depth, out).is_err() {
+        // The parent's head is put back after this object (and its elements) are written.
+        let head = match self.prefetched.iter().position(|h| h.start == obj) {
+            Some(i) => self.prefetched.remove(i),
+            None => Head::read(self.mem, obj),
+        };
+        let parent = std::mem::replace(&mut self.head, head);
+        let result = self.try_fmt(obj, depth, out);
+        self.head = parent;
+        if result.is_err() {
             out.truncate(mark);
             let _ = write!(out, "<object at {obj:#x} unreadable>");
         }
     }
 
     fn try_fmt(&mut self, obj: u64, depth: u32, out: &mut String) -> Result<()> {
-        let facts = self.values.type_of(self.mem, obj)?;
+        let ty = self.here().read_ptr_at(obj, self.layout().object_type)?;
+        let facts = self.values.type_facts(self.mem, ty)?;
         let l = *self.layout();
         let py2 = l.strings == StringModel::Python2;
         let limits = *self.limits;
@@ -392,7 +525,9 @@ impl<M: Memory + ?Sized> Formatter<'_, M> {
             Kind::None => out.push_str("None"),
             Kind::Bool => {
                 let v = if py2 {
-                    self.mem.read_i64(offset(obj, l.int_ival.unwrap_or(16).into())?)? != 0
+                    self.here()
+                        .read_i64(offset(obj, l.int_ival.unwrap_or(16).into())?)?
+                        != 0
                 } else {
                     !self.long_digits(obj)?.1.is_empty()
                 };
@@ -400,29 +535,31 @@ impl<M: Memory + ?Sized> Formatter<'_, M> {
             }
             Kind::SmallInt => {
                 let off = l.int_ival.ok_or(Error::Corrupt("no int layout"))?;
-                let v = self.mem.read_i64(offset(obj, off.into())?)?;
+                let v = self.here().read_i64(offset(obj, off.into())?)?;
                 out.push_str(&number::shorten_middle(v.to_string(), limits.int as usize));
             }
             Kind::Long => out.push_str(&self.long_repr(obj, py2)?),
             Kind::Float => {
-                let bits = self.mem.read_u64(offset(obj, l.float_value.into())?)?;
+                let bits = self.here().read_u64(offset(obj, l.float_value.into())?)?;
                 out.push_str(&number::float_repr(f64::from_bits(bits)));
             }
             Kind::Complex => {
                 let at = offset(obj, l.complex_value.into())?;
-                let re = f64::from_bits(self.mem.read_u64(at)?);
-                let im = f64::from_bits(self.mem.read_u64(offset(at, 8)?)?);
+                let re = f64::from_bits(self.here().read_u64(at)?);
+                let im = f64::from_bits(self.here().read_u64(offset(at, 8)?)?);
                 out.push_str(&number::complex_repr(re, im));
             }
             Kind::Str => {
-                let (chars, len) = read_str_prefix(self.mem, &l, obj, limits.string as usize)?;
+                let (chars, len) =
+                    read_str_prefix(&self.here(), &l, obj, limits.string as usize)?;
                 out.push_str(&text::str_repr(&chars, py2));
                 if len > chars.len() {
                     out.push_str("...");
                 }
             }
             Kind::Bytes => {
-                let (bytes, len) = read_bytes_prefix(self.mem, &l, obj, limits.string as usize)?;
+                let (bytes, len) =
+                    read_bytes_prefix(&self.here(), &l, obj, limits.string as usize)?;
                 out.push_str(&text::bytes_repr(&bytes, py2));
                 if len > bytes.len() {
                     out.push_str("...");
@@ -433,7 +570,7 @@ impl<M: Memory + ?Sized> Formatter<'_, M> {
                     let head = self.read_fields(obj, &[l.varobject_size, l.list_items])?;
                     (head[0], head[1])
                 } else {
-                    let size = self.mem.read_u64(offset(obj, l.varobject_size.into())?)?;
+                    let size = self.here().read_u64(offset(obj, l.varobject_size.into())?)?;
                     (size, offset(obj, l.tuple_items.into())?)
                 };
                 let size = checked_size(size)?;
@@ -442,7 +579,9 @@ impl<M: Memory + ?Sized> Formatter<'_, M> {
                     Vec::new()
                 } else {
                     let n = size.min(limits.items as usize);
-                    let bytes = self.mem.read_vec(items_at, n * 8, limits.items as usize * 8)?;
+                    let bytes = self
+                        .here()
+                        .read_vec(items_at, n * 8, limits.items as usize * 8)?;
                     (0..n)
                         .map(|i| field_u64(&bytes, (i * 8) as u32).unwrap_or(0))
                         .collect()
@@ -455,7 +594,7 @@ impl<M: Memory + ?Sized> Formatter<'_, M> {
                 } else {
                     limits.items.min(self.budget) as usize
                 };
-                let (entries, used) = dict_entries_prefix(self.mem, &l, obj, want)?;
+                let (entries, used) = dict_entries_prefix(&self.here(), &l, obj, want)?;
                 let pairs = entries.iter().map(|e| (e.key, e.value)).collect();
                 self.container(obj, depth, &DICT, used, Elements::Pairs(pairs), out);
             }
@@ -486,6 +625,20 @@ impl<M: Memory + ?Sized> Formatter<'_, M> {
         depth == 0 || self.stack.contains(&obj)
     }
 
+    /// Reads the heads of the elements about to be shown with one `read_many` (one system call
+    /// for a live process) instead of one read each. An element whose head cannot be read that
+    /// way (it ends a mapping) is read on its own when formatted.
+    fn prefetch(&mut self, elements: &Elements) {
+        let shown = (self.limits.items.min(self.budget)) as usize;
+        let mut objs: Vec<u64> = match elements {
+            Elements::Items(v) => v.iter().take(shown).copied().collect(),
+            Elements::Pairs(v) => v.iter().take(shown).flat_map(|&(k, v)| [k, v]).collect(),
+        };
+        objs.retain(|&o| !self.prefetched.iter().any(|h| h.start == o));
+        let heads = read_heads(self.mem, &objs);
+        self.prefetched.extend(heads);
+    }
+
     /// Writes a container of `total` elements whose first ones are `elements`.
     fn container(
         &mut self,
@@ -505,6 +658,8 @@ impl<M: Memory + ?Sized> Formatter<'_, M> {
             return;
         }
         self.stack.push(obj);
+        let mark = self.prefetched.len();
+        self.prefetch(&elements);
         out.push_str(shape.open);
         let available = match &elements {
             Elements::Items(v) => v.len(),
@@ -535,6 +690,7 @@ impl<M: Memory + ?Sized> Formatter<'_, M> {
             out.push(',');
         }
         out.push_str(shape.close);
+        self.prefetched.truncate(mark);
         self.stack.pop();
     }
 
@@ -546,7 +702,7 @@ impl<M: Memory + ?Sized> Formatter<'_, M> {
         let buf = buf
             .get_mut(..(hi - lo) as usize)
             .ok_or(Error::Corrupt("object layout larger than expected"))?;
-        self.mem.read(offset(obj, lo.into())?, buf)?;
+        self.here().read(offset(obj, lo.into())?, buf)?;
         offsets
             .iter()
             .map(|&o| field_u64(buf, o - lo).ok_or(Error::Corrupt("object field")))
@@ -561,7 +717,7 @@ impl<M: Memory + ?Sized> Formatter<'_, M> {
             return Err(Error::Corrupt("int too large to show"));
         }
         let l = self.layout();
-        let bytes = self.mem.read_vec(
+        let bytes = self.here().read_vec(
             offset(obj, l.long_digits.into())?,
             n * 4,
             MAX_INT_DIGITS * 4,
@@ -581,7 +737,7 @@ impl<M: Memory + ?Sized> Formatter<'_, M> {
     fn long_header(&self, obj: u64) -> Result<(bool, usize)> {
         let l = self.layout();
         let size = self
-            .mem
+            .here()
             .read_u64(offset(obj, l.long_tag.unwrap_or(l.varobject_size).into())?)?;
         let (negative, n) = match l.long_tag {
             Some(_) => match size & 3 {
@@ -604,7 +760,7 @@ impl<M: Memory + ?Sized> Formatter<'_, M> {
             // Only the top digit is read, for the bit length.
             let l = self.layout();
             let top_at = offset(obj, u64::from(l.long_digits) + 4 * (n as u64 - 1))?;
-            let top = self.mem.read_u32(top_at)? & ((1 << 30) - 1);
+            let top = self.here().read_u32(top_at)? & ((1 << 30) - 1);
             let bits = 30 * (n as u64 - 1) + u64::from(32 - top.leading_zeros());
             return Ok(format!("<int of {bits} bits>"));
         }
