@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds every fuzz target (fuzz/, its own cargo workspace) and runs each for a fixed time.
 #
-#   scripts/fuzz.sh [SECONDS_PER_TARGET]      default 30; 8 targets, so ~5 minutes plus the build
+#   scripts/fuzz.sh [SECONDS_PER_TARGET]      default 30; 9 targets, so ~5 minutes plus the build
 #
 # Each target starts from the committed seeds (fuzz/seeds/<target>/) and a scratch corpus
 # (fuzz/corpus/<target>/, git-ignored, kept between runs so later runs go deeper). Limits:
