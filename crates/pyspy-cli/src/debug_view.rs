@@ -4,13 +4,16 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use pyspy_core::{ExceptionInfo, Frame, Local, LocalKind, Version};
 use serde_json::{json, Value};
 
-/// Largest source file read to show a line.
+/// Largest source file read to show a line, and most bytes of source kept for one dump (past
+/// it, frames of further files are shown without their line).
 const MAX_SOURCE: u64 = 16 << 20;
+const MAX_SOURCES: u64 = 128 << 20;
 
 /// `{"type": ..., "message": ...}` or null.
 pub fn exception_json(e: Option<&ExceptionInfo>) -> Value {
@@ -62,6 +65,8 @@ pub fn exception_text(
 pub struct Sources {
     pid: i32,
     files: HashMap<String, Option<Vec<String>>>,
+    /// Bytes of source read so far.
+    bytes: u64,
 }
 
 impl Sources {
@@ -69,6 +74,7 @@ impl Sources {
         Sources {
             pid,
             files: HashMap::new(),
+            bytes: 0,
         }
     }
 
@@ -93,12 +99,18 @@ impl Sources {
             return None; // <string>, <stdin>, <frozen ...>
         }
         let path = self.host_path(name);
+        let budget = MAX_SOURCES.saturating_sub(self.bytes);
+        let total = &mut self.bytes;
         let lines = self.files.entry(name.to_string()).or_insert_with(|| {
             let meta = std::fs::metadata(&path).ok()?;
-            if !meta.is_file() || meta.len() > MAX_SOURCE {
+            if !meta.is_file() || meta.len() > MAX_SOURCE.min(budget) {
                 return None;
             }
-            let bytes = std::fs::read(&path).ok()?;
+            *total += meta.len();
+            let mut bytes = Vec::new();
+            std::fs::File::open(&path)
+                .and_then(|f| f.take(meta.len()).read_to_end(&mut bytes))
+                .ok()?;
             let text = String::from_utf8_lossy(&bytes);
             Some(text.lines().map(str::to_string).collect())
         });

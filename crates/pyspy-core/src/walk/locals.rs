@@ -40,6 +40,9 @@ pub const FRAME_READS: u32 = 20_000;
 pub const FRAME_BYTES: usize = 4 << 20;
 /// Code objects whose names are cached before the cache is cleared.
 const MAX_CACHED: usize = 4096;
+/// Bytes of names cached before the cache is cleared (code objects with huge names: a
+/// corrupt or hostile target).
+const MAX_CACHED_BYTES: usize = 16 << 20;
 
 /// `CO_VARARGS`, `CO_VARKEYWORDS`.
 const CO_VARARGS: u32 = 0x4;
@@ -74,6 +77,8 @@ struct CodeLocals {
 #[derive(Debug, Default)]
 pub struct LocalsCache {
     entries: AddrMap<Arc<CodeLocals>>,
+    /// Bytes of the names held by `entries`.
+    bytes: usize,
 }
 
 /// A [`Memory`] that refuses reads past a count and a byte total.
@@ -226,9 +231,12 @@ impl LocalsCache {
             slots,
             code: info.clone(),
         });
-        if self.entries.len() >= MAX_CACHED {
+        let size: usize = entry.slots.iter().map(|s| s.name.len() + 16).sum();
+        if self.entries.len() >= MAX_CACHED || self.bytes + size > MAX_CACHED_BYTES {
             self.entries.clear();
+            self.bytes = 0;
         }
+        self.bytes += size;
         self.entries.insert(code, entry.clone());
         Ok(entry)
     }
