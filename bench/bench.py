@@ -13,6 +13,9 @@ Measures, for each interpreter version:
   max rate     samples per second when asked for 50 kHz on the deep-busy target for a fixed
                wall time (the tool is stopped with SIGINT, which both handle by writing output).
   dump         median wall time of `dump --pid` (each tool's default: both pause the target).
+  locals       `dump --pid` and `dump --pid --locals` on a target of 4 threads x 25 frames with
+               12 locals each (bench/targets/locals_heavy.py): median wall and CPU time of each,
+               so the difference is what reading and formatting 1,200 locals costs.
   slowdown     how much longer a unit of CPU-bound work takes while a profiler records the
                target at 1 kHz nonblocking (target pinned to CPU 1, profiler to CPU 0): one
                target process times its units from inside while phases alternate (nothing,
@@ -284,8 +287,8 @@ def main():
     ap.add_argument("--versions", default="2.7,3.9,3.12,3.13,3.14")
     ap.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
     ap.add_argument("--out", help="also write the tables to this file")
-    ap.add_argument("--measure", default="all", choices=["all", "slowdown"],
-                    help="slowdown: only the slowdown at 1 kHz")
+    ap.add_argument("--measure", default="all", choices=["all", "slowdown", "locals"],
+                    help="slowdown: only the slowdown at 1 kHz; locals: only dump --locals")
     ap.add_argument("--pairs", type=int, help="slowdown: comparisons per kind (default 25, "
                     "quick 6); ~11 s each")
     args = ap.parse_args()
@@ -294,6 +297,11 @@ def main():
     rows = []
     for version in args.versions.split(","):
         row = {"version": version}
+        if args.measure in ("all", "locals"):
+            measure_locals(version, row, 5 if args.quick else 15)
+        if args.measure == "locals":
+            rows.append(row)
+            continue
         if args.measure == "all":
             measure_costs(version, row, seconds, args.quick)
         for kind, result in slowdowns(version, args.pairs or (6 if args.quick else 25)).items():
@@ -302,7 +310,24 @@ def main():
                                                             result[3]))
         rows.append(row)
 
-    lines = []
+    lines = [
+        "| Python | dump wall (py-spy → pyspy) | dump --locals wall (py-spy → pyspy) | "
+        "dump CPU (py-spy → pyspy) | dump --locals CPU (py-spy → pyspy) | locals shown "
+        "(py-spy, pyspy) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append("| %s | %.1f → %.1f ms | %.1f → %.1f ms | %.1f → %.1f ms | %.1f → %.1f ms "
+                     "| %d, %d |" % (
+                         r["version"],
+                         r["py-spy plain wall"] * 1e3, r["pyspy plain wall"] * 1e3,
+                         r["py-spy locals wall"] * 1e3, r["pyspy locals wall"] * 1e3,
+                         r["py-spy plain cpu"] * 1e3, r["pyspy plain cpu"] * 1e3,
+                         r["py-spy locals cpu"] * 1e3, r["pyspy locals cpu"] * 1e3,
+                         r["py-spy locals shown"], r["pyspy locals shown"]))
+    lines.append("")
+    if args.measure == "locals":
+        rows = []
     if args.measure == "all":
         lines += [
             "| Python | CPU/sample deep-busy (py-spy → pyspy) | ratio | CPU/sample 24 threads "
@@ -320,10 +345,11 @@ def main():
                              r["py-spy rate"], r["pyspy rate"],
                              r["py-spy dump"] * 1e3, r["pyspy dump"] * 1e3))
         lines.append("")
-    lines += [
-        "| Python | slowdown at 1 kHz: pyspy | py-spy | control (wakes only) | A/A | pairs |",
-        "|---|---|---|---|---|---|",
-    ]
+    if rows:
+        lines += [
+            "| Python | slowdown at 1 kHz: pyspy | py-spy | control (wakes only) | A/A | pairs |",
+            "|---|---|---|---|---|---|",
+        ]
     for r in rows:
         lines.append("| %s | %s | %s | %s | %s | %d |" % (
             r["version"], fmt_pct(r["pyspy slowdown"]), fmt_pct(r["py-spy slowdown"]),
@@ -334,6 +360,49 @@ def main():
     if args.out:
         with open(args.out, "w") as f:
             f.write(table)
+
+
+def count_locals(text):
+    """Locals a text dump printed: the lines indented by 12 under "Arguments:" or "Locals:"
+    (pyspy writes `name = repr`, py-spy `name: repr`)."""
+    n = 0
+    section = False
+    for line in text.splitlines():
+        if line.strip() in ("Arguments:", "Locals:"):
+            section = True
+        elif section and line.startswith(" " * 12):
+            n += 1
+        else:
+            section = False
+    return n
+
+
+def measure_locals(version, row, runs):
+    """dump with and without --locals, for both tools: median wall and CPU time. The four
+    commands take turns run after run, so load that comes and goes hits them alike."""
+    commands = [(tool, kind) for kind in ("plain", "locals") for tool in ("py-spy", "pyspy")]
+    with running(version, "locals_heavy.py") as target:
+        time.sleep(1.0)
+        walls = dict((c, []) for c in commands)
+        cpus = dict((c, []) for c in commands)
+        for _ in range(runs):
+            for tool, kind in commands:
+                exe = PYSPY if tool == "pyspy" else PY_SPY
+                extra = ["--locals"] if kind == "locals" else []
+                cpu, wall = run_measured([exe, "dump", "--pid", str(target.pid)] + extra)
+                walls[(tool, kind)].append(wall)
+                cpus[(tool, kind)].append(cpu)
+        for tool, kind in commands:
+            row["%s %s wall" % (tool, kind)] = statistics.median(walls[(tool, kind)])
+            row["%s %s cpu" % (tool, kind)] = statistics.median(cpus[(tool, kind)])
+            log("%s %s dump %s: %.1f ms wall, %.1f ms CPU" % (
+                version, tool, kind, row["%s %s wall" % (tool, kind)] * 1e3,
+                row["%s %s cpu" % (tool, kind)] * 1e3))
+        for tool in ("py-spy", "pyspy"):
+            exe = PYSPY if tool == "pyspy" else PY_SPY
+            text = subprocess.check_output([exe, "dump", "--pid", str(target.pid), "--locals"],
+                                           stderr=subprocess.DEVNULL).decode("utf-8", "replace")
+            row[tool + " locals shown"] = count_locals(text)
 
 
 def measure_costs(version, row, seconds, quick):

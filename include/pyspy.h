@@ -135,6 +135,28 @@ typedef enum pyspy_status {
 } pyspy_status;
 
 /**
+ * What kind of variable a `pyspy_local` is.
+ */
+typedef enum pyspy_variable_kind {
+    /**
+     * A parameter of the function (positional, keyword-only, `*args`, `**kwargs`).
+     */
+    PYSPY_VARIABLE_KIND_ARG = 0,
+    /**
+     * A local variable.
+     */
+    PYSPY_VARIABLE_KIND_LOCAL = 1,
+    /**
+     * A variable inner functions capture (a cell), parameters included.
+     */
+    PYSPY_VARIABLE_KIND_CELL = 2,
+    /**
+     * A variable of an enclosing function (a free variable).
+     */
+    PYSPY_VARIABLE_KIND_FREE = 3,
+} pyspy_variable_kind;
+
+/**
  * Why a sampler ended (`pyspy_sampler_wait`). New reasons may be added: treat one you do not
  * know as `PYSPY_END_REASON_STOPPED`.
  */
@@ -242,6 +264,12 @@ typedef struct pyspy_error pyspy_error;
  * never freed on its own.
  */
 typedef struct pyspy_frame pyspy_frame;
+
+/**
+ * A variable of a frame: an argument, a local, a cell or a free variable. Borrowed from its
+ * snapshot: valid until the snapshot is freed; never freed on its own.
+ */
+typedef struct pyspy_local pyspy_local;
 
 /**
  * How to attach and sample. Make one with `pyspy_options_new`, change it with the
@@ -419,6 +447,123 @@ bool pyspy_session_signal(const struct pyspy_session *session,
  * signal. Static: never free it.
  */
 const char *pyspy_signal_name(int32_t signal);
+
+/**
+ * Reads each frame's arguments and local variables in every sample
+ * (`pyspy_frame_local_count`). Default false.
+ */
+enum pyspy_status pyspy_options_set_locals(struct pyspy_options *options, bool locals);
+
+/**
+ * Reads each thread's exception state in every sample (`pyspy_thread_exception_type`), and
+ * makes profiles count only threads handling or propagating an exception when
+ * `exceptions_only` is true. Default false, false.
+ */
+enum pyspy_status pyspy_options_set_exceptions(struct pyspy_options *options,
+                                               bool exceptions,
+                                               bool exceptions_only);
+
+/**
+ * Reads each frame's exact position and opcode in every sample (Python 3.11+:
+ * `pyspy_frame_column` ...). Default false.
+ */
+enum pyspy_status pyspy_options_set_positions(struct pyspy_options *options, bool positions);
+
+/**
+ * How much of a value a variable's repr (and an exception's message) shows: levels of
+ * nested containers (default 3), elements per container (10), characters of a string (80),
+ * elements in all (100).
+ */
+enum pyspy_status pyspy_options_set_repr_limits(struct pyspy_options *options,
+                                                uint32_t depth,
+                                                uint32_t items,
+                                                uint32_t string_chars,
+                                                uint32_t total);
+
+/**
+ * The type name of the exception the thread is handling (what `sys.exc_info()[0]` names:
+ * `"ValueError"`, a class's name, a C type's dotted name), or NULL if it handles none (or
+ * exceptions were not read: `pyspy_options_set_exceptions`). UTF-8, NUL-terminated, borrowed
+ * from the snapshot: valid until `pyspy_snapshot_free`.
+ */
+const char *pyspy_thread_exception_type(const struct pyspy_thread *thread);
+
+/**
+ * The message of the exception the thread is handling: the bounded repr of its argument
+ * (`"'bad'"` for `ValueError('bad')`), of its arguments tuple if it has several, empty if
+ * none; NULL if it handles none. Borrowed like `pyspy_thread_exception_type`.
+ */
+const char *pyspy_thread_exception_message(const struct pyspy_thread *thread);
+
+/**
+ * The type name of an exception raised in the thread and not caught yet (the sample caught
+ * the interpreter unwinding the stack), or NULL. Borrowed like `pyspy_thread_exception_type`.
+ */
+const char *pyspy_thread_propagating_type(const struct pyspy_thread *thread);
+
+/**
+ * The message of the exception propagating in the thread, or NULL. Borrowed like
+ * `pyspy_thread_exception_type`.
+ */
+const char *pyspy_thread_propagating_message(const struct pyspy_thread *thread);
+
+/**
+ * The last line of the expression the frame is executing (3.11+, with positions read).
+ * Returns true and writes `*line_out` if known; false (output untouched) if not.
+ */
+bool pyspy_frame_end_line(const struct pyspy_frame *frame, int32_t *line_out);
+
+/**
+ * The column (0-based, in UTF-8 bytes of the line) where the expression the frame is
+ * executing starts, as `co_positions()` gives it (3.11+, with positions read). Returns true
+ * and writes `*column_out` if known; false (output untouched) if not.
+ */
+bool pyspy_frame_column(const struct pyspy_frame *frame, int32_t *column_out);
+
+/**
+ * The column (0-based, UTF-8 bytes, exclusive) where that expression ends on its last line.
+ * Returns true and writes `*column_out` if known; false (output untouched) if not.
+ */
+bool pyspy_frame_end_column(const struct pyspy_frame *frame, int32_t *column_out);
+
+/**
+ * The opcode the frame is executing, as `dis` shows it (the base opcode, not a specialised or
+ * instrumented variant; 3.11+, with positions read). Returns true and writes `*opcode_out` if
+ * known; false (output untouched) if not.
+ */
+bool pyspy_frame_opcode(const struct pyspy_frame *frame, uint8_t *opcode_out);
+
+/**
+ * How many variables of the frame were read (bound ones only; 0 unless
+ * `pyspy_options_set_locals` asked for them, or for NULL).
+ */
+size_t pyspy_frame_local_count(const struct pyspy_frame *frame);
+
+/**
+ * Variable `index` (0-based, below `pyspy_frame_local_count`, in the frame's slot order) of
+ * the frame, or NULL if out of range or `frame` is NULL. Borrowed from the snapshot: valid
+ * until `pyspy_snapshot_free`.
+ */
+const struct pyspy_local *pyspy_frame_local(const struct pyspy_frame *frame, size_t index);
+
+/**
+ * The variable's name. UTF-8, NUL-terminated, borrowed from the snapshot: valid until
+ * `pyspy_snapshot_free`. NULL only for a NULL `local`.
+ */
+const char *pyspy_local_name(const struct pyspy_local *local);
+
+/**
+ * What kind of variable it is (`PYSPY_VARIABLE_KIND_LOCAL` for NULL).
+ */
+enum pyspy_variable_kind pyspy_local_kind(const struct pyspy_local *local);
+
+/**
+ * A bounded repr of the variable's value (`42`, `'text'`, `[1, 2, ...]`,
+ * `<Point object at 0x7f…>`; see `pyspy_options_set_repr_limits`). UTF-8, NUL-terminated,
+ * borrowed from the snapshot: valid until `pyspy_snapshot_free`. NULL only for a NULL
+ * `local`.
+ */
+const char *pyspy_local_repr(const struct pyspy_local *local);
 
 /**
  * The status code of an error (`PYSPY_STATUS_INVALID_ARGUMENT` for NULL).

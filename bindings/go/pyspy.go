@@ -107,6 +107,23 @@ type Options struct {
 	// for this many samples. A sample that finds the buffer full is dropped (counted in
 	// Stats.Dropped): a slow reader never holds the sampler up.
 	SampleBuffer int
+	// Locals reads each frame's arguments and local variables (Frame.Locals).
+	Locals bool
+	// Exceptions reads each thread's exception state (Thread.Exception, Thread.Propagating).
+	Exceptions bool
+	// ExceptionsOnly makes profiles count only threads handling or propagating an exception
+	// (it reads the exception state too).
+	ExceptionsOnly bool
+	// Positions reads each frame's exact position and opcode (Python 3.11+).
+	Positions bool
+	// Repr says how much of a value Frame.Locals and exception messages show (nil: the
+	// defaults, 3 levels, 10 elements per container, 80 characters, 100 elements in all).
+	Repr *ReprLimits
+}
+
+// ReprLimits bound the reprs of values read from the target.
+type ReprLimits struct {
+	Depth, Items, String, Total uint32
 }
 
 // cOptions makes the C options object for o (nil: defaults) without a sample callback and
@@ -149,6 +166,13 @@ func (o *Options) cOptions() (*C.pyspy_options, error) {
 	set("PerFunction", C.pyspy_options_set_lines(opts, C.bool(!o.PerFunction)))
 	set("PerThread", C.pyspy_options_set_per_thread(opts, C.bool(o.PerThread)))
 	set("PerProcess", C.pyspy_options_set_per_process(opts, C.bool(o.PerProcess)))
+	set("Locals", C.pyspy_options_set_locals(opts, C.bool(o.Locals)))
+	set("Exceptions", C.pyspy_options_set_exceptions(opts, C.bool(o.Exceptions), C.bool(o.ExceptionsOnly)))
+	set("Positions", C.pyspy_options_set_positions(opts, C.bool(o.Positions)))
+	if r := o.Repr; r != nil {
+		set("Repr", C.pyspy_options_set_repr_limits(opts, C.uint32_t(r.Depth), C.uint32_t(r.Items),
+			C.uint32_t(r.String), C.uint32_t(r.Total)))
+	}
 	if len(bad) > 0 {
 		C.pyspy_options_free(opts)
 		return nil, &Error{Code: StatusInvalidArgument, Message: fmt.Sprintf("invalid options %v: %+v", bad, *o)}
@@ -302,6 +326,18 @@ type Thread struct {
 	InterpreterID int64
 	// Frames is the stack, innermost first.
 	Frames []Frame
+	// Exception is the exception the thread is handling (sys.exc_info()), nil if none or not
+	// read (Options.Exceptions).
+	Exception *ExceptionInfo
+	// Propagating is an exception raised and not caught yet (the sample caught the stack
+	// unwinding), nil if none.
+	Propagating *ExceptionInfo
+}
+
+// ExceptionInfo is an exception as a debugger shows it.
+type ExceptionInfo struct {
+	Type    string // the type's name: "ValueError", a class's name, a C type's dotted name
+	Message string // bounded repr of its argument (of its args tuple if several)
 }
 
 // Frame is one Python frame.
@@ -310,6 +346,38 @@ type Frame struct {
 	Qualname string // co_qualname (3.11+), "" where the version has none
 	Filename string // co_filename, as the target sees it
 	Line     int    // 0 if unknown
+	// EndLine, Column, EndColumn: where the expression being executed is (3.11+, with
+	// Options.Positions; columns are 0-based UTF-8 byte offsets); -1 if unknown.
+	EndLine, Column, EndColumn int
+	// Opcode is the base opcode being executed, as dis shows it (3.11+); -1 if unknown.
+	Opcode int
+	// Locals are the frame's bound variables (with Options.Locals).
+	Locals []Local
+}
+
+// LocalKind says what kind of variable a Local is: "arg", "local", "cell" or "free".
+type LocalKind string
+
+// Local is a variable of a frame.
+type Local struct {
+	Name string
+	Kind LocalKind
+	Repr string // a bounded repr of its value
+}
+
+func exceptionInfo(typ, message *C.char) *ExceptionInfo {
+	if typ == nil {
+		return nil
+	}
+	return &ExceptionInfo{Type: C.GoString(typ), Message: goStringOrEmpty(message)}
+}
+
+func optionalInt(get func(*C.int32_t) C.bool) int {
+	var v C.int32_t
+	if get(&v) {
+		return int(v)
+	}
+	return -1
 }
 
 func goStringOrEmpty(s *C.char) string {
@@ -352,13 +420,37 @@ func convertSnapshot(snap *C.pyspy_snapshot) *Snapshot {
 		th.Frames = make([]Frame, 0, nf)
 		for j := 0; j < nf; j++ {
 			f := C.pyspy_thread_frame(t, C.size_t(j))
-			th.Frames = append(th.Frames, Frame{
-				Function: goStringOrEmpty(C.pyspy_frame_function(f)),
-				Qualname: goStringOrEmpty(C.pyspy_frame_qualname(f)),
-				Filename: goStringOrEmpty(C.pyspy_frame_filename(f)),
-				Line:     int(C.pyspy_frame_line(f)),
-			})
+			fr := Frame{
+				Function:  goStringOrEmpty(C.pyspy_frame_function(f)),
+				Qualname:  goStringOrEmpty(C.pyspy_frame_qualname(f)),
+				Filename:  goStringOrEmpty(C.pyspy_frame_filename(f)),
+				Line:      int(C.pyspy_frame_line(f)),
+				EndLine:   optionalInt(func(v *C.int32_t) C.bool { return C.pyspy_frame_end_line(f, v) }),
+				Column:    optionalInt(func(v *C.int32_t) C.bool { return C.pyspy_frame_column(f, v) }),
+				EndColumn: optionalInt(func(v *C.int32_t) C.bool { return C.pyspy_frame_end_column(f, v) }),
+				Opcode:    -1,
+			}
+			var op C.uint8_t
+			if C.pyspy_frame_opcode(f, &op) {
+				fr.Opcode = int(op)
+			}
+			kinds := map[uint32]LocalKind{
+				C.PYSPY_VARIABLE_KIND_ARG: "arg", C.PYSPY_VARIABLE_KIND_LOCAL: "local",
+				C.PYSPY_VARIABLE_KIND_CELL: "cell", C.PYSPY_VARIABLE_KIND_FREE: "free",
+			}
+			nl := int(C.pyspy_frame_local_count(f))
+			for k := 0; k < nl; k++ {
+				l := C.pyspy_frame_local(f, C.size_t(k))
+				fr.Locals = append(fr.Locals, Local{
+					Name: goStringOrEmpty(C.pyspy_local_name(l)),
+					Kind: kinds[uint32(C.pyspy_local_kind(l))],
+					Repr: goStringOrEmpty(C.pyspy_local_repr(l)),
+				})
+			}
+			th.Frames = append(th.Frames, fr)
 		}
+		th.Exception = exceptionInfo(C.pyspy_thread_exception_type(t), C.pyspy_thread_exception_message(t))
+		th.Propagating = exceptionInfo(C.pyspy_thread_propagating_type(t), C.pyspy_thread_propagating_message(t))
 		out.Threads = append(out.Threads, th)
 	}
 	return out

@@ -3,6 +3,7 @@ package pyspy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -551,5 +552,100 @@ func TestSubprocessesPerProcess(t *testing.T) {
 		if !strings.Contains(string(folded), "process "+strconv.Itoa(p)+":") {
 			t.Errorf("no stacks of process %d:\n%s", p, folded)
 		}
+	}
+}
+
+const debuggerScript = `
+import sys, time
+
+def go_debugger_leaf(ready, count, *more):
+    label = "go"
+    items = [1, 2.5, None]
+    try:
+        raise ValueError("go")
+    except ValueError:
+        open(ready, "w").close()
+        while True:
+            time.sleep(0.05)
+
+go_debugger_leaf(sys.argv[1], 3)
+`
+
+// The debugger view: locals, the exception being handled, and (3.11+) positions.
+func TestDebuggerView(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "debugger.py")
+	ready := filepath.Join(dir, "ready")
+	if err := os.WriteFile(script, []byte(debuggerScript), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(python(t), script, ready)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the Python target did not start")
+		}
+	}
+	session, err := Attach(cmd.Process.Pid, &Options{Locals: true, Exceptions: true, Positions: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer session.Close()
+	snap, err := session.Sample()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leaf *Frame
+	var thread *Thread
+	for i := range snap.Threads {
+		for j := range snap.Threads[i].Frames {
+			if snap.Threads[i].Frames[j].Function == "go_debugger_leaf" {
+				leaf, thread = &snap.Threads[i].Frames[j], &snap.Threads[i]
+			}
+		}
+	}
+	if leaf == nil {
+		t.Fatalf("no go_debugger_leaf frame in %+v", snap)
+	}
+	got := map[string]Local{}
+	for _, l := range leaf.Locals {
+		got[l.Name] = l
+	}
+	want := map[string]Local{
+		"count": {"count", "arg", "3"},
+		"more":  {"more", "arg", "()"},
+		"label": {"label", "local", "'go'"},
+		"items": {"items", "local", "[1, 2.5, None]"},
+	}
+	for name, w := range want {
+		if got[name] != w {
+			t.Errorf("local %s: got %+v, want %+v", name, got[name], w)
+		}
+	}
+	// Python 2 names it exceptions.ValueError (its tp_name).
+	if thread.Exception == nil || !strings.HasSuffix(thread.Exception.Type, "ValueError") || thread.Exception.Message != "'go'" {
+		t.Errorf("exception %+v, want ValueError 'go'", thread.Exception)
+	}
+	if thread.Propagating != nil {
+		t.Errorf("propagating %+v, want none", thread.Propagating)
+	}
+	var major, minor int
+	fmt.Sscanf(session.PythonVersion(), "%d.%d", &major, &minor)
+	if major == 3 && minor >= 11 {
+		if leaf.Column < 0 || leaf.EndColumn <= leaf.Column || leaf.EndLine != leaf.Line || leaf.Opcode < 0 {
+			t.Errorf("positions of %+v", *leaf)
+		}
+	} else if leaf.Column != -1 || leaf.Opcode != -1 {
+		t.Errorf("positions before 3.11: %+v", *leaf)
 	}
 }

@@ -15,11 +15,14 @@ use pyspy_core::attach::layout::{debug_offsets, generated, FrameModel, Layout, L
 use pyspy_core::attach::process::{parse_maps, ThreadStat};
 use pyspy_core::memory::core::{CoreMemory, Resolver};
 use pyspy_core::memory::{Anchors, Memory, MemoryExt, RecordedImage};
+use pyspy_core::walk::exceptions::{self, RawExceptions};
 use pyspy_core::walk::linetable::{line_for_offset, line_ranges, LineRange};
 use pyspy_core::walk::names::{NameKey, ThreadNames};
 use pyspy_core::walk::strings::{read_bytes, read_str};
+use pyspy_core::walk::values::Values;
 use pyspy_core::walk::Interpreter;
-use pyspy_core::walk::Walker;
+use pyspy_core::walk::{Extras, Walker};
+use pyspy_core::ReprLimits;
 use pyspy_core::ThreadStack;
 use pyspy_core::{walk::native_tid, Version};
 use std::hint::black_box;
@@ -38,6 +41,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("debug_offsets", debug_offsets),
     ("proc", proc),
     ("core", core_file),
+    ("values", values),
 ];
 
 /// The layout of the image's recorded version and build (the anchor's major number carries
@@ -94,7 +98,16 @@ fn walk(data: &[u8], family: impl Fn(&Layout) -> bool) {
     let layout = &interp.layout;
     let mut walker = Walker::new(layout);
     let mut names = ThreadNames::new(layout);
-    for _ in 0..2 {
+    for pass in 0..2 {
+        // The second pass also reads what a debugger shows: locals, exceptions, positions.
+        if pass == 1 {
+            walker.set_extras(Extras {
+                locals: Some(ReprLimits::default()),
+                exceptions: true,
+                positions: true,
+                limits: ReprLimits::default(),
+            });
+        }
         image.rewind();
         let Ok(walked) = walker.walk(&image, &interp) else {
             continue;
@@ -112,12 +125,20 @@ fn walk(data: &[u8], family: impl Fn(&Layout) -> bool) {
         }
         let mut total = 0usize;
         for t in &threads {
+            for e in t.exception.iter().chain(&t.propagating) {
+                total = total.wrapping_add(e.type_name.len() + e.message.len());
+            }
             for f in &t.frames {
                 total = total
                     .wrapping_add(f.function.len())
                     .wrapping_add(f.filename.len())
                     .wrapping_add(f.qualname.as_deref().map_or(0, str::len))
-                    .wrapping_add(f.line as usize);
+                    .wrapping_add(f.line as usize)
+                    .wrapping_add(f.column.unwrap_or(0) as usize)
+                    .wrapping_add(usize::from(f.opcode.unwrap_or(0)));
+                for l in &f.locals {
+                    total = total.wrapping_add(l.name.len() + l.repr.len());
+                }
             }
         }
         black_box(total);
@@ -138,6 +159,29 @@ pub fn sample_image(data: &[u8]) -> Result<(usize, usize), String> {
         .map_err(|e| e.to_string())?;
     let frames = threads.iter().map(|(_, t)| t.frames.len()).sum();
     Ok((threads.len(), frames))
+}
+
+/// For checking captured seeds: the repr of a `values` image's object with the limits
+/// `cargo xtask capture-corpus` formatted it with, and its thread's exception state.
+pub fn format_image(data: &[u8]) -> Result<(String, Option<String>), String> {
+    let image = RecordedImage::decode(data);
+    let a = image.anchors;
+    let layout = pick_layout(a, |l| l.version == a.build().0)
+        .ok_or_else(|| format!("no layout for {:?}", a.build()))?;
+    let mut values = Values::new(layout);
+    let limits = ReprLimits::default().depth(5).items(50).total(500);
+    let repr = values.repr(&image, a.interp_head, &limits);
+    let mut tstate = vec![0u8; (layout.tstate_size as usize).min(4096)];
+    image
+        .read(a.runtime, &mut tstate)
+        .map_err(|e| e.to_string())?;
+    let raw = RawExceptions::parse(layout, &tstate).map_err(|e| e.to_string())?;
+    let (handled, _) = exceptions::read(&image, layout, &mut values, &ReprLimits::default(), &raw)
+        .map_err(|e| e.to_string())?;
+    Ok((
+        repr,
+        handled.map(|e| format!("{}: {}", e.type_name, e.message)),
+    ))
 }
 
 /// The `PyFrameObject` walker: 2.7 and 3.6–3.10 layouts.
@@ -296,6 +340,50 @@ pub fn core_file(data: &[u8]) {
         black_box(core.read_u64(m.end).is_ok());
         if let Some(path) = &m.path {
             black_box(core.check_file(path).map(|r| r.is_ok()));
+        }
+    }
+}
+
+/// Longest repr the default [`ReprLimits`] allow: 100 elements (and the value itself), each at
+/// most a string of 80 characters escaped to 10 bytes each or an object named by a type name
+/// of 128 bytes, with separators.
+const DEFAULT_REPR_BOUND: usize = 101 * (80 * 10 + 256);
+
+/// Bounded reprs (`walk::values`) and exception states (`walk::exceptions`) over hostile
+/// object graphs: the image's `interp_head` anchor is an object, formatted with the default
+/// limits (the repr must stay within their bound) and with wide ones; `runtime` is a thread
+/// state whose exception fields are followed (its `_PyErr_StackItem` chain, the exception
+/// objects, their `args`). The image's version (any known layout) picks the layout.
+pub fn values(data: &[u8]) {
+    let image = RecordedImage::decode(data);
+    let a = image.anchors;
+    let Some(layout) = pick_layout(a, |_| true) else {
+        return;
+    };
+    let mut values = Values::new(layout);
+    let wide = ReprLimits::default()
+        .depth(8)
+        .items(100)
+        .string(1000)
+        .total(2000);
+    for limits in [ReprLimits::default(), wide] {
+        image.rewind();
+        let repr = values.repr(&image, a.interp_head, &limits);
+        if limits == ReprLimits::default() {
+            assert!(
+                repr.len() <= DEFAULT_REPR_BOUND,
+                "repr of {} bytes",
+                repr.len()
+            );
+        }
+        black_box(repr);
+    }
+    image.rewind();
+    let mut tstate = vec![0u8; (layout.tstate_size as usize).min(4096)];
+    if image.read(a.runtime, &mut tstate).is_ok() {
+        if let Ok(raw) = RawExceptions::parse(layout, &tstate) {
+            let state = exceptions::read(&image, layout, &mut values, &ReprLimits::default(), &raw);
+            black_box(state.is_ok());
         }
     }
 }

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod cores;
+pub mod debugger;
 pub mod proto;
 pub mod receiver;
 pub mod scenarios;

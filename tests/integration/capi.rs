@@ -1034,3 +1034,34 @@ fn shared_library_is_stripped_and_gdb_finds_its_debug_info() {
     );
     let _ = std::fs::remove_dir_all(&alone);
 }
+
+/// Locals, exception state and positions through the C API (`tests/c/debugger.c`, under
+/// valgrind) on every interpreter's debugger scenarios, checked like `dump --locals --json`.
+#[test]
+fn debugger_view_through_the_c_api_matches_the_truth() {
+    if !tools_present() {
+        return;
+    }
+    let exe = compile("debugger", Link::Shared);
+    // Targets are dropped (killed) on this thread, which spawned them.
+    let targets: Vec<(Interpreter, Target)> = interpreters()
+        .into_iter()
+        .map(|i| {
+            let t = pyspy_tests::debugger::spawn(&i);
+            (i, t)
+        })
+        .collect();
+    let pids: Vec<String> = targets.iter().map(|(_, t)| t.pid().to_string()).collect();
+    let out = valgrind(&exe, &pids);
+    let lines = json_lines(&out, pids.len());
+    let mut failures = String::new();
+    for ((interp, target), got) in targets.iter().zip(&lines) {
+        if let Err(report) = pyspy_tests::debugger::check_view(interp, target, got) {
+            failures.push_str(&format!("\n===== [{}] =====\n{report}\n", interp.label));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "the C API's debugger view differs:{failures}"
+    );
+}

@@ -242,3 +242,33 @@ fn many_code_objects_with_huge_strings_stay_within_the_budget() {
 fn threads_times_frames_stays_within_the_budget() {
     walk_amplified(2000, 2000, false, 16);
 }
+
+/// The `values` seeds are real object graphs (`cargo xtask capture-corpus` formatted the
+/// `__main__` globals of `tests/targets/fuzz_seed.py`, whose main thread handles a
+/// `ValueError`): replayed, they must format to those values again.
+#[test]
+fn values_seeds_are_real_objects() {
+    let seeds = inputs("seeds", "values");
+    assert!(!seeds.is_empty(), "no seeds for values");
+    for path in seeds {
+        let data = std::fs::read(&path).expect("read seed");
+        let (repr, exception) =
+            fuzz_bodies::format_image(&data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for want in [
+            "'SEED_VALUES': [None, True, False, 7, -126765060022",
+            "<Worker object at 0x",
+        ] {
+            assert!(
+                repr.contains(want),
+                "{}: {want:?} not in {repr}",
+                path.display()
+            );
+        }
+        let exception = exception.unwrap_or_default();
+        assert!(
+            exception.ends_with("ValueError: ('seed', 42)"),
+            "{}: exception {exception:?}",
+            path.display()
+        );
+    }
+}

@@ -42,6 +42,14 @@ if sys.version_info[0] >= 3:
         "<g\u00e9n\u00e9r\u00e9>", "exec"))
 
 
+# Values of every type pyspy shows, for the `values` fuzz seeds (cargo xtask capture-corpus
+# formats this module's globals).
+SEED_VALUES = [None, True, False, 7, -2 ** 100, 3 ** 700, 1.5, complex(1, -2), "text",
+               u"t\u00e9xt \u65e5 \U0001f600", b"b\x00ytes", (1,), (), {"key": [1, set([2])]},
+               frozenset([4]), [[[[[]]]]], Worker()]
+SEED_VALUES.append(SEED_VALUES)
+
+
 def main():
     stop = threading.Event()
     threads = [
@@ -55,9 +63,12 @@ def main():
         t.start()
     while len(started) < len(threads):
         time.sleep(0.01)
-    with open(sys.argv[1], "w") as f:
-        f.write("ready\n")
-    time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 60)
+    try:
+        raise ValueError("seed", 42)
+    except ValueError:
+        with open(sys.argv[1], "w") as f:
+            f.write("ready\n")
+        time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 60)
 
 
 main()

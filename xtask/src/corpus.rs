@@ -6,18 +6,25 @@
 //! `DIR/walk_*/`. From the same process it also writes, for the other targets: a few of the
 //! sampled code objects' names and file names as `strings` inputs, their line tables as
 //! `linetable` inputs, the `_Py_DebugOffsets` block (3.13+), and the head of `/proc/PID/maps`
-//! with the threads' stat lines as a `proc` input. DIR defaults to `fuzz/seeds`. Nothing in the
-//! target is changed.
+//! with the threads' stat lines as a `proc` input, and, for the `values` target, the reads of
+//! formatting the `__main__` module's globals (`tests/targets/fuzz_seed.py` keeps values of
+//! every type there) and of the exception state of a thread handling one. DIR defaults to
+//! `fuzz/seeds`. Nothing in the target is changed.
 
 use pyspy_core::attach::layout::{debug_offsets, FrameModel, Layout, LineTableFormat};
 use pyspy_core::attach::locate::{locate, LocateStrategy};
 use pyspy_core::attach::process::ProcessInfo;
 use pyspy_core::memory::{Anchors, Memory, MemoryExt, ProcessMemory, Recorder};
 use pyspy_core::walk::code::CodeCache;
+use pyspy_core::walk::exceptions;
 use pyspy_core::walk::names::{NameKey, ThreadNames};
+use pyspy_core::walk::objects::dict::dict_entries;
+use pyspy_core::walk::objects::StrKey;
 use pyspy_core::walk::strings::read_str;
+use pyspy_core::walk::values::Values;
 use pyspy_core::walk::Interpreter;
 use pyspy_core::walk::Walker;
+use pyspy_core::ReprLimits;
 use std::error::Error;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -114,6 +121,11 @@ fn capture(pid: i32, out: &Path, label: Option<&str>) -> Result<(), Box<dyn Erro
         }
     }
 
+    // Values: the `__main__` module's globals, and a thread's exception state.
+    if let Some(bytes) = values_seed(&mem, &interp)? {
+        written.push(write(out, "values", &label, &bytes)?);
+    }
+
     // The target's own `_Py_DebugOffsets` (3.13+).
     if let (Some(rt), true) = (interp.runtime, layout.version >= (3, 13)) {
         let mut block = vec![0u8; debug_offsets::BLOCK_LEN];
@@ -140,6 +152,49 @@ fn capture(pid: i32, out: &Path, label: Option<&str>) -> Result<(), Box<dyn Erro
         println!("{}", path.display());
     }
     Ok(())
+}
+
+/// A `values` input: the reads of formatting `sys.modules['__main__'].__dict__` (anchor
+/// `interp_head`) and of the exception state of the first thread handling an exception, else
+/// of the first thread (anchor `runtime`); `None` without a `__main__` module.
+fn values_seed(
+    mem: &ProcessMemory,
+    interp: &Interpreter,
+) -> Result<Option<Vec<u8>>, Box<dyn Error>> {
+    let l = &interp.layout;
+    let first = mem.read_u64(interp.interp_head)?;
+    let modules = mem.read_ptr_at(first, l.interp_modules)?;
+    let entries = dict_entries(mem, l, modules)?;
+    let Some(main) = StrKey::new("__main__").find(mem, l, &entries) else {
+        return Ok(None);
+    };
+    let globals = mem.read_ptr_at(main, l.module_dict)?;
+    let threads = Walker::new(l).threads(mem, interp)?;
+    let rec = Recorder::new(*mem);
+    let mut values = Values::new(l);
+    let limits = ReprLimits::default().depth(5).items(50).total(500);
+    let repr = values.repr(&rec, globals, &limits);
+    let mut tstate_addr = 0;
+    for t in &threads {
+        let mut tstate = vec![0u8; (l.tstate_size as usize).min(4096)];
+        rec.read(t.addr, &mut tstate)?;
+        let raw = exceptions::RawExceptions::parse(l, &tstate)?;
+        let state = exceptions::read(&rec, l, &mut values, &ReprLimits::default(), &raw)?;
+        if tstate_addr == 0 || state.0.is_some() {
+            tstate_addr = t.addr;
+        }
+        if state.0.is_some() {
+            break;
+        }
+    }
+    eprintln!("values seed: __main__ globals as {} characters", repr.len());
+    let image = rec.image(Anchors {
+        version: l.version,
+        interp_head: globals,
+        runtime: tstate_addr,
+        tstate_current: 0,
+    });
+    Ok(Some(image.encode()))
 }
 
 /// The fuzz target that reads walker inputs of a version (see `fuzz/src/lib.rs`).

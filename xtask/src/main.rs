@@ -20,6 +20,7 @@ mod corpus;
 mod header;
 mod install;
 mod layouts;
+mod opcodes;
 mod probe;
 mod protos;
 mod synthetic;

@@ -129,6 +129,9 @@ const FRAME: &str = "PyFrameObject";
 const IFRAME: &str = "_PyInterpreterFrame";
 const CODE: &str = "PyCodeObject";
 const RUNTIME: &str = "_PyRuntimeState";
+const STACKITEM: &str = "_PyErr_StackItem";
+const MONITORING: &str = "_PyCoMonitoringData";
+const LINE_INSTR: &str = "_PyCoLineInstrumentationData";
 
 /// The `Layout` offset fields in declaration order (facts such as the frame model are added by
 /// `facts`). Ranges are inclusive.
@@ -207,6 +210,44 @@ pub const ROWS: &[Row] = &[
     opt(
         "tstate_datastack_chunk",
         &[r((3, 11), LAST, Off(TSTATE, "datastack_chunk"))],
+    ),
+    // Exception state (walk/exceptions.rs): the exception being handled (`sys.exc_info()`)
+    // and the one raised and not caught yet.
+    opt(
+        "tstate_curexc_type",
+        &[r(FIRST, (3, 11), Off(TSTATE, "curexc_type"))],
+    ),
+    opt(
+        "tstate_curexc_value",
+        &[r(FIRST, (3, 11), Off(TSTATE, "curexc_value"))],
+    ),
+    opt(
+        "tstate_current_exception",
+        &[r((3, 12), LAST, Off(TSTATE, "current_exception"))],
+    ),
+    opt(
+        "tstate_exc_type",
+        &[r(FIRST, (3, 6), Off(TSTATE, "exc_type"))],
+    ),
+    opt(
+        "tstate_exc_value",
+        &[r(FIRST, (3, 6), Off(TSTATE, "exc_value"))],
+    ),
+    opt(
+        "tstate_exc_info",
+        &[r((3, 7), LAST, Off(TSTATE, "exc_info"))],
+    ),
+    opt(
+        "stackitem_exc_type",
+        &[r((3, 7), (3, 10), Off(STACKITEM, "exc_type"))],
+    ),
+    opt(
+        "stackitem_exc_value",
+        &[r((3, 7), LAST, Off(STACKITEM, "exc_value"))],
+    ),
+    opt(
+        "stackitem_previous",
+        &[r((3, 7), LAST, Off(STACKITEM, "previous_item"))],
     ),
     // PyFrameObject
     opt("frame_back", &[r(FIRST, (3, 10), Off(FRAME, "f_back"))]),
@@ -298,6 +339,47 @@ pub const ROWS: &[Row] = &[
     opt_ft(
         "codearray_entries",
         &[r((3, 14), LAST, Off("_PyCodeArray", "entries"))],
+    ),
+    // Locals (walk/locals.rs): argument counts, flags, the ≤3.10 name tuples and counts.
+    req("code_flags", &[r(FIRST, LAST, Off(CODE, "co_flags"))]),
+    opt(
+        "code_kwonlyargcount",
+        &[r((3, 0), LAST, Off(CODE, "co_kwonlyargcount"))],
+    ),
+    opt(
+        "code_nlocals",
+        &[r(FIRST, (3, 10), Off(CODE, "co_nlocals"))],
+    ),
+    opt(
+        "code_cellvars",
+        &[r(FIRST, (3, 10), Off(CODE, "co_cellvars"))],
+    ),
+    opt(
+        "code_freevars",
+        &[r(FIRST, (3, 10), Off(CODE, "co_freevars"))],
+    ),
+    opt(
+        "code_nlocalsplus",
+        &[r((3, 11), LAST, Off(CODE, "co_nlocalsplus"))],
+    ),
+    // Instrumented bytecode (walk/opcodes.rs): the original opcode of an `INSTRUMENTED_LINE`
+    // or `INSTRUMENTED_INSTRUCTION`.
+    opt(
+        "code_monitoring",
+        &[r((3, 12), LAST, Off(CODE, "_co_monitoring"))],
+    ),
+    opt(
+        "monitoring_lines",
+        &[r((3, 12), LAST, Off(MONITORING, "lines"))],
+    ),
+    opt(
+        "monitoring_per_instruction_opcodes",
+        &[r((3, 12), LAST, Off(MONITORING, "per_instruction_opcodes"))],
+    ),
+    opt("lineinstr_size", &[r((3, 12), (3, 13), Size(LINE_INSTR))]),
+    opt(
+        "lineinstr_data",
+        &[r((3, 14), LAST, Off(LINE_INSTR, "data"))],
     ),
     // PyObject / PyVarObject / PyTypeObject
     req("object_type", &[r(FIRST, LAST, Off("PyObject", "ob_type"))]),
@@ -508,6 +590,31 @@ pub const ROWS: &[Row] = &[
             r((3, 12), LAST, Off("PyLongObject", "long_value.ob_digit")),
         ],
     ),
+    // Values of locals (walk/values/): floats, complex numbers, sets, cells, dict sizes,
+    // exception arguments.
+    req(
+        "float_value",
+        &[r(FIRST, LAST, Off("PyFloatObject", "ob_fval"))],
+    ),
+    req(
+        "complex_value",
+        &[r(FIRST, LAST, Off("PyComplexObject", "cval"))],
+    ),
+    req(
+        "dict_used",
+        &[r(FIRST, LAST, Off("PyDictObject", "ma_used"))],
+    ),
+    req("set_used", &[r(FIRST, LAST, Off("PySetObject", "used"))]),
+    req("set_mask", &[r(FIRST, LAST, Off("PySetObject", "mask"))]),
+    req("set_table", &[r(FIRST, LAST, Off("PySetObject", "table"))]),
+    req("setentry_size", &[r(FIRST, LAST, Size("setentry"))]),
+    req("setentry_key", &[r(FIRST, LAST, Off("setentry", "key"))]),
+    req("setentry_hash", &[r(FIRST, LAST, Off("setentry", "hash"))]),
+    req("cell_ref", &[r(FIRST, LAST, Off("PyCellObject", "ob_ref"))]),
+    req(
+        "exception_args",
+        &[r(FIRST, LAST, Off("PyBaseExceptionObject", "args"))],
+    ),
 ];
 
 /// The row after which the frame-owner facts are emitted (they sit there in `Layout`).
@@ -623,6 +730,7 @@ pub fn extra_headers(v: Minor) -> &'static [&'static str] {
             "internal/pycore_moduleobject.h",
             "internal/pycore_dict.h",
             "internal/pycore_object.h",
+            "internal/pycore_instruments.h",
         ],
     }
 }
@@ -824,6 +932,35 @@ pub const DEBUG_ROWS: &[DebugRow] = &[
     // Free-threaded builds. `gil_runtime_state_enabled` is `offsetof(struct
     // _gil_runtime_state, enabled)`, relative to the interpreter's `_gil` (and 0, its first
     // field, in both builds); the others are 0 in default builds.
+    d(
+        "float_value",
+        "float_object.ob_fval",
+        Some("float_object.size"),
+    ),
+    d_from(
+        (3, 14),
+        "set_used",
+        "set_object.used",
+        Some("set_object.size"),
+    ),
+    d_from(
+        (3, 14),
+        "set_mask",
+        "set_object.mask",
+        Some("set_object.size"),
+    ),
+    d_from(
+        (3, 14),
+        "set_table",
+        "set_object.table",
+        Some("set_object.size"),
+    ),
+    d_from(
+        (3, 15),
+        "tstate_current_exception",
+        "thread_state.current_exception",
+        TS,
+    ),
     DebugRow {
         plus: Some("interpreter_state.gil_runtime_state"),
         free_threaded_only: true,

@@ -30,6 +30,7 @@ mod ffi;
 mod panic;
 
 pub mod core;
+pub mod debugger;
 pub mod error;
 pub mod options;
 pub mod payload;
@@ -41,6 +42,7 @@ pub mod status;
 pub mod version;
 
 pub use self::core::*;
+pub use debugger::*;
 pub use error::*;
 pub use options::*;
 pub use payload::*;

@@ -56,6 +56,9 @@ pub struct ThreadObject {
     pub cpu_time_ns: Option<u64>,
     pub interpreter_id: Option<i64>,
     pub frames: Vec<FrameObject>,
+    /// The exception being handled and the one propagating (see `debugger.rs`).
+    pub exception: Option<crate::debugger::ExceptionObject>,
+    pub propagating: Option<crate::debugger::ExceptionObject>,
 }
 
 pub struct FrameObject {
@@ -63,6 +66,12 @@ pub struct FrameObject {
     pub qualname: Option<Arc<CStr>>,
     pub filename: Arc<CStr>,
     pub line: i32,
+    /// Positions (3.11+) and variables (see `debugger.rs`).
+    pub end_line: Option<i32>,
+    pub column: Option<i32>,
+    pub end_column: Option<i32>,
+    pub opcode: Option<u8>,
+    pub locals: Vec<crate::debugger::LocalObject>,
 }
 
 impl SnapshotObject {
@@ -81,6 +90,14 @@ impl SnapshotObject {
                     .cpu_time
                     .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
                 interpreter_id: t.interp_id,
+                exception: t
+                    .exception
+                    .as_ref()
+                    .map(crate::debugger::ExceptionObject::new),
+                propagating: t
+                    .propagating
+                    .as_ref()
+                    .map(crate::debugger::ExceptionObject::new),
                 frames: t
                     .frames
                     .iter()
@@ -89,6 +106,15 @@ impl SnapshotObject {
                         qualname: f.qualname.as_ref().map(|q| strings.get(q)),
                         filename: strings.get(&f.filename),
                         line: f.line,
+                        end_line: f.end_line,
+                        column: f.column,
+                        end_column: f.end_column,
+                        opcode: f.opcode,
+                        locals: f
+                            .locals
+                            .iter()
+                            .map(|l| crate::debugger::LocalObject::new(l, strings))
+                            .collect(),
                     })
                     .collect(),
             })

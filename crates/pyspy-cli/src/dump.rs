@@ -1,12 +1,14 @@
 //! `pyspy dump`: one snapshot, as text like py-spy's or as the JSON of DESIGN.md; of a running
-//! process or of a core file.
+//! process (and, with `--subprocesses`, the Python processes below it) or of a core file.
 
 use pyspy_core::{
-    AttachOptions, CoreOptions, LayoutSource, LocateStrategy, SampleOptions, Session, Signal,
-    Snapshot, ThreadStack,
+    AttachOptions, CoreOptions, Error, LayoutSource, LocateStrategy, ProcessDetails, ReprLimits,
+    SampleOptions, Session, Signal, Snapshot, ThreadStack,
 };
 use serde_json::{json, Value};
 use std::path::PathBuf;
+
+use crate::debug_view::{self, Sources};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,6 +37,39 @@ pub struct Args {
     /// moment, so the stacks are consistent).
     #[arg(long, conflicts_with = "core")]
     nonblocking: bool,
+    /// Show each frame's arguments and local variables (cells and free variables included),
+    /// each as a bounded repr.
+    #[arg(long)]
+    locals: bool,
+    /// Levels of nested containers shown in a local's repr (default 3; implies --locals).
+    #[arg(long, value_name = "N")]
+    locals_depth: Option<u32>,
+    /// Elements shown per container (default 10; implies --locals).
+    #[arg(long, value_name = "N")]
+    locals_items: Option<u32>,
+    /// Characters of a string shown (default 80; implies --locals).
+    #[arg(long, value_name = "N")]
+    locals_length: Option<u32>,
+    /// Also dump every Python process below PID (a server's workers, a multiprocessing pool),
+    /// each once, with its pid and command line.
+    #[arg(long, short, conflicts_with = "core")]
+    subprocesses: bool,
+}
+
+impl Args {
+    fn locals(&self) -> bool {
+        self.locals
+            || self.locals_depth.is_some()
+            || self.locals_items.is_some()
+            || self.locals_length.is_some()
+    }
+
+    fn repr_limits(&self) -> ReprLimits {
+        let d = ReprLimits::default();
+        d.depth(self.locals_depth.unwrap_or(d.depth))
+            .items(self.locals_items.unwrap_or(d.items))
+            .string(self.locals_length.unwrap_or(d.string))
+    }
 }
 
 fn parse_locate(s: &str) -> Result<LocateStrategy, String> {
@@ -44,41 +79,120 @@ fn parse_locate(s: &str) -> Result<LocateStrategy, String> {
 }
 
 pub fn run(args: &Args) -> Result<(), pyspy_core::Error> {
+    let sample = SampleOptions::default()
+        .pause(!args.nonblocking)
+        .exceptions(true)
+        .positions(true)
+        .locals(args.locals())
+        .repr_limits(args.repr_limits());
     let mut session = match (&args.core, args.pid) {
         (Some(core), _) => {
             let mut options = CoreOptions::default().locate(args.locate);
             options.sysroot.clone_from(&args.sysroot);
             options.executable.clone_from(&args.executable);
-            pyspy_core::open_core(core, &options)?
+            let mut session = pyspy_core::open_core(core, &options)?;
+            // A core is read as it is: there is nothing to pause.
+            session.set_sample_options(sample.pause(false));
+            session
         }
         (None, pid) => {
-            let sample = SampleOptions::default().pause(!args.nonblocking);
-            let options = AttachOptions::default().locate(args.locate).sample(sample);
             // clap requires --pid or --core.
-            pyspy_core::attach(pid.unwrap_or(0), &options)?
+            let pid = pid.unwrap_or(0);
+            let options = AttachOptions::default().locate(args.locate).sample(sample);
+            if args.subprocesses {
+                return run_subprocesses(pid, args, &options);
+            }
+            pyspy_core::attach(pid, &options)?
         }
     };
     let snapshot = session.snapshot()?;
     let text = if args.json {
-        format!("{}\n", to_json(&session, &snapshot))
+        format!("{}\n", to_json(&session, &snapshot, args.locals()))
     } else {
-        to_text(&session, &snapshot)
+        to_text(&session, &snapshot, args.sysroot.as_deref())
     };
     crate::output::write_stdout(&text);
     Ok(())
 }
 
-fn thread_json(t: &ThreadStack) -> Value {
+/// `--subprocesses`: the root process, then every Python process below it (in pid order),
+/// each dumped once. Descendants that are not Python (a shell between the program and its
+/// workers) are left out; one that cannot be read is named on stderr. A root that is not
+/// Python itself (a shell script starting the workers) is left out too, as long as some
+/// process below it is.
+fn run_subprocesses(
+    root: i32,
+    args: &Args,
+    options: &AttachOptions,
+) -> Result<(), pyspy_core::Error> {
+    let read = |pid: i32| {
+        pyspy_core::attach(pid, options).and_then(|mut s| {
+            let snap = s.snapshot()?;
+            Ok((s, snap))
+        })
+    };
+    let mut dumps = Vec::new();
+    let mut root_error = None;
+    match read(root) {
+        Ok((s, snap)) => dumps.push((ProcessDetails::read(root), s, snap)),
+        Err(e @ Error::NotPython { .. }) => root_error = Some(e),
+        Err(e) => return Err(e),
+    }
+    for child in ProcessDetails::descendants(root) {
+        let pid = child.pid;
+        match read(pid) {
+            Ok((s, snap)) => dumps.push((child, s, snap)),
+            Err(
+                Error::NotPython { .. } | Error::NoSuchProcess { .. } | Error::ProcessExited { .. },
+            ) => {}
+            Err(e) => eprintln!("pyspy: process {pid} ({}): {e}", child.command_line),
+        }
+    }
+    if let (Some(e), true) = (root_error, dumps.is_empty()) {
+        return Err(e);
+    }
+    let text = if args.json {
+        let processes: Vec<Value> = dumps
+            .iter()
+            .map(|(details, s, snap)| {
+                let mut obj = to_json(s, snap, args.locals());
+                obj["command_line"] = json!(&*details.command_line);
+                obj["parent_pid"] = json!(details.parent_pid);
+                obj
+            })
+            .collect();
+        format!("{}\n", json!({ "processes": processes }))
+    } else {
+        let mut out = String::new();
+        for (i, (details, s, snap)) in dumps.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            out.push_str(&format!("Command line: {}\n", details.command_line));
+            out.push_str(&to_text(s, snap, None));
+        }
+        out
+    };
+    crate::output::write_stdout(&text);
+    Ok(())
+}
+
+fn thread_json(t: &ThreadStack, locals: bool) -> Value {
     let frames: Vec<Value> = t
         .frames
         .iter()
         .map(|f| {
-            json!({
+            let mut obj = json!({
                 "function": &*f.function,
                 "qualname": f.qualname.as_deref(),
                 "filename": &*f.filename,
                 "line": f.line,
-            })
+            });
+            debug_view::add_positions(&mut obj, f);
+            if locals {
+                obj["locals"] = debug_view::locals_json(&f.locals);
+            }
+            obj
         })
         .collect();
     json!({
@@ -87,13 +201,16 @@ fn thread_json(t: &ThreadStack) -> Value {
         "name": t.name.as_deref(),
         // null where there is no GIL to hold (a free-threaded build) or pyspy cannot see it.
         "owns_gil": t.gil(),
+        // null where it is not known (a core file does not record it).
         "active": t.active,
         "interp_id": t.interp_id,
+        "exception": debug_view::exception_json(t.exception.as_ref()),
+        "propagating": debug_view::exception_json(t.propagating.as_ref()),
         "frames": frames,
     })
 }
 
-fn to_json(session: &Session, snapshot: &Snapshot) -> Value {
+fn to_json(session: &Session, snapshot: &Snapshot, locals: bool) -> Value {
     let mut out = json!({
         "pid": session.pid(),
         "python_version": session.version().to_string(),
@@ -101,7 +218,11 @@ fn to_json(session: &Session, snapshot: &Snapshot) -> Value {
         "located_by": session.located_by().as_str(),
         "layout": session.layout_source().as_str(),
         "free_threaded": session.free_threaded(),
-        "threads": snapshot.threads.iter().map(thread_json).collect::<Vec<_>>(),
+        "threads": snapshot
+            .threads
+            .iter()
+            .map(|t| thread_json(t, locals))
+            .collect::<Vec<_>>(),
     });
     if let Some(core) = session.core() {
         out["core_file"] = json!(core.path.to_string_lossy());
@@ -139,7 +260,7 @@ fn signal_text(s: &Signal) -> String {
     text
 }
 
-fn to_text(session: &Session, snapshot: &Snapshot) -> String {
+fn to_text(session: &Session, snapshot: &Snapshot, sysroot: Option<&std::path::Path>) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     match session.core() {
@@ -181,6 +302,10 @@ fn to_text(session: &Session, snapshot: &Snapshot) -> String {
             format.1
         );
     }
+    let mut sources = match session.core() {
+        Some(_) => Sources::under(sysroot),
+        None => Sources::live(session.pid()),
+    };
     for t in &snapshot.threads {
         let mut state = Vec::new();
         match t.active {
@@ -205,9 +330,12 @@ fn to_text(session: &Session, snapshot: &Snapshot) -> String {
             None => format!("{:#x}", t.thread_id),
         };
         let _ = writeln!(out, "\nThread {id}{state}{name}");
+        debug_view::exception_text(&mut out, t.exception.as_ref(), t.propagating.as_ref());
         for f in &t.frames {
             let name = f.qualname.as_deref().unwrap_or(&f.function);
             let _ = writeln!(out, "    {name} ({}:{})", f.filename, f.line);
+            debug_view::source_text(&mut out, &mut sources, f, session.version());
+            debug_view::locals_text(&mut out, &f.locals);
         }
     }
     out

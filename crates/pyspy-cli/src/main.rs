@@ -2,6 +2,7 @@
 
 mod completions;
 mod datakit;
+mod debug_view;
 mod dump;
 mod output;
 mod push;

@@ -73,6 +73,10 @@ pub struct Args {
     /// Count idle threads too (sleeping, waiting on I/O or a lock).
     #[arg(long)]
     idle: bool,
+    /// Count only threads handling an exception (inside `except` or a `finally` run by one)
+    /// or propagating one: where exception-heavy code spends its time.
+    #[arg(long)]
+    exceptions: bool,
     /// Never pause the target: read while it runs (record does not pause it at present either;
     /// a stack torn by the target changing it is retried or counted as an error).
     #[arg(long)]
@@ -117,7 +121,8 @@ pub fn run(args: &Args) -> Result<(), String> {
     options.rate = f64::from(args.rate);
     options.duration = args.duration.map(Duration::from_secs_f64);
     options.subprocesses = args.subprocesses;
-    let sample_options = sample_options(args.idle, args.gil, args.nonblocking);
+    let sample_options =
+        sample_options(args.idle, args.gil, args.nonblocking).exceptions(args.exceptions);
     options.attach = AttachOptions::default().sample(sample_options);
     let mut session = session;
     session.set_sample_options(sample_options);
@@ -133,6 +138,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         .processes(args.subprocesses)
         .idle(args.idle)
         .gil_only(args.gil)
+        .exceptions_only(args.exceptions)
         .period(sampler.interval());
     let mut profile = Profile::new(profile_options.clone());
     let mut trace =
@@ -197,7 +203,10 @@ pub fn run(args: &Args) -> Result<(), String> {
     // between samples alone is not a profile worth writing).
     if profile.total() == 0 {
         let _ = std::fs::remove_file(&output);
-        return Err(if args.idle || stats.samples == 0 {
+        return Err(if args.exceptions && stats.samples > 0 {
+            "no samples of a thread handling an exception were collected: nothing written"
+                .to_string()
+        } else if args.idle || stats.samples == 0 {
             "no samples were collected, nothing written".to_string()
         } else {
             "no samples of running Python code were collected (every thread was idle): \
@@ -360,6 +369,9 @@ fn subtitle(profile: &Profile) -> String {
     }];
     if o.gil_only {
         what.push("holding the GIL");
+    }
+    if o.exceptions_only {
+        what.push("handling an exception");
     }
     format!(
         "{} samples over {:.1} s at {:.0} Hz, {}; width = share of samples",

@@ -35,6 +35,9 @@ pub struct Args {
     /// Count only the thread holding the GIL.
     #[arg(long)]
     gil: bool,
+    /// Count only threads handling or propagating an exception.
+    #[arg(long)]
+    exceptions: bool,
     /// Also sample child processes that run Python.
     #[arg(long, short)]
     subprocesses: bool,
@@ -218,6 +221,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         .idle(true)
         .active(true)
         .gil_only(false)
+        .exceptions(args.exceptions)
         .pause(false);
     options.attach = AttachOptions::default().sample(sample_options);
     let mut session = session;
@@ -231,7 +235,10 @@ pub fn run(args: &Args) -> Result<(), String> {
     let flag = interrupted.clone();
     let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
 
-    let profile_options = ProfileOptions::default().idle(args.idle).gil_only(args.gil);
+    let profile_options = ProfileOptions::default()
+        .idle(args.idle)
+        .gil_only(args.gil)
+        .exceptions_only(args.exceptions);
     let mut stats = Stats::new(profile_options);
     let result = {
         let _guard = TerminalGuard::enter().map_err(|e| format!("terminal: {e}"))?;

@@ -49,6 +49,14 @@ pub struct ThreadStack {
     /// sub-interpreter has a thread state in each interpreter it entered, reported separately
     /// with the same `thread_id`.
     pub interp_id: Option<i64>,
+    /// The exception this thread is handling: what `sys.exc_info()` returns in it (inside an
+    /// `except` block, or a `finally` block run while an exception propagates). Read when
+    /// [`SampleOptions::exceptions`](crate::SampleOptions) is on, else `None`.
+    pub exception: Option<ExceptionInfo>,
+    /// An exception raised in this thread and not caught yet, while the interpreter unwinds
+    /// the stack for it (seen when a sample lands mid-unwind: a thread blocked in a call has
+    /// none). Read when [`SampleOptions::exceptions`](crate::SampleOptions) is on.
+    pub propagating: Option<ExceptionInfo>,
     /// Innermost first.
     pub frames: Vec<Frame>,
 }
@@ -59,6 +67,19 @@ impl ThreadStack {
     pub fn gil(&self) -> Option<bool> {
         (!self.no_gil).then_some(self.owns_gil)
     }
+}
+
+/// An exception object, as a debugger shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct ExceptionInfo {
+    /// The exception's type name (`tp_name`: `"ValueError"`, a class's `__name__`, a C type's
+    /// dotted name).
+    pub type_name: Arc<str>,
+    /// The bounded repr of its argument when it has exactly one (`"'bad'"` for
+    /// `ValueError('bad')`), else of its `args` tuple; the repr of the object itself when it
+    /// is not a `BaseException` instance (see [`ReprLimits`](crate::ReprLimits)).
+    pub message: String,
 }
 
 /// One Python frame.
@@ -73,4 +94,79 @@ pub struct Frame {
     pub filename: Arc<str>,
     /// The line being executed (0 if the line table has no line for the instruction).
     pub line: i32,
+    /// The last line of the expression being executed (3.11+, from the location table, when
+    /// [`SampleOptions::positions`](crate::SampleOptions) is on; else `None`).
+    pub end_line: Option<i32>,
+    /// The column (0-based, in UTF-8 bytes of the line) where the expression being executed
+    /// starts, as `co_positions()` gives it (3.11+, when positions are read).
+    pub column: Option<i32>,
+    /// The column (0-based, UTF-8 bytes, exclusive) where the expression ends on `end_line`.
+    pub end_column: Option<i32>,
+    /// The opcode being executed (3.11+, when positions are read): the base opcode, as
+    /// `dis` shows it, not a specialised or instrumented variant.
+    pub opcode: Option<u8>,
+    /// The frame's arguments and local variables (cell and free variables included), in slot
+    /// order, with bounded reprs; only bound names. Empty unless
+    /// [`SampleOptions::locals`](crate::SampleOptions) is on.
+    pub locals: Vec<Local>,
+}
+
+impl Frame {
+    /// A frame with only its name, file and line (positions and locals not read).
+    pub(crate) fn new(
+        function: Arc<str>,
+        qualname: Option<Arc<str>>,
+        filename: Arc<str>,
+        line: i32,
+    ) -> Frame {
+        Frame {
+            function,
+            qualname,
+            filename,
+            line,
+            end_line: None,
+            column: None,
+            end_column: None,
+            opcode: None,
+            locals: Vec::new(),
+        }
+    }
+}
+
+/// A named slot of a frame: an argument, a local variable, a cell or a free variable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Local {
+    /// The variable's name.
+    pub name: Arc<str>,
+    /// What kind of variable it is.
+    pub kind: LocalKind,
+    /// A bounded, safe repr of its value (see [`ReprLimits`](crate::ReprLimits)).
+    pub repr: String,
+}
+
+/// The kind of a [`Local`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LocalKind {
+    /// A parameter of the function (positional, keyword-only, `*args`, `**kwargs`).
+    Arg,
+    /// A local variable.
+    Local,
+    /// A variable of this frame that inner functions capture (a cell), parameters included.
+    Cell,
+    /// A variable of an enclosing function this frame uses (a free variable).
+    Free,
+}
+
+impl LocalKind {
+    /// `"arg"`, `"local"`, `"cell"` or `"free"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocalKind::Arg => "arg",
+            LocalKind::Local => "local",
+            LocalKind::Cell => "cell",
+            LocalKind::Free => "free",
+        }
+    }
 }

@@ -18,6 +18,18 @@ pub struct Version {
 }
 
 impl Version {
+    /// The name of `opcode` in this version's bytecode, as `dis.opname` gives it (3.11+, where
+    /// [`Frame::opcode`](crate::Frame::opcode) is read; `None` before or for a byte that is no
+    /// opcode).
+    ///
+    /// ```
+    /// let v = pyspy_core::Version { major: 3, minor: 12, patch: 0, release_level: 0xf, serial: 0 };
+    /// assert_eq!(v.opcode_name(171), Some("CALL"));
+    /// ```
+    pub fn opcode_name(&self, opcode: u8) -> Option<&'static str> {
+        crate::attach::layout::opcodes::Opcodes::for_version(self.major, self.minor)?.name(opcode)
+    }
+
     /// Decodes `PY_VERSION_HEX` (as stored in `Py_Version` and `_Py_DebugOffsets.version`).
     pub fn from_hex(hex: u64) -> Option<Version> {
         let v = Version {

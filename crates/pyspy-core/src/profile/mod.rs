@@ -33,6 +33,9 @@ pub struct ProfileOptions {
     /// Count only the thread holding the GIL (default false). Threads with no GIL state
     /// ([`ThreadStack::no_gil`]: a free-threaded build) all count.
     pub gil_only: bool,
+    /// Count only threads handling or propagating an exception (default false; the samples
+    /// must have read the exception state: [`SampleOptions::exceptions`](crate::SampleOptions)).
+    pub exceptions_only: bool,
     /// The mean time between samples (default 10 ms), to turn counts into time.
     pub period: Duration,
 }
@@ -45,6 +48,7 @@ impl Default for ProfileOptions {
             processes: false,
             idle: false,
             gil_only: false,
+            exceptions_only: false,
             period: Duration::from_millis(10),
         }
     }
@@ -76,6 +80,11 @@ impl ProfileOptions {
         self.gil_only = yes;
         self
     }
+    /// Sets [`ProfileOptions::exceptions_only`].
+    pub fn exceptions_only(mut self, yes: bool) -> Self {
+        self.exceptions_only = yes;
+        self
+    }
     /// Sets [`ProfileOptions::period`].
     pub fn period(mut self, period: Duration) -> Self {
         self.period = period;
@@ -87,6 +96,7 @@ impl ProfileOptions {
         !thread.frames.is_empty()
             && (self.idle || thread.active == Some(true))
             && (!self.gil_only || thread.owns_gil || thread.no_gil)
+            && (!self.exceptions_only || thread.exception.is_some() || thread.propagating.is_some())
     }
 }
 
@@ -497,12 +507,7 @@ pub(crate) mod tests {
     use crate::snapshot::Snapshot;
 
     pub fn frame(function: &str, file: &str, line: i32) -> Frame {
-        Frame {
-            function: function.into(),
-            qualname: None,
-            filename: file.into(),
-            line,
-        }
+        Frame::new(function.into(), None, file.into(), line)
     }
 
     pub fn thread(id: u64, name: &str, active: bool, gil: bool, frames: Vec<Frame>) -> ThreadStack {
@@ -610,6 +615,27 @@ pub(crate) mod tests {
         assert_eq!(p.total(), 8);
         let p = small_profile(ProfileOptions::default().gil_only(true));
         assert_eq!(p.total(), 4);
+    }
+
+    #[test]
+    fn exceptions_filter_keeps_threads_handling_one() {
+        let stack = vec![frame("handler", "app.py", 5), frame("main", "app.py", 10)];
+        let mut handling = thread(1, "MainThread", true, true, stack.clone());
+        handling.exception = Some(crate::snapshot::ExceptionInfo {
+            type_name: "ValueError".into(),
+            message: "'bad'".into(),
+        });
+        let sample = sample(
+            0,
+            42,
+            vec![handling, thread(2, "worker", true, false, stack)],
+        );
+        let mut p = Profile::new(ProfileOptions::default().idle(true).exceptions_only(true));
+        p.add(&sample);
+        assert_eq!(p.total(), 1);
+        let mut p = Profile::new(ProfileOptions::default().idle(true));
+        p.add(&sample);
+        assert_eq!(p.total(), 2);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! What one snapshot reads: [`SampleOptions`].
 
 #[cfg(doc)]
-use crate::ThreadStack;
+use crate::{Frame, ThreadStack};
+use crate::walk::values::ReprLimits;
 use std::time::Duration;
 
 /// What a sample reads and returns. The session's default comes from
@@ -16,6 +17,9 @@ use std::time::Duration;
 /// | `names`    | on      | nothing while the thread set is unchanged                          |
 /// | `idle`     | on      | — (off: drops idle threads; needs the `/proc` read)                |
 /// | `gil_only` | off     | — (keeps only the GIL holder)                                      |
+/// | `locals`   | off     | per frame: its slots, then a few reads per variable (bounded)      |
+/// | `exceptions` | off   | per thread: one or two reads, a few more while handling one        |
+/// | `positions` | off    | per frame (3.11+): one read for the opcode, a line-table scan      |
 ///
 /// ```
 /// use pyspy_core::SampleOptions;
@@ -48,6 +52,18 @@ pub struct SampleOptions {
     /// How long pausing waits for the threads to stop; threads that take longer (a loaded
     /// machine) are read while running. Default 250 ms.
     pub pause_timeout: Duration,
+    /// Read each frame's arguments and local variables into [`Frame::locals`], shown within
+    /// [`SampleOptions::repr_limits`]. Default off.
+    pub locals: bool,
+    /// How much of each value (local variables, exception messages) is shown. Default
+    /// [`ReprLimits::default`].
+    pub repr_limits: ReprLimits,
+    /// Read each thread's exception state into [`ThreadStack::exception`] and
+    /// [`ThreadStack::propagating`]. Default off.
+    pub exceptions: bool,
+    /// Read each frame's exact position (3.11+): [`Frame::column`], [`Frame::end_line`],
+    /// [`Frame::end_column`] and [`Frame::opcode`]. Default off.
+    pub positions: bool,
 }
 
 impl Default for SampleOptions {
@@ -60,6 +76,10 @@ impl Default for SampleOptions {
             idle: true,
             gil_only: false,
             pause_timeout: Duration::from_millis(250),
+            locals: false,
+            repr_limits: ReprLimits::default(),
+            exceptions: false,
+            positions: false,
         }
     }
 }
@@ -99,6 +119,37 @@ impl SampleOptions {
     pub fn pause_timeout(mut self, limit: Duration) -> Self {
         self.pause_timeout = limit;
         self
+    }
+
+    /// Sets [`SampleOptions::locals`].
+    pub fn locals(mut self, on: bool) -> Self {
+        self.locals = on;
+        self
+    }
+    /// Sets [`SampleOptions::repr_limits`].
+    pub fn repr_limits(mut self, limits: ReprLimits) -> Self {
+        self.repr_limits = limits;
+        self
+    }
+    /// Sets [`SampleOptions::exceptions`].
+    pub fn exceptions(mut self, on: bool) -> Self {
+        self.exceptions = on;
+        self
+    }
+    /// Sets [`SampleOptions::positions`].
+    pub fn positions(mut self, on: bool) -> Self {
+        self.positions = on;
+        self
+    }
+
+    /// What the walk reads beyond the stacks.
+    pub(crate) fn extras(&self) -> crate::walk::Extras {
+        crate::walk::Extras {
+            locals: self.locals.then_some(self.repr_limits),
+            exceptions: self.exceptions,
+            positions: self.positions,
+            limits: self.repr_limits,
+        }
     }
 
     /// Whether `/proc` stat files must be read.

@@ -211,6 +211,7 @@ impl SnapshotReader {
             guard = Some(pause::pause(pid, &tids, options.pause_timeout)?);
             hooks.pauses.fetch_add(1, Ordering::Relaxed);
         }
+        self.walker.set_extras(options.extras());
         let walked = retry_torn(pid, live, || self.walker.walk(mem, interp))?;
         let keys = options.names.then(|| NameKey::for_walk(&walked));
         let mut threads: Vec<ThreadStack> = walked.into_iter().map(|(_, t)| t).collect();

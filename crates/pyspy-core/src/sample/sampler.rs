@@ -103,6 +103,16 @@ pub struct ProcessDetails {
 }
 
 impl ProcessDetails {
+    /// Every live descendant of process `pid` (children, their children, ...), in pid order,
+    /// from one pass over `/proc`: for a tool that wants the Python processes below a program
+    /// (attach to each; those that are not Python fail with [`Error::NotPython`]).
+    pub fn descendants(pid: i32) -> Vec<ProcessDetails> {
+        descendants(&[pid])
+            .into_iter()
+            .map(ProcessDetails::read)
+            .collect()
+    }
+
     /// Reads `/proc/PID/cmdline` and `/proc/PID/stat`.
     pub fn read(pid: i32) -> ProcessDetails {
         let command_line = std::fs::read(process::proc_path(pid, "cmdline"))

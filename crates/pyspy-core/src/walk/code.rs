@@ -22,7 +22,6 @@ pub struct CodeInfo {
     pub name: Arc<str>,
     pub qualname: Option<Arc<str>>,
     pub filename: Arc<str>,
-    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // read by the xtask
     pub first_line: i32,
     pub linetable: Box<[u8]>,
     /// The line table decoded once: contiguous ranges in address order.

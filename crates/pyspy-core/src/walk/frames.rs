@@ -6,6 +6,8 @@
 //! code's `co_tlbc` array (`_PyFrame_GetBytecode`), not into `co_code_adaptive` (copy 0).
 
 use super::code::CodeInfo;
+use super::linetable::position_for_offset;
+use super::opcodes::base_opcode;
 use super::Walker;
 use crate::attach::layout::{FrameModel, Layout, LineTableFormat};
 use crate::error::{Error, Result};
@@ -22,6 +24,8 @@ const MAX_TLBC_INDEX: u32 = 1 << 20;
 /// One frame as read from the target, before its code object is resolved.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct RawFrame {
+    /// The frame's own address (its locals are in it).
+    addr: u64,
     code: u64,
     /// ≤3.10: `f_lasti` (sign-extended); 3.11+: the instruction pointer.
     position: u64,
@@ -54,7 +58,7 @@ impl Walker {
                 return Err(Error::Corrupt("frame chain is cyclic"));
             }
             mem.read(addr, buf)?;
-            let (back, raw) = parse_frame(&self.layout, buf)?;
+            let (back, raw) = parse_frame(&self.layout, addr, buf)?;
             out.extend(raw);
             addr = back;
         }
@@ -76,7 +80,8 @@ impl Walker {
             .get_many(mem, &self.layout, &addrs)
             .into_iter()
             .collect::<Result<Vec<_>>>()?;
-        let l = &self.layout;
+        let l = self.layout;
+        let extras = self.extras;
         let mut out = Vec::with_capacity(threads.len());
         for raws in threads {
             let mut frames = Vec::with_capacity(raws.len());
@@ -87,27 +92,48 @@ impl Walker {
                 let Some(info) = &infos[i] else {
                     continue; // not a code object
                 };
-                let Some(offset) = instruction_offset(mem, l, raw, info)? else {
+                let Some(offset) = instruction_offset(mem, &l, raw, info)? else {
                     continue;
                 };
-                frames.push(Frame {
-                    function: info.name.clone(),
-                    qualname: info.qualname.clone(),
-                    filename: info.filename.clone(),
-                    line: info.line(offset),
-                });
+                let mut frame = Frame::new(
+                    info.name.clone(),
+                    info.qualname.clone(),
+                    info.filename.clone(),
+                    info.line(offset),
+                );
+                if extras.positions && l.line_table == LineTableFormat::Locations {
+                    if let Some(p) = position_for_offset(&info.linetable, info.first_line, offset)
+                    {
+                        frame.end_line = p.end_line;
+                        frame.column = p.column;
+                        frame.end_column = p.end_column;
+                    }
+                    if let Some(table) = self.opcodes {
+                        // An opcode that cannot be read (instrumentation data freed under us)
+                        // is left unknown rather than failing the stack.
+                        frame.opcode = base_opcode(mem, &l, table, raw.code, offset)
+                            .ok()
+                            .flatten();
+                    }
+                }
+                if let Some(limits) = &extras.locals {
+                    frame.locals = self
+                        .locals
+                        .read(mem, &l, &mut self.values, limits, raw.addr, raw.code, info)
+                        .unwrap_or_default();
+                }
+                frames.push(frame);
             }
             out.push(frames);
         }
         Ok(out)
     }
-
 }
 
 /// Decodes one frame's bytes: its back link and, unless it is not a Python frame, the raw
 /// frame. 3.11+ frames owned by the C stack or the interpreter, and frames with no code, are
 /// links only.
-fn parse_frame(l: &Layout, buf: &[u8]) -> Result<(u64, Option<RawFrame>)> {
+fn parse_frame(l: &Layout, addr: u64, buf: &[u8]) -> Result<(u64, Option<RawFrame>)> {
     let err = || Error::Corrupt("frame field");
     let get = |off: Option<u32>| off.and_then(|o| field_u64(buf, o)).ok_or_else(err);
     match l.frames {
@@ -119,6 +145,7 @@ fn parse_frame(l: &Layout, buf: &[u8]) -> Result<(u64, Option<RawFrame>)> {
                 .and_then(|o| field_u32(buf, o))
                 .ok_or_else(err)? as i32;
             let raw = RawFrame {
+                addr,
                 code,
                 position: i64::from(lasti) as u64,
                 owner: 0,
@@ -145,6 +172,7 @@ fn parse_frame(l: &Layout, buf: &[u8]) -> Result<(u64, Option<RawFrame>)> {
                 None => 0,
             };
             let raw = RawFrame {
+                addr,
                 code,
                 position: instr,
                 owner,

@@ -217,6 +217,135 @@ impl LineRanges<'_> {
     }
 }
 
+/// Where an instruction's expression is in the source (3.11+): what `co_positions()` gives
+/// for it. Columns are 0-based offsets in the UTF-8 bytes of the line; `None` where the table
+/// has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Position {
+    pub line: Option<i32>,
+    pub end_line: Option<i32>,
+    pub column: Option<i32>,
+    pub end_column: Option<i32>,
+}
+
+/// The position of the instruction at byte `offset` of a 3.11+ location table (`table`:
+/// `co_linetable`, `first_line`: `co_firstlineno`), decoded as `advance_with_locations` in
+/// `Objects/codeobject.c` does; `None` past the end of the table. One pass, no allocation.
+///
+/// ```
+/// use pyspy_core::walk::linetable::{position_for_offset, Position};
+///
+/// // One "one-line, +1" entry of 2 code units with columns 4..9, then a short-form entry.
+/// let table = [0x80 | (11 << 3) | 1, 4, 9, 0x80 | (0 << 3), 0x23];
+/// let p = position_for_offset(&table, 7, 2).unwrap();
+/// assert_eq!(p, Position { line: Some(8), end_line: Some(8), column: Some(4), end_column: Some(9) });
+/// let p = position_for_offset(&table, 7, 4).unwrap();
+/// assert_eq!((p.column, p.end_column), (Some(2), Some(5)));
+/// assert_eq!(position_for_offset(&table, 7, 6), None);
+/// ```
+pub fn position_for_offset(table: &[u8], first_line: i32, offset: u32) -> Option<Position> {
+    let target = u64::from(offset);
+    position_ranges(table, first_line)
+        .find(|(_, end, _)| target < *end)
+        .map(|(_, _, p)| p)
+}
+
+/// Every entry of a 3.11+ location table in address order: (start, end) in bytes and the
+/// position of the instructions in between.
+pub fn position_ranges(
+    table: &[u8],
+    first_line: i32,
+) -> impl Iterator<Item = (u64, u64, Position)> + '_ {
+    let mut pos = 0usize;
+    let mut addr = 0u64;
+    let mut line = first_line;
+    std::iter::from_fn(move || {
+        let &header = table.get(pos)?;
+        pos += 1;
+        let code = (header >> 3) & 15;
+        let start = addr;
+        let end = addr + (u64::from(header & 7) + 1) * 2;
+        let mut rest = table.get(pos..).unwrap_or(&[]);
+        let column = |c: i64| (c >= 0).then_some(c as i32);
+        let position = match code {
+            15 => Position::default(),
+            LOC_LONG => {
+                let (delta, n) = scan_signed_varint(rest);
+                rest = rest.get(n..).unwrap_or(&[]);
+                line = line.wrapping_add(delta);
+                let (end_delta, n) = scan_varint(rest);
+                rest = rest.get(n..).unwrap_or(&[]);
+                let (col, n) = scan_varint(rest);
+                rest = rest.get(n..).unwrap_or(&[]);
+                let (end_col, _) = scan_varint(rest);
+                Position {
+                    line: Some(line),
+                    end_line: Some(line.wrapping_add(end_delta as i32)),
+                    column: column(i64::from(col) - 1),
+                    end_column: column(i64::from(end_col) - 1),
+                }
+            }
+            LOC_NO_COLUMNS => {
+                let (delta, _) = scan_signed_varint(rest);
+                line = line.wrapping_add(delta);
+                Position {
+                    line: Some(line),
+                    end_line: Some(line),
+                    column: None,
+                    end_column: None,
+                }
+            }
+            LOC_ONE_LINE0 | LOC_ONE_LINE1 | LOC_ONE_LINE2 => {
+                line = line.wrapping_add(i32::from(code - LOC_ONE_LINE0));
+                Position {
+                    line: Some(line),
+                    end_line: Some(line),
+                    column: Some(entry_byte(rest, 0)),
+                    end_column: Some(entry_byte(rest, 1)),
+                }
+            }
+            _ => {
+                let second = entry_byte(rest, 0);
+                let col = (i32::from(code) << 3) | (second >> 4);
+                Position {
+                    line: Some(line),
+                    end_line: Some(line),
+                    column: Some(col),
+                    end_column: Some(col + (second & 15)),
+                }
+            }
+        };
+        addr = end;
+        while table.get(pos).is_some_and(|b| b & 0x80 == 0) {
+            pos += 1;
+        }
+        Some((start, end, position))
+    })
+}
+
+/// Byte `i` of an entry's payload (0 past its end: the next entry's header has bit 7 set).
+fn entry_byte(rest: &[u8], i: usize) -> i32 {
+    rest.get(..=i)
+        .filter(|b| b.iter().all(|&x| x & 0x80 == 0))
+        .map_or(0, |b| i32::from(b[i]))
+}
+
+/// [`varint`], and how many bytes it took.
+fn scan_varint(bytes: &[u8]) -> (u32, usize) {
+    let n = bytes
+        .iter()
+        .take(VARINT_MAX_CHUNKS as usize)
+        .position(|b| b & 64 == 0)
+        .map_or(bytes.len().min(VARINT_MAX_CHUNKS as usize), |i| i + 1);
+    (varint(bytes), n)
+}
+
+/// [`signed_varint`], and how many bytes it took.
+fn scan_signed_varint(bytes: &[u8]) -> (i32, usize) {
+    let (_, n) = scan_varint(bytes);
+    (signed_varint(bytes), n)
+}
+
 /// Location-entry codes of 3.11+ (`Objects/locations.md`, `_PyCodeLocationInfoKind`).
 const LOC_ONE_LINE0: u8 = 10;
 const LOC_ONE_LINE1: u8 = 11;

@@ -8,21 +8,34 @@
 //!
 //! [`threads`] reads the interpreters' thread lists and the GIL, [`frames`] one thread's frame
 //! chain, [`code`] the code objects the frames run, [`names`] the `threading` names.
+//!
+//! What a debugger shows beyond the stack, when asked ([`Extras`]): [`locals`] (each frame's
+//! variables, shown by [`values`]), [`exceptions`] (each thread's exception state) and
+//! positions ([`linetable::position_for_offset`], [`opcodes`]).
 
 pub mod code;
+pub mod exceptions;
 pub mod frames;
 mod interpreter;
 pub mod linetable;
+pub mod locals;
 pub mod names;
 pub mod native_tid;
 pub mod objects;
+pub mod opcodes;
 pub mod strings;
 #[cfg(any(test, feature = "internals"))]
 pub mod synthetic;
 pub mod threads;
+pub mod values;
 
 pub use interpreter::Interpreter;
 pub use threads::Gil;
+
+use crate::attach::layout::opcodes::Opcodes;
+use crate::walk::exceptions::RawExceptions;
+use crate::walk::locals::LocalsCache;
+use crate::walk::values::{ReprLimits, Values};
 
 use crate::memory::addr_hash::AddrSet;
 use crate::walk::code::CodeCache;
@@ -48,6 +61,24 @@ pub struct Walker {
     /// The small reads of the last walk, read again in one batch before the next (see
     /// [`Prefetched`]).
     prefetch: PrefetchPlan,
+    /// What a walk reads beyond the stacks.
+    extras: Extras,
+    values: Values,
+    locals: LocalsCache,
+    opcodes: Option<&'static Opcodes>,
+}
+
+/// What a walk reads beyond the stacks (all off by default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// Each frame's locals, shown within these limits.
+    pub locals: Option<ReprLimits>,
+    /// Each thread's exception state.
+    pub exceptions: bool,
+    /// Each frame's columns, end line and opcode (3.11+).
+    pub positions: bool,
+    /// The limits of exception messages.
+    pub limits: ReprLimits,
 }
 
 fn span(fields: &[Option<u32>]) -> usize {
@@ -57,13 +88,15 @@ fn span(fields: &[Option<u32>]) -> usize {
 impl Walker {
     pub fn new(layout: &Layout) -> Walker {
         let l = layout;
-        let tstate_len = span(&[
+        let mut tstate_fields = vec![
             Some(l.tstate_next),
             Some(l.tstate_interp),
             Some(l.tstate_frame),
             Some(l.tstate_thread_id),
             l.tstate_native_thread_id,
-        ]);
+        ];
+        tstate_fields.extend(RawExceptions::fields(l));
+        let tstate_len = span(&tstate_fields);
         let frame_len = match l.frames {
             FrameModel::FrameObject => span(&[l.frame_back, l.frame_code, l.frame_lasti]),
             FrameModel::InterpreterFrame => span(&[
@@ -81,7 +114,16 @@ impl Walker {
             tstate_len,
             frame_len,
             prefetch: PrefetchPlan::default(),
+            extras: Extras::default(),
+            values: Values::new(layout),
+            locals: LocalsCache::default(),
+            opcodes: Opcodes::for_version(l.version.0, l.version.1),
         }
+    }
+
+    /// Chooses what the following walks read beyond the stacks.
+    pub fn set_extras(&mut self, extras: Extras) {
+        self.extras = extras;
     }
 
     /// Reads every thread's stack, with each thread's `PyInterpreterState*` address.
@@ -92,6 +134,7 @@ impl Walker {
         mem: &M,
         interp: &Interpreter,
     ) -> Result<Vec<(u64, ThreadStack)>> {
+        self.values.clear();
         let budget = Budget::new(mem, MAX_SAMPLE_BYTES);
         // The plan is taken out for the walk, which borrows the walker mutably.
         let plan = std::mem::take(&mut self.prefetch);
@@ -130,6 +173,15 @@ impl Walker {
                     g
                 }
             };
+            // An exception state that cannot be read (a torn read) is left out rather than
+            // failing the whole walk.
+            let (exception, propagating) = if self.extras.exceptions {
+                let limits = self.extras.limits;
+                exceptions::read(mem, &self.layout, &mut self.values, &limits, &t.exceptions)
+                    .unwrap_or_default()
+            } else {
+                (None, None)
+            };
             out.push((
                 t.interp,
                 ThreadStack {
@@ -138,6 +190,8 @@ impl Walker {
                     owns_gil: gil == Gil::HeldBy(t.addr),
                     no_gil: matches!(gil, Gil::Disabled | Gil::Unknown),
                     interp_id: t.interp_id,
+                    exception,
+                    propagating,
                     frames,
                     ..ThreadStack::default()
                 },

@@ -119,8 +119,22 @@ impl<'m, M: Memory + ?Sized> Header<'m, M> {
     }
 }
 
-/// 3.3+ (PEP 393) `str`.
-fn read_pep393<M: Memory + ?Sized>(mem: &M, layout: &Layout, addr: u64) -> Result<String, Error> {
+/// Where a PEP 393 string's characters are: its length in characters, bytes per character
+/// (1, 2 or 4), whether it is ASCII, and the address of its data. Lengths over `max` are
+/// refused.
+struct Pep393 {
+    len: usize,
+    kind: usize,
+    ascii: bool,
+    data: u64,
+}
+
+fn pep393_parts<M: Memory + ?Sized>(
+    mem: &M,
+    layout: &Layout,
+    addr: u64,
+    max: usize,
+) -> Result<Pep393, Error> {
     // `state` is a 4-byte field; cover it with an 8-byte window only if that stays inside the
     // PyASCIIObject (it does: `state` is followed by padding or, on ≤3.11, `wstr`).
     let state_window = if layout.unicode_state + 8 <= layout.unicode_ascii_size {
@@ -131,7 +145,7 @@ fn read_pep393<M: Memory + ?Sized>(mem: &M, layout: &Layout, addr: u64) -> Resul
     let header = Header::read(mem, addr, &[layout.unicode_length, state_window])?;
     let length = header.i64(layout.unicode_length)?;
     let state = header.u32(layout.unicode_state)?;
-    let len = checked_len(length, MAX_STR_LEN, "string length is out of range")?;
+    let len = checked_len(length, max, "string length is out of range")?;
 
     // `interned`, then kind:3, compact:1, ascii:1.
     let shift = u32::from(layout.unicode_interned_bits);
@@ -160,10 +174,25 @@ fn read_pep393<M: Memory + ?Sized>(mem: &M, layout: &Layout, addr: u64) -> Resul
             ptr
         }
     };
-    let kind = kind as usize;
+    Ok(Pep393 {
+        len,
+        kind: kind as usize,
+        ascii: ascii != 0,
+        data,
+    })
+}
+
+/// 3.3+ (PEP 393) `str`.
+fn read_pep393<M: Memory + ?Sized>(mem: &M, layout: &Layout, addr: u64) -> Result<String, Error> {
+    let Pep393 {
+        len,
+        kind,
+        ascii,
+        data,
+    } = pep393_parts(mem, layout, addr, MAX_STR_LEN)?;
     let bytes = mem.read_vec(data, len * kind, MAX_STR_LEN * 4)?;
     Ok(match kind {
-        1 if ascii != 0 => utf8_lossy(bytes),
+        1 if ascii => utf8_lossy(bytes),
         1 => bytes.iter().map(|&b| char::from(b)).collect(),
         2 => bytes
             .chunks_exact(2)
@@ -174,6 +203,74 @@ fn read_pep393<M: Memory + ?Sized>(mem: &M, layout: &Layout, addr: u64) -> Resul
             .map(|u| scalar(u32::from_le_bytes([u[0], u[1], u[2], u[3]])))
             .collect(),
     })
+}
+
+/// Longest string or bytes object, in characters, whose prefix [`read_str_prefix`] and
+/// [`read_bytes_prefix`] read (a larger size is taken as corrupt): 2**40.
+const MAX_PREFIX_SOURCE: usize = 1 << 40;
+
+/// The first `max` code points of the text object at `addr` and its length in code points:
+/// a 3.x `str` or a 2.7 `unicode` (whose type the caller checked). Code points are given as
+/// stored, lone surrogates included (reprs escape them). At most `max` characters are read.
+pub fn read_str_prefix<M: Memory + ?Sized>(
+    mem: &M,
+    layout: &Layout,
+    addr: u64,
+    max: usize,
+) -> Result<(Vec<u32>, usize), Error> {
+    let (len, width, data) = match layout.strings {
+        StringModel::Pep393 => {
+            let p = pep393_parts(mem, layout, addr, MAX_PREFIX_SOURCE)?;
+            (p.len, p.kind, p.data)
+        }
+        StringModel::Python2 => {
+            let header = Header::read(mem, addr, &[layout.unicode_length, layout.unicode_data])?;
+            let length = header.i64(layout.unicode_length)?;
+            let len = checked_len(length, MAX_PREFIX_SOURCE, "unicode length is out of range")?;
+            let ptr = header.u64(layout.unicode_data)?;
+            if ptr == 0 {
+                return Err(Error::Corrupt("unicode object has no data"));
+            }
+            let width = usize::from(layout.py_unicode_size);
+            if width != 2 && width != 4 {
+                return Err(Error::Corrupt("Py_UNICODE size is neither 2 nor 4"));
+            }
+            (len, width, ptr)
+        }
+    };
+    let n = len.min(max);
+    let bytes = mem.read_vec(data, n * width, max.saturating_mul(4))?;
+    let mut out: Vec<u32> = match width {
+        1 => bytes.iter().map(|&b| u32::from(b)).collect(),
+        2 => bytes
+            .chunks_exact(2)
+            .map(|u| u32::from(u16::from_le_bytes([u[0], u[1]])))
+            .collect(),
+        _ => bytes
+            .chunks_exact(4)
+            .map(|u| u32::from_le_bytes([u[0], u[1], u[2], u[3]]))
+            .collect(),
+    };
+    if layout.strings == StringModel::Python2 && width == 2 {
+        // A narrow 2.7 build stores astral characters as surrogate pairs: join them.
+        out = char::decode_utf16(out.iter().map(|&u| u as u16))
+            .map(|c| c.map_or_else(|e| u32::from(e.unpaired_surrogate()), u32::from))
+            .collect();
+    }
+    Ok((out, len))
+}
+
+/// The first `max` bytes of the `bytes` object (2.7: `str`) at `addr`, and its size.
+pub fn read_bytes_prefix<M: Memory + ?Sized>(
+    mem: &M,
+    layout: &Layout,
+    addr: u64,
+    max: usize,
+) -> Result<(Vec<u8>, usize), Error> {
+    let size = mem.read_i64(offset(addr, layout.bytes_size.into())?)?;
+    let len = checked_len(size, MAX_PREFIX_SOURCE, "bytes object size is out of range")?;
+    let data = offset(addr, layout.bytes_sval.into())?;
+    Ok((mem.read_vec(data, len.min(max), max)?, len))
 }
 
 /// 2.7 `str` (bytes, shown as UTF-8) or `unicode` (`Py_UNICODE` buffer, UTF-16 or UTF-32).
@@ -392,6 +489,37 @@ mod tests {
             int_ival: None,
             long_tag: None,
             long_digits: 0,
+            tstate_curexc_type: None,
+            tstate_curexc_value: None,
+            tstate_current_exception: None,
+            tstate_exc_type: None,
+            tstate_exc_value: None,
+            tstate_exc_info: None,
+            stackitem_exc_type: None,
+            stackitem_exc_value: None,
+            stackitem_previous: None,
+            code_kwonlyargcount: None,
+            code_nlocals: None,
+            code_cellvars: None,
+            code_freevars: None,
+            code_nlocalsplus: None,
+            code_monitoring: None,
+            monitoring_lines: None,
+            monitoring_per_instruction_opcodes: None,
+            lineinstr_size: None,
+            lineinstr_data: None,
+            code_flags: 0,
+            float_value: 0,
+            complex_value: 0,
+            dict_used: 0,
+            set_used: 0,
+            set_mask: 0,
+            set_table: 0,
+            setentry_size: 0,
+            setentry_key: 0,
+            setentry_hash: 0,
+            cell_ref: 0,
+            exception_args: 0,
         }
     }
 

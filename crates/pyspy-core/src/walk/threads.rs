@@ -1,5 +1,6 @@
 //! Thread states: every interpreter's thread list, and which thread holds the GIL.
 
+use super::exceptions::RawExceptions;
 use super::{Interpreter, Walker};
 use crate::error::{Error, Result};
 use crate::memory::{field_u64, offset, Memory, MemoryExt};
@@ -42,6 +43,8 @@ pub struct RawThread {
     pub native_thread_id: Option<u64>,
     /// The innermost frame (`PyFrameObject*` or `_PyInterpreterFrame*`), 0 if none.
     pub frame: u64,
+    /// The exception fields of the thread state.
+    pub exceptions: RawExceptions,
 }
 
 impl Walker {
@@ -112,6 +115,7 @@ impl Walker {
             thread_id: field(l.tstate_thread_id)?,
             native_thread_id: l.tstate_native_thread_id.map(field).transpose()?,
             frame,
+            exceptions: RawExceptions::parse(l, buf)?,
         };
         Ok((raw, field(l.tstate_next)?))
     }

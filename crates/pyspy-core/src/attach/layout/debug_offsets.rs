@@ -97,6 +97,11 @@ pub enum Field {
     DictValues,
     LongTag,
     LongDigits,
+    FloatValue,
+    SetUsed,
+    SetMask,
+    SetTable,
+    TstateCurrentException,
 }
 
 /// Generates `Field::name`, `Field::get`, `Field::set` and `Field::align` from one list, so they
@@ -203,6 +208,11 @@ field_access! {
     DictValues => opt dict_values 8,
     LongTag => opt long_tag 8,
     LongDigits => req long_digits 4,
+    FloatValue => req float_value 8,
+    SetUsed => req set_used 8,
+    SetMask => req set_mask 8,
+    SetTable => req set_table 8,
+    TstateCurrentException => opt tstate_current_exception 8,
 }
 
 impl Field {

@@ -9,6 +9,7 @@
 
 pub mod debug_offsets;
 pub mod generated;
+pub mod opcodes;
 
 /// Which frame structure a version keeps on its thread states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +93,20 @@ pub struct Layout {
     pub tstate_thread_id: u32,
     pub tstate_native_thread_id: Option<u32>,
     pub tstate_datastack_chunk: Option<u32>,
+    /// The exception raised and not caught yet: `curexc_type`/`curexc_value` (≤3.11) or
+    /// `current_exception` (3.12+).
+    pub tstate_curexc_type: Option<u32>,
+    pub tstate_curexc_value: Option<u32>,
+    pub tstate_current_exception: Option<u32>,
+    /// The exception being handled (`sys.exc_info()`): `exc_type`/`exc_value` (≤3.6) or the
+    /// `exc_info` stack of `_PyErr_StackItem`s (3.7+: `exc_type` up to 3.10, `exc_value`,
+    /// `previous_item`).
+    pub tstate_exc_type: Option<u32>,
+    pub tstate_exc_value: Option<u32>,
+    pub tstate_exc_info: Option<u32>,
+    pub stackitem_exc_type: Option<u32>,
+    pub stackitem_exc_value: Option<u32>,
+    pub stackitem_previous: Option<u32>,
 
     // PyFrameObject (≤3.10)
     pub frame_back: Option<u32>,
@@ -149,6 +164,28 @@ pub struct Layout {
     /// `_PyCodeArray.size` and `.entries` (free-threaded 3.14+).
     pub codearray_size: Option<u32>,
     pub codearray_entries: Option<u32>,
+    /// `co_flags` (`CO_VARARGS`, `CO_VARKEYWORDS`).
+    pub code_flags: u32,
+    /// `co_kwonlyargcount` (3.x).
+    pub code_kwonlyargcount: Option<u32>,
+    /// `co_nlocals`, `co_cellvars`, `co_freevars` (≤3.10: the fast locals, then cells, then
+    /// free variables in `f_localsplus`).
+    pub code_nlocals: Option<u32>,
+    pub code_cellvars: Option<u32>,
+    pub code_freevars: Option<u32>,
+    /// `co_nlocalsplus` (3.11+): slots of `localsplus` named by `co_localsplusnames`.
+    pub code_nlocalsplus: Option<u32>,
+    /// `_co_monitoring` (3.12+) and, in the `_PyCoMonitoringData` it points to, `lines` and
+    /// `per_instruction_opcodes`: where instrumentation keeps the opcodes it replaced.
+    pub code_monitoring: Option<u32>,
+    pub monitoring_lines: Option<u32>,
+    pub monitoring_per_instruction_opcodes: Option<u32>,
+    /// `sizeof(_PyCoLineInstrumentationData)` (3.12–3.13: one entry per code unit, the
+    /// original opcode first).
+    pub lineinstr_size: Option<u32>,
+    /// `_PyCoLineInstrumentationData.data` (3.14+: entries of `bytes_per_entry` bytes, the
+    /// first field of the structure, the original opcode first).
+    pub lineinstr_data: Option<u32>,
 
     // PyObject / PyVarObject / PyTypeObject
     pub object_type: u32,
@@ -226,6 +263,26 @@ pub struct Layout {
     pub long_tag: Option<u32>,
     /// `PyLongObject` digits.
     pub long_digits: u32,
+
+    // Values of locals (see `walk::values`).
+    /// `PyFloatObject.ob_fval`.
+    pub float_value: u32,
+    /// `PyComplexObject.cval` (real, then imaginary).
+    pub complex_value: u32,
+    /// `PyDictObject.ma_used`: live entries.
+    pub dict_used: u32,
+    /// `PySetObject`: `used` (live keys), `mask` (slots − 1), `table`.
+    pub set_used: u32,
+    pub set_mask: u32,
+    pub set_table: u32,
+    /// `setentry`: size, `key`, `hash`.
+    pub setentry_size: u32,
+    pub setentry_key: u32,
+    pub setentry_hash: u32,
+    /// `PyCellObject.ob_ref`.
+    pub cell_ref: u32,
+    /// `PyBaseExceptionObject.args`.
+    pub exception_args: u32,
 }
 
 /// The generated table for a (major, minor) version's default build, if pyspy knows it.

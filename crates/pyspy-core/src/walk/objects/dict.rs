@@ -108,13 +108,20 @@ fn table_entries_27<M: Memory + ?Sized>(
     Ok(parse_entries(layout, &bytes, size, true, None))
 }
 
-/// Every live entry of a 3.x key table. Reads the keys header, then the entry array (and the
-/// values array of a split table), so two or three reads.
-pub fn keys_entries<M: Memory + ?Sized>(
-    mem: &M,
-    layout: &Layout,
-    keys: KeysRef,
-) -> Result<Vec<DictEntry>> {
+/// Where a 3.x key table's entries are.
+struct KeysTable {
+    /// Address of the first entry.
+    start: u64,
+    /// `dk_nentries`: entries in use (live or deleted).
+    n: usize,
+    /// Bytes per entry.
+    size: usize,
+    /// `PyDictKeyEntry` (with hashes) rather than `PyDictUnicodeEntry`.
+    general: bool,
+}
+
+/// Reads a 3.x keys object's header (one read) and finds its entries.
+fn keys_table<M: Memory + ?Sized>(mem: &M, layout: &Layout, keys: u64) -> Result<KeysTable> {
     let err = |what| Error::Corrupt(what);
     let indices = layout
         .dictkeys_indices
@@ -126,7 +133,7 @@ pub fn keys_entries<M: Memory + ?Sized>(
     let head = head
         .get_mut(..indices as usize)
         .ok_or_else(|| err("dict keys layout larger than expected"))?;
-    mem.read(keys.keys, head)?;
+    mem.read(keys, head)?;
     let nentries = field_u64(head, nentries_at).ok_or_else(|| err("dk_nentries"))?;
     let byte = |off: Option<u32>| off.and_then(|o| head.get(o as usize).copied());
     let (index_bytes, general) = match layout.dictkeys_size {
@@ -158,21 +165,97 @@ pub fn keys_entries<M: Memory + ?Sized>(
     if nentries as usize > MAX_ENTRIES {
         return Err(err("dict entry count out of range"));
     }
-    let n = nentries as usize;
     let size = match general {
         true => layout.dictentry_size,
         false => layout
             .dictunicodeentry_size
             .ok_or_else(|| err("no unicode entry layout"))?,
     } as usize;
-    let start = offset(offset(keys.keys, indices.into())?, index_bytes)?;
-    let bytes = mem.read_vec(start, n * size, MAX_ENTRIES * size)?;
+    Ok(KeysTable {
+        start: offset(offset(keys, indices.into())?, index_bytes)?,
+        n: nentries as usize,
+        size,
+        general,
+    })
+}
+
+/// Every live entry of a 3.x key table. Reads the keys header, then the entry array (and the
+/// values array of a split table), so two or three reads.
+pub fn keys_entries<M: Memory + ?Sized>(
+    mem: &M,
+    layout: &Layout,
+    keys: KeysRef,
+) -> Result<Vec<DictEntry>> {
+    let t = keys_table(mem, layout, keys.keys)?;
+    let bytes = mem.read_vec(t.start, t.n * t.size, MAX_ENTRIES * t.size)?;
     let values = match keys.values {
-        Some(v) => mem.read_vec(v, n * 8, MAX_ENTRIES * 8)?,
+        Some(v) => mem.read_vec(v, t.n * 8, MAX_ENTRIES * 8)?,
         None => Vec::new(),
     };
     let split = keys.values.map(|_| values.as_slice());
-    Ok(parse_entries(layout, &bytes, size, general, split))
+    Ok(parse_entries(layout, &bytes, t.size, t.general, split))
+}
+
+/// Entries (2.7: slots) read per chunk by [`dict_entries_prefix`].
+const PREFIX_CHUNK: usize = 64;
+/// Most entries (2.7: slots) [`dict_entries_prefix`] looks at: a table of deleted entries
+/// does not make it read on and on.
+const PREFIX_SCAN: usize = 4096;
+
+/// Up to `want` live entries of the dict object at `dict` in iteration order (a split table's
+/// in key-table order), and its number of live entries (`ma_used`). The table is read in
+/// chunks of [`PREFIX_CHUNK`] entries until `want` are found (looking at most at
+/// [`PREFIX_SCAN`]), so a huge dict costs a few small reads, not one of its whole table.
+pub fn dict_entries_prefix<M: Memory + ?Sized>(
+    mem: &M,
+    layout: &Layout,
+    dict: u64,
+    want: usize,
+) -> Result<(Vec<DictEntry>, usize)> {
+    let used = mem.read_i64(offset(dict, layout.dict_used.into())?)?;
+    let used = usize::try_from(used)
+        .ok()
+        .filter(|&u| u <= MAX_ENTRIES * 16)
+        .ok_or(Error::Corrupt("dict size out of range"))?;
+    let mut out = Vec::new();
+    if used == 0 || want == 0 {
+        return Ok((out, used));
+    }
+    // (first entry, entries, entry size, general, split values)
+    let (start, n, size, general, split) = match (layout.dict_mask, layout.dict_table) {
+        (Some(mask_at), Some(table_at)) => {
+            let mask = mem.read_u64(offset(dict, mask_at.into())?)?;
+            let table = mem.read_u64(offset(dict, table_at.into())?)?;
+            let slots = mask
+                .checked_add(1)
+                .filter(|n| n.is_power_of_two() && *n as usize <= MAX_ENTRIES * 16)
+                .ok_or(Error::Corrupt("dict mask out of range"))?;
+            let size = layout.dictentry_size as usize;
+            (table, slots as usize, size, true, None)
+        }
+        _ => {
+            let keys = dict_keys(mem, layout, dict)?;
+            let t = keys_table(mem, layout, keys.keys)?;
+            (t.start, t.n, t.size, t.general, keys.values)
+        }
+    };
+    let mut at = 0;
+    while at < n.min(PREFIX_SCAN) && out.len() < want {
+        let count = PREFIX_CHUNK.min(n - at);
+        let first = offset(start, (at * size) as u64)?;
+        let bytes = mem.read_vec(first, count * size, PREFIX_CHUNK * size)?;
+        let values = match split {
+            Some(v) => Some(mem.read_vec(offset(v, (at * 8) as u64)?, count * 8, PREFIX_CHUNK * 8)?),
+            None => None,
+        };
+        for e in parse_entries(layout, &bytes, size, general, values.as_deref()) {
+            if out.len() < want {
+                out.push(e);
+            }
+        }
+        at += count;
+    }
+    Ok((out, used))
 }
 
 /// Decodes an entry array; `split` holds the values of a split table by entry index.
