@@ -80,10 +80,19 @@ fn parse_map_line(line: &str) -> Option<MemoryMap> {
 #[derive(Debug, Clone)]
 pub struct ProcessInfo {
     pub pid: i32,
-    /// `/proc/PID/exe`'s target as the target sees it.
+    /// `/proc/PID/exe`'s target as the target sees it (inside its chroot).
     pub exe: String,
+    /// The mappings; their paths are as the target sees them (inside its chroot).
     pub maps: Vec<MemoryMap>,
+    /// The target's root directory as the host sees it (`/proc/PID/root`), when it is not `/`:
+    /// a chroot. `/proc` shows the paths of a chrooted process's files from the reader's root,
+    /// so this prefix was taken off `exe` and the mappings' paths.
+    pub root: Option<String>,
 }
+
+/// How many mapped files [`ProcessInfo::open_mapping`] tries per mapping at most: the target's
+/// view, the executable link, `map_files`, and the two host spellings of the path.
+const MAPPING_PATHS: usize = 5;
 
 impl ProcessInfo {
     /// Reads the executable link and the mappings of `pid`.
@@ -106,7 +115,34 @@ impl ProcessInfo {
                 reason: "it has no memory mappings (a zombie or a kernel thread?)".into(),
             });
         }
-        Ok(ProcessInfo { pid, exe, maps })
+        let root = std::fs::read_link(proc_path(pid, "root"))
+            .ok()
+            .map(|r| r.to_string_lossy().trim_end_matches('/').to_string())
+            .filter(|r| !r.is_empty());
+        Ok(ProcessInfo::new(pid, exe, maps, root))
+    }
+
+    /// A process whose `/proc` paths (`exe`, the mappings') are seen from the host, with root
+    /// directory `root` (`None` or empty for `/`): the paths inside the root lose its prefix.
+    pub fn new(pid: i32, exe: String, mut maps: Vec<MemoryMap>, root: Option<String>) -> Self {
+        let root = root.filter(|r| !r.is_empty() && r != "/");
+        let mut exe = exe;
+        if let Some(root) = &root {
+            if let Some(inside) = strip_root(root, &exe) {
+                exe = inside.to_string();
+            }
+            for map in &mut maps {
+                if let Some(inside) = map.path.as_deref().and_then(|p| strip_root(root, p)) {
+                    map.path = Some(inside.to_string());
+                }
+            }
+        }
+        ProcessInfo {
+            pid,
+            exe,
+            maps,
+            root,
+        }
     }
 
     /// The path on the host of a file the target sees at `path`: through `/proc/PID/root`, so a
@@ -115,35 +151,132 @@ impl ProcessInfo {
         proc_path(self.pid, "root").join(path.trim_start_matches('/'))
     }
 
-    /// The host path of a mapping's file. Tried in order, keeping the first whose inode is the
-    /// mapped one: `/proc/PID/root/<path>` (the target's own view: chroots and containers),
-    /// `/proc/PID/map_files/<start>-<end>` (reaches deleted files; needs CAP_SYS_ADMIN), and
-    /// `<path>` itself (a chroot's maps show host paths).
-    pub fn mapping_file(&self, map: &MemoryMap) -> Option<PathBuf> {
-        use std::os::unix::fs::MetadataExt;
-        let path = map.path.as_deref()?;
-        let candidates = [
-            self.host_path(path),
-            proc_path(
-                self.pid,
-                &format!("map_files/{:x}-{:x}", map.start, map.end),
-            ),
-            PathBuf::from(path),
-        ];
-        let mut existing = candidates
-            .iter()
-            .filter_map(|c| Some((c, std::fs::metadata(c).ok()?.ino())));
-        let first = existing.clone().next().map(|(c, _)| c.clone());
-        existing
-            .find(|(_, ino)| map.inode == 0 || *ino == map.inode)
-            .map(|(c, _)| c.clone())
-            .or(first)
+    /// Opens the file a mapping maps — that very file, never another of the same name. Tried
+    /// in order, keeping the first that is a regular file with the mapping's inode:
+    /// `/proc/PID/root/<path>` (the target's own view: chroots and containers),
+    /// `/proc/PID/exe` (the executable, even deleted or replaced; needs only the right to read
+    /// the process), `/proc/PID/map_files/<start>-<end>` (any mapped file, even deleted or
+    /// replaced; needs `CAP_SYS_ADMIN` or `CAP_CHECKPOINT_RESTORE`), and the path as the host
+    /// sees it.
+    ///
+    /// Files are opened non-blocking (a FIFO put in place of a library cannot hang the open)
+    /// and checked after opening (a file swapped between a check and the open is not read).
+    /// When every candidate is missing or another file, the error says so: a file replaced
+    /// since the target mapped it, that only `map_files` could reach, is a `PermissionDenied`
+    /// naming the capability.
+    pub fn open_mapping(&self, map: &MemoryMap) -> Result<std::fs::File> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let path = map.path.as_deref().ok_or(Error::Corrupt("mapping has no file"))?;
+        let map_files = proc_path(
+            self.pid,
+            &format!("map_files/{:x}-{:x}", map.start, map.end),
+        );
+        let mut candidates: Vec<PathBuf> = Vec::with_capacity(MAPPING_PATHS);
+        candidates.push(self.host_path(path));
+        candidates.push(proc_path(self.pid, "exe"));
+        candidates.push(map_files.clone());
+        if let Some(root) = &self.root {
+            candidates.push(PathBuf::from(format!("{root}{path}")));
+        }
+        candidates.push(PathBuf::from(path));
+        let mut replaced = false;
+        let mut map_files_error = None;
+        for candidate in &candidates {
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(candidate);
+            let file = match opened {
+                Ok(file) => file,
+                Err(e) => {
+                    if *candidate == map_files {
+                        map_files_error = Some(e);
+                    }
+                    continue;
+                }
+            };
+            let Ok(meta) = file.metadata() else {
+                continue;
+            };
+            let same = map.inode == 0 || meta.ino() == map.inode;
+            if same && meta.file_type().is_file() {
+                return Ok(file);
+            }
+            // The executable link is tried for every mapping; another file there is normal.
+            replaced |= *candidate != candidates[1];
+        }
+        let what = format!(
+            "{path} (mapped at {:#x}, inode {}) was deleted or replaced since process {} mapped it",
+            map.start, map.inode, self.pid
+        );
+        match map_files_error {
+            Some(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
+                Err(Error::PermissionDenied {
+                    pid: self.pid,
+                    reason: format!(
+                        "{what}{}, and pyspy reads the file the process really maps, never \
+                         the one now at that path: the mapped copy is reachable only through \
+                         /proc/{}/map_files, which needs CAP_SYS_ADMIN or \
+                         CAP_CHECKPOINT_RESTORE (run as root, or setcap \
+                         cap_checkpoint_restore,cap_sys_ptrace+ep PROGRAM), or restart the \
+                         target so that it maps the current file",
+                        if replaced { " (the file at that path now is another one)" } else { "" },
+                        self.pid
+                    ),
+                })
+            }
+            Some(e) => Err(Error::Io {
+                what: format!(
+                    "process {}: {what}, and its mapped copy could not be opened through \
+                     /proc/{}/map_files",
+                    self.pid, self.pid
+                ),
+                source: e,
+            }),
+            None => Err(Error::NotPython {
+                pid: self.pid,
+                reason: format!("{what}, and no file with its inode could be opened"),
+            }),
+        }
     }
+}
+
+/// `path` without the `root` prefix, if it lies inside `root`.
+fn strip_root<'a>(root: &str, path: &'a str) -> Option<&'a str> {
+    let rest = path.strip_prefix(root)?;
+    rest.starts_with('/').then_some(rest)
 }
 
 /// `/proc/PID/<rest>`.
 pub fn proc_path(pid: i32, rest: &str) -> PathBuf {
     Path::new("/proc").join(pid.to_string()).join(rest)
+}
+
+/// Whether `pid` still maps the file with inode `inode` at `start`: false once it has run
+/// another program (`exec` replaces every mapping); `None` if its maps cannot be read.
+pub fn maps_file_at(pid: i32, start: u64, inode: u64) -> Option<bool> {
+    let text = std::fs::read_to_string(proc_path(pid, "maps")).ok()?;
+    Some(
+        text.lines()
+            .filter_map(parse_map_line)
+            .any(|m| m.start == start && m.inode == inode),
+    )
+}
+
+/// The executable of `pid` as the target sees it (inside its chroot); empty if unknown.
+pub fn executable(pid: i32) -> String {
+    let Ok(exe) = std::fs::read_link(proc_path(pid, "exe")) else {
+        return String::new();
+    };
+    let exe = exe.to_string_lossy();
+    let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe);
+    let root = std::fs::read_link(proc_path(pid, "root")).unwrap_or_default();
+    let root = root.to_string_lossy();
+    let root = root.trim_end_matches('/');
+    match (root.is_empty(), strip_root(root, exe)) {
+        (false, Some(inside)) => inside.to_string(),
+        _ => exe.to_string(),
+    }
 }
 
 /// Whether the process is still there (and not a zombie).

@@ -1,8 +1,9 @@
 //! Sampling: one snapshot of a session ([`session`], [`reader`], [`pause`], [`options`]), and
-//! snapshots at a steady rate ([`sampler`]).
+//! snapshots at a steady rate ([`sampler`]) of a process and the tree it heads ([`tree`]).
 
 pub mod options;
 pub mod pause;
 pub mod reader;
 pub mod sampler;
 pub mod session;
+pub mod tree;

@@ -179,8 +179,25 @@ impl Session {
         let threads = self
             .reader
             .sample(pid, &self.mem, &self.located.interpreter, options)
-            .map_err(|e| gone_or(pid, e))?;
+            .map_err(|e| self.exec_or(gone_or(pid, e)))?;
         Ok(Snapshot { threads })
+    }
+
+    /// A failed read of a live process whose interpreter binary is no longer mapped where it
+    /// was means the process ran `exec`: [`Error::Exec`] instead of the read that failed. (Only
+    /// failures pay for this check: one read of `/proc/PID/maps`.)
+    fn exec_or(&self, e: Error) -> Error {
+        if !matches!(e, Error::Memory(_) | Error::Corrupt(_) | Error::Io { .. }) {
+            return e;
+        }
+        let (start, inode) = self.located.mapped_at;
+        match process::maps_file_at(self.pid, start, inode) {
+            Some(false) => Error::Exec {
+                pid: self.pid,
+                program: process::executable(self.pid),
+            },
+            _ => e,
+        }
     }
 
     /// The options [`Session::snapshot`] uses.
