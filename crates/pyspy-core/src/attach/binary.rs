@@ -165,6 +165,12 @@ pub fn find_version_string(rodata: &[u8], path: &str) -> Option<Version> {
     scanner.finish()
 }
 
+/// The last [`VersionScanner::CARRY`] bytes of `s`: all that decides whether a string ends in a
+/// version.
+fn tail(s: &[u8]) -> &[u8] {
+    &s[s.len().saturating_sub(VersionScanner::CARRY)..]
+}
+
 /// [`find_version_string`] over data that arrives in pieces: only the last
 /// [`VersionScanner::CARRY`] bytes of a string cut by a piece's end are kept for the next piece
 /// (a version is at most 12 bytes at a string's end, so nothing is lost).
@@ -188,30 +194,54 @@ impl VersionScanner {
     }
 
     /// Looks at one more piece; returns false once the answer is known.
+    ///
+    /// A version has two dots, so only strings with a dot are looked at: the piece is searched
+    /// for dots with `memchr`, and a table of NUL bytes (or of any strings without dots) costs
+    /// no more than that search.
     fn feed(&mut self, piece: &[u8]) -> bool {
-        let tail = |s: &[u8]| s.len().saturating_sub(Self::CARRY);
-        let mut rest = piece;
+        use memchr::{memchr, memrchr};
+        let mut pos = 0;
+        if !self.carry.is_empty() {
+            // The string the last piece ended in.
+            match memchr(0, piece) {
+                Some(nul) => {
+                    self.carry.extend_from_slice(tail(&piece[..nul]));
+                    let whole = std::mem::take(&mut self.carry);
+                    self.string(tail(&whole));
+                    self.carry = whole;
+                    self.carry.clear();
+                    pos = nul + 1;
+                }
+                None => {
+                    self.carry.extend_from_slice(tail(piece));
+                    let excess = self.carry.len().saturating_sub(Self::CARRY);
+                    self.carry.drain(..excess);
+                    return true;
+                }
+            }
+        }
         while self.found.is_none() {
-            let Some(nul) = memchr::memchr(0, rest) else {
+            let Some(d) = memchr(b'.', &piece[pos..]) else {
                 break;
             };
-            let s = &rest[..nul];
-            if self.carry.is_empty() {
-                self.string(&s[tail(s)..]);
-            } else {
-                // The string began in an earlier piece.
-                let mut whole = std::mem::take(&mut self.carry);
-                whole.extend_from_slice(&s[tail(s)..]);
-                self.string(&whole[tail(&whole)..]);
-                whole.clear();
-                self.carry = whole;
+            let dot = pos + d;
+            let from = memrchr(0, &piece[pos..dot]).map_or(pos, |n| pos + n + 1);
+            match memchr(0, &piece[dot..]) {
+                Some(n) => {
+                    let end = dot + n;
+                    self.string(tail(&piece[from..end]));
+                    pos = end + 1;
+                }
+                None => {
+                    pos = from;
+                    break;
+                }
             }
-            rest = &rest[nul + 1..];
         }
         if self.found.is_none() {
-            self.carry.extend_from_slice(&rest[tail(rest)..]);
-            let excess = tail(&self.carry);
-            self.carry.drain(..excess);
+            // A string cut by the end of the piece goes on in the next one.
+            let start = memrchr(0, &piece[pos..]).map_or(pos, |n| pos + n + 1);
+            self.carry.extend_from_slice(tail(&piece[start..]));
         }
         self.found.is_none()
     }

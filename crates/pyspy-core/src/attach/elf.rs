@@ -27,7 +27,7 @@ pub const MAX_SECTIONS: usize = 4096;
 pub const MAX_SECTION_NAMES: usize = 64 << 10;
 /// Most bytes of one table or section scanned (real interpreters' largest, `.rodata`, `.symtab`
 /// and `.strtab`, are 0.1–3 MiB).
-pub const MAX_TABLE_SCAN: u64 = 64 << 20;
+pub const MAX_TABLE_SCAN: u64 = 32 << 20;
 /// Bytes read per `pread` while scanning.
 pub const CHUNK: usize = 64 << 10;
 /// Most places in a string table remembered for one wanted name.

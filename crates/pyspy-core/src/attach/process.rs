@@ -179,7 +179,9 @@ impl ProcessInfo {
             candidates.push(PathBuf::from(format!("{root}{path}")));
         }
         candidates.push(PathBuf::from(path));
+        let exe_link = &candidates[1];
         let mut replaced = false;
+        let mut denied = false;
         let mut map_files_error = None;
         for candidate in &candidates {
             let opened = std::fs::OpenOptions::new()
@@ -191,6 +193,8 @@ impl ProcessInfo {
                 Err(e) => {
                     if *candidate == map_files {
                         map_files_error = Some(e);
+                    } else if candidate != exe_link {
+                        denied |= matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM));
                     }
                     continue;
                 }
@@ -198,43 +202,54 @@ impl ProcessInfo {
             let Ok(meta) = file.metadata() else {
                 continue;
             };
-            let same = map.inode == 0 || meta.ino() == map.inode;
-            if same && meta.file_type().is_file() {
+            if (map.inode == 0 || meta.ino() == map.inode) && meta.file_type().is_file() {
                 return Ok(file);
             }
             // The executable link is tried for every mapping; another file there is normal.
-            replaced |= *candidate != candidates[1];
+            replaced |= candidate != exe_link;
         }
-        let what = format!(
-            "{path} (mapped at {:#x}, inode {}) was deleted or replaced since process {} mapped it",
-            map.start, map.inode, self.pid
-        );
+        let pid = self.pid;
+        let what = if replaced {
+            format!(
+                "{path} (mapped at {:#x}, inode {}) was replaced since process {pid} mapped it: \
+                 the file at that path now is another one",
+                map.start, map.inode
+            )
+        } else if denied {
+            format!("{path} (mapped by process {pid}) cannot be opened: permission denied")
+        } else {
+            format!(
+                "{path} (mapped at {:#x}, inode {}) was deleted since process {pid} mapped it",
+                map.start, map.inode
+            )
+        };
         match map_files_error {
-            Some(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
+            Some(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
                 Err(Error::PermissionDenied {
-                    pid: self.pid,
+                    pid,
                     reason: format!(
-                        "{what}{}, and pyspy reads the file the process really maps, never \
-                         the one now at that path: the mapped copy is reachable only through \
-                         /proc/{}/map_files, which needs CAP_SYS_ADMIN or \
-                         CAP_CHECKPOINT_RESTORE (run as root, or setcap \
-                         cap_checkpoint_restore,cap_sys_ptrace+ep PROGRAM), or restart the \
-                         target so that it maps the current file",
-                        if replaced { " (the file at that path now is another one)" } else { "" },
-                        self.pid
+                        "{what}; pyspy reads only the very file the process maps, and the \
+                         mapped copy is reachable through /proc/{pid}/map_files, which needs \
+                         CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE: run as root, or give the \
+                         calling program that capability (setcap \
+                         cap_checkpoint_restore,cap_sys_ptrace+ep PROGRAM){}",
+                        if denied {
+                            ", or let the caller read the file"
+                        } else {
+                            ", or restart the target so that it maps the current file"
+                        }
                     ),
                 })
             }
             Some(e) => Err(Error::Io {
                 what: format!(
-                    "process {}: {what}, and its mapped copy could not be opened through \
-                     /proc/{}/map_files",
-                    self.pid, self.pid
+                    "process {pid}: {what}, and its mapped copy could not be opened through \
+                     /proc/{pid}/map_files"
                 ),
                 source: e,
             }),
             None => Err(Error::NotPython {
-                pid: self.pid,
+                pid,
                 reason: format!("{what}, and no file with its inode could be opened"),
             }),
         }
@@ -253,14 +268,13 @@ pub fn proc_path(pid: i32, rest: &str) -> PathBuf {
 }
 
 /// Whether `pid` still maps the file with inode `inode` at `start`: false once it has run
-/// another program (`exec` replaces every mapping); `None` if its maps cannot be read.
+/// another program (`exec` replaces every mapping); `None` if its maps cannot be read or are
+/// empty (a process exiting has released them all).
 pub fn maps_file_at(pid: i32, start: u64, inode: u64) -> Option<bool> {
     let text = std::fs::read_to_string(proc_path(pid, "maps")).ok()?;
-    Some(
-        text.lines()
-            .filter_map(parse_map_line)
-            .any(|m| m.start == start && m.inode == inode),
-    )
+    let mut maps = text.lines().filter_map(parse_map_line).peekable();
+    maps.peek()?;
+    Some(maps.any(|m| m.start == start && m.inode == inode))
 }
 
 /// The executable of `pid` as the target sees it (inside its chroot); empty if unknown.

@@ -179,13 +179,16 @@ impl Session {
         let threads = self
             .reader
             .sample(pid, &self.mem, &self.located.interpreter, options)
-            .map_err(|e| self.exec_or(gone_or(pid, e)))?;
+            .map_err(|e| self.exec_or(e))
+            .map_err(|e| gone_or(pid, e))?;
         Ok(Snapshot { threads })
     }
 
-    /// A failed read of a live process whose interpreter binary is no longer mapped where it
-    /// was means the process ran `exec`: [`Error::Exec`] instead of the read that failed. (Only
-    /// failures pay for this check: one read of `/proc/PID/maps`.)
+    /// A failed read of a process whose interpreter binary is no longer mapped where it was,
+    /// while other files are, means the process ran `exec`: [`Error::Exec`] instead of the
+    /// read that failed. Checked before waiting to see whether the process exits (an exiting
+    /// process has no mappings at all). Only failures pay for this: one read of
+    /// `/proc/PID/maps`.
     fn exec_or(&self, e: Error) -> Error {
         if !matches!(e, Error::Memory(_) | Error::Corrupt(_) | Error::Io { .. }) {
             return e;

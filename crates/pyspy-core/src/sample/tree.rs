@@ -63,7 +63,7 @@ pub(crate) struct Tree {
 
 /// What attaching to a pending process found.
 enum Tried {
-    Attached(Session),
+    Attached(Box<Session>),
     /// Try again at the next scan.
     Later,
     /// Not Python, or not readable: leave it until it runs another program.
@@ -137,7 +137,7 @@ impl Tree {
             match self.try_attach(pid, now) {
                 Tried::Attached(session) => {
                     self.pending.remove(&pid);
-                    sessions.push((pid, session));
+                    sessions.push((pid, *session));
                 }
                 Tried::Later => {}
                 Tried::GiveUp => {
@@ -173,7 +173,7 @@ impl Tree {
         }
         let waited = now.saturating_duration_since(p.since);
         match attach(pid, &self.attach) {
-            Ok(session) => Tried::Attached(session),
+            Ok(session) => Tried::Attached(Box::new(session)),
             Err(Error::NoSuchProcess { .. } | Error::ProcessExited { .. }) => Tried::Gone,
             Err(Error::NotInitialised { .. }) if waited < INIT_WAIT => Tried::Later,
             Err(Error::NotPython { .. }) if waited < LOADER_WAIT => Tried::Later,
