@@ -105,6 +105,11 @@ typedef enum pyspy_status {
      * A file or /proc read failed.
      */
     PYSPY_STATUS_IO = 14,
+    /**
+     * The process replaced its program (exec): the Python program attached to is gone;
+     * attach again to read the new one.
+     */
+    PYSPY_STATUS_EXEC = 15,
 } pyspy_status;
 
 /**

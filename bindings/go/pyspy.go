@@ -309,6 +309,7 @@ const (
 	StatusMemory             Status = C.PYSPY_STATUS_MEMORY
 	StatusCorrupt            Status = C.PYSPY_STATUS_CORRUPT
 	StatusIO                 Status = C.PYSPY_STATUS_IO
+	StatusExec               Status = C.PYSPY_STATUS_EXEC
 )
 
 // Errors to test for with errors.Is.
@@ -327,6 +328,7 @@ var (
 	ErrMemory             error = StatusMemory
 	ErrCorrupt            error = StatusCorrupt
 	ErrIO                 error = StatusIO
+	ErrExec               error = StatusExec
 )
 
 // String is the C name, e.g. "PYSPY_STATUS_NO_SUCH_PROCESS".

@@ -44,10 +44,13 @@ pub enum pyspy_status {
     Corrupt = 13,
     /// A file or /proc read failed.
     Io = 14,
+    /// The process replaced its program (exec): the Python program attached to is gone;
+    /// attach again to read the new one.
+    Exec = 15,
 }
 
 /// Every status, in numeric order.
-const ALL: [pyspy_status; 15] = [
+const ALL: [pyspy_status; 16] = [
     pyspy_status::Ok,
     pyspy_status::InvalidArgument,
     pyspy_status::Panic,
@@ -63,6 +66,7 @@ const ALL: [pyspy_status; 15] = [
     pyspy_status::Memory,
     pyspy_status::Corrupt,
     pyspy_status::Io,
+    pyspy_status::Exec,
 ];
 
 impl pyspy_status {
@@ -79,6 +83,7 @@ impl pyspy_status {
             E::Memory(_) => pyspy_status::Memory,
             E::Corrupt(_) => pyspy_status::Corrupt,
             E::Io { .. } => pyspy_status::Io,
+            E::Exec { .. } => pyspy_status::Exec,
             _ => pyspy_status::Other,
         }
     }
@@ -101,6 +106,7 @@ impl pyspy_status {
             pyspy_status::Memory => c"PYSPY_STATUS_MEMORY",
             pyspy_status::Corrupt => c"PYSPY_STATUS_CORRUPT",
             pyspy_status::Io => c"PYSPY_STATUS_IO",
+            pyspy_status::Exec => c"PYSPY_STATUS_EXEC",
         }
     }
 }
