@@ -290,7 +290,9 @@ enum pyspy_status pyspy_options_set_duration_ms(struct pyspy_options *options,
 
 /**
  * A sampler also samples the process's descendants that run Python (multiprocessing
- * workers). Default false.
+ * workers), found within `rescan` (20 ms) of their start. The process itself need not run
+ * Python then: `pyspy_sampler_start` accepts a shell or launcher and samples its Python
+ * children as they appear. Default false.
  */
 enum pyspy_status pyspy_options_set_subprocesses(struct pyspy_options *options, bool subprocesses);
 
