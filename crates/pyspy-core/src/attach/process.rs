@@ -693,6 +693,53 @@ garbage line";
     }
 
     #[test]
+    fn chroot_paths_lose_the_root() {
+        assert_eq!(strip_root("/srv/sid", "/srv/sid/usr/bin/python3"), Some("/usr/bin/python3"));
+        assert_eq!(strip_root("/srv/sid", "/srv/sidx/usr/bin/python3"), None);
+        assert_eq!(strip_root("/srv/sid", "/usr/bin/python3"), None);
+        let maps = parse_maps(
+            "1000-2000 r-xp 00000000 08:01 7 /srv/sid/usr/bin/python3.14\n\
+             3000-4000 r--p 00000000 08:01 8 /etc/outside (deleted)\n",
+        );
+        let info = ProcessInfo::new(1, "/srv/sid/usr/bin/python3.14".into(), maps, Some("/srv/sid".into()));
+        assert_eq!(info.exe, "/usr/bin/python3.14");
+        assert_eq!(info.maps[0].path.as_deref(), Some("/usr/bin/python3.14"));
+        assert_eq!(info.maps[1].path.as_deref(), Some("/etc/outside"));
+        let plain = ProcessInfo::new(1, "/usr/bin/x".into(), Vec::new(), Some("/".into()));
+        assert_eq!((plain.exe.as_str(), plain.root), ("/usr/bin/x", None));
+    }
+
+    #[test]
+    fn only_the_mapped_file_is_opened() {
+        use std::os::unix::fs::MetadataExt;
+        let me = std::process::id() as i32;
+        let info = ProcessInfo::read(me).unwrap();
+        let exe_map = info
+            .maps
+            .iter()
+            .find(|m| m.executable && m.path.as_deref() == Some(info.exe.as_str()))
+            .expect("the test binary's code mapping")
+            .clone();
+        let file = info.open_mapping(&exe_map).unwrap();
+        assert_eq!(file.metadata().unwrap().ino(), exe_map.inode);
+        // Another inode at that path: as if the file had been replaced. Root reaches the
+        // mapping through map_files only if the range is mapped: a range that is not is
+        // refused too, with the reason.
+        let replaced = MemoryMap {
+            inode: exe_map.inode + 1,
+            start: 0x1000,
+            end: 0x2000,
+            ..exe_map
+        };
+        match info.open_mapping(&replaced) {
+            Err(Error::PermissionDenied { reason, .. }) => assert!(reason.contains("was replaced")),
+            Err(Error::Io { what, .. }) => assert!(what.contains("was replaced"), "{what}"),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("a file with another inode was opened"),
+        }
+    }
+
+    #[test]
     fn missing_process_is_no_such_process() {
         assert!(matches!(
             ProcessInfo::read(i32::MAX),

@@ -145,11 +145,10 @@ impl Tree {
                         p.given_up = true;
                     }
                 }
-                // The root stays: the sampler asks the kernel whether it lives.
-                Tried::Gone if pid != self.root => {
+                // (The sampler asks the kernel itself whether the root lives.)
+                Tried::Gone => {
                     self.pending.remove(&pid);
                 }
-                Tried::Gone => {}
             }
         }
         sessions
