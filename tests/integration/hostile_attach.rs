@@ -818,7 +818,8 @@ fn record_ends_or_follows_at_an_exec() {
         let words = |s: &[&str]| s.iter().map(|w| w.to_string()).collect::<Vec<String>>();
 
         // Into /bin/sleep.
-        let mut child = spawn_hostile(interp, &dir, &words(&["exec", "1.5", "/bin/sleep", "30"]));
+        // Long enough before the exec for pyspy to start and attach on a loaded machine.
+        let mut child = spawn_hostile(interp, &dir, &words(&["exec", "3", "/bin/sleep", "30"]));
         let started = Instant::now();
         let (run, profile) = record(&["--pid".into(), child.id().to_string()], 20);
         let took = started.elapsed();
@@ -828,7 +829,7 @@ fn record_ends_or_follows_at_an_exec() {
         if !run.status.success()
             || !run.stderr.contains(" /usr/bin/sleep (exec)")
             || !profile.contains("before_exec (")
-            || took > Duration::from_secs(8)
+            || took > Duration::from_secs(12)
             || errors > 2
         {
             return Err(format!(
@@ -838,7 +839,7 @@ fn record_ends_or_follows_at_an_exec() {
         }
 
         // Into Python again: hostile.py busy, by the interpreter's path as the target sees it.
-        let mut args = words(&["exec", "1", &interp.executable.to_string_lossy()]);
+        let mut args = words(&["exec", "2.5", &interp.executable.to_string_lossy()]);
         args.extend(python_words(interp, &dir).into_iter().rev().take(2).rev());
         args.extend(words(&["busy", "1.5"]));
         let mut child = spawn_hostile(interp, &dir, &args);
@@ -872,8 +873,12 @@ fn errors_reported(stderr: &str) -> u64 {
 
 /// Ten children that live a quarter of a second each, one after another: nearly all are
 /// found and sampled (a `/proc` scan every 500 ms found about half).
+///
+/// The recordings run one at a time: a dozen spinning targets and their samplers at once on a
+/// two-core machine would starve the sampler of the quarter second it has per child.
 #[test]
 fn short_lived_children_are_sampled() {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _ = pyspy();
     for_every_interpreter("short-lived children", |interp| {
         let dir = interp.stage_dir();
@@ -881,7 +886,10 @@ fn short_lived_children_are_sampled() {
         let mut args: Vec<String> = vec!["--subprocesses".into(), "--".into()];
         args.extend(python_words(interp, &dir));
         args.extend(["children".into(), "10".into(), "0.25".into()]);
-        let (run, profile) = record(&args, 30);
+        let (run, profile) = {
+            let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+            record(&args, 30)
+        };
         let truth = std::fs::read_to_string(dir.host_path().join("truth.json")).unwrap_or_default();
         let children: Vec<u32> = truth.lines().filter_map(|l| l.parse().ok()).collect();
         let seen = pids_running(&profile, "short_lived_child");

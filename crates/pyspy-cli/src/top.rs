@@ -18,7 +18,7 @@ use pyspy_core::FrameKey;
 use pyspy_core::{
     AttachOptions, ProfileOptions, SampleOptions, Sampler, SamplerOptions, ThreadStack,
 };
-use pyspy_core::{Sample, SamplerThread};
+use pyspy_core::{EndReason, Sample, SamplerThread};
 
 use crate::target::{Target, TargetArgs};
 
@@ -246,9 +246,18 @@ pub fn run(args: &Args) -> Result<(), String> {
         let _guard = TerminalGuard::enter().map_err(|e| format!("terminal: {e}"))?;
         ui_loop(&sampler, &mut stats, &title, interval, &interrupted)
     };
-    let (_, final_stats) = sampler.join();
+    let (reason, final_stats) = sampler.join();
     launched.stop();
     match result {
+        Ok(Some(_)) if reason == EndReason::Exec => {
+            eprintln!(
+                "pyspy: process {pid} replaced its program with {} (exec), which runs no Python \
+                 ({} samples)",
+                crate::record::executable(pid),
+                final_stats.samples
+            );
+            Ok(())
+        }
         Ok(Some(msg)) => {
             eprintln!("pyspy: {msg} ({} samples)", final_stats.samples);
             Ok(())

@@ -29,8 +29,8 @@ pub struct SamplerOptions {
     pub subprocesses: bool,
     /// How often to look for new child processes, and to retry processes not attached yet
     /// (default 20 ms). A look reads `/proc/PID/task/TID/children` of every thread of every
-    /// process in the tree (tens of microseconds for a few processes); all of `/proc` is
-    /// scanned once a second besides.
+    /// process in the tree, kept open (one `pread` per thread: a few microseconds for a few
+    /// processes); all of `/proc` is scanned once a second besides.
     pub rescan: Duration,
     /// How to attach to child processes.
     pub attach: AttachOptions,
