@@ -156,8 +156,9 @@ impl ProcessInfo {
     /// `/proc/PID/root/<path>` (the target's own view: chroots and containers),
     /// `/proc/PID/exe` (the executable, even deleted or replaced; needs only the right to read
     /// the process), `/proc/PID/map_files/<start>-<end>` (any mapped file, even deleted or
-    /// replaced; needs `CAP_SYS_ADMIN` or `CAP_CHECKPOINT_RESTORE`), and the path as the host
-    /// sees it.
+    /// replaced; needs `CAP_CHECKPOINT_RESTORE` or `CAP_SYS_ADMIN`, and `CAP_DAC_READ_SEARCH`
+    /// for a process of another user, whose `map_files` directory is not the caller's), and the
+    /// path as the host sees it.
     ///
     /// Files are opened non-blocking (a FIFO put in place of a library cannot hang the open)
     /// and checked after opening (a file swapped between a check and the open is not read).
@@ -230,9 +231,11 @@ impl ProcessInfo {
                     reason: format!(
                         "{what}; pyspy reads only the very file the process maps, and the \
                          mapped copy is reachable through /proc/{pid}/map_files, which needs \
-                         CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE: run as root, or give the \
-                         calling program that capability (setcap \
-                         cap_checkpoint_restore,cap_sys_ptrace+ep PROGRAM){}",
+                         CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN (and CAP_DAC_READ_SEARCH for \
+                         a process of another user): run as root, or give the calling program \
+                         those (setcap \
+                         cap_sys_ptrace,cap_checkpoint_restore,cap_dac_read_search+ep \
+                         PROGRAM){}",
                         if denied {
                             ", or let the caller read the file"
                         } else {
