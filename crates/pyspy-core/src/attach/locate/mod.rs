@@ -83,7 +83,9 @@ pub struct Located {
     pub located_by: LocatedBy,
 }
 
-/// Most binaries opened per attach: a target mapping many `python*` files costs no more.
+/// Most binaries opened per attach besides the main executable: a target mapping many
+/// `python*` files costs no more. (One mapping more than this many executable files named like
+/// Python below its real libpython can hide it: attach then fails, it never hangs.)
 pub const MAX_CANDIDATES: usize = 16;
 
 /// The binaries that may hold an interpreter, opened: any mapped `libpython*`, the main
@@ -92,7 +94,7 @@ pub const MAX_CANDIDATES: usize = 16;
 ///
 /// Only files the process runs code from count — those with an executable mapping — so a data
 /// file that merely has such a name (mapped to be read, or crafted) is never opened, and at
-/// most [`MAX_CANDIDATES`] are.
+/// most [`MAX_CANDIDATES`] are besides the main executable.
 pub fn candidate_binaries(process: &ProcessInfo) -> (Vec<Binary>, Option<Error>) {
     let mut seen: Vec<(&str, u64)> = Vec::new();
     let mut maps: Vec<&MemoryMap> = Vec::new();
@@ -116,7 +118,7 @@ pub fn candidate_binaries(process: &ProcessInfo) -> (Vec<Binary>, Option<Error>)
             };
             if pred(name)
                 && !seen.contains(&(path, map.inode))
-                && maps.len() < MAX_CANDIDATES
+                && (maps.len() < MAX_CANDIDATES || path == process.exe)
                 && runs_code(path, map.inode)
             {
                 seen.push((path, map.inode));
