@@ -66,6 +66,11 @@ open(sys.argv[1] + "/lying-sizes", "wb").write(
     elf([(".symtab", 2, big, 2), (".strtab", 3, big, 0), (".rodata", 1, big, 0)]))
 open(sys.argv[1] + "/lying-count", "wb").write(
     elf([(".dynsym", 11, 48, 2), (".dynstr", 3, 16, 0)], shnum=0, count0=1 << 40))
+# The shared-library seed as sstrip leaves a file: symbols only through the dynamic segment.
+lib = bytearray(open(sys.argv[1] + "/libpython3.12.so", "rb").read())
+lib[40:48] = bytes(8)
+lib[60:64] = bytes(4)
+open(sys.argv[1] + "/no-section-headers", "wb").write(lib)
 PY
 
 for py in "$(pyenv root)"/versions/*/bin/python; do

@@ -632,6 +632,103 @@ fn a_replaced_libpython_is_never_read_in_its_place() {
     });
 }
 
+/// Copies `from` to `to` with its section headers gone from the ELF header (`e_shoff`,
+/// `e_shnum`, `e_shstrndx` zeroed), as `sstrip` leaves a file: loaders need only the program
+/// headers.
+fn copy_without_section_headers(from: &Path, to: &Path) {
+    let mut bytes = std::fs::read(from).expect("read the binary");
+    bytes[40..48].fill(0);
+    bytes[60..64].fill(0);
+    std::fs::write(to, bytes).expect("write the copy");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The interpreter's binary without section headers: its dynamic symbols are found through the
+/// dynamic segment (`DT_SYMTAB`, `DT_HASH`/`DT_GNU_HASH`), so `--locate symbols` works from
+/// 3.7 on (`_PyRuntime` is exported); 2.7 and 3.6 need `interp_head`, which only `.symtab` has,
+/// and fail with a clear error.
+#[test]
+fn a_binary_without_section_headers_is_read_through_its_dynamic_segment() {
+    let _ = pyspy();
+    for_every_interpreter("no section headers", |interp| {
+        let exe = interp.host_executable();
+        let lib_dir = exe.parent().and_then(Path::parent).unwrap().join("lib");
+        let libpython = std::fs::read_dir(&lib_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|f| {
+                let name = f.file_name().unwrap_or_default().to_string_lossy();
+                name.starts_with("libpython") && name.ends_with(".so.1.0")
+            });
+        let parent = match &interp.chroot {
+            Some(root) => root.join("tmp"),
+            None => std::env::temp_dir(),
+        };
+        let scratch = Scratch::new(&parent, &format!("noshdr-{}", interp.label));
+        let target = match (&libpython, &interp.chroot) {
+            // pyenv: the interpreter is in libpython, loaded from the scratch directory.
+            (Some(lib), None) => {
+                copy_without_section_headers(lib, &scratch.0.join(lib.file_name().unwrap()));
+                Target::spawn_files_with(interp, &[("hostile.py", HOSTILE)], &["map"], &|i| {
+                    let mut c = i.command();
+                    c.env("LD_LIBRARY_PATH", &scratch.0);
+                    c
+                })
+            }
+            // Debian's static builds: the interpreter is in the executable.
+            _ => {
+                let copy = scratch.0.join("python3");
+                copy_without_section_headers(&exe, &copy);
+                let inside = match &interp.chroot {
+                    Some(_) => Path::new("/tmp")
+                        .join(scratch.0.file_name().unwrap())
+                        .join("python3"),
+                    None => copy.clone(),
+                };
+                Target::spawn_files_with(interp, &[("hostile.py", HOSTILE)], &["map"], &|i| {
+                    let mut c = match &i.chroot {
+                        Some(root) => {
+                            let mut c = Command::new("chroot");
+                            c.arg(root).arg(&inside);
+                            c
+                        }
+                        None => Command::new(&inside),
+                    };
+                    c.env("LC_ALL", "C.UTF-8")
+                        .env("PYTHONDONTWRITEBYTECODE", "1");
+                    c
+                })
+            }
+        };
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", target.pid())).unwrap();
+        if !maps.contains(&*scratch.0.to_string_lossy()) {
+            return Err(format!(
+                "the target maps nothing from {}",
+                scratch.0.display()
+            ));
+        }
+        let mut cmd = dump_cmd(target.pid(), &[]);
+        cmd.args(["--locate", "symbols"]);
+        let run = run_measured(cmd, None);
+        if interp.version < (3, 7) {
+            let why = run.stderr.trim();
+            return if !run.status.success()
+                && why.contains("not a Python process")
+                && why.lines().count() == 1
+            {
+                Ok(())
+            } else {
+                Err(format!("want a clear error, got {}: {why}", run.status))
+            };
+        }
+        let dump = run.json()?;
+        compare_stacks(&target.truth, &dump, interp.has_qualname())
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // 10. Chroot paths
 // ---------------------------------------------------------------------------------------------

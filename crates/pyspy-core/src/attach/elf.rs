@@ -40,6 +40,12 @@ const SYM_LEN: usize = 24;
 
 /// `PT_LOAD`.
 pub const PT_LOAD: u32 = 1;
+/// `PT_DYNAMIC`.
+pub const PT_DYNAMIC: u32 = 2;
+/// Most dynamic-section entries read (real interpreters have about 40).
+pub const MAX_DYNAMIC: usize = 1024;
+/// Most buckets of a GNU hash table read to count the dynamic symbols (real: ~1000).
+pub const MAX_HASH_BUCKETS: usize = 1 << 18;
 /// `SHT_SYMTAB`.
 pub const SHT_SYMTAB: u32 = 2;
 /// `SHT_STRTAB`.
@@ -256,7 +262,11 @@ impl<'a, S: Source + ?Sized> ElfFile<'a, S> {
         }
 
         let mut names = Vec::new();
-        if let Some(table) = sections.get(shstrndx).filter(|s| s.kind != SHT_NOBITS) {
+        if sections.is_empty() {
+            // No section headers (`sstrip`, or crafted): the dynamic segment still says where
+            // the dynamic symbols and their strings are (nameless sections, found by type).
+            sections.extend(dynamic_symbols(source, &program_headers).into_iter().flatten());
+        } else if let Some(table) = sections.get(shstrndx).filter(|s| s.kind != SHT_NOBITS) {
             let len = usize::try_from(table.size)
                 .unwrap_or(usize::MAX)
                 .min(MAX_SECTION_NAMES);
@@ -440,6 +450,112 @@ impl<'a, S: Source + ?Sized> ElfFile<'a, S> {
         hits.sort_unstable();
         Ok(hits)
     }
+}
+
+/// The file offset of virtual address `vaddr`, through the loadable segment that holds it.
+fn file_offset(phdrs: &[ProgramHeader], vaddr: u64) -> Option<u64> {
+    let load = phdrs.iter().find(|p| {
+        p.kind == PT_LOAD && p.vaddr <= vaddr && vaddr < p.vaddr.saturating_add(p.file_size)
+    })?;
+    load.offset.checked_add(vaddr - load.vaddr)
+}
+
+/// `.dynsym` and `.dynstr` as the dynamic segment describes them, as a symbol table (linking
+/// to index 1) and its string table: `DT_SYMTAB`, `DT_STRTAB`, `DT_STRSZ`, and the symbol
+/// count from `DT_HASH` or `DT_GNU_HASH`. `None` when the file has no usable dynamic segment.
+fn dynamic_symbols<S: Source + ?Sized>(
+    source: &S,
+    phdrs: &[ProgramHeader],
+) -> Option<[SectionHeader; 2]> {
+    const DT_HASH: u64 = 4;
+    const DT_STRTAB: u64 = 5;
+    const DT_SYMTAB: u64 = 6;
+    const DT_STRSZ: u64 = 10;
+    const DT_GNU_HASH: u64 = 0x6fff_fef5;
+    let dynamic = phdrs.iter().find(|p| p.kind == PT_DYNAMIC)?;
+    let count = usize::try_from(dynamic.file_size / 16)
+        .ok()?
+        .min(MAX_DYNAMIC);
+    let table = read_table(source, dynamic.offset, count, 16).ok()?;
+    let (mut symtab, mut strtab, mut strsz, mut hash, mut gnu_hash) = (None, None, None, None, None);
+    for entry in table.chunks_exact(16) {
+        let value = Some(u64_at(entry, 8));
+        match u64_at(entry, 0) {
+            0 => break, // DT_NULL
+            DT_HASH => hash = value,
+            DT_STRTAB => strtab = value,
+            DT_SYMTAB => symtab = value,
+            DT_STRSZ => strsz = value,
+            DT_GNU_HASH => gnu_hash = value,
+            _ => {}
+        }
+    }
+    let symbols = match (hash, gnu_hash) {
+        (Some(h), _) => {
+            let mut nchain = [0u8; 4];
+            source
+                .read_exact_at(file_offset(phdrs, h)?.checked_add(4)?, &mut nchain)
+                .ok()?;
+            u64::from(u32::from_le_bytes(nchain))
+        }
+        (None, Some(g)) => gnu_hash_symbols(source, file_offset(phdrs, g)?)?,
+        (None, None) => return None,
+    };
+    let symtab_addr = symtab?;
+    let strtab_addr = strtab?;
+    Some([
+        SectionHeader {
+            name: 0,
+            kind: SHT_DYNSYM,
+            addr: symtab_addr,
+            offset: file_offset(phdrs, symtab_addr)?,
+            size: symbols.min(MAX_TABLE_SCAN / SYM_LEN as u64) * SYM_LEN as u64,
+            link: 1,
+            entry_size: SYM_LEN as u64,
+        },
+        SectionHeader {
+            name: 0,
+            kind: SHT_STRTAB,
+            addr: strtab_addr,
+            offset: file_offset(phdrs, strtab_addr)?,
+            size: strsz?.min(MAX_TABLE_SCAN),
+            link: 0,
+            entry_size: 0,
+        },
+    ])
+}
+
+/// How many dynamic symbols a GNU hash table (at file offset `at`) covers: one past the last
+/// symbol of the longest-reaching chain. Reads at most [`MAX_HASH_BUCKETS`] buckets and one
+/// table's worth of chain entries.
+fn gnu_hash_symbols<S: Source + ?Sized>(source: &S, at: u64) -> Option<u64> {
+    let mut head = [0u8; 16];
+    source.read_exact_at(at, &mut head).ok()?;
+    let buckets = u32_at(&head, 0) as usize;
+    let first = u64::from(u32_at(&head, 4));
+    let bloom_words = u64::from(u32_at(&head, 8));
+    if buckets == 0 || buckets > MAX_HASH_BUCKETS {
+        return None;
+    }
+    let buckets_at = at.checked_add(16)?.checked_add(bloom_words.checked_mul(8)?)?;
+    let table = read_table(source, buckets_at, buckets, 4).ok()?;
+    let last = table.chunks_exact(4).map(|b| u64::from(u32_at(b, 0))).max()?;
+    if last < first {
+        return Some(first);
+    }
+    // The chain from `last` ends at the entry whose low bit is set.
+    let chains_at = buckets_at.checked_add(buckets as u64 * 4)?;
+    let mut index = last;
+    let mut word = [0u8; 4];
+    for _ in 0..MAX_TABLE_SCAN / SYM_LEN as u64 {
+        let off = chains_at.checked_add((index - first).checked_mul(4)?)?;
+        source.read_exact_at(off, &mut word).ok()?;
+        if u32::from_le_bytes(word) & 1 == 1 {
+            return Some(index + 1);
+        }
+        index += 1;
+    }
+    None
 }
 
 /// Records a symbol entry whose name is one of `hits`, if it is defined and not yet found.
@@ -652,6 +768,97 @@ mod tests {
         let bytes = elf(vec![sym, Sec::new(".strtab", SHT_STRTAB, 0, dynstr)]);
         let elf = ElfFile::parse(&bytes[..]).unwrap();
         assert_eq!(elf.find_symbols(WANTED), vec![("_PyRuntime", 0x5151)]);
+    }
+
+    /// An ELF file without section headers: one PT_LOAD of the whole file, a PT_DYNAMIC whose
+    /// entries point at a hash table (`DT_HASH` or `DT_GNU_HASH`), `.dynsym` and `.dynstr`.
+    fn without_sections(gnu: bool, names: &[&str], syms: &[(usize, u64)]) -> Vec<u8> {
+        let (dynstr, offs) = strtab(names);
+        let entries: Vec<(u32, u16, u64)> = syms.iter().map(|&(i, v)| (offs[i], 1, v)).collect();
+        let dynsym = symtab(&entries);
+        let nsyms = (entries.len() + 1) as u32;
+        let hash: Vec<u8> = if gnu {
+            // 1 bucket -> symbol 1; symoffset 1; 1 bloom word; chain ends at the last symbol.
+            let mut h = Vec::new();
+            for w in [1u32, 1, 1, 0] {
+                h.extend_from_slice(&w.to_le_bytes());
+            }
+            h.extend_from_slice(&[0u8; 8]);
+            h.extend_from_slice(&1u32.to_le_bytes());
+            for i in 1..nsyms {
+                let end = u32::from(i == nsyms - 1);
+                h.extend_from_slice(&(0x100 | end).to_le_bytes());
+            }
+            h
+        } else {
+            let mut h = Vec::new();
+            for w in [1u32, nsyms, 0] {
+                h.extend_from_slice(&w.to_le_bytes());
+            }
+            h.extend_from_slice(&vec![0u8; nsyms as usize * 4]);
+            h
+        };
+        // Layout: ehdr(64) phdrs(2*56) dynamic(6*16) hash dynsym dynstr.
+        let dyn_at = 64 + 2 * 56;
+        let hash_at = dyn_at + 6 * 16;
+        let sym_at = (hash_at + hash.len() + 7) / 8 * 8;
+        let str_at = sym_at + dynsym.len();
+        let len = str_at + dynstr.len();
+        let mut out = vec![0u8; len];
+        out[..4].copy_from_slice(b"\x7fELF");
+        out[4] = 2;
+        out[5] = 1;
+        out[32..40].copy_from_slice(&64u64.to_le_bytes());
+        out[54..56].copy_from_slice(&56u16.to_le_bytes());
+        out[56..58].copy_from_slice(&2u16.to_le_bytes());
+        out[58..60].copy_from_slice(&64u16.to_le_bytes());
+        let mut phdr = |at: usize, kind: u32, off: u64, size: u64| {
+            out[at..at + 4].copy_from_slice(&kind.to_le_bytes());
+            out[at + 8..at + 16].copy_from_slice(&off.to_le_bytes());
+            out[at + 16..at + 24].copy_from_slice(&off.to_le_bytes()); // vaddr = offset
+            out[at + 32..at + 40].copy_from_slice(&size.to_le_bytes());
+        };
+        phdr(64, PT_LOAD, 0, len as u64);
+        phdr(120, PT_DYNAMIC, dyn_at as u64, 6 * 16);
+        let tag = if gnu { 0x6fff_fef5u64 } else { 4 };
+        let entries = [
+            (tag, hash_at as u64),
+            (5, str_at as u64),
+            (6, sym_at as u64),
+            (10, dynstr.len() as u64),
+            (0, 0),
+        ];
+        for (i, (t, v)) in entries.iter().enumerate() {
+            let at = dyn_at + i * 16;
+            out[at..at + 8].copy_from_slice(&t.to_le_bytes());
+            out[at + 8..at + 16].copy_from_slice(&v.to_le_bytes());
+        }
+        out[hash_at..hash_at + hash.len()].copy_from_slice(&hash);
+        out[sym_at..sym_at + dynsym.len()].copy_from_slice(&dynsym);
+        out[str_at..].copy_from_slice(&dynstr);
+        out
+    }
+
+    #[test]
+    fn symbols_without_section_headers_come_from_the_dynamic_segment() {
+        for gnu in [false, true] {
+            let bytes = without_sections(
+                gnu,
+                &["other", "Py_Version", "_PyRuntime"],
+                &[(0, 0x10), (1, 0x20), (2, 0x30)],
+            );
+            let elf = ElfFile::parse(&bytes[..]).unwrap();
+            let mut got = elf.find_symbols(WANTED);
+            got.sort();
+            assert_eq!(got, vec![("Py_Version", 0x20), ("_PyRuntime", 0x30)], "gnu {gnu}");
+        }
+        // A GNU hash table whose chain does not end where it should: bounded, and nothing is
+        // found where the count it gives runs past the file.
+        let mut bytes = without_sections(true, &["_PyRuntime"], &[(0, 0x30)]);
+        let hash_at = 64 + 2 * 56 + 6 * 16;
+        bytes[hash_at + 28..hash_at + 32].copy_from_slice(&0x100u32.to_le_bytes());
+        let elf = ElfFile::parse(&bytes[..]).unwrap();
+        assert!(elf.find_symbols(WANTED).is_empty());
     }
 
     #[test]
