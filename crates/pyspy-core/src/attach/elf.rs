@@ -545,15 +545,14 @@ fn gnu_hash_symbols<S: Source + ?Sized>(source: &S, at: u64) -> Option<u64> {
     }
     // The chain from `last` ends at the entry whose low bit is set.
     let chains_at = buckets_at.checked_add(buckets as u64 * 4)?;
-    let mut index = last;
     let mut word = [0u8; 4];
-    for _ in 0..MAX_TABLE_SCAN / SYM_LEN as u64 {
+    let steps = MAX_TABLE_SCAN / SYM_LEN as u64;
+    for index in last..last.checked_add(steps)? {
         let off = chains_at.checked_add((index - first).checked_mul(4)?)?;
         source.read_exact_at(off, &mut word).ok()?;
         if u32::from_le_bytes(word) & 1 == 1 {
             return Some(index + 1);
         }
-        index += 1;
     }
     None
 }
