@@ -800,7 +800,7 @@ mod tests {
         // Layout: ehdr(64) phdrs(2*56) dynamic(6*16) hash dynsym dynstr.
         let dyn_at = 64 + 2 * 56;
         let hash_at = dyn_at + 6 * 16;
-        let sym_at = (hash_at + hash.len() + 7) / 8 * 8;
+        let sym_at = (hash_at + hash.len()).div_ceil(8) * 8;
         let str_at = sym_at + dynsym.len();
         let len = str_at + dynstr.len();
         let mut out = vec![0u8; len];
