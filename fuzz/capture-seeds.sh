@@ -43,6 +43,37 @@ flags="-O2 -nostdlib -Wl,--build-id=none -Wl,-z,noseparate-code"
 gcc $flags -shared -fPIC -Wl,-z,norelro -o "$tmp/libpython3.12.so" "$tmp/lib.c"
 strip --strip-debug "$tmp/libpython3.12.so" -o fuzz/seeds/binary/libpython3.12.so
 gcc $flags -static -fno-pie -no-pie -Wl,-e,version -o fuzz/seeds/binary/static-exe "$tmp/lib.c"
+# Lying headers, as a hostile target's files have: tables that claim gigabytes in a file of a
+# few hundred bytes, and a section count of 2^40 (e_shnum 0, the count in section 0).
+python3 - fuzz/seeds/binary <<'PY'
+import struct, sys
+def elf(sections, shnum=None, count0=0):
+    names = b"\0" + b"".join(n.encode() + b"\0" for n, *_ in sections) + b".shstrtab\0"
+    shoff = 64 + 56
+    n = len(sections) + 2
+    hdr = bytearray(b"\x7fELF\x02\x01\x01" + bytes(9))
+    hdr += struct.pack("<HHIQQQIHHHHHH", 3, 62, 1, 0, 64, shoff, 0, 64, 56, 1, 64,
+                       n if shnum is None else shnum, n - 1)
+    phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, 0, 0, 4096, 4096, 4096)
+    data_at = shoff + 64 * n
+    shdrs = struct.pack("<IIQQQQIIQQ", 0, 0, 0, 0, 0, count0, 0, 0, 0, 0)
+    name_at = 1
+    for name, kind, size, link in sections:
+        shdrs += struct.pack("<IIQQQQIIQQ", name_at, kind, 0, 0x1000, data_at, size, link, 0, 8, 24 if kind in (2, 11) else 0)
+        name_at += len(name) + 1
+    shdrs += struct.pack("<IIQQQQIIQQ", name_at, 3, 0, 0, data_at, len(names), 0, 0, 1, 0)
+    return bytes(hdr) + phdr + shdrs + names
+big = 1 << 30
+open(sys.argv[1] + "/lying-sizes", "wb").write(
+    elf([(".symtab", 2, big, 2), (".strtab", 3, big, 0), (".rodata", 1, big, 0)]))
+open(sys.argv[1] + "/lying-count", "wb").write(
+    elf([(".dynsym", 11, 48, 2), (".dynstr", 3, 16, 0)], shnum=0, count0=1 << 40))
+# The shared-library seed as sstrip leaves a file: symbols only through the dynamic segment.
+lib = bytearray(open(sys.argv[1] + "/libpython3.12.so", "rb").read())
+lib[40:48] = bytes(8)
+lib[60:64] = bytes(4)
+open(sys.argv[1] + "/no-section-headers", "wb").write(lib)
+PY
 
 for py in "$(pyenv root)"/versions/*/bin/python; do
     [ -x "$py" ] || continue

@@ -132,6 +132,11 @@ typedef enum pyspy_status {
      * another file: set the core options' sysroot or executable.
      */
     PYSPY_STATUS_CORE_BINARY = 17,
+    /**
+     * The process replaced its program (exec): the Python program attached to is gone;
+     * attach again to read the new one.
+     */
+    PYSPY_STATUS_EXEC = 18,
 } pyspy_status;
 
 /**
@@ -633,7 +638,9 @@ enum pyspy_status pyspy_options_set_duration_ms(struct pyspy_options *options,
 
 /**
  * A sampler also samples the process's descendants that run Python (multiprocessing
- * workers). Default false.
+ * workers), found within `rescan` (20 ms) of their start. The process itself need not run
+ * Python then: `pyspy_sampler_start` accepts a shell or launcher and samples its Python
+ * children as they appear. Default false.
  */
 enum pyspy_status pyspy_options_set_subprocesses(struct pyspy_options *options, bool subprocesses);
 

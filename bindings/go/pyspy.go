@@ -505,6 +505,7 @@ const (
 	StatusCorrupt            Status = C.PYSPY_STATUS_CORRUPT
 	StatusIO                 Status = C.PYSPY_STATUS_IO
 	StatusTimeout            Status = C.PYSPY_STATUS_TIMEOUT
+	StatusExec               Status = C.PYSPY_STATUS_EXEC
 )
 
 // Errors to test for with errors.Is.
@@ -523,6 +524,7 @@ var (
 	ErrMemory             error = StatusMemory
 	ErrCorrupt            error = StatusCorrupt
 	ErrIO                 error = StatusIO
+	ErrExec               error = StatusExec
 )
 
 // String is the C name, e.g. "PYSPY_STATUS_NO_SUCH_PROCESS".

@@ -10,7 +10,8 @@
 //! byte regions (captured from real processes by `cargo xtask capture-corpus`), and a stream
 //! that supplies the bytes of every read no region covers.
 
-use pyspy_core::attach::binary::{find_version_string, version_from_file_name, Binary};
+use pyspy_core::attach::binary::{find_version_string, version_from_file_name, Binary, SYMBOLS};
+use pyspy_core::attach::elf::ElfFile;
 use pyspy_core::attach::layout::{debug_offsets, generated, FrameModel, Layout, LineTableFormat};
 use pyspy_core::attach::process::{parse_maps, ThreadStat};
 use pyspy_core::memory::core::{CoreMemory, Resolver};
@@ -279,9 +280,23 @@ pub fn strings(data: &[u8]) {
     }
 }
 
-/// ELF files: [`Binary::parse`] (symbols, sections, the version string) at two mapping
-/// offsets, plus the version-string finder and the file-name parser on the raw bytes.
+/// ELF files: the bounded reader ([`ElfFile`]: headers, section names, the symbol lookup, a
+/// scan of every section), [`Binary::parse`] (symbols, sections, the version string) at two
+/// mapping offsets, plus the version-string finder and the file-name parser on the raw bytes.
 pub fn binary(data: &[u8]) {
+    if let Ok(elf) = ElfFile::parse(data) {
+        black_box(elf.find_symbols(SYMBOLS));
+        black_box(elf.load_bias(0x7f00_0000_1000, 0x1000));
+        for section in elf.sections.iter().take(64) {
+            black_box(elf.section_name(section));
+            let mut total = 0usize;
+            let _ = elf.scan(section, 1 << 20, |chunk| {
+                total = total.wrapping_add(chunk.len());
+                true
+            });
+            black_box(total);
+        }
+    }
     for (start, off) in [(0x5555_5555_4000u64, 0u64), (0x7f00_0000_1000, 0x1000)] {
         if let Some(b) = Binary::parse("/usr/lib/libpython3.12.so.1.0", data, start, off) {
             black_box((b.symbol("_PyRuntime"), b.section(".bss"), b.version_string));

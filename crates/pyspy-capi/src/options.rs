@@ -187,7 +187,9 @@ pub unsafe extern "C" fn pyspy_options_set_duration_ms(
 }
 
 /// A sampler also samples the process's descendants that run Python (multiprocessing
-/// workers). Default false.
+/// workers), found within `rescan` (20 ms) of their start. The process itself need not run
+/// Python then: `pyspy_sampler_start` accepts a shell or launcher and samples its Python
+/// children as they appear. Default false.
 #[no_mangle]
 pub unsafe extern "C" fn pyspy_options_set_subprocesses(
     options: *mut pyspy_options,

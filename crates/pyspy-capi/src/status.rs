@@ -54,10 +54,13 @@ pub enum pyspy_status {
     /// A binary the core's interpreter needs (executable or libpython) is missing or is
     /// another file: set the core options' sysroot or executable.
     CoreBinary = 17,
+    /// The process replaced its program (exec): the Python program attached to is gone;
+    /// attach again to read the new one.
+    Exec = 18,
 }
 
 /// Every status, in numeric order.
-const ALL: [pyspy_status; 18] = [
+const ALL: [pyspy_status; 19] = [
     pyspy_status::Ok,
     pyspy_status::InvalidArgument,
     pyspy_status::Panic,
@@ -76,6 +79,7 @@ const ALL: [pyspy_status; 18] = [
     pyspy_status::Timeout,
     pyspy_status::BadCore,
     pyspy_status::CoreBinary,
+    pyspy_status::Exec,
 ];
 
 impl pyspy_status {
@@ -94,6 +98,7 @@ impl pyspy_status {
             E::Io { .. } => pyspy_status::Io,
             E::BadCore { .. } => pyspy_status::BadCore,
             E::CoreBinary { .. } => pyspy_status::CoreBinary,
+            E::Exec { .. } => pyspy_status::Exec,
             _ => pyspy_status::Other,
         }
     }
@@ -119,6 +124,7 @@ impl pyspy_status {
             pyspy_status::Timeout => c"PYSPY_STATUS_TIMEOUT",
             pyspy_status::BadCore => c"PYSPY_STATUS_BAD_CORE",
             pyspy_status::CoreBinary => c"PYSPY_STATUS_CORE_BINARY",
+            pyspy_status::Exec => c"PYSPY_STATUS_EXEC",
         }
     }
 }
@@ -168,6 +174,9 @@ mod tests {
             (pyspy_status::Corrupt, 13),
             (pyspy_status::Io, 14),
             (pyspy_status::Timeout, 15),
+            (pyspy_status::BadCore, 16),
+            (pyspy_status::CoreBinary, 17),
+            (pyspy_status::Exec, 18),
         ];
         assert_eq!(pinned.len(), ALL.len(), "a new status needs its line here");
         for (status, number) in pinned {

@@ -277,17 +277,18 @@ pub fn run(args: &Args) -> Result<(), String> {
 /// program exits or Ctrl-C; then sends the last, partial interval and what is spooled.
 pub fn push(target: &TargetArgs, settings: Settings) -> Result<(), String> {
     let Target {
+        pid,
         session,
         child: mut launched,
-    } = Target::open(target)?;
-    let pid = session.pid();
-    let version = session.version();
+    } = Target::open(target, settings.subprocesses)?;
+    // With --subprocesses the root may run no Python (a shell): its children are found later.
+    let version = session.as_ref().map(|s| s.version());
     let found = ProfileMeta::for_process(pid);
     let meta = settings
         .meta
         .clone()
         .pid(Some(pid))
-        .runtime_version(Some(version.to_string()))
+        .runtime_version(version.map(|v| v.to_string()))
         .host(found.host)
         .container_id(found.container_id);
 
@@ -297,9 +298,13 @@ pub fn push(target: &TargetArgs, settings: Settings) -> Result<(), String> {
         .duration(settings.duration)
         .subprocesses(settings.subprocesses);
     options.attach = AttachOptions::default().sample(sample_options);
-    let mut session = session;
-    session.set_sample_options(sample_options);
-    let sampler = Sampler::new(session, options);
+    let sampler = match session {
+        Some(mut session) => {
+            session.set_sample_options(sample_options);
+            Sampler::new(session, options)
+        }
+        None => Sampler::attach(pid, options).map_err(|e| e.to_string())?,
+    };
     let profile_options = ProfileOptions::default()
         .idle(settings.idle)
         .processes(settings.subprocesses)
@@ -312,8 +317,12 @@ pub fn push(target: &TargetArgs, settings: Settings) -> Result<(), String> {
     let sender = uploader.sender();
     let mut pipeline = Pipeline::new(settings.protocol, meta, profile_options);
     eprintln!(
-        "pyspy: pushing {} profiles of process {pid} (Python {version}) at {} Hz to {} ({}), one per {} s{}; Ctrl-C to stop",
+        "pyspy: pushing {} profiles of process {pid} ({}) at {} Hz to {} ({}), one per {} s{}; Ctrl-C to stop",
         if settings.idle { "wall-time" } else { "CPU" },
+        version.map_or_else(
+            || "no Python yet: its Python children as they start".to_string(),
+            |v| format!("Python {v}")
+        ),
         settings.rate,
         settings.endpoint.base_url,
         settings.protocol.name(),

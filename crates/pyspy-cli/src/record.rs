@@ -105,12 +105,19 @@ pub fn run(args: &Args) -> Result<(), String> {
         File::create(output).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
     }
     let Target {
+        pid,
         session,
         child: mut launched,
-    } = Target::open(&args.target)?;
-    let pid = session.pid();
-    let version = session.version();
-    let layout_source = session.layout_source();
+    } = Target::open(&args.target, args.subprocesses)?;
+    let what = match &session {
+        Some(session) => format!("process {pid} (Python {})", session.version()),
+        None => format!(
+            "the Python child processes of process {pid} ({}, which runs no Python) as they start",
+            executable(pid)
+        ),
+    };
+    // A version read from its own debug offsets says so (not for children found later).
+    let layout_note = session.as_ref().map(|s| (s.version(), s.layout_source()));
     let output = args
         .output
         .clone()
@@ -124,9 +131,13 @@ pub fn run(args: &Args) -> Result<(), String> {
     let sample_options =
         sample_options(args.idle, args.gil, args.nonblocking).exceptions(args.exceptions);
     options.attach = AttachOptions::default().sample(sample_options);
-    let mut session = session;
-    session.set_sample_options(sample_options);
-    let mut sampler = Sampler::new(session, options);
+    let mut sampler = match session {
+        Some(mut session) => {
+            session.set_sample_options(sample_options);
+            Sampler::new(session, options)
+        }
+        None => Sampler::attach(pid, options).map_err(|e| e.to_string())?,
+    };
     pyspy_core::precise_timers();
     let stop = sampler.stop_handle();
     let _ = ctrlc::set_handler(move || stop.stop());
@@ -146,14 +157,14 @@ pub fn run(args: &Args) -> Result<(), String> {
 
     let tty = std::io::stderr().is_terminal();
     eprintln!(
-        "pyspy: sampling process {pid} (Python {version}) at {} Hz{}; Ctrl-C to stop and write {}",
+        "pyspy: sampling {what} at {} Hz{}; Ctrl-C to stop and write {}",
         args.rate,
         args.duration
             .map(|d| format!(" for {d} s"))
             .unwrap_or_default(),
         output.display()
     );
-    if let pyspy_core::LayoutSource::DebugOffsets { format } = layout_source {
+    if let Some((version, pyspy_core::LayoutSource::DebugOffsets { format })) = layout_note {
         eprintln!(
             "pyspy: this pyspy has no table for Python {}.{}: its memory layout was read from \
              the target's _Py_DebugOffsets (in the {}.{} format)",
@@ -186,6 +197,10 @@ pub fn run(args: &Args) -> Result<(), String> {
     let why = match ended {
         Some(EndReason::Duration) => "duration over".to_string(),
         Some(EndReason::ProcessExited) => format!("process {pid} exited"),
+        Some(EndReason::Exec) => format!(
+            "process {pid} replaced its program with {} (exec), which runs no Python",
+            executable(pid)
+        ),
         Some(EndReason::Stopped) => "interrupted".to_string(),
         Some(other) => format!("{other:?}"),
         None => "stopped".to_string(),
@@ -222,6 +237,22 @@ pub fn run(args: &Args) -> Result<(), String> {
         how_to_view(args.format, &output)
     );
     Ok(())
+}
+
+/// The executable of `pid` as it sees it (inside its chroot), for messages.
+pub fn executable(pid: i32) -> String {
+    let link = |what: &str| {
+        std::fs::read_link(format!("/proc/{pid}/{what}")).map(|p| p.to_string_lossy().into_owned())
+    };
+    let Ok(exe) = link("exe") else {
+        return "an unknown program".into();
+    };
+    match link("root").map(|r| r.trim_end_matches('/').to_string()) {
+        Ok(root) if !root.is_empty() && exe.starts_with(&format!("{root}/")) => {
+            exe[root.len()..].to_string()
+        }
+        _ => exe,
+    }
 }
 
 /// What each sample reads: idle threads and non-GIL threads are left out by the core already

@@ -22,7 +22,11 @@ pub struct TargetArgs {
 
 /// An attached target, and the child process when pyspy started it.
 pub struct Target {
-    pub session: Session,
+    /// The process asked for (or started).
+    pub pid: i32,
+    /// Its session; `None` when it runs no Python and `--subprocesses` lets pyspy wait for
+    /// Python child processes instead.
+    pub session: Option<Session>,
     pub child: Launched,
 }
 
@@ -32,11 +36,18 @@ pub struct Launched(Option<Child>);
 impl Target {
     /// Attaches to `--pid`, or starts the command and attaches once its interpreter is
     /// initialised (retrying while it is not Python yet or not initialised, for up to 10 s).
-    pub fn open(args: &TargetArgs) -> Result<Target, String> {
+    ///
+    /// With `subprocesses`, a process that runs no Python (a shell, a launcher) is fine: the
+    /// target then has no session, and the sampler waits for Python in its process tree.
+    pub fn open(args: &TargetArgs, subprocesses: bool) -> Result<Target, String> {
         if let Some(pid) = args.pid {
-            let session =
-                pyspy_core::attach(pid, &AttachOptions::default()).map_err(|e| e.to_string())?;
+            let session = match pyspy_core::attach(pid, &AttachOptions::default()) {
+                Ok(session) => Some(session),
+                Err(Error::NotPython { .. } | Error::NotInitialised { .. }) if subprocesses => None,
+                Err(e) => return Err(e.to_string()),
+            };
             return Ok(Target {
+                pid,
                 session,
                 child: Launched(None),
             });
@@ -71,13 +82,23 @@ impl Target {
                     match session.snapshot() {
                         Ok(_) => {
                             return Ok(Target {
-                                session,
+                                pid,
+                                session: Some(session),
                                 child: Launched(Some(child)),
                             })
                         }
                         Err(e) if start.elapsed() < INIT_TIMEOUT && retryable(&e) => {}
                         Err(e) => return Err(give_up(&mut child, program, e)),
                     }
+                }
+                // No interpreter after the wait (libpython is mapped within milliseconds of
+                // the start): a shell or a launcher, whose Python children are sampled.
+                Err(Error::NotPython { .. }) if subprocesses => {
+                    return Ok(Target {
+                        pid,
+                        session: None,
+                        child: Launched(Some(child)),
+                    })
                 }
                 Err(e) if start.elapsed() < INIT_TIMEOUT && retryable(&e) => {}
                 Err(e) => return Err(give_up(&mut child, program, e)),

@@ -18,7 +18,7 @@ use pyspy_core::FrameKey;
 use pyspy_core::{
     AttachOptions, ProfileOptions, SampleOptions, Sampler, SamplerOptions, ThreadStack,
 };
-use pyspy_core::{Sample, SamplerThread};
+use pyspy_core::{EndReason, Sample, SamplerThread};
 
 use crate::target::{Target, TargetArgs};
 
@@ -199,19 +199,24 @@ pub fn run(args: &Args) -> Result<(), String> {
         return Err("pyspy top needs a terminal; use pyspy record or pyspy dump instead".into());
     }
     let Target {
+        pid,
         session,
         child: mut launched,
-    } = Target::open(&args.target)?;
-    let pid = session.pid();
-    let title = format!(
-        "Collecting samples from '{}' (pid {pid}, Python {})",
-        if args.target.command.is_empty() {
-            session.executable().to_string()
-        } else {
-            args.target.command.join(" ")
-        },
-        session.version()
-    );
+    } = Target::open(&args.target, args.subprocesses)?;
+    let program = match (&session, args.target.command.is_empty()) {
+        (_, false) => args.target.command.join(" "),
+        (Some(session), true) => session.executable().to_string(),
+        (None, true) => crate::record::executable(pid),
+    };
+    let title = match &session {
+        Some(session) => format!(
+            "Collecting samples from '{program}' (pid {pid}, Python {})",
+            session.version()
+        ),
+        None => {
+            format!("Collecting samples from the Python child processes of '{program}' (pid {pid})")
+        }
+    };
     let mut options = SamplerOptions::default();
     options.rate = f64::from(args.rate);
     options.subprocesses = args.subprocesses;
@@ -224,9 +229,13 @@ pub fn run(args: &Args) -> Result<(), String> {
         .exceptions(args.exceptions)
         .pause(false);
     options.attach = AttachOptions::default().sample(sample_options);
-    let mut session = session;
-    session.set_sample_options(sample_options);
-    let sampler = Sampler::new(session, options);
+    let sampler = match session {
+        Some(mut session) => {
+            session.set_sample_options(sample_options);
+            Sampler::new(session, options)
+        }
+        None => Sampler::attach(pid, options).map_err(|e| e.to_string())?,
+    };
     let interval = sampler.interval();
     let sampler = sampler.spawn();
 
@@ -244,9 +253,18 @@ pub fn run(args: &Args) -> Result<(), String> {
         let _guard = TerminalGuard::enter().map_err(|e| format!("terminal: {e}"))?;
         ui_loop(&sampler, &mut stats, &title, interval, &interrupted)
     };
-    let (_, final_stats) = sampler.join();
+    let (reason, final_stats) = sampler.join();
     launched.stop();
     match result {
+        Ok(Some(_)) if reason == EndReason::Exec => {
+            eprintln!(
+                "pyspy: process {pid} replaced its program with {} (exec), which runs no Python \
+                 ({} samples)",
+                crate::record::executable(pid),
+                final_stats.samples
+            );
+            Ok(())
+        }
         Ok(Some(msg)) => {
             eprintln!("pyspy: {msg} ({} samples)", final_stats.samples);
             Ok(())

@@ -69,6 +69,20 @@ pub enum Error {
         pid: i32,
     },
 
+    /// The process replaced its program (it called `exec`): the Python program that was
+    /// attached to is gone, though the pid lives on. Retrying does not help; attaching again
+    /// reads the new program, if it runs Python.
+    #[error(
+        "process {pid} replaced its program with {program} (exec): the Python program pyspy \
+         attached to is gone; attach again to read the new one"
+    )]
+    Exec {
+        /// The target's pid.
+        pid: i32,
+        /// The new program's executable, as the target sees it (empty if unknown).
+        program: String,
+    },
+
     /// A read of target memory failed: the target freed or unmapped it while it was being
     /// read. Usually transient: the next snapshot reads a consistent state.
     #[error("reading the target's memory failed: {0}")]

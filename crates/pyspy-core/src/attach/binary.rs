@@ -1,15 +1,19 @@
 //! The ELF files mapped into a target: where they are loaded and the few symbols and sections
 //! pyspy needs from them.
 //!
-//! Files are opened through `/proc/PID/root` (or `/proc/PID/map_files` for deleted ones), so a
-//! process in a chroot or a container is read from its own files, never a same-named host file.
+//! Files are opened through `/proc/PID/root`, `/proc/PID/exe` or `/proc/PID/map_files`, and
+//! only if they are the very file the target mapped (same inode), so a process in a chroot or a
+//! container is read from its own files, never from a same-named host file or a file put in
+//! place of a deleted one (see [`ProcessInfo::open_mapping`]). They are read with `pread` by the
+//! bounded reader of [`elf`](crate::attach::elf): what a file claims never sets what pyspy
+//! allocates, and a file truncated while it is read is an error, not a signal.
 
-use crate::error::{Error, Result};
+use crate::attach::elf::{self, ElfFile, Source};
 use crate::attach::process::{MemoryMap, ProcessInfo};
 use crate::attach::version::Version;
-use goblin::elf::{program_header::PT_LOAD, Elf};
+use crate::error::{Error, Result};
 
-/// Symbols pyspy looks up. Only these are kept from the symbol tables.
+/// Symbols pyspy looks up. Only these are looked for in the symbol tables.
 pub const SYMBOLS: &[&str] = &[
     "_PyRuntime",
     "interp_head",
@@ -17,14 +21,21 @@ pub const SYMBOLS: &[&str] = &[
     "_PyThreadState_Current",
 ];
 
-/// Largest ELF file pyspy will read (a libpython with debug info is ~30 MiB).
-const MAX_FILE_SIZE: u64 = 512 << 20;
+/// The sections pyspy keeps: the ones the data-section scan reads, and `.rodata`.
+const SECTIONS: &[&str] = &[".PyRuntime", ".data", ".bss", ".rodata"];
+
+/// Most bytes of `.rodata` searched for the version string (real interpreters' `.rodata` is
+/// 0.2–3 MiB; `PY_VERSION` sits among the other constant strings).
+pub const MAX_RODATA_SCAN: u64 = 16 << 20;
 
 /// A section's address range in the target (load bias applied).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Section {
-    pub name: String,
+    /// One of the names pyspy keeps (`.PyRuntime`, `.data`, `.bss`, `.rodata`).
+    pub name: &'static str,
+    /// Start in the target.
     pub addr: u64,
+    /// Size in bytes.
     pub size: u64,
 }
 
@@ -35,9 +46,14 @@ pub struct Binary {
     pub path: String,
     /// Addresses in the target of the [`SYMBOLS`] that the file defines.
     pub symbols: Vec<(&'static str, u64)>,
+    /// The kept sections that are loaded (non-zero address).
     pub sections: Vec<Section>,
     /// A version string found in the read-only data ("3.12.1"), if any.
     pub version_string: Option<Version>,
+    /// Where the file's lowest mapping starts in the target, and the file's inode: while the
+    /// target maps this file there, it runs the program that was attached to (an `exec`
+    /// replaces every mapping).
+    pub mapped_at: (u64, u64),
 }
 
 impl Binary {
@@ -45,97 +61,73 @@ impl Binary {
     /// lowest mapping of the same file.
     pub fn open(process: &ProcessInfo, map: &MemoryMap) -> Result<Binary> {
         let path = map.path.clone().unwrap_or_default();
-        let host = process
-            .mapping_file(map)
-            .ok_or(Error::Corrupt("mapping has no file"))?;
-        let io = |e| Error::Io {
-            what: format!("reading {path} of process {}", process.pid),
-            source: e,
-        };
-        let len = std::fs::metadata(&host).map_err(io)?.len();
-        if len > MAX_FILE_SIZE {
-            return Err(Error::NotPython {
-                pid: process.pid,
-                reason: format!("{path} is too large to be an interpreter ({len} bytes)"),
-            });
-        }
-        let file = std::fs::File::open(&host).map_err(io)?;
-        // SAFETY: the map is only read, while parsing below, and dropped before returning. A
-        // concurrent truncation of the file could fault the read; binaries mapped into a live
-        // process are not truncated in practice (the loader maps them too).
-        let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        let file = process.open_mapping(map)?;
         let lowest = process
             .maps
             .iter()
-            .filter(|m| m.path == map.path)
+            .filter(|m| m.path == map.path && m.inode == map.inode)
             .min_by_key(|m| m.start)
             .unwrap_or(map);
-        Binary::parse(&path, &bytes, lowest.start, lowest.offset).ok_or(Error::NotPython {
-            pid: process.pid,
-            reason: format!("{path} is not an ELF file pyspy can read"),
-        })
+        let mut binary = Binary::read(&path, &file, lowest.start, lowest.offset).map_err(|e| {
+            Error::NotPython {
+                pid: process.pid,
+                reason: format!("{path} is not an ELF file pyspy can read: {e}"),
+            }
+        })?;
+        binary.mapped_at = (lowest.start, map.inode);
+        Ok(binary)
     }
 
     /// Parses ELF `bytes` whose mapping of file offset `map_offset` starts at `map_start` in the
     /// target. Returns `None` for anything that is not a well-formed 64-bit ELF file.
+    #[cfg(any(test, feature = "internals"))]
     pub fn parse(path: &str, bytes: &[u8], map_start: u64, map_offset: u64) -> Option<Binary> {
-        let elf = Elf::parse(bytes).ok()?;
-        if !elf.is_64 {
-            return None;
-        }
-        let load = elf.program_headers.iter().find(|ph| {
-            ph.p_type == PT_LOAD
-                && ph.p_offset <= map_offset
-                && map_offset < ph.p_offset.saturating_add(ph.p_filesz.max(1))
-        })?;
-        // The file's virtual address of the mapping's first byte.
-        let vaddr = load.p_vaddr.checked_add(map_offset - load.p_offset)?;
-        let bias = map_start.wrapping_sub(vaddr);
+        Binary::read(path, bytes, map_start, map_offset).ok()
+    }
 
-        let mut symbols = Vec::new();
-        let tables = [(&elf.dynsyms, &elf.dynstrtab), (&elf.syms, &elf.strtab)];
-        for (syms, strtab) in tables {
-            for sym in syms.iter() {
-                if sym.st_value == 0 || sym.st_shndx == 0 {
-                    continue;
-                }
-                let Some(name) = strtab.get_at(sym.st_name) else {
-                    continue;
-                };
-                if let Some(known) = SYMBOLS.iter().find(|s| **s == name) {
-                    if !symbols.iter().any(|(n, _)| n == known) {
-                        symbols.push((*known, sym.st_value.wrapping_add(bias)));
-                    }
-                }
-            }
-        }
-
+    /// Reads an ELF file from `source` (see [`Binary::parse`]), at bounded cost whatever the
+    /// file claims.
+    pub fn read<S: Source + ?Sized>(
+        path: &str,
+        source: &S,
+        map_start: u64,
+        map_offset: u64,
+    ) -> std::result::Result<Binary, elf::ElfError> {
+        let elf = ElfFile::parse(source)?;
+        let bias = elf
+            .load_bias(map_start, map_offset)
+            .ok_or(elf::ElfError::Malformed("no loadable segment holds the mapped offset"))?;
+        let symbols = elf
+            .find_symbols(SYMBOLS)
+            .into_iter()
+            .map(|(name, value)| (name, value.wrapping_add(bias)))
+            .collect();
         let mut sections = Vec::new();
         let mut version_string = None;
-        for sh in &elf.section_headers {
-            let Some(name) = elf.shdr_strtab.get_at(sh.sh_name) else {
+        for name in SECTIONS {
+            let Some(sh) = elf.section(name) else {
                 continue;
             };
-            if name == ".rodata" {
-                let start = usize::try_from(sh.sh_offset).ok()?;
-                let end = start.checked_add(usize::try_from(sh.sh_size).ok()?)?;
-                if let Some(data) = bytes.get(start..end) {
-                    version_string = find_version_string(data, path);
-                }
+            if *name == ".rodata" {
+                let mut scanner = VersionScanner::new(path);
+                // A .rodata that cannot be read just has no version string.
+                let _ = elf.scan(sh, MAX_RODATA_SCAN, |chunk| scanner.feed(chunk));
+                version_string = scanner.finish();
             }
-            if sh.sh_addr != 0 {
+            if sh.addr != 0 {
                 sections.push(Section {
-                    name: name.to_string(),
-                    addr: sh.sh_addr.wrapping_add(bias),
-                    size: sh.sh_size,
+                    name,
+                    addr: sh.addr.wrapping_add(bias),
+                    size: sh.size,
                 });
             }
         }
-        Some(Binary {
+        Ok(Binary {
             path: path.to_string(),
             symbols,
             sections,
             version_string,
+            mapped_at: (map_start, 0),
         })
     }
 
@@ -166,23 +158,117 @@ pub fn version_from_file_name(path: &str) -> Option<(u8, u8)> {
 /// "/opt/python/3.9.18": every NUL-terminated tail that starts after a non-version byte counts.
 /// When the file name implies a minor version, only a string of that minor is accepted;
 /// otherwise the first string of a supported minor version wins.
+#[cfg(any(test, feature = "internals"))]
 pub fn find_version_string(rodata: &[u8], path: &str) -> Option<Version> {
-    let wanted = version_from_file_name(path);
-    let mut first = None;
-    for s in rodata.split(|b| *b == 0) {
+    let mut scanner = VersionScanner::new(path);
+    scanner.feed(rodata);
+    scanner.finish()
+}
+
+/// The last [`VersionScanner::CARRY`] bytes of `s`: all that decides whether a string ends in a
+/// version.
+fn tail(s: &[u8]) -> &[u8] {
+    &s[s.len().saturating_sub(VersionScanner::CARRY)..]
+}
+
+/// [`find_version_string`] over data that arrives in pieces: only the last
+/// [`VersionScanner::CARRY`] bytes of a string cut by a piece's end are kept for the next piece
+/// (a version is at most 12 bytes at a string's end, so nothing is lost).
+struct VersionScanner {
+    wanted: Option<(u8, u8)>,
+    first: Option<Version>,
+    found: Option<Version>,
+    carry: Vec<u8>,
+}
+
+impl VersionScanner {
+    const CARRY: usize = 64;
+
+    fn new(path: &str) -> VersionScanner {
+        VersionScanner {
+            wanted: version_from_file_name(path),
+            first: None,
+            found: None,
+            carry: Vec::with_capacity(Self::CARRY * 2),
+        }
+    }
+
+    /// Looks at one more piece; returns false once the answer is known.
+    ///
+    /// A version has two dots, so only strings with a dot are looked at: the piece is searched
+    /// for dots with `memchr`, and a table of NUL bytes (or of any strings without dots) costs
+    /// no more than that search.
+    fn feed(&mut self, piece: &[u8]) -> bool {
+        use memchr::{memchr, memrchr};
+        let mut pos = 0;
+        if !self.carry.is_empty() {
+            // The string the last piece ended in.
+            match memchr(0, piece) {
+                Some(nul) => {
+                    self.carry.extend_from_slice(tail(&piece[..nul]));
+                    let whole = std::mem::take(&mut self.carry);
+                    self.string(tail(&whole));
+                    self.carry = whole;
+                    self.carry.clear();
+                    pos = nul + 1;
+                }
+                None => {
+                    self.carry.extend_from_slice(tail(piece));
+                    let excess = self.carry.len().saturating_sub(Self::CARRY);
+                    self.carry.drain(..excess);
+                    return true;
+                }
+            }
+        }
+        while self.found.is_none() {
+            let Some(d) = memchr(b'.', &piece[pos..]) else {
+                break;
+            };
+            let dot = pos + d;
+            let from = memrchr(0, &piece[pos..dot]).map_or(pos, |n| pos + n + 1);
+            match memchr(0, &piece[dot..]) {
+                Some(n) => {
+                    let end = dot + n;
+                    self.string(tail(&piece[from..end]));
+                    pos = end + 1;
+                }
+                None => {
+                    pos = from;
+                    break;
+                }
+            }
+        }
+        if self.found.is_none() {
+            // A string cut by the end of the piece goes on in the next one.
+            let start = memrchr(0, &piece[pos..]).map_or(pos, |n| pos + n + 1);
+            self.carry.extend_from_slice(tail(&piece[start..]));
+        }
+        self.found.is_none()
+    }
+
+    /// One NUL-terminated string (or its last [`Self::CARRY`] bytes).
+    fn string(&mut self, s: &[u8]) {
         let Some(v) = version_at_end(s) else {
-            continue;
+            return;
         };
-        match wanted {
-            Some(w) if w == v.minor_version() => return Some(v),
+        match self.wanted {
+            Some(w) if w == v.minor_version() => self.found = Some(v),
             Some(_) => {}
             None if crate::attach::layout::is_supported(v.major, v.minor) => {
-                first.get_or_insert(v);
+                self.first.get_or_insert(v);
             }
             None => {}
         }
     }
-    first
+
+    /// The answer, counting a last string without its NUL.
+    fn finish(mut self) -> Option<Version> {
+        if self.found.is_none() && !self.carry.is_empty() {
+            let last = std::mem::take(&mut self.carry);
+            self.string(&last);
+        }
+        self.found.or(self.first)
+    }
 }
 
 /// A version string ending `s`, e.g. "3.9.18" in ".../versions/3.9.18" or "3.14.0rc1".
@@ -247,5 +333,69 @@ mod tests {
     fn rejects_non_elf() {
         assert!(Binary::parse("/x", b"\x7fELF but not really", 0x1000, 0).is_none());
         assert!(Binary::parse("/x", &[], 0x1000, 0).is_none());
+    }
+
+    #[test]
+    fn version_strings_cut_across_pieces_are_found() {
+        let data: &[u8] = b"\0junk\0/a/very/long/path/that/does/not/fit/in/the/carry/at/all/3.12.1\0z\0";
+        for cut in 0..data.len() {
+            for path in ["/x/libpython3.12.so", "/bin/app"] {
+                let mut scanner = VersionScanner::new(path);
+                scanner.feed(&data[..cut]);
+                scanner.feed(&data[cut..]);
+                assert_eq!(
+                    scanner.finish().map(|v| v.to_string()),
+                    Some("3.12.1".into()),
+                    "cut at {cut}"
+                );
+            }
+        }
+        // A long run of digits is no version, however it is cut.
+        let digits = [b'3'; 100];
+        for cut in 0..digits.len() {
+            let mut scanner = VersionScanner::new("/bin/app");
+            scanner.feed(&digits[..cut]);
+            scanner.feed(&digits[cut..]);
+            scanner.feed(b".9.18\0");
+            assert_eq!(scanner.finish(), None, "cut at {cut}");
+        }
+        // The last string needs no NUL.
+        assert_eq!(
+            find_version_string(b"\x003.11.2", "/bin/app").map(|v| v.to_string()),
+            Some("3.11.2".into())
+        );
+    }
+
+    #[test]
+    fn parses_symbols_sections_and_version_with_a_load_bias() {
+        use crate::attach::elf::build::{elf, strtab, symtab, Sec};
+        use crate::attach::elf::{SHT_DYNSYM, SHT_NOBITS, SHT_STRTAB};
+        let (dynstr, offs) = strtab(&["_PyRuntime", "Py_Version"]);
+        let mut dynsym = Sec::new(
+            ".dynsym",
+            SHT_DYNSYM,
+            0x300,
+            symtab(&[(offs[0], 4, 0x5000), (offs[1], 3, 0x2040)]),
+        );
+        dynsym.link = 2;
+        let bytes = elf(vec![
+            dynsym,
+            Sec::new(".dynstr", SHT_STRTAB, 0x400, dynstr),
+            Sec::new(".rodata", 1, 0x2000, b"\0%s\0/opt/3.12.1\0".to_vec()),
+            Sec::new(".PyRuntime", 1, 0x5000, vec![0; 64]),
+            Sec::new(".bss", SHT_NOBITS, 0x6000, vec![]),
+        ]);
+        let b = Binary::parse("/x/libpython3.12.so.1.0", &bytes, 0x7f00_0000_0000, 0).unwrap();
+        assert_eq!(b.symbol("_PyRuntime"), Some(0x7f00_0000_5000));
+        assert_eq!(b.symbol("Py_Version"), Some(0x7f00_0000_2040));
+        assert_eq!(b.symbol("interp_head"), None);
+        assert_eq!(b.version_string.map(|v| v.to_string()), Some("3.12.1".into()));
+        assert_eq!(
+            b.section(".PyRuntime"),
+            Some(&Section { name: ".PyRuntime", addr: 0x7f00_0000_5000, size: 64 })
+        );
+        assert!(b.section(".dynstr").is_none(), "only the sections pyspy uses are kept");
+        // A mapping of an offset no segment holds.
+        assert!(Binary::parse("/x", &bytes, 0x1000, 1 << 40).is_none());
     }
 }

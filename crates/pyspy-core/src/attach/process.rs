@@ -81,9 +81,14 @@ fn parse_map_line(line: &str) -> Option<MemoryMap> {
 #[derive(Debug, Clone)]
 pub struct ProcessInfo {
     pub pid: i32,
-    /// `/proc/PID/exe`'s target as the target sees it.
+    /// `/proc/PID/exe`'s target as the target sees it (inside its chroot).
     pub exe: String,
+    /// The mappings; their paths are as the target sees them (inside its chroot).
     pub maps: Vec<MemoryMap>,
+    /// The target's root directory as the host sees it (`/proc/PID/root`), when it is not `/`:
+    /// a chroot. `/proc` shows the paths of a chrooted process's files from the reader's root,
+    /// so this prefix was taken off `exe` and the mappings' paths.
+    pub root: Option<String>,
     /// Where the mapped files are on this machine.
     pub files: FileLookup,
 }
@@ -91,13 +96,17 @@ pub struct ProcessInfo {
 /// Where the files a target mapped are found on this machine.
 #[derive(Debug, Clone, Default)]
 pub enum FileLookup {
-    /// Through `/proc/PID` (a live process): see [`ProcessInfo::mapping_file`].
+    /// Through `/proc/PID` (a live process): see [`ProcessInfo::open_mapping`].
     #[default]
     Proc,
     /// Already found and checked (a core file): the path on this machine of each mapped path
     /// that may be used; the others are not available.
     Resolved(std::collections::HashMap<String, PathBuf>),
 }
+
+/// How many mapped files [`ProcessInfo::open_mapping`] tries per mapping at most: the target's
+/// view, the executable link, `map_files`, and the two host spellings of the path.
+const MAPPING_PATHS: usize = 5;
 
 impl ProcessInfo {
     /// Reads the executable link and the mappings of `pid`.
@@ -120,12 +129,35 @@ impl ProcessInfo {
                 reason: "it has no memory mappings (a zombie or a kernel thread?)".into(),
             });
         }
-        Ok(ProcessInfo {
+        let root = std::fs::read_link(proc_path(pid, "root"))
+            .ok()
+            .map(|r| r.to_string_lossy().trim_end_matches('/').to_string())
+            .filter(|r| !r.is_empty());
+        Ok(ProcessInfo::new(pid, exe, maps, root))
+    }
+
+    /// A process whose `/proc` paths (`exe`, the mappings') are seen from the host, with root
+    /// directory `root` (`None` or empty for `/`): the paths inside the root lose its prefix.
+    pub fn new(pid: i32, exe: String, mut maps: Vec<MemoryMap>, root: Option<String>) -> Self {
+        let root = root.filter(|r| !r.is_empty() && r != "/");
+        let mut exe = exe;
+        if let Some(root) = &root {
+            if let Some(inside) = strip_root(root, &exe) {
+                exe = inside.to_string();
+            }
+            for map in &mut maps {
+                if let Some(inside) = map.path.as_deref().and_then(|p| strip_root(root, p)) {
+                    map.path = Some(inside.to_string());
+                }
+            }
+        }
+        ProcessInfo {
             pid,
             exe,
             maps,
+            root,
             files: FileLookup::Proc,
-        })
+        }
     }
 
     /// The path on the host of a file the target sees at `path`: through `/proc/PID/root`, so a
@@ -134,39 +166,163 @@ impl ProcessInfo {
         proc_path(self.pid, "root").join(path.trim_start_matches('/'))
     }
 
-    /// The host path of a mapping's file. Tried in order, keeping the first whose inode is the
-    /// mapped one: `/proc/PID/root/<path>` (the target's own view: chroots and containers),
-    /// `/proc/PID/map_files/<start>-<end>` (reaches deleted files; needs CAP_SYS_ADMIN), and
-    /// `<path>` itself (a chroot's maps show host paths). For a core, the file found for it
-    /// when the core was opened.
-    pub fn mapping_file(&self, map: &MemoryMap) -> Option<PathBuf> {
-        use std::os::unix::fs::MetadataExt;
-        let path = map.path.as_deref()?;
+    /// Opens the file a mapping maps — that very file, never another of the same name. Tried
+    /// in order, keeping the first that is a regular file with the mapping's inode:
+    /// `/proc/PID/root/<path>` (the target's own view: chroots and containers),
+    /// `/proc/PID/exe` (the executable, even deleted or replaced; needs only the right to read
+    /// the process), `/proc/PID/map_files/<start>-<end>` (any mapped file, even deleted or
+    /// replaced; needs `CAP_CHECKPOINT_RESTORE` or `CAP_SYS_ADMIN`, and `CAP_DAC_READ_SEARCH`
+    /// for a process of another user, whose `map_files` directory is not the caller's), and the
+    /// path as the host sees it.
+    ///
+    /// Files are opened non-blocking (a FIFO put in place of a library cannot hang the open)
+    /// and checked after opening (a file swapped between a check and the open is not read).
+    /// When every candidate is missing or another file, the error says so: a file replaced
+    /// since the target mapped it, that only `map_files` could reach, is a `PermissionDenied`
+    /// naming the capability. For a core, the file found for the path when the core was
+    /// opened.
+    pub fn open_mapping(&self, map: &MemoryMap) -> Result<std::fs::File> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let path = map.path.as_deref().ok_or(Error::Corrupt("mapping has no file"))?;
         if let FileLookup::Resolved(found) = &self.files {
-            return found.get(path).cloned();
+            // A core's files were found and checked when it was opened.
+            let file = found.get(path).ok_or_else(|| Error::CoreBinary {
+                path: path.into(),
+                reason: "no file of that name was found for the core (give --sysroot or \
+                         --executable)"
+                    .into(),
+            })?;
+            return std::fs::File::open(file).map_err(|e| Error::Io {
+                what: format!("opening {}", file.display()),
+                source: e,
+            });
         }
-        let candidates = [
-            self.host_path(path),
-            proc_path(
-                self.pid,
-                &format!("map_files/{:x}-{:x}", map.start, map.end),
-            ),
-            PathBuf::from(path),
-        ];
-        let mut existing = candidates
-            .iter()
-            .filter_map(|c| Some((c, std::fs::metadata(c).ok()?.ino())));
-        let first = existing.clone().next().map(|(c, _)| c.clone());
-        existing
-            .find(|(_, ino)| map.inode == 0 || *ino == map.inode)
-            .map(|(c, _)| c.clone())
-            .or(first)
+        let map_files = proc_path(
+            self.pid,
+            &format!("map_files/{:x}-{:x}", map.start, map.end),
+        );
+        let mut candidates: Vec<PathBuf> = Vec::with_capacity(MAPPING_PATHS);
+        candidates.push(self.host_path(path));
+        candidates.push(proc_path(self.pid, "exe"));
+        candidates.push(map_files.clone());
+        if let Some(root) = &self.root {
+            candidates.push(PathBuf::from(format!("{root}{path}")));
+        }
+        candidates.push(PathBuf::from(path));
+        let exe_link = &candidates[1];
+        let mut replaced = false;
+        let mut denied = false;
+        let mut map_files_error = None;
+        for candidate in &candidates {
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(candidate);
+            let file = match opened {
+                Ok(file) => file,
+                Err(e) => {
+                    if *candidate == map_files {
+                        map_files_error = Some(e);
+                    } else if candidate != exe_link {
+                        denied |= matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM));
+                    }
+                    continue;
+                }
+            };
+            let Ok(meta) = file.metadata() else {
+                continue;
+            };
+            if (map.inode == 0 || meta.ino() == map.inode) && meta.file_type().is_file() {
+                return Ok(file);
+            }
+            // The executable link is tried for every mapping; another file there is normal.
+            replaced |= candidate != exe_link;
+        }
+        let pid = self.pid;
+        let what = if replaced {
+            format!(
+                "{path} (mapped at {:#x}, inode {}) was replaced since process {pid} mapped it: \
+                 the file at that path now is another one",
+                map.start, map.inode
+            )
+        } else if denied {
+            format!("{path} (mapped by process {pid}) cannot be opened: permission denied")
+        } else {
+            format!(
+                "{path} (mapped at {:#x}, inode {}) was deleted since process {pid} mapped it",
+                map.start, map.inode
+            )
+        };
+        match map_files_error {
+            Some(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
+                Err(Error::PermissionDenied {
+                    pid,
+                    reason: format!(
+                        "{what}; pyspy reads only the very file the process maps, and the \
+                         mapped copy is reachable through /proc/{pid}/map_files, which needs \
+                         CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN (and CAP_DAC_READ_SEARCH for \
+                         a process of another user): run as root, or give the calling program \
+                         those (setcap \
+                         cap_sys_ptrace,cap_checkpoint_restore,cap_dac_read_search+ep \
+                         PROGRAM){}",
+                        if denied {
+                            ", or let the caller read the file"
+                        } else {
+                            ", or restart the target so that it maps the current file"
+                        }
+                    ),
+                })
+            }
+            Some(e) => Err(Error::Io {
+                what: format!(
+                    "process {pid}: {what}, and its mapped copy could not be opened through \
+                     /proc/{pid}/map_files"
+                ),
+                source: e,
+            }),
+            None => Err(Error::NotPython {
+                pid,
+                reason: format!("{what}, and no file with its inode could be opened"),
+            }),
+        }
     }
+}
+
+/// `path` without the `root` prefix, if it lies inside `root`.
+fn strip_root<'a>(root: &str, path: &'a str) -> Option<&'a str> {
+    let rest = path.strip_prefix(root)?;
+    rest.starts_with('/').then_some(rest)
 }
 
 /// `/proc/PID/<rest>`.
 pub fn proc_path(pid: i32, rest: &str) -> PathBuf {
     Path::new("/proc").join(pid.to_string()).join(rest)
+}
+
+/// Whether `pid` still maps the file with inode `inode` at `start`: false once it has run
+/// another program (`exec` replaces every mapping); `None` if its maps cannot be read or are
+/// empty (a process exiting has released them all).
+pub fn maps_file_at(pid: i32, start: u64, inode: u64) -> Option<bool> {
+    let text = std::fs::read_to_string(proc_path(pid, "maps")).ok()?;
+    let mut maps = text.lines().filter_map(parse_map_line).peekable();
+    maps.peek()?;
+    Some(maps.any(|m| m.start == start && m.inode == inode))
+}
+
+/// The executable of `pid` as the target sees it (inside its chroot); empty if unknown.
+pub fn executable(pid: i32) -> String {
+    let Ok(exe) = std::fs::read_link(proc_path(pid, "exe")) else {
+        return String::new();
+    };
+    let exe = exe.to_string_lossy();
+    let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe);
+    let root = std::fs::read_link(proc_path(pid, "root")).unwrap_or_default();
+    let root = root.to_string_lossy();
+    let root = root.trim_end_matches('/');
+    match (root.is_empty(), strip_root(root, exe)) {
+        (false, Some(inside)) => inside.to_string(),
+        _ => exe.to_string(),
+    }
 }
 
 /// Whether the process is still there (and not a zombie).
@@ -519,7 +675,6 @@ fn status_caps(status: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
     #[test]
     fn permission_reasons_name_the_cause() {
         let base = PermissionFacts {
@@ -632,6 +787,61 @@ garbage line";
     }
 
     #[test]
+    fn chroot_paths_lose_the_root() {
+        assert_eq!(strip_root("/srv/sid", "/srv/sid/usr/bin/python3"), Some("/usr/bin/python3"));
+        assert_eq!(strip_root("/srv/sid", "/srv/sidx/usr/bin/python3"), None);
+        assert_eq!(strip_root("/srv/sid", "/usr/bin/python3"), None);
+        let maps = parse_maps(
+            "1000-2000 r-xp 00000000 08:01 7 /srv/sid/usr/bin/python3.14\n\
+             3000-4000 r--p 00000000 08:01 8 /etc/outside (deleted)\n",
+        );
+        let info = ProcessInfo::new(1, "/srv/sid/usr/bin/python3.14".into(), maps, Some("/srv/sid".into()));
+        assert_eq!(info.exe, "/usr/bin/python3.14");
+        assert_eq!(info.maps[0].path.as_deref(), Some("/usr/bin/python3.14"));
+        assert_eq!(info.maps[1].path.as_deref(), Some("/etc/outside"));
+        let plain = ProcessInfo::new(1, "/usr/bin/x".into(), Vec::new(), Some("/".into()));
+        assert_eq!((plain.exe.as_str(), plain.root), ("/usr/bin/x", None));
+    }
+
+    #[test]
+    fn only_the_mapped_file_is_opened() {
+        use std::os::unix::fs::MetadataExt;
+        let me = std::process::id() as i32;
+        let info = ProcessInfo::read(me).unwrap();
+        let exe_map = info
+            .maps
+            .iter()
+            .find(|m| m.executable && m.path.as_deref() == Some(info.exe.as_str()))
+            .expect("the test binary's code mapping")
+            .clone();
+        let file = info.open_mapping(&exe_map).unwrap();
+        assert_eq!(file.metadata().unwrap().ino(), exe_map.inode);
+        // Another inode at that path: as if the file had been replaced. Root reaches the
+        // mapping through map_files only if the range is mapped: a range that is not is
+        // refused too, with the reason.
+        let replaced = MemoryMap {
+            inode: exe_map.inode + 1,
+            start: 0x1000,
+            end: 0x2000,
+            ..exe_map
+        };
+        match info.open_mapping(&replaced) {
+            Err(Error::PermissionDenied { reason, .. }) => assert!(reason.contains("was replaced")),
+            Err(Error::Io { what, .. }) => assert!(what.contains("was replaced"), "{what}"),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("a file with another inode was opened"),
+        }
+    }
+
+    #[test]
+    fn missing_process_is_no_such_process() {
+        assert!(matches!(
+            ProcessInfo::read(i32::MAX),
+            Err(Error::NoSuchProcess { .. })
+        ));
+    }
+
+    #[test]
     fn schedstat_lines() {
         assert_eq!(parse_schedstat("213153398 493569026 116\n"), Some(213_153_398));
         assert_eq!(parse_schedstat("12"), None, "cut short");
@@ -669,13 +879,5 @@ garbage line";
                 && cpu <= ticks + std::time::Duration::from_millis(30),
             "{cpu:?} vs {ticks:?}"
         );
-    }
-
-    #[test]
-    fn missing_process_is_no_such_process() {
-        assert!(matches!(
-            ProcessInfo::read(i32::MAX),
-            Err(Error::NoSuchProcess { .. })
-        ));
     }
 }

@@ -221,6 +221,7 @@ pub fn open_core(path: impl AsRef<Path>, options: &CoreOptions) -> Result<Sessio
         pid,
         exe: executable.clone(),
         maps,
+        root: None,
         files: FileLookup::Resolved(files.found),
     };
     let located = locate(&mem, &process, options.locate).map_err(|e| match e {

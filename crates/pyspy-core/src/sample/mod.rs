@@ -1,5 +1,6 @@
 //! Sampling: one snapshot of a session ([`session`], [`reader`], [`pause`], [`options`]; a
-//! session over a core file: [`core_file`]), and snapshots at a steady rate ([`sampler`]).
+//! session over a core file: [`core_file`]), and snapshots at a steady rate ([`sampler`]) of a
+//! process and the tree it heads ([`tree`]).
 
 pub mod core_file;
 pub mod options;
@@ -7,3 +8,4 @@ pub mod pause;
 pub mod reader;
 pub mod sampler;
 pub mod session;
+pub mod tree;

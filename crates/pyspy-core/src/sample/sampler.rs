@@ -1,15 +1,15 @@
 //! Sampling a process (and optionally its child processes) at a steady rate: [`Sampler`].
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::error::{Error, Result};
 use crate::attach::process;
+use crate::error::{Error, Result};
 use crate::sample::session::{attach, AttachOptions, Session};
+use crate::sample::tree::Tree;
 use crate::snapshot::Snapshot;
 
 /// How to sample. Start from `SamplerOptions::default()` and set fields.
@@ -21,11 +21,16 @@ pub struct SamplerOptions {
     pub rate: f64,
     /// Stop after this long (default: run until the process exits or [`StopHandle::stop`]).
     pub duration: Option<Duration>,
-    /// Also sample the process's descendants that run Python (default false): `/proc` is
-    /// scanned every [`SamplerOptions::rescan`] for new descendants, which are attached to;
-    /// exited ones are dropped.
+    /// Also sample the process's descendants that run Python (default false): new
+    /// descendants are looked for every [`SamplerOptions::rescan`] and attached to once their
+    /// interpreter is initialised; exited ones are dropped. The process itself need not run
+    /// Python then (a shell or a launcher whose children do): [`Sampler::attach`] waits for
+    /// Python in the tree.
     pub subprocesses: bool,
-    /// How often to look for new child processes (default 500 ms).
+    /// How often to look for new child processes, and to retry processes not attached yet
+    /// (default 20 ms). A look reads `/proc/PID/task/TID/children` of every thread of every
+    /// process in the tree, kept open (one `pread` per thread: a few microseconds for a few
+    /// processes); all of `/proc` is scanned once a second besides.
     pub rescan: Duration,
     /// How to attach to child processes.
     pub attach: AttachOptions,
@@ -40,7 +45,7 @@ impl Default for SamplerOptions {
             rate: 100.0,
             duration: None,
             subprocesses: false,
-            rescan: Duration::from_millis(500),
+            rescan: Duration::from_millis(20),
             attach: AttachOptions::default(),
             seed: None,
         }
@@ -107,7 +112,7 @@ impl ProcessDetails {
     /// from one pass over `/proc`: for a tool that wants the Python processes below a program
     /// (attach to each; those that are not Python fail with [`Error::NotPython`]).
     pub fn descendants(pid: i32) -> Vec<ProcessDetails> {
-        descendants(&[pid])
+        super::tree::descendants(&[pid])
             .into_iter()
             .map(ProcessDetails::read)
             .collect()
@@ -126,7 +131,7 @@ impl ProcessDetails {
             .unwrap_or_default();
         ProcessDetails {
             pid,
-            parent_pid: parent_pid(pid),
+            parent_pid: crate::sample::tree::parent_pid(pid),
             command_line: command_line.into(),
         }
     }
@@ -187,6 +192,10 @@ pub enum EndReason {
     ProcessExited,
     /// [`StopHandle::stop`] was called.
     Stopped,
+    /// The process replaced its program (`exec`) with one that is not Python (without
+    /// subprocesses; with them, the sampler goes on waiting for Python in the process tree).
+    /// An `exec` into another Python program is followed, not an end.
+    Exec,
 }
 
 /// Stops a sampler from another thread (a signal handler thread, a UI). Cheap to clone.
@@ -268,13 +277,13 @@ pub struct Sampler {
     interval: Duration,
     start: Instant,
     due: Instant,
-    next_scan: Instant,
     rng: u64,
     stats: SamplerStats,
     stop: StopHandle,
     ended: Option<EndReason>,
-    /// Descendants that are not (or not yet usable) Python: pid → (executable, attempts).
-    skipped: HashMap<i32, (String, u32)>,
+    /// The processes followed but not attached: a root that is not Python (yet), descendants,
+    /// processes that ran `exec`.
+    tree: Tree,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -288,22 +297,36 @@ impl std::fmt::Debug for Sampler {
     }
 }
 
-/// How often a descendant that fails to attach for a passing reason (not initialised yet) is
-/// retried before it is left alone (until it executes another program).
-const ATTACH_ATTEMPTS: u32 = 20;
-
 impl Sampler {
     /// Attaches to `pid` and starts the schedule: the first sample is due now.
+    ///
+    /// With [`SamplerOptions::subprocesses`], `pid` need not run Python: a process in which no
+    /// initialised interpreter is found (a shell, a launcher, a program still starting) is
+    /// followed, and its Python descendants are sampled as they appear (and `pid` itself, once
+    /// it runs Python). Without it, that is an error, as for [`attach`](crate::attach).
     pub fn attach(pid: i32, options: SamplerOptions) -> Result<Sampler> {
-        let session = attach(pid, &options.attach)?;
-        Ok(Sampler::new(session, options))
+        match attach(pid, &options.attach) {
+            Ok(session) => Ok(Sampler::new(session, options)),
+            Err(e @ (Error::NotPython { .. } | Error::NotInitialised { .. }))
+                if options.subprocesses =>
+            {
+                if !process::is_alive(pid) {
+                    return Err(e);
+                }
+                Ok(Sampler::start(pid, None, options))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Starts sampling an attached session (for callers that attached themselves, for example
     /// with retries while the interpreter starts).
     pub fn new(session: Session, options: SamplerOptions) -> Sampler {
+        Sampler::start(session.pid(), Some(session), options)
+    }
+
+    fn start(root: i32, session: Option<Session>, options: SamplerOptions) -> Sampler {
         let now = Instant::now();
-        let root = session.pid();
         let seed = options.seed.unwrap_or_else(|| {
             SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -311,25 +334,31 @@ impl Sampler {
                 .unwrap_or(0)
                 ^ (u64::from(std::process::id()) << 32)
         });
-        let mut sampler = Sampler {
-            root,
-            procs: vec![Attached {
+        let tree = Tree::new(root, &options, session.is_some(), now);
+        let procs: Vec<Attached> = session
+            .into_iter()
+            .map(|session| Attached {
                 details: Arc::new(ProcessDetails::read(root)),
                 session,
-            }],
+            })
+            .collect();
+        let stats = SamplerStats {
+            processes: procs.len(),
+            ..SamplerStats::default()
+        };
+        Sampler {
+            root,
+            procs,
             interval: options.interval(),
             options,
             start: now,
             due: now,
-            next_scan: now,
             rng: seed | 1,
-            stats: SamplerStats::default(),
+            stats,
             stop: StopHandle::default(),
             ended: None,
-            skipped: HashMap::new(),
-        };
-        sampler.stats.processes = 1;
-        sampler
+            tree,
+        }
     }
 
     /// The root process's pid.
@@ -419,10 +448,7 @@ impl Sampler {
         self.stats.max_lag = self.stats.max_lag.max(lag);
         self.schedule_next(now);
 
-        if self.options.subprocesses && now >= self.next_scan {
-            self.scan_children();
-            self.next_scan = now + self.options.rescan;
-        }
+        self.follow_tree(now);
 
         let time = SystemTime::now();
         let mut processes = Vec::with_capacity(self.procs.len());
@@ -434,6 +460,12 @@ impl Sampler {
                     snapshot,
                 }),
                 Err(Error::ProcessExited { .. } | Error::NoSuchProcess { .. }) => gone.push(i),
+                Err(Error::Exec { pid, program }) => {
+                    // Not an error of the sampler: the program it read is gone. Followed if
+                    // the new one runs Python.
+                    self.tree.replaced(pid, program, now);
+                    gone.push(i);
+                }
                 Err(e) => {
                     if !process::is_alive(p.details.pid) {
                         gone.push(i);
@@ -449,7 +481,11 @@ impl Sampler {
         }
         self.stats.processes = self.procs.len();
         if self.procs.is_empty() {
-            self.ended = Some(EndReason::ProcessExited);
+            if !process::is_alive(self.root) {
+                self.ended = Some(EndReason::ProcessExited);
+            } else if !self.options.subprocesses && self.tree.root_given_up() {
+                self.ended = Some(EndReason::Exec);
+            }
         }
         if processes.is_empty() {
             return None;
@@ -483,48 +519,22 @@ impl Sampler {
         jittered(&mut self.rng, self.interval)
     }
 
-    /// Attaches to new Python descendants of the root process.
-    fn scan_children(&mut self) {
-        let attached: HashSet<i32> = self.procs.iter().map(|p| p.details.pid).collect();
-        let mut roots: Vec<i32> = attached.iter().copied().collect();
-        roots.push(self.root);
-        for pid in descendants(&roots) {
-            if attached.contains(&pid) {
-                continue;
-            }
-            let exe = std::fs::read_link(process::proc_path(pid, "exe"))
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if let Some((skipped_exe, attempts)) = self.skipped.get(&pid) {
-                if *skipped_exe == exe && *attempts >= ATTACH_ATTEMPTS {
-                    continue;
-                }
-            }
-            match attach(pid, &self.options.attach) {
-                Ok(session) => {
-                    self.skipped.remove(&pid);
-                    self.procs.push(Attached {
-                        details: Arc::new(ProcessDetails::read(pid)),
-                        session,
-                    });
-                }
-                Err(e) => {
-                    // Not initialised yet: try again at the next scans. Anything else (not
-                    // Python, no permission): leave it until it runs another program.
-                    let passing = matches!(e, Error::NotInitialised { .. });
-                    let entry = self.skipped.entry(pid).or_insert((exe.clone(), 0));
-                    if entry.0 != exe {
-                        *entry = (exe, 0);
-                    }
-                    entry.1 = if passing {
-                        entry.1 + 1
-                    } else {
-                        ATTACH_ATTEMPTS
-                    };
-                }
+    /// Attaches the processes of the tree that are due: new Python descendants (with
+    /// subprocesses), a root that was not Python yet or ran `exec`.
+    fn follow_tree(&mut self, now: Instant) {
+        let attached: Vec<i32> = self.procs.iter().map(|p| p.details.pid).collect();
+        for (pid, session) in self.tree.poll(now, &attached) {
+            let attached = Attached {
+                details: Arc::new(ProcessDetails::read(pid)),
+                session,
+            };
+            // The root first while it lives.
+            if pid == self.root {
+                self.procs.insert(0, attached);
+            } else {
+                self.procs.push(attached);
             }
         }
-        self.skipped.retain(|pid, _| process::is_alive(*pid));
         self.stats.processes = self.procs.len();
     }
 
@@ -659,95 +669,9 @@ fn jittered(state: &mut u64, interval: Duration) -> Duration {
     interval.mul_f64(0.5 + unit)
 }
 
-/// The parent pid from `/proc/PID/stat`.
-fn parent_pid(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(process::proc_path(pid, "stat")).ok()?;
-    parse_parent_pid(&stat)
-}
-
-fn parse_parent_pid(stat: &str) -> Option<i32> {
-    // After the last ')': state ppid ...
-    stat[stat.rfind(')')? + 1..]
-        .split_ascii_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// Every live descendant of `roots` (not including the roots), from one pass over `/proc`.
-pub fn descendants(roots: &[i32]) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if let Some(ppid) = parent_pid(pid) {
-            children.entry(ppid).or_default().push(pid);
-        }
-    }
-    descendants_in(&children, roots)
-}
-
-fn descendants_in(children: &HashMap<i32, Vec<i32>>, roots: &[i32]) -> Vec<i32> {
-    let mut seen: HashSet<i32> = roots.iter().copied().collect();
-    let mut queue: Vec<i32> = roots.to_vec();
-    let mut out = Vec::new();
-    while let Some(pid) = queue.pop() {
-        for &child in children.get(&pid).map(Vec::as_slice).unwrap_or(&[]) {
-            if seen.insert(child) {
-                out.push(child);
-                queue.push(child);
-            }
-        }
-    }
-    out.sort_unstable();
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parent_pid_after_the_last_paren() {
-        assert_eq!(
-            parse_parent_pid("42 (a) b) (c) S 7 42 42 0 -1"),
-            Some(7),
-            "command names can hold ') '"
-        );
-        assert_eq!(parse_parent_pid("garbage"), None);
-    }
-
-    #[test]
-    fn descendants_follow_grandchildren_and_ignore_cycles() {
-        let mut children = HashMap::new();
-        children.insert(1, vec![2, 3]);
-        children.insert(3, vec![4]);
-        children.insert(4, vec![1]); // a cycle cannot happen in /proc, but must not loop
-        children.insert(9, vec![10]);
-        assert_eq!(descendants_in(&children, &[1]), vec![2, 3, 4]);
-        assert_eq!(descendants_in(&children, &[3]), vec![1, 2, 4]);
-    }
-
-    #[test]
-    fn descendants_of_this_process_include_a_child() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("5")
-            .spawn()
-            .expect("spawn sleep");
-        let me = std::process::id() as i32;
-        let found = descendants(&[me]);
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(found.contains(&(child.id() as i32)), "{found:?}");
-    }
 
     #[test]
     fn details_of_this_process() {

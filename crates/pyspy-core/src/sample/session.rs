@@ -229,7 +229,9 @@ impl Session {
             .reader
             .sample(pid, &self.mem, &self.located.interpreter, options);
         let threads = match self.mem {
-            Source::Live(_) => threads.map_err(|e| gone_or(pid, e))?,
+            Source::Live(_) => threads
+                .map_err(|e| self.exec_or(e))
+                .map_err(|e| gone_or(pid, e))?,
             Source::Core(_) => threads?,
         };
         Ok(Snapshot { threads })
@@ -241,6 +243,25 @@ impl Session {
         match &self.mem {
             Source::Core(c) => Some(&c.1),
             Source::Live(_) => None,
+        }
+    }
+
+    /// A failed read of a process whose interpreter binary is no longer mapped where it was,
+    /// while other files are, means the process ran `exec`: [`Error::Exec`] instead of the
+    /// read that failed. Checked before waiting to see whether the process exits (an exiting
+    /// process has no mappings at all). Only failures pay for this: one read of
+    /// `/proc/PID/maps`.
+    fn exec_or(&self, e: Error) -> Error {
+        if !matches!(e, Error::Memory(_) | Error::Corrupt(_) | Error::Io { .. }) {
+            return e;
+        }
+        let (start, inode) = self.located.mapped_at;
+        match process::maps_file_at(self.pid, start, inode) {
+            Some(false) => Error::Exec {
+                pid: self.pid,
+                program: process::executable(self.pid),
+            },
+            _ => e,
         }
     }
 

@@ -1043,9 +1043,9 @@ mod tests {
     /// Real interpreters' initialised blocks, read from the `.PyRuntime` section of their ELF
     /// files (the `_PyRuntime` symbol's file bytes) without running Python.
     fn real_block(path: &std::path::Path) -> Option<Vec<u8>> {
-        use goblin::elf::section_header::SHT_NOBITS;
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
+        use crate::attach::elf::{ElfFile, Source, SHT_NOBITS};
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
             Err(e) => {
                 if std::env::var_os("CI").is_some() {
                     panic!("{}: {e} (needed in CI)", path.display());
@@ -1054,29 +1054,27 @@ mod tests {
                 return None;
             }
         };
-        let elf = goblin::elf::Elf::parse(&bytes).expect("an ELF file");
-        let sym = elf
-            .dynsyms
-            .iter()
-            .find(|s| elf.dynstrtab.get_at(s.st_name) == Some("_PyRuntime"))
-            .unwrap_or_else(|| panic!("{}: no _PyRuntime in .dynsym", path.display()));
+        let elf = ElfFile::parse(&file).expect("an ELF file");
+        let (_, value) = elf
+            .find_symbols(&["_PyRuntime"])
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("{}: no _PyRuntime symbol", path.display()));
         let sh = elf
-            .section_headers
+            .sections
             .iter()
-            .find(|sh| {
-                sh.sh_type != SHT_NOBITS
-                    && sh.sh_addr <= sym.st_value
-                    && sym.st_value < sh.sh_addr + sh.sh_size
-            })
+            .find(|sh| sh.kind != SHT_NOBITS && sh.addr <= value && value < sh.addr + sh.size)
             .unwrap_or_else(|| {
                 panic!(
                     "{}: _PyRuntime is in no file-backed section",
                     path.display()
                 )
             });
-        let start = (sh.sh_offset + (sym.st_value - sh.sh_addr)) as usize;
-        let end = (start + BLOCK_LEN).min(bytes.len());
-        Some(bytes[start..end].to_vec())
+        let start = sh.offset + (value - sh.addr);
+        let len = BLOCK_LEN.min((sh.size - (value - sh.addr)) as usize);
+        let mut block = vec![0u8; len];
+        file.read_exact_at(start, &mut block).expect("read the block");
+        Some(block)
     }
 
     /// (version, the build pyspy's table was generated from, binary). Other builds (Debian's

@@ -222,17 +222,19 @@ mod tests {
                 path: None,
                 deleted: false,
             }],
+            root: None,
             files: crate::attach::process::FileLookup::Proc,
         };
         let binary = Binary {
             path: "/usr/bin/python3".into(),
             symbols: Vec::new(),
             sections: vec![Section {
-                name: ".PyRuntime".into(),
+                name: ".PyRuntime",
                 addr: runtime,
                 size: head + 8,
             }],
             version_string: Some(version),
+            mapped_at: (s.range.start, 1),
         };
         locate(&s.image, &process, &binary).unwrap()
     }

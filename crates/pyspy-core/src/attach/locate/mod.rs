@@ -77,15 +77,26 @@ pub struct Located {
     pub interpreter: Interpreter,
     /// Path (as the target sees it) of the binary holding the interpreter.
     pub binary: String,
+    /// Where that binary's lowest mapping starts, and its inode ([`Binary::mapped_at`]).
+    pub mapped_at: (u64, u64),
     /// The strategy that found it.
     pub located_by: LocatedBy,
 }
 
+/// Most binaries opened per attach besides the main executable: a target mapping many
+/// `python*` files costs no more. (One mapping more than this many executable files named like
+/// Python below its real libpython can hide it: attach then fails, it never hangs.)
+pub const MAX_CANDIDATES: usize = 16;
+
 /// The binaries that may hold an interpreter, opened: any mapped `libpython*`, the main
 /// executable, then any other mapped `python*` (a program embedding Python statically, or the
 /// dynamic loader started with python as its argument, whose python is then a mapped file).
+///
+/// Only files the process runs code from count — those with an executable mapping — so a data
+/// file that merely has such a name (mapped to be read, or crafted) is never opened, and at
+/// most [`MAX_CANDIDATES`] are besides the main executable.
 pub fn candidate_binaries(process: &ProcessInfo) -> (Vec<Binary>, Option<Error>) {
-    let mut seen: Vec<&str> = Vec::new();
+    let mut seen: Vec<(&str, u64)> = Vec::new();
     let mut maps: Vec<&MemoryMap> = Vec::new();
     let exe_name = process.exe.rsplit('/').next().unwrap_or(&process.exe);
     let preds: [&dyn Fn(&str) -> bool; 3] = [
@@ -94,27 +105,43 @@ pub fn candidate_binaries(process: &ProcessInfo) -> (Vec<Binary>, Option<Error>)
         // python3.12, python2.7, python3.13d — not extension modules (`*.cpython-312-*.so`).
         &|name| name.starts_with("python"),
     ];
+    let runs_code = |path: &str, inode: u64| {
+        process
+            .maps
+            .iter()
+            .any(|m| m.executable && m.inode == inode && m.path.as_deref() == Some(path))
+    };
     for pred in preds {
         for map in &process.maps {
             let (Some(path), Some(name)) = (map.path.as_deref(), map.file_name()) else {
                 continue;
             };
-            if pred(name) && !seen.contains(&path) {
-                seen.push(path);
+            if pred(name)
+                && !seen.contains(&(path, map.inode))
+                && (maps.len() < MAX_CANDIDATES || path == process.exe)
+                && runs_code(path, map.inode)
+            {
+                seen.push((path, map.inode));
                 maps.push(map);
             }
         }
     }
-    let mut last_err = None;
+    // A file that could not be opened at all (replaced, no right) explains a failure better
+    // than one that is not ELF.
+    let opening = |e: &Error| matches!(e, Error::PermissionDenied { .. } | Error::Io { .. });
+    let mut open_err: Option<Error> = None;
     let binaries = maps
         .into_iter()
         .filter_map(|m| {
             Binary::open(process, m)
-                .map_err(|e| last_err = Some(e))
+                .map_err(|e| match &open_err {
+                    Some(old) if opening(old) || !opening(&e) => {}
+                    _ => open_err = Some(e),
+                })
                 .ok()
         })
         .collect();
-    (binaries, last_err)
+    (binaries, open_err)
 }
 
 /// Finds the interpreter with `strategy`.
@@ -157,6 +184,7 @@ pub fn locate<M: Memory>(
                     return Ok(Located {
                         interpreter,
                         binary: binary.path.clone(),
+                        mapped_at: binary.mapped_at,
                         located_by,
                     })
                 }
@@ -200,6 +228,16 @@ impl Failures {
         if self.not_initialised {
             return Error::NotInitialised { pid };
         }
+        // A binary that could not be opened because it was replaced (or the caller lacks a
+        // right) is the cause: without it the strategies had nothing to find.
+        let open_err = match open_err {
+            Some(e @ (Error::PermissionDenied { .. } | Error::Io { .. }))
+                if self.unsupported.is_none() =>
+            {
+                return e
+            }
+            other => other,
+        };
         if let Some(e) = self.unsupported.or(self.other).or(open_err) {
             return e;
         }
