@@ -22,7 +22,8 @@ set -euo pipefail
 #   valgrind, pkg-config: the C API tests (tests/c) run under valgrind and build with
 #               `pkg-config pyspy`; golang-go also runs `go test` in bindings/go.
 #   zsh, fish:  load the scripts `pyspy completions zsh|fish` writes (bash is there already).
-HOST_PACKAGES=(python3.11 golang-go tmux valgrind pkg-config libclang-dev zsh fish)
+#   libpython3.11-dev: Python.h for the C extension the native-stack test builds for 3.11-debian.
+HOST_PACKAGES=(python3.11 libpython3.11-dev golang-go tmux valgrind pkg-config libclang-dev zsh fish)
 
 CHROOT_PYTHONS=(python3.14 python3.15)
 DEV_PACKAGES=(libpython3.14-dev libpython3.15-dev)

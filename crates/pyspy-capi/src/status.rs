@@ -79,6 +79,7 @@ impl pyspy_status {
             E::Memory(_) => pyspy_status::Memory,
             E::Corrupt(_) => pyspy_status::Corrupt,
             E::Io { .. } => pyspy_status::Io,
+            E::InvalidOptions { .. } => pyspy_status::InvalidArgument,
             _ => pyspy_status::Other,
         }
     }

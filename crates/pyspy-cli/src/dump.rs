@@ -18,6 +18,26 @@ pub struct Args {
     /// moment, so the stacks are consistent).
     #[arg(long)]
     nonblocking: bool,
+    /// Also show native (C, C++, Rust) frames, merged with the Python ones in call order.
+    #[arg(long)]
+    native: bool,
+    /// With --native, also show the interpreter's own frames (its call machinery and the
+    /// start-up below the outermost Python frame).
+    #[arg(long)]
+    native_all: bool,
+}
+
+/// `--native` reads each thread's stack while the thread is paused: refuse it with
+/// `--nonblocking` before attaching (record and top share this).
+pub fn check_native(native: bool, nonblocking: bool) -> Result<(), pyspy_core::Error> {
+    if native && nonblocking {
+        return Err(pyspy_core::Error::InvalidOptions {
+            reason: "--native reads each thread's native stack while the thread is paused, so \
+                     it cannot be combined with --nonblocking: drop one of them"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 fn parse_locate(s: &str) -> Result<LocateStrategy, String> {
@@ -27,7 +47,12 @@ fn parse_locate(s: &str) -> Result<LocateStrategy, String> {
 }
 
 pub fn run(args: &Args) -> Result<(), pyspy_core::Error> {
-    let sample = SampleOptions::default().pause(!args.nonblocking);
+    let native = args.native || args.native_all;
+    check_native(native, args.nonblocking)?;
+    let sample = SampleOptions::default()
+        .pause(!args.nonblocking)
+        .native(native)
+        .native_all(args.native_all);
     let options = AttachOptions::default().locate(args.locate).sample(sample);
     let mut session = pyspy_core::attach(args.pid, &options)?;
     let snapshot = session.snapshot()?;
@@ -45,12 +70,17 @@ fn thread_json(t: &ThreadStack) -> Value {
         .frames
         .iter()
         .map(|f| {
-            json!({
-                "function": &*f.function,
+            let mut frame = json!({
+                "function": (!f.native || !f.function.is_empty()).then_some(&*f.function),
                 "qualname": f.qualname.as_deref(),
                 "filename": &*f.filename,
                 "line": f.line,
-            })
+                "native": f.native,
+            });
+            if let Some(address) = f.address {
+                frame["address"] = json!(address);
+            }
+            frame
         })
         .collect();
     json!({
@@ -101,7 +131,17 @@ fn to_text(session: &Session, snapshot: &Snapshot) -> String {
         let _ = writeln!(out, "\nThread {id} ({}){name}", state.join("+"));
         for f in &t.frames {
             let name = f.qualname.as_deref().unwrap_or(&f.function);
-            let _ = writeln!(out, "    {name} ({}:{})", f.filename, f.line);
+            if !f.native {
+                let _ = writeln!(out, "    {name} ({}:{})", f.filename, f.line);
+                continue;
+            }
+            let address = format!("{:#x}", f.address.unwrap_or(0));
+            let name = if name.is_empty() { &address } else { name };
+            match f.line {
+                0 => writeln!(out, "    {name} ({}) [native]", f.filename),
+                line => writeln!(out, "    {name} ({}:{line}) [native]", f.filename),
+            }
+            .unwrap_or_default();
         }
     }
     out

@@ -7,7 +7,8 @@
 //! steady rate and aggregate them into a [`Profile`] that the [`export`] functions write as
 //! pprof, collapsed stacks, speedscope or a Chrome trace. It never runs code in the target and
 //! never changes its memory; it stops the target's threads only when asked
-//! ([`SampleOptions::pause`]). It does not unwind native (C) stacks.
+//! ([`SampleOptions::pause`]). With [`SampleOptions::native`] it also unwinds each thread's
+//! native (C, C++, Rust) stack and merges it with the Python one.
 //!
 //! ```no_run
 //! use pyspy_core::{attach, AttachOptions};
@@ -67,6 +68,7 @@ macro_rules! internal_mod {
 
 internal_mod!(attach);
 internal_mod!(memory);
+internal_mod!(native);
 internal_mod!(walk);
 mod error;
 mod profile;

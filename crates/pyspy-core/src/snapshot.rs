@@ -44,16 +44,24 @@ pub struct ThreadStack {
     pub frames: Vec<Frame>,
 }
 
-/// One Python frame.
+/// One frame: a Python frame, or with [`SampleOptions::native`](crate::SampleOptions) a
+/// native (C, C++, Rust) one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Frame {
-    /// `co_name`.
+    /// `co_name`; for a native frame the demangled function name, empty if unknown.
     pub function: Arc<str>,
-    /// `co_qualname` (3.11+).
+    /// `co_qualname` (3.11+); `None` for native frames.
     pub qualname: Option<Arc<str>>,
-    /// `co_filename`, as the target sees it.
+    /// `co_filename`, as the target sees it; for a native frame its source file where debug
+    /// info says, else the path of its binary (`[unknown]` outside every mapped file).
     pub filename: Arc<str>,
-    /// The line being executed (0 if the line table has no line for the instruction).
+    /// The line being executed (0 if the line table has no line for the instruction, or a
+    /// native frame has no debug info).
     pub line: i32,
+    /// Whether this is a native frame.
+    pub native: bool,
+    /// A native frame's address: the instruction pointer for the innermost frame, the return
+    /// address for the others. `None` for Python frames.
+    pub address: Option<u64>,
 }

@@ -21,6 +21,9 @@ pub(super) struct RawFrame {
     position: u64,
     /// 3.11+: the frame's `owner`.
     owner: u8,
+    /// The first (outermost) frame its eval-loop call runs: every frame up to 3.10, 3.11's
+    /// `is_entry`, and on 3.12+ a frame linked to an entry frame the C stack owns.
+    entry: bool,
 }
 
 impl Walker {
@@ -38,16 +41,26 @@ impl Walker {
         let buf = storage
             .get_mut(..len)
             .ok_or(Error::Corrupt("frame layout larger than expected"))?;
-        let mut out = Vec::new();
+        let mut out: Vec<RawFrame> = Vec::new();
         let mut addr = first;
         while addr != 0 && self.visited.len() < MAX_FRAMES {
             if !self.visited.insert(addr) {
                 return Err(Error::Corrupt("frame chain is cyclic"));
             }
             mem.read(addr, buf)?;
-            let (back, raw) = parse_frame(&self.layout, buf)?;
+            let (back, raw, boundary) = parse_frame(&self.layout, buf)?;
+            if boundary {
+                if let Some(last) = out.last_mut() {
+                    last.entry = true;
+                }
+            }
             out.extend(raw);
             addr = back;
+        }
+        if addr == 0 {
+            if let Some(last) = out.last_mut() {
+                last.entry = true;
+            }
         }
         Ok(out)
     }
@@ -69,24 +82,23 @@ impl Walker {
             .collect::<Result<Vec<_>>>()?;
         let l = &self.layout;
         let mut out = Vec::with_capacity(threads.len());
+        self.groups.clear();
         for raws in threads {
             let mut frames = Vec::with_capacity(raws.len());
+            // Sizes of the eval-loop groups (see `native::merge`), when asked for.
+            let mut groups = Vec::new();
+            let mut group_start = 0;
             for raw in raws {
-                let Ok(i) = addrs.binary_search(&raw.code) else {
-                    continue;
-                };
-                let Some(info) = &infos[i] else {
-                    continue; // not a code object
-                };
-                let Some(offset) = instruction_offset(l, raw, info)? else {
-                    continue;
-                };
-                frames.push(Frame {
-                    function: info.name.clone(),
-                    qualname: info.qualname.clone(),
-                    filename: info.filename.clone(),
-                    line: info.line(offset),
-                });
+                if let Some(frame) = resolve_one(l, &addrs, &infos, raw)? {
+                    frames.push(frame);
+                }
+                if raw.entry && self.collect_groups {
+                    groups.push((frames.len() - group_start) as u32);
+                    group_start = frames.len();
+                }
+            }
+            if self.collect_groups {
+                self.groups.push(groups);
             }
             out.push(frames);
         }
@@ -95,10 +107,37 @@ impl Walker {
 
 }
 
-/// Decodes one frame's bytes: its back link and, unless it is not a Python frame, the raw
-/// frame. 3.11+ frames owned by the C stack or the interpreter, and frames with no code, are
-/// links only.
-fn parse_frame(l: &Layout, buf: &[u8]) -> Result<(u64, Option<RawFrame>)> {
+/// The frame a raw frame shows, if it is a code object's frame that has started.
+fn resolve_one(
+    l: &Layout,
+    addrs: &[u64],
+    infos: &[Option<std::sync::Arc<CodeInfo>>],
+    raw: &RawFrame,
+) -> Result<Option<Frame>> {
+    let Ok(i) = addrs.binary_search(&raw.code) else {
+        return Ok(None);
+    };
+    let Some(info) = &infos[i] else {
+        return Ok(None); // not a code object
+    };
+    let Some(offset) = instruction_offset(l, raw, info)? else {
+        return Ok(None);
+    };
+    Ok(Some(Frame {
+        function: info.name.clone(),
+        qualname: info.qualname.clone(),
+        filename: info.filename.clone(),
+        line: info.line(offset),
+        native: false,
+        address: None,
+    }))
+}
+
+/// Decodes one frame's bytes: its back link, the raw frame unless it is not a Python frame,
+/// and whether it is an entry frame the C stack or the interpreter owns (3.12+: it marks
+/// where an eval-loop call began). 3.11+ frames owned by the C stack or the interpreter, and
+/// frames with no code, are links only.
+fn parse_frame(l: &Layout, buf: &[u8]) -> Result<(u64, Option<RawFrame>, bool)> {
     let err = || Error::Corrupt("frame field");
     let get = |off: Option<u32>| off.and_then(|o| field_u64(buf, o)).ok_or_else(err);
     match l.frames {
@@ -113,8 +152,9 @@ fn parse_frame(l: &Layout, buf: &[u8]) -> Result<(u64, Option<RawFrame>)> {
                 code,
                 position: i64::from(lasti) as u64,
                 owner: 0,
+                entry: true,
             };
-            Ok((back, (code != 0).then_some(raw)))
+            Ok((back, (code != 0).then_some(raw), false))
         }
         FrameModel::InterpreterFrame => {
             let previous = get(l.iframe_previous)?;
@@ -127,15 +167,23 @@ fn parse_frame(l: &Layout, buf: &[u8]) -> Result<(u64, Option<RawFrame>)> {
             if l.executable_tagged {
                 code &= !STACKREF_TAG_MASK;
             }
-            if l.owner_not_python.is_some_and(|min| owner >= min) || code == 0 {
-                return Ok((previous, None));
+            if l.owner_not_python.is_some_and(|min| owner >= min) {
+                return Ok((previous, None, true));
             }
+            if code == 0 {
+                return Ok((previous, None, false));
+            }
+            let entry = match l.iframe_is_entry {
+                Some(o) => buf.get(o as usize).copied().ok_or_else(err)? != 0,
+                None => false,
+            };
             let raw = RawFrame {
                 code,
                 position: instr,
                 owner,
+                entry,
             };
-            Ok((previous, Some(raw)))
+            Ok((previous, Some(raw), false))
         }
     }
 }

@@ -45,6 +45,10 @@ pub struct Walker {
     /// The small reads of the last walk, read again in one batch before the next (see
     /// [`Prefetched`]).
     prefetch: PrefetchPlan,
+    /// Whether walks note each thread's eval-loop groups (for native stacks).
+    collect_groups: bool,
+    /// Per thread of the last walk: the sizes of its eval-loop groups, innermost first.
+    groups: Vec<Vec<u32>>,
 }
 
 fn span(fields: &[Option<u32>]) -> usize {
@@ -68,6 +72,7 @@ impl Walker {
                 l.iframe_executable,
                 l.iframe_instr_ptr,
                 l.iframe_owner,
+                l.iframe_is_entry,
             ]),
         };
         Walker {
@@ -77,7 +82,21 @@ impl Walker {
             tstate_len,
             frame_len,
             prefetch: PrefetchPlan::default(),
+            collect_groups: false,
+            groups: Vec::new(),
         }
+    }
+
+    /// Makes walks note each thread's eval-loop groups ([`Walker::groups`]).
+    pub fn collect_groups(&mut self, on: bool) {
+        self.collect_groups = on;
+    }
+
+    /// For each thread of the last walk (in its order), the sizes of the groups of frames
+    /// one eval-loop call runs, innermost first (see `native::merge`); empty unless
+    /// [`Walker::collect_groups`] is on.
+    pub fn groups(&self) -> &[Vec<u32>] {
+        &self.groups
     }
 
     /// Reads every thread's stack, with each thread's `PyInterpreterState*` address.

@@ -99,6 +99,8 @@ pub struct Layout {
     /// `prev_instr` (3.11–3.12) or `instr_ptr` (3.13+): both give the current instruction.
     pub iframe_instr_ptr: Option<u32>,
     pub iframe_owner: Option<u32>,
+    /// 3.11: `is_entry`, set on the first frame an eval-loop call runs (native merging).
+    pub iframe_is_entry: Option<u32>,
     pub iframe_localsplus: Option<u32>,
     /// Frames whose `owner` is at least this value belong to the C stack or the interpreter,
     /// not to Python code (3.12+).

@@ -1,0 +1,360 @@
+//! Unwinding a thread's native stack from its registers: the files mapped into the target,
+//! their unwind sections, and framehop walking the stack through pyspy's [`Memory`].
+//!
+//! framehop applies DWARF CFI from `.eh_frame` (indexed by `.eh_frame_hdr`, or indexed here
+//! when that is missing) or `.debug_frame`, and falls back to the frame pointer where a file
+//! has no rule for an address. It only reads the stack through a callback, which reads
+//! [`Memory`]: the same code unwinds a live process held in ptrace-stop and a core file.
+//!
+//! Bounded: at most [`MAX_NATIVE_FRAMES`] frames and [`MAX_STACK_BYTES`] of stack per thread;
+//! framehop ends the walk with an error when the stack pointer goes backwards or nothing
+//! advances, so a hostile stack cannot loop.
+
+use super::elf::ElfFile;
+use super::registers::Registers;
+use super::symbols::{find_debug_file, BinarySymbols, Symbol};
+use crate::memory::{Memory, MemoryExt};
+use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
+use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder as _};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Most native frames unwound per thread (a Python recursion 1000 deep is ~5000 C frames on
+/// 3.10 and older).
+pub const MAX_NATIVE_FRAMES: usize = 8192;
+/// Most stack bytes read per thread (the default thread stack is 8 MiB).
+pub const MAX_STACK_BYTES: usize = 8 << 20;
+/// Stack is read in chunks of this size (one system call each).
+const STACK_CHUNK: u64 = 16 << 10;
+/// Largest unwind section read (`.eh_frame` of a large C++ library is a few MiB).
+const MAX_UNWIND_SECTION: u64 = 128 << 20;
+/// Most files (mapped binaries) kept.
+const MAX_MODULES: usize = 4096;
+
+/// A file mapped into the target, for unwinding: every mapping of it merged into one range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedFile {
+    /// The lowest address of any mapping of the file.
+    pub start: u64,
+    /// The end of its highest mapping.
+    pub end: u64,
+    /// The lowest mapping's start and file offset (for the load bias).
+    pub first_start: u64,
+    pub first_offset: u64,
+    /// The file's path as the target sees it.
+    pub path: String,
+    /// Where pyspy opens it.
+    pub host: PathBuf,
+}
+
+impl MappedFile {
+    /// The files with an executable mapping in `process`'s maps, opened through its root.
+    pub fn of_process(process: &crate::attach::process::ProcessInfo) -> Vec<MappedFile> {
+        let mut out: Vec<MappedFile> = Vec::new();
+        let mut maps: Vec<_> = process.maps.iter().filter(|m| m.path.is_some()).collect();
+        maps.sort_by_key(|m| m.start);
+        for map in &maps {
+            if !map.executable {
+                continue;
+            }
+            if out
+                .iter()
+                .any(|f| Some(&f.path) == map.path.as_ref() && f.start <= map.start)
+            {
+                continue;
+            }
+            let same: Vec<_> = maps
+                .iter()
+                .filter(|m| m.path == map.path && m.inode == map.inode)
+                .collect();
+            let first = same.first().copied().unwrap_or(map);
+            let Some(host) = process.mapping_file(first) else {
+                continue;
+            };
+            out.push(MappedFile {
+                start: first.start,
+                end: same.iter().map(|m| m.end).max().unwrap_or(map.end),
+                first_start: first.start,
+                first_offset: first.offset,
+                path: map.path.clone().unwrap_or_default(),
+                host,
+            });
+            if out.len() == MAX_MODULES {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// A file known to the unwinder, with its symbols once something asked for them.
+#[derive(Debug)]
+struct Loaded {
+    range: Range<u64>,
+    bias: u64,
+    path: Arc<str>,
+    host: PathBuf,
+    symbols: Option<BinarySymbols>,
+}
+
+/// Where one native frame's address is: its file, and the function(s) there.
+#[derive(Debug, Clone)]
+pub struct Located {
+    /// The file's path as the target sees it; `None` outside every known file (JIT code, the
+    /// vDSO, memory that is not mapped).
+    pub path: Option<Arc<str>>,
+    /// Innermost inlined function first; never empty for an address inside a file.
+    pub symbols: Arc<[Symbol]>,
+}
+
+/// The unwinder of one process: its mapped files, their unwind rules and symbols.
+pub struct Unwinder {
+    /// The target's root directory (separate debug files are looked for under it).
+    root: PathBuf,
+    loaded: Vec<Loaded>,
+    framehop: UnwinderX86_64<Vec<u8>>,
+    cache: CacheX86_64,
+}
+
+impl std::fmt::Debug for Unwinder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unwinder")
+            .field("root", &self.root)
+            .field("loaded", &self.loaded)
+            .finish()
+    }
+}
+
+impl Unwinder {
+    /// An unwinder over `files`, looking for separate debug files under `root`.
+    pub fn new(root: PathBuf, files: Vec<MappedFile>) -> Unwinder {
+        let mut u = Unwinder {
+            root,
+            loaded: Vec::new(),
+            framehop: UnwinderX86_64::new(),
+            cache: CacheX86_64::new(),
+        };
+        u.update(files);
+        u
+    }
+
+    /// Brings the file list up to date: files no longer mapped are dropped, new ones read.
+    pub fn update(&mut self, files: Vec<MappedFile>) {
+        let keep = |l: &Loaded| {
+            files
+                .iter()
+                .any(|f| f.start == l.range.start && f.end == l.range.end && *f.path == *l.path)
+        };
+        let (kept, gone): (Vec<Loaded>, Vec<Loaded>) =
+            std::mem::take(&mut self.loaded).into_iter().partition(keep);
+        for g in gone {
+            self.framehop.remove_module(g.range.start);
+        }
+        self.loaded = kept;
+        for f in files {
+            if self.loaded.len() >= MAX_MODULES {
+                break;
+            }
+            if self.loaded.iter().any(|l| l.range.start == f.start) {
+                continue;
+            }
+            let Ok(elf) = ElfFile::open(&f.host) else {
+                continue;
+            };
+            let Some(bias) = elf.load_bias(f.first_start, f.first_offset) else {
+                continue;
+            };
+            let module = Module::new(
+                f.path.clone(),
+                f.start..f.end,
+                bias,
+                ExplicitModuleSectionInfo {
+                    base_svma: 0,
+                    text_svma: elf.section_range(".text"),
+                    got_svma: elf.section_range(".got"),
+                    eh_frame_svma: elf.section_range(".eh_frame"),
+                    eh_frame: elf.section_data(".eh_frame", MAX_UNWIND_SECTION),
+                    eh_frame_hdr_svma: elf.section_range(".eh_frame_hdr"),
+                    eh_frame_hdr: elf.section_data(".eh_frame_hdr", MAX_UNWIND_SECTION),
+                    debug_frame: elf.section_data(".debug_frame", MAX_UNWIND_SECTION),
+                    ..Default::default()
+                },
+            );
+            self.framehop.add_module(module);
+            self.loaded.push(Loaded {
+                range: f.start..f.end,
+                bias,
+                path: Arc::from(f.path.as_str()),
+                host: f.host,
+                symbols: None,
+            });
+        }
+        self.loaded.sort_by_key(|l| l.range.start);
+    }
+
+    /// Whether `addr` is inside a known file.
+    pub fn knows(&self, addr: u64) -> bool {
+        self.find(addr).is_some()
+    }
+
+    fn find(&self, addr: u64) -> Option<usize> {
+        let i = self.loaded.partition_point(|l| l.range.start <= addr);
+        let i = i.checked_sub(1)?;
+        self.loaded[i].range.contains(&addr).then_some(i)
+    }
+
+    /// The return addresses of the thread whose registers are `regs`, innermost first (the
+    /// instruction pointer first). The walk stops at the end of the stack, at
+    /// [`MAX_NATIVE_FRAMES`], or where the stack cannot be unwound further (then what was
+    /// found so far is returned).
+    pub fn unwind<M: Memory + ?Sized>(&mut self, mem: &M, regs: Registers) -> Vec<FrameAddress> {
+        let mut stack = StackReader::new(mem);
+        let mut read = |addr: u64| stack.read_u64(addr);
+        let mut frames = self.framehop.iter_frames(
+            regs.ip,
+            UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp),
+            &mut self.cache,
+            &mut read,
+        );
+        let mut out = Vec::new();
+        while out.len() < MAX_NATIVE_FRAMES {
+            match frames.next() {
+                Ok(Some(f)) => out.push(f),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// The file and functions at a frame's address (for a return address, at the call
+    /// instruction before it).
+    pub fn locate(&mut self, frame: FrameAddress) -> Located {
+        let addr = frame.address_for_lookup();
+        let Some(i) = self.find(addr) else {
+            return Located {
+                path: None,
+                symbols: Arc::from([Symbol {
+                    function: None,
+                    file: None,
+                    line: 0,
+                }]),
+            };
+        };
+        let root = &self.root;
+        let l = &mut self.loaded[i];
+        let symbols = l.symbols.get_or_insert_with(|| match ElfFile::open(&l.host) {
+            Ok(elf) => {
+                let debug = find_debug_file(root, &l.path, &elf);
+                BinarySymbols::new(&elf, debug.as_ref())
+            }
+            Err(_) => BinarySymbols::empty(),
+        });
+        Located {
+            path: Some(l.path.clone()),
+            symbols: symbols.lookup(addr.wrapping_sub(l.bias)),
+        }
+    }
+}
+
+/// Reads a thread's stack in chunks, each once per unwind, within [`MAX_STACK_BYTES`].
+struct StackReader<'a, M: ?Sized> {
+    mem: &'a M,
+    chunks: Vec<(u64, Vec<u8>)>,
+    read: usize,
+}
+
+impl<'a, M: Memory + ?Sized> StackReader<'a, M> {
+    fn new(mem: &'a M) -> Self {
+        StackReader {
+            mem,
+            chunks: Vec::new(),
+            read: 0,
+        }
+    }
+
+    fn read_u64(&mut self, addr: u64) -> Result<u64, ()> {
+        let base = addr & !(STACK_CHUNK - 1);
+        let at = (addr - base) as usize;
+        if at + 8 > STACK_CHUNK as usize {
+            return self.mem.read_u64(addr).map_err(|_| ());
+        }
+        if let Some((_, chunk)) = self.chunks.iter().rev().find(|(b, _)| *b == base) {
+            return word(chunk, at);
+        }
+        if self.read >= MAX_STACK_BYTES {
+            return Err(());
+        }
+        self.read += STACK_CHUNK as usize;
+        let mut chunk = vec![0u8; STACK_CHUNK as usize];
+        if self.mem.read(base, &mut chunk).is_ok() {
+            let value = word(&chunk, at);
+            self.chunks.push((base, chunk));
+            return value;
+        }
+        // The chunk runs past the stack's mapping: read the word alone.
+        self.mem.read_u64(addr).map_err(|_| ())
+    }
+}
+
+fn word(chunk: &[u8], at: usize) -> Result<u64, ()> {
+    let bytes = chunk.get(at..at + 8).ok_or(())?;
+    Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryImage;
+
+    #[test]
+    fn frame_pointer_chain_is_followed_and_bounded() {
+        // No modules: framehop falls back to the frame pointer. Build a chain of frames
+        // [rbp] = caller's rbp, [rbp+8] = return address.
+        let mut img = MemoryImage::new();
+        let stack_base = 0x7fff_0000_0000u64;
+        let mut bytes = vec![0u8; 0x1000];
+        let frames = [(0x100u64, 0x4000_1000u64), (0x200, 0x4000_2000), (0x300, 0x4000_3000)];
+        for (i, (off, ret)) in frames.iter().enumerate() {
+            let next = frames.get(i + 1).map_or(0, |(o, _)| stack_base + o);
+            bytes[*off as usize..*off as usize + 8].copy_from_slice(&next.to_le_bytes());
+            bytes[*off as usize + 8..*off as usize + 16].copy_from_slice(&ret.to_le_bytes());
+        }
+        img.add(stack_base, &bytes);
+        let mut u = Unwinder::new(PathBuf::from("/"), Vec::new());
+        let regs = Registers {
+            ip: 0x4000_0000,
+            sp: stack_base + 0x80,
+            bp: stack_base + 0x100,
+        };
+        let got: Vec<u64> = u.unwind(&img, regs).iter().map(|f| f.address()).collect();
+        assert_eq!(got[0], 0x4000_0000);
+        assert_eq!(&got[1..3], &[0x4000_1000, 0x4000_2000]);
+        assert!(got.len() <= 4, "{got:x?}");
+    }
+
+    #[test]
+    fn a_self_referencing_frame_does_not_loop() {
+        let mut img = MemoryImage::new();
+        let base = 0x7fff_0000_0000u64;
+        let mut bytes = vec![0u8; 0x100];
+        bytes[0x10..0x18].copy_from_slice(&(base + 0x10).to_le_bytes());
+        bytes[0x18..0x20].copy_from_slice(&0x4000_1000u64.to_le_bytes());
+        img.add(base, &bytes);
+        let mut u = Unwinder::new(PathBuf::from("/"), Vec::new());
+        let regs = Registers {
+            ip: 0x4000_0000,
+            sp: base,
+            bp: base + 0x10,
+        };
+        assert!(u.unwind(&img, regs).len() < 4);
+    }
+
+    #[test]
+    fn unknown_addresses_have_no_file() {
+        let mut u = Unwinder::new(PathBuf::from("/"), Vec::new());
+        let l = u.locate(FrameAddress::from_instruction_pointer(0x1234));
+        assert!(l.path.is_none());
+        assert_eq!(l.symbols[0].function, None);
+    }
+}
