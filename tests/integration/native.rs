@@ -78,11 +78,15 @@ fn build_extension(interp: &Interpreter) -> Result<(StagedDir, PathBuf), String>
     let (_, source) = dir.write("nativeext.c", EXTENSION);
     let host = dir.host_path();
     std::fs::create_dir_all(host.join(".debug")).map_err(|e| e.to_string())?;
-    run(Command::new("gcc")
-        .args(["-shared", "-fPIC", "-g", "-O2", "-o", "nativeext.so"])
-        .arg(format!("-I{}", include.display()))
-        .arg(&source)
-        .current_dir(host))?;
+    let mut gcc = Command::new("gcc");
+    gcc.args(["-shared", "-fPIC", "-g", "-O2", "-o", "nativeext.so"])
+        .arg(format!("-I{}", include.display()));
+    if let Some(root) = &interp.chroot {
+        // Debian's pyconfig.h includes <x86_64-linux-gnu/python3.X/pyconfig.h>: look in the
+        // chroot's /usr/include after the host's own directories.
+        gcc.arg("-idirafter").arg(root.join("usr/include"));
+    }
+    run(gcc.arg(&source).current_dir(host))?;
     run(Command::new("objcopy")
         .args([
             "--only-keep-debug",

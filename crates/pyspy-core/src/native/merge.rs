@@ -16,6 +16,8 @@
 //! frames are appended, outermost last, so no Python frame is ever lost.
 
 use crate::snapshot::Frame;
+#[cfg(feature = "internals")]
+use std::sync::Arc;
 
 /// What a native frame is to the merge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,9 +104,24 @@ pub fn merge(
     out
 }
 
+/// A native frame at `address` whose function is unknown (for pyspy's fuzz targets, which
+/// cannot build a `Frame` themselves).
+#[cfg(feature = "internals")]
+pub fn unnamed_native_frame(address: u64) -> Frame {
+    Frame {
+        function: Arc::from(""),
+        qualname: None,
+        filename: Arc::from("[unknown]"),
+        line: 0,
+        native: true,
+        address: Some(address),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(not(feature = "internals"))]
     use std::sync::Arc;
 
     fn py(name: &str) -> Frame {

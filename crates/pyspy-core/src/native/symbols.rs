@@ -183,12 +183,12 @@ fn load_dwarf(elf: &ElfFile) -> Option<addr2line::Context<Reader>> {
     addr2line::Context::from_dwarf(dwarf).ok()
 }
 
-/// The separate debug file of `elf` (mapped into the target at `path`), looked for under
-/// `root` (the target's root directory, so a container's debug files are its own): by build
-/// id in `/usr/lib/debug/.build-id/`, then by `.gnu_debuglink` next to the binary, in its
-/// `.debug/` directory and under `/usr/lib/debug/`. A candidate with a different build id is
-/// not taken.
-pub fn find_debug_file(root: &Path, path: &str, elf: &ElfFile) -> Option<ElfFile> {
+/// The separate debug file of `elf` (mapped into the target at `path`, opened by pyspy at
+/// `host`), looked for under `root` (the target's root directory, so a container's debug
+/// files are its own): by build id in `/usr/lib/debug/.build-id/`, then by `.gnu_debuglink`
+/// next to the binary, in its `.debug/` directory and under `/usr/lib/debug/`. A candidate
+/// with a different build id is not taken.
+pub fn find_debug_file(root: &Path, path: &str, host: &Path, elf: &ElfFile) -> Option<ElfFile> {
     let id = elf.build_id();
     let mut candidates: Vec<PathBuf> = Vec::new();
     let under_root = |p: &str| root.join(p.trim_start_matches('/'));
@@ -204,12 +204,16 @@ pub fn find_debug_file(root: &Path, path: &str, elf: &ElfFile) -> Option<ElfFile
     }
     if let Some(link) = elf.debuglink() {
         let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
-        candidates.push(under_root(&format!("{dir}/{link}")));
-        candidates.push(under_root(&format!("{dir}/.debug/{link}")));
+        // Under the target's root, then as the path reads on the host: a chroot's maps show
+        // host paths, which do not exist under its root.
+        for base in [under_root(dir), PathBuf::from(dir)] {
+            candidates.push(base.join(&link));
+            candidates.push(base.join(".debug").join(&link));
+        }
         candidates.push(under_root(&format!("/usr/lib/debug{dir}/{link}")));
     }
     candidates.into_iter().find_map(|c| {
-        if c.as_os_str() == under_root(path).as_os_str() {
+        if c == host || c.as_os_str() == path {
             return None; // the binary itself
         }
         let debug = ElfFile::open(&c).ok()?;

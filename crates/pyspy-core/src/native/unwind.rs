@@ -88,6 +88,35 @@ impl MappedFile {
     }
 }
 
+/// What framehop unwinds one file with: section address ranges (SVMAs) and contents.
+#[derive(Debug, Clone, Default)]
+pub struct UnwindSections {
+    pub text: Option<Range<u64>>,
+    pub got: Option<Range<u64>>,
+    pub eh_frame: Option<(Range<u64>, Vec<u8>)>,
+    pub eh_frame_hdr: Option<(Range<u64>, Vec<u8>)>,
+    pub debug_frame: Option<Vec<u8>>,
+}
+
+impl UnwindSections {
+    /// The unwind sections of `elf` (each at most [`MAX_UNWIND_SECTION`] bytes).
+    pub fn of_elf(elf: &ElfFile) -> UnwindSections {
+        let with_range = |name: &str| {
+            Some((
+                elf.section_range(name)?,
+                elf.section_data(name, MAX_UNWIND_SECTION)?,
+            ))
+        };
+        UnwindSections {
+            text: elf.section_range(".text"),
+            got: elf.section_range(".got"),
+            eh_frame: with_range(".eh_frame"),
+            eh_frame_hdr: with_range(".eh_frame_hdr"),
+            debug_frame: elf.section_data(".debug_frame", MAX_UNWIND_SECTION),
+        }
+    }
+}
+
 /// A file known to the unwinder, with its symbols once something asked for them.
 #[derive(Debug)]
 struct Loaded {
@@ -165,32 +194,51 @@ impl Unwinder {
             let Some(bias) = elf.load_bias(f.first_start, f.first_offset) else {
                 continue;
             };
-            let module = Module::new(
-                f.path.clone(),
-                f.start..f.end,
-                bias,
-                ExplicitModuleSectionInfo {
-                    base_svma: 0,
-                    text_svma: elf.section_range(".text"),
-                    got_svma: elf.section_range(".got"),
-                    eh_frame_svma: elf.section_range(".eh_frame"),
-                    eh_frame: elf.section_data(".eh_frame", MAX_UNWIND_SECTION),
-                    eh_frame_hdr_svma: elf.section_range(".eh_frame_hdr"),
-                    eh_frame_hdr: elf.section_data(".eh_frame_hdr", MAX_UNWIND_SECTION),
-                    debug_frame: elf.section_data(".debug_frame", MAX_UNWIND_SECTION),
-                    ..Default::default()
-                },
-            );
-            self.framehop.add_module(module);
-            self.loaded.push(Loaded {
-                range: f.start..f.end,
-                bias,
-                path: Arc::from(f.path.as_str()),
-                host: f.host,
-                symbols: None,
-            });
+            let sections = UnwindSections::of_elf(&elf);
+            self.add(&f.path, f.host, f.start..f.end, bias, sections);
         }
-        self.loaded.sort_by_key(|l| l.range.start);
+    }
+
+    /// Adds a file mapped at `range` with load bias `bias` (target address = SVMA + bias),
+    /// unwound with `sections`; `host` is where its symbols are read from.
+    pub fn add(
+        &mut self,
+        path: &str,
+        host: PathBuf,
+        range: Range<u64>,
+        bias: u64,
+        sections: UnwindSections,
+    ) {
+        let (eh_frame_svma, eh_frame) = sections.eh_frame.unzip();
+        let (eh_frame_hdr_svma, eh_frame_hdr) = sections.eh_frame_hdr.unzip();
+        let module = Module::new(
+            path.to_string(),
+            range.clone(),
+            bias,
+            ExplicitModuleSectionInfo {
+                base_svma: 0,
+                text_svma: sections.text,
+                got_svma: sections.got,
+                eh_frame_svma,
+                eh_frame,
+                eh_frame_hdr_svma,
+                eh_frame_hdr,
+                debug_frame: sections.debug_frame,
+                ..Default::default()
+            },
+        );
+        self.framehop.add_module(module);
+        let at = self.loaded.partition_point(|l| l.range.start < range.start);
+        self.loaded.insert(
+            at,
+            Loaded {
+                range,
+                bias,
+                path: Arc::from(path),
+                host,
+                symbols: None,
+            },
+        );
     }
 
     /// Whether `addr` is inside a known file.
@@ -245,7 +293,7 @@ impl Unwinder {
         let l = &mut self.loaded[i];
         let symbols = l.symbols.get_or_insert_with(|| match ElfFile::open(&l.host) {
             Ok(elf) => {
-                let debug = find_debug_file(root, &l.path, &elf);
+                let debug = find_debug_file(root, &l.path, &l.host, &elf);
                 BinarySymbols::new(&elf, debug.as_ref())
             }
             Err(_) => BinarySymbols::empty(),
