@@ -54,6 +54,11 @@ type Options struct {
 	Idle bool
 	// GILOnly keeps only the thread holding the GIL, in snapshots and profiles.
 	GILOnly bool
+	// Native also unwinds each thread's native (C, C++, Rust) stack and merges it with the
+	// Python one (Frame.Native marks those frames). Needs Pause.
+	Native bool
+	// NativeAll, with Native, keeps the interpreter's own native frames too.
+	NativeAll bool
 	// WaitForInit retries attaching to a process whose interpreter is not initialised yet.
 	WaitForInit time.Duration
 	// Rate is a sampler's mean samples per second (0: the default, 100).
@@ -83,6 +88,8 @@ func (o *Options) cOptions() (*C.pyspy_options, error) {
 	set(C.pyspy_options_set_pause(opts, C.bool(o.Pause)))
 	set(C.pyspy_options_set_cpu_time(opts, C.bool(o.CPUTime)))
 	set(C.pyspy_options_set_gil_only(opts, C.bool(o.GILOnly)))
+	set(C.pyspy_options_set_native(opts, C.bool(o.Native)))
+	set(C.pyspy_options_set_native_all(opts, C.bool(o.NativeAll)))
 	if o.Idle {
 		set(C.pyspy_options_set_idle(opts, true))
 	}
@@ -210,12 +217,14 @@ type Thread struct {
 	Frames []Frame
 }
 
-// Frame is one Python frame.
+// Frame is one Python frame, or with Options.Native a native one.
 type Frame struct {
-	Function string // co_name
+	Function string // co_name; a native frame's demangled function, "" if unknown
 	Qualname string // co_qualname (3.11+), "" where the version has none
-	Filename string // co_filename, as the target sees it
+	Filename string // co_filename, as the target sees it; a native frame's source file or binary
 	Line     int    // 0 if unknown
+	Native   bool   // a native (C, C++, Rust) frame
+	Address  uint64 // a native frame's instruction or return address, 0 for Python frames
 }
 
 func goStringOrEmpty(s *C.char) string {
@@ -249,12 +258,18 @@ func convertSnapshot(snap *C.pyspy_snapshot) *Snapshot {
 		th.Frames = make([]Frame, 0, nf)
 		for j := 0; j < nf; j++ {
 			f := C.pyspy_thread_frame(t, C.size_t(j))
-			th.Frames = append(th.Frames, Frame{
+			frame := Frame{
 				Function: goStringOrEmpty(C.pyspy_frame_function(f)),
 				Qualname: goStringOrEmpty(C.pyspy_frame_qualname(f)),
 				Filename: goStringOrEmpty(C.pyspy_frame_filename(f)),
 				Line:     int(C.pyspy_frame_line(f)),
-			})
+				Native:   bool(C.pyspy_frame_is_native(f)),
+			}
+			var address C.uint64_t
+			if C.pyspy_frame_address(f, &address) {
+				frame.Address = uint64(address)
+			}
+			th.Frames = append(th.Frames, frame)
 		}
 		out.Threads = append(out.Threads, th)
 	}

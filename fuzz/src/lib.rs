@@ -339,7 +339,8 @@ pub fn unwind(data: &[u8]) {
         n.1 = roles[stack.get(i).map_or(0, |b| usize::from(*b) % 3)];
     }
     let groups: Vec<u32> = stack.iter().take(8).map(|b| u32::from(*b % 4)).collect();
-    black_box(merge(Vec::new(), &groups, natives, data.len() % 2 == 0));
+    let all = data.first().is_some_and(|b| b & 1 == 1);
+    black_box(merge(Vec::new(), &groups, natives, all));
     black_box(parse_function_symbols(data, stack));
     black_box(Registers::from_prstatus(data));
 }

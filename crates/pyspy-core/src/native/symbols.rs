@@ -97,7 +97,7 @@ impl BinarySymbols {
         if let Some(hit) = self.cache.get(&svma) {
             return hit.clone();
         }
-        let mut found = self.from_dwarf(svma);
+        let mut found = self.dwarf_frames(svma);
         let table_name = self.table_name(svma);
         match found.last_mut() {
             // DWARF gave a line but no function (a unit without function entries).
@@ -117,7 +117,7 @@ impl BinarySymbols {
         found
     }
 
-    fn from_dwarf(&self, svma: u64) -> Vec<Symbol> {
+    fn dwarf_frames(&self, svma: u64) -> Vec<Symbol> {
         let mut out = Vec::new();
         let Some(ctx) = &self.dwarf else {
             return out;
@@ -275,7 +275,7 @@ mod tests {
             .find(|m| m.path.as_deref() == Some(exe_s.as_str()))
             .unwrap();
         let bias = elf.load_bias(map.start, map.offset).unwrap();
-        let here = this_binary_symbolizes_its_own_functions as usize as u64;
+        let here = this_binary_symbolizes_its_own_functions as *const () as usize as u64;
         let got = syms.lookup(here - bias);
         let outer = got.last().unwrap();
         assert!(
