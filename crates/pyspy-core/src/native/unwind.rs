@@ -117,6 +117,52 @@ impl UnwindSections {
     }
 }
 
+/// `DW_EH_PE_pcrel | DW_EH_PE_sdata4`, `DW_EH_PE_udata4`, `DW_EH_PE_datarel | DW_EH_PE_sdata4`:
+/// the encodings every linker writes in `.eh_frame_hdr`.
+const EH_PE_PCREL_SDATA4: u8 = 0x1b;
+const EH_PE_UDATA4: u8 = 0x03;
+const EH_PE_DATAREL_SDATA4: u8 = 0x3b;
+
+/// Whether `.eh_frame_hdr` (`hdr`, at SVMA `hdr_addr`) has the linkers' layout, points at
+/// `.eh_frame` (`eh_frame`: its SVMA range) and every entry of its search table points into
+/// it. Anything else is not handed to framehop: gimli computes an entry's offset as its
+/// address minus `.eh_frame`'s, which a hostile table makes overflow.
+fn eh_frame_hdr_is_sane(hdr: &[u8], hdr_addr: u64, eh_frame: &Range<u64>) -> bool {
+    let i32_at = |at: usize| {
+        hdr.get(at..at + 4)
+            .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+    };
+    if hdr.len() < 12
+        || hdr[0] != 1
+        || hdr[1] != EH_PE_PCREL_SDATA4
+        || hdr[2] != EH_PE_UDATA4
+        || hdr[3] != EH_PE_DATAREL_SDATA4
+    {
+        return false;
+    }
+    let (Ok(base), Some(rel)) = (i64::try_from(hdr_addr), i32_at(4)) else {
+        return false;
+    };
+    // pcrel: relative to the field itself, at offset 4.
+    if base.checked_add(4 + rel) != i64::try_from(eh_frame.start).ok() {
+        return false;
+    }
+    let count = u32::from_le_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]) as usize;
+    let Some(table) = count
+        .checked_mul(8)
+        .and_then(|len| hdr.get(12..12usize.checked_add(len)?))
+    else {
+        return false;
+    };
+    table.chunks_exact(8).all(|entry| {
+        let fde = i64::from(i32::from_le_bytes([entry[4], entry[5], entry[6], entry[7]]));
+        // datarel: relative to the start of `.eh_frame_hdr`.
+        base.checked_add(fde)
+            .and_then(|a| u64::try_from(a).ok())
+            .is_some_and(|a| eh_frame.contains(&a))
+    })
+}
+
 /// A file known to the unwinder, with its symbols once something asked for them.
 #[derive(Debug)]
 struct Loaded {
@@ -209,6 +255,15 @@ impl Unwinder {
         bias: u64,
         sections: UnwindSections,
     ) {
+        let mut sections = sections;
+        if let (Some((hdr_range, hdr)), Some((eh_range, _))) =
+            (&sections.eh_frame_hdr, &sections.eh_frame)
+        {
+            if !eh_frame_hdr_is_sane(hdr, hdr_range.start, eh_range) {
+                // framehop then indexes `.eh_frame` itself.
+                sections.eh_frame_hdr = None;
+            }
+        }
         let (eh_frame_svma, eh_frame) = sections.eh_frame.unzip();
         let (eh_frame_hdr_svma, eh_frame_hdr) = sections.eh_frame_hdr.unzip();
         let module = Module::new(
@@ -396,6 +451,22 @@ mod tests {
             bp: base + 0x10,
         };
         assert!(u.unwind(&img, regs).len() < 4);
+    }
+
+    #[test]
+    fn real_eh_frame_hdr_is_sane_and_a_bent_one_is_not() {
+        let exe = std::env::current_exe().unwrap();
+        let elf = ElfFile::open(&exe).unwrap();
+        let s = UnwindSections::of_elf(&elf);
+        let (hdr_range, mut hdr) = s.eh_frame_hdr.unwrap();
+        let (eh_range, _) = s.eh_frame.unwrap();
+        assert!(eh_frame_hdr_is_sane(&hdr, hdr_range.start, &eh_range));
+        // The first entry's FDE pointer moved before `.eh_frame`.
+        let at = 12 + 4;
+        hdr[at..at + 4].copy_from_slice(&i32::MIN.to_le_bytes());
+        assert!(!eh_frame_hdr_is_sane(&hdr, hdr_range.start, &eh_range));
+        assert!(!eh_frame_hdr_is_sane(&hdr[..11], hdr_range.start, &eh_range));
+        assert!(!eh_frame_hdr_is_sane(&hdr, hdr_range.start + 1, &eh_range));
     }
 
     #[test]

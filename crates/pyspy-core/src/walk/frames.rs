@@ -220,3 +220,58 @@ fn instruction_offset(l: &Layout, raw: &RawFrame, info: &CodeInfo) -> Result<Opt
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attach::layout::for_version;
+    use crate::memory::MemoryImage;
+
+    /// Writes a `_PyInterpreterFrame` at `addr`: its back link, code, owner and (3.11)
+    /// `is_entry`.
+    fn put_frame(img: &mut MemoryImage, l: &Layout, addr: u64, previous: u64, code: u64, owner: u8, is_entry: bool) {
+        let mut buf = vec![0u8; 96];
+        let put = |buf: &mut Vec<u8>, off: Option<u32>, v: u64| {
+            let o = off.unwrap() as usize;
+            buf[o..o + 8].copy_from_slice(&v.to_le_bytes());
+        };
+        put(&mut buf, l.iframe_previous, previous);
+        put(&mut buf, l.iframe_executable, code);
+        put(&mut buf, l.iframe_instr_ptr, code + 0x100);
+        buf[l.iframe_owner.unwrap() as usize] = owner;
+        if let Some(o) = l.iframe_is_entry {
+            buf[o as usize] = u8::from(is_entry);
+        }
+        img.add(addr, &buf);
+    }
+
+    fn entries(l: &Layout, img: &MemoryImage, first: u64) -> Vec<bool> {
+        let mut w = Walker::new(l);
+        w.raw_frames(img, first).unwrap().iter().map(|r| r.entry).collect()
+    }
+
+    #[test]
+    fn eval_loop_entries_312_are_frames_linked_to_c_stack_frames() {
+        let l = for_version(3, 12).unwrap();
+        let cstack = l.owner_not_python.unwrap();
+        let mut img = MemoryImage::new();
+        // a → b → [entry frame] → c → [entry frame] → end: {a, b} ran in one eval call, c in
+        // the one below it.
+        put_frame(&mut img, l, 0x1000, 0x2000, 0x9000, 0, false);
+        put_frame(&mut img, l, 0x2000, 0x3000, 0x9000, 0, false);
+        put_frame(&mut img, l, 0x3000, 0x4000, 0, cstack, false);
+        put_frame(&mut img, l, 0x4000, 0x5000, 0x9000, 0, false);
+        put_frame(&mut img, l, 0x5000, 0, 0, cstack, false);
+        assert_eq!(entries(l, &img, 0x1000), [false, true, true]);
+    }
+
+    #[test]
+    fn eval_loop_entries_311_come_from_is_entry() {
+        let l = for_version(3, 11).unwrap();
+        let mut img = MemoryImage::new();
+        put_frame(&mut img, l, 0x1000, 0x2000, 0x9000, 0, true);
+        put_frame(&mut img, l, 0x2000, 0x3000, 0x9000, 0, false);
+        put_frame(&mut img, l, 0x3000, 0, 0x9000, 0, true);
+        assert_eq!(entries(l, &img, 0x1000), [true, false, true]);
+    }
+}
