@@ -171,12 +171,31 @@ pub fn demangle(name: &str) -> Cow<'_, str> {
     }
 }
 
+/// The DWARF sections addr2line reads: units, their abbreviations, strings, address ranges
+/// and line programs. Location lists, macros and call-frame info (often the largest, and
+/// compressed in distributions' debug files) are never read.
+const SYMBOLIZATION_SECTIONS: &[gimli::SectionId] = &[
+    gimli::SectionId::DebugAbbrev,
+    gimli::SectionId::DebugAddr,
+    gimli::SectionId::DebugAranges,
+    gimli::SectionId::DebugInfo,
+    gimli::SectionId::DebugLine,
+    gimli::SectionId::DebugLineStr,
+    gimli::SectionId::DebugRanges,
+    gimli::SectionId::DebugRngLists,
+    gimli::SectionId::DebugStr,
+    gimli::SectionId::DebugStrOffsets,
+];
+
 /// The DWARF sections of `elf`, for addr2line.
 fn load_dwarf(elf: &ElfFile) -> Option<addr2line::Context<Reader>> {
     let dwarf = gimli::Dwarf::load(|id: gimli::SectionId| -> Result<Reader, gimli::Error> {
-        let data = elf
-            .section_data(id.name(), MAX_DEBUG_SECTION)
-            .unwrap_or_default();
+        let data = match SYMBOLIZATION_SECTIONS.contains(&id) {
+            true => elf
+                .section_data(id.name(), MAX_DEBUG_SECTION)
+                .unwrap_or_default(),
+            false => Vec::new(),
+        };
         Ok(Reader::new(Arc::from(data), gimli::LittleEndian))
     })
     .ok()?;

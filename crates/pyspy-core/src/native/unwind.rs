@@ -312,6 +312,21 @@ impl Unwinder {
     /// [`MAX_NATIVE_FRAMES`], or where the stack cannot be unwound further (then what was
     /// found so far is returned).
     pub fn unwind<M: Memory + ?Sized>(&mut self, mem: &M, regs: Registers) -> Vec<FrameAddress> {
+        let mut out = Vec::new();
+        // framehop 0.15/0.16 subtracts without checking on some hostile CFI (`cfa - 8` with a
+        // CFA below 8), which panics where overflow checks are on (debug builds); release
+        // builds wrap and fail the stack read cleanly. Either way the walk ends with what it
+        // found, and the rule cache, which a panic may have left half-written, starts over.
+        let walked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.walk(mem, regs, &mut out);
+        }));
+        if walked.is_err() {
+            self.cache = CacheX86_64::new();
+        }
+        out
+    }
+
+    fn walk<M: Memory + ?Sized>(&mut self, mem: &M, regs: Registers, out: &mut Vec<FrameAddress>) {
         let mut stack = StackReader::new(mem);
         let mut read = |addr: u64| stack.read_u64(addr);
         let mut frames = self.framehop.iter_frames(
@@ -320,14 +335,12 @@ impl Unwinder {
             &mut self.cache,
             &mut read,
         );
-        let mut out = Vec::new();
         while out.len() < MAX_NATIVE_FRAMES {
             match frames.next() {
                 Ok(Some(f)) => out.push(f),
                 Ok(None) | Err(_) => break,
             }
         }
-        out
     }
 
     /// The file and functions at a frame's address (for a return address, at the call
