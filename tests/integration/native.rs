@@ -145,6 +145,10 @@ fn native_named(pred: impl Fn(&str) -> bool) -> impl Fn(&Value) -> bool {
     move |f| f["native"] == Value::Bool(true) && f["function"].as_str().is_some_and(&pred)
 }
 
+fn pid_s(target: &Target) -> String {
+    target.pid().to_string()
+}
+
 fn check(interp: &Interpreter) -> Result<(), String> {
     let (ext_dir, source) = build_extension(interp)?;
     let ext = ext_dir.path().to_string_lossy().into_owned();
@@ -246,6 +250,45 @@ fn check(interp: &Interpreter) -> Result<(), String> {
         ));
     }
 
+    // record --native: the profile has the same order, root first.
+    let out_file = ext_dir.host_path().join("native.txt");
+    let out_s = out_file.to_string_lossy().into_owned();
+    let rec = run_pyspy(&[
+        "record",
+        "--pid",
+        &pid_s(&target),
+        "--native",
+        "--idle",
+        "--rate",
+        "20",
+        "--duration",
+        "1",
+        "--format",
+        "collapsed",
+        "--output",
+        &out_s,
+    ]);
+    let collapsed = std::fs::read_to_string(&out_file).unwrap_or_default();
+    let ordered = collapsed.lines().any(|line| {
+        let names: Vec<&str> = line.split(';').collect();
+        let at = |pred: &dyn Fn(&str) -> bool| names.iter().position(|n| pred(n));
+        match (
+            at(&|n| n.starts_with("qsort_caller (")),
+            at(&|n| n.contains("qsort") && !n.starts_with("qsort_c")),
+            at(&|n| n.starts_with("qsort_compare (")),
+        ) {
+            (Some(a), Some(b), Some(c)) => a < b && b < c,
+            _ => false,
+        }
+    });
+    if !rec.status.success() || !ordered {
+        report.push_str(&format!(
+            "record --native ({}): want a stack qsort_caller;…;qsort…;…;qsort_compare, got:\n{collapsed}\n{}",
+            rec.status,
+            String::from_utf8_lossy(&rec.stderr)
+        ));
+    }
+
     // Non-blocking mode cannot unwind: a clear error.
     let pid = target.pid().to_string();
     let out = run_pyspy(&["dump", "--pid", &pid, "--native", "--nonblocking"]);
@@ -298,6 +341,12 @@ fn thread_churn_native_dumps() {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        eprintln!(
+            "[{}] {} of 20 native dumps failed, {} had native frames",
+            interp.label,
+            failures.len(),
+            with_native
+        );
         if failures.len() > 3 {
             return Err(format!(
                 "{} of 20 native dumps failed:\n{}",
