@@ -250,8 +250,17 @@ impl SnapshotReader {
         drop(guard); // resume before the /proc reads of threads that were not paused
         if let (Some(native), true) = (&mut self.native, options.native) {
             let groups = self.walker.groups();
+            // An OS thread that entered sub-interpreters has a thread state in each; its one
+            // native stack cannot be split between them, so such threads keep their Python
+            // stacks only.
+            let mut tids: Vec<u64> = threads.iter().filter_map(|t| t.native_thread_id).collect();
+            tids.sort_unstable();
+            let shared = |tid: u64| tids.partition_point(|t| *t <= tid) - tids.partition_point(|t| *t < tid) > 1;
             for (i, t) in threads.iter_mut().enumerate() {
-                let addrs = t.native_thread_id.and_then(|tid| native_stacks.get(&tid));
+                let addrs = t
+                    .native_thread_id
+                    .filter(|tid| !shared(*tid))
+                    .and_then(|tid| native_stacks.get(&tid));
                 let (Some(addrs), Some(groups)) = (addrs, groups.get(i)) else {
                     continue;
                 };
