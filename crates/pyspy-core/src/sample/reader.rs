@@ -255,7 +255,10 @@ impl SnapshotReader {
             // stacks only.
             let mut tids: Vec<u64> = threads.iter().filter_map(|t| t.native_thread_id).collect();
             tids.sort_unstable();
-            let shared = |tid: u64| tids.partition_point(|t| *t <= tid) - tids.partition_point(|t| *t < tid) > 1;
+            let shared = |tid: u64| {
+                let first = tids.partition_point(|t| *t < tid);
+                tids.get(first + 1) == Some(&tid)
+            };
             for (i, t) in threads.iter_mut().enumerate() {
                 let addrs = t
                     .native_thread_id
