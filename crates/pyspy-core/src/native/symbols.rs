@@ -266,6 +266,30 @@ mod tests {
     }
 
     #[test]
+    fn debug_files_are_found_by_build_id_under_the_root_and_checked() {
+        let exe = std::env::current_exe().unwrap();
+        let elf = ElfFile::open(&exe).unwrap();
+        let Some(id) = elf.build_id() else {
+            return; // a linker without --build-id: nothing to look up by
+        };
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let root = std::env::temp_dir().join(format!("pyspy-debug-root-{}", std::process::id()));
+        let dir = root.join(format!("usr/lib/debug/.build-id/{}", &hex[..2]));
+        std::fs::create_dir_all(&dir).unwrap();
+        let debug = dir.join(format!("{}.debug", &hex[2..]));
+        // A file with the same build id is taken...
+        std::fs::copy(&exe, &debug).unwrap();
+        let found = find_debug_file(&root, "/opt/app/bin", &exe, &elf);
+        assert_eq!(found.and_then(|d| d.build_id()), Some(id.clone()));
+        // ...one with another build id is not.
+        std::fs::copy("/bin/true", &debug).unwrap();
+        if ElfFile::open(&debug).ok().and_then(|d| d.build_id()).is_some() {
+            assert!(find_debug_file(&root, "/opt/app/bin", &exe, &elf).is_none());
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn table_lookup_respects_sizes() {
         let mut s = BinarySymbols {
             functions: vec![f(0x1000, 0x10, "a"), f(0x2000, 0, "asm"), f(0x3000, 8, "c")],
