@@ -99,7 +99,15 @@ def running(version, script):
         proc.wait()
 
 
-def record_cmd(tool, pid, rate, out, duration=None):
+def record_cmd(tool, pid, rate, out, duration=None, native=False):
+    cmd = record_cmd_plain(tool, pid, rate, out, duration)
+    if native:
+        # Native unwinding reads stopped threads: both tools pause instead of --nonblocking.
+        cmd[cmd.index("--nonblocking")] = "--native"
+    return cmd
+
+
+def record_cmd_plain(tool, pid, rate, out, duration=None):
     if tool == "pyspy":
         cmd = [PYSPY, "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking",
                "--idle", "--format", "collapsed", "--output", out]
@@ -137,17 +145,19 @@ def run_measured(cmd, wall_limit=None):
     return usage.ru_utime + usage.ru_stime, wall
 
 
-def record_once(tool, pid, threads, seconds):
+def record_once(tool, pid, threads, seconds, native=False):
+    rate = 100 if native else 200
     with tempfile.NamedTemporaryFile(suffix=".txt") as out:
-        cpu, _ = run_measured(record_cmd(tool, pid, 200, out.name, seconds))
+        cpu, _ = run_measured(record_cmd(tool, pid, rate, out.name, seconds, native))
         return cpu, stacks_recorded(out.name) / float(threads)
 
 
-def cpu_per_sample(tool, pid, threads, seconds):
+def cpu_per_sample(tool, pid, threads, seconds, native=False):
     """Marginal CPU per sample: (CPU of a long run - CPU of a 1 s run) / (extra samples), so
-    that neither tool's fixed cost (starting, attaching, writing the file) counts as sampling."""
-    short_cpu, short_n = record_once(tool, pid, threads, 1)
-    long_cpu, long_n = record_once(tool, pid, threads, 1 + seconds)
+    that neither tool's fixed cost (starting, attaching, writing the file) counts as sampling.
+    With `native`, both record --native at 100 Hz (pausing the target every sample)."""
+    short_cpu, short_n = record_once(tool, pid, threads, 1, native)
+    long_cpu, long_n = record_once(tool, pid, threads, 1 + seconds, native)
     extra = long_n - short_n
     return (long_cpu - short_cpu) / extra if extra > 0 else float("nan"), long_n
 
@@ -287,13 +297,16 @@ def main():
     ap.add_argument("--versions", default="2.7,3.9,3.12,3.13,3.14")
     ap.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
     ap.add_argument("--out", help="also write the tables to this file")
-    ap.add_argument("--measure", default="all", choices=["all", "slowdown", "locals"],
-                    help="slowdown: only the slowdown at 1 kHz; locals: only dump --locals")
+    ap.add_argument("--measure", default="all", choices=["all", "slowdown", "locals", "native"],
+                    help="slowdown: only the slowdown at 1 kHz; locals: only dump --locals; "
+                    "native: only the CPU per native sample (record --native)")
     ap.add_argument("--pairs", type=int, help="slowdown: comparisons per kind (default 25, "
                     "quick 6); ~11 s each")
     args = ap.parse_args()
     setup()
     seconds = 2 if args.quick else 5
+    if args.measure == "native":
+        return measure_native(args.versions.split(","), seconds, args.out)
     rows = []
     for version in args.versions.split(","):
         row = {"version": version}
@@ -421,6 +434,34 @@ def measure_costs(version, row, seconds, quick):
             cps, n = cpu_per_sample(tool, many.pid, 24, seconds)
             row[tool + " cpu 24"] = cps
             log("%s %s 24 threads: %s per sample (%d samples)" % (version, tool, fmt_us(cps), n))
+
+
+def measure_native(versions, seconds, out):
+    """CPU per native sample (record --native --idle at 100 Hz, deep-busy target: 5 threads,
+    one 60 Python frames deep), py-spy against pyspy."""
+    lines = [
+        "| Python | CPU/native sample deep-busy (py-spy → pyspy) | ratio | samples (py-spy, pyspy) |",
+        "|---|---|---|---|",
+    ]
+    for version in versions:
+        row = {}
+        with running(version, "deep_busy.py") as deep:
+            for tool in ("py-spy", "pyspy"):
+                try:
+                    row[tool] = cpu_per_sample(tool, deep.pid, 5, seconds, native=True)
+                except RuntimeError as e:
+                    log("%s %s --native failed: %s" % (version, tool, e))
+                    row[tool] = (float("nan"), 0)
+                log("%s %s native deep-busy: %s per sample (%d samples)" % (
+                    version, tool, fmt_us(row[tool][0]), row[tool][1]))
+        lines.append("| %s | %s → %s | %.1f× | %d, %d |" % (
+            version, fmt_us(row["py-spy"][0]), fmt_us(row["pyspy"][0]),
+            row["py-spy"][0] / row["pyspy"][0], row["py-spy"][1], row["pyspy"][1]))
+    table = "\n".join(lines) + "\n"
+    sys.stdout.write(table)
+    if out:
+        with open(out, "w") as f:
+            f.write(table)
 
 
 if __name__ == "__main__":

@@ -607,6 +607,20 @@ enum pyspy_status pyspy_options_set_wait_for_init_ms(struct pyspy_options *optio
 enum pyspy_status pyspy_options_set_pause(struct pyspy_options *options, bool pause);
 
 /**
+ * Also unwind each thread's native (C, C++, Rust) stack and merge it with the Python one, in
+ * call order (`pyspy_frame_is_native` tells the frames apart). Needs pausing
+ * (`pyspy_options_set_pause`): a sample with native stacks and without pausing fails with
+ * `PYSPY_STATUS_INVALID_ARGUMENT`. Default false.
+ */
+enum pyspy_status pyspy_options_set_native(struct pyspy_options *options, bool native);
+
+/**
+ * With native stacks, also keep the interpreter's own native frames (its call machinery and
+ * the start-up below the outermost Python frame). Default false.
+ */
+enum pyspy_status pyspy_options_set_native_all(struct pyspy_options *options, bool native_all);
+
+/**
  * Read each thread's CPU time (`pyspy_thread_cpu_time_ns`) in every sample. Default false.
  */
 enum pyspy_status pyspy_options_set_cpu_time(struct pyspy_options *options, bool cpu_time);
@@ -1137,8 +1151,9 @@ size_t pyspy_thread_frame_count(const struct pyspy_thread *thread);
 const struct pyspy_frame *pyspy_thread_frame(const struct pyspy_thread *thread, size_t index);
 
 /**
- * The frame's function name (`co_name`). UTF-8, NUL-terminated, borrowed from the snapshot:
- * valid until `pyspy_snapshot_free`. NULL only for a NULL `frame`.
+ * The frame's function name (`co_name`; for a native frame the demangled function name, empty
+ * if unknown). UTF-8, NUL-terminated, borrowed from the snapshot: valid until
+ * `pyspy_snapshot_free`. NULL only for a NULL `frame`.
  */
 const char *pyspy_frame_function(const struct pyspy_frame *frame);
 
@@ -1150,7 +1165,8 @@ const char *pyspy_frame_function(const struct pyspy_frame *frame);
 const char *pyspy_frame_qualname(const struct pyspy_frame *frame);
 
 /**
- * The frame's file name (`co_filename`, as the target sees it). UTF-8, NUL-terminated,
+ * The frame's file name (`co_filename`, as the target sees it; for a native frame its source
+ * file where debug info says, else the path of its binary). UTF-8, NUL-terminated,
  * borrowed from the snapshot: valid until `pyspy_snapshot_free`. NULL only for a NULL
  * `frame`.
  */
@@ -1161,6 +1177,20 @@ const char *pyspy_frame_filename(const struct pyspy_frame *frame);
  * instruction, or `frame` is NULL).
  */
 int32_t pyspy_frame_line(const struct pyspy_frame *frame);
+
+/**
+ * Whether the frame is a native (C, C++, Rust) frame, which snapshots have only with
+ * `pyspy_options_set_native` (false for a Python frame or a NULL `frame`).
+ */
+bool pyspy_frame_is_native(const struct pyspy_frame *frame);
+
+/**
+ * A native frame's address (the instruction pointer of the innermost frame, the return
+ * address of the others). Returns true and writes it to `*address_out` for a native frame;
+ * returns false and leaves `*address_out` untouched for a Python frame (or if an argument is
+ * NULL).
+ */
+bool pyspy_frame_address(const struct pyspy_frame *frame, uint64_t *address_out);
 
 /**
  * The name of a status as a static string, e.g. `"PYSPY_STATUS_NO_SUCH_PROCESS"`, or NULL

@@ -27,7 +27,8 @@ set -euo pipefail
 #   zsh, fish:  load the scripts `pyspy completions zsh|fish` writes (bash is there already).
 #   gdb:        the C API tests check that gdb finds the installed libpyspy.so's debug info;
 #               the core-file tests make cores of live targets with its `gcore`.
-HOST_PACKAGES=(python3.11 golang-go tmux valgrind pkg-config libclang-dev zsh fish gdb)
+#   libpython3.11-dev: Python.h for the C extension the native-stack test builds for 3.11-debian.
+HOST_PACKAGES=(python3.11 libpython3.11-dev golang-go tmux valgrind pkg-config libclang-dev zsh fish gdb)
 
 CHROOT_PYTHONS=(python3.14 python3.15)
 # Installed into the chroot after it is made (and added to an older chroot): Py_DEBUG builds

@@ -89,6 +89,11 @@ type Options struct {
 	Idle bool
 	// GILOnly keeps only the thread holding the GIL, in snapshots and profiles.
 	GILOnly bool
+	// Native also unwinds each thread's native (C, C++, Rust) stack and merges it with the
+	// Python one (Frame.Native marks those frames). Needs Pause.
+	Native bool
+	// NativeAll, with Native, keeps the interpreter's own native frames too.
+	NativeAll bool
 	// Rate is a sampler's mean samples per second (0: the default, 100).
 	Rate float64
 	// Duration stops a sampler after this long (0: until the process exits, the context is
@@ -146,6 +151,8 @@ func (o *Options) cOptions() (*C.pyspy_options, error) {
 	set("Pause", C.pyspy_options_set_pause(opts, C.bool(o.Pause)))
 	set("CPUTime", C.pyspy_options_set_cpu_time(opts, C.bool(o.CPUTime)))
 	set("GILOnly", C.pyspy_options_set_gil_only(opts, C.bool(o.GILOnly)))
+	set("Native", C.pyspy_options_set_native(opts, C.bool(o.Native)))
+	set("NativeAll", C.pyspy_options_set_native_all(opts, C.bool(o.NativeAll)))
 	if o.Idle {
 		set("Idle", C.pyspy_options_set_idle(opts, true))
 	}
@@ -340,12 +347,14 @@ type ExceptionInfo struct {
 	Message string // bounded repr of its argument (of its args tuple if several)
 }
 
-// Frame is one Python frame.
+// Frame is one Python frame, or with Options.Native a native one.
 type Frame struct {
-	Function string // co_name
+	Function string // co_name; a native frame's demangled function, "" if unknown
 	Qualname string // co_qualname (3.11+), "" where the version has none
-	Filename string // co_filename, as the target sees it
+	Filename string // co_filename, as the target sees it; a native frame's source file or binary
 	Line     int    // 0 if unknown
+	Native   bool   // a native (C, C++, Rust) frame
+	Address  uint64 // a native frame's instruction or return address, 0 for Python frames
 	// EndLine, Column, EndColumn: where the expression being executed is (3.11+, with
 	// Options.Positions; columns are 0-based UTF-8 byte offsets); -1 if unknown.
 	EndLine, Column, EndColumn int
@@ -429,6 +438,11 @@ func convertSnapshot(snap *C.pyspy_snapshot) *Snapshot {
 				Column:    optionalInt(func(v *C.int32_t) C.bool { return C.pyspy_frame_column(f, v) }),
 				EndColumn: optionalInt(func(v *C.int32_t) C.bool { return C.pyspy_frame_end_column(f, v) }),
 				Opcode:    -1,
+				Native:    bool(C.pyspy_frame_is_native(f)),
+			}
+			var address C.uint64_t
+			if C.pyspy_frame_address(f, &address) {
+				fr.Address = uint64(address)
 			}
 			var op C.uint8_t
 			if C.pyspy_frame_opcode(f, &op) {

@@ -649,3 +649,47 @@ func TestDebuggerView(t *testing.T) {
 		t.Errorf("positions before 3.11: %+v", *leaf)
 	}
 }
+
+func TestNativeFramesAreMergedAndNeedPause(t *testing.T) {
+	pid := startTarget(t)
+	session, err := Attach(pid, &Options{Pause: true, Native: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer session.Close()
+	snapshot, err := session.Sample()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, th := range snapshot.Threads {
+		leaf := -1
+		for i, f := range th.Frames {
+			if !f.Native && f.Function == "go_target_leaf" {
+				leaf = i
+			}
+			if f.Native != (f.Address != 0) {
+				t.Errorf("frame %+v: Native and Address disagree", f)
+			}
+		}
+		// time.sleep blocks in the C library: native frames sit inside the Python leaf.
+		if leaf > 0 && th.Frames[0].Native {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("want a thread whose innermost frames are native, above go_target_leaf: %+v",
+			snapshot.Threads)
+	}
+
+	unpaused, err := Attach(pid, &Options{Native: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unpaused.Close()
+	_, err = unpaused.Sample()
+	var perr *Error
+	if !errors.As(err, &perr) || perr.Code != StatusInvalidArgument {
+		t.Fatalf("native without pause: want StatusInvalidArgument, got %v", err)
+	}
+}

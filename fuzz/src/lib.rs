@@ -16,6 +16,10 @@ use pyspy_core::attach::layout::{debug_offsets, generated, FrameModel, Layout, L
 use pyspy_core::attach::process::{parse_maps, ThreadStat};
 use pyspy_core::memory::core::{CoreMemory, Resolver};
 use pyspy_core::memory::{Anchors, Memory, MemoryExt, RecordedImage};
+use pyspy_core::native::elf::parse_function_symbols;
+use pyspy_core::native::merge::{merge, role, unnamed_native_frame, Role};
+use pyspy_core::native::unwind::{UnwindSections, Unwinder};
+use pyspy_core::native::Registers;
 use pyspy_core::walk::exceptions::{self, RawExceptions};
 use pyspy_core::walk::linetable::{line_for_offset, line_ranges, LineRange};
 use pyspy_core::walk::names::{NameKey, ThreadNames};
@@ -43,6 +47,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("proc", proc),
     ("core", core_file),
     ("values", values),
+    ("unwind", unwind),
 ];
 
 /// The layout of the image's recorded version and build (the anchor's major number carries
@@ -401,4 +406,108 @@ pub fn values(data: &[u8]) {
             black_box(state.is_ok());
         }
     }
+}
+
+/// framehop (0.15 and 0.16, `cfa - 8` in its x86_64 DWARF unwinder) and gimli subtract without
+/// checking on some hostile CFI: with the fuzz build's overflow checks that panics, in release
+/// builds it wraps and the read after it fails cleanly. pyspy catches such a panic around the
+/// unwind (`Unwinder::unwind`); libFuzzer's panic hook would abort on it first, so panics of
+/// exactly that kind, raised inside those two crates, are passed over here. Every other panic
+/// still reaches libFuzzer's hook.
+fn ignore_known_dependency_overflows() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_dependency = info
+                .location()
+                .is_some_and(|l| l.file().contains("/framehop-") || l.file().contains("/gimli-"));
+            let message = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            if in_dependency && message.contains("with overflow") {
+                return;
+            }
+            previous(info)
+        }));
+    });
+}
+
+/// Where the `unwind` target maps its hostile stack and its one module.
+const FUZZ_STACK: u64 = 0x7ff0_0000_0000;
+const FUZZ_MODULE: u64 = 0x40_0000;
+
+/// The native unwinder over hostile unwind info and a hostile stack. The input is
+/// `[eh_frame len: u32][eh_frame_hdr len: u32][debug_frame len: u32][ip, sp, bp offsets: 3 × u16]`
+/// then the three sections' bytes, then the stack bytes (mapped at a fixed address). The one
+/// module covers 64 KiB with its sections at SVMA 0; `ip` lands in it, `sp`/`bp` in the stack.
+/// The same bytes are also read as a symbol table, an `NT_PRSTATUS` note, and merged.
+pub fn unwind(data: &[u8]) {
+    ignore_known_dependency_overflows();
+    let u32_at = |at: usize| {
+        data.get(at..at + 4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let u16_at = |at: usize| {
+        data.get(at..at + 2)
+            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let lens = [u32_at(0), u32_at(4), u32_at(8)];
+    let (ip, sp, bp) = (u16_at(12), u16_at(14), u16_at(16));
+    let mut at = 18usize;
+    let mut take = |len: usize| {
+        let end = at.saturating_add(len).min(data.len());
+        let bytes = data.get(at.min(end)..end).unwrap_or_default().to_vec();
+        at = end;
+        bytes
+    };
+    let eh_frame = take(lens[0]);
+    let eh_frame_hdr = take(lens[1]);
+    let debug_frame = take(lens[2]);
+    let stack = data.get(at..).unwrap_or_default();
+    let svma = |bytes: &[u8], base: u64| base..base + bytes.len() as u64;
+    let sections = UnwindSections {
+        text: Some(0..0x1_0000),
+        got: None,
+        eh_frame: (!eh_frame.is_empty()).then(|| (svma(&eh_frame, 0x1_0000), eh_frame.clone())),
+        eh_frame_hdr: (!eh_frame_hdr.is_empty())
+            .then(|| (svma(&eh_frame_hdr, 0x2_0000), eh_frame_hdr.clone())),
+        debug_frame: (!debug_frame.is_empty()).then_some(debug_frame),
+    };
+    let mut unwinder = Unwinder::new(std::path::PathBuf::from("/nonexistent"), Vec::new());
+    unwinder.add(
+        "/fuzz/module.so",
+        std::path::PathBuf::from("/nonexistent/module.so"),
+        FUZZ_MODULE..FUZZ_MODULE + 0x3_0000,
+        FUZZ_MODULE,
+        sections,
+    );
+    let mut image = pyspy_core::memory::MemoryImage::new();
+    image.add(FUZZ_STACK, stack);
+    let regs = Registers {
+        ip: FUZZ_MODULE + u64::from(ip),
+        sp: FUZZ_STACK + u64::from(sp),
+        bp: FUZZ_STACK + u64::from(bp),
+    };
+    let frames = unwinder.unwind(&image, regs);
+    let mut natives = Vec::new();
+    for f in &frames {
+        let located = unwinder.locate(*f);
+        for s in located.symbols.iter() {
+            let r = role(s.function.as_deref(), located.path.is_some(), false);
+            natives.push((unnamed_native_frame(f.address()), r));
+        }
+    }
+    let roles = [Role::Eval, Role::Internal, Role::Native];
+    for (i, n) in natives.iter_mut().enumerate() {
+        n.1 = roles[stack.get(i).map_or(0, |b| usize::from(*b) % 3)];
+    }
+    let groups: Vec<u32> = stack.iter().take(8).map(|b| u32::from(*b % 4)).collect();
+    let all = data.first().is_some_and(|b| b & 1 == 1);
+    black_box(merge(Vec::new(), &groups, natives, all));
+    black_box(parse_function_symbols(data, stack));
+    black_box(Registers::from_prstatus(data));
 }

@@ -279,6 +279,12 @@ pub const ROWS: &[Row] = &[
         ],
     ),
     opt("iframe_owner", &[r((3, 11), LAST, Off(IFRAME, "owner"))]),
+    // 3.11 marks the first frame each eval-loop call runs; 3.12+ pushes an entry frame owned
+    // by the C stack instead (see `owner_not_python`).
+    opt(
+        "iframe_is_entry",
+        &[r((3, 11), (3, 11), Off(IFRAME, "is_entry"))],
+    ),
     opt(
         "iframe_localsplus",
         &[r((3, 11), LAST, Off(IFRAME, "localsplus"))],

@@ -118,6 +118,30 @@ pub unsafe extern "C" fn pyspy_options_set_pause(
     unsafe { set(options, |o| o.attach.sample.pause = pause) }
 }
 
+/// Also unwind each thread's native (C, C++, Rust) stack and merge it with the Python one, in
+/// call order (`pyspy_frame_is_native` tells the frames apart). Needs pausing
+/// (`pyspy_options_set_pause`): a sample with native stacks and without pausing fails with
+/// `PYSPY_STATUS_INVALID_ARGUMENT`. Default false.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_options_set_native(
+    options: *mut pyspy_options,
+    native: bool,
+) -> pyspy_status {
+    // SAFETY: forwarded contract.
+    unsafe { set(options, |o| o.attach.sample.native = native) }
+}
+
+/// With native stacks, also keep the interpreter's own native frames (its call machinery and
+/// the start-up below the outermost Python frame). Default false.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_options_set_native_all(
+    options: *mut pyspy_options,
+    native_all: bool,
+) -> pyspy_status {
+    // SAFETY: forwarded contract.
+    unsafe { set(options, |o| o.attach.sample.native_all = native_all) }
+}
+
 /// Read each thread's CPU time (`pyspy_thread_cpu_time_ns`) in every sample. Default false.
 #[no_mangle]
 pub unsafe extern "C" fn pyspy_options_set_cpu_time(

@@ -72,6 +72,8 @@ pub struct FrameObject {
     pub end_column: Option<i32>,
     pub opcode: Option<u8>,
     pub locals: Vec<crate::debugger::LocalObject>,
+    pub native: bool,
+    pub address: Option<u64>,
 }
 
 impl SnapshotObject {
@@ -115,6 +117,8 @@ impl SnapshotObject {
                             .iter()
                             .map(|l| crate::debugger::LocalObject::new(l, strings))
                             .collect(),
+                        native: f.native,
+                        address: f.address,
                     })
                     .collect(),
             })
@@ -323,8 +327,9 @@ pub unsafe extern "C" fn pyspy_thread_frame(
     })
 }
 
-/// The frame's function name (`co_name`). UTF-8, NUL-terminated, borrowed from the snapshot:
-/// valid until `pyspy_snapshot_free`. NULL only for a NULL `frame`.
+/// The frame's function name (`co_name`; for a native frame the demangled function name, empty
+/// if unknown). UTF-8, NUL-terminated, borrowed from the snapshot: valid until
+/// `pyspy_snapshot_free`. NULL only for a NULL `frame`.
 #[no_mangle]
 pub unsafe extern "C" fn pyspy_frame_function(frame: *const pyspy_frame) -> *const c_char {
     ffi_boundary!({
@@ -346,7 +351,8 @@ pub unsafe extern "C" fn pyspy_frame_qualname(frame: *const pyspy_frame) -> *con
     })
 }
 
-/// The frame's file name (`co_filename`, as the target sees it). UTF-8, NUL-terminated,
+/// The frame's file name (`co_filename`, as the target sees it; for a native frame its source
+/// file where debug info says, else the path of its binary). UTF-8, NUL-terminated,
 /// borrowed from the snapshot: valid until `pyspy_snapshot_free`. NULL only for a NULL
 /// `frame`.
 #[no_mangle]
@@ -365,5 +371,38 @@ pub unsafe extern "C" fn pyspy_frame_line(frame: *const pyspy_frame) -> i32 {
     ffi_boundary!({
         // SAFETY: per the header, frame is NULL or live.
         unsafe { ffi::try_ref(frame) }.map_or(0, |f| f.line)
+    })
+}
+
+/// Whether the frame is a native (C, C++, Rust) frame, which snapshots have only with
+/// `pyspy_options_set_native` (false for a Python frame or a NULL `frame`).
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_frame_is_native(frame: *const pyspy_frame) -> bool {
+    ffi_boundary!({
+        // SAFETY: per the header, frame is NULL or live.
+        unsafe { ffi::try_ref(frame) }.is_some_and(|f| f.native)
+    })
+}
+
+/// A native frame's address (the instruction pointer of the innermost frame, the return
+/// address of the others). Returns true and writes it to `*address_out` for a native frame;
+/// returns false and leaves `*address_out` untouched for a Python frame (or if an argument is
+/// NULL).
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_frame_address(
+    frame: *const pyspy_frame,
+    address_out: *mut u64,
+) -> bool {
+    ffi_boundary!({
+        // SAFETY: per the header, frame is NULL or live.
+        let address = unsafe { ffi::try_ref(frame) }.and_then(|f| f.address);
+        match address {
+            Some(a) if !address_out.is_null() => {
+                // SAFETY: non-NULL and writable per the header.
+                unsafe { ffi::write_optional(address_out, a) };
+                true
+            }
+            _ => false,
+        }
     })
 }

@@ -99,6 +99,7 @@ impl pyspy_status {
             E::BadCore { .. } => pyspy_status::BadCore,
             E::CoreBinary { .. } => pyspy_status::CoreBinary,
             E::Exec { .. } => pyspy_status::Exec,
+            E::InvalidOptions { .. } => pyspy_status::InvalidArgument,
             _ => pyspy_status::Other,
         }
     }

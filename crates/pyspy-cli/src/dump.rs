@@ -54,6 +54,13 @@ pub struct Args {
     /// each once, with its pid and command line.
     #[arg(long, short, conflicts_with = "core")]
     subprocesses: bool,
+    /// Also show native (C, C++, Rust) frames, merged with the Python ones in call order.
+    #[arg(long, conflicts_with = "core")]
+    native: bool,
+    /// With --native, also show the interpreter's own frames (its call machinery and the
+    /// start-up below the outermost Python frame).
+    #[arg(long, conflicts_with = "core")]
+    native_all: bool,
 }
 
 impl Args {
@@ -72,6 +79,19 @@ impl Args {
     }
 }
 
+/// `--native` reads each thread's stack while the thread is paused: refuse it with
+/// `--nonblocking` before attaching (record and top share this).
+pub fn check_native(native: bool, nonblocking: bool) -> Result<(), pyspy_core::Error> {
+    if native && nonblocking {
+        return Err(pyspy_core::Error::InvalidOptions {
+            reason: "--native reads each thread's native stack while the thread is paused, so \
+                     it cannot be combined with --nonblocking: drop one of them"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 fn parse_locate(s: &str) -> Result<LocateStrategy, String> {
     LocateStrategy::parse(s).ok_or_else(|| {
         format!("unknown strategy {s:?}: use auto, symbols, debug-offsets or bss-scan")
@@ -79,12 +99,16 @@ fn parse_locate(s: &str) -> Result<LocateStrategy, String> {
 }
 
 pub fn run(args: &Args) -> Result<(), pyspy_core::Error> {
+    let native = args.native || args.native_all;
+    check_native(native, args.nonblocking)?;
     let sample = SampleOptions::default()
         .pause(!args.nonblocking)
         .exceptions(true)
         .positions(true)
         .locals(args.locals())
-        .repr_limits(args.repr_limits());
+        .repr_limits(args.repr_limits())
+        .native(native)
+        .native_all(args.native_all);
     let mut session = match (&args.core, args.pid) {
         (Some(core), _) => {
             let mut options = CoreOptions::default().locate(args.locate);
@@ -183,11 +207,15 @@ fn thread_json(t: &ThreadStack, locals: bool) -> Value {
         .iter()
         .map(|f| {
             let mut obj = json!({
-                "function": &*f.function,
+                "function": (!f.native || !f.function.is_empty()).then_some(&*f.function),
                 "qualname": f.qualname.as_deref(),
                 "filename": &*f.filename,
                 "line": f.line,
+                "native": f.native,
             });
+            if let Some(address) = f.address {
+                obj["address"] = json!(address);
+            }
             debug_view::add_positions(&mut obj, f);
             if locals {
                 obj["locals"] = debug_view::locals_json(&f.locals);
@@ -333,9 +361,19 @@ fn to_text(session: &Session, snapshot: &Snapshot, sysroot: Option<&std::path::P
         debug_view::exception_text(&mut out, t.exception.as_ref(), t.propagating.as_ref());
         for f in &t.frames {
             let name = f.qualname.as_deref().unwrap_or(&f.function);
-            let _ = writeln!(out, "    {name} ({}:{})", f.filename, f.line);
-            debug_view::source_text(&mut out, &mut sources, f, session.version());
-            debug_view::locals_text(&mut out, &f.locals);
+            if !f.native {
+                let _ = writeln!(out, "    {name} ({}:{})", f.filename, f.line);
+                debug_view::source_text(&mut out, &mut sources, f, session.version());
+                debug_view::locals_text(&mut out, &f.locals);
+                continue;
+            }
+            let address = format!("{:#x}", f.address.unwrap_or(0));
+            let name = if name.is_empty() { &address } else { name };
+            match f.line {
+                0 => writeln!(out, "    {name} ({}) [native]", f.filename),
+                line => writeln!(out, "    {name} ({}:{line}) [native]", f.filename),
+            }
+            .unwrap_or_default();
         }
     }
     out

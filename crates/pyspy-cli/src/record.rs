@@ -87,6 +87,13 @@ pub struct Args {
     /// Keep threads apart (one tower per thread in a flame graph).
     #[arg(long, short)]
     threads: bool,
+    /// Also sample native (C, C++, Rust) frames, merged with the Python ones. Pauses the
+    /// target's threads for every sample (which `--nonblocking` forbids).
+    #[arg(long)]
+    native: bool,
+    /// With --native, also keep the interpreter's own frames.
+    #[arg(long)]
+    native_all: bool,
     /// Aggregate by function, without line numbers.
     #[arg(long, short = 'F')]
     function: bool,
@@ -100,6 +107,8 @@ pub fn run(args: &Args) -> Result<(), String> {
             ));
         }
     }
+    let native = args.native || args.native_all;
+    crate::dump::check_native(native, args.nonblocking).map_err(|e| e.to_string())?;
     // Check an output given can be written before starting anything.
     if let Some(output) = &args.output {
         File::create(output).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
@@ -128,8 +137,11 @@ pub fn run(args: &Args) -> Result<(), String> {
     options.rate = f64::from(args.rate);
     options.duration = args.duration.map(Duration::from_secs_f64);
     options.subprocesses = args.subprocesses;
-    let sample_options =
-        sample_options(args.idle, args.gil, args.nonblocking).exceptions(args.exceptions);
+    let sample_options = sample_options(args.idle, args.gil, args.nonblocking)
+        .pause(native)
+        .native(native)
+        .native_all(args.native_all)
+        .exceptions(args.exceptions);
     options.attach = AttachOptions::default().sample(sample_options);
     let mut sampler = match session {
         Some(mut session) => {

@@ -44,6 +44,13 @@ pub struct Args {
     /// Never pause the target: read while it runs (top does not pause it at present either).
     #[arg(long)]
     nonblocking: bool,
+    /// Also count native (C, C++, Rust) functions. Pauses the target's threads for every
+    /// sample (which `--nonblocking` forbids).
+    #[arg(long)]
+    native: bool,
+    /// With --native, also count the interpreter's own functions.
+    #[arg(long)]
+    native_all: bool,
 }
 
 const REFRESH: Duration = Duration::from_secs(1);
@@ -195,6 +202,8 @@ impl Drop for TerminalGuard {
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
+    let native = args.native || args.native_all;
+    crate::dump::check_native(native, args.nonblocking).map_err(|e| e.to_string())?;
     if !io::stdout().is_terminal() {
         return Err("pyspy top needs a terminal; use pyspy record or pyspy dump instead".into());
     }
@@ -227,7 +236,9 @@ pub fn run(args: &Args) -> Result<(), String> {
         .active(true)
         .gil_only(false)
         .exceptions(args.exceptions)
-        .pause(false);
+        .pause(native)
+        .native(native)
+        .native_all(args.native_all);
     options.attach = AttachOptions::default().sample(sample_options);
     let sampler = match session {
         Some(mut session) => {

@@ -116,6 +116,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// The options ask for something that cannot be done (`reason` says what and how to ask
+    /// instead), such as native stacks without pausing the target. Retrying does not help.
+    #[error("invalid options: {reason}")]
+    InvalidOptions {
+        /// What cannot be done, and what to change.
+        reason: String,
+    },
+
     /// A file or `/proc` entry could not be read, or a system call failed. `what` names it.
     /// Retrying rarely helps.
     #[error("{what}: {source}")]

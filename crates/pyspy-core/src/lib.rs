@@ -9,7 +9,8 @@
 //! bodies of continuous-profiling backends (Pyroscope, DataKit, OTLP; the crate has no network
 //! code). It never runs code in the target and
 //! never changes its memory; it stops the target's threads only when asked
-//! ([`SampleOptions::pause`]). It does not unwind native (C) stacks. A core file of a process
+//! ([`SampleOptions::pause`]). With [`SampleOptions::native`] it also unwinds each thread's
+//! native (C, C++, Rust) stack and merges it with the Python one. A core file of a process
 //! that is gone gives the same snapshots ([`open_core`]), with the signal that ended it.
 //!
 //! ```no_run
@@ -70,6 +71,7 @@ macro_rules! internal_mod {
 
 internal_mod!(attach);
 internal_mod!(memory);
+internal_mod!(native);
 internal_mod!(walk);
 mod error;
 mod profile;

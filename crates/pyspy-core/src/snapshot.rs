@@ -82,17 +82,20 @@ pub struct ExceptionInfo {
     pub message: String,
 }
 
-/// One Python frame.
+/// One frame: a Python frame, or with [`SampleOptions::native`](crate::SampleOptions) a
+/// native (C, C++, Rust) one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Frame {
-    /// `co_name`.
+    /// `co_name`; for a native frame the demangled function name, empty if unknown.
     pub function: Arc<str>,
-    /// `co_qualname` (3.11+).
+    /// `co_qualname` (3.11+); `None` for native frames.
     pub qualname: Option<Arc<str>>,
-    /// `co_filename`, as the target sees it.
+    /// `co_filename`, as the target sees it; for a native frame its source file where debug
+    /// info says, else the path of its binary (`[unknown]` outside every mapped file).
     pub filename: Arc<str>,
-    /// The line being executed (0 if the line table has no line for the instruction).
+    /// The line being executed (0 if the line table has no line for the instruction, or a
+    /// native frame has no debug info).
     pub line: i32,
     /// The last line of the expression being executed (3.11+, from the location table, when
     /// [`SampleOptions::positions`](crate::SampleOptions) is on; else `None`).
@@ -109,6 +112,11 @@ pub struct Frame {
     /// order, with bounded reprs; only bound names. Empty unless
     /// [`SampleOptions::locals`](crate::SampleOptions) is on.
     pub locals: Vec<Local>,
+    /// Whether this is a native frame.
+    pub native: bool,
+    /// A native frame's address: the instruction pointer for the innermost frame, the return
+    /// address for the others. `None` for Python frames.
+    pub address: Option<u64>,
 }
 
 impl Frame {
@@ -129,6 +137,18 @@ impl Frame {
             end_column: None,
             opcode: None,
             locals: Vec::new(),
+            native: false,
+            address: None,
+        }
+    }
+
+    /// A native frame: its function (empty if unknown), source file (else the binary's path),
+    /// line (0 if unknown) and address.
+    pub(crate) fn native(function: Arc<str>, filename: Arc<str>, line: i32, address: u64) -> Frame {
+        Frame {
+            native: true,
+            address: Some(address),
+            ..Frame::new(function, None, filename, line)
         }
     }
 }

@@ -182,6 +182,12 @@ impl ProcessInfo {
     /// naming the capability. For a core, the file found for the path when the core was
     /// opened.
     pub fn open_mapping(&self, map: &MemoryMap) -> Result<std::fs::File> {
+        self.open_mapping_at(map).map(|(file, _)| file)
+    }
+
+    /// [`ProcessInfo::open_mapping`], and the path on this machine it was opened at (for
+    /// files found next to it, such as separate debug files).
+    pub fn open_mapping_at(&self, map: &MemoryMap) -> Result<(std::fs::File, PathBuf)> {
         use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
         let path = map.path.as_deref().ok_or(Error::Corrupt("mapping has no file"))?;
         if let FileLookup::Resolved(found) = &self.files {
@@ -192,7 +198,7 @@ impl ProcessInfo {
                          --executable)"
                     .into(),
             })?;
-            return std::fs::File::open(file).map_err(|e| Error::Io {
+            return std::fs::File::open(file).map(|f| (f, file.clone())).map_err(|e| Error::Io {
                 what: format!("opening {}", file.display()),
                 source: e,
             });
@@ -233,7 +239,7 @@ impl ProcessInfo {
                 continue;
             };
             if (map.inode == 0 || meta.ino() == map.inode) && meta.file_type().is_file() {
-                return Ok(file);
+                return Ok((file, candidate.clone()));
             }
             // The executable link is tried for every mapping; another file there is normal.
             replaced |= candidate != exe_link;

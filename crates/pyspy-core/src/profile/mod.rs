@@ -114,13 +114,16 @@ pub struct FrameKey {
 
 impl FrameKey {
     /// The key of `frame`: its qualified name (its name before 3.11), its file, and its line
-    /// if `lines` is true (else 0).
+    /// if `lines` is true (else 0). A native frame whose function is unknown is named by its
+    /// address (`0x7f...`).
     pub fn new(frame: &Frame, lines: bool) -> FrameKey {
+        let name = match (&frame.qualname, frame.address) {
+            (Some(q), _) => q.clone(),
+            (None, Some(addr)) if frame.function.is_empty() => Arc::from(format!("{addr:#x}")),
+            (None, _) => frame.function.clone(),
+        };
         FrameKey {
-            name: frame
-                .qualname
-                .clone()
-                .unwrap_or_else(|| frame.function.clone()),
+            name,
             filename: frame.filename.clone(),
             line: if lines { frame.line } else { 0 },
         }

@@ -254,7 +254,7 @@ pub fn open_core(path: impl AsRef<Path>, options: &CoreOptions) -> Result<Sessio
             cpu_time: t.user_time.saturating_add(t.system_time),
         })
         .collect();
-    let reader = SnapshotReader::for_core(&located.interpreter, threads);
+    let reader = SnapshotReader::for_core(&located.interpreter, &located.binary, threads);
     Ok(Session::for_core(mem, details, pid, executable, located, reader))
 }
 

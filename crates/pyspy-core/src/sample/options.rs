@@ -20,6 +20,8 @@ use std::time::Duration;
 /// | `locals`   | off     | per frame: its slots, then a few reads per variable (bounded)      |
 /// | `exceptions` | off   | per thread: one or two reads, a few more while handling one        |
 /// | `positions` | off    | per frame (3.11+): one read for the opcode, a line-table scan      |
+/// | `native`   | off     | `PTRACE_GETREGS` and a stack unwind per paused thread; needs `pause` |
+/// | `native_all` | off   | — (keeps the interpreter's own native frames)                      |
 ///
 /// ```
 /// use pyspy_core::SampleOptions;
@@ -49,6 +51,17 @@ pub struct SampleOptions {
     /// no GIL state ([`ThreadStack::no_gil`](crate::ThreadStack::no_gil): a free-threaded
     /// build) are kept.
     pub gil_only: bool,
+    /// Unwind each thread's native (C, C++, Rust) stack and merge it with the Python one:
+    /// every eval-loop frame is replaced by the Python frames it runs, so a thread reads
+    /// Python → C → Python in call order ([`Frame::native`](crate::Frame) marks native
+    /// frames). Needs [`SampleOptions::pause`] (a running thread's stack changes under the
+    /// reads): a sample with `native` and without `pause` fails with
+    /// [`Error::InvalidOptions`](crate::Error). Default off.
+    pub native: bool,
+    /// With [`SampleOptions::native`], keep the interpreter's own native frames (its call
+    /// machinery, and the process and thread start-up below the outermost Python frame),
+    /// which are left out by default. Default off.
+    pub native_all: bool,
     /// How long pausing waits for the threads to stop; threads that take longer (a loaded
     /// machine) are read while running. Default 250 ms.
     pub pause_timeout: Duration,
@@ -75,6 +88,8 @@ impl Default for SampleOptions {
             names: true,
             idle: true,
             gil_only: false,
+            native: false,
+            native_all: false,
             pause_timeout: Duration::from_millis(250),
             locals: false,
             repr_limits: ReprLimits::default(),
@@ -113,6 +128,16 @@ impl SampleOptions {
     /// Sets [`SampleOptions::gil_only`].
     pub fn gil_only(mut self, on: bool) -> Self {
         self.gil_only = on;
+        self
+    }
+    /// Sets [`SampleOptions::native`].
+    pub fn native(mut self, on: bool) -> Self {
+        self.native = on;
+        self
+    }
+    /// Sets [`SampleOptions::native_all`].
+    pub fn native_all(mut self, on: bool) -> Self {
+        self.native_all = on;
         self
     }
     /// Sets [`SampleOptions::pause_timeout`].

@@ -40,7 +40,6 @@ pub struct PauseGuard {
 }
 
 impl PauseGuard {
-    #[cfg(feature = "internals")]
     /// The OS thread ids held stopped (threads that exited meanwhile are left out).
     pub fn stopped(&self) -> Vec<i32> {
         self.tracees

@@ -7,6 +7,9 @@
 //!    facts (a stopped thread always looks idle), stop those OS threads (only the Python ones),
 //!    walk, read names, resume. The [`PauseGuard`](crate::sample::pause::PauseGuard) resumes the
 //!    threads on every path, panics included.
+//!    With [`SampleOptions::native`], the registers of each stopped thread are read and its
+//!    native stack unwound while it is stopped; after resuming, the native frames are
+//!    symbolized and merged with the Python ones ([`crate::native`]).
 //! 3. Filter: [`SampleOptions::idle`] off drops threads not running on a CPU,
 //!    [`SampleOptions::gil_only`] keeps only the GIL holder(s) (one per interpreter on 3.12+).
 //!
@@ -24,6 +27,7 @@ use crate::attach::process::{self, ThreadStat, ThreadStatReader};
 use crate::snapshot::ThreadStack;
 use crate::walk::names::{NameStats, NameKey, ThreadNames};
 use crate::walk::{Interpreter, Walker};
+use crate::native::{NativeStacks, Registers};
 use super::options::SampleOptions;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,6 +115,10 @@ pub(crate) struct SnapshotReader {
     /// A core's threads (from its `NT_PRSTATUS` notes): the process is gone, so there is no
     /// `/proc` to read, nothing to pause, and its memory cannot change between reads.
     frozen: Option<Vec<FrozenThread>>,
+    /// The binary holding the interpreter (as the target sees it).
+    interpreter_binary: String,
+    /// Native unwinding state; made at the first sample that asks for native stacks.
+    native: Option<NativeStacks>,
     pub(crate) hooks: Hooks,
 }
 
@@ -124,7 +132,7 @@ pub(crate) struct FrozenThread {
 }
 
 impl SnapshotReader {
-    pub(crate) fn new(interp: &Interpreter) -> SnapshotReader {
+    pub(crate) fn new(interp: &Interpreter, interpreter_binary: &str) -> SnapshotReader {
         SnapshotReader {
             walker: Walker::new(&interp.layout),
             names: ThreadNames::new(&interp.layout),
@@ -132,15 +140,21 @@ impl SnapshotReader {
             known_tids: Vec::new(),
             stat_files: None,
             frozen: None,
+            interpreter_binary: interpreter_binary.to_string(),
+            native: None,
             hooks: Hooks::default(),
         }
     }
 
     /// A reader for a core's memory, whose threads are `threads`.
-    pub(crate) fn for_core(interp: &Interpreter, threads: Vec<FrozenThread>) -> SnapshotReader {
+    pub(crate) fn for_core(
+        interp: &Interpreter,
+        interpreter_binary: &str,
+        threads: Vec<FrozenThread>,
+    ) -> SnapshotReader {
         SnapshotReader {
             frozen: Some(threads),
-            ..SnapshotReader::new(interp)
+            ..SnapshotReader::new(interp, interpreter_binary)
         }
     }
 
@@ -176,8 +190,16 @@ impl SnapshotReader {
         options: &SampleOptions,
         hooks: &Hooks,
     ) -> Result<Vec<ThreadStack>> {
+        if options.native && !options.pause {
+            return Err(Error::InvalidOptions {
+                reason: "native stacks need the target's threads paused while their stacks \
+                         are read: turn pausing on (do not use non-blocking mode)"
+                    .into(),
+            });
+        }
         let mut stats: HashMap<u64, ThreadStat> = HashMap::new();
         let mut known_tids: HashMap<u64, u64> = HashMap::new();
+        let mut native_stacks = HashMap::new();
         let mut guard = None;
         let live = self.frozen.is_none();
         if options.pause && live {
@@ -208,10 +230,28 @@ impl SnapshotReader {
                     }
                 }
             }
-            guard = Some(pause::pause(pid, &tids, options.pause_timeout)?);
+            let paused = pause::pause(pid, &tids, options.pause_timeout)?;
             hooks.pauses.fetch_add(1, Ordering::Relaxed);
+            if options.native {
+                let native = match &mut self.native {
+                    Some(n) => n,
+                    None => self.native.insert(NativeStacks::attach(
+                        pid,
+                        &self.interpreter_binary,
+                        interp.version.major == 2,
+                    )?),
+                };
+                for tid in paused.stopped() {
+                    // A thread that did not stop in time, or exited, keeps its Python stack.
+                    if let Ok(regs) = Registers::of_stopped_thread(tid) {
+                        native_stacks.insert(tid as u64, native.unwind(mem, regs));
+                    }
+                }
+            }
+            guard = Some(paused);
         }
         self.walker.set_extras(options.extras());
+        self.walker.collect_groups(options.native);
         let walked = retry_torn(pid, live, || self.walker.walk(mem, interp))?;
         let keys = options.names.then(|| NameKey::for_walk(&walked));
         let mut threads: Vec<ThreadStack> = walked.into_iter().map(|(_, t)| t).collect();
@@ -243,6 +283,29 @@ impl SnapshotReader {
             for t in threads.iter_mut() {
                 let tid = t.native_thread_id.and_then(|t| i32::try_from(t).ok());
                 t.cpu_time = frozen.iter().find(|f| Some(f.tid) == tid).map(|f| f.cpu_time);
+            }
+        }
+        if let (Some(native), true) = (&mut self.native, options.native) {
+            let groups = self.walker.groups();
+            // An OS thread that entered sub-interpreters has a thread state in each; its one
+            // native stack cannot be split between them, so such threads keep their Python
+            // stacks only.
+            let mut tids: Vec<u64> = threads.iter().filter_map(|t| t.native_thread_id).collect();
+            tids.sort_unstable();
+            let shared = |tid: u64| {
+                let first = tids.partition_point(|t| *t < tid);
+                tids.get(first + 1) == Some(&tid)
+            };
+            for (i, t) in threads.iter_mut().enumerate() {
+                let addrs = t
+                    .native_thread_id
+                    .filter(|tid| !shared(*tid))
+                    .and_then(|tid| native_stacks.get(&tid));
+                let (Some(addrs), Some(groups)) = (addrs, groups.get(i)) else {
+                    continue;
+                };
+                let python = std::mem::take(&mut t.frames);
+                t.frames = native.merge(python, groups, addrs, options.native_all);
             }
         }
         if options.needs_stat() && live {

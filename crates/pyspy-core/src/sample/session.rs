@@ -130,7 +130,7 @@ pub fn attach(pid: i32, options: &AttachOptions) -> Result<Session> {
         pid,
         mem: Source::Live(mem),
         executable: info.exe,
-        reader: SnapshotReader::new(&located.interpreter),
+        reader: SnapshotReader::new(&located.interpreter, &located.binary),
         located,
         sample_options: options.sample,
     })

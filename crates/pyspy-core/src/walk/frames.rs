@@ -34,6 +34,9 @@ pub(super) struct RawFrame {
     /// Free-threaded 3.14+: which copy of the bytecode `position` points into (0: the code
     /// object's own `co_code_adaptive`).
     tlbc_index: u32,
+    /// The first (outermost) frame its eval-loop call runs: every frame up to 3.10, 3.11's
+    /// `is_entry`, and on 3.12+ a frame linked to an entry frame the C stack owns.
+    entry: bool,
 }
 
 impl Walker {
@@ -51,16 +54,26 @@ impl Walker {
         let buf = storage
             .get_mut(..len)
             .ok_or(Error::Corrupt("frame layout larger than expected"))?;
-        let mut out = Vec::new();
+        let mut out: Vec<RawFrame> = Vec::new();
         let mut addr = first;
         while addr != 0 && self.visited.len() < MAX_FRAMES {
             if !self.visited.insert(addr) {
                 return Err(Error::Corrupt("frame chain is cyclic"));
             }
             mem.read(addr, buf)?;
-            let (back, raw) = parse_frame(&self.layout, addr, buf)?;
+            let (back, raw, boundary) = parse_frame(&self.layout, addr, buf)?;
+            if boundary {
+                if let Some(last) = out.last_mut() {
+                    last.entry = true;
+                }
+            }
             out.extend(raw);
             addr = back;
+        }
+        if addr == 0 {
+            if let Some(last) = out.last_mut() {
+                last.entry = true;
+            }
         }
         Ok(out)
     }
@@ -83,18 +96,51 @@ impl Walker {
         let l = self.layout;
         let extras = self.extras;
         let mut out = Vec::with_capacity(threads.len());
+        self.groups.clear();
         for raws in threads {
             let mut frames = Vec::with_capacity(raws.len());
+            // Sizes of the eval-loop groups (see `native::merge`), when asked for.
+            let mut groups = Vec::new();
+            let mut group_start = 0;
             for raw in raws {
-                let Ok(i) = addrs.binary_search(&raw.code) else {
-                    continue;
-                };
-                let Some(info) = &infos[i] else {
-                    continue; // not a code object
-                };
-                let Some(offset) = instruction_offset(mem, &l, raw, info)? else {
-                    continue;
-                };
+                if let Some(frame) = self.resolve_one(mem, &l, &addrs, &infos, raw, extras)? {
+                    frames.push(frame);
+                }
+                if raw.entry && self.collect_groups {
+                    groups.push((frames.len() - group_start) as u32);
+                    group_start = frames.len();
+                }
+            }
+            if self.collect_groups {
+                self.groups.push(groups);
+            }
+            out.push(frames);
+        }
+        Ok(out)
+    }
+
+    /// The frame a raw frame shows, if it is a code object's frame that has started, with
+    /// the positions and locals `extras` ask for.
+    fn resolve_one<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        l: &Layout,
+        addrs: &[u64],
+        infos: &[Option<std::sync::Arc<CodeInfo>>],
+        raw: &RawFrame,
+        extras: super::Extras,
+    ) -> Result<Option<Frame>> {
+        let Ok(i) = addrs.binary_search(&raw.code) else {
+            return Ok(None);
+        };
+        let Some(info) = &infos[i] else {
+            return Ok(None); // not a code object
+        };
+        let Some(offset) = instruction_offset(mem, l, raw, info)? else {
+            return Ok(None);
+        };
+        {
+            {
                 let mut frame = Frame::new(
                     info.name.clone(),
                     info.qualname.clone(),
@@ -111,7 +157,7 @@ impl Walker {
                     if let Some(table) = self.opcodes {
                         // An opcode that cannot be read (instrumentation data freed under us)
                         // is left unknown rather than failing the stack.
-                        frame.opcode = base_opcode(mem, &l, table, raw.code, offset)
+                        frame.opcode = base_opcode(mem, l, table, raw.code, offset)
                             .ok()
                             .flatten();
                     }
@@ -119,21 +165,20 @@ impl Walker {
                 if let Some(limits) = &extras.locals {
                     frame.locals = self
                         .locals
-                        .read(mem, &l, &mut self.values, limits, raw.addr, raw.code, info)
+                        .read(mem, l, &mut self.values, limits, raw.addr, raw.code, info)
                         .unwrap_or_default();
                 }
-                frames.push(frame);
+                Ok(Some(frame))
             }
-            out.push(frames);
         }
-        Ok(out)
     }
 }
 
-/// Decodes one frame's bytes: its back link and, unless it is not a Python frame, the raw
-/// frame. 3.11+ frames owned by the C stack or the interpreter, and frames with no code, are
-/// links only.
-fn parse_frame(l: &Layout, addr: u64, buf: &[u8]) -> Result<(u64, Option<RawFrame>)> {
+/// Decodes one frame's bytes: its back link, the raw frame unless it is not a Python frame,
+/// and whether it is an entry frame the C stack or the interpreter owns (3.12+: it marks
+/// where an eval-loop call began). 3.11+ frames owned by the C stack or the interpreter, and
+/// frames with no code, are links only.
+fn parse_frame(l: &Layout, addr: u64, buf: &[u8]) -> Result<(u64, Option<RawFrame>, bool)> {
     let err = || Error::Corrupt("frame field");
     let get = |off: Option<u32>| off.and_then(|o| field_u64(buf, o)).ok_or_else(err);
     match l.frames {
@@ -150,8 +195,9 @@ fn parse_frame(l: &Layout, addr: u64, buf: &[u8]) -> Result<(u64, Option<RawFram
                 position: i64::from(lasti) as u64,
                 owner: 0,
                 tlbc_index: 0,
+                entry: true,
             };
-            Ok((back, (code != 0).then_some(raw)))
+            Ok((back, (code != 0).then_some(raw), false))
         }
         FrameModel::InterpreterFrame => {
             let previous = get(l.iframe_previous)?;
@@ -164,9 +210,16 @@ fn parse_frame(l: &Layout, addr: u64, buf: &[u8]) -> Result<(u64, Option<RawFram
             if l.executable_tagged {
                 code &= !STACKREF_TAG_MASK;
             }
-            if l.owner_not_python.is_some_and(|min| owner >= min) || code == 0 {
-                return Ok((previous, None));
+            if l.owner_not_python.is_some_and(|min| owner >= min) {
+                return Ok((previous, None, true));
             }
+            if code == 0 {
+                return Ok((previous, None, false));
+            }
+            let entry = match l.iframe_is_entry {
+                Some(o) => buf.get(o as usize).copied().ok_or_else(err)? != 0,
+                None => false,
+            };
             let tlbc_index = match l.iframe_tlbc_index {
                 Some(o) => field_u32(buf, o).ok_or_else(err)?,
                 None => 0,
@@ -177,8 +230,9 @@ fn parse_frame(l: &Layout, addr: u64, buf: &[u8]) -> Result<(u64, Option<RawFram
                 position: instr,
                 owner,
                 tlbc_index,
+                entry,
             };
-            Ok((previous, Some(raw)))
+            Ok((previous, Some(raw), false))
         }
     }
 }
@@ -246,5 +300,60 @@ fn bytecode_copy<M: Memory + ?Sized>(mem: &M, l: &Layout, code: u64, index: u32)
     match mem.read_u64(at)? {
         0 => Err(Error::Corrupt("thread-local bytecode copy missing")),
         start => Ok(start),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attach::layout::for_version;
+    use crate::memory::MemoryImage;
+
+    /// Writes a `_PyInterpreterFrame` at `addr`: its back link, code, owner and (3.11)
+    /// `is_entry`.
+    fn put_frame(img: &mut MemoryImage, l: &Layout, addr: u64, previous: u64, code: u64, owner: u8, is_entry: bool) {
+        let mut buf = vec![0u8; 96];
+        let put = |buf: &mut Vec<u8>, off: Option<u32>, v: u64| {
+            let o = off.unwrap() as usize;
+            buf[o..o + 8].copy_from_slice(&v.to_le_bytes());
+        };
+        put(&mut buf, l.iframe_previous, previous);
+        put(&mut buf, l.iframe_executable, code);
+        put(&mut buf, l.iframe_instr_ptr, code + 0x100);
+        buf[l.iframe_owner.unwrap() as usize] = owner;
+        if let Some(o) = l.iframe_is_entry {
+            buf[o as usize] = u8::from(is_entry);
+        }
+        img.add(addr, &buf);
+    }
+
+    fn entries(l: &Layout, img: &MemoryImage, first: u64) -> Vec<bool> {
+        let mut w = Walker::new(l);
+        w.raw_frames(img, first).unwrap().iter().map(|r| r.entry).collect()
+    }
+
+    #[test]
+    fn eval_loop_entries_312_are_frames_linked_to_c_stack_frames() {
+        let l = for_version(3, 12).unwrap();
+        let cstack = l.owner_not_python.unwrap();
+        let mut img = MemoryImage::new();
+        // a → b → [entry frame] → c → [entry frame] → end: {a, b} ran in one eval call, c in
+        // the one below it.
+        put_frame(&mut img, l, 0x1000, 0x2000, 0x9000, 0, false);
+        put_frame(&mut img, l, 0x2000, 0x3000, 0x9000, 0, false);
+        put_frame(&mut img, l, 0x3000, 0x4000, 0, cstack, false);
+        put_frame(&mut img, l, 0x4000, 0x5000, 0x9000, 0, false);
+        put_frame(&mut img, l, 0x5000, 0, 0, cstack, false);
+        assert_eq!(entries(l, &img, 0x1000), [false, true, true]);
+    }
+
+    #[test]
+    fn eval_loop_entries_311_come_from_is_entry() {
+        let l = for_version(3, 11).unwrap();
+        let mut img = MemoryImage::new();
+        put_frame(&mut img, l, 0x1000, 0x2000, 0x9000, 0, true);
+        put_frame(&mut img, l, 0x2000, 0x3000, 0x9000, 0, false);
+        put_frame(&mut img, l, 0x3000, 0, 0x9000, 0, true);
+        assert_eq!(entries(l, &img, 0x1000), [true, false, true]);
     }
 }

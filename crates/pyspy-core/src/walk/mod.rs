@@ -66,6 +66,10 @@ pub struct Walker {
     values: Values,
     locals: LocalsCache,
     opcodes: Option<&'static Opcodes>,
+    /// Whether walks note each thread's eval-loop groups (for native stacks).
+    collect_groups: bool,
+    /// Per thread of the last walk: the sizes of its eval-loop groups, innermost first.
+    groups: Vec<Vec<u32>>,
 }
 
 /// What a walk reads beyond the stacks (all off by default).
@@ -105,6 +109,7 @@ impl Walker {
                 l.iframe_instr_ptr,
                 l.iframe_owner,
                 l.iframe_tlbc_index,
+                l.iframe_is_entry,
             ]),
         };
         Walker {
@@ -118,8 +123,23 @@ impl Walker {
             values: Values::new(layout),
             locals: LocalsCache::default(),
             opcodes: Opcodes::for_version(l.version.0, l.version.1),
+            collect_groups: false,
+            groups: Vec::new(),
         }
     }
+
+    /// Makes walks note each thread's eval-loop groups ([`Walker::groups`]).
+    pub fn collect_groups(&mut self, on: bool) {
+        self.collect_groups = on;
+    }
+
+    /// For each thread of the last walk (in its order), the sizes of the groups of frames
+    /// one eval-loop call runs, innermost first (see `native::merge`); empty unless
+    /// [`Walker::collect_groups`] is on.
+    pub fn groups(&self) -> &[Vec<u32>] {
+        &self.groups
+    }
+
 
     /// Chooses what the following walks read beyond the stacks.
     pub fn set_extras(&mut self, extras: Extras) {

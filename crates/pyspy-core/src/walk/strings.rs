@@ -426,6 +426,7 @@ mod tests {
             iframe_executable: None,
             iframe_instr_ptr: None,
             iframe_owner: None,
+            iframe_is_entry: None,
             iframe_localsplus: None,
             iframe_tlbc_index: None,
             owner_not_python: None,

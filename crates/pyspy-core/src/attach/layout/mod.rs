@@ -124,6 +124,8 @@ pub struct Layout {
     /// `prev_instr` (3.11–3.12) or `instr_ptr` (3.13+): both give the current instruction.
     pub iframe_instr_ptr: Option<u32>,
     pub iframe_owner: Option<u32>,
+    /// 3.11: `is_entry`, set on the first frame an eval-loop call runs (native merging).
+    pub iframe_is_entry: Option<u32>,
     pub iframe_localsplus: Option<u32>,
     /// Free-threaded 3.14+: `tlbc_index` (`int32_t`), the frame's copy of the bytecode.
     pub iframe_tlbc_index: Option<u32>,

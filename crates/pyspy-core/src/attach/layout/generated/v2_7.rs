@@ -49,6 +49,7 @@ pub static LAYOUT: Layout = Layout {
     iframe_executable: None,
     iframe_instr_ptr: None,
     iframe_owner: None,
+    iframe_is_entry: None,
     iframe_localsplus: None,
     owner_not_python: None,
     owner_generator: None,

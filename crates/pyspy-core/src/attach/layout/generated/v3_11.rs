@@ -51,6 +51,7 @@ pub static LAYOUT: Layout = Layout {
     iframe_executable: Some(32),
     iframe_instr_ptr: Some(56),
     iframe_owner: Some(69),
+    iframe_is_entry: Some(68),
     iframe_localsplus: Some(72),
     owner_not_python: None,
     owner_generator: Some(1),

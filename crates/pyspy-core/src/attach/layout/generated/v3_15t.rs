@@ -50,6 +50,7 @@ pub static LAYOUT: Layout = Layout {
     iframe_executable: Some(0),
     iframe_instr_ptr: Some(56),
     iframe_owner: Some(78),
+    iframe_is_entry: None,
     iframe_localsplus: Some(80),
     owner_not_python: Some(3),
     owner_generator: Some(1),
