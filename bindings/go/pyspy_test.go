@@ -596,7 +596,7 @@ func TestDebuggerView(t *testing.T) {
 			t.Fatal("the Python target did not start")
 		}
 	}
-	session, err := Attach(cmd.Process.Pid, &Options{Locals: true, Exceptions: true, Positions: true})
+	session, err := Attach(context.Background(), cmd.Process.Pid, &Options{Locals: true, Exceptions: true, Positions: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -652,7 +652,7 @@ func TestDebuggerView(t *testing.T) {
 
 func TestNativeFramesAreMergedAndNeedPause(t *testing.T) {
 	pid := startTarget(t)
-	session, err := Attach(pid, &Options{Pause: true, Native: true})
+	session, err := Attach(context.Background(), pid, &Options{Pause: true, Native: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -682,7 +682,7 @@ func TestNativeFramesAreMergedAndNeedPause(t *testing.T) {
 			snapshot.Threads)
 	}
 
-	unpaused, err := Attach(pid, &Options{Native: true})
+	unpaused, err := Attach(context.Background(), pid, &Options{Native: true})
 	if err != nil {
 		t.Fatal(err)
 	}
