@@ -120,6 +120,12 @@ pub const ROWS: &[Row] = &[
         "interp_gil_last_holder",
         &[r((3, 12), LAST, Off(INTERP, "_gil.last_holder"))],
     ),
+    opt(
+        "interp_code_object_generation",
+        // Counts code objects freed (3.14+): a walk that read new code objects while it
+        // changed may have read a replaced one.
+        &[r((3, 14), LAST, Off(INTERP, "_code_object_generation"))],
+    ),
     // PyThreadState
     req("tstate_size", &[r(FIRST, LAST, Size(TSTATE))]),
     req("tstate_next", &[r(FIRST, LAST, Off(TSTATE, "next"))]),
@@ -150,6 +156,17 @@ pub const ROWS: &[Row] = &[
         "tstate_datastack_chunk",
         &[r((3, 11), LAST, Off(TSTATE, "datastack_chunk"))],
     ),
+    opt(
+        "tstate_datastack_top",
+        &[r((3, 11), LAST, Off(TSTATE, "datastack_top"))],
+    ),
+    // _PyStackChunk (3.11+): the thread's data stack, where its own frames live.
+    opt(
+        "chunk_previous",
+        &[r((3, 11), LAST, Off("_PyStackChunk", "previous"))],
+    ),
+    opt("chunk_size", &[r((3, 11), LAST, Off("_PyStackChunk", "size"))]),
+    opt("chunk_data", &[r((3, 11), LAST, Off("_PyStackChunk", "data"))]),
     // PyFrameObject
     opt("frame_back", &[r(FIRST, (3, 10), Off(FRAME, "f_back"))]),
     opt("frame_code", &[r(FIRST, (3, 10), Off(FRAME, "f_code"))]),
@@ -481,6 +498,7 @@ pub const PYTHON_OWNERS: &[&str] = &[
     "FRAME_OWNED_BY_FRAME_OBJECT",
 ];
 pub const OWNER_GENERATOR: &str = "FRAME_OWNED_BY_GENERATOR";
+pub const OWNER_THREAD: &str = "FRAME_OWNED_BY_THREAD";
 pub const OWNER_ENUM: &str = "_frameowner";
 
 /// Headers to include for a version (after `Python.h`), relative to the include directory.
@@ -597,6 +615,12 @@ pub const DEBUG_ROWS: &[DebugRow] = &[
         "interpreter_state.gil_runtime_state_holder",
         IS,
     ),
+    DebugRow {
+        field: "interp_code_object_generation",
+        value: "interpreter_state.code_object_generation",
+        within: IS,
+        from: (3, 14),
+    },
     d("tstate_size", "thread_state.size", None),
     d("tstate_next", "thread_state.next", TS),
     d("tstate_interp", "thread_state.interp", TS),
