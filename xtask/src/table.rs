@@ -165,8 +165,14 @@ pub const ROWS: &[Row] = &[
         "chunk_previous",
         &[r((3, 11), LAST, Off("_PyStackChunk", "previous"))],
     ),
-    opt("chunk_size", &[r((3, 11), LAST, Off("_PyStackChunk", "size"))]),
-    opt("chunk_data", &[r((3, 11), LAST, Off("_PyStackChunk", "data"))]),
+    opt(
+        "chunk_size",
+        &[r((3, 11), LAST, Off("_PyStackChunk", "size"))],
+    ),
+    opt(
+        "chunk_data",
+        &[r((3, 11), LAST, Off("_PyStackChunk", "data"))],
+    ),
     // PyFrameObject
     opt("frame_back", &[r(FIRST, (3, 10), Off(FRAME, "f_back"))]),
     opt("frame_code", &[r(FIRST, (3, 10), Off(FRAME, "f_code"))]),
