@@ -75,7 +75,7 @@ mod snapshot;
 
 pub use attach::locate::{LocateStrategy, LocatedBy};
 pub use attach::version::Version;
-pub use error::{Error, ReadError, Result};
+pub use error::{Error, ReadError, ReadErrorKind, Result, ThreadError};
 pub use profile::export;
 pub use profile::{FrameId, FrameKey, Profile, ProfileOptions, Stack, ThreadKey};
 pub use sample::options::SampleOptions;

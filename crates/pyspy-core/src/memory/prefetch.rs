@@ -11,7 +11,7 @@
 
 use super::{Memory, ReadError};
 use crate::memory::addr_hash::AddrMap;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 /// Reads longer than this are not logged (strings and line tables of new code objects).
 const MAX_LOGGED_READ: usize = 4096;
@@ -22,15 +22,27 @@ const PAGE: u64 = 4096;
 /// Largest merged range.
 const MAX_MERGED: u64 = 64 << 10;
 
+/// Most anchor words in a plan.
+const MAX_ANCHORS: usize = 1024;
+
 /// What to prefetch, worked out once from a walk's log: the merged ranges to read and where
 /// each logged read lands in them. A target that did not change gives the same log sample
 /// after sample, so the plan is reused as it is (see [`PrefetchPlan::update`]).
+///
+/// A plan may also name anchor words (a thread's current-frame pointer, for example): each is
+/// read before and after everything else in the batch, so [`Prefetched::moved`] tells whether
+/// it changed while the batch was read — whether what the batch holds about that thread is of
+/// one moment.
 #[derive(Debug, Default, Clone)]
 pub struct PrefetchPlan {
     log: Vec<(u64, usize)>,
+    anchors: Vec<u64>,
+    /// The anchors (8 bytes each), the merged ranges, the anchors again.
     ranges: Vec<(u64, usize)>,
-    /// Logged address → (index of its merged range, offset in the batch, length).
+    /// Logged address → (index of its range, offset in the batch, length).
     hits: AddrMap<(usize, usize, usize)>,
+    /// Anchor address → its index in `anchors`.
+    anchor_index: AddrMap<usize>,
     total: usize,
 }
 
@@ -39,7 +51,7 @@ impl PrefetchPlan {
     /// kernel's cost is per range and per page, and a frame chain on a data stack is a few
     /// pages): the bytes between two ranges that were both readable, on pages they share or
     /// that touch, are readable too.
-    pub fn new(log: Vec<(u64, usize)>) -> PrefetchPlan {
+    pub fn new(log: Vec<(u64, usize)>, anchors: Vec<u64>) -> PrefetchPlan {
         let mut sorted: Vec<(u64, usize)> = log
             .iter()
             .copied()
@@ -59,35 +71,52 @@ impl PrefetchPlan {
                 _ => merged.push((addr, end)),
             }
         }
-        let ranges: Vec<(u64, usize)> =
-            merged.iter().map(|&(a, e)| (a, (e - a) as usize)).collect();
+        let mut anchor_list: Vec<u64> = anchors
+            .iter()
+            .copied()
+            .filter(|a| a.checked_add(8).is_some())
+            .take(MAX_ANCHORS)
+            .collect();
+        anchor_list.sort_unstable();
+        anchor_list.dedup();
+        let n = anchor_list.len();
+        let words = anchor_list.iter().map(|&a| (a, 8usize));
+        let ranges: Vec<(u64, usize)> = words
+            .clone()
+            .chain(merged.iter().map(|&(a, e)| (a, (e - a) as usize)))
+            .chain(words)
+            .collect();
         let mut hits = AddrMap::default();
         hits.reserve(sorted.len());
-        let (mut m, mut base) = (0, 0);
+        let (mut m, mut base) = (0, 8 * n);
         for &(addr, len) in &sorted {
             while merged[m].1 <= addr {
-                base += ranges[m].1;
+                base += (merged[m].1 - merged[m].0) as usize;
                 m += 1;
             }
             let at = base + (addr - merged[m].0) as usize;
-            let longest = hits.entry(addr).or_insert((m, at, len));
+            let longest = hits.entry(addr).or_insert((n + m, at, len));
             if longest.2 < len {
-                *longest = (m, at, len);
+                *longest = (n + m, at, len);
             }
         }
+        let anchor_index = anchor_list.iter().enumerate().map(|(i, &a)| (a, i)).collect();
         let total = ranges.iter().map(|r| r.1).sum();
         PrefetchPlan {
             log,
+            anchors,
             ranges,
             hits,
+            anchor_index,
             total,
         }
     }
 
-    /// Keeps this plan if `log` is the one it was made from, else makes the plan for `log`.
-    pub fn update(&mut self, log: Vec<(u64, usize)>) {
-        if log != self.log {
-            *self = PrefetchPlan::new(log);
+    /// Keeps this plan if `log` and `anchors` are the ones it was made from, else makes the
+    /// plan for them.
+    pub fn update(&mut self, log: Vec<(u64, usize)>, anchors: Vec<u64>) {
+        if log != self.log || anchors != self.anchors {
+            *self = PrefetchPlan::new(log, anchors);
         }
     }
 }
@@ -102,6 +131,8 @@ pub struct Prefetched<'m, 'p, M: ?Sized> {
     /// Whether each of the plan's merged ranges was read.
     ok: Vec<bool>,
     log: RefCell<Vec<(u64, usize)>>,
+    /// Reads (and ranges of batched reads) that were not in the prefetched batch.
+    unbatched: Cell<u64>,
 }
 
 impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
@@ -118,6 +149,7 @@ impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
             bytes,
             ok,
             log: RefCell::new(Vec::with_capacity(plan.log.len())),
+            unbatched: Cell::new(0),
         }
     }
 
@@ -131,6 +163,16 @@ impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
         if len <= MAX_LOGGED_READ && log.len() < MAX_LOGGED {
             log.push((addr, len));
         }
+    }
+
+    /// Whether the anchor word at `addr` changed while the batch was read (its two copies
+    /// differ, or one could not be read). `None` if the plan has no such anchor.
+    pub fn moved(&self, addr: u64) -> Option<bool> {
+        let &i = self.plan.anchor_index.get(&addr)?;
+        let n = self.plan.anchor_index.len();
+        let second = self.plan.ranges.len() - n + i;
+        let (a, b) = (8 * i, self.plan.total - 8 * n + 8 * i);
+        Some(!(self.ok[i] && self.ok[second]) || self.bytes[a..a + 8] != self.bytes[b..b + 8])
     }
 
     /// The prefetched bytes for a read, if there are enough of them.
@@ -148,8 +190,19 @@ impl<M: Memory + ?Sized> Memory for Prefetched<'_, '_, M> {
                 buf.copy_from_slice(bytes);
                 Ok(())
             }
-            None => self.inner.read(addr, buf),
+            None => {
+                // A read that fails brings no bytes of another moment.
+                let result = self.inner.read(addr, buf);
+                if result.is_ok() {
+                    self.unbatched.set(self.unbatched.get() + 1);
+                }
+                result
+            }
         }
+    }
+
+    fn unbatched_reads(&self) -> u64 {
+        self.unbatched.get()
     }
 
     fn read_many(&self, ranges: &[(u64, usize)], out: &mut [u8], ok: &mut [bool]) {
@@ -177,6 +230,9 @@ impl<M: Memory + ?Sized> Memory for Prefetched<'_, '_, M> {
         let mut bytes = vec![0u8; miss_ranges.iter().map(|r| r.1).sum()];
         let mut got = vec![false; misses.len()];
         self.inner.read_many(&miss_ranges, &mut bytes, &mut got);
+        if got.iter().any(|g| *g) {
+            self.unbatched.set(self.unbatched.get() + 1);
+        }
         let mut from = 0;
         for ((&(i, at), &(_, len)), done) in misses.iter().zip(&miss_ranges).zip(got) {
             if let (Some(dst), Some(slot)) = (out.get_mut(at..at + len), ok.get_mut(i)) {
@@ -192,7 +248,6 @@ impl<M: Memory + ?Sized> Memory for Prefetched<'_, '_, M> {
 mod tests {
     use super::*;
     use crate::memory::{MemoryExt, MemoryImage};
-    use std::cell::Cell;
 
     /// Counts the calls that reach the target.
     struct Counting<'a> {
@@ -234,7 +289,7 @@ mod tests {
             inner: &img,
             calls: Cell::new(0),
         };
-        let plan = PrefetchPlan::new(log);
+        let plan = PrefetchPlan::new(log, Vec::new());
         let second = Prefetched::new(&target, &plan);
         assert_eq!(second.read_u64(0x1000).unwrap(), 7);
         assert_eq!(
@@ -244,16 +299,18 @@ mod tests {
         );
         assert_eq!(target.calls.get(), 1, "both reads came from the one batch");
         // A read that was not prefetched, or a longer one, goes to the target.
+        assert_eq!(second.unbatched_reads(), 0);
         assert!(second.read_array::<16>(0x1020).is_ok());
         assert!(second.read_u64(0x1008).is_ok());
         assert_eq!(target.calls.get(), 3);
+        assert_eq!(second.unbatched_reads(), 2, "each is a moment of its own");
     }
 
     #[test]
     fn read_many_mixes_hits_and_misses() {
         let mut img = MemoryImage::new();
         img.add(0x1000, &[1, 2, 3, 4, 5, 6, 7, 8]);
-        let plan = PrefetchPlan::new(vec![(0x1000, 4)]);
+        let plan = PrefetchPlan::new(vec![(0x1000, 4)], Vec::new());
         let pre = Prefetched::new(&img, &plan);
         let mut out = [0u8; 8];
         let mut ok = [false; 3];
@@ -275,7 +332,10 @@ mod tests {
             inner: &img,
             calls: Cell::new(0),
         };
-        let plan = PrefetchPlan::new(vec![(0x2f00, 8), (0x1100, 8), (0x9000, 8), (0x1100, 4)]);
+        let plan = PrefetchPlan::new(
+            vec![(0x2f00, 8), (0x1100, 8), (0x9000, 8), (0x1100, 4)],
+            Vec::new(),
+        );
         assert_eq!(plan.ranges.len(), 2);
         let pre = Prefetched::new(&target, &plan);
         assert_eq!(pre.read_u64(0x1100).unwrap(), 1);
@@ -289,17 +349,19 @@ mod tests {
 
     #[test]
     fn an_unchanged_log_keeps_its_plan() {
-        let mut plan = PrefetchPlan::new(vec![(0x10, 8)]);
-        plan.update(vec![(0x10, 8)]);
+        let mut plan = PrefetchPlan::new(vec![(0x10, 8)], Vec::new());
+        plan.update(vec![(0x10, 8)], Vec::new());
         assert_eq!(plan.ranges, [(0x10, 8)]);
-        plan.update(vec![(0x20, 8)]);
+        plan.update(vec![(0x20, 8)], Vec::new());
         assert_eq!(plan.ranges, [(0x20, 8)]);
+        plan.update(vec![(0x20, 8)], vec![0x40]);
+        assert_eq!(plan.ranges, [(0x40, 8), (0x20, 8), (0x40, 8)]);
     }
 
     #[test]
     fn unreadable_prefetches_fall_through_to_the_target() {
         let img = MemoryImage::new();
-        let plan = PrefetchPlan::new(vec![(0x5000, 8)]);
+        let plan = PrefetchPlan::new(vec![(0x5000, 8)], Vec::new());
         let pre = Prefetched::new(&img, &plan);
         assert!(pre.read_u64(0x5000).is_err());
     }

@@ -61,10 +61,7 @@ impl<M: Memory + ?Sized> Memory for Hooked<'_, M> {
         let n = self.hooks.reads.fetch_add(1, Ordering::Relaxed) + 1;
         let from = self.hooks.fail_from.load(Ordering::Relaxed);
         if from != 0 && n >= from {
-            return Err(ReadError {
-                addr,
-                len: buf.len(),
-            });
+            return Err(ReadError::unmapped(addr, buf.len()));
         }
         self.inner.read(addr, buf)
     }

@@ -1,104 +1,263 @@
 //! One thread's frame chain: `PyFrameObject.f_back` (≤3.10) or `_PyInterpreterFrame.previous`
 //! (3.11+), each frame's code object and instruction offset.
+//!
+//! A chain is read innermost first and ends at its bottom, at a frame that cannot be read, or
+//! at data that cannot be right: a cycle, a frame that is not a live frame object (≤3.10:
+//! reference count 0, or another type than the thread's other frames), a frame the thread owns
+//! outside its data-stack chunks or out of their push order (3.11+), or an instruction offset
+//! outside its code object. What was read before the failure is kept, with the error
+//! ([`RawStack`]). A chain deeper than [`MAX_FRAMES`] keeps its innermost and outermost halves.
+
+use std::collections::VecDeque;
 
 use super::code::CodeInfo;
+use super::threads::RawThread;
 use super::Walker;
 use crate::attach::layout::{FrameModel, Layout, LineTableFormat};
-use crate::error::{Error, Result};
-use crate::memory::{field_u32, field_u64, offset, Memory};
+use crate::error::{Error, Result, ThreadError};
+use crate::memory::addr_hash::AddrSet;
+use crate::memory::{field_u32, field_u64, offset, Memory, MemoryExt};
 use crate::snapshot::Frame;
 
-/// Most frames walked in one thread (deeper stacks are cut, keeping the innermost).
+/// Most frames kept per thread: a deeper stack keeps its innermost and outermost halves.
 pub const MAX_FRAMES: usize = 65536;
+/// Most frames followed per thread (links included). A chain longer than this keeps only its
+/// innermost [`MAX_FRAMES`]` / 2` frames: its bottom is not known.
+pub const MAX_WALKED: usize = 1 << 18;
+/// Most data-stack chunks looked at per thread (16 KiB each at least: 256 MiB of stack).
+const MAX_CHUNKS: usize = 1 << 14;
+/// Largest data-stack chunk accepted.
+const MAX_CHUNK_SIZE: u64 = 1 << 32;
 /// Low bits of a tagged `_PyStackRef` (3.14+): objects are at least 8-byte aligned.
 const STACKREF_TAG_MASK: u64 = 0b111;
 
 /// One frame as read from the target, before its code object is resolved.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct RawFrame {
-    code: u64,
+    /// Where the frame is.
+    addr: u64,
+    pub(super) code: u64,
     /// ≤3.10: `f_lasti` (sign-extended); 3.11+: the instruction pointer.
     position: u64,
     /// 3.11+: the frame's `owner`.
     owner: u8,
 }
 
+/// One thread's raw frames, innermost first, and how the walk ended.
+#[derive(Debug, Default)]
+pub(super) struct RawStack {
+    pub(super) frames: Vec<RawFrame>,
+    /// `frames[..i]` are the innermost frames, `frames[i..]` the outermost, and frames between
+    /// them were left out.
+    pub(super) cut: Option<usize>,
+    /// Why the walk ended before the bottom of the stack.
+    pub(super) error: Option<ThreadError>,
+}
+
+/// Frames and facts for one thread, after its code objects are resolved.
+#[derive(Debug, Default)]
+pub(super) struct Resolved {
+    pub(super) frames: Vec<Frame>,
+    pub(super) cut: Option<usize>,
+    pub(super) error: Option<ThreadError>,
+    /// Code objects whose entries were made during this walk, used by this thread.
+    pub(super) new_codes: bool,
+}
+
 impl Walker {
-    /// The frames of one thread, innermost first.
+    /// The frames of one chain, innermost first, from its innermost frame `first` (checks
+    /// that need the thread state, such as the data-stack bounds, are left out). Fails if the
+    /// chain could not be read to its end.
     pub fn frames<M: Memory + ?Sized>(&mut self, mem: &M, first: u64) -> Result<Vec<Frame>> {
-        let raws = self.raw_frames(mem, first)?;
-        Ok(self.resolve(mem, &[raws])?.pop().unwrap_or_default())
+        let raws = self.raw_stack(mem, first, None);
+        if let Some(e) = raws.error {
+            return Err(e.into());
+        }
+        self.codes.start_sample();
+        let resolved = self.resolve(mem, mem, &[raws]).pop().unwrap_or_default();
+        match resolved.error {
+            Some(e) => Err(e.into()),
+            None => Ok(resolved.frames),
+        }
     }
 
-    /// The raw frames of one thread, innermost first, from `first` along the back links.
-    pub(super) fn raw_frames<M: Memory + ?Sized>(&mut self, mem: &M, first: u64) -> Result<Vec<RawFrame>> {
-        self.visited.clear();
+    /// The raw frames of one chain, innermost first, from `first` along the back links; with
+    /// `thread`, frames the thread owns are checked against its data stack (3.11+).
+    pub(super) fn raw_stack<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        first: u64,
+        thread: Option<&RawThread>,
+    ) -> RawStack {
+        let mut out = RawStack::default();
+        let mut outer: VecDeque<RawFrame> = VecDeque::new();
+        let mut left_out = false;
+        let half = MAX_FRAMES / 2;
+        let layout = self.layout;
+        let mut data_stack = thread.and_then(|t| DataStack::new(&layout, t));
+        let mut frame_type = None;
         let len = self.frame_len;
         let mut storage = [0u8; 256];
-        let buf = storage
-            .get_mut(..len)
-            .ok_or(Error::Corrupt("frame layout larger than expected"))?;
-        let mut out = Vec::new();
+        let Some(buf) = storage.get_mut(..len) else {
+            out.error = Some(ThreadError::Corrupt("frame layout larger than expected"));
+            return out;
+        };
+        // Cycles are found with Brent's algorithm: constant memory however long the chain.
+        let (mut saved, mut power, mut steps_since) = (first, 1usize, 0usize);
         let mut addr = first;
-        while addr != 0 && self.visited.len() < MAX_FRAMES {
-            if !self.visited.insert(addr) {
-                return Err(Error::Corrupt("frame chain is cyclic"));
+        let mut walked = 0;
+        let error = loop {
+            if addr == 0 {
+                break None;
             }
-            mem.read(addr, buf)?;
-            let (back, raw) = parse_frame(&self.layout, buf)?;
-            out.extend(raw);
+            if walked == MAX_WALKED {
+                // The bottom is out of reach: what was kept of the outer part is the middle.
+                outer.clear();
+                left_out = true;
+                break None;
+            }
+            walked += 1;
+            let step = mem
+                .read(addr, buf)
+                .map_err(Error::from)
+                .and_then(|()| parse_frame(&layout, buf, addr))
+                .and_then(|(back, raw)| {
+                    check_frame(&layout, buf, &mut frame_type)?;
+                    if let (Some(raw), Some(ds)) = (&raw, data_stack.as_mut()) {
+                        ds.check(mem, &layout, raw, len)?;
+                    }
+                    Ok((back, raw))
+                });
+            let (back, raw) = match step {
+                Ok(s) => s,
+                Err(e) => break Some(ThreadError::of(&e)),
+            };
+            if let Some(raw) = raw {
+                if out.frames.len() < half {
+                    out.frames.push(raw);
+                } else {
+                    outer.push_back(raw);
+                    if outer.len() > half {
+                        outer.pop_front();
+                        left_out = true;
+                    }
+                }
+            }
             addr = back;
+            if addr != 0 && addr == saved {
+                break Some(ThreadError::Corrupt("frame chain is cyclic"));
+            }
+            steps_since += 1;
+            if steps_since == power {
+                (saved, power, steps_since) = (addr, power.saturating_mul(2), 0);
+            }
+        };
+        if left_out {
+            out.cut = Some(out.frames.len());
         }
-        Ok(out)
+        out.frames.extend(outer);
+        if error == Some(ThreadError::Corrupt("frame chain is cyclic")) {
+            // Keep each frame once: up to the first one seen before.
+            let mut seen = AddrSet::default();
+            let distinct = out.frames.iter().take_while(|f| seen.insert(f.addr)).count();
+            out.frames.truncate(distinct);
+            out.cut = out.cut.filter(|&c| c < distinct);
+        }
+        out.error = error;
+        out
     }
 
     /// Frames for the raw frames of several threads: their code objects are resolved together,
-    /// validated with one batched read.
-    pub(super) fn resolve<M: Memory + ?Sized>(
+    /// validated with one batched read through `mem`; code objects not cached yet are read
+    /// through `fresh`. A frame whose code object cannot be read, or whose instruction is
+    /// outside it, ends its thread's frames with that error.
+    pub(super) fn resolve<M: Memory + ?Sized, F: Memory + ?Sized>(
         &mut self,
         mem: &M,
-        threads: &[Vec<RawFrame>],
-    ) -> Result<Vec<Vec<Frame>>> {
-        let mut addrs: Vec<u64> = threads.iter().flatten().map(|r| r.code).collect();
+        fresh: &F,
+        threads: &[RawStack],
+    ) -> Vec<Resolved> {
+        let mut addrs: Vec<u64> = threads
+            .iter()
+            .flat_map(|t| &t.frames)
+            .map(|r| r.code)
+            .collect();
         addrs.sort_unstable();
         addrs.dedup();
-        let infos = self
-            .codes
-            .get_many(mem, &self.layout, &addrs)
-            .into_iter()
-            .collect::<Result<Vec<_>>>()?;
+        let infos = self.codes.get_many(mem, fresh, &self.layout, &addrs);
+        self.created = self.codes.take_created();
+        let created: AddrSet = self.created.iter().copied().collect();
         let l = &self.layout;
         let mut out = Vec::with_capacity(threads.len());
         for raws in threads {
-            let mut frames = Vec::with_capacity(raws.len());
-            for raw in raws {
-                let Ok(i) = addrs.binary_search(&raw.code) else {
+            let mut r = Resolved {
+                frames: Vec::with_capacity(raws.frames.len()),
+                ..Resolved::default()
+            };
+            for (i, raw) in raws.frames.iter().enumerate() {
+                if raws.cut == Some(i) {
+                    r.cut = Some(r.frames.len());
+                }
+                let Ok(at) = addrs.binary_search(&raw.code) else {
                     continue;
                 };
-                let Some(info) = &infos[i] else {
-                    continue; // not a code object
+                r.new_codes |= created.contains(&raw.code);
+                let info = match &infos[at] {
+                    Ok(Some(info)) => info,
+                    Ok(None) => continue, // not a code object
+                    Err(e) => {
+                        r.error = Some(ThreadError::of(e));
+                        break;
+                    }
                 };
-                let Some(offset) = instruction_offset(l, raw, info)? else {
-                    continue;
+                let offset = match instruction_offset(l, raw, info) {
+                    Ok(Some(o)) => o,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        r.error = Some(ThreadError::of(&e));
+                        break;
+                    }
                 };
-                frames.push(Frame {
+                r.frames.push(Frame {
                     function: info.name.clone(),
                     qualname: info.qualname.clone(),
                     filename: info.filename.clone(),
                     line: info.line(offset),
                 });
             }
-            out.push(frames);
+            if r.error.is_none() {
+                if raws.cut == Some(raws.frames.len()) {
+                    r.cut = Some(r.frames.len());
+                }
+                r.error = raws.error;
+            }
+            out.push(r);
         }
-        Ok(out)
+        out
     }
+}
 
+/// The checks on a frame's bytes that need no more reads: ≤3.10 frames are live objects
+/// (reference count above 0) of the same type as the thread's first frame.
+fn check_frame(l: &Layout, buf: &[u8], frame_type: &mut Option<u64>) -> Result<()> {
+    if l.frames != FrameModel::FrameObject {
+        return Ok(());
+    }
+    let refcount = field_u64(buf, 0).ok_or(Error::Corrupt("frame field"))? as i64;
+    let ty = field_u64(buf, l.object_type).ok_or(Error::Corrupt("frame field"))?;
+    if refcount <= 0 {
+        return Err(Error::Corrupt("a freed frame object in the chain"));
+    }
+    if *frame_type.get_or_insert(ty) != ty {
+        return Err(Error::Corrupt("an object that is not a frame in the chain"));
+    }
+    Ok(())
 }
 
 /// Decodes one frame's bytes: its back link and, unless it is not a Python frame, the raw
 /// frame. 3.11+ frames owned by the C stack or the interpreter, and frames with no code, are
 /// links only.
-fn parse_frame(l: &Layout, buf: &[u8]) -> Result<(u64, Option<RawFrame>)> {
+fn parse_frame(l: &Layout, buf: &[u8], addr: u64) -> Result<(u64, Option<RawFrame>)> {
     let err = || Error::Corrupt("frame field");
     let get = |off: Option<u32>| off.and_then(|o| field_u64(buf, o)).ok_or_else(err);
     match l.frames {
@@ -110,6 +269,7 @@ fn parse_frame(l: &Layout, buf: &[u8]) -> Result<(u64, Option<RawFrame>)> {
                 .and_then(|o| field_u32(buf, o))
                 .ok_or_else(err)? as i32;
             let raw = RawFrame {
+                addr,
                 code,
                 position: i64::from(lasti) as u64,
                 owner: 0,
@@ -131,6 +291,7 @@ fn parse_frame(l: &Layout, buf: &[u8]) -> Result<(u64, Option<RawFrame>)> {
                 return Ok((previous, None));
             }
             let raw = RawFrame {
+                addr,
                 code,
                 position: instr,
                 owner,
@@ -140,20 +301,117 @@ fn parse_frame(l: &Layout, buf: &[u8]) -> Result<(u64, Option<RawFrame>)> {
     }
 }
 
+/// A thread's data stack (3.11+): the chunks its own frames live in, newest first, read as the
+/// walk needs them. Frames the thread owns are pushed in order, so along the chain each must be
+/// in the same chunk as the previous one and below it, or in an older chunk; the newest frame
+/// is below `datastack_top`.
+#[derive(Debug)]
+struct DataStack {
+    /// (first frame byte, end) of the chunks read so far, newest first.
+    chunks: Vec<(u64, u64)>,
+    /// The next older chunk to read (0: none).
+    next: u64,
+    /// `datastack_top`: nothing at or above it in the newest chunk is a live frame.
+    top: u64,
+    /// The chunk the last frame was in, and that frame's address.
+    at: usize,
+    last: Option<u64>,
+    owner: u8,
+}
+
+impl DataStack {
+    fn new(l: &Layout, t: &RawThread) -> Option<DataStack> {
+        if l.frames != FrameModel::InterpreterFrame || t.datastack_chunk == 0 {
+            return None;
+        }
+        Some(DataStack {
+            chunks: Vec::new(),
+            next: t.datastack_chunk,
+            top: t.datastack_top,
+            at: 0,
+            last: None,
+            owner: l.owner_thread?,
+        })
+    }
+
+    /// Checks that `raw`, `len` bytes read, lies where the thread's next frame may be.
+    fn check<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        l: &Layout,
+        raw: &RawFrame,
+        len: usize,
+    ) -> Result<()> {
+        if raw.owner != self.owner {
+            return Ok(()); // in a generator, or a frame object
+        }
+        let end = offset(raw.addr, len as u64)?;
+        loop {
+            if let Some(&(start, stop)) = self.chunks.get(self.at) {
+                if raw.addr >= start && end <= stop {
+                    if self.at == 0 && raw.addr >= self.top {
+                        return Err(Error::Corrupt(
+                            "a frame above the top of its thread's data stack",
+                        ));
+                    }
+                    if self.last.is_some_and(|last| raw.addr >= last) {
+                        return Err(Error::Corrupt(
+                            "frames out of order on their thread's data stack",
+                        ));
+                    }
+                    self.last = Some(raw.addr);
+                    return Ok(());
+                }
+                if self.at + 1 < self.chunks.len() || self.next != 0 {
+                    self.at += 1;
+                    self.last = None;
+                    continue;
+                }
+            }
+            if self.next == 0 || self.chunks.len() == MAX_CHUNKS {
+                return Err(Error::Corrupt("a frame outside its thread's data stack"));
+            }
+            let chunk = self.next;
+            let field = |off: Option<u32>| -> Result<u64> {
+                let off = off.ok_or(Error::Corrupt("layout without data-stack chunks"))?;
+                Ok(mem.read_u64(offset(chunk, off.into())?)?)
+            };
+            let previous = field(l.chunk_previous)?;
+            let size = field(l.chunk_size)?;
+            let data = l
+                .chunk_data
+                .ok_or(Error::Corrupt("layout without data-stack chunks"))?;
+            if size > MAX_CHUNK_SIZE || size < u64::from(data) {
+                return Err(Error::Corrupt("a data-stack chunk of implausible size"));
+            }
+            self.chunks
+                .push((offset(chunk, data.into())?, offset(chunk, size)?));
+            self.next = previous;
+        }
+    }
+}
+
 /// The byte offset of a frame's current instruction in its code, or `None` for a 3.11+ frame
 /// that has not started (its instruction pointer is before the code, or still in the
-/// prologue before `_co_firsttraceable`, except in generators).
+/// prologue before `_co_firsttraceable`, except in generators). An offset past the end of the
+/// code is an error: the frame's code object and instruction pointer are of two moments, or
+/// corrupt.
 fn instruction_offset(l: &Layout, raw: &RawFrame, info: &CodeInfo) -> Result<Option<u32>> {
+    let outside = Error::Corrupt("an instruction outside its code object");
     match l.frames {
         FrameModel::FrameObject => {
             // 3.10 counts instructions (2 bytes each); earlier versions count bytes. A frame
             // that has not started yet has f_lasti -1.
             let lasti = raw.position as i64;
-            Ok(Some(match (lasti, l.line_table) {
-                (i64::MIN..=-1, _) => 0,
-                (n, LineTableFormat::Linetable310) => (n as u32).saturating_mul(2),
-                (n, _) => n as u32,
-            }))
+            let offset = match (lasti, l.line_table) {
+                (i64::MIN..=-1, _) => return Ok(Some(0)),
+                (n, LineTableFormat::Linetable310) => (n as u64).saturating_mul(2),
+                (n, _) => n as u64,
+            };
+            if offset >= info.code_len {
+                return Err(outside);
+            }
+            Ok(u32::try_from(offset).ok())
         }
         FrameModel::InterpreterFrame => {
             let adaptive = l
@@ -163,6 +421,9 @@ fn instruction_offset(l: &Layout, raw: &RawFrame, info: &CodeInfo) -> Result<Opt
             let Some(rel) = raw.position.checked_sub(start) else {
                 return Ok(None);
             };
+            if rel >= info.code_len {
+                return Err(outside);
+            }
             if Some(raw.owner) != l.owner_generator && rel < info.first_traceable {
                 return Ok(None);
             }
