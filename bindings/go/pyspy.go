@@ -208,6 +208,13 @@ type Thread struct {
 	CPUTime time.Duration
 	// Frames is the stack, innermost first.
 	Frames []Frame
+	// Error says why the stack could not be read to its end ("" if it was): Frames are then
+	// those read before the failure. The snapshot's other threads are not affected.
+	Error string
+	// Truncated says whether frames were left out (a stack deeper than pyspy keeps): Frames
+	// are then the innermost and outermost ones, cut at index Cut.
+	Truncated bool
+	Cut       int
 }
 
 // Frame is one Python frame.
@@ -239,6 +246,12 @@ func convertSnapshot(snap *C.pyspy_snapshot) *Snapshot {
 		}
 		if C.pyspy_thread_native_id(t, &tid) {
 			th.NativeID = uint64(tid)
+		}
+		th.Error = goStringOrEmpty(C.pyspy_thread_error(t))
+		var cut C.size_t
+		if C.pyspy_thread_truncated(t, &cut) {
+			th.Truncated = true
+			th.Cut = int(cut)
 		}
 		var ns C.uint64_t
 		th.CPUTime = -1

@@ -96,6 +96,9 @@ func TestSampleALivePython(t *testing.T) {
 		if th.ID == 0 {
 			t.Errorf("thread without an ident: %+v", th)
 		}
+		if th.Error != "" || th.Truncated {
+			t.Errorf("a whole, shallow stack marked unreadable or truncated: %+v", th)
+		}
 		for _, f := range th.Frames {
 			functions = append(functions, f.Function)
 			if f.Filename == "" || f.Line <= 0 {

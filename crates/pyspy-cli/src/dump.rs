@@ -53,15 +53,22 @@ fn thread_json(t: &ThreadStack) -> Value {
             })
         })
         .collect();
-    json!({
+    let mut thread = json!({
         "thread_id": t.thread_id,
         "native_thread_id": t.native_thread_id,
         "name": t.name.as_deref(),
         "owns_gil": t.owns_gil,
         "active": t.active,
         "interp_id": t.interp_id,
+        "truncated": t.truncated,
         "frames": frames,
-    })
+    });
+    // A thread whose stack could not be read to its end: the frames read before the failure,
+    // and why.
+    if let Some(e) = &t.error {
+        thread["error"] = Value::String(e.to_string());
+    }
+    thread
 }
 
 fn to_json(session: &Session, snapshot: &Snapshot) -> Value {
@@ -99,9 +106,21 @@ fn to_text(session: &Session, snapshot: &Snapshot) -> String {
             None => format!("{:#x}", t.thread_id),
         };
         let _ = writeln!(out, "\nThread {id} ({}){name}", state.join("+"));
-        for f in &t.frames {
+        for (i, f) in t.frames.iter().enumerate() {
+            if t.truncated_at == Some(i) {
+                let _ = writeln!(out, "    ... (frames left out: the stack is deeper than pyspy keeps)");
+            }
             let name = f.qualname.as_deref().unwrap_or(&f.function);
             let _ = writeln!(out, "    {name} ({}:{})", f.filename, f.line);
+        }
+        if t.truncated_at == Some(t.frames.len()) {
+            let _ = writeln!(
+                out,
+                "    ... (frames left out: the stack is deeper than pyspy follows)"
+            );
+        }
+        if let Some(e) = &t.error {
+            let _ = writeln!(out, "    !!! the rest of this stack could not be read: {e}");
         }
     }
     out

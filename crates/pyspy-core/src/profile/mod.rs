@@ -73,9 +73,12 @@ impl ProfileOptions {
         self
     }
 
-    /// Whether a thread of a sample is counted under these options.
+    /// Whether a thread of a sample is counted under these options. A thread whose stack could
+    /// not be read to its end ([`ThreadStack::error`]) is not: its frames are only the
+    /// innermost ones, which would count as a stack of their own.
     pub fn counts(&self, thread: &ThreadStack) -> bool {
         !thread.frames.is_empty()
+            && thread.error.is_none()
             && (self.idle || thread.active)
             && (!self.gil_only || thread.owns_gil)
     }
@@ -108,7 +111,9 @@ impl FrameKey {
     }
 }
 
-/// A thread of a profile.
+/// A thread of a profile. One thread is one key, whatever its samples knew about it: a name or
+/// OS thread id learnt after its first samples is filled in (the latest name wins if the thread
+/// is renamed), and a thread ident reused by a new OS thread starts a new key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct ThreadKey {
@@ -174,7 +179,10 @@ pub struct Profile {
     frames: Vec<FrameKey>,
     frame_ids: HashMap<FrameKey, FrameId>,
     threads: Vec<ThreadKey>,
-    thread_ids: HashMap<ThreadKey, u32>,
+    /// (pid, thread ident) → index in `threads` of its latest thread.
+    thread_ids: HashMap<(i32, u64), u32>,
+    /// Threads of added samples left out because their stack could not be read.
+    unreadable: u64,
     processes: Vec<Arc<ProcessDetails>>,
     process_ids: HashMap<i32, u32>,
     stacks: HashMap<StackKey, u64>,
@@ -192,6 +200,7 @@ impl Profile {
             frame_ids: HashMap::new(),
             threads: Vec::new(),
             thread_ids: HashMap::new(),
+            unreadable: 0,
             processes: Vec::new(),
             process_ids: HashMap::new(),
             stacks: HashMap::new(),
@@ -218,18 +227,17 @@ impl Profile {
     /// Counts one thread's stack `count` times (if [`ProfileOptions::counts`] it). Does not count
     /// a sample: see [`Profile::samples`].
     pub fn add_thread(&mut self, process: &Arc<ProcessDetails>, thread: &ThreadStack, count: u64) {
+        if thread.error.is_some() {
+            self.unreadable += count;
+        }
         if !self.options.counts(thread) {
             return;
         }
         let process_id = self.options.processes.then(|| self.process_id(process));
-        let thread_id = self.options.threads.then(|| {
-            self.thread_id(ThreadKey {
-                pid: process.pid,
-                thread_id: thread.thread_id,
-                native_thread_id: thread.native_thread_id,
-                name: thread.name.clone(),
-            })
-        });
+        let thread_id = self
+            .options
+            .threads
+            .then(|| self.thread_id(process.pid, thread));
         let frames: Box<[FrameId]> = thread
             .frames
             .iter()
@@ -257,13 +265,31 @@ impl Profile {
         id
     }
 
-    fn thread_id(&mut self, key: ThreadKey) -> u32 {
-        if let Some(id) = self.thread_ids.get(&key) {
-            return *id;
+    /// The index of `thread`'s key: the same for every sample of one thread, even when its
+    /// name (or OS thread id) was not known in the first ones.
+    fn thread_id(&mut self, pid: i32, thread: &ThreadStack) -> u32 {
+        if let Some(&id) = self.thread_ids.get(&(pid, thread.thread_id)) {
+            let key = &mut self.threads[id as usize];
+            let reused = matches!(
+                (key.native_thread_id, thread.native_thread_id),
+                (Some(a), Some(b)) if a != b
+            );
+            if !reused {
+                key.native_thread_id = key.native_thread_id.or(thread.native_thread_id);
+                if thread.name.is_some() {
+                    key.name = thread.name.clone();
+                }
+                return id;
+            }
         }
         let id = self.threads.len() as u32;
-        self.threads.push(key.clone());
-        self.thread_ids.insert(key, id);
+        self.threads.push(ThreadKey {
+            pid,
+            thread_id: thread.thread_id,
+            native_thread_id: thread.native_thread_id,
+            name: thread.name.clone(),
+        });
+        self.thread_ids.insert((pid, thread.thread_id), id);
         id
     }
 
@@ -349,6 +375,12 @@ impl Profile {
     /// Whether nothing was counted.
     pub fn is_empty(&self) -> bool {
         self.stacks.is_empty()
+    }
+
+    /// Threads of the added samples left out because their stack could not be read to its
+    /// end ([`ThreadStack::error`]: corrupt, or changing too fast to read from one moment).
+    pub fn unreadable(&self) -> u64 {
+        self.unreadable
     }
 }
 
@@ -472,6 +504,39 @@ pub(crate) mod tests {
         assert_eq!(p.total(), 8);
         let p = small_profile(ProfileOptions::default().gil_only(true));
         assert_eq!(p.total(), 4);
+    }
+
+    #[test]
+    fn a_thread_named_after_its_first_samples_is_one_thread() {
+        let mut p = Profile::new(ProfileOptions::default().threads(true));
+        let stack = vec![frame("work", "app.py", 3)];
+        let mut early = thread(7, "ignored", true, false, stack.clone());
+        early.name = None;
+        early.native_thread_id = None;
+        p.add(&sample(0, 42, vec![early.clone()]));
+        p.add(&sample(10, 42, vec![thread(7, "worker", true, false, stack.clone())]));
+        p.add(&sample(20, 42, vec![early]));
+        assert_eq!(p.threads().len(), 1, "{:?}", p.threads());
+        assert_eq!(p.threads()[0].name.as_deref(), Some("worker"));
+        assert_eq!(p.threads()[0].native_thread_id, Some(1007));
+        assert_eq!(p.stacks().len(), 1);
+        assert_eq!(p.stacks()[0].count, 3);
+        // The same ident on another OS thread later is another thread.
+        let mut reused = thread(7, "other", true, false, stack);
+        reused.native_thread_id = Some(99);
+        p.add(&sample(30, 42, vec![reused]));
+        assert_eq!(p.threads().len(), 2);
+    }
+
+    #[test]
+    fn unreadable_threads_are_left_out_and_counted() {
+        let mut p = Profile::new(ProfileOptions::default().idle(true));
+        let mut broken = thread(1, "a", true, false, vec![frame("inner", "app.py", 1)]);
+        broken.error = Some(crate::error::ThreadError::Torn);
+        let fine = thread(2, "b", true, false, vec![frame("main", "app.py", 9)]);
+        p.add(&sample(0, 42, vec![broken, fine]));
+        assert_eq!(p.total(), 1);
+        assert_eq!(p.unreadable(), 1);
     }
 
     #[test]
