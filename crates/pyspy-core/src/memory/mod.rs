@@ -52,10 +52,13 @@ pub enum ReadErrorKind {
     Overflow,
     /// A length read from the target is larger than pyspy reads for that kind of object.
     TooLarge,
-    /// The sample had already read as much as one sample may (64 MiB of target memory, 16
-    /// MiB of new code objects' names and line tables): the walk was following corrupt data
-    /// that repeats itself, or the stacks hold more distinct code than one sample reads.
+    /// The sample had already read as much target memory as one sample may (64 MiB): the
+    /// walk was following corrupt data that repeats itself.
     Budget,
+    /// The sample had already read as many new code objects as one sample may (16 MiB of
+    /// names and line tables): the stacks hold more distinct code than one sample reads, and
+    /// later samples go on from the ones cached.
+    CodeBudget,
 }
 
 impl ReadError {
@@ -107,11 +110,15 @@ impl std::fmt::Display for ReadError {
             ),
             ReadErrorKind::Budget => write!(
                 f,
-                "stopped before reading {len} bytes at {addr:#x}: this sample reached its \
-                 limit ({} MiB of target memory, 16 MiB of new code objects): the data it \
-                 follows is corrupt or repeats itself, or the stacks hold more distinct code \
-                 than one sample reads (later samples go on from what is cached)",
+                "stopped before reading {len} bytes at {addr:#x}: this sample already read \
+                 {} MiB of target memory (the data it follows is corrupt or repeats itself)",
                 crate::walk::MAX_SAMPLE_BYTES >> 20
+            ),
+            ReadErrorKind::CodeBudget => write!(
+                f,
+                "the code object at {addr:#x} was not read: this sample already read 16 MiB \
+                 of new code objects (more distinct code than one sample reads; later \
+                 samples go on from the ones cached)"
             ),
         }
     }

@@ -165,14 +165,17 @@ impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
         }
     }
 
-    /// Whether the anchor word at `addr` changed while the batch was read (its two copies
-    /// differ, or one could not be read). `None` if the plan has no such anchor.
-    pub fn moved(&self, addr: u64) -> Option<bool> {
+    /// Whether the anchor word at `addr` changed while the batch was read: its copies read
+    /// before and after everything else differ from each other or from `value` (what the walk
+    /// found there, in the batch between them), or one could not be read. `None` if the plan
+    /// has no such anchor.
+    pub fn moved(&self, addr: u64, value: u64) -> Option<bool> {
         let &i = self.plan.anchor_index.get(&addr)?;
         let n = self.plan.anchor_index.len();
         let second = self.plan.ranges.len() - n + i;
         let (a, b) = (8 * i, self.plan.total - 8 * n + 8 * i);
-        Some(!(self.ok[i] && self.ok[second]) || self.bytes[a..a + 8] != self.bytes[b..b + 8])
+        let word = |at: usize| u64::from_le_bytes(self.bytes[at..at + 8].try_into().unwrap());
+        Some(!(self.ok[i] && self.ok[second]) || word(a) != value || word(b) != value)
     }
 
     /// The prefetched bytes for a read, if there are enough of them.
@@ -356,6 +359,40 @@ mod tests {
         assert_eq!(plan.ranges, [(0x20, 8)]);
         plan.update(vec![(0x20, 8)], vec![0x40]);
         assert_eq!(plan.ranges, [(0x40, 8), (0x20, 8), (0x40, 8)]);
+    }
+
+    /// A word that counts how often it was read.
+    struct Ticking {
+        reads: Cell<u64>,
+    }
+
+    impl Memory for Ticking {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+            if addr != 0x1000 || buf.len() != 8 {
+                return Err(ReadError::unmapped(addr, buf.len()));
+            }
+            self.reads.set(self.reads.get() + 1);
+            buf.copy_from_slice(&self.reads.get().to_le_bytes());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn anchors_are_read_before_and_after_the_batch() {
+        let mut img = MemoryImage::new();
+        img.add(0x1000, &[0u8; 16]).put_u64(0x1000, 7);
+        let plan = PrefetchPlan::new(vec![(0x1008, 8)], vec![0x1000]);
+        assert_eq!(plan.ranges, [(0x1000, 8), (0x1008, 8), (0x1000, 8)]);
+        let pre = Prefetched::new(&img, &plan);
+        assert_eq!(pre.moved(0x1000, 7), Some(false));
+        assert_eq!(pre.moved(0x1000, 8), Some(true), "the walk read another value");
+        assert_eq!(pre.moved(0x2000, 7), None, "not an anchor");
+        // A word that changes between the two copies has moved, whatever the walk read.
+        let ticking = Ticking { reads: Cell::new(0) };
+        let plan = PrefetchPlan::new(vec![(0x1000, 8)], vec![0x1000]);
+        let pre = Prefetched::new(&ticking, &plan);
+        assert_eq!(pre.read_u64(0x1000).unwrap(), 2, "the middle copy");
+        assert_eq!(pre.moved(0x1000, 2), Some(true));
     }
 
     #[test]

@@ -112,8 +112,9 @@ impl FrameKey {
 }
 
 /// A thread of a profile. One thread is one key, whatever its samples knew about it: a name or
-/// OS thread id learnt after its first samples is filled in (the latest name wins if the thread
-/// is renamed), and a thread ident reused by a new OS thread starts a new key.
+/// OS thread id learnt after its first samples is filled in (the latest name wins if a thread
+/// whose OS id is known is renamed), and a thread ident reused by a new thread (another OS id,
+/// or where OS ids are unknown another name) starts a new key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct ThreadKey {
@@ -270,10 +271,12 @@ impl Profile {
     fn thread_id(&mut self, pid: i32, thread: &ThreadStack) -> u32 {
         if let Some(&id) = self.thread_ids.get(&(pid, thread.thread_id)) {
             let key = &mut self.threads[id as usize];
-            let reused = matches!(
-                (key.native_thread_id, thread.native_thread_id),
-                (Some(a), Some(b)) if a != b
-            );
+            // Another OS thread with a reused ident: its OS id differs, or, where OS ids are
+            // not known, its name.
+            let reused = match (key.native_thread_id, thread.native_thread_id) {
+                (Some(a), Some(b)) => a != b,
+                _ => matches!((&key.name, &thread.name), (Some(a), Some(b)) if a != b),
+            };
             if !reused {
                 key.native_thread_id = key.native_thread_id.or(thread.native_thread_id);
                 if thread.name.is_some() {
@@ -522,10 +525,24 @@ pub(crate) mod tests {
         assert_eq!(p.stacks().len(), 1);
         assert_eq!(p.stacks()[0].count, 3);
         // The same ident on another OS thread later is another thread.
-        let mut reused = thread(7, "other", true, false, stack);
+        let mut reused = thread(7, "other", true, false, stack.clone());
         reused.native_thread_id = Some(99);
         p.add(&sample(30, 42, vec![reused]));
         assert_eq!(p.threads().len(), 2);
+        // Renamed (same OS thread): still one thread, with its new name.
+        let mut renamed = thread(7, "renamed", true, false, stack.clone());
+        renamed.native_thread_id = Some(99);
+        p.add(&sample(40, 42, vec![renamed]));
+        assert_eq!(p.threads().len(), 2);
+        assert_eq!(p.threads()[1].name.as_deref(), Some("renamed"));
+        // Without OS ids (2.7-3.10 before they are found), a new name is a new thread.
+        let mut q = Profile::new(ProfileOptions::default().threads(true));
+        for name in ["churn-1", "churn-2"] {
+            let mut t = thread(8, name, true, false, stack.clone());
+            t.native_thread_id = None;
+            q.add(&sample(0, 42, vec![t]));
+        }
+        assert_eq!(q.threads().len(), 2);
     }
 
     #[test]

@@ -15,10 +15,11 @@ const MAX_CACHED: usize = 1 << 16;
 /// Bytes of entries (names, line tables and the entries themselves) cached before the cache is
 /// cleared (code objects with huge strings: a corrupt or hostile target).
 const MAX_CACHED_BYTES: usize = 48 << 20;
-/// Bytes of new entries one sample makes. A walk keeps the entries its frames use alive even
-/// when the cache is cleared under it, so what code objects hold at once is at most
-/// `MAX_CACHED_BYTES + MAX_NEW_BYTES`: 64 MiB. A sample that needs more ends the frames of
-/// the code objects it cannot read with an error; the next samples read on from the cache.
+/// Bytes of new entries one sample makes (it stops making them once past this, so it may
+/// overshoot by one entry). A walk keeps the entries its frames use alive even when the cache
+/// is cleared under it, so what code objects hold at once is at most `MAX_CACHED_BYTES +
+/// MAX_NEW_BYTES` (64 MiB) and one entry. A sample that needs more ends the frames of the code
+/// objects it cannot read with an error; the next samples read on from the cache.
 const MAX_NEW_BYTES: usize = 16 << 20;
 /// What an entry costs besides its strings and tables: the entry, its `Arc`s, the map slot.
 const ENTRY_OVERHEAD: usize = std::mem::size_of::<CodeInfo>() + 4 * 16 + 32;
@@ -194,6 +195,10 @@ impl CodeCache {
                 if let Some(info) = self.cached(layout, addr, header)? {
                     return Ok(Some(info));
                 }
+                if self.new_bytes >= MAX_NEW_BYTES {
+                    // This sample made all the new entries it may: later samples go on.
+                    return Err(ReadError::new(addr, 0, ReadErrorKind::CodeBudget).into());
+                }
                 if layout.executable_any_object {
                     let ty = fresh.read_ptr_at(addr, layout.object_type)?;
                     if !self.is_code_type(fresh, layout, ty)? {
@@ -280,9 +285,6 @@ impl CodeCache {
             fingerprint,
         });
         let size = info.size();
-        if self.new_bytes + size > MAX_NEW_BYTES {
-            return Err(ReadError::new(addr, size, ReadErrorKind::Budget).into());
-        }
         self.new_bytes += size;
         if self.entries.len() >= MAX_CACHED || self.bytes + size > MAX_CACHED_BYTES {
             self.entries.clear();

@@ -15,7 +15,7 @@ use super::threads::RawThread;
 use super::Walker;
 use crate::attach::layout::{FrameModel, Layout, LineTableFormat};
 use crate::error::{Error, Result, ThreadError};
-use crate::memory::addr_hash::AddrSet;
+use crate::memory::addr_hash::{AddrMap, AddrSet};
 use crate::memory::{field_u32, field_u64, offset, Memory, MemoryExt};
 use crate::snapshot::Frame;
 
@@ -177,13 +177,22 @@ impl Walker {
         fresh: &F,
         threads: &[RawStack],
     ) -> Vec<Resolved> {
-        let mut addrs: Vec<u64> = threads
+        // Each code object once, innermost frames first (every thread's first frame, then
+        // every thread's second...): when a sample cannot read every new code object, it reads
+        // those of every thread's innermost frames.
+        let mut index: AddrMap<usize> = AddrMap::default();
+        let mut addrs: Vec<u64> = Vec::new();
+        let mut by_depth: Vec<(usize, u64)> = threads
             .iter()
-            .flat_map(|t| &t.frames)
-            .map(|r| r.code)
+            .flat_map(|t| t.frames.iter().enumerate().map(|(d, r)| (d, r.code)))
             .collect();
-        addrs.sort_unstable();
-        addrs.dedup();
+        by_depth.sort_by_key(|&(depth, _)| depth);
+        for (_, code) in by_depth {
+            index.entry(code).or_insert_with(|| {
+                addrs.push(code);
+                addrs.len() - 1
+            });
+        }
         let infos = self.codes.get_many(mem, fresh, &self.layout, &addrs);
         self.created = self.codes.take_created();
         let created: AddrSet = self.created.iter().copied().collect();
@@ -198,7 +207,7 @@ impl Walker {
                 if raws.cut == Some(i) {
                     r.cut = Some(r.frames.len());
                 }
-                let Ok(at) = addrs.binary_search(&raw.code) else {
+                let Some(&at) = index.get(&raw.code) else {
                     continue;
                 };
                 r.new_codes |= created.contains(&raw.code);

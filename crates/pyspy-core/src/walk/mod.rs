@@ -223,7 +223,11 @@ impl Walker {
     /// same state twice within microseconds.)
     fn is_settled(&self, w: &Walked) -> bool {
         match w.stack.error {
-            Some(ThreadError::Memory(r)) if r.kind == ReadErrorKind::Budget => true,
+            Some(ThreadError::Memory(r))
+                if matches!(r.kind, ReadErrorKind::Budget | ReadErrorKind::CodeBudget) =>
+            {
+                true
+            }
             Some(e) if !w.mixed => self
                 .settled
                 .iter()
@@ -250,16 +254,26 @@ impl Walker {
         let mut anchors = Vec::with_capacity(threads.len() * 3);
         let mut moved = Vec::with_capacity(threads.len());
         for t in &threads {
+            // Each word and the value the walk read in it.
+            let (pointer, frame_at) = match l.cframe_current_frame {
+                Some(cur) if t.cframe != 0 => (t.cframe, offset(t.cframe, cur.into()).ok()),
+                _ => (t.frame, None),
+            };
             let words = [
-                offset(t.addr, l.tstate_frame.into()).ok(),
-                l.tstate_datastack_top
-                    .and_then(|off| offset(t.addr, off.into()).ok()),
-                l.cframe_current_frame
-                    .filter(|_| t.cframe != 0)
-                    .and_then(|off| offset(t.cframe, off.into()).ok()),
+                (offset(t.addr, l.tstate_frame.into()).ok(), pointer),
+                (frame_at, t.frame),
+                (
+                    l.tstate_datastack_top
+                        .and_then(|off| offset(t.addr, off.into()).ok()),
+                    t.datastack_top,
+                ),
             ];
-            moved.push(words.iter().flatten().any(|&a| mem.moved(a) == Some(true)));
-            anchors.extend(words.iter().flatten());
+            moved.push(
+                words
+                    .iter()
+                    .any(|&(at, v)| at.is_some_and(|a| mem.moved(a, v) == Some(true))),
+            );
+            anchors.extend(words.iter().filter_map(|&(at, _)| at));
         }
         self.anchors = anchors;
         let mut raws: Vec<RawStack> = Vec::with_capacity(threads.len());
