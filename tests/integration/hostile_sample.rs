@@ -151,10 +151,9 @@ fn one_corrupt_thread_leaves_the_others_whole() {
             let dump = dump_json(target.pid(), extra);
             assert_stacks_match(&target.truth, &dump, interp.has_qualname());
             for t in dump["threads"].as_array().unwrap() {
-                let victim = t["frames"].as_array().is_some_and(|f| {
-                    f.first()
-                        .is_some_and(|f| f["function"] == "victim_inner")
-                });
+                let victim = t["frames"]
+                    .as_array()
+                    .is_some_and(|f| f.first().is_some_and(|f| f["function"] == "victim_inner"));
                 let error = t.get("error").and_then(Value::as_str);
                 if t["truncated"] != false {
                     return Err(format!("\"truncated\" is not false: {t}"));
@@ -196,7 +195,9 @@ fn one_corrupt_thread_leaves_the_others_whole() {
             return Err(format!("record wrote:\n{folded}\n{stderr}"));
         }
         if !stderr.contains("could not be read") {
-            return Err(format!("record did not report the unreadable stacks:\n{stderr}"));
+            return Err(format!(
+                "record did not report the unreadable stacks:\n{stderr}"
+            ));
         }
         Ok(())
     });
@@ -255,12 +256,20 @@ fn a_deep_stack_keeps_both_ends_and_says_it_is_truncated() {
         if !t.truncated || t.error.is_some() {
             let _ = writeln!(report, "truncated {} error {:?}", t.truncated, t.error);
         }
-        report.push_str(&check_deep(&target, &truth_frames(&t.frames), t.truncated_at));
+        report.push_str(&check_deep(
+            &target,
+            &truth_frames(&t.frames),
+            t.truncated_at,
+        ));
         let dump = dump_json(target.pid(), &[]);
         for th in dump["threads"].as_array().unwrap() {
             let is_deep = th["thread_id"].as_u64() == Some(deep.thread_id);
             if th["truncated"] != Value::Bool(is_deep) {
-                let _ = writeln!(report, "JSON thread {}: truncated {}", th["thread_id"], th["truncated"]);
+                let _ = writeln!(
+                    report,
+                    "JSON thread {}: truncated {}",
+                    th["thread_id"], th["truncated"]
+                );
             }
             if is_deep {
                 let frames: Vec<TruthFrame> = th["frames"]
@@ -361,7 +370,10 @@ const MAX_MIXTURES: usize = TORN_SAMPLES * 2 / 200;
 const MIN_VALID: f64 = 0.8;
 
 /// Counts of what sampling the alternating target gave, and an example of each.
-type TornCounts = (BTreeMap<&'static str, usize>, BTreeMap<&'static str, String>);
+type TornCounts = (
+    BTreeMap<&'static str, usize>,
+    BTreeMap<&'static str, String>,
+);
 
 fn measure_torn(interp: &Interpreter, samples: usize) -> TornCounts {
     let target = Target::spawn(interp, ALTERNATING, &[]);
@@ -566,7 +578,9 @@ fn a_thread_is_one_profile_even_when_its_name_came_late() {
         for p in v["profiles"].as_array().unwrap() {
             let name = p["name"].as_str().unwrap_or("");
             if let Some(id) = thread_part(name) {
-                seen.entry(id.to_string()).or_default().push(name.to_string());
+                seen.entry(id.to_string())
+                    .or_default()
+                    .push(name.to_string());
             }
         }
         // One thread in two profiles: the same ident and OS id twice, or (where OS ids are
@@ -587,10 +601,19 @@ fn a_thread_is_one_profile_even_when_its_name_came_late() {
             doubled.len()
         );
         if !doubled.is_empty() {
-            let _ = writeln!(report, "[{}] threads in several profiles: {doubled:?}", interp.label);
+            let _ = writeln!(
+                report,
+                "[{}] threads in several profiles: {doubled:?}",
+                interp.label
+            );
         }
         if seen.len() < 5 {
-            let _ = writeln!(report, "[{}] only {} threads seen", interp.label, seen.len());
+            let _ = writeln!(
+                report,
+                "[{}] only {} threads seen",
+                interp.label,
+                seen.len()
+            );
         }
     }
     assert!(report.is_empty(), "{report}");
@@ -626,7 +649,11 @@ fn two_sessions_pausing_one_target_never_fail() {
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        let failed: Vec<&String> = results.iter().flatten().filter_map(|r| r.as_ref().err()).collect();
+        let failed: Vec<&String> = results
+            .iter()
+            .flatten()
+            .filter_map(|r| r.as_ref().err())
+            .collect();
         let thin = results
             .iter()
             .flatten()

@@ -103,7 +103,9 @@ fn churning_target_sampled_ten_thousand_times() {
     for interp in stressed() {
         let target = spawn_churn(&interp);
         let mut session = attach_retrying(target.pid(), &interp.label);
-        let victim = target.truth.raw["victim"].as_u64().expect("a victim thread");
+        let victim = target.truth.raw["victim"]
+            .as_u64()
+            .expect("a victim thread");
         let main = target.truth.raw["main"].as_u64().expect("the main thread");
         let started = Instant::now();
         let (mut ok, mut frames, mut threads) = (0usize, 0usize, 0usize);

@@ -82,7 +82,9 @@ impl SnapshotObject {
                     .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
                 interpreter_id: t.interp_id,
                 error: t.error.map(|e| c_string(&e.to_string())),
-                truncated_at: t.truncated.then_some(t.truncated_at.unwrap_or(t.frames.len())),
+                truncated_at: t
+                    .truncated
+                    .then_some(t.truncated_at.unwrap_or(t.frames.len())),
                 frames: t
                     .frames
                     .iter()

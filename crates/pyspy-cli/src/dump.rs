@@ -108,7 +108,10 @@ fn to_text(session: &Session, snapshot: &Snapshot) -> String {
         let _ = writeln!(out, "\nThread {id} ({}){name}", state.join("+"));
         for (i, f) in t.frames.iter().enumerate() {
             if t.truncated_at == Some(i) {
-                let _ = writeln!(out, "    ... (frames left out: the stack is deeper than pyspy keeps)");
+                let _ = writeln!(
+                    out,
+                    "    ... (frames left out: the stack is deeper than pyspy keeps)"
+                );
             }
             let name = f.qualname.as_deref().unwrap_or(&f.function);
             let _ = writeln!(out, "    {name} ({}:{})", f.filename, f.line);

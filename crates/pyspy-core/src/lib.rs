@@ -48,7 +48,10 @@
 //! # Errors
 //!
 //! Every fallible call returns [`Error`], whose variants say what went wrong and whether
-//! retrying can help ([`Error::is_transient`]).
+//! retrying can help ([`Error::is_transient`]). A snapshot in which one thread's stack cannot
+//! be read (corrupt, or changing faster than it can be read from one moment) still succeeds:
+//! that thread carries a [`ThreadError`] in [`ThreadStack::error`] with the frames read before
+//! the failure, and the other threads are complete.
 
 #![deny(missing_docs)]
 

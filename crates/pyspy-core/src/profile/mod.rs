@@ -517,7 +517,11 @@ pub(crate) mod tests {
         early.name = None;
         early.native_thread_id = None;
         p.add(&sample(0, 42, vec![early.clone()]));
-        p.add(&sample(10, 42, vec![thread(7, "worker", true, false, stack.clone())]));
+        p.add(&sample(
+            10,
+            42,
+            vec![thread(7, "worker", true, false, stack.clone())],
+        ));
         p.add(&sample(20, 42, vec![early]));
         assert_eq!(p.threads().len(), 1, "{:?}", p.threads());
         assert_eq!(p.threads()[0].name.as_deref(), Some("worker"));

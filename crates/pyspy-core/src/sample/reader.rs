@@ -10,7 +10,9 @@
 //! 3. Filter: [`SampleOptions::idle`] off drops threads not running on a CPU,
 //!    [`SampleOptions::gil_only`] keeps only the GIL holder(s) (one per interpreter on 3.12+).
 //!
-//! A torn read (memory changing under the walk) is retried a few times before it is reported.
+//! A thread whose stack changed or failed during the walk is read again by the walker (see
+//! [`Walker::walk`]); a thread list that could not be read fails the snapshot after a few
+//! retries.
 
 use crate::error::{Error, Result};
 use crate::memory::{offset, Memory, MemoryExt, ReadError};

@@ -25,7 +25,7 @@ pub use interpreter::Interpreter;
 
 use crate::attach::layout::{FrameModel, Layout};
 use crate::error::{Error, Result, ThreadError};
-use crate::memory::addr_hash::AddrSet;
+use crate::memory::addr_hash::{AddrMap, AddrSet};
 use crate::memory::{
     offset, Budget, Memory, MemoryExt, PrefetchPlan, Prefetched, ReadErrorKind,
 };
@@ -149,15 +149,26 @@ impl Walker {
         let budget = Budget::new(mem, MAX_SAMPLE_BYTES);
         self.codes.start_sample();
         let mut best: Option<Vec<Walked>> = None;
+        // What every attempt read, to batch before the next snapshot: retries walk only the
+        // threads not read cleanly yet, so their logs hold only those threads.
+        let (mut log, mut anchors) = (Vec::new(), Vec::new());
         for attempt in 0..WALK_ATTEMPTS {
+            let done: AddrSet = best
+                .iter()
+                .flatten()
+                .filter(|w| w.clean())
+                .map(|w| w.tstate)
+                .collect();
             // The plan is taken out for the walk, which borrows the walker mutably.
             let plan = std::mem::take(&mut self.prefetch);
             let prefetched = Prefetched::new(&budget, &plan);
-            let result = self.walk_once(&prefetched, &budget, interp, attempt);
-            let log = prefetched.into_log();
+            let result = self.walk_once(&prefetched, &budget, interp, attempt, &done);
+            let attempt_log = prefetched.into_log();
             self.prefetch = plan;
-            let anchors = std::mem::take(&mut self.anchors);
-            self.prefetch.update(log, anchors);
+            let attempt_anchors = std::mem::take(&mut self.anchors);
+            log.extend_from_slice(&attempt_log);
+            anchors.extend_from_slice(&attempt_anchors);
+            self.prefetch.update(attempt_log, attempt_anchors);
             let walked = match (result, &best) {
                 (Ok(w), _) => w,
                 (Err(_), Some(_)) => break,
@@ -175,6 +186,9 @@ impl Walker {
             if done {
                 break;
             }
+        }
+        if best.is_some() {
+            self.prefetch.update(log, anchors);
         }
         let mut out = Vec::new();
         self.settled.clear();
@@ -195,25 +209,20 @@ impl Walker {
     /// This attempt's threads, each replaced by an earlier attempt's reading of the same
     /// thread if this one is not clean and that one was.
     fn merge(earlier: Option<Vec<Walked>>, now: Vec<Walked>) -> Vec<Walked> {
-        let Some(mut earlier) = earlier else {
+        let Some(earlier) = earlier else {
             return now;
         };
-        let mut out = Vec::with_capacity(now.len());
-        for w in now {
-            let before = earlier
-                .iter()
-                .position(|e| e.tstate == w.tstate && e.stack.thread_id == w.stack.thread_id);
-            if let Some(i) = before {
-                let e = earlier.swap_remove(i);
-                if !w.clean() && e.clean() {
-                    out.push(e);
-                    continue;
-                }
-
-            }
-            out.push(w);
-        }
-        out
+        let mut clean: AddrMap<Walked> = earlier
+            .into_iter()
+            .filter(Walked::clean)
+            .map(|w| (w.tstate, w))
+            .collect();
+        now.into_iter()
+            .map(|w| match clean.remove(&w.tstate) {
+                Some(e) if !w.clean() && e.stack.thread_id == w.stack.thread_id => e,
+                _ => w,
+            })
+            .collect()
     }
 
     /// Whether another walk would not help `w`: it ran out of the sample's budget (which
@@ -242,18 +251,26 @@ impl Walker {
     /// the batch — unless (from the second attempt on, when another walk would most likely
     /// miss again: a stack deeper than one batch holds) those words still hold, read again
     /// after the walk, what the walk found in them.
+    ///
+    /// Threads whose state is in `done` (read cleanly by an earlier attempt) are not walked:
+    /// they come back as unclean placeholders, which [`Walker::merge`] replaces.
     fn walk_once<M: Memory + ?Sized>(
         &mut self,
         mem: &Prefetched<'_, '_, Budget<'_, M>>,
         fresh: &Budget<'_, M>,
         interp: &Interpreter,
         attempt: usize,
+        done: &AddrSet,
     ) -> Result<Vec<Walked>> {
         let threads = self.threads(mem, interp)?;
         let l = self.layout;
         let mut anchors = Vec::with_capacity(threads.len() * 3);
         let mut moved = Vec::with_capacity(threads.len());
         for t in &threads {
+            if done.contains(&t.addr) {
+                moved.push(false);
+                continue;
+            }
             // Each word and the value the walk read in it.
             let (pointer, frame_at) = match l.cframe_current_frame {
                 Some(cur) if t.cframe != 0 => (t.cframe, offset(t.cframe, cur.into()).ok()),
@@ -279,6 +296,11 @@ impl Walker {
         let mut raws: Vec<RawStack> = Vec::with_capacity(threads.len());
         let mut mixed = Vec::with_capacity(threads.len());
         for (t, moved) in threads.iter().zip(moved) {
+            if done.contains(&t.addr) {
+                raws.push(RawStack::default());
+                mixed.push(true);
+                continue;
+            }
             let before = mem.unbatched_reads();
             let mut raw = match t.frame_error {
                 Some(e) => RawStack {

@@ -492,6 +492,67 @@ fn a_stack_that_changes_while_it_is_read_is_torn_not_returned() {
     }
 }
 
+/// Counts the reads (batched or not) that cover `watch`.
+struct Watching<'a> {
+    inner: &'a Changing<'a>,
+    watch: u64,
+    seen: Cell<usize>,
+}
+
+impl Memory for Watching<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        if addr <= self.watch && self.watch < addr + buf.len() as u64 {
+            self.seen.set(self.seen.get() + 1);
+        }
+        self.inner.read(addr, buf)
+    }
+}
+
+#[test]
+fn retries_walk_only_the_threads_not_read_cleanly() {
+    for v in MODELS {
+        let mut fake = Fake::new(v);
+        let steady = chain(&mut fake, &["s2", "s1"]);
+        let steady_frames = fake.thread(&steady);
+        fake.next += 1 << 20; // far from the busy thread: no batched range covers both
+        let busy = chain(&mut fake, &["a3", "a2", "a1"]);
+        let busy_frames = fake.thread(&busy);
+        let interp = fake.interpreter();
+        let l = fake.l;
+        let tstate = fake.tstates[1];
+        let flip = match l.cframe_current_frame {
+            Some(_) => {
+                let mut b = [0u8; 8];
+                fake.img
+                    .read(tstate + u64::from(l.tstate_frame), &mut b)
+                    .unwrap();
+                u64::from_le_bytes(b)
+            }
+            None => tstate + u64::from(l.tstate_frame),
+        };
+        let values = [busy_frames[0], busy_frames[1], busy_frames[2]];
+        let changing = Changing {
+            img: RefCell::new(fake.img.clone()),
+            flip,
+            values: &values,
+            reads: Cell::new(0),
+            batches: Cell::new(0),
+        };
+        let mem = Watching {
+            inner: &changing,
+            watch: steady_frames[0],
+            seen: Cell::new(0),
+        };
+        let threads = Walker::new(&l).walk(&mem, &interp).unwrap();
+        assert_eq!(names(&threads[0].1), ["s2", "s1"], "{v:?}");
+        assert_eq!(threads[0].1.error, None);
+        assert_eq!(threads[1].1.error, Some(ThreadError::Torn));
+        // Read by the first attempt, the second (which read it cleanly) and the batch of the
+        // third (what the second read); not by the five attempts after.
+        assert!(mem.seen.get() <= 3, "{v:?}: read {} times", mem.seen.get());
+    }
+}
+
 /// Counts the batched reads (one per walk attempt).
 struct Batches<'a> {
     img: &'a MemoryImage,

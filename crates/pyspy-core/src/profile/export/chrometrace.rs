@@ -244,8 +244,15 @@ mod tests {
         trace.add(&sample(0, 7, vec![early]));
         trace.add(&sample(10, 7, vec![thread(1, "T", true, true, a)]));
         let json = trace.finish();
-        assert_eq!(json.matches("\"name\":\"thread_name\"").count(), 2, "{json}");
-        assert!(json.contains("\"tid\":1,\"args\":{\"name\":\"thread \\\"T\\\""), "{json}");
+        assert_eq!(
+            json.matches("\"name\":\"thread_name\"").count(),
+            2,
+            "{json}"
+        );
+        assert!(
+            json.contains("\"tid\":1,\"args\":{\"name\":\"thread \\\"T\\\""),
+            "{json}"
+        );
         assert!(!json.contains("\"tid\":1001"), "one track: {json}");
     }
 }
