@@ -18,7 +18,7 @@ pub mod recorded;
 pub use budget::Budget;
 #[cfg(any(test, feature = "internals"))]
 pub use image::MemoryImage;
-pub use prefetch::{PrefetchPlan, Prefetched};
+pub use prefetch::{Owner, PrefetchPlan, Prefetched, COMMON};
 pub use live::ProcessMemory;
 #[cfg(any(test, feature = "internals"))]
 pub use recorded::{Anchors, RecordedImage, Recorder};

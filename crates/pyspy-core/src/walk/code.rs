@@ -161,14 +161,17 @@ impl CodeCache {
     /// The code objects at `addrs` (one entry each, in order), validated with one batched read
     /// of their headers through `mem`. `Ok(None)`: the object is not a code object (3.13+
     /// frames may run other executables; the type is read and checked only for objects not
-    /// cached already). Objects not cached are read through `fresh`: they are read once, so a
-    /// memory that logs reads to batch them next time (the walk's) should not see them.
+    /// cached already). Objects not cached are read through `fresh` (they are read once, so a
+    /// memory that logs reads to batch them next time, the walk's, should not see them), in
+    /// the order `order` gives their indexes in (it is called only if some are not cached):
+    /// when a sample may not read them all, the first ones are read.
     pub fn get_many<M: Memory + ?Sized, F: Memory + ?Sized>(
         &mut self,
         mem: &M,
         fresh: &F,
         layout: &Layout,
         addrs: &[u64],
+        order: impl FnOnce(&[usize]) -> Vec<usize>,
     ) -> Vec<Result<Option<Arc<CodeInfo>>>> {
         let len = self.header_len;
         let ranges: Vec<(u64, usize)> = addrs
@@ -178,11 +181,13 @@ impl CodeCache {
         let mut headers = vec![0u8; len * addrs.len()];
         let mut ok = vec![false; addrs.len()];
         mem.read_many(&ranges, &mut headers, &mut ok);
-        addrs
+        let mut missing = Vec::new();
+        let mut out: Vec<Result<Option<Arc<CodeInfo>>>> = addrs
             .iter()
             .zip(headers.chunks_exact(len.max(1)))
             .zip(ok)
-            .map(|((&addr, header), ok)| {
+            .enumerate()
+            .map(|(i, ((&addr, header), ok))| {
                 if !ok {
                     // Read it alone for the reason (unmapped, the sample's budget spent...).
                     let mut one = vec![0u8; len];
@@ -195,19 +200,34 @@ impl CodeCache {
                 if let Some(info) = self.cached(layout, addr, header)? {
                     return Ok(Some(info));
                 }
-                if self.new_bytes >= MAX_NEW_BYTES {
-                    // This sample made all the new entries it may: later samples go on.
-                    return Err(ReadError::new(addr, 0, ReadErrorKind::CodeBudget).into());
-                }
                 if layout.executable_any_object {
-                    let ty = fresh.read_ptr_at(addr, layout.object_type)?;
+                    // Read every sample for an executable that is not code (never cached):
+                    // through the batch.
+                    let ty = mem.read_ptr_at(addr, layout.object_type)?;
                     if !self.is_code_type(fresh, layout, ty)? {
                         return Ok(None);
                     }
                 }
-                self.read_entry(fresh, layout, addr, header).map(Some)
+                missing.push(i);
+                Ok(None)
             })
-            .collect()
+            .collect();
+        if missing.is_empty() {
+            return out;
+        }
+        for i in order(&missing) {
+            let (Some(&addr), Some(slot)) = (addrs.get(i), out.get_mut(i)) else {
+                continue;
+            };
+            *slot = if self.new_bytes >= MAX_NEW_BYTES {
+                // This sample made all the new entries it may: later samples go on.
+                Err(ReadError::new(addr, 0, ReadErrorKind::CodeBudget).into())
+            } else {
+                let header = &headers[i * len..(i + 1) * len];
+                self.read_entry(fresh, layout, addr, header).map(Some)
+            };
+        }
+        out
     }
 
     /// The pointer fields an entry is validated by, from its header bytes.

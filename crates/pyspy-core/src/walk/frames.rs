@@ -15,7 +15,7 @@ use super::threads::RawThread;
 use super::Walker;
 use crate::attach::layout::{FrameModel, Layout, LineTableFormat};
 use crate::error::{Error, Result, ThreadError};
-use crate::memory::addr_hash::{AddrMap, AddrSet};
+use crate::memory::addr_hash::AddrSet;
 use crate::memory::{field_u32, field_u64, offset, Memory, MemoryExt};
 use crate::snapshot::Frame;
 
@@ -35,7 +35,9 @@ const STACKREF_TAG_MASK: u64 = 0b111;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct RawFrame {
     /// Where the frame is.
-    addr: u64,
+    pub(super) addr: u64,
+    /// Its link to the frame that called it.
+    back: u64,
     pub(super) code: u64,
     /// ≤3.10: `f_lasti` (sign-extended); 3.11+: the instruction pointer.
     position: u64,
@@ -177,23 +179,32 @@ impl Walker {
         fresh: &F,
         threads: &[RawStack],
     ) -> Vec<Resolved> {
-        // Each code object once, innermost frames first (every thread's first frame, then
-        // every thread's second...): when a sample cannot read every new code object, it reads
-        // those of every thread's innermost frames.
-        let mut index: AddrMap<usize> = AddrMap::default();
-        let mut addrs: Vec<u64> = Vec::new();
-        let mut by_depth: Vec<(usize, u64)> = threads
+        let mut addrs: Vec<u64> = threads
             .iter()
-            .flat_map(|t| t.frames.iter().enumerate().map(|(d, r)| (d, r.code)))
+            .flat_map(|t| &t.frames)
+            .map(|r| r.code)
             .collect();
-        by_depth.sort_by_key(|&(depth, _)| depth);
-        for (_, code) in by_depth {
-            index.entry(code).or_insert_with(|| {
-                addrs.push(code);
-                addrs.len() - 1
-            });
-        }
-        let infos = self.codes.get_many(mem, fresh, &self.layout, &addrs);
+        addrs.sort_unstable();
+        addrs.dedup();
+        // Code objects not cached yet are read innermost frames first (every thread's first
+        // frame, then every thread's second...): when a sample cannot read every new code
+        // object, it reads those of every thread's innermost frames.
+        let order = |missing: &[usize]| {
+            let mut depth = vec![usize::MAX; addrs.len()];
+            for t in threads {
+                for (d, raw) in t.frames.iter().enumerate() {
+                    if let Ok(i) = addrs.binary_search(&raw.code) {
+                        depth[i] = depth[i].min(d);
+                    }
+                }
+            }
+            let mut order = missing.to_vec();
+            order.sort_by_key(|&i| depth[i]);
+            order
+        };
+        let infos = self
+            .codes
+            .get_many(mem, fresh, &self.layout, &addrs, order);
         self.created = self.codes.take_created();
         let created: AddrSet = self.created.iter().copied().collect();
         let l = &self.layout;
@@ -207,10 +218,10 @@ impl Walker {
                 if raws.cut == Some(i) {
                     r.cut = Some(r.frames.len());
                 }
-                let Some(&at) = index.get(&raw.code) else {
+                let Ok(at) = addrs.binary_search(&raw.code) else {
                     continue;
                 };
-                r.new_codes |= created.contains(&raw.code);
+                r.new_codes |= !created.is_empty() && created.contains(&raw.code);
                 let info = match &infos[at] {
                     Ok(Some(info)) => info,
                     Ok(None) => continue, // not a code object
@@ -246,6 +257,54 @@ impl Walker {
     }
 }
 
+/// Whether `buf`, a frame's bytes read again, still hold the frame `raw` the walk read there:
+/// the same link, code object and owner, and (except for the innermost frame, which runs) the
+/// same instruction.
+pub(super) fn frame_holds(l: &Layout, buf: &[u8], raw: &RawFrame, innermost: bool) -> bool {
+    parse_frame(l, buf, raw.addr).is_ok_and(|(back, again)| {
+        back == raw.back
+            && again.is_some_and(|r| {
+                r.code == raw.code
+                    && r.owner == raw.owner
+                    && (innermost || r.position == raw.position)
+            })
+    })
+}
+
+/// Whether two copies of a frame's bytes, read one right after the other, show the stack
+/// changed: a different link, code object or owner, or (except for the innermost frame, which
+/// runs) a different instruction. `None` when the bytes are too short for the layout.
+pub(super) fn frame_changed(l: &Layout, a: &[u8], b: &[u8], innermost: bool) -> Option<bool> {
+    let fields: [Option<u32>; 3] = match l.frames {
+        FrameModel::FrameObject => [l.frame_back, l.frame_code, l.frame_lasti],
+        FrameModel::InterpreterFrame => [l.iframe_previous, l.iframe_executable, l.iframe_instr_ptr],
+    };
+    let (position, links) = (fields[2], &fields[..2]);
+    let word = |buf: &[u8], off: u32| field_u64(buf, off);
+    for off in links.iter().flatten() {
+        if word(a, *off)? != word(b, *off)? {
+            return Some(true);
+        }
+    }
+    if let Some(off) = l.iframe_owner {
+        if a.get(off as usize)? != b.get(off as usize)? {
+            return Some(true);
+        }
+    }
+    if !innermost {
+        if let Some(off) = position {
+            let same = match l.frames {
+                FrameModel::FrameObject => field_u32(a, off)? == field_u32(b, off)?,
+                FrameModel::InterpreterFrame => word(a, off)? == word(b, off)?,
+            };
+            if !same {
+                return Some(true);
+            }
+        }
+    }
+    Some(false)
+}
+
 /// The checks on a frame's bytes that need no more reads: ≤3.10 frames are live objects
 /// (reference count above 0) of the same type as the thread's first frame.
 fn check_frame(l: &Layout, buf: &[u8], frame_type: &mut Option<u64>) -> Result<()> {
@@ -279,6 +338,7 @@ fn parse_frame(l: &Layout, buf: &[u8], addr: u64) -> Result<(u64, Option<RawFram
                 .ok_or_else(err)? as i32;
             let raw = RawFrame {
                 addr,
+                back,
                 code,
                 position: i64::from(lasti) as u64,
                 owner: 0,
@@ -301,6 +361,7 @@ fn parse_frame(l: &Layout, buf: &[u8], addr: u64) -> Result<(u64, Option<RawFram
             }
             let raw = RawFrame {
                 addr,
+                back: previous,
                 code,
                 position: instr,
                 owner,

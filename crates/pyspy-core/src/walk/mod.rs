@@ -27,7 +27,7 @@ use crate::attach::layout::{FrameModel, Layout};
 use crate::error::{Error, Result, ThreadError};
 use crate::memory::addr_hash::{AddrMap, AddrSet};
 use crate::memory::{
-    offset, Budget, Memory, MemoryExt, PrefetchPlan, Prefetched, ReadErrorKind,
+    offset, Budget, Memory, MemoryExt, Owner, PrefetchPlan, Prefetched, ReadErrorKind, COMMON,
 };
 use crate::snapshot::{Frame, ThreadStack};
 use crate::walk::code::CodeCache;
@@ -50,6 +50,10 @@ pub const WALK_ATTEMPTS: usize = 8;
 /// corrupt stack) is not read again and again.
 const MAX_SETTLED: usize = 1024;
 
+/// How many snapshots a thread counts as busy (its reads are read twice, to check them) after
+/// its stack last changed shape or was not read cleanly.
+const BUSY_SNAPSHOTS: u8 = 8;
+
 /// State kept between samples: caches and scratch space.
 #[derive(Debug)]
 pub struct Walker {
@@ -67,9 +71,24 @@ pub struct Walker {
     generations: Vec<(u64, u64)>,
     /// Code objects whose cache entries the current walk made.
     created: Vec<u64>,
-    /// The words the current walk found each thread's innermost frame through (its frame
-    /// pointer, `cframe` and data-stack top), read before and after the next walk's batch.
-    anchors: Vec<u64>,
+    /// Where the current walk found each thread's innermost frame (3.11/3.12's `cframe` word,
+    /// else its thread state), read again at the end of the thread's reads in the next batch.
+    anchors: Vec<(Owner, u64, usize)>,
+    /// The reads of the current walk that belong to one thread: (first, end) indexes into its
+    /// log, and the thread's owner for its frames (see [`Owner`]); and the reads its innermost
+    /// frame pointer was found through (its `cframe` word, or the thread state of a busy
+    /// thread), by address, with their length and the thread's owner for them. Thread `k` owns
+    /// its pointer reads as `2k + 1` and its frames as `2k + 2`: the batch reads the pointer,
+    /// then the frames (twice if the thread is busy), then the pointer again.
+    segments: Vec<(usize, usize, Owner)>,
+    owned_reads: AddrMap<(usize, Owner)>,
+    /// The threads whose reads the next walk's batch reads twice (see [`PrefetchPlan`]).
+    doubled: Vec<Owner>,
+    /// Each thread's stack shape (its frames' addresses and code objects) in the last
+    /// snapshot, and in this one so far, with how many more snapshots it counts as busy
+    /// (its reads doubled) since its shape last changed or it was last read torn.
+    shapes: AddrMap<(u64, u8)>,
+    shapes_next: AddrMap<(u64, u8)>,
 }
 
 /// One thread of one walk attempt.
@@ -86,6 +105,13 @@ impl Walked {
     fn clean(&self) -> bool {
         !self.mixed && self.stack.error.is_none()
     }
+}
+
+/// A thread's stack shape: its frames' addresses and code objects, hashed.
+fn shape_of(raw: &RawStack) -> u64 {
+    raw.frames.iter().fold(raw.frames.len() as u64, |h, f| {
+        (h.rotate_left(5) ^ f.addr ^ f.code.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    })
 }
 
 fn span(fields: &[Option<u32>]) -> usize {
@@ -129,6 +155,11 @@ impl Walker {
             generations: Vec::new(),
             created: Vec::new(),
             anchors: Vec::new(),
+            segments: Vec::new(),
+            owned_reads: AddrMap::default(),
+            doubled: Vec::new(),
+            shapes: AddrMap::default(),
+            shapes_next: AddrMap::default(),
         }
     }
 
@@ -150,8 +181,11 @@ impl Walker {
         self.codes.start_sample();
         let mut best: Option<Vec<Walked>> = None;
         // What every attempt read, to batch before the next snapshot: retries walk only the
-        // threads not read cleanly yet, so their logs hold only those threads.
-        let (mut log, mut anchors) = (Vec::new(), Vec::new());
+        // threads not read cleanly yet, so their logs hold only those threads. Kept only once
+        // a retry is needed (one walk is the common case).
+        type Plan = (Vec<(u64, usize, Owner)>, Vec<(Owner, u64, usize)>, Vec<Owner>);
+        let mut union: Option<Plan> = None;
+        self.shapes_next.clear();
         for attempt in 0..WALK_ATTEMPTS {
             let done: AddrSet = best
                 .iter()
@@ -163,12 +197,16 @@ impl Walker {
             let plan = std::mem::take(&mut self.prefetch);
             let prefetched = Prefetched::new(&budget, &plan);
             let result = self.walk_once(&prefetched, &budget, interp, attempt, &done);
-            let attempt_log = prefetched.into_log();
+            let log = self.owned(prefetched.into_log());
             self.prefetch = plan;
-            let attempt_anchors = std::mem::take(&mut self.anchors);
-            log.extend_from_slice(&attempt_log);
-            anchors.extend_from_slice(&attempt_anchors);
-            self.prefetch.update(attempt_log, attempt_anchors);
+            let anchors = std::mem::take(&mut self.anchors);
+            let doubled = std::mem::take(&mut self.doubled);
+            if let Some((all_log, all_anchors, all_doubled)) = union.as_mut() {
+                all_log.extend_from_slice(&log);
+                all_anchors.extend_from_slice(&anchors);
+                all_doubled.extend_from_slice(&doubled);
+            }
+            self.prefetch.update(log, anchors, doubled);
             let walked = match (result, &best) {
                 (Ok(w), _) => w,
                 (Err(_), Some(_)) => break,
@@ -186,10 +224,17 @@ impl Walker {
             if done {
                 break;
             }
+            if union.is_none() {
+                let p = &self.prefetch;
+                union = Some((p.log().to_vec(), p.anchors().to_vec(), p.doubled().to_vec()));
+            }
         }
-        if best.is_some() {
-            self.prefetch.update(log, anchors);
+        if let (Some((log, anchors, mut doubled)), Some(_)) = (union, &best) {
+            doubled.sort_unstable();
+            doubled.dedup();
+            self.prefetch.update(log, anchors, doubled);
         }
+        std::mem::swap(&mut self.shapes, &mut self.shapes_next);
         let mut out = Vec::new();
         self.settled.clear();
         for mut w in best.unwrap_or_default() {
@@ -204,6 +249,28 @@ impl Walker {
             out.push((w.interp, w.stack));
         }
         Ok(out)
+    }
+
+    /// A walk's log with each read's owner: the thread whose frames (or `cframe` word) it read,
+    /// else [`COMMON`].
+    fn owned(&mut self, log: Vec<(u64, usize)>) -> Vec<(u64, usize, Owner)> {
+        let mut owners = vec![COMMON; log.len()];
+        for &(from, to, owner) in &self.segments {
+            if let Some(slots) = owners.get_mut(from..to.min(log.len())) {
+                slots.fill(owner);
+            }
+        }
+        let out = log
+            .into_iter()
+            .zip(owners)
+            .map(|((addr, len), owner)| match self.owned_reads.get(&addr) {
+                Some(&(l, o)) if l == len => (addr, len, o),
+                _ => (addr, len, owner),
+            })
+            .collect();
+        self.segments.clear();
+        self.owned_reads.clear();
+        out
     }
 
     /// This attempt's threads, each replaced by an earlier attempt's reading of the same
@@ -247,10 +314,9 @@ impl Walker {
 
     /// One walk of every interpreter's threads through `mem` (the batch of the last walk);
     /// `fresh` reads around the batch. A thread is `mixed` when the words its innermost frame
-    /// was found through changed while the batch was read, or when some of its reads missed
-    /// the batch — unless (from the second attempt on, when another walk would most likely
-    /// miss again: a stack deeper than one batch holds) those words still hold, read again
-    /// after the walk, what the walk found in them.
+    /// was found through changed while the batch was read, when a second copy of its frames
+    /// differs from the first (busy threads, see [`PrefetchPlan`]), or when some of its reads
+    /// missed the batch and what it read no longer holds (see [`Walker::still_holds`]).
     ///
     /// Threads whose state is in `done` (read cleanly by an earlier attempt) are not walked:
     /// they come back as unclean placeholders, which [`Walker::merge`] replaces.
@@ -264,9 +330,14 @@ impl Walker {
     ) -> Result<Vec<Walked>> {
         let threads = self.threads(mem, interp)?;
         let l = self.layout;
-        let mut anchors = Vec::with_capacity(threads.len() * 3);
+        let mut anchors = Vec::with_capacity(threads.len());
         let mut moved = Vec::with_capacity(threads.len());
-        for t in &threads {
+        let mut busy_threads = Vec::with_capacity(threads.len());
+        for (k, t) in threads.iter().enumerate() {
+            let (head, body) = (2 * k as Owner + 1, 2 * k as Owner + 2);
+            // Busy: its stack changed shape or was torn lately (or it is new).
+            let busy = self.shapes.get(&t.addr).is_none_or(|&(_, left)| left > 0);
+            busy_threads.push(busy);
             if done.contains(&t.addr) {
                 moved.push(false);
                 continue;
@@ -290,18 +361,31 @@ impl Walker {
                     .iter()
                     .any(|&(at, v)| at.is_some_and(|a| mem.moved(a, v) == Some(true))),
             );
-            anchors.extend(words.iter().filter_map(|&(at, _)| at));
+            // A busy thread gets its own group in the batch: the word its innermost frame
+            // pointer is in (3.11/3.12's `cframe`, else the thread state, which holds the
+            // data-stack top too), its frames, and that word again. Each range costs the
+            // kernel a page walk, so a quiet thread gets none: its reads stay with the common
+            // ones, merged as one batch.
+            if busy && t.frame != 0 {
+                let (at, len) = match frame_at {
+                    Some(at) => (at, 8),
+                    None => (t.addr, self.tstate_len),
+                };
+                anchors.push((body, at, len));
+                self.owned_reads.insert(at, (len, head));
+            }
         }
         self.anchors = anchors;
         let mut raws: Vec<RawStack> = Vec::with_capacity(threads.len());
         let mut mixed = Vec::with_capacity(threads.len());
-        for (t, moved) in threads.iter().zip(moved) {
+        for (k, (t, moved)) in threads.iter().zip(moved).enumerate() {
             if done.contains(&t.addr) {
                 raws.push(RawStack::default());
                 mixed.push(true);
                 continue;
             }
             let before = mem.unbatched_reads();
+            let from = mem.log_len();
             let mut raw = match t.frame_error {
                 Some(e) => RawStack {
                     error: Some(e),
@@ -309,9 +393,35 @@ impl Walker {
                 },
                 None => self.raw_stack(mem, t.frame, Some(t)),
             };
+            let body = 2 * k as Owner + 2;
+            if busy_threads[k] {
+                self.segments.push((from, mem.log_len(), body));
+            }
+            // Against the second copy of a doubled thread's frames: did it change meanwhile?
+            let changed = raw.frames.iter().enumerate().any(|(i, f)| {
+                mem.copies(f.addr, self.frame_len)
+                    .and_then(|(a, b)| frames::frame_changed(&l, a, b, i == 0))
+                    .unwrap_or(false)
+            });
             let unbatched = t.unbatched + (mem.unbatched_reads() - before);
-            let held = || attempt > 0 && !moved && self.still_holds(fresh, t);
-            mixed.push((moved || (unbatched > 0 && !held())) && !raw.frames.is_empty());
+            // Read across several moments: accepted if all of it still holds, read again.
+            let held = || !moved && !changed && self.still_holds(fresh, t, &raw);
+            let is_mixed =
+                (moved || changed || (unbatched > 0 && !held())) && !raw.frames.is_empty();
+            mixed.push(is_mixed);
+            // Which threads the next batch reads twice: from a retry, every thread it walks
+            // (they were not read cleanly); from a first walk, those busy: whose stack was
+            // not read cleanly or changed shape in one of the last BUSY_SNAPSHOTS snapshots.
+            let shape = shape_of(&raw);
+            let left = match self.shapes.get(&t.addr) {
+                _ if is_mixed || raw.error.is_some() => BUSY_SNAPSHOTS,
+                Some(&(before, left)) if before == shape => left.saturating_sub(1),
+                _ => BUSY_SNAPSHOTS,
+            };
+            self.shapes_next.insert(t.addr, (shape, left));
+            if attempt > 0 || left > 0 {
+                self.doubled.push(body);
+            }
             if raw.error.is_none() && t.frame_error.is_some() {
                 raw.error = t.frame_error;
             }
@@ -350,15 +460,24 @@ impl Walker {
         Ok(out)
     }
 
-    /// Whether the words `t`'s innermost frame was found through (the frame pointer, 3.11/3.12's
-    /// `cframe`, the data-stack top) still hold the values the walk read, read again now.
-    fn still_holds<M: Memory + ?Sized>(&self, fresh: &Budget<'_, M>, t: &RawThread) -> bool {
+    /// Whether a thread read across several moments (some reads missed the batch) still holds,
+    /// read again now in one batch, everything the walk read of it: the words its innermost
+    /// frame was found through (the frame pointer, 3.11/3.12's `cframe`, the data-stack top)
+    /// and every frame's link, code object, owner and (but the innermost's) instruction. If
+    /// so, the stack the walk assembled is the one there now, whatever moments its reads came
+    /// from; one system call instead of another walk.
+    fn still_holds<M: Memory + ?Sized>(
+        &self,
+        fresh: &Budget<'_, M>,
+        t: &RawThread,
+        raw: &RawStack,
+    ) -> bool {
         let l = &self.layout;
         let (pointer, frame_at) = match l.cframe_current_frame {
             Some(cur) => (t.cframe, offset(t.cframe, cur.into()).ok()),
             None => (t.frame, None),
         };
-        let checks = [
+        let words: Vec<(u64, u64)> = [
             (offset(t.addr, l.tstate_frame.into()).ok(), pointer),
             (frame_at, t.frame),
             (
@@ -366,11 +485,35 @@ impl Walker {
                     .and_then(|off| offset(t.addr, off.into()).ok()),
                 t.datastack_top,
             ),
-        ];
-        checks.iter().all(|&(at, want)| match at {
-            Some(at) => fresh.read_u64(at).is_ok_and(|v| v == want),
-            None => true,
-        })
+        ]
+        .iter()
+        .filter_map(|&(at, want)| Some((at?, want)))
+        .collect();
+        let len = self.frame_len;
+        let ranges: Vec<(u64, usize)> = words
+            .iter()
+            .map(|&(at, _)| (at, 8))
+            .chain(raw.frames.iter().map(|f| (f.addr, len)))
+            .collect();
+        let mut bytes = vec![0u8; ranges.iter().map(|r| r.1).sum()];
+        let mut ok = vec![false; ranges.len()];
+        fresh.read_many(&ranges, &mut bytes, &mut ok);
+        if !ok.iter().all(|o| *o) {
+            return false;
+        }
+        let (word_bytes, frame_bytes) = bytes.split_at(8 * words.len());
+        let words_hold = words.iter().zip(word_bytes.chunks_exact(8)).all(|(&(_, want), b)| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(b);
+            u64::from_le_bytes(w) == want
+        });
+        words_hold
+            && raw
+                .frames
+                .iter()
+                .zip(frame_bytes.chunks_exact(len.max(1)))
+                .enumerate()
+                .all(|(i, (f, b))| frames::frame_holds(l, b, f, i == 0))
     }
 
     /// 3.14+: whether an interpreter freed a code object while this walk read new ones (then

@@ -547,9 +547,10 @@ fn retries_walk_only_the_threads_not_read_cleanly() {
         assert_eq!(names(&threads[0].1), ["s2", "s1"], "{v:?}");
         assert_eq!(threads[0].1.error, None);
         assert_eq!(threads[1].1.error, Some(ThreadError::Torn));
-        // Read by the first attempt, the second (which read it cleanly) and the batch of the
-        // third (what the second read); not by the five attempts after.
-        assert!(mem.seen.get() <= 3, "{v:?}: read {} times", mem.seen.get());
+        // Read by the first attempt, twice by the batch of the second (which read it cleanly;
+        // a thread new to the walker is read twice) and twice by the batch of the third (what
+        // the second read); not by the five attempts after.
+        assert!(mem.seen.get() <= 5, "{v:?}: read {} times", mem.seen.get());
     }
 }
 
