@@ -1139,6 +1139,24 @@ bool pyspy_thread_cpu_time_ns(const struct pyspy_thread *thread, uint64_t *nanos
 bool pyspy_thread_interpreter_id(const struct pyspy_thread *thread, int64_t *id_out);
 
 /**
+ * Why the thread's stack could not be read to its end (a corrupt frame, memory the target
+ * freed, a stack that changed faster than it could be read), or NULL if it was read whole (or
+ * `thread` is NULL). The thread's frames are then those read before the failure, innermost
+ * first; the snapshot's other threads are not affected. UTF-8, NUL-terminated, borrowed from
+ * the snapshot: valid until `pyspy_snapshot_free`.
+ */
+const char *pyspy_thread_error(const struct pyspy_thread *thread);
+
+/**
+ * Whether frames were left out of the thread's stack: a stack deeper than pyspy keeps
+ * (65,536 frames) comes back as its innermost and outermost frames. Returns true if so, and
+ * writes to `*cut_out` (if not NULL) the index where frames are missing: frames before it are
+ * the innermost, frames from it on the outermost (it equals the frame count when the bottom
+ * of the stack was not reached). Returns false (output untouched) for a whole stack or NULL.
+ */
+bool pyspy_thread_truncated(const struct pyspy_thread *thread, size_t *cut_out);
+
+/**
  * How many frames the thread's stack has (0 for NULL).
  */
 size_t pyspy_thread_frame_count(const struct pyspy_thread *thread);

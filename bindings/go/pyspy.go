@@ -339,6 +339,13 @@ type Thread struct {
 	// Propagating is an exception raised and not caught yet (the sample caught the stack
 	// unwinding), nil if none.
 	Propagating *ExceptionInfo
+	// Error says why the stack could not be read to its end ("" if it was): Frames are then
+	// those read before the failure. The snapshot's other threads are not affected.
+	Error string
+	// Truncated says whether frames were left out (a stack deeper than pyspy keeps): Frames
+	// are then the innermost and outermost ones, cut at index Cut.
+	Truncated bool
+	Cut       int
 }
 
 // ExceptionInfo is an exception as a debugger shows it.
@@ -416,6 +423,12 @@ func convertSnapshot(snap *C.pyspy_snapshot) *Snapshot {
 		var tid C.uint64_t
 		if C.pyspy_thread_native_id(t, &tid) {
 			th.NativeID = uint64(tid)
+		}
+		th.Error = goStringOrEmpty(C.pyspy_thread_error(t))
+		var cut C.size_t
+		if C.pyspy_thread_truncated(t, &cut) {
+			th.Truncated = true
+			th.Cut = int(cut)
 		}
 		var ns C.uint64_t
 		if C.pyspy_thread_cpu_time_ns(t, &ns) {

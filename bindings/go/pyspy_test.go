@@ -147,6 +147,9 @@ func TestSnapshotOfALivePython(t *testing.T) {
 		if th.CPUTime != -1 {
 			t.Errorf("CPU time read without Options.CPUTime: %v", th.CPUTime)
 		}
+		if th.Error != "" || th.Truncated {
+			t.Errorf("a whole, shallow stack marked unreadable or truncated: %+v", th)
+		}
 		for _, f := range th.Frames {
 			functions = append(functions, f.Function)
 			if f.Filename == "" || f.Line <= 0 {

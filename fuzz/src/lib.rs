@@ -27,10 +27,10 @@ use pyspy_core::walk::strings::{read_bytes, read_str};
 use pyspy_core::walk::values::Values;
 use pyspy_core::walk::Interpreter;
 use pyspy_core::walk::{Extras, Walker};
-use pyspy_core::ReprLimits;
-use pyspy_core::ThreadStack;
+use pyspy_core::{export, ProcessDetails, Profile, ProfileOptions, ReprLimits, ThreadStack};
 use pyspy_core::{walk::native_tid, Version};
 use std::hint::black_box;
+use std::sync::{Arc, OnceLock};
 
 /// A target's body.
 pub type Body = fn(&[u8]);
@@ -95,7 +95,9 @@ fn interpreter(image: &RecordedImage, family: impl Fn(&Layout) -> bool) -> Optio
 }
 
 /// Samples the image twice with one [`Walker`] (the second pass runs on warm caches), reads
-/// the threads' names from `threading._active`, and drains every thread and frame.
+/// the threads' names from `threading._active`, and drains every thread and frame, partial
+/// results included: each thread's error (as text), its truncation, and a profile of the
+/// threads (which leaves unreadable ones out) written as collapsed stacks.
 fn walk(data: &[u8], family: impl Fn(&Layout) -> bool) {
     let image = RecordedImage::decode(data);
     let Some(interp) = interpreter(&image, family) else {
@@ -146,8 +148,27 @@ fn walk(data: &[u8], family: impl Fn(&Layout) -> bool) {
                     total = total.wrapping_add(l.name.len() + l.repr.len());
                 }
             }
+            if let Some(e) = &t.error {
+                total = total.wrapping_add(e.to_string().len());
+            }
+            assert_eq!(
+                t.truncated,
+                t.truncated_at.is_some(),
+                "a cut goes with truncated"
+            );
+            assert!(t.truncated_at.is_none_or(|at| at <= t.frames.len()));
         }
         black_box(total);
+        static PROCESS: OnceLock<Arc<ProcessDetails>> = OnceLock::new();
+        let process =
+            PROCESS.get_or_init(|| Arc::new(ProcessDetails::read(std::process::id() as i32)));
+        let mut profile = Profile::new(ProfileOptions::default().idle(true).threads(true));
+        for t in &threads {
+            profile.add_thread(process, t, 1);
+        }
+        let mut folded = Vec::new();
+        black_box(export::collapsed::write(&profile, &mut folded).is_ok());
+        black_box(profile.unreadable());
     }
 }
 
@@ -507,7 +528,8 @@ pub fn unwind(data: &[u8]) {
     }
     let groups: Vec<u32> = stack.iter().take(8).map(|b| u32::from(*b % 4)).collect();
     let all = data.first().is_some_and(|b| b & 1 == 1);
-    black_box(merge(Vec::new(), &groups, natives, all));
+    let cut = data.get(1).map(|b| usize::from(*b % 4));
+    black_box(merge(Vec::new(), cut, &groups, natives, all));
     black_box(parse_function_symbols(data, stack));
     black_box(Registers::from_prstatus(data));
 }

@@ -174,6 +174,9 @@ fn amplifying_image(
     for j in 0..frames {
         let f = frame_base + j * 0x100;
         img.add(f, &[0u8; 0x100]);
+        // A live frame object: a reference count and the frame type.
+        img.put_u64(f, 1);
+        img.put_u64(f + u64::from(l.object_type), 0x900);
         let back = if j + 1 < frames { f + 0x100 } else { 0 };
         img.put_u64(f + u64::from(l.frame_back.unwrap()), back);
         let code = code_base + if distinct_codes { 8 * j } else { 0 };

@@ -1,8 +1,10 @@
 //! Stress: sampling targets that never hold still, and targets that die mid-sample.
 //!
 //! - a target whose stacks grow and shrink and whose threads start and end continuously
-//!   (`tests/targets/stress_churn.py`), sampled [`SAMPLES`] times through the library without
-//!   pausing it: no panic, and torn reads (errors) stay rare;
+//!   (`tests/targets/stress_churn.py`), next to a thread whose frame chain is corrupt
+//!   (`tests/targets/corrupt_thread.py`), sampled [`SAMPLES`] times through the library
+//!   without pausing it: no panic, failed samples stay rare, and every sample has the healthy
+//!   main thread and the broken thread with its error;
 //! - the same target SIGKILLed while another thread samples it as fast as it can: sampling
 //!   goes on returning errors, ending in `ProcessExited`, never a panic or a hang;
 //! - a sampler process SIGKILLed while it holds the target paused (ptrace-stopped): the
@@ -20,6 +22,7 @@ use pyspy_core::{attach, AttachOptions, Error, Session};
 use pyspy_tests::{interpreters, Interpreter, Target};
 
 const CHURN: &str = include_str!("../targets/stress_churn.py");
+const CORRUPT: &str = include_str!("../targets/corrupt_thread.py");
 
 /// Samples per interpreter in the churn test.
 const SAMPLES: usize = 10_000;
@@ -44,9 +47,26 @@ fn stressed() -> Vec<Interpreter> {
     found
 }
 
-/// Starts the churn target and lets it go once it is ready.
+/// Starts the churn target (with a corrupt thread) and lets it go once it is ready.
 fn spawn_churn(interp: &Interpreter) -> Target {
-    let target = Target::spawn(interp, CHURN, &[]);
+    let l = pyspy_core::attach::layout::for_version(interp.version.0, interp.version.1)
+        .expect("a layout");
+    let layout = match l.frames {
+        pyspy_core::attach::layout::FrameModel::FrameObject => {
+            format!("frameobject:{}", l.frame_back.unwrap())
+        }
+        pyspy_core::attach::layout::FrameModel::InterpreterFrame => format!(
+            "iframe:{}:{}:{}",
+            l.iframe_previous.unwrap(),
+            l.iframe_executable.unwrap(),
+            u8::from(l.executable_tagged)
+        ),
+    };
+    let target = Target::spawn_files(
+        interp,
+        &[("main.py", CHURN), ("corrupt_thread.py", CORRUPT)],
+        &[&layout],
+    );
     std::fs::write(target.dir().host_path().join("go"), b"go").expect("write the go file");
     target
 }
@@ -84,16 +104,33 @@ fn churning_target_sampled_ten_thousand_times() {
     for interp in stressed() {
         let target = spawn_churn(&interp);
         let mut session = attach_retrying(target.pid(), &interp.label);
+        let victim = target.truth.raw["victim"]
+            .as_u64()
+            .expect("a victim thread");
+        let main = target.truth.raw["main"].as_u64().expect("the main thread");
         let started = Instant::now();
         let (mut ok, mut frames, mut threads) = (0usize, 0usize, 0usize);
+        let (mut main_torn, mut blind) = (0usize, Vec::new());
         let mut errors: BTreeMap<&'static str, usize> = BTreeMap::new();
         let mut example = BTreeMap::new();
-        for _ in 0..SAMPLES {
+        for i in 0..SAMPLES {
             match session.snapshot() {
                 Ok(snap) => {
                     ok += 1;
                     threads += snap.threads.len();
                     frames += snap.threads.iter().map(|t| t.frames.len()).sum::<usize>();
+                    let find = |id| snap.threads.iter().find(|t| t.thread_id == id);
+                    match (find(main), find(victim)) {
+                        (Some(m), Some(v)) if v.error.is_some() && v.frames.len() == 2 => {
+                            main_torn += usize::from(m.error.is_some());
+                        }
+                        (m, v) if blind.len() < 3 => blind.push(format!(
+                            "sample {i}: main {:?}, victim {:?}",
+                            m.map(|t| (t.frames.len(), t.error)),
+                            v.map(|t| (t.frames.len(), t.error))
+                        )),
+                        _ => blind.push(String::new()),
+                    }
                 }
                 Err(e) => {
                     *errors.entry(kind(&e)).or_default() += 1;
@@ -105,13 +142,23 @@ fn churning_target_sampled_ten_thousand_times() {
         let rate = failed as f64 / SAMPLES as f64;
         eprintln!(
             "[{}] {SAMPLES} samples in {:.2?}: {ok} ok ({:.1} threads, {:.1} frames per sample), \
-             {failed} failed ({:.2}%): {errors:?}; e.g. {example:?}",
+             {failed} failed ({:.2}%): {errors:?}; e.g. {example:?}; the busy main thread's \
+             stack was unreadable (torn) in {main_torn} samples ({:.2}%)",
             interp.label,
             started.elapsed(),
             threads as f64 / ok.max(1) as f64,
             frames as f64 / ok.max(1) as f64,
-            rate * 100.0
+            rate * 100.0,
+            main_torn as f64 * 100.0 / ok.max(1) as f64
         );
+        if !blind.is_empty() {
+            failures.push(format!(
+                "[{}] {} samples lacked the healthy main thread or the broken victim: {:?}",
+                interp.label,
+                blind.len(),
+                blind.iter().filter(|b| !b.is_empty()).collect::<Vec<_>>()
+            ));
+        }
         if rate >= MAX_ERROR_RATE {
             failures.push(format!(
                 "[{}] {:.2}% of samples failed: {errors:?}; e.g. {example:?}",

@@ -4,6 +4,8 @@ threads start and end continuously, so a sampler reading it from outside sees to
 
 argv[1]: the truth file (written once, before the churn starts). The churn begins when a file
 named `go` appears next to it, so that a test harness can see every thread blocked first.
+argv[2] (optional): a LAYOUT for corrupt_thread.py (staged next to this file): a thread whose
+frame chain is broken then blocks next to the churn, its ident in the truth as "victim".
 """
 import json
 import os
@@ -30,8 +32,14 @@ def worker(seed):
 
 def main():
     truth = sys.argv[1]
+    victim = None
+    if len(sys.argv) > 2:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import corrupt_thread
+        victim = corrupt_thread.start_victim().ident
     with open(truth + ".tmp", "w") as f:
-        json.dump({"pid": os.getpid(), "threads": []}, f)
+        json.dump({"pid": os.getpid(), "threads": [], "victim": victim,
+                   "main": threading.current_thread().ident}, f)
     os.rename(truth + ".tmp", truth)
     go = os.path.join(os.path.dirname(truth), "go")
     while not os.path.exists(go):

@@ -316,6 +316,7 @@ fn layout_file(
         .map(|(_, v)| *v)
         .min();
     let owner_generator = owner_value(table::OWNER_GENERATOR);
+    let owner_thread = owner_value(table::OWNER_THREAD);
     if v >= (3, 11) && owner_generator.is_none() {
         return Err(format!("no {} enum found for {v:?}", table::OWNER_ENUM).into());
     }
@@ -347,6 +348,7 @@ fn layout_file(
         if row.field == table::OWNER_FACTS_AFTER {
             writeln!(s, "    owner_not_python: {},", opt_str(owner_not_python))?;
             writeln!(s, "    owner_generator: {},", opt_str(owner_generator))?;
+            writeln!(s, "    owner_thread: {},", opt_str(owner_thread))?;
             writeln!(s, "    executable_tagged: {},", facts.executable_tagged)?;
             writeln!(
                 s,

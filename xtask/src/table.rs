@@ -181,6 +181,12 @@ pub const ROWS: &[Row] = &[
         "interp_gil_enabled",
         &[r((3, 13), LAST, Off(INTERP, "_gil.enabled"))],
     ),
+    opt(
+        "interp_code_object_generation",
+        // Counts code objects freed (3.14+): a walk that read new code objects while it
+        // changed may have read a replaced one.
+        &[r((3, 14), LAST, Off(INTERP, "_code_object_generation"))],
+    ),
     // PyThreadState
     req("tstate_size", &[r(FIRST, LAST, Size(TSTATE))]),
     req("tstate_next", &[r(FIRST, LAST, Off(TSTATE, "next"))]),
@@ -210,6 +216,23 @@ pub const ROWS: &[Row] = &[
     opt(
         "tstate_datastack_chunk",
         &[r((3, 11), LAST, Off(TSTATE, "datastack_chunk"))],
+    ),
+    opt(
+        "tstate_datastack_top",
+        &[r((3, 11), LAST, Off(TSTATE, "datastack_top"))],
+    ),
+    // _PyStackChunk (3.11+): the thread's data stack, where its own frames live.
+    opt(
+        "chunk_previous",
+        &[r((3, 11), LAST, Off("_PyStackChunk", "previous"))],
+    ),
+    opt(
+        "chunk_size",
+        &[r((3, 11), LAST, Off("_PyStackChunk", "size"))],
+    ),
+    opt(
+        "chunk_data",
+        &[r((3, 11), LAST, Off("_PyStackChunk", "data"))],
     ),
     // Exception state (walk/exceptions.rs): the exception being handled (`sys.exc_info()`)
     // and the one raised and not caught yet.
@@ -695,6 +718,7 @@ pub const PYTHON_OWNERS: &[&str] = &[
     "FRAME_OWNED_BY_FRAME_OBJECT",
 ];
 pub const OWNER_GENERATOR: &str = "FRAME_OWNED_BY_GENERATOR";
+pub const OWNER_THREAD: &str = "FRAME_OWNED_BY_THREAD";
 pub const OWNER_ENUM: &str = "_frameowner";
 
 /// Headers to include for a version (after `Python.h`), relative to the include directory.
@@ -830,6 +854,12 @@ pub const DEBUG_ROWS: &[DebugRow] = &[
     d(
         "interp_gil_last_holder",
         "interpreter_state.gil_runtime_state_holder",
+        IS,
+    ),
+    d_from(
+        (3, 14),
+        "interp_code_object_generation",
+        "interpreter_state.code_object_generation",
         IS,
     ),
     d("tstate_size", "thread_state.size", None),

@@ -1,6 +1,6 @@
 //! Snapshots: every thread's stack at one moment, walked with index-based accessors.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, CStr, CString};
 use std::sync::Arc;
 
 use crate::ffi::{self, Borrowed, Castable, OwnedBox};
@@ -59,6 +59,10 @@ pub struct ThreadObject {
     /// The exception being handled and the one propagating (see `debugger.rs`).
     pub exception: Option<crate::debugger::ExceptionObject>,
     pub propagating: Option<crate::debugger::ExceptionObject>,
+    /// Why the stack was not read to its end.
+    pub error: Option<CString>,
+    /// Where a truncated stack was cut.
+    pub truncated_at: Option<usize>,
 }
 
 pub struct FrameObject {
@@ -100,6 +104,10 @@ impl SnapshotObject {
                     .propagating
                     .as_ref()
                     .map(crate::debugger::ExceptionObject::new),
+                error: t.error.map(|e| c_string(&e.to_string())),
+                truncated_at: t
+                    .truncated
+                    .then_some(t.truncated_at.unwrap_or(t.frames.len())),
                 frames: t
                     .frames
                     .iter()
@@ -125,6 +133,12 @@ impl SnapshotObject {
             .collect();
         SnapshotObject { threads }
     }
+}
+
+/// A C string of `text` (error messages hold no NUL; one would end the string there).
+fn c_string(text: &str) -> CString {
+    let end = text.find('\0').unwrap_or(text.len());
+    CString::new(&text[..end]).unwrap_or_default()
 }
 
 /// Frees a snapshot, and with it every thread, frame and string borrowed from it. NULL is a
@@ -302,6 +316,44 @@ pub unsafe extern "C" fn pyspy_thread_interpreter_id(
     })
 }
 
+/// Why the thread's stack could not be read to its end (a corrupt frame, memory the target
+/// freed, a stack that changed faster than it could be read), or NULL if it was read whole (or
+/// `thread` is NULL). The thread's frames are then those read before the failure, innermost
+/// first; the snapshot's other threads are not affected. UTF-8, NUL-terminated, borrowed from
+/// the snapshot: valid until `pyspy_snapshot_free`.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_thread_error(thread: *const pyspy_thread) -> *const c_char {
+    ffi_boundary!({
+        // SAFETY: per the header, thread is NULL or live.
+        let t = unsafe { ffi::try_ref(thread) };
+        ffi::opt_c_str(t.and_then(|t| t.error.as_deref()))
+    })
+}
+
+/// Whether frames were left out of the thread's stack: a stack deeper than pyspy keeps
+/// (65,536 frames) comes back as its innermost and outermost frames. Returns true if so, and
+/// writes to `*cut_out` (if not NULL) the index where frames are missing: frames before it are
+/// the innermost, frames from it on the outermost (it equals the frame count when the bottom
+/// of the stack was not reached). Returns false (output untouched) for a whole stack or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_thread_truncated(
+    thread: *const pyspy_thread,
+    cut_out: *mut usize,
+) -> bool {
+    ffi_boundary!({
+        // SAFETY: per the header, thread is NULL or live.
+        let cut = unsafe { ffi::try_ref(thread) }.and_then(|t| t.truncated_at);
+        match cut {
+            Some(cut) => {
+                // SAFETY: NULL or writable per the header.
+                unsafe { ffi::write_optional(cut_out, cut) };
+                true
+            }
+            None => false,
+        }
+    })
+}
+
 /// How many frames the thread's stack has (0 for NULL).
 #[no_mangle]
 pub unsafe extern "C" fn pyspy_thread_frame_count(thread: *const pyspy_thread) -> usize {
@@ -405,4 +457,40 @@ pub unsafe extern "C" fn pyspy_frame_address(
             _ => false,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_and_truncation_accessors() {
+        let mut broken = pyspy_core::ThreadStack::default();
+        broken.error = Some(pyspy_core::ThreadError::Torn);
+        let mut deep = pyspy_core::ThreadStack::default();
+        deep.truncated = true;
+        deep.truncated_at = Some(0);
+        let whole = pyspy_core::ThreadStack::default();
+        let mut snapshot = pyspy_core::Snapshot::default();
+        snapshot.threads = vec![broken, deep, whole];
+        let object = SnapshotObject::new(snapshot, &mut StringCache::default());
+        let thread = |i: usize| ffi::borrowed_ptr::<pyspy_thread>(&object.threads[i]);
+        // SAFETY: the threads are borrowed from `object`, alive for the test.
+        unsafe {
+            let error = pyspy_thread_error(thread(0));
+            assert!(!error.is_null());
+            let text = CStr::from_ptr(error).to_str().unwrap();
+            assert_eq!(text, "the stack changed while it was being read");
+            assert!(pyspy_thread_error(thread(1)).is_null());
+            assert!(pyspy_thread_error(std::ptr::null()).is_null());
+            let mut cut = usize::MAX;
+            assert!(!pyspy_thread_truncated(thread(0), &mut cut));
+            assert_eq!(cut, usize::MAX, "untouched");
+            assert!(pyspy_thread_truncated(thread(1), &mut cut));
+            assert_eq!(cut, 0);
+            assert!(pyspy_thread_truncated(thread(1), std::ptr::null_mut()));
+            assert!(!pyspy_thread_truncated(thread(2), &mut cut));
+            assert!(!pyspy_thread_truncated(std::ptr::null(), &mut cut));
+        }
+    }
 }

@@ -223,7 +223,7 @@ fn thread_json(t: &ThreadStack, locals: bool) -> Value {
             obj
         })
         .collect();
-    json!({
+    let mut thread = json!({
         "thread_id": t.thread_id,
         "native_thread_id": t.native_thread_id,
         "name": t.name.as_deref(),
@@ -234,8 +234,15 @@ fn thread_json(t: &ThreadStack, locals: bool) -> Value {
         "interp_id": t.interp_id,
         "exception": debug_view::exception_json(t.exception.as_ref()),
         "propagating": debug_view::exception_json(t.propagating.as_ref()),
+        "truncated": t.truncated,
         "frames": frames,
-    })
+    });
+    // A thread whose stack could not be read to its end: the frames read before the failure,
+    // and why.
+    if let Some(e) = &t.error {
+        thread["error"] = Value::String(e.to_string());
+    }
+    thread
 }
 
 fn to_json(session: &Session, snapshot: &Snapshot, locals: bool) -> Value {
@@ -359,7 +366,13 @@ fn to_text(session: &Session, snapshot: &Snapshot, sysroot: Option<&std::path::P
         };
         let _ = writeln!(out, "\nThread {id}{state}{name}");
         debug_view::exception_text(&mut out, t.exception.as_ref(), t.propagating.as_ref());
-        for f in &t.frames {
+        for (i, f) in t.frames.iter().enumerate() {
+            if t.truncated_at == Some(i) {
+                let _ = writeln!(
+                    out,
+                    "    ... (frames left out: the stack is deeper than pyspy keeps)"
+                );
+            }
             let name = f.qualname.as_deref().unwrap_or(&f.function);
             if !f.native {
                 let _ = writeln!(out, "    {name} ({}:{})", f.filename, f.line);
@@ -374,6 +387,15 @@ fn to_text(session: &Session, snapshot: &Snapshot, sysroot: Option<&std::path::P
                 line => writeln!(out, "    {name} ({}:{line}) [native]", f.filename),
             }
             .unwrap_or_default();
+        }
+        if t.truncated_at == Some(t.frames.len()) {
+            let _ = writeln!(
+                out,
+                "    ... (frames left out: the stack is deeper than pyspy follows)"
+            );
+        }
+        if let Some(e) = &t.error {
+            let _ = writeln!(out, "    !!! the rest of this stack could not be read: {e}");
         }
     }
     out

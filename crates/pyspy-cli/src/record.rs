@@ -226,20 +226,23 @@ pub fn run(args: &Args) -> Result<(), String> {
         progress(&stats, started.elapsed(), Duration::ZERO)
     );
 
-    // Nothing counted: no sample found a thread running (CPU time that sleeping threads used
-    // between samples alone is not a profile worth writing).
-    if profile.total() == 0 {
+    if stats.samples == 0 {
         let _ = std::fs::remove_file(&output);
-        return Err(if args.exceptions && stats.samples > 0 {
-            "no samples of a thread handling an exception were collected: nothing written"
-                .to_string()
-        } else if args.idle || stats.samples == 0 {
-            "no samples were collected, nothing written".to_string()
-        } else {
-            "no samples of running Python code were collected (every thread was idle): \
-             nothing written; use --idle to count idle threads"
-                .to_string()
+        return Err(match &stats.last_error {
+            Some(e) => format!("no sample could be taken ({e}): nothing written"),
+            None => "no sample could be taken: nothing written".to_string(),
         });
+    }
+    if profile.unreadable() > 0 {
+        eprintln!(
+            "pyspy: {} thread stacks could not be read (corrupt, or changing faster than they \
+             could be read) and are left out",
+            profile.unreadable()
+        );
+    }
+    if profile.is_empty() {
+        // Samples were taken and none counted: an empty profile is the answer.
+        eprintln!("pyspy: {}: the profile is empty", empty_reason(args));
     }
     write_output(args, &output, &profile, trace)?;
     eprintln!(
@@ -289,6 +292,22 @@ pub fn sample_options(idle: bool, gil: bool, _nonblocking: bool) -> SampleOption
         .pause(false)
 }
 
+/// Why samples were taken but nothing counted, in terms of the options given.
+fn empty_reason(args: &Args) -> &'static str {
+    match (args.gil, args.idle) {
+        (true, true) => "no thread held the GIL in any sample",
+        (true, false) => {
+            "no running thread held the GIL in any sample (add --idle to count threads that \
+             hold it while waiting)"
+        }
+        (false, true) => "no thread had a Python stack in any sample",
+        (false, false) => {
+            "no thread was running Python code in any sample (every thread was idle; use \
+             --idle to count idle threads)"
+        }
+    }
+}
+
 fn progress(stats: &SamplerStats, elapsed: Duration, interval: Duration) -> String {
     let mut line = format!(
         "pyspy: {} samples, {} errors, {:.1} s",
@@ -326,6 +345,10 @@ fn write_output(
     let mut out = BufWriter::new(file);
     let title = title(args);
     match args.format {
+        Format::Flamegraph if profile.is_empty() => {
+            out.write_all(empty_svg(&title, empty_reason(args)).as_bytes())
+                .map_err(fail)?;
+        }
         Format::Flamegraph => {
             let folded = flame_graph_lines(profile);
             let mut options = inferno::flamegraph::Options::default();
@@ -356,6 +379,25 @@ fn write_output(
             .map_err(fail)?,
     }
     out.flush().map_err(fail)
+}
+
+/// An SVG saying that nothing was counted, and why (inferno draws no graph without stacks).
+fn empty_svg(title: &str, why: &str) -> String {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    format!(
+        "<?xml version=\"1.0\" standalone=\"no\"?>\n\
+         <svg version=\"1.1\" width=\"1200\" height=\"90\" xmlns=\"http://www.w3.org/2000/svg\">\n\
+         <text x=\"600\" y=\"30\" text-anchor=\"middle\" font-family=\"Verdana\" font-size=\"17\">{}</text>\n\
+         <text x=\"600\" y=\"60\" text-anchor=\"middle\" font-family=\"Verdana\" font-size=\"12\">Empty profile: {}</text>\n\
+         </svg>\n",
+        escape(title),
+        escape(why)
+    )
 }
 
 /// Collapsed stacks for the flame graph, with file names shortened to their last two path

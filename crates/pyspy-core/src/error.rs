@@ -1,6 +1,6 @@
 //! The error type of the public API.
 
-pub use crate::memory::ReadError;
+pub use crate::memory::{ReadError, ReadErrorKind};
 
 /// What went wrong, in kinds a caller can match on. Each message names the cause and, where
 /// there is one, the fix; none assumes a command line. [`Error::is_transient`] tells whether
@@ -152,6 +152,47 @@ impl Error {
             self,
             Error::NotInitialised { .. } | Error::Memory(_) | Error::Corrupt(_)
         )
+    }
+}
+
+/// Why one thread's stack was not read to its end ([`ThreadStack::error`](crate::ThreadStack)).
+/// The thread still comes back, with the frames read before the failure; the other threads of
+/// the snapshot are not affected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ThreadError {
+    /// A read of the thread's frames or code objects failed.
+    #[error("{0}")]
+    Memory(ReadError),
+    /// What was read is inconsistent (a cyclic frame chain, a frame outside the thread's data
+    /// stack, an instruction pointer outside its code): memory the target changed during the
+    /// read, or corrupt memory.
+    #[error("inconsistent frame data: {0}")]
+    Corrupt(&'static str),
+    /// The stack changed while it was being read, in every attempt: what was read mixes
+    /// several moments, so it is not returned as a stack.
+    #[error("the stack changed while it was being read")]
+    Torn,
+}
+
+impl ThreadError {
+    /// The thread error for an error of its walk.
+    pub(crate) fn of(e: &Error) -> ThreadError {
+        match e {
+            Error::Memory(r) => ThreadError::Memory(*r),
+            Error::Corrupt(what) => ThreadError::Corrupt(what),
+            _ => ThreadError::Corrupt("unexpected failure"),
+        }
+    }
+}
+
+impl From<ThreadError> for Error {
+    fn from(e: ThreadError) -> Error {
+        match e {
+            ThreadError::Memory(r) => Error::Memory(r),
+            ThreadError::Corrupt(what) => Error::Corrupt(what),
+            ThreadError::Torn => Error::Corrupt("the stack changed while it was being read"),
+        }
     }
 }
 

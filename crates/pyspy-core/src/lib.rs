@@ -52,7 +52,10 @@
 //! # Errors
 //!
 //! Every fallible call returns [`Error`], whose variants say what went wrong and whether
-//! retrying can help ([`Error::is_transient`]).
+//! retrying can help ([`Error::is_transient`]). A snapshot in which one thread's stack cannot
+//! be read (corrupt, or changing faster than it can be read from one moment) still succeeds:
+//! that thread carries a [`ThreadError`] in [`ThreadStack::error`] with the frames read before
+//! the failure, and the other threads are complete.
 
 #![deny(missing_docs)]
 
@@ -82,7 +85,7 @@ pub use attach::layout::supported_versions;
 pub use attach::layout::LayoutSource;
 pub use attach::locate::{LocateStrategy, LocatedBy};
 pub use attach::version::Version;
-pub use error::{Error, ReadError, Result};
+pub use error::{Error, ReadError, ReadErrorKind, Result, ThreadError};
 pub use profile::export;
 pub use profile::{FrameId, FrameKey, Profile, ProfileOptions, Stack, ThreadKey};
 pub use sample::core_file::{open_core, CoreDetails, CoreOptions, Signal};

@@ -1,5 +1,6 @@
 //! What a sample returns: every thread's Python stack.
 
+use crate::error::ThreadError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,8 +58,22 @@ pub struct ThreadStack {
     /// the stack for it (seen when a sample lands mid-unwind: a thread blocked in a call has
     /// none). Read when [`SampleOptions::exceptions`](crate::SampleOptions) is on.
     pub propagating: Option<ExceptionInfo>,
-    /// Innermost first.
+    /// Innermost first. A thread whose walk failed ([`ThreadStack::error`]) has the frames
+    /// read before the failure; a truncated one ([`ThreadStack::truncated`]) its innermost and
+    /// outermost frames.
     pub frames: Vec<Frame>,
+    /// Why the stack was not read to its end, if it was not: the frames are those read before
+    /// the failure (innermost first), and the other threads of the snapshot are complete.
+    /// Profiles leave such threads out.
+    pub error: Option<ThreadError>,
+    /// Whether frames were left out: a stack deeper than pyspy keeps (65,536 frames) comes
+    /// back as its innermost and outermost frames, cut in the middle at
+    /// [`ThreadStack::truncated_at`].
+    pub truncated: bool,
+    /// Where a truncated stack was cut: `frames[..i]` are the innermost frames and
+    /// `frames[i..]` the outermost (`i == frames.len()` when the bottom of the stack was not
+    /// reached: a chain longer than pyspy follows). `None` when nothing was left out.
+    pub truncated_at: Option<usize>,
 }
 
 impl ThreadStack {

@@ -7,7 +7,7 @@
 //! walk as corrupt. Bytes read bound both the time and the memory a walk can take (everything
 //! it keeps was read, and cache hits read nothing new but the small headers that validate them).
 
-use super::{Memory, ReadError};
+use super::{Memory, ReadError, ReadErrorKind};
 use std::cell::Cell;
 
 /// A [`Memory`] that fails reads once `limit` bytes have been read through it.
@@ -37,10 +37,7 @@ impl<M: Memory + ?Sized> Memory for Budget<'_, M> {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         let Some(left) = self.left.get().checked_sub(buf.len()) else {
             self.exhausted.set(true);
-            return Err(ReadError {
-                addr,
-                len: buf.len(),
-            });
+            return Err(ReadError::new(addr, buf.len(), ReadErrorKind::Budget));
         };
         self.left.set(left);
         self.inner.read(addr, buf)

@@ -45,10 +45,7 @@ impl MemoryImage {
 
 impl Memory for MemoryImage {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-        let err = ReadError {
-            addr,
-            len: buf.len(),
-        };
+        let err = ReadError::unmapped(addr, buf.len());
         let (start, region) = self.regions.range(..=addr).next_back().ok_or(err)?;
         let from = usize::try_from(addr - start).map_err(|_| err)?;
         let to = from.checked_add(buf.len()).ok_or(err)?;

@@ -46,10 +46,8 @@ const MAX_IOV: usize = 1024;
 
 impl Memory for ProcessMemory {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-        self.read_os(addr, buf).map_err(|_| ReadError {
-            addr,
-            len: buf.len(),
-        })
+        self.read_os(addr, buf)
+            .map_err(|e| ReadError::from_errno(addr, buf.len(), e.raw_os_error()))
     }
 
     /// One `process_vm_readv` for up to 1024 ranges. The kernel stops at the first range it

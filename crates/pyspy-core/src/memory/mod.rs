@@ -19,21 +19,113 @@ pub mod recorded;
 pub use budget::Budget;
 #[cfg(any(test, feature = "internals"))]
 pub use image::MemoryImage;
-pub use prefetch::{PrefetchPlan, Prefetched};
+pub use prefetch::{Owner, PrefetchPlan, Prefetched, COMMON};
 pub use live::ProcessMemory;
 #[cfg(any(test, feature = "internals"))]
 pub use recorded::{Anchors, RecordedImage, Recorder};
 
-/// A read of target memory that failed: the range is unmapped, the process is gone, or an
-/// address computation overflowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("could not read {len} bytes at {addr:#x}")]
+/// A read of target memory that failed, and why: the range is not mapped, the process is gone,
+/// an address computed from target data overflowed, a size read from the target was too large,
+/// or the sample had read its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReadError {
-    /// Where the read started.
+    /// Where the read started (for [`ReadErrorKind::Overflow`]: the base address).
     pub addr: u64,
-    /// How many bytes it asked for.
+    /// How many bytes it asked for (for [`ReadErrorKind::Overflow`]: the offset added).
     pub len: usize,
+    /// Why it failed.
+    pub kind: ReadErrorKind,
 }
+
+/// Why a [`ReadError`] happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReadErrorKind {
+    /// Nothing readable is mapped there: the target freed the memory, or the pointer that led
+    /// there was stale or corrupt.
+    Unmapped,
+    /// The process has exited.
+    ProcessGone,
+    /// The kernel refused the read (no right to read the process).
+    Denied,
+    /// `addr + len` overflows: the address came from corrupt or changing target data.
+    Overflow,
+    /// A length read from the target is larger than pyspy reads for that kind of object.
+    TooLarge,
+    /// The sample had already read as much target memory as one sample may (64 MiB): the
+    /// walk was following corrupt data that repeats itself.
+    Budget,
+    /// The sample had already read as many new code objects as one sample may (16 MiB of
+    /// names and line tables): the stacks hold more distinct code than one sample reads, and
+    /// later samples go on from the ones cached.
+    CodeBudget,
+}
+
+impl ReadError {
+    /// A read of `len` bytes at `addr` that failed for `kind`.
+    pub fn new(addr: u64, len: usize, kind: ReadErrorKind) -> ReadError {
+        ReadError { addr, len, kind }
+    }
+
+    /// A read of unmapped memory.
+    pub fn unmapped(addr: u64, len: usize) -> ReadError {
+        ReadError::new(addr, len, ReadErrorKind::Unmapped)
+    }
+
+    /// The error for a failed read whose OS error number is `errno`.
+    pub fn from_errno(addr: u64, len: usize, errno: Option<i32>) -> ReadError {
+        let kind = match errno {
+            Some(libc::ESRCH) => ReadErrorKind::ProcessGone,
+            Some(libc::EPERM | libc::EACCES) => ReadErrorKind::Denied,
+            _ => ReadErrorKind::Unmapped,
+        };
+        ReadError::new(addr, len, kind)
+    }
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (addr, len) = (self.addr, self.len);
+        match self.kind {
+            ReadErrorKind::Unmapped => write!(
+                f,
+                "nothing is mapped at {addr:#x} (reading {len} bytes): the target freed that \
+                 memory, or the pointer to it was stale or corrupt"
+            ),
+            ReadErrorKind::ProcessGone => {
+                write!(f, "the process exited (reading {len} bytes at {addr:#x})")
+            }
+            ReadErrorKind::Denied => write!(
+                f,
+                "the kernel refused to read {len} bytes at {addr:#x} (no permission to read \
+                 the process)"
+            ),
+            ReadErrorKind::Overflow => write!(
+                f,
+                "a corrupt pointer: {addr:#x} + {len:#x} is past the end of the address space"
+            ),
+            ReadErrorKind::TooLarge => write!(
+                f,
+                "a size read from the target is implausible: {len} bytes at {addr:#x}"
+            ),
+            ReadErrorKind::Budget => write!(
+                f,
+                "stopped before reading {len} bytes at {addr:#x}: this sample already read \
+                 {} MiB of target memory (the data it follows is corrupt or repeats itself)",
+                crate::walk::MAX_SAMPLE_BYTES >> 20
+            ),
+            ReadErrorKind::CodeBudget => write!(
+                f,
+                "the code object at {addr:#x} was not read: this sample already read 16 MiB \
+                 of new code objects (more distinct code than one sample reads; later \
+                 samples go on from the ones cached)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
 
 /// A source of target memory. Implementations must fill all of `buf` or fail.
 pub trait Memory {
@@ -54,6 +146,14 @@ pub trait Memory {
             at += len;
         }
     }
+
+    /// How many reads so far went to the target on their own rather than being served from
+    /// one earlier batch (see [`Prefetched`]): each is a separate moment of a running target,
+    /// so a structure assembled from reads between which this grew may mix moments. Memory
+    /// that does not batch counts nothing.
+    fn unbatched_reads(&self) -> u64 {
+        0
+    }
 }
 
 impl<M: Memory + ?Sized> Memory for &M {
@@ -64,12 +164,19 @@ impl<M: Memory + ?Sized> Memory for &M {
     fn read_many(&self, ranges: &[(u64, usize)], out: &mut [u8], ok: &mut [bool]) {
         (**self).read_many(ranges, out, ok)
     }
+
+    fn unbatched_reads(&self) -> u64 {
+        (**self).unbatched_reads()
+    }
 }
 
 /// `base + off`, failing instead of wrapping (addresses come from untrusted memory).
 pub fn offset(base: u64, off: u64) -> Result<u64, ReadError> {
-    base.checked_add(off)
-        .ok_or(ReadError { addr: base, len: 0 })
+    base.checked_add(off).ok_or(ReadError::new(
+        base,
+        usize::try_from(off).unwrap_or(usize::MAX),
+        ReadErrorKind::Overflow,
+    ))
 }
 
 /// Typed reads on top of [`Memory::read`].
@@ -100,7 +207,7 @@ pub trait MemoryExt: Memory {
     /// from the target and may be garbage).
     fn read_vec(&self, addr: u64, len: usize, max: usize) -> Result<Vec<u8>, ReadError> {
         if len > max {
-            return Err(ReadError { addr, len });
+            return Err(ReadError::new(addr, len, ReadErrorKind::TooLarge));
         }
         offset(addr, len as u64)?;
         let mut buf = vec![0u8; len];

@@ -11,7 +11,7 @@
 
 use super::{Memory, ReadError};
 use crate::memory::addr_hash::AddrMap;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 /// Reads longer than this are not logged (strings and line tables of new code objects).
 const MAX_LOGGED_READ: usize = 4096;
@@ -22,72 +22,184 @@ const PAGE: u64 = 4096;
 /// Largest merged range.
 const MAX_MERGED: u64 = 64 << 10;
 
+/// Most anchor ranges in a plan.
+const MAX_ANCHORS: usize = 1024;
+/// Longest anchor range.
+const MAX_ANCHOR_LEN: usize = 4096;
+
+/// Who a logged read is for: [`COMMON`], or a thread (its index in the walk plus one). Reads
+/// of one thread are batched together, right before the anchor that closes them.
+pub type Owner = u32;
+/// Reads that belong to no thread in particular (interpreter, thread list, code objects).
+pub const COMMON: Owner = 0;
+
 /// What to prefetch, worked out once from a walk's log: the merged ranges to read and where
 /// each logged read lands in them. A target that did not change gives the same log sample
 /// after sample, so the plan is reused as it is (see [`PrefetchPlan::update`]).
+///
+/// The batch is ordered by owner: the common reads first, then each thread's reads followed
+/// by its anchor ranges (the word its innermost frame pointer is in), read once more. So
+/// [`Prefetched::moved`] tells whether that word changed between the copy the walk read and
+/// the end of that thread's reads — whether what the batch holds about the thread is of one
+/// moment — over a window of a few ranges rather than the whole batch. The reads of a
+/// *doubled* owner (a thread whose stack keeps changing) are read again after its anchors, so
+/// [`Prefetched::copies`] can compare every frame the walk read with a second copy: a stack
+/// that changed and came back to the same innermost frame by the anchor's copy (the same
+/// pointer, other frames) still differs there.
 #[derive(Debug, Default, Clone)]
 pub struct PrefetchPlan {
-    log: Vec<(u64, usize)>,
+    log: Vec<(u64, usize, Owner)>,
+    anchors: Vec<(Owner, u64, usize)>,
+    doubled: Vec<Owner>,
+    /// The ranges in batch order.
     ranges: Vec<(u64, usize)>,
-    /// Logged address → (index of its merged range, offset in the batch, length).
+    /// For each range: where its second copy starts in the batch (doubled owners), and the
+    /// index of that copy's range.
+    second: Vec<Option<(usize, usize)>>,
+    /// Logged address → (index of its range, offset in the batch, length).
     hits: AddrMap<(usize, usize, usize)>,
+    /// The anchor ranges, sorted by address: address, length, offset in the batch, index of
+    /// their range.
+    anchor_at: Vec<(u64, usize, usize, usize)>,
     total: usize,
 }
 
 impl PrefetchPlan {
-    /// The plan for a walk's log. Ranges on the same or adjacent pages are merged (the
-    /// kernel's cost is per range and per page, and a frame chain on a data stack is a few
-    /// pages): the bytes between two ranges that were both readable, on pages they share or
-    /// that touch, are readable too.
-    pub fn new(log: Vec<(u64, usize)>) -> PrefetchPlan {
-        let mut sorted: Vec<(u64, usize)> = log
+    /// The plan for a walk's log (each read with its owner) and anchors. Reads of one owner on
+    /// the same or adjacent pages are merged (the kernel's cost is per range and per page, and
+    /// a frame chain on a data stack is a few pages): the bytes between two ranges that were
+    /// both readable, on pages they share or that touch, are readable too.
+    pub fn new(
+        log: Vec<(u64, usize, Owner)>,
+        anchors: Vec<(Owner, u64, usize)>,
+        doubled: Vec<Owner>,
+    ) -> PrefetchPlan {
+        let valid = |addr: u64, len: usize| len > 0 && addr.checked_add(len as u64).is_some();
+        let mut sorted: Vec<(Owner, u64, usize)> = log
             .iter()
-            .copied()
-            .filter(|&(addr, len)| len > 0 && addr.checked_add(len as u64).is_some())
+            .filter(|&&(addr, len, _)| valid(addr, len))
+            .map(|&(addr, len, owner)| (owner, addr, len))
             .collect();
         sorted.sort_unstable();
-        // Merged ranges: (start, end) with end exclusive.
-        let mut merged: Vec<(u64, u64)> = Vec::new();
-        for &(addr, len) in &sorted {
+        let mut anchor_list: Vec<(Owner, u64, usize)> = anchors
+            .iter()
+            .copied()
+            .filter(|&(_, a, len)| valid(a, len) && len <= MAX_ANCHOR_LEN)
+            .collect();
+        anchor_list.sort_unstable();
+        anchor_list.dedup_by_key(|a| a.1);
+        anchor_list.truncate(MAX_ANCHORS);
+        // Merged ranges, owner by owner: (owner, start, end).
+        let mut merged: Vec<(Owner, u64, u64)> = Vec::new();
+        for &(owner, addr, len) in &sorted {
             let end = addr + len as u64;
             match merged.last_mut() {
                 Some(last)
-                    if addr / PAGE <= (last.1 - 1) / PAGE + 1 && end - last.0 <= MAX_MERGED =>
+                    if last.0 == owner
+                        && addr / PAGE <= (last.2 - 1) / PAGE + 1
+                        && end - last.1 <= MAX_MERGED =>
                 {
-                    last.1 = last.1.max(end);
+                    last.2 = last.2.max(end);
                 }
-                _ => merged.push((addr, end)),
+                _ => merged.push((owner, addr, end)),
             }
         }
-        let ranges: Vec<(u64, usize)> =
-            merged.iter().map(|&(a, e)| (a, (e - a) as usize)).collect();
-        let mut hits = AddrMap::default();
-        hits.reserve(sorted.len());
-        let (mut m, mut base) = (0, 0);
-        for &(addr, len) in &sorted {
-            while merged[m].1 <= addr {
-                base += ranges[m].1;
+        // Batch order: each owner's merged ranges (twice in a row if doubled), then its
+        // anchors.
+        let mut ranges: Vec<(u64, usize)> = Vec::with_capacity(merged.len() + anchor_list.len());
+        let mut second = Vec::with_capacity(ranges.capacity());
+        let mut merged_at = Vec::with_capacity(merged.len()); // (range index, batch offset)
+        let mut anchor_at = Vec::with_capacity(anchor_list.len());
+        let (mut m, mut a, mut offset) = (0, 0, 0);
+        while m < merged.len() || a < anchor_list.len() {
+            let owner = match (merged.get(m), anchor_list.get(a)) {
+                (Some(r), Some(x)) => r.0.min(x.0),
+                (Some(r), None) => r.0,
+                (None, Some(x)) => x.0,
+                (None, None) => break,
+            };
+            let (first_range, first_offset) = (ranges.len(), offset);
+            while let Some(&(_, start, end)) = merged.get(m).filter(|r| r.0 == owner) {
+                merged_at.push((ranges.len(), offset));
+                ranges.push((start, (end - start) as usize));
+                second.push(None);
+                offset += (end - start) as usize;
                 m += 1;
             }
-            let at = base + (addr - merged[m].0) as usize;
-            let longest = hits.entry(addr).or_insert((m, at, len));
-            if longest.2 < len {
-                *longest = (m, at, len);
+            let (count, bytes) = (ranges.len() - first_range, offset - first_offset);
+            let (anchors_from, anchors_offset) = (ranges.len(), offset);
+            while let Some(&(_, start, len)) = anchor_list.get(a).filter(|x| x.0 == owner) {
+                anchor_at.push((start, len, offset, ranges.len()));
+                ranges.push((start, len));
+                second.push(None);
+                offset += len;
+                a += 1;
+            }
+            if owner != COMMON && doubled.contains(&owner) {
+                // The owner's ranges again, after its anchors: each second copy starts `gap`
+                // bytes and `skip` ranges after its first.
+                let skip = count + (ranges.len() - anchors_from);
+                let gap = bytes + (offset - anchors_offset);
+                for i in first_range..first_range + count {
+                    second[i] = Some((gap, i + skip));
+                    ranges.push(ranges[i]);
+                    second.push(None);
+                }
+                offset += bytes;
             }
         }
-        let total = ranges.iter().map(|r| r.1).sum();
+        anchor_at.sort_unstable_by_key(|x| x.0);
+        let mut hits = AddrMap::default();
+        hits.reserve(sorted.len());
+        let mut m = 0;
+        for &(owner, addr, len) in &sorted {
+            while (merged[m].0, merged[m].2) <= (owner, addr) {
+                m += 1;
+            }
+            let (index, base) = merged_at[m];
+            let at = base + (addr - merged[m].1) as usize;
+            let longest = hits.entry(addr).or_insert((index, at, len));
+            if longest.2 < len {
+                *longest = (index, at, len);
+            }
+        }
         PrefetchPlan {
             log,
+            anchors,
+            doubled,
             ranges,
+            second,
             hits,
-            total,
+            anchor_at,
+            total: offset,
         }
     }
 
-    /// Keeps this plan if `log` is the one it was made from, else makes the plan for `log`.
-    pub fn update(&mut self, log: Vec<(u64, usize)>) {
-        if log != self.log {
-            *self = PrefetchPlan::new(log);
+    /// The log the plan was made from.
+    pub fn log(&self) -> &[(u64, usize, Owner)] {
+        &self.log
+    }
+
+    /// The anchors the plan was made with.
+    pub fn anchors(&self) -> &[(Owner, u64, usize)] {
+        &self.anchors
+    }
+
+    /// The owners whose reads the plan reads twice.
+    pub fn doubled(&self) -> &[Owner] {
+        &self.doubled
+    }
+
+    /// Keeps this plan if it was made from these `log`, `anchors` and `doubled`, else makes
+    /// the plan for them.
+    pub fn update(
+        &mut self,
+        log: Vec<(u64, usize, Owner)>,
+        anchors: Vec<(Owner, u64, usize)>,
+        doubled: Vec<Owner>,
+    ) {
+        if log != self.log || anchors != self.anchors || doubled != self.doubled {
+            *self = PrefetchPlan::new(log, anchors, doubled);
         }
     }
 }
@@ -102,6 +214,8 @@ pub struct Prefetched<'m, 'p, M: ?Sized> {
     /// Whether each of the plan's merged ranges was read.
     ok: Vec<bool>,
     log: RefCell<Vec<(u64, usize)>>,
+    /// Reads (and ranges of batched reads) that were not in the prefetched batch.
+    unbatched: Cell<u64>,
 }
 
 impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
@@ -118,6 +232,7 @@ impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
             bytes,
             ok,
             log: RefCell::new(Vec::with_capacity(plan.log.len())),
+            unbatched: Cell::new(0),
         }
     }
 
@@ -126,11 +241,45 @@ impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
         self.log.into_inner()
     }
 
+    /// How many reads this walk logged so far (to tell which ones a thread's walk made).
+    pub fn log_len(&self) -> usize {
+        self.log.borrow().len()
+    }
+
     fn note(&self, addr: u64, len: usize) {
         let mut log = self.log.borrow_mut();
         if len <= MAX_LOGGED_READ && log.len() < MAX_LOGGED {
             log.push((addr, len));
         }
+    }
+
+    /// Whether the word at `addr`, inside an anchor range, changed while the batch was read:
+    /// its copy read at the end of its thread's reads differs from `value` (what the walk found
+    /// there, earlier in the batch), or could not be read. `None` if no anchor range holds it.
+    pub fn moved(&self, addr: u64, value: u64) -> Option<bool> {
+        let anchors = &self.plan.anchor_at;
+        let i = anchors.partition_point(|a| a.0 <= addr).checked_sub(1)?;
+        let (start, len, at, range) = anchors[i];
+        let off = usize::try_from(addr - start).ok()?;
+        if off.checked_add(8)? > len {
+            return None;
+        }
+        let at = at + off;
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&self.bytes[at..at + 8]);
+        Some(!self.ok[range] || u64::from_le_bytes(word) != value)
+    }
+
+    /// Both copies of a read served from the batch whose owner was doubled (see
+    /// [`PrefetchPlan`]): what the walk read, and the same bytes read right after. `None` if
+    /// the read was not in the batch, not doubled, or a copy could not be read.
+    pub fn copies(&self, addr: u64, len: usize) -> Option<(&[u8], &[u8])> {
+        let &(range, at, have) = self.plan.hits.get(&addr)?;
+        let (gap, second) = (*self.plan.second.get(range)?)?;
+        if have < len || !self.ok[range] || !*self.ok.get(second)? {
+            return None;
+        }
+        Some((&self.bytes[at..at + len], &self.bytes[at + gap..at + gap + len]))
     }
 
     /// The prefetched bytes for a read, if there are enough of them.
@@ -148,8 +297,19 @@ impl<M: Memory + ?Sized> Memory for Prefetched<'_, '_, M> {
                 buf.copy_from_slice(bytes);
                 Ok(())
             }
-            None => self.inner.read(addr, buf),
+            None => {
+                // A read that fails brings no bytes of another moment.
+                let result = self.inner.read(addr, buf);
+                if result.is_ok() {
+                    self.unbatched.set(self.unbatched.get() + 1);
+                }
+                result
+            }
         }
+    }
+
+    fn unbatched_reads(&self) -> u64 {
+        self.unbatched.get()
     }
 
     fn read_many(&self, ranges: &[(u64, usize)], out: &mut [u8], ok: &mut [bool]) {
@@ -177,6 +337,9 @@ impl<M: Memory + ?Sized> Memory for Prefetched<'_, '_, M> {
         let mut bytes = vec![0u8; miss_ranges.iter().map(|r| r.1).sum()];
         let mut got = vec![false; misses.len()];
         self.inner.read_many(&miss_ranges, &mut bytes, &mut got);
+        if got.iter().any(|g| *g) {
+            self.unbatched.set(self.unbatched.get() + 1);
+        }
         let mut from = 0;
         for ((&(i, at), &(_, len)), done) in misses.iter().zip(&miss_ranges).zip(got) {
             if let (Some(dst), Some(slot)) = (out.get_mut(at..at + len), ok.get_mut(i)) {
@@ -192,7 +355,6 @@ impl<M: Memory + ?Sized> Memory for Prefetched<'_, '_, M> {
 mod tests {
     use super::*;
     use crate::memory::{MemoryExt, MemoryImage};
-    use std::cell::Cell;
 
     /// Counts the calls that reach the target.
     struct Counting<'a> {
@@ -234,7 +396,7 @@ mod tests {
             inner: &img,
             calls: Cell::new(0),
         };
-        let plan = PrefetchPlan::new(log);
+        let plan = PrefetchPlan::new(common(log), Vec::new(), Vec::new());
         let second = Prefetched::new(&target, &plan);
         assert_eq!(second.read_u64(0x1000).unwrap(), 7);
         assert_eq!(
@@ -244,16 +406,18 @@ mod tests {
         );
         assert_eq!(target.calls.get(), 1, "both reads came from the one batch");
         // A read that was not prefetched, or a longer one, goes to the target.
+        assert_eq!(second.unbatched_reads(), 0);
         assert!(second.read_array::<16>(0x1020).is_ok());
         assert!(second.read_u64(0x1008).is_ok());
         assert_eq!(target.calls.get(), 3);
+        assert_eq!(second.unbatched_reads(), 2, "each is a moment of its own");
     }
 
     #[test]
     fn read_many_mixes_hits_and_misses() {
         let mut img = MemoryImage::new();
         img.add(0x1000, &[1, 2, 3, 4, 5, 6, 7, 8]);
-        let plan = PrefetchPlan::new(vec![(0x1000, 4)]);
+        let plan = PrefetchPlan::new(common(vec![(0x1000, 4)]), Vec::new(), Vec::new());
         let pre = Prefetched::new(&img, &plan);
         let mut out = [0u8; 8];
         let mut ok = [false; 3];
@@ -275,7 +439,11 @@ mod tests {
             inner: &img,
             calls: Cell::new(0),
         };
-        let plan = PrefetchPlan::new(vec![(0x2f00, 8), (0x1100, 8), (0x9000, 8), (0x1100, 4)]);
+        let plan = PrefetchPlan::new(
+            common(vec![(0x2f00, 8), (0x1100, 8), (0x9000, 8), (0x1100, 4)]),
+            Vec::new(),
+            Vec::new(),
+        );
         assert_eq!(plan.ranges.len(), 2);
         let pre = Prefetched::new(&target, &plan);
         assert_eq!(pre.read_u64(0x1100).unwrap(), 1);
@@ -289,17 +457,122 @@ mod tests {
 
     #[test]
     fn an_unchanged_log_keeps_its_plan() {
-        let mut plan = PrefetchPlan::new(vec![(0x10, 8)]);
-        plan.update(vec![(0x10, 8)]);
+        let mut plan = PrefetchPlan::new(common(vec![(0x10, 8)]), Vec::new(), Vec::new());
+        plan.update(common(vec![(0x10, 8)]), Vec::new(), Vec::new());
         assert_eq!(plan.ranges, [(0x10, 8)]);
-        plan.update(vec![(0x20, 8)]);
+        plan.update(common(vec![(0x20, 8)]), Vec::new(), Vec::new());
         assert_eq!(plan.ranges, [(0x20, 8)]);
+        plan.update(common(vec![(0x20, 8)]), vec![(COMMON, 0x40, 16)], Vec::new());
+        assert_eq!(plan.ranges, [(0x20, 8), (0x40, 16)]);
+    }
+
+    /// Reads that belong to no thread.
+    fn common(log: Vec<(u64, usize)>) -> Vec<(u64, usize, Owner)> {
+        log.into_iter().map(|(a, l)| (a, l, COMMON)).collect()
+    }
+
+    #[test]
+    fn each_threads_reads_come_together_before_its_anchor() {
+        let mut img = MemoryImage::new();
+        img.add(0x1000, &[0u8; 0x4000]);
+        // Thread 1 read 0x1000 and 0x3000, thread 2 read 0x2000 (between them), both read
+        // 0x1800 as common; each has an anchor.
+        let log = vec![(0x1800, 8, COMMON), (0x1000, 8, 1), (0x2000, 8, 2), (0x3000, 8, 1)];
+        let anchors = vec![(2, 0x2100, 8), (1, 0x1100, 8)];
+        let plan = PrefetchPlan::new(log.clone(), anchors.clone(), Vec::new());
+        assert_eq!(
+            plan.ranges,
+            [
+                (0x1800, 8),
+                (0x1000, 8),
+                (0x3000, 8),
+                (0x1100, 8),
+                (0x2000, 8),
+                (0x2100, 8)
+            ],
+            "owner by owner, not merged across owners"
+        );
+        img.put_u64(0x3000, 5).put_u64(0x1100, 6);
+        let pre = Prefetched::new(&img, &plan);
+        assert_eq!(pre.read_u64(0x3000).unwrap(), 5);
+        assert_eq!(pre.moved(0x1100, 6), Some(false));
+        assert_eq!(pre.unbatched_reads(), 0);
+        assert_eq!(pre.copies(0x3000, 8), None, "not doubled");
+        // Thread 1 doubled: its reads, its anchor, its reads again.
+        let plan = PrefetchPlan::new(log, anchors, vec![1]);
+        assert_eq!(
+            plan.ranges,
+            [
+                (0x1800, 8),
+                (0x1000, 8),
+                (0x3000, 8),
+                (0x1100, 8),
+                (0x1000, 8),
+                (0x3000, 8),
+                (0x2000, 8),
+                (0x2100, 8)
+            ]
+        );
+        let pre = Prefetched::new(&img, &plan);
+        let (first, second) = pre.copies(0x3000, 8).unwrap();
+        assert_eq!((first, second), (&5u64.to_le_bytes()[..], &5u64.to_le_bytes()[..]));
+        assert_eq!(pre.read_u64(0x3000).unwrap(), 5, "served from the first copy");
+        assert_eq!(pre.copies(0x2000, 8), None, "thread 2 is not doubled");
+        assert_eq!(pre.copies(0x1800, 8), None, "common");
+    }
+
+    /// A word that counts how often it was read.
+    struct Ticking {
+        reads: Cell<u64>,
+    }
+
+    impl Memory for Ticking {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+            if addr != 0x1000 || buf.len() != 8 {
+                return Err(ReadError::unmapped(addr, buf.len()));
+            }
+            self.reads.set(self.reads.get() + 1);
+            buf.copy_from_slice(&self.reads.get().to_le_bytes());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn anchors_are_read_again_at_the_end_of_the_batch() {
+        let mut img = MemoryImage::new();
+        img.add(0x1000, &[0u8; 32]).put_u64(0x1008, 7);
+        img.add(0x9000, &[0u8; 8]);
+        let plan = PrefetchPlan::new(
+            common(vec![(0x1000, 32), (0x9000, 8)]),
+            vec![(COMMON, 0x1000, 32)],
+            Vec::new(),
+        );
+        assert_eq!(plan.ranges, [(0x1000, 32), (0x9000, 8), (0x1000, 32)]);
+        let pre = Prefetched::new(&img, &plan);
+        assert_eq!(pre.read_array::<32>(0x1000).unwrap()[8], 7, "served from the batch");
+        assert_eq!(pre.unbatched_reads(), 0);
+        assert_eq!(pre.moved(0x1008, 7), Some(false));
+        assert_eq!(pre.moved(0x1008, 8), Some(true), "the walk read another value");
+        assert_eq!(pre.moved(0x2000, 7), None, "not in an anchor");
+        assert_eq!(pre.moved(0x1020, 7), None, "past its end");
+        // Each anchor is a range of its own.
+        let plan = PrefetchPlan::new(Vec::new(), vec![(1, 0x1000, 16), (2, 0x1010, 16)], vec![]);
+        assert_eq!(plan.ranges, [(0x1000, 16), (0x1010, 16)]);
+        let pre = Prefetched::new(&img, &plan);
+        assert_eq!(pre.moved(0x1008, 7), Some(false));
+        assert_eq!(pre.moved(0x1010, 0), Some(false));
+        // A word that changes between the walk's copy and the last one has moved.
+        let ticking = Ticking { reads: Cell::new(0) };
+        let plan = PrefetchPlan::new(common(vec![(0x1000, 8)]), vec![(COMMON, 0x1000, 8)], vec![]);
+        let pre = Prefetched::new(&ticking, &plan);
+        assert_eq!(pre.read_u64(0x1000).unwrap(), 1, "the batch's copy");
+        assert_eq!(pre.moved(0x1000, 1), Some(true));
     }
 
     #[test]
     fn unreadable_prefetches_fall_through_to_the_target() {
         let img = MemoryImage::new();
-        let plan = PrefetchPlan::new(vec![(0x5000, 8)]);
+        let plan = PrefetchPlan::new(common(vec![(0x5000, 8)]), Vec::new(), Vec::new());
         let pre = Prefetched::new(&img, &plan);
         assert!(pre.read_u64(0x5000).is_err());
     }

@@ -228,10 +228,7 @@ impl RecordedImage {
 
 impl Memory for RecordedImage {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-        let err = ReadError {
-            addr,
-            len: buf.len(),
-        };
+        let err = ReadError::unmapped(addr, buf.len());
         if let Some((start, region)) = self.regions.range(..=addr).next_back() {
             let from = usize::try_from(addr - start).map_err(|_| err)?;
             if let Some(bytes) = from

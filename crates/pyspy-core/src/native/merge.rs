@@ -67,25 +67,38 @@ pub fn role(function: Option<&str>, in_interpreter: bool, python2: bool) -> Role
     }
 }
 
-/// The merged stack, innermost first. `python` is the thread's Python stack (innermost
-/// first), cut into groups of `groups[i]` frames each (the frames one eval-loop call runs; a
-/// remainder past the sizes is one more group); `natives` the unwound native frames (innermost
-/// first) with their roles. `all` keeps interpreter-internal and start-up frames.
+/// The merged stack, innermost first, and where its cut is. `python` is the thread's Python
+/// stack (innermost first), cut into groups of `groups[i]` frames each (the frames one
+/// eval-loop call runs; a remainder past the sizes is one more group; a group of 0 frames is
+/// an eval-loop call whose frames were left out of a truncated stack); `natives` the unwound
+/// native frames (innermost first) with their roles. `all` keeps interpreter-internal and
+/// start-up frames. `cut` is where frames were left out of `python`
+/// ([`ThreadStack::truncated_at`](crate::ThreadStack)): the returned cut is the same place in
+/// the merged stack, before the first Python frame after it (after the last Python frame when
+/// `cut` is `python.len()`).
 pub fn merge(
     python: Vec<Frame>,
+    cut: Option<usize>,
     groups: &[u32],
     natives: Vec<(Frame, Role)>,
     all: bool,
-) -> Vec<Frame> {
-    let mut python = python.into_iter();
+) -> (Vec<Frame>, Option<usize>) {
+    let total = python.len();
+    let mut python = Python {
+        frames: python.into_iter(),
+        taken: 0,
+        cut,
+        at: None,
+        end: 0,
+    };
     let mut sizes = groups.iter().map(|g| *g as usize);
     let outermost_eval = natives.iter().rposition(|(_, r)| *r == Role::Eval);
-    let mut out = Vec::with_capacity(python.len() + natives.len());
+    let mut out = Vec::with_capacity(total + natives.len());
     for (i, (frame, role)) in natives.into_iter().enumerate() {
         match role {
             Role::Eval => match sizes.next() {
-                Some(n) => out.extend(python.by_ref().take(n)),
-                None if python.len() > 0 => out.extend(python.by_ref()),
+                Some(n) => python.take(&mut out, n),
+                None if python.frames.len() > 0 => python.take(&mut out, usize::MAX),
                 None if all => out.push(frame),
                 None => {}
             },
@@ -100,8 +113,35 @@ pub fn merge(
             }
         }
     }
-    out.extend(python);
-    out
+    python.take(&mut out, usize::MAX);
+    let at = python.at.or(cut.filter(|&c| c >= total).map(|_| python.end));
+    (out, at)
+}
+
+/// The Python frames being merged, and where the cut lands among the merged ones.
+struct Python {
+    frames: std::vec::IntoIter<Frame>,
+    /// How many were merged so far.
+    taken: usize,
+    cut: Option<usize>,
+    /// Where in the merged stack the Python frame at `cut` went.
+    at: Option<usize>,
+    /// Just after the last Python frame merged.
+    end: usize,
+}
+
+impl Python {
+    /// Moves the next `n` Python frames (at most) to `out`.
+    fn take(&mut self, out: &mut Vec<Frame>, n: usize) {
+        for frame in self.frames.by_ref().take(n) {
+            if Some(self.taken) == self.cut {
+                self.at = Some(out.len());
+            }
+            out.push(frame);
+            self.taken += 1;
+            self.end = out.len();
+        }
+    }
 }
 
 /// A native frame at `address` whose function is unknown (for pyspy's fuzz targets, which
@@ -162,12 +202,12 @@ mod tests {
         ];
         let python = vec![py("callback"), py("caller"), py("<module>")];
         // 3.11+: the callback runs in its own eval call, caller and <module> in one.
-        let got = merge(python.clone(), &[1, 2], natives.clone(), false);
+        let got = merge(python.clone(), None, &[1, 2], natives.clone(), false).0;
         assert_eq!(
             names(&got),
             ["nanosleep", "callback", "msort_with_tmp", "qsort_r", "ext_call", "caller", "<module>"]
         );
-        let all = merge(python, &[1, 2], natives, true);
+        let all = merge(python, None, &[1, 2], natives, true).0;
         assert_eq!(all.len(), 3 + 9);
         assert_eq!(&*all.last().unwrap().function, "_start");
     }
@@ -182,7 +222,7 @@ mod tests {
             c("_PyEval_EvalFrameDefault", Eval),
         ];
         let python = vec![py("a"), py("b"), py("c")];
-        let got = merge(python, &[1, 1, 1], natives, false);
+        let got = merge(python, None, &[1, 1, 1], natives, false).0;
         assert_eq!(names(&got), ["a", "b", "c"]);
     }
 
@@ -191,11 +231,41 @@ mod tests {
         use Role::*;
         let natives = vec![c("poll", Native), c("_PyEval_EvalFrameDefault", Eval)];
         let python = vec![py("a"), py("b"), py("c")];
-        let got = merge(python, &[1, 1, 1], natives, false);
+        let got = merge(python, None, &[1, 1, 1], natives, false).0;
         assert_eq!(names(&got), ["poll", "a", "b", "c"]);
         // No eval loop found at all (a binary without symbols): native first, then Python.
-        let got = merge(vec![py("a")], &[1], vec![c("poll", Native)], false);
+        let got = merge(vec![py("a")], None, &[1], vec![c("poll", Native)], false).0;
         assert_eq!(names(&got), ["poll", "a"]);
+    }
+
+    #[test]
+    fn a_truncated_stack_keeps_its_cut_and_its_groups_in_step() {
+        use Role::*;
+        // Up to 3.10 every frame is an eval-loop call: a, b kept, two left out (groups of 0),
+        // y, z kept. The eval frames of the left-out ones run nothing; the native frame
+        // between them stays in the middle, at the cut.
+        let natives = vec![
+            c("_PyEval_EvalFrameDefault", Eval),
+            c("_PyEval_EvalFrameDefault", Eval),
+            c("_PyEval_EvalFrameDefault", Eval),
+            c("ext_call", Native),
+            c("_PyEval_EvalFrameDefault", Eval),
+            c("_PyEval_EvalFrameDefault", Eval),
+            c("_PyEval_EvalFrameDefault", Eval),
+        ];
+        let python = vec![py("a"), py("b"), py("y"), py("z")];
+        let (got, cut) = merge(python.clone(), Some(2), &[1, 1, 0, 0, 1, 1], natives, false);
+        assert_eq!(names(&got), ["a", "b", "ext_call", "y", "z"]);
+        assert_eq!(cut, Some(3), "before y, the first frame after the cut");
+        // Native frames in front move the cut with them.
+        let natives = vec![c("poll", Native), c("_PyEval_EvalFrameDefault", Eval)];
+        let (got, cut) = merge(python.clone(), Some(2), &[4], natives.clone(), false);
+        assert_eq!(names(&got), ["poll", "a", "b", "y", "z"]);
+        assert_eq!(cut, Some(3));
+        // A chain whose bottom was not reached: the cut is after the last Python frame.
+        let (got, cut) = merge(python, Some(4), &[4], natives, false);
+        assert_eq!(got.len(), 5);
+        assert_eq!(cut, Some(5));
     }
 
     #[test]
@@ -205,9 +275,9 @@ mod tests {
             c("_PyEval_EvalFrameDefault", Eval),
             c("_PyEval_EvalFrameDefault", Eval),
         ];
-        let got = merge(vec![py("a")], &[1], natives.clone(), false);
+        let got = merge(vec![py("a")], None, &[1], natives.clone(), false).0;
         assert_eq!(names(&got), ["a"]);
-        let got = merge(vec![py("a")], &[1], natives, true);
+        let got = merge(vec![py("a")], None, &[1], natives, true).0;
         assert_eq!(names(&got), ["a", "_PyEval_EvalFrameDefault"]);
     }
 }

@@ -87,15 +87,17 @@ impl NativeStacks {
         frames
     }
 
-    /// `python` (innermost first, in eval-loop `groups`) merged with the symbolized native
-    /// frames at `addrs` (see [`merge::merge`]); `all` keeps the interpreter's own frames.
+    /// `python` (innermost first, in eval-loop `groups`, frames left out at `cut`) merged
+    /// with the symbolized native frames at `addrs`, and where the cut is in the merged stack
+    /// (see [`merge::merge`]); `all` keeps the interpreter's own frames.
     pub fn merge(
         &mut self,
         python: Vec<Frame>,
+        cut: Option<usize>,
         groups: &[u32],
         addrs: &[FrameAddress],
         all: bool,
-    ) -> Vec<Frame> {
+    ) -> (Vec<Frame>, Option<usize>) {
         let mut natives = Vec::with_capacity(addrs.len());
         for &addr in addrs {
             let located = self.unwinder.locate(addr);
@@ -116,6 +118,6 @@ impl NativeStacks {
                 natives.push((frame, role));
             }
         }
-        merge::merge(python, groups, natives, all)
+        merge::merge(python, cut, groups, natives, all)
     }
 }

@@ -91,15 +91,18 @@ impl ProfileOptions {
         self
     }
 
-    /// Whether a thread of a sample is counted under these options.
+    /// Whether a thread of a sample is counted under these options. A thread whose stack could
+    /// not be read to its end ([`ThreadStack::error`]) is not: its frames are only the
+    /// innermost ones, which would count as a stack of their own.
     pub fn counts(&self, thread: &ThreadStack) -> bool {
         (self.idle || thread.active == Some(true)) && self.selects(thread)
     }
 
-    /// Whether a thread's stack is one these options keep, running or not: it has frames, and
-    /// it passes the GIL and exception filters.
+    /// Whether a thread's stack is one these options keep, running or not: it has frames, it
+    /// was read to its end, and it passes the GIL and exception filters.
     fn selects(&self, thread: &ThreadStack) -> bool {
         !thread.frames.is_empty()
+            && thread.error.is_none()
             && (!self.gil_only || thread.owns_gil || thread.no_gil)
             && (!self.exceptions_only || thread.exception.is_some() || thread.propagating.is_some())
     }
@@ -135,7 +138,10 @@ impl FrameKey {
     }
 }
 
-/// A thread of a profile.
+/// A thread of a profile. One thread is one key, whatever its samples knew about it: a name or
+/// OS thread id learnt after its first samples is filled in (the latest name wins if a thread
+/// whose OS id is known is renamed), and a thread ident reused by a new thread (another OS id,
+/// or where OS ids are unknown another name) starts a new key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct ThreadKey {
@@ -237,7 +243,10 @@ pub struct Profile {
     frames: Vec<FrameKey>,
     frame_ids: HashMap<FrameKey, FrameId>,
     threads: Vec<ThreadKey>,
-    thread_ids: HashMap<ThreadKey, u32>,
+    /// (pid, thread ident) → index in `threads` of its latest thread.
+    thread_ids: HashMap<(i32, u64), u32>,
+    /// Threads of added samples left out because their stack could not be read.
+    unreadable: u64,
     processes: Vec<Arc<ProcessDetails>>,
     process_ids: HashMap<i32, u32>,
     stacks: Vec<StackEntry>,
@@ -257,6 +266,7 @@ impl Profile {
             frame_ids: HashMap::new(),
             threads: Vec::new(),
             thread_ids: HashMap::new(),
+            unreadable: 0,
             processes: Vec::new(),
             process_ids: HashMap::new(),
             stacks: Vec::new(),
@@ -304,6 +314,9 @@ impl Profile {
     /// Counts one thread's stack `count` times, each weighing one period (if
     /// [`ProfileOptions::counts`] it). Does not count a sample: see [`Profile::samples`].
     pub fn add_thread(&mut self, process: &Arc<ProcessDetails>, thread: &ThreadStack, count: u64) {
+        if thread.error.is_some() {
+            self.unreadable += count;
+        }
         if !self.options.counts(thread) {
             return;
         }
@@ -317,6 +330,9 @@ impl Profile {
 
     /// A thread of a CPU profile whose CPU time is known (see [`Profile`]).
     fn add_cpu(&mut self, process: &Arc<ProcessDetails>, thread: &ThreadStack, cpu_time: Duration) {
+        if thread.error.is_some() {
+            self.unreadable += 1;
+        }
         let key = (
             process.pid,
             thread.native_thread_id.unwrap_or(thread.thread_id),
@@ -350,14 +366,10 @@ impl Profile {
     /// The id of `thread`'s stack (under `process`), interned.
     fn stack_id(&mut self, process: &Arc<ProcessDetails>, thread: &ThreadStack) -> u32 {
         let process_id = self.options.processes.then(|| self.process_id(process));
-        let thread_id = self.options.threads.then(|| {
-            self.thread_id(ThreadKey {
-                pid: process.pid,
-                thread_id: thread.thread_id,
-                native_thread_id: thread.native_thread_id,
-                name: thread.name.clone(),
-            })
-        });
+        let thread_id = self
+            .options
+            .threads
+            .then(|| self.thread_id(process.pid, thread));
         let frames: Box<[FrameId]> = thread
             .frames
             .iter()
@@ -394,13 +406,33 @@ impl Profile {
         id
     }
 
-    fn thread_id(&mut self, key: ThreadKey) -> u32 {
-        if let Some(id) = self.thread_ids.get(&key) {
-            return *id;
+    /// The index of `thread`'s key: the same for every sample of one thread, even when its
+    /// name (or OS thread id) was not known in the first ones.
+    fn thread_id(&mut self, pid: i32, thread: &ThreadStack) -> u32 {
+        if let Some(&id) = self.thread_ids.get(&(pid, thread.thread_id)) {
+            let key = &mut self.threads[id as usize];
+            // Another OS thread with a reused ident: its OS id differs, or, where OS ids are
+            // not known, its name.
+            let reused = match (key.native_thread_id, thread.native_thread_id) {
+                (Some(a), Some(b)) => a != b,
+                _ => matches!((&key.name, &thread.name), (Some(a), Some(b)) if a != b),
+            };
+            if !reused {
+                key.native_thread_id = key.native_thread_id.or(thread.native_thread_id);
+                if thread.name.is_some() {
+                    key.name = thread.name.clone();
+                }
+                return id;
+            }
         }
         let id = self.threads.len() as u32;
-        self.threads.push(key.clone());
-        self.thread_ids.insert(key, id);
+        self.threads.push(ThreadKey {
+            pid,
+            thread_id: thread.thread_id,
+            native_thread_id: thread.native_thread_id,
+            name: thread.name.clone(),
+        });
+        self.thread_ids.insert((pid, thread.thread_id), id);
         id
     }
 
@@ -505,6 +537,12 @@ impl Profile {
     /// Whether nothing was counted.
     pub fn is_empty(&self) -> bool {
         self.stacks.iter().all(|e| e.hits == 0)
+    }
+
+    /// Threads of the added samples left out because their stack could not be read to its
+    /// end ([`ThreadStack::error`]: corrupt, or changing too fast to read from one moment).
+    pub fn unreadable(&self) -> u64 {
+        self.unreadable
     }
 }
 
@@ -644,6 +682,67 @@ pub(crate) mod tests {
         let mut p = Profile::new(ProfileOptions::default().idle(true));
         p.add(&sample);
         assert_eq!(p.total(), 2);
+    }
+
+    #[test]
+    fn a_thread_named_after_its_first_samples_is_one_thread() {
+        let mut p = Profile::new(ProfileOptions::default().threads(true));
+        let stack = vec![frame("work", "app.py", 3)];
+        let mut early = thread(7, "ignored", true, false, stack.clone());
+        early.name = None;
+        early.native_thread_id = None;
+        p.add(&sample(0, 42, vec![early.clone()]));
+        p.add(&sample(
+            10,
+            42,
+            vec![thread(7, "worker", true, false, stack.clone())],
+        ));
+        p.add(&sample(20, 42, vec![early]));
+        assert_eq!(p.threads().len(), 1, "{:?}", p.threads());
+        assert_eq!(p.threads()[0].name.as_deref(), Some("worker"));
+        assert_eq!(p.threads()[0].native_thread_id, Some(1007));
+        assert_eq!(p.stacks().len(), 1);
+        assert_eq!(p.stacks()[0].count, 3);
+        // The same ident on another OS thread later is another thread.
+        let mut reused = thread(7, "other", true, false, stack.clone());
+        reused.native_thread_id = Some(99);
+        p.add(&sample(30, 42, vec![reused]));
+        assert_eq!(p.threads().len(), 2);
+        // Renamed (same OS thread): still one thread, with its new name.
+        let mut renamed = thread(7, "renamed", true, false, stack.clone());
+        renamed.native_thread_id = Some(99);
+        p.add(&sample(40, 42, vec![renamed]));
+        assert_eq!(p.threads().len(), 2);
+        assert_eq!(p.threads()[1].name.as_deref(), Some("renamed"));
+        // Without OS ids (2.7-3.10 before they are found), a new name is a new thread.
+        let mut q = Profile::new(ProfileOptions::default().threads(true));
+        for name in ["churn-1", "churn-2"] {
+            let mut t = thread(8, name, true, false, stack.clone());
+            t.native_thread_id = None;
+            q.add(&sample(0, 42, vec![t]));
+        }
+        assert_eq!(q.threads().len(), 2);
+    }
+
+    #[test]
+    fn unreadable_threads_are_left_out_and_counted() {
+        let mut p = Profile::new(ProfileOptions::default().idle(true));
+        let mut broken = thread(1, "a", true, false, vec![frame("inner", "app.py", 1)]);
+        broken.error = Some(crate::error::ThreadError::Torn);
+        let fine = thread(2, "b", true, false, vec![frame("main", "app.py", 9)]);
+        p.add(&sample(0, 42, vec![broken, fine]));
+        assert_eq!(p.total(), 1);
+        assert_eq!(p.unreadable(), 1);
+        // In a CPU profile too, whose threads carry their CPU time.
+        let mut p = Profile::new(ProfileOptions::default());
+        let mut broken = cpu_thread(1, true, 10, vec![frame("inner", "app.py", 1)]);
+        broken.error = Some(crate::error::ThreadError::Torn);
+        let fine = cpu_thread(2, true, 10, vec![frame("main", "app.py", 9)]);
+        p.add(&sample(0, 42, vec![broken, fine]));
+        assert_eq!(p.total(), 1);
+        assert_eq!(p.unreadable(), 1);
+        assert_eq!(p.take().unreadable(), 1);
+        assert_eq!(p.unreadable(), 0, "a new profile counts its own");
     }
 
     #[test]

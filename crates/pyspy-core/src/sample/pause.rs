@@ -13,14 +13,17 @@
 //! Threads that exit while being paused or while paused are dropped from the set. A signal
 //! the target receives while paused is noted and delivered when the thread is detached.
 
-use crate::error::{Error, Result};
 use crate::attach::process;
+use crate::error::{Error, Result};
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 /// How long the guard's drop waits for threads whose stop had not arrived yet, before it
 /// detaches them.
 const DETACH_WAIT: Duration = Duration::from_secs(1);
+/// How long pausing waits for a thread another tracer holds (another pyspy session pausing the
+/// same target, a debugger) to be let go, at most, before reading it while it runs.
+const BUSY_WAIT: Duration = Duration::from_millis(10);
 
 #[derive(Debug)]
 struct Tracee {
@@ -71,55 +74,65 @@ fn is_thread_of(pid: i32, tid: i32) -> bool {
 /// [`PauseGuard::stopped`]) and resumed by the guard once their stop arrives. Ids that are not
 /// threads of `pid` are ignored.
 ///
-/// Errors: [`Error::PermissionDenied`] without ptrace rights, [`Error::Io`] when a thread is
-/// already traced by someone else (a debugger). Threads already stopped are resumed before the
-/// error is returned.
+/// A thread that another tracer holds (a second session pausing the same target, a debugger)
+/// is busy, not forbidden: it is tried again for a few milliseconds, then left running (read
+/// while it runs) if it is still held. Threads exiting meanwhile are left out.
+///
+/// Errors: [`Error::PermissionDenied`] if the kernel refuses every thread although no other
+/// tracer holds any (a seccomp filter or security module forbidding ptrace; the target's
+/// memory could be read, or the session would not exist), [`Error::Io`] for other failures.
+/// Threads already stopped are resumed before the error is returned.
 pub fn pause(pid: i32, tids: &[i32], timeout: Duration) -> Result<PauseGuard> {
     let mut guard = PauseGuard {
         pid,
         tracees: Vec::with_capacity(tids.len()),
         _not_send: PhantomData,
     };
-    let mut seen = Vec::with_capacity(tids.len());
+    let mut busy = Vec::new();
+    let mut refused = None;
+    let mut held_by_other = false;
     for &tid in tids {
-        if seen.contains(&tid) || !is_thread_of(pid, tid) {
+        if busy.contains(&tid)
+            || guard.tracees.iter().any(|t| t.tid == tid)
+            || !is_thread_of(pid, tid)
+        {
             continue;
         }
-        seen.push(tid);
-        match ptrace(libc::PTRACE_SEIZE, tid, 0) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue, // exited
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
-                if is_traced_by_other(pid, tid) {
-                    return Err(traced_error(pid, tid, e));
+        match seize(&mut guard, tid)? {
+            Seized::Yes | Seized::Gone => {}
+            Seized::Busy(e) => {
+                held_by_other |= is_traced_by_other(pid, tid);
+                refused = Some(e);
+                busy.push(tid);
+            }
+        }
+    }
+    // Threads another tracer holds: try again until it lets them go, for a short while.
+    let busy_deadline = Instant::now() + timeout.min(BUSY_WAIT);
+    while !busy.is_empty() && Instant::now() < busy_deadline {
+        std::thread::sleep(Duration::from_micros(100));
+        let mut still = Vec::with_capacity(busy.len());
+        for tid in busy {
+            match seize(&mut guard, tid)? {
+                Seized::Yes | Seized::Gone => {}
+                Seized::Busy(_) => {
+                    held_by_other |= is_traced_by_other(pid, tid);
+                    still.push(tid);
                 }
-                return Err(process::permission_denied(pid));
             }
-            Err(e) => return Err(traced_error(pid, tid, e)),
         }
-        guard.tracees.push(Tracee {
-            tid,
-            stopped: false,
-            signal: 0,
-            gone: false,
-        });
-        // The id was checked before the seize; if it was reused by another process in
-        // between, let it go at once.
-        if !is_thread_of(pid, tid) {
-            let t = guard.tracees.last_mut().expect("just pushed");
-            let _ = ptrace(libc::PTRACE_DETACH, tid, 0);
-            t.gone = true;
-            continue;
-        }
-        if let Err(e) = ptrace(libc::PTRACE_INTERRUPT, tid, 0) {
-            if e.raw_os_error() == Some(libc::ESRCH) {
-                guard.tracees.last_mut().expect("just pushed").gone = true;
-            } else {
-                return Err(Error::Io {
-                    what: format!("process {pid}: interrupting thread {tid}"),
-                    source: e,
-                });
-            }
+        busy = still;
+    }
+    if !busy.is_empty() && guard.tracees.is_empty() && !held_by_other {
+        if let Some(e) = refused {
+            return Err(Error::PermissionDenied {
+                pid,
+                reason: format!(
+                    "the kernel refuses to ptrace its threads ({e}) although their memory can \
+                     be read and no other tracer holds them: a seccomp filter or security \
+                     module forbids ptrace; read without pausing"
+                ),
+            });
         }
     }
     let deadline = Instant::now() + timeout;
@@ -139,6 +152,54 @@ pub fn pause(pid: i32, tids: &[i32], timeout: Duration) -> Result<PauseGuard> {
         }
         std::thread::sleep(Duration::from_micros(50));
     }
+}
+
+/// What trying to seize a thread gave.
+enum Seized {
+    /// Seized and interrupted: its stop is on its way.
+    Yes,
+    /// It exited (or its id now names a thread of another process).
+    Gone,
+    /// Refused: another tracer holds it, or it is exiting (`EPERM`).
+    Busy(std::io::Error),
+}
+
+/// Seizes and interrupts thread `tid` of the guard's process, adding it to the guard.
+fn seize(guard: &mut PauseGuard, tid: i32) -> Result<Seized> {
+    let pid = guard.pid;
+    match ptrace(libc::PTRACE_SEIZE, tid, 0) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(Seized::Gone),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
+            return Ok(Seized::Busy(e));
+        }
+        Err(e) => return Err(traced_error(pid, tid, e)),
+    }
+    guard.tracees.push(Tracee {
+        tid,
+        stopped: false,
+        signal: 0,
+        gone: false,
+    });
+    // The id was checked before the seize; if it was reused by another process in between,
+    // let it go at once.
+    if !is_thread_of(pid, tid) {
+        let t = guard.tracees.last_mut().expect("just pushed");
+        let _ = ptrace(libc::PTRACE_DETACH, tid, 0);
+        t.gone = true;
+        return Ok(Seized::Gone);
+    }
+    if let Err(e) = ptrace(libc::PTRACE_INTERRUPT, tid, 0) {
+        if e.raw_os_error() == Some(libc::ESRCH) {
+            guard.tracees.last_mut().expect("just pushed").gone = true;
+            return Ok(Seized::Gone);
+        }
+        return Err(Error::Io {
+            what: format!("process {pid}: interrupting thread {tid}"),
+            source: e,
+        });
+    }
+    Ok(Seized::Yes)
 }
 
 /// One non-blocking `waitpid` for a seized thread: notes its stop or its exit.
@@ -180,10 +241,7 @@ fn is_traced_by_other(pid: i32, tid: i32) -> bool {
 
 fn traced_error(pid: i32, tid: i32, e: std::io::Error) -> Error {
     Error::Io {
-        what: format!(
-            "process {pid}: cannot pause thread {tid} (is a debugger attached? use non-blocking \
-             sampling)"
-        ),
+        what: format!("process {pid}: cannot pause thread {tid} (read without pausing)"),
         source: e,
     }
 }
@@ -221,6 +279,38 @@ mod tests {
         )
         .unwrap();
         assert!(guard.stopped().is_empty());
+    }
+
+    #[test]
+    fn a_thread_another_tracer_holds_is_busy_then_read_running() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        // This thread is the other tracer.
+        let first = pause(pid, &[pid], Duration::from_secs(2)).unwrap();
+        assert_eq!(first.stopped(), vec![pid]);
+        // A second tracer (another thread of this process) cannot seize it: busy, not a
+        // permission problem; after the busy wait it is left running.
+        let started = Instant::now();
+        let second = std::thread::spawn(move || {
+            pause(pid, &[pid], Duration::from_secs(2)).map(|g| g.stopped())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(second.unwrap(), Vec::<i32>::new());
+        assert!(started.elapsed() >= BUSY_WAIT, "it waited for the thread");
+        drop(first);
+        // Once the first tracer lets go, the second pauses it.
+        let again = std::thread::spawn(move || {
+            pause(pid, &[pid], Duration::from_secs(2)).map(|g| g.stopped())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(again.unwrap(), vec![pid]);
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     #[test]

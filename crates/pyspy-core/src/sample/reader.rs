@@ -13,11 +13,14 @@
 //! 3. Filter: [`SampleOptions::idle`] off drops threads not running on a CPU,
 //!    [`SampleOptions::gil_only`] keeps only the GIL holder(s) (one per interpreter on 3.12+).
 //!
-//! A torn read (memory changing under the walk) is retried a few times before it is reported.
+//! A thread whose stack changed or failed during the walk is read again by the walker (see
+//! [`Walker::walk`]); a thread list that could not be read fails the snapshot after a few
+//! retries.
 //!
 //! A core ([`SnapshotReader::for_core`]) has no `/proc` and nothing to pause: OS ids (≤3.10)
 //! are calibrated against its `NT_PRSTATUS` thread ids, CPU times come from the same notes,
-//! `active` stays unknown, and nothing is retried (its memory does not change).
+//! `active` stays unknown, and nothing is retried (its memory does not change): the walker
+//! walks once, and a failed thread keeps its error.
 
 use crate::error::{Error, Result};
 use crate::memory::{offset, Memory, MemoryExt, ReadError};
@@ -69,10 +72,7 @@ impl<M: Memory + ?Sized> Memory for Hooked<'_, M> {
         let n = self.hooks.reads.fetch_add(1, Ordering::Relaxed) + 1;
         let from = self.hooks.fail_from.load(Ordering::Relaxed);
         if from != 0 && n >= from {
-            return Err(ReadError {
-                addr,
-                len: buf.len(),
-            });
+            return Err(ReadError::unmapped(addr, buf.len()));
         }
         self.inner.read(addr, buf)
     }
@@ -152,10 +152,12 @@ impl SnapshotReader {
         interpreter_binary: &str,
         threads: Vec<FrozenThread>,
     ) -> SnapshotReader {
-        SnapshotReader {
+        let mut reader = SnapshotReader {
             frozen: Some(threads),
             ..SnapshotReader::new(interp, interpreter_binary)
-        }
+        };
+        reader.walker.set_frozen(true);
+        reader
     }
 
     pub(crate) fn name_stats(&self) -> NameStats {
@@ -305,7 +307,8 @@ impl SnapshotReader {
                     continue;
                 };
                 let python = std::mem::take(&mut t.frames);
-                t.frames = native.merge(python, groups, addrs, options.native_all);
+                (t.frames, t.truncated_at) =
+                    native.merge(python, t.truncated_at, groups, addrs, options.native_all);
             }
         }
         if options.needs_stat() && live {

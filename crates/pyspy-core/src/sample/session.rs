@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::attach::layout::LayoutSource;
 use crate::attach::locate::{locate, Located, LocateStrategy, LocatedBy};
 use crate::memory::core::CoreMemory;
-use crate::memory::{Memory, ProcessMemory, ReadError};
+use crate::memory::{Memory, ProcessMemory, ReadError, ReadErrorKind};
 use crate::attach::process::{self, ProcessInfo};
 use crate::sample::core_file::CoreDetails;
 use crate::sample::options::SampleOptions;
@@ -77,6 +77,9 @@ pub struct Session {
     located: Located,
     reader: SnapshotReader,
     sample_options: SampleOptions,
+    /// A failed snapshot already waited [`EXIT_GRACE`] for the process to exit and it did not:
+    /// until a snapshot succeeds again, failures only check whether it is gone.
+    waited: bool,
 }
 
 /// Where a session's memory is: a live process, or a core file and what it records.
@@ -133,6 +136,7 @@ pub fn attach(pid: i32, options: &AttachOptions) -> Result<Session> {
         reader: SnapshotReader::new(&located.interpreter, &located.binary),
         located,
         sample_options: options.sample,
+        waited: false,
     })
 }
 
@@ -144,7 +148,7 @@ fn locate_once(
     let info = ProcessInfo::read(pid)?;
     let mem = ProcessMemory::new(pid);
     check_access(&mem, &info)?;
-    let located = locate(&mem, &info, strategy).map_err(|e| gone_or(pid, e))?;
+    let located = locate(&mem, &info, strategy).map_err(|e| gone_or(pid, e, &mut false))?;
     Ok((info, mem, located))
 }
 
@@ -183,11 +187,25 @@ fn exits_soon(pid: i32) -> bool {
 }
 
 /// A failure while the process is gone (or going) is reported as its exit, not as the read
-/// that failed.
-fn gone_or(pid: i32, e: Error) -> Error {
+/// that failed. The first failure of a run waits up to [`EXIT_GRACE`] to see the process go;
+/// once it has waited in vain (`waited`), later failures only look whether it is gone, so a
+/// target that keeps failing does not slow every sample down by the grace period.
+fn gone_or(pid: i32, e: Error, waited: &mut bool) -> Error {
     match e {
-        Error::Memory(_) | Error::Corrupt(_) | Error::Io { .. } if exits_soon(pid) => {
-            Error::ProcessExited { pid }
+        Error::Memory(r) if r.kind == ReadErrorKind::ProcessGone => Error::ProcessExited { pid },
+        Error::Memory(_) | Error::Corrupt(_) | Error::Io { .. } => {
+            let gone = if *waited {
+                !process::is_alive(pid)
+            } else {
+                let gone = exits_soon(pid);
+                *waited = !gone;
+                gone
+            };
+            if gone {
+                Error::ProcessExited { pid }
+            } else {
+                e
+            }
         }
         Error::NotInitialised { .. } => Error::NotInitialised { pid },
         e => e,
@@ -211,6 +229,7 @@ impl Session {
             located,
             reader,
             sample_options: SampleOptions::default(),
+            waited: false,
         }
     }
 
@@ -231,9 +250,10 @@ impl Session {
         let threads = match self.mem {
             Source::Live(_) => threads
                 .map_err(|e| self.exec_or(e))
-                .map_err(|e| gone_or(pid, e))?,
+                .map_err(|e| gone_or(pid, e, &mut self.waited))?,
             Source::Core(_) => threads?,
         };
+        self.waited = false;
         Ok(Snapshot { threads })
     }
 

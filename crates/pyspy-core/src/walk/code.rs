@@ -4,7 +4,7 @@ use crate::memory::addr_hash::AddrMap;
 use crate::error::{Error, Result};
 use crate::attach::layout::Layout;
 use crate::walk::linetable::{line_ranges, LineRange};
-use crate::memory::{field_u64, Memory, MemoryExt};
+use crate::memory::{field_u64, offset, Memory, MemoryExt, ReadError, ReadErrorKind};
 use crate::walk::strings::{read_bytes, read_str};
 use std::sync::Arc;
 
@@ -12,9 +12,19 @@ use std::sync::Arc;
 const MAX_LINETABLE: usize = 4 << 20;
 /// Cached code objects before the cache is cleared (a target that keeps creating code).
 const MAX_CACHED: usize = 1 << 16;
-/// Bytes of names and line tables cached before the cache is cleared (code objects with huge
-/// strings: a corrupt or hostile target).
-const MAX_CACHED_BYTES: usize = 64 << 20;
+/// Bytes of entries (names, line tables and the entries themselves) cached before the cache is
+/// cleared (code objects with huge strings: a corrupt or hostile target).
+const MAX_CACHED_BYTES: usize = 48 << 20;
+/// Bytes of new entries one sample makes (it stops making them once past this, so it may
+/// overshoot by one entry). A walk keeps the entries its frames use alive even when the cache
+/// is cleared under it, so what code objects hold at once is at most `MAX_CACHED_BYTES +
+/// MAX_NEW_BYTES` (64 MiB) and one entry. A sample that needs more ends the frames of the code
+/// objects it cannot read with an error; the next samples read on from the cache.
+const MAX_NEW_BYTES: usize = 16 << 20;
+/// What an entry costs besides its strings and tables: the entry, its `Arc`s, the map slot.
+const ENTRY_OVERHEAD: usize = std::mem::size_of::<CodeInfo>() + 4 * 16 + 32;
+/// Largest bytecode accepted (CPython's own limit on a code object is far lower).
+const MAX_CODE_LEN: u64 = 1 << 31;
 
 /// What pyspy needs of a code object.
 #[derive(Debug)]
@@ -28,11 +38,24 @@ pub struct CodeInfo {
     ranges: Box<[LineRange]>,
     /// `_co_firsttraceable` in bytes (3.11+).
     pub first_traceable: u64,
+    /// Bytes of bytecode (`co_code` ≤3.10, the inline code units 3.11+): a frame's
+    /// instruction offset must be below it.
+    pub code_len: u64,
     /// The pointer fields this entry was built from: if they change, the address was reused.
     fingerprint: [u64; 4],
 }
 
 impl CodeInfo {
+    /// Bytes the entry holds: its strings and tables, and itself.
+    fn size(&self) -> usize {
+        ENTRY_OVERHEAD
+            + self.name.len()
+            + self.filename.len()
+            + self.qualname.as_deref().map_or(0, str::len)
+            + self.linetable.len()
+            + self.ranges.len() * std::mem::size_of::<LineRange>()
+    }
+
     /// The line of the instruction at byte offset `offset` (0 when the table has none): a
     /// binary search over the ranges decoded when the code object was first read.
     pub fn line(&self, offset: u32) -> i32 {
@@ -58,6 +81,10 @@ pub struct CodeCache {
     types: Vec<(u64, bool)>,
     /// Bytes held by `entries` (strings and line tables).
     bytes: usize,
+    /// Addresses of the entries made since [`CodeCache::take_created`] was last called.
+    created: Vec<u64>,
+    /// Bytes of the entries made since [`CodeCache::start_sample`].
+    new_bytes: usize,
 }
 
 impl CodeCache {
@@ -78,6 +105,8 @@ impl CodeCache {
             header_len: end.saturating_sub(first as usize),
             types: Vec::new(),
             bytes: 0,
+            created: Vec::new(),
+            new_bytes: 0,
         }
     }
 
@@ -123,14 +152,25 @@ impl CodeCache {
         Ok(crate::memory::offset(addr, self.header_start.into())?)
     }
 
+    /// Starts counting the bytes of new entries of one sample (see `MAX_NEW_BYTES`).
+    pub fn start_sample(&mut self) {
+        self.new_bytes = 0;
+    }
+
     /// The code objects at `addrs` (one entry each, in order), validated with one batched read
-    /// of their headers. `Ok(None)`: the object is not a code object (3.13+ frames may run
-    /// other executables; the type is read and checked only for objects not cached already).
-    pub fn get_many<M: Memory + ?Sized>(
+    /// of their headers through `mem`. `Ok(None)`: the object is not a code object (3.13+
+    /// frames may run other executables; the type is read and checked only for objects not
+    /// cached already). Objects not cached are read through `fresh` (they are read once, so a
+    /// memory that logs reads to batch them next time, the walk's, should not see them), in
+    /// the order `order` gives their indexes in (it is called only if some are not cached):
+    /// when a sample may not read them all, the first ones are read.
+    pub fn get_many<M: Memory + ?Sized, F: Memory + ?Sized>(
         &mut self,
         mem: &M,
+        fresh: &F,
         layout: &Layout,
         addrs: &[u64],
+        order: impl FnOnce(&[usize]) -> Vec<usize>,
     ) -> Vec<Result<Option<Arc<CodeInfo>>>> {
         let len = self.header_len;
         let ranges: Vec<(u64, usize)> = addrs
@@ -140,26 +180,53 @@ impl CodeCache {
         let mut headers = vec![0u8; len * addrs.len()];
         let mut ok = vec![false; addrs.len()];
         mem.read_many(&ranges, &mut headers, &mut ok);
-        addrs
+        let mut missing = Vec::new();
+        let mut out: Vec<Result<Option<Arc<CodeInfo>>>> = addrs
             .iter()
             .zip(headers.chunks_exact(len.max(1)))
             .zip(ok)
-            .map(|((&addr, header), ok)| {
+            .enumerate()
+            .map(|(i, ((&addr, header), ok))| {
                 if !ok {
-                    return Err(crate::memory::ReadError { addr, len }.into());
+                    // Read it alone for the reason (unmapped, the sample's budget spent...).
+                    let mut one = vec![0u8; len];
+                    let at = offset(addr, self.header_start.into())?;
+                    return Err(match mem.read(at, &mut one) {
+                        Err(e) => e.into(),
+                        Ok(()) => Error::Corrupt("a code object changed while it was read"),
+                    });
                 }
                 if let Some(info) = self.cached(layout, addr, header)? {
                     return Ok(Some(info));
                 }
                 if layout.executable_any_object {
+                    // Read every sample for an executable that is not code (never cached):
+                    // through the batch.
                     let ty = mem.read_ptr_at(addr, layout.object_type)?;
-                    if !self.is_code_type(mem, layout, ty)? {
+                    if !self.is_code_type(fresh, layout, ty)? {
                         return Ok(None);
                     }
                 }
-                self.read_entry(mem, layout, addr, header).map(Some)
+                missing.push(i);
+                Ok(None)
             })
-            .collect()
+            .collect();
+        if missing.is_empty() {
+            return out;
+        }
+        for i in order(&missing) {
+            let (Some(&addr), Some(slot)) = (addrs.get(i), out.get_mut(i)) else {
+                continue;
+            };
+            *slot = if self.new_bytes >= MAX_NEW_BYTES {
+                // This sample made all the new entries it may: later samples go on.
+                Err(ReadError::new(addr, 0, ReadErrorKind::CodeBudget).into())
+            } else {
+                let header = &headers[i * len..(i + 1) * len];
+                self.read_entry(fresh, layout, addr, header).map(Some)
+            };
+        }
+        out
     }
 
     /// The pointer fields an entry is validated by, from its header bytes.
@@ -207,6 +274,19 @@ impl CodeCache {
             None => 0,
         };
         let [name, filename, linetable, qualname] = fingerprint;
+        let code_len = match (layout.code_code, layout.code_adaptive) {
+            (Some(co_code), _) => {
+                let bytes = mem.read_ptr_at(addr, co_code)?;
+                mem.read_u64(offset(bytes, layout.bytes_size.into())?)?
+            }
+            (None, Some(_)) => mem
+                .read_u64(offset(addr, layout.varobject_size.into())?)?
+                .saturating_mul(2),
+            (None, None) => MAX_CODE_LEN,
+        };
+        if code_len > MAX_CODE_LEN {
+            return Err(Error::Corrupt("code object with an implausible bytecode size"));
+        }
         let table = read_bytes(mem, layout, linetable, MAX_LINETABLE)?.into_boxed_slice();
         let ranges = line_ranges(layout.line_table, &table, first_line).collect();
         let info = Arc::new(CodeInfo {
@@ -220,19 +300,35 @@ impl CodeCache {
             linetable: table,
             ranges,
             first_traceable,
+            code_len,
             fingerprint,
         });
-        let size = info.name.len()
-            + info.filename.len()
-            + info.qualname.as_deref().map_or(0, str::len)
-            + info.linetable.len()
-            + info.ranges.len() * std::mem::size_of::<LineRange>();
+        let size = info.size();
+        self.new_bytes += size;
         if self.entries.len() >= MAX_CACHED || self.bytes + size > MAX_CACHED_BYTES {
             self.entries.clear();
             self.bytes = 0;
         }
         self.bytes += size;
         self.entries.insert(addr, info.clone());
+        if self.created.len() < MAX_CACHED {
+            self.created.push(addr);
+        }
         Ok(info)
+    }
+
+    /// The addresses of the entries made since the last call (at most `MAX_CACHED`).
+    pub fn take_created(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.created)
+    }
+
+    /// Drops the entries at `addrs` (read while code objects were being freed: one may have
+    /// been replaced while it was read).
+    pub fn forget(&mut self, addrs: &[u64]) {
+        for addr in addrs {
+            if let Some(info) = self.entries.remove(addr) {
+                self.bytes = self.bytes.saturating_sub(info.size());
+            }
+        }
     }
 }

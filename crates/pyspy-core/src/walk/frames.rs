@@ -1,21 +1,42 @@
 //! One thread's frame chain: `PyFrameObject.f_back` (≤3.10) or `_PyInterpreterFrame.previous`
 //! (3.11+), each frame's code object and instruction offset.
 //!
+//! A chain is read innermost first and ends at its bottom, at a frame that cannot be read, or
+//! at data that cannot be right: a cycle, a frame that is not a live frame object (≤3.10:
+//! reference count 0, or another type than the thread's other frames), a frame the thread owns
+//! outside its data-stack chunks or out of their push order (3.11+), or an instruction offset
+//! outside its code object (or outside the thread-local copy of its bytecode it runs). What
+//! was read before the failure is kept, with the error ([`RawStack`]), and resolved with the
+//! positions and locals asked for. A chain deeper than [`MAX_FRAMES`] keeps its innermost and
+//! outermost halves; the eval-loop groups (see `native::merge`) of the frames left out are
+//! kept as empty groups, so the native frames still pair with the right Python frames.
+//!
 //! Free-threaded 3.14+ builds give each thread its own copy of a code object's bytecode once
 //! it specialises it: a frame's `instr_ptr` then points into copy number `tlbc_index` of the
 //! code's `co_tlbc` array (`_PyFrame_GetBytecode`), not into `co_code_adaptive` (copy 0).
 
+use std::collections::VecDeque;
+
 use super::code::CodeInfo;
 use super::linetable::position_for_offset;
 use super::opcodes::base_opcode;
+use super::threads::RawThread;
 use super::Walker;
 use crate::attach::layout::{FrameModel, Layout, LineTableFormat};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ThreadError};
+use crate::memory::addr_hash::AddrSet;
 use crate::memory::{field_u32, field_u64, offset, Memory, MemoryExt};
 use crate::snapshot::Frame;
 
-/// Most frames walked in one thread (deeper stacks are cut, keeping the innermost).
+/// Most frames kept per thread: a deeper stack keeps its innermost and outermost halves.
 pub const MAX_FRAMES: usize = 65536;
+/// Most frames followed per thread (links included). A chain longer than this keeps only its
+/// innermost [`MAX_FRAMES`]` / 2` frames: its bottom is not known.
+pub const MAX_WALKED: usize = 1 << 18;
+/// Most data-stack chunks looked at per thread (16 KiB each at least: 256 MiB of stack).
+const MAX_CHUNKS: usize = 1 << 14;
+/// Largest data-stack chunk accepted.
+const MAX_CHUNK_SIZE: u64 = 1 << 32;
 /// Low bits of a tagged `_PyStackRef` (3.14+): objects are at least 8-byte aligned.
 const STACKREF_TAG_MASK: u64 = 0b111;
 /// Largest thread-local bytecode index accepted (one per thread that ran the code).
@@ -25,8 +46,10 @@ const MAX_TLBC_INDEX: u32 = 1 << 20;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct RawFrame {
     /// The frame's own address (its locals are in it).
-    addr: u64,
-    code: u64,
+    pub(super) addr: u64,
+    /// Its link to the frame that called it.
+    back: u64,
+    pub(super) code: u64,
     /// ≤3.10: `f_lasti` (sign-extended); 3.11+: the instruction pointer.
     position: u64,
     /// 3.11+: the frame's `owner`.
@@ -34,144 +57,414 @@ pub(super) struct RawFrame {
     /// Free-threaded 3.14+: which copy of the bytecode `position` points into (0: the code
     /// object's own `co_code_adaptive`).
     tlbc_index: u32,
+    /// 3.11: the frame's own `is_entry` flag (false on other versions).
+    is_entry: bool,
     /// The first (outermost) frame its eval-loop call runs: every frame up to 3.10, 3.11's
     /// `is_entry`, and on 3.12+ a frame linked to an entry frame the C stack owns.
     entry: bool,
 }
 
-impl Walker {
-    /// The frames of one thread, innermost first.
-    pub fn frames<M: Memory + ?Sized>(&mut self, mem: &M, first: u64) -> Result<Vec<Frame>> {
-        let raws = self.raw_frames(mem, first)?;
-        Ok(self.resolve(mem, &[raws])?.pop().unwrap_or_default())
+/// A frame of the chain that is a link only (3.11+: owned by the C stack or the interpreter,
+/// or running no code): not a Python frame, but where an eval-loop call began.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Link {
+    pub(super) addr: u64,
+    back: u64,
+    /// It marks the start of an eval-loop call (owned by the C stack or the interpreter).
+    boundary: bool,
+}
+
+/// One thread's raw frames, innermost first, and how the walk ended.
+#[derive(Debug, Default)]
+pub(super) struct RawStack {
+    pub(super) frames: Vec<RawFrame>,
+    /// The link-only frames read between them (at most [`MAX_FRAMES`]), checked with the
+    /// frames for a stack read across several moments.
+    pub(super) links: Vec<Link>,
+    /// `frames[..i]` are the innermost frames, `frames[i..]` the outermost, and frames between
+    /// them were left out.
+    pub(super) cut: Option<usize>,
+    /// How many of the frames left out began an eval-loop call (`entry`).
+    pub(super) cut_entries: usize,
+    /// Why the walk ended before the bottom of the stack.
+    pub(super) error: Option<ThreadError>,
+}
+
+/// Frames and facts for one thread, after its code objects are resolved.
+#[derive(Debug, Default)]
+pub(super) struct Resolved {
+    pub(super) frames: Vec<Frame>,
+    pub(super) cut: Option<usize>,
+    pub(super) error: Option<ThreadError>,
+    /// Code objects whose entries were made during this walk, used by this thread.
+    pub(super) new_codes: bool,
+    /// The sizes of its eval-loop groups, innermost first (when the walker collects them).
+    pub(super) groups: Vec<u32>,
+}
+
+/// Eval-loop groups of one thread's frames, counted as they are resolved.
+struct Groups {
+    on: bool,
+    sizes: Vec<u32>,
+    /// How many frames the groups closed so far hold.
+    start: usize,
+}
+
+impl Groups {
+    /// Closes the group that ends with the frames resolved so far (`resolved` of them).
+    fn close(&mut self, resolved: usize) {
+        if self.on {
+            self.sizes.push((resolved - self.start) as u32);
+            self.start = resolved;
+        }
     }
 
-    /// The raw frames of one thread, innermost first, from `first` along the back links.
-    pub(super) fn raw_frames<M: Memory + ?Sized>(&mut self, mem: &M, first: u64) -> Result<Vec<RawFrame>> {
-        self.visited.clear();
+    /// At a cut: the group running into the frames left out ends there, and `entries` of
+    /// them began eval-loop calls, so `entries - 1` groups were left out whole.
+    fn cut(&mut self, resolved: usize, entries: usize) {
+        if self.on && entries > 0 {
+            self.close(resolved);
+            self.sizes.extend(std::iter::repeat_n(0, entries - 1));
+        }
+    }
+}
+
+impl Walker {
+    /// The frames of one chain, innermost first, from its innermost frame `first` (checks
+    /// that need the thread state, such as the data-stack bounds, are left out). Fails if the
+    /// chain could not be read to its end.
+    pub fn frames<M: Memory + ?Sized>(&mut self, mem: &M, first: u64) -> Result<Vec<Frame>> {
+        let raws = self.raw_stack(mem, first, None);
+        if let Some(e) = raws.error {
+            return Err(e.into());
+        }
+        self.codes.start_sample();
+        let resolved = self.resolve(mem, mem, &[raws]).pop().unwrap_or_default();
+        match resolved.error {
+            Some(e) => Err(e.into()),
+            None => Ok(resolved.frames),
+        }
+    }
+
+    /// The raw frames of one chain, innermost first, from `first` along the back links; with
+    /// `thread`, frames the thread owns are checked against its data stack (3.11+).
+    pub(super) fn raw_stack<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        first: u64,
+        thread: Option<&RawThread>,
+    ) -> RawStack {
+        let mut out = RawStack::default();
+        let mut outer: VecDeque<RawFrame> = VecDeque::new();
+        let mut left_out = false;
+        let half = MAX_FRAMES / 2;
+        let layout = self.layout;
+        let mut data_stack = thread.and_then(|t| DataStack::new(&layout, t));
+        let mut frame_type = None;
         let len = self.frame_len;
         let mut storage = [0u8; 256];
-        let buf = storage
-            .get_mut(..len)
-            .ok_or(Error::Corrupt("frame layout larger than expected"))?;
-        let mut out: Vec<RawFrame> = Vec::new();
+        let Some(buf) = storage.get_mut(..len) else {
+            out.error = Some(ThreadError::Corrupt("frame layout larger than expected"));
+            return out;
+        };
+        // Cycles are found with Brent's algorithm: constant memory however long the chain.
+        let (mut saved, mut power, mut steps_since) = (first, 1usize, 0usize);
         let mut addr = first;
-        while addr != 0 && self.visited.len() < MAX_FRAMES {
-            if !self.visited.insert(addr) {
-                return Err(Error::Corrupt("frame chain is cyclic"));
+        let mut walked = 0;
+        let error = loop {
+            if addr == 0 {
+                // The outermost frame began the first eval-loop call.
+                if let Some(last) = outer.back_mut().or(out.frames.last_mut()) {
+                    last.entry = true;
+                }
+                break None;
             }
-            mem.read(addr, buf)?;
-            let (back, raw, boundary) = parse_frame(&self.layout, addr, buf)?;
+            if walked == MAX_WALKED {
+                // The bottom is out of reach: what was kept of the outer part is the middle.
+                out.cut_entries += outer.iter().filter(|f| f.entry).count();
+                outer.clear();
+                left_out = true;
+                break None;
+            }
+            walked += 1;
+            let step = mem
+                .read(addr, buf)
+                .map_err(Error::from)
+                .and_then(|()| parse_frame(&layout, addr, buf))
+                .and_then(|(back, raw, boundary)| {
+                    check_frame(&layout, buf, &mut frame_type)?;
+                    if let (Some(raw), Some(ds)) = (&raw, data_stack.as_mut()) {
+                        ds.check(mem, &layout, raw, len)?;
+                    }
+                    Ok((back, raw, boundary))
+                });
+            let (back, raw, boundary) = match step {
+                Ok(s) => s,
+                Err(e) => break Some(ThreadError::of(&e)),
+            };
             if boundary {
-                if let Some(last) = out.last_mut() {
+                // The frame before it began an eval-loop call.
+                if let Some(last) = outer.back_mut().or(out.frames.last_mut()) {
                     last.entry = true;
                 }
             }
-            out.extend(raw);
-            addr = back;
-        }
-        if addr == 0 {
-            if let Some(last) = out.last_mut() {
-                last.entry = true;
+            match raw {
+                Some(raw) if out.frames.len() < half => out.frames.push(raw),
+                Some(raw) => {
+                    outer.push_back(raw);
+                    if outer.len() > half {
+                        let dropped = outer.pop_front().expect("longer than half");
+                        out.cut_entries += usize::from(dropped.entry);
+                        left_out = true;
+                    }
+                }
+                None if out.links.len() < MAX_FRAMES => out.links.push(Link {
+                    addr,
+                    back,
+                    boundary,
+                }),
+                None => {}
             }
+            addr = back;
+            if addr != 0 && addr == saved {
+                break Some(ThreadError::Corrupt("frame chain is cyclic"));
+            }
+            steps_since += 1;
+            if steps_since == power {
+                (saved, power, steps_since) = (addr, power.saturating_mul(2), 0);
+            }
+        };
+        if left_out {
+            out.cut = Some(out.frames.len());
         }
-        Ok(out)
+        out.frames.extend(outer);
+        if error == Some(ThreadError::Corrupt("frame chain is cyclic")) {
+            // Keep each frame once: up to the first one seen before.
+            let mut seen = AddrSet::default();
+            let distinct = out.frames.iter().take_while(|f| seen.insert(f.addr)).count();
+            out.frames.truncate(distinct);
+            out.cut = out.cut.filter(|&c| c < distinct);
+        }
+        out.error = error;
+        out
     }
 
     /// Frames for the raw frames of several threads: their code objects are resolved together,
-    /// validated with one batched read.
-    pub(super) fn resolve<M: Memory + ?Sized>(
+    /// validated with one batched read through `mem`; code objects not cached yet are read
+    /// through `fresh`. Each frame gets the positions and locals the walker's extras ask for.
+    /// A frame whose code object cannot be read, or whose instruction is outside it, ends its
+    /// thread's frames with that error (the frames before it, and their eval-loop groups, are
+    /// kept).
+    pub(super) fn resolve<M: Memory + ?Sized, F: Memory + ?Sized>(
         &mut self,
         mem: &M,
-        threads: &[Vec<RawFrame>],
-    ) -> Result<Vec<Vec<Frame>>> {
-        let mut addrs: Vec<u64> = threads.iter().flatten().map(|r| r.code).collect();
+        fresh: &F,
+        threads: &[RawStack],
+    ) -> Vec<Resolved> {
+        let mut addrs: Vec<u64> = threads
+            .iter()
+            .flat_map(|t| &t.frames)
+            .map(|r| r.code)
+            .collect();
         addrs.sort_unstable();
         addrs.dedup();
+        // Code objects not cached yet are read innermost frames first (every thread's first
+        // frame, then every thread's second...): when a sample cannot read every new code
+        // object, it reads those of every thread's innermost frames.
+        let order = |missing: &[usize]| {
+            let mut depth = vec![usize::MAX; addrs.len()];
+            for t in threads {
+                for (d, raw) in t.frames.iter().enumerate() {
+                    if let Ok(i) = addrs.binary_search(&raw.code) {
+                        depth[i] = depth[i].min(d);
+                    }
+                }
+            }
+            let mut order = missing.to_vec();
+            order.sort_by_key(|&i| depth[i]);
+            order
+        };
         let infos = self
             .codes
-            .get_many(mem, &self.layout, &addrs)
-            .into_iter()
-            .collect::<Result<Vec<_>>>()?;
+            .get_many(mem, fresh, &self.layout, &addrs, order);
+        self.created = self.codes.take_created();
+        let created: AddrSet = self.created.iter().copied().collect();
         let l = self.layout;
         let extras = self.extras;
         let mut out = Vec::with_capacity(threads.len());
-        self.groups.clear();
         for raws in threads {
-            let mut frames = Vec::with_capacity(raws.len());
-            // Sizes of the eval-loop groups (see `native::merge`), when asked for.
-            let mut groups = Vec::new();
-            let mut group_start = 0;
-            for raw in raws {
-                if let Some(frame) = self.resolve_one(mem, &l, &addrs, &infos, raw, extras)? {
-                    frames.push(frame);
+            let mut r = Resolved {
+                frames: Vec::with_capacity(raws.frames.len()),
+                ..Resolved::default()
+            };
+            let mut groups = Groups {
+                on: self.collect_groups,
+                sizes: Vec::new(),
+                start: 0,
+            };
+            for (i, raw) in raws.frames.iter().enumerate() {
+                if raws.cut == Some(i) {
+                    r.cut = Some(r.frames.len());
+                    groups.cut(r.frames.len(), raws.cut_entries);
                 }
-                if raw.entry && self.collect_groups {
-                    groups.push((frames.len() - group_start) as u32);
-                    group_start = frames.len();
+                if let Ok(at) = addrs.binary_search(&raw.code) {
+                    r.new_codes |= !created.is_empty() && created.contains(&raw.code);
+                    let frame = match &infos[at] {
+                        Ok(Some(info)) => self.resolve_one(mem, &l, raw, info, extras),
+                        Ok(None) => Ok(None), // not a code object
+                        Err(e) => Err(ThreadError::of(e)),
+                    };
+                    match frame {
+                        Ok(Some(frame)) => r.frames.push(frame),
+                        Ok(None) => {}
+                        Err(e) => {
+                            r.error = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if raw.entry {
+                    groups.close(r.frames.len());
                 }
             }
-            if self.collect_groups {
-                self.groups.push(groups);
+            if r.error.is_none() {
+                if raws.cut == Some(raws.frames.len()) {
+                    r.cut = Some(r.frames.len());
+                    groups.cut(r.frames.len(), raws.cut_entries);
+                }
+                r.error = raws.error;
             }
-            out.push(frames);
+            r.groups = groups.sizes;
+            out.push(r);
         }
-        Ok(out)
+        out
     }
 
     /// The frame a raw frame shows, if it is a code object's frame that has started, with
-    /// the positions and locals `extras` ask for.
+    /// the positions and locals `extras` ask for. Fails if its code object could not be read
+    /// or its instruction is not in its code.
     fn resolve_one<M: Memory + ?Sized>(
         &mut self,
         mem: &M,
         l: &Layout,
-        addrs: &[u64],
-        infos: &[Option<std::sync::Arc<CodeInfo>>],
         raw: &RawFrame,
+        info: &std::sync::Arc<CodeInfo>,
         extras: super::Extras,
-    ) -> Result<Option<Frame>> {
-        let Ok(i) = addrs.binary_search(&raw.code) else {
-            return Ok(None);
+    ) -> Result<Option<Frame>, ThreadError> {
+        let offset = match instruction_offset(mem, l, raw, info) {
+            Ok(Some(offset)) => offset,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(ThreadError::of(&e)),
         };
-        let Some(info) = &infos[i] else {
-            return Ok(None); // not a code object
-        };
-        let Some(offset) = instruction_offset(mem, l, raw, info)? else {
-            return Ok(None);
-        };
-        {
-            {
-                let mut frame = Frame::new(
-                    info.name.clone(),
-                    info.qualname.clone(),
-                    info.filename.clone(),
-                    info.line(offset),
-                );
-                if extras.positions && l.line_table == LineTableFormat::Locations {
-                    if let Some(p) = position_for_offset(&info.linetable, info.first_line, offset)
-                    {
-                        frame.end_line = p.end_line;
-                        frame.column = p.column;
-                        frame.end_column = p.end_column;
-                    }
-                    if let Some(table) = self.opcodes {
-                        // An opcode that cannot be read (instrumentation data freed under us)
-                        // is left unknown rather than failing the stack.
-                        frame.opcode = base_opcode(mem, l, table, raw.code, offset)
-                            .ok()
-                            .flatten();
-                    }
-                }
-                if let Some(limits) = &extras.locals {
-                    frame.locals = self
-                        .locals
-                        .read(mem, l, &mut self.values, limits, raw.addr, raw.code, info)
-                        .unwrap_or_default();
-                }
-                Ok(Some(frame))
+        let mut frame = Frame::new(
+            info.name.clone(),
+            info.qualname.clone(),
+            info.filename.clone(),
+            info.line(offset),
+        );
+        if extras.positions && l.line_table == LineTableFormat::Locations {
+            if let Some(p) = position_for_offset(&info.linetable, info.first_line, offset) {
+                frame.end_line = p.end_line;
+                frame.column = p.column;
+                frame.end_column = p.end_column;
+            }
+            if let Some(table) = self.opcodes {
+                // An opcode that cannot be read (instrumentation data freed under us) is left
+                // unknown rather than failing the stack.
+                frame.opcode = base_opcode(mem, l, table, raw.code, offset)
+                    .ok()
+                    .flatten();
+            }
+        }
+        if let Some(limits) = &extras.locals {
+            frame.locals = self
+                .locals
+                .read(mem, l, &mut self.values, limits, raw.addr, raw.code, info)
+                .unwrap_or_default();
+        }
+        Ok(Some(frame))
+    }
+}
+
+/// Whether `buf`, a frame's bytes read again, still hold the frame `raw` the walk read there:
+/// the same link, code object, owner, bytecode copy and entry flag, and (except for the
+/// innermost frame, which runs) the same instruction.
+pub(super) fn frame_holds(l: &Layout, buf: &[u8], raw: &RawFrame, innermost: bool) -> bool {
+    parse_frame(l, raw.addr, buf).is_ok_and(|(back, again, _)| {
+        back == raw.back
+            && again.is_some_and(|r| {
+                r.code == raw.code
+                    && r.owner == raw.owner
+                    && r.tlbc_index == raw.tlbc_index
+                    && r.is_entry == raw.is_entry
+                    && (innermost || r.position == raw.position)
+            })
+    })
+}
+
+/// Whether `buf`, a link-only frame's bytes read again, still hold it: the same link, still
+/// not a Python frame, still marking (or not) the start of an eval-loop call.
+pub(super) fn link_holds(l: &Layout, buf: &[u8], link: &Link) -> bool {
+    parse_frame(l, link.addr, buf).is_ok_and(|(back, again, boundary)| {
+        back == link.back && again.is_none() && boundary == link.boundary
+    })
+}
+
+/// Whether two copies of a frame's bytes, read one right after the other, show the stack
+/// changed: a different link, code object, owner, bytecode copy or entry flag, or (except for
+/// the innermost frame, which runs) a different instruction. `None` when the bytes are too
+/// short for the layout.
+pub(super) fn frame_changed(l: &Layout, a: &[u8], b: &[u8], innermost: bool) -> Option<bool> {
+    let fields: [Option<u32>; 3] = match l.frames {
+        FrameModel::FrameObject => [l.frame_back, l.frame_code, l.frame_lasti],
+        FrameModel::InterpreterFrame => [l.iframe_previous, l.iframe_executable, l.iframe_instr_ptr],
+    };
+    let (position, links) = (fields[2], &fields[..2]);
+    let word = |buf: &[u8], off: u32| field_u64(buf, off);
+    for off in links.iter().flatten() {
+        if word(a, *off)? != word(b, *off)? {
+            return Some(true);
+        }
+    }
+    for off in [l.iframe_owner, l.iframe_is_entry].iter().flatten() {
+        if a.get(*off as usize)? != b.get(*off as usize)? {
+            return Some(true);
+        }
+    }
+    if let Some(off) = l.iframe_tlbc_index {
+        if field_u32(a, off)? != field_u32(b, off)? {
+            return Some(true);
+        }
+    }
+    if !innermost {
+        if let Some(off) = position {
+            let same = match l.frames {
+                FrameModel::FrameObject => field_u32(a, off)? == field_u32(b, off)?,
+                FrameModel::InterpreterFrame => word(a, off)? == word(b, off)?,
+            };
+            if !same {
+                return Some(true);
             }
         }
     }
+    Some(false)
+}
+
+/// The checks on a frame's bytes that need no more reads: ≤3.10 frames are live objects
+/// (reference count above 0) of the same type as the thread's first frame.
+fn check_frame(l: &Layout, buf: &[u8], frame_type: &mut Option<u64>) -> Result<()> {
+    if l.frames != FrameModel::FrameObject {
+        return Ok(());
+    }
+    let refcount = field_u64(buf, 0).ok_or(Error::Corrupt("frame field"))? as i64;
+    let ty = field_u64(buf, l.object_type).ok_or(Error::Corrupt("frame field"))?;
+    if refcount <= 0 {
+        return Err(Error::Corrupt("a freed frame object in the chain"));
+    }
+    if *frame_type.get_or_insert(ty) != ty {
+        return Err(Error::Corrupt("an object that is not a frame in the chain"));
+    }
+    Ok(())
 }
 
 /// Decodes one frame's bytes: its back link, the raw frame unless it is not a Python frame,
@@ -191,10 +484,12 @@ fn parse_frame(l: &Layout, addr: u64, buf: &[u8]) -> Result<(u64, Option<RawFram
                 .ok_or_else(err)? as i32;
             let raw = RawFrame {
                 addr,
+                back,
                 code,
                 position: i64::from(lasti) as u64,
                 owner: 0,
                 tlbc_index: 0,
+                is_entry: false,
                 entry: true,
             };
             Ok((back, (code != 0).then_some(raw), false))
@@ -216,7 +511,7 @@ fn parse_frame(l: &Layout, addr: u64, buf: &[u8]) -> Result<(u64, Option<RawFram
             if code == 0 {
                 return Ok((previous, None, false));
             }
-            let entry = match l.iframe_is_entry {
+            let is_entry = match l.iframe_is_entry {
                 Some(o) => buf.get(o as usize).copied().ok_or_else(err)? != 0,
                 None => false,
             };
@@ -226,41 +521,141 @@ fn parse_frame(l: &Layout, addr: u64, buf: &[u8]) -> Result<(u64, Option<RawFram
             };
             let raw = RawFrame {
                 addr,
+                back: previous,
                 code,
                 position: instr,
                 owner,
                 tlbc_index,
-                entry,
+                is_entry,
+                entry: is_entry,
             };
             Ok((previous, Some(raw), false))
         }
     }
 }
 
+/// A thread's data stack (3.11+): the chunks its own frames live in, newest first, read as the
+/// walk needs them. Frames the thread owns are pushed in order, so along the chain each must be
+/// in the same chunk as the previous one and below it, or in an older chunk; the newest frame
+/// is below `datastack_top`.
+#[derive(Debug)]
+struct DataStack {
+    /// (first frame byte, end) of the chunks read so far, newest first.
+    chunks: Vec<(u64, u64)>,
+    /// The next older chunk to read (0: none).
+    next: u64,
+    /// `datastack_top`: nothing at or above it in the newest chunk is a live frame.
+    top: u64,
+    /// The chunk the last frame was in, and that frame's address.
+    at: usize,
+    last: Option<u64>,
+    owner: u8,
+}
+
+impl DataStack {
+    fn new(l: &Layout, t: &RawThread) -> Option<DataStack> {
+        if l.frames != FrameModel::InterpreterFrame || t.datastack_chunk == 0 {
+            return None;
+        }
+        Some(DataStack {
+            chunks: Vec::new(),
+            next: t.datastack_chunk,
+            top: t.datastack_top,
+            at: 0,
+            last: None,
+            owner: l.owner_thread?,
+        })
+    }
+
+    /// Checks that `raw`, `len` bytes read, lies where the thread's next frame may be.
+    fn check<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        l: &Layout,
+        raw: &RawFrame,
+        len: usize,
+    ) -> Result<()> {
+        if raw.owner != self.owner {
+            return Ok(()); // in a generator, or a frame object
+        }
+        let end = offset(raw.addr, len as u64)?;
+        loop {
+            if let Some(&(start, stop)) = self.chunks.get(self.at) {
+                if raw.addr >= start && end <= stop {
+                    if self.at == 0 && raw.addr >= self.top {
+                        return Err(Error::Corrupt(
+                            "a frame above the top of its thread's data stack",
+                        ));
+                    }
+                    if self.last.is_some_and(|last| raw.addr >= last) {
+                        return Err(Error::Corrupt(
+                            "frames out of order on their thread's data stack",
+                        ));
+                    }
+                    self.last = Some(raw.addr);
+                    return Ok(());
+                }
+                if self.at + 1 < self.chunks.len() || self.next != 0 {
+                    self.at += 1;
+                    self.last = None;
+                    continue;
+                }
+            }
+            if self.next == 0 || self.chunks.len() == MAX_CHUNKS {
+                return Err(Error::Corrupt("a frame outside its thread's data stack"));
+            }
+            let chunk = self.next;
+            let field = |off: Option<u32>| -> Result<u64> {
+                let off = off.ok_or(Error::Corrupt("layout without data-stack chunks"))?;
+                Ok(mem.read_u64(offset(chunk, off.into())?)?)
+            };
+            let previous = field(l.chunk_previous)?;
+            let size = field(l.chunk_size)?;
+            let data = l
+                .chunk_data
+                .ok_or(Error::Corrupt("layout without data-stack chunks"))?;
+            if size > MAX_CHUNK_SIZE || size < u64::from(data) {
+                return Err(Error::Corrupt("a data-stack chunk of implausible size"));
+            }
+            self.chunks
+                .push((offset(chunk, data.into())?, offset(chunk, size)?));
+            self.next = previous;
+        }
+    }
+}
+
 /// The byte offset of a frame's current instruction in its code, or `None` for a 3.11+ frame
 /// that has not started (its instruction pointer is before the code, or still in the
-/// prologue before `_co_firsttraceable`, except in generators).
+/// prologue before `_co_firsttraceable`, except in generators). An offset past the end of the
+/// code is an error: the frame's code object and instruction pointer are of two moments, or
+/// corrupt.
 fn instruction_offset<M: Memory + ?Sized>(
     mem: &M,
     l: &Layout,
     raw: &RawFrame,
     info: &CodeInfo,
 ) -> Result<Option<u32>> {
+    let outside = Error::Corrupt("an instruction outside its code object");
     match l.frames {
         FrameModel::FrameObject => {
             // 3.10 counts instructions (2 bytes each); earlier versions count bytes. A frame
             // that has not started yet has f_lasti -1.
             let lasti = raw.position as i64;
-            Ok(Some(match (lasti, l.line_table) {
-                (i64::MIN..=-1, _) => 0,
-                (n, LineTableFormat::Linetable310) => (n as u32).saturating_mul(2),
-                (n, _) => n as u32,
-            }))
+            let offset = match (lasti, l.line_table) {
+                (i64::MIN..=-1, _) => return Ok(Some(0)),
+                (n, LineTableFormat::Linetable310) => (n as u64).saturating_mul(2),
+                (n, _) => n as u64,
+            };
+            if offset >= info.code_len {
+                return Err(outside);
+            }
+            Ok(u32::try_from(offset).ok())
         }
         FrameModel::InterpreterFrame => {
             let adaptive = l
                 .code_adaptive
                 .ok_or(Error::Corrupt("layout without co_code_adaptive"))?;
+            // A thread-local copy of the bytecode is as long as the code object's own.
             let start = match raw.tlbc_index {
                 0 => offset(raw.code, adaptive.into())?,
                 index => bytecode_copy(mem, l, raw.code, index)?,
@@ -268,6 +663,9 @@ fn instruction_offset<M: Memory + ?Sized>(
             let Some(rel) = raw.position.checked_sub(start) else {
                 return Ok(None);
             };
+            if rel >= info.code_len {
+                return Err(outside);
+            }
             if Some(raw.owner) != l.owner_generator && rel < info.first_traceable {
                 return Ok(None);
             }
@@ -311,7 +709,15 @@ mod tests {
 
     /// Writes a `_PyInterpreterFrame` at `addr`: its back link, code, owner and (3.11)
     /// `is_entry`.
-    fn put_frame(img: &mut MemoryImage, l: &Layout, addr: u64, previous: u64, code: u64, owner: u8, is_entry: bool) {
+    fn put_frame(
+        img: &mut MemoryImage,
+        l: &Layout,
+        addr: u64,
+        previous: u64,
+        code: u64,
+        owner: u8,
+        is_entry: bool,
+    ) {
         let mut buf = vec![0u8; 96];
         let put = |buf: &mut Vec<u8>, off: Option<u32>, v: u64| {
             let o = off.unwrap() as usize;
@@ -329,7 +735,9 @@ mod tests {
 
     fn entries(l: &Layout, img: &MemoryImage, first: u64) -> Vec<bool> {
         let mut w = Walker::new(l);
-        w.raw_frames(img, first).unwrap().iter().map(|r| r.entry).collect()
+        let raw = w.raw_stack(img, first, None);
+        assert_eq!(raw.error, None);
+        raw.frames.iter().map(|r| r.entry).collect()
     }
 
     #[test]

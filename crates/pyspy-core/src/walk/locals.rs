@@ -29,7 +29,7 @@ use super::values::{Kind, ReprLimits, Values};
 use crate::attach::layout::{FrameModel, Layout};
 use crate::error::{Error, Result};
 use crate::memory::addr_hash::AddrMap;
-use crate::memory::{field_u64, offset, Memory, MemoryExt, ReadError};
+use crate::memory::{field_u64, offset, Memory, MemoryExt, ReadError, ReadErrorKind};
 use crate::snapshot::{Local, LocalKind};
 use crate::walk::strings::{read_bytes, read_str};
 
@@ -99,10 +99,8 @@ impl<M: Memory + ?Sized> Memory for Capped<'_, M> {
         let bytes = self.bytes.get().saturating_add(buf.len());
         if self.reads.get() >= FRAME_READS || bytes > FRAME_BYTES {
             self.reads.set(FRAME_READS);
-            return Err(ReadError {
-                addr,
-                len: buf.len(),
-            });
+            // The frame's own limit, like the sample's budget: not a fault of the target.
+            return Err(ReadError::new(addr, buf.len(), ReadErrorKind::Budget));
         }
         self.reads.set(self.reads.get() + 1);
         self.bytes.set(bytes);

@@ -12,6 +12,11 @@
 //! What a debugger shows beyond the stack, when asked ([`Extras`]): [`locals`] (each frame's
 //! variables, shown by [`values`]), [`exceptions`] (each thread's exception state) and
 //! positions ([`linetable::position_for_offset`], [`opcodes`]).
+//!
+//! One thread's failure is that thread's: a thread whose frames cannot be read, or were read
+//! across several moments of a running target, comes back with what was read and
+//! [`ThreadStack::error`]; [`Walker::walk`] reads such threads again, and checks what it
+//! read of a busy thread against a second copy (see [`PrefetchPlan`]).
 
 pub mod code;
 pub mod exceptions;
@@ -26,6 +31,8 @@ pub mod opcodes;
 pub mod strings;
 #[cfg(any(test, feature = "internals"))]
 pub mod synthetic;
+#[cfg(test)]
+mod tests;
 pub mod threads;
 pub mod values;
 
@@ -33,22 +40,39 @@ pub use interpreter::Interpreter;
 pub use threads::Gil;
 
 use crate::attach::layout::opcodes::Opcodes;
-use crate::walk::exceptions::RawExceptions;
-use crate::walk::locals::LocalsCache;
-use crate::walk::values::{ReprLimits, Values};
-
-use crate::memory::addr_hash::AddrSet;
-use crate::walk::code::CodeCache;
-use crate::error::{Error, Result};
 use crate::attach::layout::{FrameModel, Layout};
-use crate::memory::{Budget, Memory, PrefetchPlan, Prefetched};
-use crate::snapshot::ThreadStack;
+use crate::error::{Error, Result, ThreadError};
+use crate::memory::addr_hash::{AddrMap, AddrSet};
+use crate::memory::{
+    offset, Budget, Memory, MemoryExt, Owner, PrefetchPlan, Prefetched, ReadErrorKind, COMMON,
+};
+use crate::snapshot::{Frame, ThreadStack};
+use crate::walk::code::CodeCache;
+use crate::walk::exceptions::RawExceptions;
+use crate::walk::frames::RawStack;
+use crate::walk::locals::LocalsCache;
+use crate::walk::threads::RawThread;
+use crate::walk::values::{ReprLimits, Values};
 
 /// Most bytes of target memory one walk reads. The caps above multiply (threads × frames ×
 /// code objects × strings); this bounds their product, so a walk over memory that repeats
 /// itself cannot take seconds or gigabytes. A real sample reads well under 1 MiB (with cold
 /// caches: a few MiB for thousands of code objects).
 pub const MAX_SAMPLE_BYTES: usize = 64 << 20;
+
+/// How many times one snapshot reads the threads' stacks when some stack failed or was read
+/// across several moments. Every attempt after the first is served by one batched read of what
+/// the one before read, so a stack that did not change shape in between comes back from one
+/// moment. All attempts together read at most [`MAX_SAMPLE_BYTES`].
+pub const WALK_ATTEMPTS: usize = 8;
+
+/// Threads whose last error is remembered, so a thread that fails the same way again (a
+/// corrupt stack) is not read again and again.
+const MAX_SETTLED: usize = 1024;
+
+/// How many snapshots a thread counts as busy (its reads are read twice, to check them) after
+/// its stack last changed shape or was not read cleanly.
+const BUSY_SNAPSHOTS: u8 = 8;
 
 /// State kept between samples: caches and scratch space.
 #[derive(Debug)]
@@ -70,6 +94,33 @@ pub struct Walker {
     collect_groups: bool,
     /// Per thread of the last walk: the sizes of its eval-loop groups, innermost first.
     groups: Vec<Vec<u32>>,
+    /// How many walks one snapshot may make ([`WALK_ATTEMPTS`]; 1 over memory that does not
+    /// change, such as a core file's).
+    attempts: usize,
+    /// The failed threads of the last snapshot: thread state, error, frames.
+    settled: Vec<(u64, ThreadError, Vec<Frame>)>,
+    /// 3.14+: each interpreter's code object generation as the walk began.
+    generations: Vec<(u64, u64)>,
+    /// Code objects whose cache entries the current walk made.
+    created: Vec<u64>,
+    /// Where the current walk found each thread's innermost frame (3.11/3.12's `cframe` word,
+    /// else its thread state), read again at the end of the thread's reads in the next batch.
+    anchors: Vec<(Owner, u64, usize)>,
+    /// The reads of the current walk that belong to one thread: (first, end) indexes into its
+    /// log, and the thread's owner for its frames (see [`Owner`]); and the reads its innermost
+    /// frame pointer was found through (its `cframe` word, or the thread state of a busy
+    /// thread), by address, with their length and the thread's owner for them. Thread `k` owns
+    /// its pointer reads as `2k + 1` and its frames as `2k + 2`: the batch reads the pointer,
+    /// then the frames (twice if the thread is busy), then the pointer again.
+    segments: Vec<(usize, usize, Owner)>,
+    owned_reads: AddrMap<(usize, Owner)>,
+    /// The threads whose reads the next walk's batch reads twice (see [`PrefetchPlan`]).
+    doubled: Vec<Owner>,
+    /// Each thread's stack shape (its frames' addresses and code objects) in the last
+    /// snapshot, and in this one so far, with how many more snapshots it counts as busy
+    /// (its reads doubled) since its shape last changed or it was last read torn.
+    shapes: AddrMap<(u64, u8)>,
+    shapes_next: AddrMap<(u64, u8)>,
 }
 
 /// What a walk reads beyond the stacks (all off by default).
@@ -85,6 +136,44 @@ pub struct Extras {
     pub limits: ReprLimits,
 }
 
+/// One thread of one walk attempt.
+#[derive(Debug)]
+struct Walked {
+    interp: u64,
+    tstate: u64,
+    stack: ThreadStack,
+    /// The sizes of its eval-loop groups (see [`Walker::groups`]), from the same walk as its
+    /// frames.
+    groups: Vec<u32>,
+    /// Its reads were not all of one moment: some missed the walk's batch.
+    mixed: bool,
+}
+
+impl Walked {
+    fn clean(&self) -> bool {
+        !self.mixed && self.stack.error.is_none()
+    }
+}
+
+/// A thread's stack shape: its frames' addresses and code objects, hashed.
+fn shape_of(raw: &RawStack) -> u64 {
+    raw.frames.iter().fold(raw.frames.len() as u64, |h, f| {
+        (h.rotate_left(5) ^ f.addr ^ f.code.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    })
+}
+
+/// Whether two readings of a failed stack show the same frames (functions, files, lines):
+/// the locals and positions read with them may differ without the stack being another one.
+fn same_frames(a: &[Frame], b: &[Frame]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.function == y.function
+                && x.qualname == y.qualname
+                && x.filename == y.filename
+                && x.line == y.line
+        })
+}
+
 fn span(fields: &[Option<u32>]) -> usize {
     fields.iter().flatten().max().map_or(0, |m| *m as usize + 8)
 }
@@ -98,11 +187,18 @@ impl Walker {
             Some(l.tstate_frame),
             Some(l.tstate_thread_id),
             l.tstate_native_thread_id,
+            l.tstate_datastack_chunk,
+            l.tstate_datastack_top,
         ];
         tstate_fields.extend(RawExceptions::fields(l));
         let tstate_len = span(&tstate_fields);
         let frame_len = match l.frames {
-            FrameModel::FrameObject => span(&[l.frame_back, l.frame_code, l.frame_lasti]),
+            FrameModel::FrameObject => span(&[
+                Some(l.object_type),
+                l.frame_back,
+                l.frame_code,
+                l.frame_lasti,
+            ]),
             FrameModel::InterpreterFrame => span(&[
                 l.iframe_previous,
                 l.iframe_executable,
@@ -125,6 +221,16 @@ impl Walker {
             opcodes: Opcodes::for_version(l.version.0, l.version.1),
             collect_groups: false,
             groups: Vec::new(),
+            attempts: WALK_ATTEMPTS,
+            settled: Vec::new(),
+            generations: Vec::new(),
+            created: Vec::new(),
+            anchors: Vec::new(),
+            segments: Vec::new(),
+            owned_reads: AddrMap::default(),
+            doubled: Vec::new(),
+            shapes: AddrMap::default(),
+            shapes_next: AddrMap::default(),
         }
     }
 
@@ -135,20 +241,33 @@ impl Walker {
 
     /// For each thread of the last walk (in its order), the sizes of the groups of frames
     /// one eval-loop call runs, innermost first (see `native::merge`); empty unless
-    /// [`Walker::collect_groups`] is on.
+    /// [`Walker::collect_groups`] is on. A truncated stack's groups count its kept frames
+    /// only: a group wholly in the left-out middle has size 0, so the n-th eval-loop frame
+    /// still runs the n-th group. A failed stack's groups end with the frames read.
     pub fn groups(&self) -> &[Vec<u32>] {
         &self.groups
     }
-
 
     /// Chooses what the following walks read beyond the stacks.
     pub fn set_extras(&mut self, extras: Extras) {
         self.extras = extras;
     }
 
+    /// Tells the walker its memory does not change between reads (a core file): one walk per
+    /// snapshot, since reading a failed thread again gives the same failure.
+    pub fn set_frozen(&mut self, frozen: bool) {
+        self.attempts = if frozen { 1 } else { WALK_ATTEMPTS };
+    }
+
     /// Reads every thread's stack, with each thread's `PyInterpreterState*` address.
     /// `active`, `cpu_time` and names are left unset: they are facts the caller adds.
-    /// Fails with [`Error::Corrupt`] once the walk has read [`MAX_SAMPLE_BYTES`].
+    ///
+    /// A thread whose stack cannot be read to its end comes back with the frames read before
+    /// the failure and [`ThreadStack::error`]; the others are unaffected. Threads that failed,
+    /// or whose reads were not all served by one batch (a stack that changed shape since the
+    /// last walk), are read again, up to [`WALK_ATTEMPTS`] walks; a thread never read from one
+    /// moment fails with [`ThreadError::Torn`]. Fails as a whole only when the thread lists
+    /// cannot be read, or the walk read [`MAX_SAMPLE_BYTES`] before it could.
     pub fn walk<M: Memory + ?Sized>(
         &mut self,
         mem: &M,
@@ -156,35 +275,270 @@ impl Walker {
     ) -> Result<Vec<(u64, ThreadStack)>> {
         self.values.clear();
         let budget = Budget::new(mem, MAX_SAMPLE_BYTES);
-        // The plan is taken out for the walk, which borrows the walker mutably.
-        let plan = std::mem::take(&mut self.prefetch);
-        let prefetched = Prefetched::new(&budget, &plan);
-        let result = self.walk_within(&prefetched, interp);
-        let log = prefetched.into_log();
-        self.prefetch = plan;
-        self.prefetch.update(log);
-        if budget.exhausted() {
-            return Err(Error::Corrupt(
-                "one sample read more than 64 MiB of target memory",
-            ));
+        self.codes.start_sample();
+        let mut best: Option<Vec<Walked>> = None;
+        // What every attempt read, to batch before the next snapshot: retries walk only the
+        // threads not read cleanly yet, so their logs hold only those threads. Kept only once
+        // a retry is needed (one walk is the common case).
+        type Plan = (Vec<(u64, usize, Owner)>, Vec<(Owner, u64, usize)>, Vec<Owner>);
+        let mut union: Option<Plan> = None;
+        self.shapes_next.clear();
+        for attempt in 0..self.attempts {
+            let done: AddrSet = best
+                .iter()
+                .flatten()
+                .filter(|w| w.clean())
+                .map(|w| w.tstate)
+                .collect();
+            // The plan is taken out for the walk, which borrows the walker mutably.
+            let plan = std::mem::take(&mut self.prefetch);
+            let prefetched = Prefetched::new(&budget, &plan);
+            let result = self.walk_once(&prefetched, &budget, interp, attempt, &done);
+            let log = self.owned(prefetched.into_log());
+            self.prefetch = plan;
+            let anchors = std::mem::take(&mut self.anchors);
+            let doubled = std::mem::take(&mut self.doubled);
+            if let Some((all_log, all_anchors, all_doubled)) = union.as_mut() {
+                all_log.extend_from_slice(&log);
+                all_anchors.extend_from_slice(&anchors);
+                all_doubled.extend_from_slice(&doubled);
+            }
+            self.prefetch.update(log, anchors, doubled);
+            let walked = match (result, &best) {
+                (Ok(w), _) => w,
+                (Err(_), Some(_)) => break,
+                (Err(e), None) if budget.exhausted() => {
+                    return Err(match e {
+                        Error::Memory(r) => Error::Memory(r),
+                        _ => Error::Corrupt("one sample read more than 64 MiB of target memory"),
+                    })
+                }
+                (Err(e), None) => return Err(e),
+            };
+            let merged = Walker::merge(best.take(), walked);
+            let done = merged.iter().all(|w| w.clean() || self.is_settled(w));
+            best = Some(merged);
+            if done {
+                break;
+            }
+            if union.is_none() {
+                let p = &self.prefetch;
+                union = Some((p.log().to_vec(), p.anchors().to_vec(), p.doubled().to_vec()));
+            }
         }
-        result
+        if let (Some((log, anchors, mut doubled)), Some(_)) = (union, &best) {
+            doubled.sort_unstable();
+            doubled.dedup();
+            self.prefetch.update(log, anchors, doubled);
+        }
+        std::mem::swap(&mut self.shapes, &mut self.shapes_next);
+        let mut out = Vec::new();
+        self.settled.clear();
+        self.groups.clear();
+        for mut w in best.unwrap_or_default() {
+            if w.mixed && w.stack.error.is_none() {
+                w.stack.error = Some(ThreadError::Torn);
+            }
+            if let Some(e) = w.stack.error {
+                if self.settled.len() < MAX_SETTLED {
+                    self.settled.push((w.tstate, e, w.stack.frames.clone()));
+                }
+            }
+            if self.collect_groups {
+                self.groups.push(w.groups);
+            }
+            out.push((w.interp, w.stack));
+        }
+        Ok(out)
     }
 
-    fn walk_within<M: Memory + ?Sized>(
-        &mut self,
-        mem: &M,
-        interp: &Interpreter,
-    ) -> Result<Vec<(u64, ThreadStack)>> {
-        let threads = self.threads(mem, interp)?;
-        let mut raws = Vec::with_capacity(threads.len());
-        for t in &threads {
-            raws.push(self.raw_frames(mem, t.frame)?);
+    /// A walk's log with each read's owner: the thread whose frames (or `cframe` word) it read,
+    /// else [`COMMON`].
+    fn owned(&mut self, log: Vec<(u64, usize)>) -> Vec<(u64, usize, Owner)> {
+        let mut owners = vec![COMMON; log.len()];
+        for &(from, to, owner) in &self.segments {
+            if let Some(slots) = owners.get_mut(from..to.min(log.len())) {
+                slots.fill(owner);
+            }
         }
-        let frames = self.resolve(mem, &raws)?;
+        let out = log
+            .into_iter()
+            .zip(owners)
+            .map(|((addr, len), owner)| match self.owned_reads.get(&addr) {
+                Some(&(l, o)) if l == len => (addr, len, o),
+                _ => (addr, len, owner),
+            })
+            .collect();
+        self.segments.clear();
+        self.owned_reads.clear();
+        out
+    }
+
+    /// This attempt's threads, each replaced by an earlier attempt's reading of the same
+    /// thread if this one is not clean and that one was.
+    fn merge(earlier: Option<Vec<Walked>>, now: Vec<Walked>) -> Vec<Walked> {
+        let Some(earlier) = earlier else {
+            return now;
+        };
+        let mut clean: AddrMap<Walked> = earlier
+            .into_iter()
+            .filter(Walked::clean)
+            .map(|w| (w.tstate, w))
+            .collect();
+        now.into_iter()
+            .map(|w| match clean.remove(&w.tstate) {
+                Some(e) if !w.clean() && e.stack.thread_id == w.stack.thread_id => e,
+                _ => w,
+            })
+            .collect()
+    }
+
+    /// Whether another walk would not help `w`: it ran out of the sample's budget (which
+    /// another walk of the same sample shares), or it failed, from one moment, exactly as it
+    /// did in the last snapshot — a stack that is corrupt rather than one that changed. (Two
+    /// attempts of one snapshot failing alike prove less: a busy thread can be caught in the
+    /// same state twice within microseconds.)
+    fn is_settled(&self, w: &Walked) -> bool {
+        match w.stack.error {
+            Some(ThreadError::Memory(r))
+                if matches!(r.kind, ReadErrorKind::Budget | ReadErrorKind::CodeBudget) =>
+            {
+                true
+            }
+            Some(e) if !w.mixed => self.settled.iter().any(|(t, s, frames)| {
+                *t == w.tstate && *s == e && same_frames(frames, &w.stack.frames)
+            }),
+            _ => false,
+        }
+    }
+
+    /// One walk of every interpreter's threads through `mem` (the batch of the last walk);
+    /// `fresh` reads around the batch. A thread is `mixed` when the words its innermost frame
+    /// was found through changed while the batch was read, when a second copy of its frames
+    /// differs from the first (busy threads, see [`PrefetchPlan`]), or when some of its reads
+    /// missed the batch and what it read no longer holds (see [`Walker::still_holds`]).
+    ///
+    /// Threads whose state is in `done` (read cleanly by an earlier attempt) are not walked:
+    /// they come back as unclean placeholders, which [`Walker::merge`] replaces.
+    fn walk_once<M: Memory + ?Sized>(
+        &mut self,
+        mem: &Prefetched<'_, '_, Budget<'_, M>>,
+        fresh: &Budget<'_, M>,
+        interp: &Interpreter,
+        attempt: usize,
+        done: &AddrSet,
+    ) -> Result<Vec<Walked>> {
+        let threads = self.threads(mem, interp)?;
+        let l = self.layout;
+        let mut anchors = Vec::with_capacity(threads.len());
+        let mut moved = Vec::with_capacity(threads.len());
+        let mut busy_threads = Vec::with_capacity(threads.len());
+        for (k, t) in threads.iter().enumerate() {
+            let (head, body) = (2 * k as Owner + 1, 2 * k as Owner + 2);
+            // Busy: its stack changed shape or was torn lately (or it is new).
+            let busy = self.shapes.get(&t.addr).is_none_or(|&(_, left)| left > 0);
+            busy_threads.push(busy);
+            if done.contains(&t.addr) {
+                moved.push(false);
+                continue;
+            }
+            // Each word and the value the walk read in it.
+            let (pointer, frame_at) = match l.cframe_current_frame {
+                Some(cur) if t.cframe != 0 => (t.cframe, offset(t.cframe, cur.into()).ok()),
+                _ => (t.frame, None),
+            };
+            let words = [
+                (offset(t.addr, l.tstate_frame.into()).ok(), pointer),
+                (frame_at, t.frame),
+                (
+                    l.tstate_datastack_top
+                        .and_then(|off| offset(t.addr, off.into()).ok()),
+                    t.datastack_top,
+                ),
+            ];
+            moved.push(
+                words
+                    .iter()
+                    .any(|&(at, v)| at.is_some_and(|a| mem.moved(a, v) == Some(true))),
+            );
+            // A busy thread gets its own group in the batch: the word its innermost frame
+            // pointer is in (3.11/3.12's `cframe`, else the thread state, which holds the
+            // data-stack top too), its frames, and that word again. Each range costs the
+            // kernel a page walk, so a quiet thread gets none: its reads stay with the common
+            // ones, merged as one batch.
+            if busy && t.frame != 0 {
+                let (at, len) = match frame_at {
+                    Some(at) => (at, 8),
+                    None => (t.addr, self.tstate_len),
+                };
+                anchors.push((body, at, len));
+                self.owned_reads.insert(at, (len, head));
+            }
+        }
+        self.anchors = anchors;
+        let mut raws: Vec<RawStack> = Vec::with_capacity(threads.len());
+        let mut mixed = Vec::with_capacity(threads.len());
+        for (k, (t, moved)) in threads.iter().zip(moved).enumerate() {
+            if done.contains(&t.addr) {
+                raws.push(RawStack::default());
+                mixed.push(true);
+                continue;
+            }
+            let before = mem.unbatched_reads();
+            let from = mem.log_len();
+            let mut raw = match t.frame_error {
+                Some(e) => RawStack {
+                    error: Some(e),
+                    ..RawStack::default()
+                },
+                None => self.raw_stack(mem, t.frame, Some(t)),
+            };
+            let body = 2 * k as Owner + 2;
+            if busy_threads[k] {
+                self.segments.push((from, mem.log_len(), body));
+            }
+            // Against the second copy of a doubled thread's frames (and of the frames that
+            // link them, which mark where an eval-loop call began): did it change meanwhile?
+            let changed = raw
+                .frames
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.addr, i == 0))
+                .chain(raw.links.iter().map(|link| (link.addr, true)))
+                .any(|(addr, innermost)| {
+                    mem.copies(addr, self.frame_len)
+                        .and_then(|(a, b)| frames::frame_changed(&l, a, b, innermost))
+                        .unwrap_or(false)
+                });
+            let unbatched = t.unbatched + (mem.unbatched_reads() - before);
+            // Read across several moments: accepted if all of it still holds, read again.
+            let held = || !moved && !changed && self.still_holds(fresh, t, &raw);
+            let is_mixed =
+                (moved || changed || (unbatched > 0 && !held())) && !raw.frames.is_empty();
+            mixed.push(is_mixed);
+            // Which threads the next batch reads twice: from a retry, every thread it walks
+            // (they were not read cleanly); from a first walk, those busy: whose stack was
+            // not read cleanly or changed shape in one of the last BUSY_SNAPSHOTS snapshots.
+            let shape = shape_of(&raw);
+            let left = match self.shapes.get(&t.addr) {
+                _ if is_mixed || raw.error.is_some() => BUSY_SNAPSHOTS,
+                Some(&(before, left)) if before == shape => left.saturating_sub(1),
+                _ => BUSY_SNAPSHOTS,
+            };
+            self.shapes_next.insert(t.addr, (shape, left));
+            if attempt > 0 || left > 0 {
+                self.doubled.push(body);
+            }
+            if raw.error.is_none() && t.frame_error.is_some() {
+                raw.error = t.frame_error;
+            }
+            raws.push(raw);
+        }
+        let resolved = self.resolve(mem, fresh, &raws);
+        let replaced = self.codes_replaced(fresh);
         let mut gils: Vec<(u64, Gil)> = Vec::new();
         let mut out = Vec::with_capacity(threads.len());
-        for (t, frames) in threads.into_iter().zip(frames) {
+        for ((t, r), mixed) in threads.into_iter().zip(resolved).zip(mixed) {
             let gil = match gils.iter().find(|(i, _)| *i == t.interp) {
                 Some((_, g)) => *g,
                 None => {
@@ -194,17 +548,21 @@ impl Walker {
                 }
             };
             // An exception state that cannot be read (a torn read) is left out rather than
-            // failing the whole walk.
-            let (exception, propagating) = if self.extras.exceptions {
+            // failing the thread. A thread read cleanly before is not read again.
+            let (exception, propagating) = if self.extras.exceptions && !done.contains(&t.addr)
+            {
                 let limits = self.extras.limits;
                 exceptions::read(mem, &self.layout, &mut self.values, &limits, &t.exceptions)
                     .unwrap_or_default()
             } else {
                 (None, None)
             };
-            out.push((
-                t.interp,
-                ThreadStack {
+            out.push(Walked {
+                interp: t.interp,
+                tstate: t.addr,
+                mixed: mixed || (replaced && r.new_codes),
+                groups: r.groups,
+                stack: ThreadStack {
                     thread_id: t.thread_id,
                     native_thread_id: t.native_thread_id,
                     owns_gil: gil == Gil::HeldBy(t.addr),
@@ -212,12 +570,102 @@ impl Walker {
                     interp_id: t.interp_id,
                     exception,
                     propagating,
-                    frames,
+                    frames: r.frames,
+                    error: r.error,
+                    truncated: r.cut.is_some(),
+                    truncated_at: r.cut,
                     ..ThreadStack::default()
                 },
-            ));
+            });
         }
         Ok(out)
     }
-}
 
+    /// Whether a thread read across several moments (some reads missed the batch) still holds,
+    /// read again now in one batch, everything the walk read of it: the words its innermost
+    /// frame was found through (the frame pointer, 3.11/3.12's `cframe`, the data-stack top),
+    /// every frame's link, code object, owner, bytecode copy, entry flag and (but the
+    /// innermost's) instruction, and the link-only frames that mark where an eval-loop call
+    /// began. If so, the stack the walk assembled is the one there now, whatever moments its
+    /// reads came from; one system call instead of another walk.
+    fn still_holds<M: Memory + ?Sized>(
+        &self,
+        fresh: &Budget<'_, M>,
+        t: &RawThread,
+        raw: &RawStack,
+    ) -> bool {
+        let l = &self.layout;
+        let (pointer, frame_at) = match l.cframe_current_frame {
+            Some(cur) => (t.cframe, offset(t.cframe, cur.into()).ok()),
+            None => (t.frame, None),
+        };
+        let words: Vec<(u64, u64)> = [
+            (offset(t.addr, l.tstate_frame.into()).ok(), pointer),
+            (frame_at, t.frame),
+            (
+                l.tstate_datastack_top
+                    .and_then(|off| offset(t.addr, off.into()).ok()),
+                t.datastack_top,
+            ),
+        ]
+        .iter()
+        .filter_map(|&(at, want)| Some((at?, want)))
+        .collect();
+        let len = self.frame_len;
+        let ranges: Vec<(u64, usize)> = words
+            .iter()
+            .map(|&(at, _)| (at, 8))
+            .chain(raw.frames.iter().map(|f| (f.addr, len)))
+            .chain(raw.links.iter().map(|link| (link.addr, len)))
+            .collect();
+        let mut bytes = vec![0u8; ranges.iter().map(|r| r.1).sum()];
+        let mut ok = vec![false; ranges.len()];
+        fresh.read_many(&ranges, &mut bytes, &mut ok);
+        if !ok.iter().all(|o| *o) {
+            return false;
+        }
+        let (word_bytes, frame_bytes) = bytes.split_at(8 * words.len());
+        let words_hold = words.iter().zip(word_bytes.chunks_exact(8)).all(|(&(_, want), b)| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(b);
+            u64::from_le_bytes(w) == want
+        });
+        let mut chunks = frame_bytes.chunks_exact(len.max(1));
+        words_hold
+            && raw
+                .frames
+                .iter()
+                .zip(chunks.by_ref())
+                .enumerate()
+                .all(|(i, (f, b))| frames::frame_holds(l, b, f, i == 0))
+            && raw
+                .links
+                .iter()
+                .zip(chunks)
+                .all(|(link, b)| frames::link_holds(l, b, link))
+    }
+
+    /// 3.14+: whether an interpreter freed a code object while this walk read new ones (then
+    /// one of them may have been replaced between the frame read and the code read: the new
+    /// entries are dropped). Reads each generation again, outside the batch, only when new
+    /// code objects were read.
+    fn codes_replaced<M: Memory + ?Sized>(&mut self, fresh: &Budget<'_, M>) -> bool {
+        let created = std::mem::take(&mut self.created);
+        let Some(off) = self.layout.interp_code_object_generation else {
+            return false;
+        };
+        if created.is_empty() {
+            return false;
+        }
+        let changed = self.generations.iter().any(|&(interp, before)| {
+            offset(interp, off.into())
+                .map_err(Error::from)
+                .and_then(|at| Ok(fresh.read_u64(at)?))
+                .map_or(true, |now| now != before)
+        });
+        if changed {
+            self.codes.forget(&created);
+        }
+        changed
+    }
+}

@@ -2,7 +2,7 @@
 
 use super::exceptions::RawExceptions;
 use super::{Interpreter, Walker};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ThreadError};
 use crate::memory::{field_u64, offset, Memory, MemoryExt};
 
 /// Most interpreters (sub-interpreters) walked in one process.
@@ -45,6 +45,16 @@ pub struct RawThread {
     pub frame: u64,
     /// The exception fields of the thread state.
     pub exceptions: RawExceptions,
+    /// Why the innermost frame could not be found (3.11/3.12 read it through `cframe`).
+    pub frame_error: Option<ThreadError>,
+    /// 3.11/3.12: the `_PyCFrame` the innermost frame was read from (0 otherwise).
+    pub cframe: u64,
+    /// 3.11+: the newest data-stack chunk and `datastack_top` (0 if unknown).
+    pub datastack_chunk: u64,
+    pub datastack_top: u64,
+    /// Reads of this thread state (and its `cframe`) that were not served from the walk's
+    /// batch (see [`Memory::unbatched_reads`]).
+    pub unbatched: u64,
 }
 
 impl Walker {
@@ -61,6 +71,7 @@ impl Walker {
             return Err(Error::NotInitialised { pid: 0 });
         }
         self.visited.clear();
+        self.generations.clear();
         for _ in 0..MAX_INTERPRETERS {
             if interp_addr == 0 {
                 return Ok(out);
@@ -72,6 +83,10 @@ impl Walker {
                 Some(off) => Some(mem.read_i64(offset(interp_addr, off.into())?)?),
                 None => None,
             };
+            if let Some(off) = l.interp_code_object_generation {
+                let generation = mem.read_u64(offset(interp_addr, off.into())?)?;
+                self.generations.push((interp_addr, generation));
+            }
             let mut tstate = mem.read_ptr_at(interp_addr, l.interp_threads_head)?;
             for n in 0.. {
                 if tstate == 0 {
@@ -102,11 +117,18 @@ impl Walker {
         let buf = buf
             .get_mut(..self.tstate_len)
             .ok_or(Error::Corrupt("thread state layout larger than expected"))?;
+        let before = mem.unbatched_reads();
         mem.read(addr, buf)?;
         let field = |off: u32| field_u64(buf, off).ok_or(Error::Corrupt("thread state field"));
         let mut frame = field(l.tstate_frame)?;
+        let mut frame_error = None;
+        let mut cframe = 0;
         if let (Some(cur), true) = (l.cframe_current_frame, frame != 0) {
-            frame = mem.read_ptr_at(frame, cur)?;
+            cframe = frame;
+            match mem.read_ptr_at(frame, cur) {
+                Ok(f) => frame = f,
+                Err(e) => (frame, frame_error) = (0, Some(ThreadError::Memory(e))),
+            }
         }
         let raw = RawThread {
             addr,
@@ -116,6 +138,11 @@ impl Walker {
             native_thread_id: l.tstate_native_thread_id.map(field).transpose()?,
             frame,
             exceptions: RawExceptions::parse(l, buf)?,
+            frame_error,
+            cframe,
+            datastack_chunk: l.tstate_datastack_chunk.map(field).transpose()?.unwrap_or(0),
+            datastack_top: l.tstate_datastack_top.map(field).transpose()?.unwrap_or(0),
+            unbatched: mem.unbatched_reads() - before,
         };
         Ok((raw, field(l.tstate_next)?))
     }

@@ -53,6 +53,7 @@ pub enum Field {
     InterpGilLocked,
     InterpGilLastHolder,
     InterpGilEnabled,
+    InterpCodeObjectGeneration,
     TstateSize,
     TstateNext,
     TstateInterp,
@@ -164,6 +165,7 @@ field_access! {
     InterpGilLocked => opt interp_gil_locked 4,
     InterpGilLastHolder => opt interp_gil_last_holder 8,
     InterpGilEnabled => opt interp_gil_enabled 4,
+    InterpCodeObjectGeneration => opt interp_code_object_generation 8,
     TstateSize => req tstate_size 8,
     TstateNext => req tstate_next 8,
     TstateInterp => req tstate_interp 8,
@@ -224,6 +226,7 @@ impl Field {
             Field::InterpGilLocked
                 | Field::InterpGilLastHolder
                 | Field::InterpGilEnabled
+                | Field::InterpCodeObjectGeneration
                 | Field::InterpId
         )
     }

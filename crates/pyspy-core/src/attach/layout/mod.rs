@@ -81,6 +81,8 @@ pub struct Layout {
     pub interp_gil_last_holder: Option<u32>,
     /// Free-threaded builds: `_gil.enabled` (an `int`, 0 while the GIL is disabled).
     pub interp_gil_enabled: Option<u32>,
+    /// `_code_object_generation` (3.14+): incremented whenever a code object is freed.
+    pub interp_code_object_generation: Option<u32>,
 
     // PyThreadState
     pub tstate_size: u32,
@@ -93,6 +95,17 @@ pub struct Layout {
     pub tstate_thread_id: u32,
     pub tstate_native_thread_id: Option<u32>,
     pub tstate_datastack_chunk: Option<u32>,
+    /// `datastack_top` (3.11+): the first free word of the current data-stack chunk.
+    pub tstate_datastack_top: Option<u32>,
+
+    // _PyStackChunk (3.11+): a chunk of a thread's data stack
+    pub chunk_previous: Option<u32>,
+    /// The chunk's size in bytes (header included).
+    pub chunk_size: Option<u32>,
+    /// Where the chunk's frames start.
+    pub chunk_data: Option<u32>,
+
+    // Exception state (PyThreadState, _PyErr_StackItem)
     /// The exception raised and not caught yet: `curexc_type`/`curexc_value` (≤3.11) or
     /// `current_exception` (3.12+).
     pub tstate_curexc_type: Option<u32>,
@@ -134,6 +147,8 @@ pub struct Layout {
     pub owner_not_python: Option<u8>,
     /// `owner` value of frames owned by a generator (3.11+).
     pub owner_generator: Option<u8>,
+    /// `owner` value of frames owned by the thread (3.11+): they live on its data stack.
+    pub owner_thread: Option<u8>,
     /// 3.14+: `f_executable` is a tagged `_PyStackRef`; clear the low bits.
     pub executable_tagged: bool,
     /// 3.13+: `f_executable` may hold an object that is not a code object, so its type is

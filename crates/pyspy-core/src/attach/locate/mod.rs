@@ -390,6 +390,9 @@ pub(crate) fn walks<M: Memory>(mem: &M, interp: &Interpreter) -> bool {
         let Ok(threads) = walker.threads(mem, interp) else {
             return false;
         };
-        !threads.is_empty() && threads.iter().all(|t| walker.frames(mem, t.frame).is_ok())
+        !threads.is_empty()
+            && threads
+                .iter()
+                .all(|t| t.frame_error.is_none() && walker.frames(mem, t.frame).is_ok())
     })
 }

@@ -240,11 +240,9 @@ impl CoreMemory {
 
 impl Memory for CoreMemory {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-        let err = ReadError {
-            addr,
-            len: buf.len(),
-        };
-        offset(addr, buf.len() as u64).map_err(|_| err)?;
+        // Not in the core: never mapped, or mapped but neither dumped nor in a file found.
+        let err = ReadError::unmapped(addr, buf.len());
+        offset(addr, buf.len() as u64)?;
         let mut at = 0;
         while at < buf.len() {
             let cur = addr + at as u64;

@@ -43,6 +43,10 @@ pub struct ChromeTrace {
     events: String,
     event_count: usize,
     named: HashSet<(i32, u64)>,
+    /// Threads named before their name was known.
+    unnamed: HashSet<(i32, u64)>,
+    /// The tid of each thread's track.
+    tids: HashMap<(i32, u64), u64>,
     named_processes: HashSet<i32>,
 }
 
@@ -58,6 +62,8 @@ impl ChromeTrace {
             events: String::new(),
             event_count: 0,
             named: HashSet::new(),
+            unnamed: HashSet::new(),
+            tids: HashMap::new(),
             named_processes: HashSet::new(),
         }
     }
@@ -88,8 +94,18 @@ impl ChromeTrace {
                 }
                 let key = (pid, t.thread_id);
                 seen.insert(key);
-                let tid = t.native_thread_id.unwrap_or(t.thread_id);
-                if self.named.insert(key) {
+                // One track per thread: its tid is fixed at its first sample.
+                let tid = *self
+                    .tids
+                    .entry(key)
+                    .or_insert(t.native_thread_id.unwrap_or(t.thread_id));
+                // Named at its first sample, and again once a name is known if it had none:
+                // the last name given to a track is the one shown.
+                let renamed = t.name.is_some() && self.unnamed.remove(&key);
+                if self.named.insert(key) || renamed {
+                    if t.name.is_none() {
+                        self.unnamed.insert(key);
+                    }
                     let label = thread_label(&ThreadKey {
                         pid,
                         thread_id: t.thread_id,
@@ -216,5 +232,27 @@ mod tests {
             "{json}"
         );
         assert!(json.contains("\"name\":\"thread_name\""));
+    }
+
+    #[test]
+    fn a_thread_named_late_is_one_track_named_again() {
+        let mut trace = ChromeTrace::new(ProfileOptions::default());
+        let a = vec![frame("main", "app.py", 10)];
+        let mut early = thread(1, "ignored", true, true, a.clone());
+        early.name = None;
+        early.native_thread_id = None;
+        trace.add(&sample(0, 7, vec![early]));
+        trace.add(&sample(10, 7, vec![thread(1, "T", true, true, a)]));
+        let json = trace.finish();
+        assert_eq!(
+            json.matches("\"name\":\"thread_name\"").count(),
+            2,
+            "{json}"
+        );
+        assert!(
+            json.contains("\"tid\":1,\"args\":{\"name\":\"thread \\\"T\\\""),
+            "{json}"
+        );
+        assert!(!json.contains("\"tid\":1001"), "one track: {json}");
     }
 }

@@ -1,0 +1,616 @@
+//! The walker over fake images: partial results, truncation, torn and corrupt stacks, for both
+//! frame models (3.10's `PyFrameObject` chains, 3.12's data-stack frames).
+
+use super::frames::{MAX_FRAMES, MAX_WALKED};
+use super::{Interpreter, Walker, WALK_ATTEMPTS};
+use crate::attach::layout::{for_version, FrameModel, Layout};
+use crate::attach::version::Version;
+use crate::error::ThreadError;
+use crate::memory::{Memory, MemoryImage, ReadError, ReadErrorKind};
+use crate::snapshot::ThreadStack;
+use crate::walk::objects::tests::put_str;
+use std::cell::{Cell, RefCell};
+
+/// The type every fake frame object has (≤3.10).
+const FRAME_TYPE: u64 = 0x5_0000;
+/// Distance between two frames of a chain.
+const STRIDE: u64 = 0x80;
+/// Code units (3.11+) or bytes (≤3.10) of every fake code object.
+const CODE_LEN: u64 = 1000;
+
+/// A fake interpreter: one interpreter state, thread states, code objects, frame chains.
+struct Fake {
+    img: MemoryImage,
+    l: Layout,
+    next: u64,
+    tstates: Vec<u64>,
+}
+
+/// One thread of a fake: the code object of each frame, innermost first.
+struct Chain {
+    codes: Vec<u64>,
+}
+
+impl Fake {
+    fn new(version: (u8, u8)) -> Fake {
+        let l = *for_version(version.0, version.1).expect("layout");
+        let mut img = MemoryImage::new();
+        img.add(FRAME_TYPE, &[0u8; 64]);
+        Fake {
+            img,
+            l,
+            next: 0x100_0000,
+            tstates: Vec::new(),
+        }
+    }
+
+    /// `len` bytes of fresh, zeroed memory, 4 KiB aligned and apart from everything else.
+    fn alloc(&mut self, len: u64) -> u64 {
+        let at = self.next;
+        self.next += (len + 0x1fff) & !0xfff;
+        self.img.add(at, &vec![0u8; len as usize]);
+        at
+    }
+
+    fn put(&mut self, addr: u64, off: Option<u32>, value: u64) {
+        self.img.put_u64(addr + u64::from(off.expect("field")), value);
+    }
+
+    /// A bytes object of `len` zero bytes.
+    fn bytes(&mut self, len: u64) -> u64 {
+        let l = self.l;
+        let at = self.alloc(u64::from(l.bytes_sval) + len + 8);
+        self.put(at, Some(l.bytes_size), len);
+        at
+    }
+
+    /// A code object named `name` (file `name.py`).
+    fn code(&mut self, name: &str) -> u64 {
+        let l = self.l;
+        let at = self.alloc(u64::from(l.code_size) + 64);
+        for (off, text) in [
+            (Some(l.code_name), name.to_string()),
+            (Some(l.code_filename), format!("{name}.py")),
+            (l.code_qualname, name.to_string()),
+        ] {
+            let Some(off) = off else { continue };
+            let s = self.alloc(256);
+            put_str(&mut self.img, &l, s, &text);
+            self.put(at, Some(off), s);
+        }
+        let table = self.bytes(0);
+        self.put(at, Some(l.code_linetable), table);
+        self.img
+            .put_u32(at + u64::from(l.code_firstlineno), 10);
+        match l.code_code {
+            Some(_) => {
+                let code = self.bytes(CODE_LEN);
+                self.put(at, l.code_code, code);
+            }
+            None => self.put(at, Some(l.varobject_size), CODE_LEN / 2),
+        }
+        at
+    }
+
+    /// Adds a thread running `chain`; returns the address of each frame, innermost first.
+    fn thread(&mut self, chain: &Chain) -> Vec<u64> {
+        let l = self.l;
+        let tstate = self.alloc(u64::from(l.tstate_size) + 64);
+        self.tstates.push(tstate);
+        self.put(tstate, Some(l.tstate_thread_id), 0x7000 + self.tstates.len() as u64);
+        let n = chain.codes.len() as u64;
+        match l.frames {
+            FrameModel::FrameObject => {
+                let base = self.alloc(n.max(1) * STRIDE);
+                let addr = |i: u64| base + (n - 1 - i) * STRIDE;
+                for (i, &code) in chain.codes.iter().enumerate() {
+                    let f = addr(i as u64);
+                    self.img.put_u64(f, 1); // refcount
+                    self.img.put_u64(f + u64::from(l.object_type), FRAME_TYPE);
+                    let back = if (i as u64) + 1 < n { addr(i as u64 + 1) } else { 0 };
+                    self.put(f, l.frame_back, back);
+                    self.put(f, l.frame_code, code);
+                    self.img.put_u32(f + u64::from(l.frame_lasti.unwrap()), 2);
+                }
+                let first = if n > 0 { addr(0) } else { 0 };
+                self.put(tstate, Some(l.tstate_frame), first);
+                (0..n).map(addr).collect()
+            }
+            FrameModel::InterpreterFrame => {
+                let data = u64::from(l.chunk_data.unwrap());
+                let size = data + (n + 1) * STRIDE;
+                let chunk = self.alloc(size);
+                self.put(chunk, l.chunk_size, size);
+                // The outermost frame first, each callee above its caller.
+                let addr = |i: u64| chunk + data + (n - 1 - i) * STRIDE;
+                for (i, &code) in chain.codes.iter().enumerate() {
+                    let f = addr(i as u64);
+                    let previous = if (i as u64) + 1 < n { addr(i as u64 + 1) } else { 0 };
+                    self.put(f, l.iframe_previous, previous);
+                    self.put(f, l.iframe_executable, code);
+                    let start = code + u64::from(l.code_adaptive.unwrap());
+                    self.put(f, l.iframe_instr_ptr, start + 4);
+                }
+                let first = if n > 0 { addr(0) } else { 0 };
+                self.put(tstate, l.tstate_datastack_chunk, chunk);
+                self.put(tstate, l.tstate_datastack_top, chunk + data + n * STRIDE);
+                match l.cframe_current_frame {
+                    Some(cur) => {
+                        let cframe = self.alloc(64);
+                        self.put(cframe, Some(cur), first);
+                        self.put(tstate, Some(l.tstate_frame), cframe);
+                    }
+                    None => self.put(tstate, Some(l.tstate_frame), first),
+                }
+                (0..n).map(addr).collect()
+            }
+        }
+    }
+
+    /// Links the thread states to one interpreter and returns what a walk starts from.
+    fn interpreter(&mut self) -> Interpreter {
+        let l = self.l;
+        let interp = self.alloc(u64::from(l.interp_size).min(0x1000) + 64);
+        let head = self.alloc(8);
+        self.img.put_u64(head, interp);
+        let tstates = self.tstates.clone();
+        for (i, &t) in tstates.iter().enumerate() {
+            self.put(t, Some(l.tstate_interp), interp);
+            let next = tstates.get(i + 1).copied().unwrap_or(0);
+            self.put(t, Some(l.tstate_next), next);
+        }
+        self.put(interp, Some(l.interp_threads_head), tstates[0]);
+        Interpreter {
+            version: Version::parse(&format!("{}.{}.0", l.version.0, l.version.1)).unwrap(),
+            layout: l,
+            runtime: None,
+            interp_head: head,
+            tstate_current: None,
+            layout_source: crate::attach::layout::LayoutSource::Table,
+        }
+    }
+}
+
+fn chain(fake: &mut Fake, names: &[&str]) -> Chain {
+    Chain {
+        codes: names.iter().map(|n| fake.code(n)).collect(),
+    }
+}
+
+fn names(t: &ThreadStack) -> Vec<&str> {
+    t.frames.iter().map(|f| &*f.function).collect()
+}
+
+fn walk(fake: &Fake, interp: &Interpreter) -> Vec<ThreadStack> {
+    let mut walker = Walker::new(&fake.l);
+    walker
+        .walk(&fake.img, interp)
+        .expect("the thread list is fine")
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect()
+}
+
+const MODELS: [(u8, u8); 2] = [(3, 10), (3, 12)];
+
+#[test]
+fn a_broken_thread_keeps_what_was_read_and_the_others_are_whole() {
+    for v in MODELS {
+        let mut fake = Fake::new(v);
+        let healthy = chain(&mut fake, &["inner", "middle", "outer"]);
+        fake.thread(&healthy);
+        let broken = chain(&mut fake, &["b_inner", "b_middle", "b_outer"]);
+        let frames = fake.thread(&broken);
+        // b_middle's back link points at nothing.
+        let back = match fake.l.frames {
+            FrameModel::FrameObject => fake.l.frame_back,
+            FrameModel::InterpreterFrame => fake.l.iframe_previous,
+        };
+        fake.put(frames[1], back, 0x10);
+        let also_healthy = chain(&mut fake, &["x"]);
+        fake.thread(&also_healthy);
+        let interp = fake.interpreter();
+        let threads = walk(&fake, &interp);
+        assert_eq!(threads.len(), 3, "{v:?}");
+        assert_eq!(names(&threads[0]), ["inner", "middle", "outer"], "{v:?}");
+        assert_eq!(threads[0].error, None);
+        assert_eq!(names(&threads[1]), ["b_inner", "b_middle"], "{v:?}");
+        assert_eq!(
+            threads[1].error,
+            Some(ThreadError::Memory(ReadError::unmapped(0x10, fake_frame_len(&fake.l)))),
+            "{v:?}"
+        );
+        assert!(!threads[1].truncated);
+        assert_eq!(names(&threads[2]), ["x"]);
+        assert_eq!(threads[2].error, None);
+    }
+}
+
+/// How many bytes the walker reads of each frame.
+fn fake_frame_len(l: &Layout) -> usize {
+    Walker::new(l).frame_len
+}
+
+#[test]
+fn an_unreadable_code_object_ends_its_thread_at_that_frame() {
+    for v in MODELS {
+        let mut fake = Fake::new(v);
+        let mut c = chain(&mut fake, &["inner", "middle", "outer"]);
+        c.codes[1] = 0x20; // nothing there
+        fake.thread(&c);
+        let interp = fake.interpreter();
+        let threads = walk(&fake, &interp);
+        assert_eq!(names(&threads[0]), ["inner"], "{v:?}");
+        assert!(
+            matches!(threads[0].error, Some(ThreadError::Memory(r)) if r.kind == ReadErrorKind::Unmapped),
+            "{v:?}: {:?}",
+            threads[0].error
+        );
+    }
+}
+
+#[test]
+fn an_instruction_outside_its_code_is_an_error() {
+    for v in MODELS {
+        let mut fake = Fake::new(v);
+        let c = chain(&mut fake, &["inner", "outer"]);
+        let frames = fake.thread(&c);
+        let l = fake.l;
+        match l.frames {
+            FrameModel::FrameObject => {
+                let at = frames[1] + u64::from(l.frame_lasti.unwrap());
+                fake.img.put_u32(at, CODE_LEN as u32);
+            }
+            FrameModel::InterpreterFrame => {
+                let end = c.codes[1] + u64::from(l.code_adaptive.unwrap()) + CODE_LEN;
+                fake.put(frames[1], l.iframe_instr_ptr, end);
+            }
+        }
+        let interp = fake.interpreter();
+        let threads = walk(&fake, &interp);
+        assert_eq!(names(&threads[0]), ["inner"], "{v:?}");
+        assert_eq!(
+            threads[0].error,
+            Some(ThreadError::Corrupt("an instruction outside its code object")),
+            "{v:?}"
+        );
+    }
+}
+
+#[test]
+fn a_deep_stack_keeps_its_innermost_and_outermost_frames() {
+    for v in MODELS {
+        let mut fake = Fake::new(v);
+        let depth = 100_000;
+        let codes: Vec<u64> = ["leaf", "deep", "root"].iter().map(|n| fake.code(n)).collect();
+        let mut c = Chain {
+            codes: vec![codes[1]; depth],
+        };
+        c.codes[0] = codes[0];
+        c.codes[depth - 1] = codes[2];
+        fake.thread(&c);
+        let interp = fake.interpreter();
+        let t = &walk(&fake, &interp)[0];
+        assert_eq!(t.error, None, "{v:?}");
+        assert!(t.truncated);
+        assert_eq!(t.frames.len(), MAX_FRAMES);
+        assert_eq!(t.truncated_at, Some(MAX_FRAMES / 2));
+        assert_eq!(&*t.frames[0].function, "leaf");
+        assert_eq!(&*t.frames[MAX_FRAMES - 1].function, "root", "the outermost is kept");
+    }
+}
+
+#[test]
+fn a_chain_longer_than_pyspy_follows_keeps_its_innermost_frames() {
+    let mut fake = Fake::new((3, 10));
+    let deep = fake.code("deep");
+    fake.thread(&Chain {
+        codes: vec![deep; MAX_WALKED + 10],
+    });
+    let interp = fake.interpreter();
+    let t = &walk(&fake, &interp)[0];
+    assert_eq!(t.error, None);
+    assert!(t.truncated);
+    assert_eq!(t.frames.len(), MAX_FRAMES / 2, "its bottom is unknown");
+    assert_eq!(t.truncated_at, Some(MAX_FRAMES / 2));
+}
+
+#[test]
+fn a_cyclic_chain_keeps_each_frame_once() {
+    for v in MODELS {
+        let mut fake = Fake::new(v);
+        let c = chain(&mut fake, &["a", "b", "c", "d", "e"]);
+        let frames = fake.thread(&c);
+        // e's back link goes back to b (on 3.12: b is below e on the data stack, so the
+        // order check fires first; both end the walk).
+        let back = match fake.l.frames {
+            FrameModel::FrameObject => fake.l.frame_back,
+            FrameModel::InterpreterFrame => fake.l.iframe_previous,
+        };
+        fake.put(frames[4], back, frames[1]);
+        let interp = fake.interpreter();
+        let t = &walk(&fake, &interp)[0];
+        assert_eq!(names(t), ["a", "b", "c", "d", "e"], "{v:?}");
+        assert!(t.error.is_some(), "{v:?}");
+    }
+    // Without the data-stack check (a frame object chain): Brent's cycle detection.
+    let mut fake = Fake::new((3, 10));
+    let c = chain(&mut fake, &["a", "b", "c"]);
+    let frames = fake.thread(&c);
+    fake.put(frames[2], fake.l.frame_back, frames[0]);
+    let interp = fake.interpreter();
+    let t = &walk(&fake, &interp)[0];
+    assert_eq!(names(t), ["a", "b", "c"]);
+    assert_eq!(t.error, Some(ThreadError::Corrupt("frame chain is cyclic")));
+}
+
+#[test]
+fn frames_outside_the_data_stack_or_out_of_order_are_errors() {
+    /// Corrupts a fake given its frames and its data-stack chunk.
+    type Corrupt = fn(&mut Fake, &[u64], u64);
+    let cases: [(&str, Corrupt); 3] = [
+        ("outside", |fake, frames, _| {
+            // Move the middle frame somewhere else (a copy, off the data stack).
+            let l = fake.l;
+            let copy = fake.alloc(STRIDE);
+            let mut bytes = vec![0u8; STRIDE as usize];
+            fake.img.read(frames[1], &mut bytes).unwrap();
+            fake.img.write(copy, &bytes);
+            fake.put(frames[0], l.iframe_previous, copy);
+        }),
+        ("above top", |fake, _, chunk| {
+            let l = fake.l;
+            let t = fake.tstates[0];
+            let data = u64::from(l.chunk_data.unwrap());
+            fake.put(t, l.tstate_datastack_top, chunk + data + STRIDE);
+        }),
+        ("out of order", |fake, frames, chunk| {
+            // The innermost frame's caller is a copy of the middle frame above it.
+            let l = fake.l;
+            let mut bytes = vec![0u8; STRIDE as usize];
+            fake.img.read(frames[1], &mut bytes).unwrap();
+            fake.img.write(frames[0] + STRIDE, &bytes);
+            fake.put(frames[0], l.iframe_previous, frames[0] + STRIDE);
+            let size = u64::from(l.chunk_data.unwrap()) + 4 * STRIDE;
+            fake.put(fake.tstates[0], l.tstate_datastack_top, chunk + size);
+        }),
+    ];
+    for (what, corrupt) in cases {
+        let mut fake = Fake::new((3, 12));
+        let c = chain(&mut fake, &["inner", "middle", "outer"]);
+        let frames = fake.thread(&c);
+        let chunk = {
+            let mut b = [0u8; 8];
+            let off = fake.l.tstate_datastack_chunk.unwrap();
+            fake.img
+                .read(fake.tstates[0] + u64::from(off), &mut b)
+                .unwrap();
+            u64::from_le_bytes(b)
+        };
+        corrupt(&mut fake, &frames, chunk);
+        let interp = fake.interpreter();
+        let t = &walk(&fake, &interp)[0];
+        assert!(
+            matches!(t.error, Some(ThreadError::Corrupt(_))),
+            "{what}: {:?} {:?}",
+            t.error,
+            names(t)
+        );
+        assert!(t.frames.len() < 3, "{what}");
+    }
+}
+
+#[test]
+fn freed_frame_objects_are_errors() {
+    let mut fake = Fake::new((3, 10));
+    let c = chain(&mut fake, &["inner", "middle", "outer"]);
+    let frames = fake.thread(&c);
+    fake.img.put_u64(frames[1], 0); // refcount 0: freed
+    let interp = fake.interpreter();
+    let t = &walk(&fake, &interp)[0];
+    assert_eq!(names(t), ["inner"]);
+    assert_eq!(
+        t.error,
+        Some(ThreadError::Corrupt("a freed frame object in the chain"))
+    );
+}
+
+/// A memory whose words at `flip` take the next of `values` at every read of them: a thread
+/// whose innermost frame changes all the time.
+struct Changing<'a> {
+    img: RefCell<MemoryImage>,
+    flip: u64,
+    values: &'a [u64],
+    reads: Cell<usize>,
+    batches: Cell<usize>,
+}
+
+impl Memory for Changing<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        let covers = addr <= self.flip && self.flip + 8 <= addr + buf.len() as u64;
+        if covers {
+            let n = self.reads.get();
+            self.reads.set(n + 1);
+            let v = self.values[n % self.values.len()];
+            self.img.borrow_mut().put_u64(self.flip, v);
+        }
+        self.img.borrow().read(addr, buf)
+    }
+
+    fn read_many(&self, ranges: &[(u64, usize)], out: &mut [u8], ok: &mut [bool]) {
+        self.batches.set(self.batches.get() + 1);
+        let mut at = 0;
+        for (i, &(addr, len)) in ranges.iter().enumerate() {
+            ok[i] = self.read(addr, &mut out[at..at + len]).is_ok();
+            at += len;
+        }
+    }
+}
+
+#[test]
+fn a_stack_that_changes_while_it_is_read_is_torn_not_returned() {
+    for v in MODELS {
+        let mut fake = Fake::new(v);
+        let a = chain(&mut fake, &["a3", "a2", "a1"]);
+        let a_frames = fake.thread(&a);
+        let interp = fake.interpreter();
+        let l = fake.l;
+        // Where the walk finds the thread's innermost frame: it moves at every read (three
+        // values, so the copies before and after a batch always differ).
+        let tstate = fake.tstates[0];
+        let flip = match l.cframe_current_frame {
+            Some(_) => {
+                let mut b = [0u8; 8];
+                fake.img
+                    .read(tstate + u64::from(l.tstate_frame), &mut b)
+                    .unwrap();
+                u64::from_le_bytes(b)
+            }
+            None => tstate + u64::from(l.tstate_frame),
+        };
+        let values = [a_frames[0], a_frames[1], a_frames[2]];
+        let mem = Changing {
+            img: RefCell::new(fake.img.clone()),
+            flip,
+            values: &values,
+            reads: Cell::new(0),
+            batches: Cell::new(0),
+        };
+        let mut walker = Walker::new(&l);
+        let t = walker.walk(&mem, &interp).unwrap().remove(0).1;
+        assert_eq!(t.error, Some(ThreadError::Torn), "{v:?}: {:?}", names(&t));
+        // Every attempt was made (the first had nothing to batch).
+        assert!(mem.batches.get() >= WALK_ATTEMPTS - 1, "{v:?}");
+        // Once it holds still, one more walk reads it from one moment.
+        let still = [a_frames[0]];
+        let mem = Changing {
+            values: &still,
+            ..mem
+        };
+        let t = walker.walk(&mem, &interp).unwrap().remove(0).1;
+        assert_eq!(t.error, None, "{v:?}");
+        assert_eq!(names(&t), ["a3", "a2", "a1"]);
+    }
+}
+
+/// Counts the reads (batched or not) that cover `watch`.
+struct Watching<'a> {
+    inner: &'a Changing<'a>,
+    watch: u64,
+    seen: Cell<usize>,
+}
+
+impl Memory for Watching<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        if addr <= self.watch && self.watch < addr + buf.len() as u64 {
+            self.seen.set(self.seen.get() + 1);
+        }
+        self.inner.read(addr, buf)
+    }
+}
+
+#[test]
+fn retries_walk_only_the_threads_not_read_cleanly() {
+    for v in MODELS {
+        let mut fake = Fake::new(v);
+        let steady = chain(&mut fake, &["s2", "s1"]);
+        let steady_frames = fake.thread(&steady);
+        fake.next += 1 << 20; // far from the busy thread: no batched range covers both
+        let busy = chain(&mut fake, &["a3", "a2", "a1"]);
+        let busy_frames = fake.thread(&busy);
+        let interp = fake.interpreter();
+        let l = fake.l;
+        let tstate = fake.tstates[1];
+        let flip = match l.cframe_current_frame {
+            Some(_) => {
+                let mut b = [0u8; 8];
+                fake.img
+                    .read(tstate + u64::from(l.tstate_frame), &mut b)
+                    .unwrap();
+                u64::from_le_bytes(b)
+            }
+            None => tstate + u64::from(l.tstate_frame),
+        };
+        let values = [busy_frames[0], busy_frames[1], busy_frames[2]];
+        let changing = Changing {
+            img: RefCell::new(fake.img.clone()),
+            flip,
+            values: &values,
+            reads: Cell::new(0),
+            batches: Cell::new(0),
+        };
+        let mem = Watching {
+            inner: &changing,
+            watch: steady_frames[0],
+            seen: Cell::new(0),
+        };
+        let threads = Walker::new(&l).walk(&mem, &interp).unwrap();
+        assert_eq!(names(&threads[0].1), ["s2", "s1"], "{v:?}");
+        assert_eq!(threads[0].1.error, None);
+        assert_eq!(threads[1].1.error, Some(ThreadError::Torn));
+        // Read by the first attempt, twice by the batch of the second (which read it cleanly;
+        // a thread new to the walker is read twice) and twice by the batch of the third (what
+        // the second read); not by the five attempts after.
+        assert!(mem.seen.get() <= 5, "{v:?}: read {} times", mem.seen.get());
+    }
+}
+
+/// Counts the batched reads (one per walk attempt).
+struct Batches<'a> {
+    img: &'a MemoryImage,
+    batches: Cell<usize>,
+}
+
+impl Memory for Batches<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        self.img.read(addr, buf)
+    }
+
+    fn read_many(&self, ranges: &[(u64, usize)], out: &mut [u8], ok: &mut [bool]) {
+        self.batches.set(self.batches.get() + 1);
+        self.img.read_many(ranges, out, ok)
+    }
+}
+
+#[test]
+fn a_thread_corrupt_the_same_way_again_is_walked_once() {
+    for v in MODELS {
+        let mut fake = Fake::new(v);
+        let c = chain(&mut fake, &["inner", "outer"]);
+        let frames = fake.thread(&c);
+        let back = match fake.l.frames {
+            FrameModel::FrameObject => fake.l.frame_back,
+            FrameModel::InterpreterFrame => fake.l.iframe_previous,
+        };
+        fake.put(frames[0], back, 0x10);
+        let interp = fake.interpreter();
+        let mem = Batches {
+            img: &fake.img,
+            batches: Cell::new(0),
+        };
+        let mut walker = Walker::new(&fake.l);
+        for sample in 0..5 {
+            let before = mem.batches.get();
+            let t = walker.walk(&mem, &interp).unwrap().remove(0).1;
+            assert_eq!(names(&t), ["inner"]);
+            assert!(t.error.is_some());
+            let walks = mem.batches.get() - before;
+            if sample > 0 {
+                assert_eq!(walks, 1, "{v:?}: sample {sample} walked {walks} times");
+            }
+        }
+    }
+}
+
+#[test]
+fn read_errors_say_what_happened() {
+    let overflow = crate::memory::offset(u64::MAX, 24).unwrap_err();
+    assert_eq!(overflow.kind, ReadErrorKind::Overflow);
+    let text = crate::error::Error::from(overflow).to_string();
+    assert!(text.contains("corrupt pointer"), "{text}");
+    assert!(!text.contains("0 bytes"), "{text}");
+    let unmapped = ReadError::from_errno(0x10, 8, Some(libc::EFAULT)).to_string();
+    assert!(unmapped.contains("nothing is mapped at 0x10"), "{unmapped}");
+    let gone = ReadError::from_errno(0x10, 8, Some(libc::ESRCH));
+    assert_eq!(gone.kind, ReadErrorKind::ProcessGone);
+}
