@@ -601,7 +601,7 @@ func TestDebuggerView(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer session.Close()
-	snap, err := session.Sample()
+	snap, err := session.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
