@@ -604,7 +604,7 @@ func TestDebuggerView(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer session.Close()
-	snap, err := session.Sample()
+	snap, err := session.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -660,7 +660,7 @@ func TestNativeFramesAreMergedAndNeedPause(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer session.Close()
-	snapshot, err := session.Sample()
+	snapshot, err := session.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -690,7 +690,7 @@ func TestNativeFramesAreMergedAndNeedPause(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unpaused.Close()
-	_, err = unpaused.Sample()
+	_, err = unpaused.Snapshot()
 	var perr *Error
 	if !errors.As(err, &perr) || perr.Code != StatusInvalidArgument {
 		t.Fatalf("native without pause: want StatusInvalidArgument, got %v", err)
