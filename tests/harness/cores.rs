@@ -162,19 +162,22 @@ pub fn crash(interp: &Interpreter, target: &mut Target, dir: &Path) -> Result<Pa
 
 /// The scenarios on `interp`, allowed to dump core.
 pub fn spawn_dumpable(interp: &Interpreter) -> Target {
-    spawn_scenarios_with(interp, &|i| {
-        let mut cmd = i.command();
-        // SAFETY: setrlimit is async-signal-safe; it only raises the child's core size limit.
-        unsafe {
-            cmd.pre_exec(|| {
-                let unlimited = libc::rlimit {
-                    rlim_cur: libc::RLIM_INFINITY,
-                    rlim_max: libc::RLIM_INFINITY,
-                };
-                libc::setrlimit(libc::RLIMIT_CORE, &unlimited);
-                Ok(())
-            });
-        }
-        cmd
-    })
+    spawn_scenarios_with(interp, &dumpable_command)
+}
+
+/// `interp`'s command, allowed to dump core (a launcher for [`Target::spawn_files_with`]).
+pub fn dumpable_command(interp: &Interpreter) -> Command {
+    let mut cmd = interp.command();
+    // SAFETY: setrlimit is async-signal-safe; it only raises the child's core size limit.
+    unsafe {
+        cmd.pre_exec(|| {
+            let unlimited = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &unlimited);
+            Ok(())
+        });
+    }
+    cmd
 }

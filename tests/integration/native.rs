@@ -6,12 +6,14 @@
 //! with its DWARF split off into a separate debug file found through `.gnu_debuglink`. The
 //! merged stack must read callback → C (the `qsort` family; the extension's function with its
 //! file and line) → Python caller, in order, with the Python frames exactly as the target
-//! recorded them.
+//! recorded them; and the kernel's core of the same process, read with `dump --core --native`,
+//! gives the same merged stacks.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use pyspy_tests::cores::{crash, dumpable_command, CoreDir};
 use pyspy_tests::{
     compare_stacks, dump_json, for_every_interpreter, run_bounded, run_pyspy, Interpreter,
     StagedDir, Target, Truth,
@@ -149,11 +151,15 @@ fn pid_s(target: &Target) -> String {
     target.pid().to_string()
 }
 
-fn check(interp: &Interpreter) -> Result<(), String> {
-    let (ext_dir, source) = build_extension(interp)?;
-    let ext = ext_dir.path().to_string_lossy().into_owned();
-    let target = Target::spawn(interp, SCRIPT, &[&ext]);
-    let dump = dump_json(target.pid(), &["--native"]);
+/// What must hold of a `--native` dump of the target (live or from its core): every frame says
+/// what it is, the Python frames alone are the truth, and both callbacks read
+/// callback → C → caller.
+fn check_merged(
+    interp: &Interpreter,
+    truth: &Truth,
+    source: &std::path::Path,
+    dump: &Value,
+) -> Result<String, String> {
     let mut report = String::new();
 
     // Every frame says what it is; native ones carry an address.
@@ -177,8 +183,7 @@ fn check(interp: &Interpreter) -> Result<(), String> {
             fs.retain(|f| f["native"] == Value::Bool(false));
         }
     }
-    let truth: Truth = target.truth.clone();
-    if let Err(e) = compare_stacks(&truth, &python_only, interp.has_qualname()) {
+    if let Err(e) = compare_stacks(truth, &python_only, interp.has_qualname()) {
         report.push_str(&e);
     }
 
@@ -186,7 +191,7 @@ fn check(interp: &Interpreter) -> Result<(), String> {
     let qsort = truth
         .scenario("qsort")
         .ok_or("no qsort thread in the truth")?;
-    let fs = frames(&dump, qsort.thread_id)?;
+    let fs = frames(dump, qsort.thread_id)?;
     let callback = position(&fs, 0, python("qsort_compare"));
     let sort = callback.and_then(|c| {
         position(
@@ -207,7 +212,7 @@ fn check(interp: &Interpreter) -> Result<(), String> {
     let extension = truth
         .scenario("extension")
         .ok_or("no extension thread in the truth")?;
-    let fs = frames(&dump, extension.thread_id)?;
+    let fs = frames(dump, extension.thread_id)?;
     let callback = position(&fs, 0, python("ext_callback"));
     let c_frame =
         callback.and_then(|c| position(&fs, c, native_named(|n| n == "nativeext_call_back")));
@@ -232,6 +237,21 @@ fn check(interp: &Interpreter) -> Result<(), String> {
             show(&fs)
         )),
     }
+    Ok(report)
+}
+
+fn check(interp: &Interpreter) -> Result<(), String> {
+    let (ext_dir, source) = build_extension(interp)?;
+    let ext = ext_dir.path().to_string_lossy().into_owned();
+    let mut target =
+        Target::spawn_files_with(interp, &[("main.py", SCRIPT)], &[&ext], &dumpable_command);
+    let truth: Truth = target.truth.clone();
+    let dump = dump_json(target.pid(), &["--native"]);
+    let mut report = check_merged(interp, &truth, &source, &dump)?;
+    let extension = truth
+        .scenario("extension")
+        .ok_or("no extension thread in the truth")?;
+    let fs = frames(&dump, extension.thread_id)?;
 
     // --native-all keeps the eval loop's neighbours and the start-up; the Python frames stay.
     let all = dump_json(target.pid(), &["--native-all"]);
@@ -298,6 +318,30 @@ fn check(interp: &Interpreter) -> Result<(), String> {
             "--native --nonblocking: want a failure naming --nonblocking, got {}: {stderr}\n",
             out.status
         ));
+    }
+
+    // The kernel's core of the same process: the same merged stacks, unwound from the
+    // registers its notes hold (a chroot's core names the chroot's paths: --sysroot).
+    let cores = CoreDir::new(&format!("native-{}", interp.label));
+    let core = crash(interp, &mut target, &cores.0)?;
+    let mut cmd = Command::new(pyspy_tests::pyspy());
+    cmd.args(["dump", "--json", "--native", "--core"])
+        .arg(&core);
+    if let Some(root) = &interp.chroot {
+        cmd.arg("--sysroot").arg(root);
+    }
+    let out = run_bounded(cmd, Duration::from_secs(60));
+    match serde_json::from_slice::<Value>(&out.stdout) {
+        Ok(dump) => {
+            for line in check_merged(interp, &truth, &source, &dump)?.lines() {
+                report.push_str(&format!("core: {line}\n"));
+            }
+        }
+        Err(e) => report.push_str(&format!(
+            "dump --core --native: {e} ({}): {}\n",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )),
     }
 
     drop(target);

@@ -54,12 +54,13 @@ pub struct Args {
     /// each once, with its pid and command line.
     #[arg(long, short, conflicts_with = "core")]
     subprocesses: bool,
-    /// Also show native (C, C++, Rust) frames, merged with the Python ones in call order.
-    #[arg(long, conflicts_with = "core")]
+    /// Also show native (C, C++, Rust) frames, merged with the Python ones in call order
+    /// (with --core: unwound from the registers the core recorded for each thread).
+    #[arg(long)]
     native: bool,
     /// With --native, also show the interpreter's own frames (its call machinery and the
     /// start-up below the outermost Python frame).
-    #[arg(long, conflicts_with = "core")]
+    #[arg(long)]
     native_all: bool,
 }
 

@@ -22,6 +22,7 @@ use crate::error::Result;
 use crate::memory::Memory;
 use crate::snapshot::Frame;
 use framehop::FrameAddress;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use unwind::{MappedFile, Unwinder};
@@ -33,10 +34,12 @@ const RELOAD_INTERVAL: Duration = Duration::from_millis(500);
 /// A native frame's file name when the address is in no mapped file.
 const UNKNOWN_FILE: &str = "[unknown]";
 
-/// The native-stack state of one live process: its files, their unwind rules and symbols.
+/// The native-stack state of one process: its files, their unwind rules and symbols.
 #[derive(Debug)]
 pub struct NativeStacks {
-    pid: i32,
+    /// The live process whose mappings are read again when a library appears; `None` for a
+    /// core, whose files are known once and for all.
+    pid: Option<i32>,
     unwinder: Unwinder,
     /// The binary holding the interpreter, as the target sees it (its plumbing is hidden).
     interpreter_binary: Arc<str>,
@@ -50,7 +53,7 @@ impl NativeStacks {
     pub fn attach(pid: i32, interpreter_binary: &str, python2: bool) -> Result<NativeStacks> {
         let info = ProcessInfo::read(pid)?;
         Ok(NativeStacks {
-            pid,
+            pid: Some(pid),
             unwinder: Unwinder::new(proc_path(pid, "root"), MappedFile::of_process(&info)),
             interpreter_binary: Arc::from(interpreter_binary),
             python2,
@@ -58,13 +61,35 @@ impl NativeStacks {
         })
     }
 
-    /// Re-reads the mappings, at most once per [`RELOAD_INTERVAL`]; whether it did.
+    /// The files of a core (see [`MappedFile::of_core`]), whose interpreter is in
+    /// `interpreter_binary` (a path as the process saw it). Separate debug files are looked
+    /// for under the core's sysroot, else on this machine.
+    pub fn for_core(
+        core: &crate::memory::core::CoreMemory,
+        interpreter_binary: &str,
+        python2: bool,
+    ) -> NativeStacks {
+        let root = core.sysroot().map_or_else(|| "/".into(), Path::to_path_buf);
+        NativeStacks {
+            pid: None,
+            unwinder: Unwinder::new(root, MappedFile::of_core(core)),
+            interpreter_binary: Arc::from(interpreter_binary),
+            python2,
+            last_reload: Instant::now(),
+        }
+    }
+
+    /// Re-reads a live process's mappings, at most once per [`RELOAD_INTERVAL`]; whether it
+    /// did.
     fn reload(&mut self) -> bool {
+        let Some(pid) = self.pid else {
+            return false;
+        };
         if self.last_reload.elapsed() < RELOAD_INTERVAL {
             return false;
         }
         self.last_reload = Instant::now();
-        match ProcessInfo::read(self.pid) {
+        match ProcessInfo::read(pid) {
             Ok(info) => {
                 self.unwinder.update(MappedFile::of_process(&info));
                 true

@@ -42,9 +42,6 @@ impl Registers {
     }
 }
 
-// Core files are read on another branch (`memory/core/`); until `dump --core --native` is
-// wired up, the tests and the fuzz target are the only users of this part.
-#[cfg(any(test, feature = "internals"))]
 mod prstatus {
     use super::Registers;
 

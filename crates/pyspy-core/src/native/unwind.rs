@@ -90,6 +90,44 @@ impl MappedFile {
     }
 }
 
+impl MappedFile {
+    /// The files a core's `NT_FILE` note lists, each found and checked as the core's reads
+    /// are (see [`crate::memory::core`]): one that is missing or not the file the process
+    /// mapped is left out (its frames then have no name, and are unwound through frame
+    /// pointers). Files that are not ELF (data files) are skipped by [`Unwinder::update`].
+    pub fn of_core(core: &crate::memory::core::CoreMemory) -> Vec<MappedFile> {
+        let notes = &core.notes().files;
+        let mut out: Vec<MappedFile> = Vec::new();
+        for note in notes {
+            if out.len() == MAX_MODULES {
+                break;
+            }
+            if out.iter().any(|f| f.path == note.path) {
+                continue;
+            }
+            let Some(Ok(host)) = core.check_file(&note.path) else {
+                continue;
+            };
+            // `NT_FILE` is sorted by address: the first entry of a path is its lowest mapping.
+            let end = notes
+                .iter()
+                .filter(|n| n.path == note.path)
+                .map(|n| n.end)
+                .max()
+                .unwrap_or(note.end);
+            out.push(MappedFile {
+                start: note.start,
+                end,
+                first_start: note.start,
+                first_offset: note.offset,
+                path: note.path.clone(),
+                host: host.to_path_buf(),
+            });
+        }
+        out
+    }
+}
+
 /// What framehop unwinds one file with: section address ranges (SVMAs) and contents.
 #[derive(Debug, Clone, Default)]
 pub struct UnwindSections {

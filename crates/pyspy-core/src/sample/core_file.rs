@@ -252,6 +252,7 @@ pub fn open_core(path: impl AsRef<Path>, options: &CoreOptions) -> Result<Sessio
         .map(|t| FrozenThread {
             tid: t.tid,
             cpu_time: t.user_time.saturating_add(t.system_time),
+            registers: t.registers,
         })
         .collect();
     let reader = SnapshotReader::for_core(&located.interpreter, &located.binary, threads);

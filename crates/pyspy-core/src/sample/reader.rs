@@ -31,6 +31,7 @@ use crate::snapshot::ThreadStack;
 use crate::walk::names::{NameStats, NameKey, ThreadNames};
 use crate::walk::{Interpreter, Walker};
 use crate::native::{NativeStacks, Registers};
+use crate::memory::core::CoreMemory;
 use super::options::SampleOptions;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,6 +130,8 @@ pub(crate) struct FrozenThread {
     pub(crate) tid: i32,
     /// User + system CPU time at the dump.
     pub(crate) cpu_time: std::time::Duration,
+    /// Its registers at the dump, where the core recorded them.
+    pub(crate) registers: Option<Registers>,
 }
 
 impl SnapshotReader {
@@ -158,6 +161,18 @@ impl SnapshotReader {
         };
         reader.walker.set_frozen(true);
         reader
+    }
+
+    /// Makes the native-stack state of a core's reader from `core` (its files), once: before
+    /// the first sample that asks for native stacks.
+    pub(crate) fn prepare_core_native(&mut self, core: &CoreMemory, python2: bool) {
+        if self.frozen.is_some() && self.native.is_none() {
+            self.native = Some(NativeStacks::for_core(
+                core,
+                &self.interpreter_binary,
+                python2,
+            ));
+        }
     }
 
     pub(crate) fn name_stats(&self) -> NameStats {
@@ -192,7 +207,8 @@ impl SnapshotReader {
         options: &SampleOptions,
         hooks: &Hooks,
     ) -> Result<Vec<ThreadStack>> {
-        if options.native && !options.pause {
+        let live = self.frozen.is_none();
+        if options.native && !options.pause && live {
             return Err(Error::InvalidOptions {
                 reason: "native stacks need the target's threads paused while their stacks \
                          are read: turn pausing on (do not use non-blocking mode)"
@@ -203,7 +219,6 @@ impl SnapshotReader {
         let mut known_tids: HashMap<u64, u64> = HashMap::new();
         let mut native_stacks = HashMap::new();
         let mut guard = None;
-        let live = self.frozen.is_none();
         if options.pause && live {
             // Thread list and OS ids first: only those threads are stopped, and their
             // scheduler state is read before they are (a stopped thread looks idle).
@@ -251,6 +266,14 @@ impl SnapshotReader {
                 }
             }
             guard = Some(paused);
+        }
+        if let (Some(native), Some(frozen), true) = (&mut self.native, &self.frozen, options.native)
+        {
+            for t in frozen {
+                if let Some(regs) = t.registers {
+                    native_stacks.insert(t.tid as u64, native.unwind(mem, regs));
+                }
+            }
         }
         self.walker.set_extras(options.extras());
         self.walker.collect_groups(options.native);

@@ -244,6 +244,10 @@ impl Session {
     /// core, `pause` does nothing (the process is gone) and `active` stays unknown.
     pub fn snapshot_with(&mut self, options: &SampleOptions) -> Result<Snapshot> {
         let pid = self.pid;
+        if let (Source::Core(core), true) = (&self.mem, options.native) {
+            let python2 = self.located.interpreter.version.major == 2;
+            self.reader.prepare_core_native(&core.0, python2);
+        }
         let threads = self
             .reader
             .sample(pid, &self.mem, &self.located.interpreter, options);

@@ -105,6 +105,8 @@ pub struct CoreMemory {
     segments: Segments,
     notes: Notes,
     files: MappedFiles,
+    /// [`Resolver::sysroot`]: where the files of the machine the core came from are.
+    sysroot: Option<std::path::PathBuf>,
 }
 
 impl CoreMemory {
@@ -124,7 +126,13 @@ impl CoreMemory {
             segments,
             notes,
             files,
+            sysroot: resolver.sysroot.clone(),
         })
+    }
+
+    /// The directory the core's files are looked up under, if one was given.
+    pub fn sysroot(&self) -> Option<&Path> {
+        self.sysroot.as_deref()
     }
 
     /// The core's notes.

@@ -64,6 +64,8 @@ pub struct ThreadNote {
     pub system_time: Duration,
     /// The `NT_SIGINFO` note that follows this thread's, if any.
     pub siginfo: Option<SigInfo>,
+    /// The registers a native unwind starts from (`pr_reg`), if the note holds them whole.
+    pub registers: Option<crate::native::Registers>,
 }
 
 /// A file mapping as `NT_FILE` lists it.
@@ -266,6 +268,7 @@ fn parse_prstatus(desc: &[u8]) -> Result<ThreadNote, CoreError> {
         user_time: timeval(desc, 48),
         system_time: timeval(desc, 64),
         siginfo: None,
+        registers: crate::native::Registers::from_prstatus(desc).map(|(_, regs)| regs),
     })
 }
 
