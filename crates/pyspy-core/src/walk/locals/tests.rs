@@ -20,6 +20,16 @@ fn code(h: &mut Heap) -> (u64, Vec<&'static str>) {
     h.img.put_u64(c + u64::from(l.code_name), name);
     h.img.put_u64(c + u64::from(l.code_filename), file);
     h.img.put_u64(c + u64::from(l.code_linetable), linetable);
+    // Its bytecode's size (the walker checks each frame's instruction against it).
+    match l.code_code {
+        Some(co_code) => {
+            let bytecode = h.bytes(&[0; 16]);
+            h.img.put_u64(c + u64::from(co_code), bytecode);
+        }
+        None => {
+            h.img.put_u64(c + u64::from(l.varobject_size), 8);
+        }
+    }
     if let Some(q) = l.code_qualname {
         h.img.put_u64(c + u64::from(q), name);
     }
