@@ -750,8 +750,12 @@ fn long_names_stay_within_the_cache_bound() {
             before / 1024,
             after / 1024
         );
-        // 64 MiB of code objects, plus a few MiB of frames, reads and allocator slack.
-        if grown_mib > 80 {
+        // 64 MiB of code objects, plus the frames of a snapshot (which keep the names of
+        // entries the cache dropped alive until it is freed), reads and allocator slack:
+        // 76-83 MiB measured, the same with 2 KB and 4 KB names. Without the bound the
+        // target's names alone are 12,000 x 8 KB (2.7) to 12 KB (3.x, with qualnames):
+        // 96-144 MiB.
+        if grown_mib > 90 {
             let _ = writeln!(report, "[{}] grew by {grown_mib} MiB", interp.label);
         }
         if frames < 1000 {

@@ -1,10 +1,10 @@
 # -*- coding: utf-8 -*-
-"""A thread whose stack runs through thousands of distinct functions with 2 KB names, each
-in its own 2 KB file name (2.7 and 3.6+): more names than pyspy's code cache holds.
+"""A thread whose stack runs through thousands of distinct functions with 4 KB names, each
+in its own 4 KB file name (2.7 and 3.6+): more names than pyspy's code cache holds.
 
 Usage: python long_names.py TRUTH_PATH [COUNT]
 
-Compiles COUNT (default 12,000) functions f<i>_xxx...(2,000 x) in files /tmp/f<i>_yyy...py,
+Compiles COUNT (default 12,000) functions f<i>_xxx...(4,000 x) in files /tmp/f<i>_yyy...py,
 each calling the next; the thread "long" calls the first and blocks in the last. The truth
 holds the pid and COUNT.
 """
@@ -16,7 +16,7 @@ import time
 
 FOREVER = 3600
 COUNT = int(sys.argv[2]) if len(sys.argv) > 2 else 12000
-PAD = 2000
+PAD = 4000
 
 
 def name(i):
