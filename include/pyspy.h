@@ -1028,6 +1028,27 @@ enum pyspy_status pyspy_session_snapshot(struct pyspy_session *session,
                                          struct pyspy_error **err);
 
 /**
+ * Makes the session's later snapshots read what `options` asks for: its sample options
+ * (pausing, idle threads, names, locals, exceptions, positions, native frames, ...; the
+ * attach and sampler options are not used). A session opened with `pyspy_open_core` takes
+ * its sample options only this way (on a core, pausing does nothing: the process is gone).
+ * `options` is only read during the call.
+ *
+ * Returns `PYSPY_STATUS_INVALID_ARGUMENT` (and writes an error to `*err` if `err` is not
+ * NULL) for a NULL argument or a session handed to a sampler.
+ *
+ * ```c
+ * pyspy_options *o = pyspy_options_new();
+ * pyspy_options_set_native(o, true);
+ * pyspy_session_set_options(core_session, o, NULL);
+ * pyspy_options_free(o);
+ * ```
+ */
+enum pyspy_status pyspy_session_set_options(struct pyspy_session *session,
+                                            const struct pyspy_options *options,
+                                            struct pyspy_error **err);
+
+/**
  * The process id the session is attached to (0 for a NULL session).
  */
 int32_t pyspy_session_pid(const struct pyspy_session *session);

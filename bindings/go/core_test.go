@@ -56,6 +56,27 @@ func TestOpenCore(t *testing.T) {
 	if !foundLeaf {
 		t.Fatalf("no thread in go_target_leaf: %+v", snapshot.Threads)
 	}
+	// Native frames, unwound from the registers the core recorded: time.sleep blocks in the
+	// C library, so the leaf's thread has native frames above it.
+	if err := session.SetOptions(&Options{Native: true}); err != nil {
+		t.Fatal(err)
+	}
+	snapshot, err = session.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nativeAboveLeaf := false
+	for _, th := range snapshot.Threads {
+		for i, f := range th.Frames {
+			if !f.Native && f.Function == "go_target_leaf" && i > 0 && th.Frames[0].Native {
+				nativeAboveLeaf = true
+			}
+		}
+	}
+	if !nativeAboveLeaf {
+		t.Fatalf("native core snapshot: no native frames above go_target_leaf: %+v",
+			snapshot.Threads)
+	}
 	session.Close()
 	if session.IsCore() {
 		t.Fatal("IsCore after Close")

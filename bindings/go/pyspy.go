@@ -303,6 +303,28 @@ func (s *Session) Snapshot() (*Snapshot, error) {
 	return convertSnapshot(snap), nil
 }
 
+// SetOptions makes the session's later snapshots read what opts asks for: Pause, Idle,
+// CPUTime, Locals, Exceptions, Positions, Native and the other sample options (nil: the
+// defaults). It is how a core session (OpenCore) gets native frames or locals; on a core,
+// Pause does nothing.
+func (s *Session) SetOptions(opts *Options) error {
+	copts, err := opts.cOptions()
+	if err != nil {
+		return err
+	}
+	defer C.pyspy_options_free(copts)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ptr == nil {
+		return ErrClosed
+	}
+	var cerr *C.pyspy_error
+	if status := C.pyspy_session_set_options(s.ptr, copts, &cerr); status != C.PYSPY_STATUS_OK {
+		return takeError(status, cerr)
+	}
+	return nil
+}
+
 // Snapshot is every Python thread of a process at one moment.
 type Snapshot struct {
 	Threads []Thread

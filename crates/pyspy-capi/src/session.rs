@@ -187,6 +187,40 @@ pub unsafe extern "C" fn pyspy_session_snapshot(
     })
 }
 
+/// Makes the session's later snapshots read what `options` asks for: its sample options
+/// (pausing, idle threads, names, locals, exceptions, positions, native frames, ...; the
+/// attach and sampler options are not used). A session opened with `pyspy_open_core` takes
+/// its sample options only this way (on a core, pausing does nothing: the process is gone).
+/// `options` is only read during the call.
+///
+/// Returns `PYSPY_STATUS_INVALID_ARGUMENT` (and writes an error to `*err` if `err` is not
+/// NULL) for a NULL argument or a session handed to a sampler.
+///
+/// ```c
+/// pyspy_options *o = pyspy_options_new();
+/// pyspy_options_set_native(o, true);
+/// pyspy_session_set_options(core_session, o, NULL);
+/// pyspy_options_free(o);
+/// ```
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_session_set_options(
+    session: *mut pyspy_session,
+    options: *const pyspy_options,
+    err: *mut *mut pyspy_error,
+) -> pyspy_status {
+    ffi_boundary!(err; {
+        // SAFETY: per the header, session is NULL or a live pyspy_session; shared access only
+        // (the state is behind the session's lock).
+        let session = unsafe { ffi::arg_ref(session.cast_const(), "session") }?;
+        // SAFETY: per the header, options is NULL or live options, only read here.
+        let options: &Options = unsafe { ffi::arg_ref(options, "options") }?;
+        let mut state = session.lock();
+        let core = state.session.as_mut().ok_or_else(handed_to_a_sampler)?;
+        core.set_sample_options(options.attach.sample);
+        Ok(())
+    })
+}
+
 /// The failure of using a session whose process a sampler samples now.
 pub(crate) fn handed_to_a_sampler() -> Failure {
     Failure::invalid(

@@ -356,11 +356,18 @@ impl Walker {
             Ok(None) => return Ok(None),
             Err(e) => return Err(ThreadError::of(&e)),
         };
+        // An instruction without a line (a module's `RESUME` on 3.12+, caught as the module
+        // starts) is reported at the code's first line, like a frame that has not started,
+        // rather than at line 0 (which profiles show as a line-less function).
+        let line = match info.line(offset) {
+            0 => info.first_line,
+            n => n,
+        };
         let mut frame = Frame::new(
             info.name.clone(),
             info.qualname.clone(),
             info.filename.clone(),
-            info.line(offset),
+            line,
         );
         if extras.positions && l.line_table == LineTableFormat::Locations {
             if let Some(p) = position_for_offset(&info.linetable, info.first_line, offset) {
