@@ -312,6 +312,9 @@ func (s *Sampler) Profile(reset bool) (*Profile, error) {
 // Wait then returns EndStopped unless the sampler had ended already).
 func (s *Sampler) Stop() {
 	s.st.stop()
+	// The goroutine waiting in pyspy_sampler_wait records the end: wait for it too, so that
+	// Running is false and Wait returns at once after Stop.
+	<-s.st.done
 }
 
 // Close stops the sampler and frees it. Closing twice is fine.
