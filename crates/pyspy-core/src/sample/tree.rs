@@ -19,8 +19,9 @@ use crate::sample::session::{attach, AttachOptions, Session};
 
 /// How often all of `/proc` is scanned for descendants the children files missed.
 pub const FULL_SCAN: Duration = Duration::from_secs(1);
-/// How long a process that is not initialised yet (the runtime is there, no interpreter) is
-/// retried before it is left alone until it runs another program.
+/// How long a process that is not initialised yet (the runtime is there, no interpreter), or
+/// whose start-up was caught half-written, is retried before it is left alone until it runs
+/// another program.
 pub const INIT_WAIT: Duration = Duration::from_secs(10);
 /// How long a process in which no interpreter is found is retried: long enough for the dynamic
 /// loader to map libpython after an `exec`.
@@ -179,7 +180,8 @@ impl Tree {
         match attach(pid, &self.attach) {
             Ok(session) => Tried::Attached(Box::new(session)),
             Err(Error::NoSuchProcess { .. } | Error::ProcessExited { .. }) => Tried::Gone,
-            Err(Error::NotInitialised { .. }) if waited < INIT_WAIT => Tried::Later,
+            // A starting interpreter can also be caught half-written (a torn read).
+            Err(e) if e.is_transient() && waited < INIT_WAIT => Tried::Later,
             Err(Error::NotPython { .. }) if waited < LOADER_WAIT => Tried::Later,
             Err(_) if !process::is_alive(pid) => Tried::Gone,
             Err(_) => Tried::GiveUp,
