@@ -174,6 +174,12 @@ pub fn locate<M: Memory>(
     };
     let mut failures = Failures::default();
     for s in order {
+        if *s == LocateStrategy::BssScan && failures.not_initialised {
+            // The interpreter's own symbols or debug offsets say it is still starting: a scan
+            // of its half-initialised data sections could only find a wrong candidate (which
+            // a session would then keep reading).
+            break;
+        }
         for binary in &binaries {
             let (found, located_by) = match s {
                 LocateStrategy::Symbols => {
