@@ -12,6 +12,8 @@
 //! What a debugger shows beyond the stack, when asked ([`Extras`]): [`locals`] (each frame's
 //! variables, shown by [`values`]), [`exceptions`] (each thread's exception state) and
 //! positions ([`linetable::position_for_offset`], [`opcodes`]).
+//!
+//! asyncio's tasks, their coroutine stacks and who awaits whom: [`tasks`].
 
 pub mod code;
 pub mod exceptions;
@@ -26,6 +28,7 @@ pub mod opcodes;
 pub mod strings;
 #[cfg(any(test, feature = "internals"))]
 pub mod synthetic;
+pub mod tasks;
 pub mod threads;
 pub mod values;
 
