@@ -32,7 +32,7 @@ cargo xtask protos --check
 step "unit and integration tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace 2>&1 | tee "$log"
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
 totals=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed", p, f }' "$log")
 seconds=${PYSPY_FUZZ_SECONDS:-20}
 if [ "$seconds" != 0 ]; then

@@ -596,12 +596,12 @@ func TestDebuggerView(t *testing.T) {
 			t.Fatal("the Python target did not start")
 		}
 	}
-	session, err := Attach(cmd.Process.Pid, &Options{Locals: true, Exceptions: true, Positions: true})
+	session, err := Attach(context.Background(), cmd.Process.Pid, &Options{Locals: true, Exceptions: true, Positions: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer session.Close()
-	snap, err := session.Sample()
+	snap, err := session.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -652,12 +652,12 @@ func TestDebuggerView(t *testing.T) {
 
 func TestNativeFramesAreMergedAndNeedPause(t *testing.T) {
 	pid := startTarget(t)
-	session, err := Attach(pid, &Options{Pause: true, Native: true})
+	session, err := Attach(context.Background(), pid, &Options{Pause: true, Native: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer session.Close()
-	snapshot, err := session.Sample()
+	snapshot, err := session.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -682,12 +682,12 @@ func TestNativeFramesAreMergedAndNeedPause(t *testing.T) {
 			snapshot.Threads)
 	}
 
-	unpaused, err := Attach(pid, &Options{Native: true})
+	unpaused, err := Attach(context.Background(), pid, &Options{Native: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unpaused.Close()
-	_, err = unpaused.Sample()
+	_, err = unpaused.Snapshot()
 	var perr *Error
 	if !errors.As(err, &perr) || perr.Code != StatusInvalidArgument {
 		t.Fatalf("native without pause: want StatusInvalidArgument, got %v", err)

@@ -43,6 +43,23 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Copies an executable that a test will run, with `cp`: a file this process has open for
+/// writing is inherited by every child another test thread forks meanwhile, and running it then
+/// fails with ETXTBSY ("Text file busy"). `cp`'s descriptor never leaves `cp`. The copy keeps
+/// the source's permission bits.
+pub fn copy_executable(from: &Path, to: &Path) -> std::io::Result<()> {
+    let status = Command::new("cp").arg(from).arg(to).status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "cp {} {}: {status}",
+            from.display(),
+            to.display()
+        )))
+    }
+}
+
 /// The provisioning script for what the tests need beyond Rust, gcc and pyenv.
 pub fn provision_script() -> PathBuf {
     workspace_root().join("scripts/provision.sh")

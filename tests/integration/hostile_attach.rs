@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pyspy_tests::{
-    compare_stacks, for_every_interpreter, interpreters, pyspy, sid_root, Interpreter, StagedDir,
-    Target,
+    compare_stacks, copy_executable, for_every_interpreter, interpreters, pyspy, sid_root,
+    Interpreter, StagedDir, Target,
 };
 use serde_json::Value;
 
@@ -471,7 +471,7 @@ impl Drop for Scratch {
 /// Replaces `path` (a file a process maps) by a copy of `other`: a new inode at the old name.
 fn replace_file(path: &Path, other: &Path) {
     std::fs::remove_file(path).expect("delete the mapped file");
-    std::fs::copy(other, path).expect("put another file in its place");
+    copy_executable(other, path).expect("put another file in its place");
 }
 
 /// The interpreter is in the executable (Debian's static builds): it is run as user 1234 from
@@ -513,7 +513,7 @@ fn replaced_executable(interp: &Interpreter, other: &Path) -> Result<(), String>
         }
     };
     let copy_host = scratch.0.join("python3");
-    std::fs::copy(interp.host_executable(), &copy_host).map_err(|e| e.to_string())?;
+    copy_executable(&interp.host_executable(), &copy_host).map_err(|e| e.to_string())?;
     let run_as_1234 = match &interp.chroot {
         Some(root) => format!(
             "chmod 777 .; exec chroot --userspec=1234:1234 {} {} \"$@\"",
@@ -639,9 +639,13 @@ fn copy_without_section_headers(from: &Path, to: &Path) {
     let mut bytes = std::fs::read(from).expect("read the binary");
     bytes[40..48].fill(0);
     bytes[60..64].fill(0);
-    std::fs::write(to, bytes).expect("write the copy");
+    // Written under another name and run from a copy `cp` makes (see `copy_executable`).
+    let staging = to.with_extension("staging");
+    std::fs::write(&staging, bytes).expect("write the copy");
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o755)).unwrap();
+    copy_executable(&staging, to).expect("copy the binary");
+    std::fs::remove_file(&staging).unwrap();
 }
 
 /// The interpreter's binary without section headers: its dynamic symbols are found through the

@@ -636,7 +636,7 @@ fn cap_sys_ptrace_is_enough_without_root() {
     fs::create_dir_all(&dir).expect("mkdir");
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
     let binary = dir.join("pyspy");
-    fs::copy(pyspy(), &binary).expect("copy pyspy");
+    pyspy_tests::copy_executable(&pyspy(), &binary).expect("copy pyspy");
     fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).expect("chmod");
 
     let all = interpreters();

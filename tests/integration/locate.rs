@@ -178,7 +178,7 @@ fn a_binary_deleted_after_start() {
     let interp = interpreter("3.11-debian");
     let scratch = Scratch::new("deleted");
     let copy = scratch.0.join("python3.11");
-    std::fs::copy(interp.host_executable(), &copy).expect("copy python");
+    pyspy_tests::copy_executable(&interp.host_executable(), &copy).expect("copy python");
     let target = spawn_scenarios_with(&interp, &|_| Command::new(&copy));
     std::fs::remove_file(&copy).expect("delete the running binary");
     for strategy in ["symbols", "bss-scan"] {

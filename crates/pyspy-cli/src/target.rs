@@ -144,10 +144,9 @@ impl Drop for Launched {
 
 /// Errors that a starting interpreter shows before it is ready.
 fn retryable(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::NotInitialised { .. } | Error::NotPython { .. } | Error::Corrupt(_)
-    )
+    // A program still starting maps libpython late, and its first frames may be read torn
+    // (memory freed or half written under the read): all worth another try.
+    matches!(e, Error::NotPython { .. }) || e.is_transient()
 }
 
 /// Stops the started child after a failed attach; says so, or how it ended by itself.

@@ -93,8 +93,13 @@ impl ProfileOptions {
 
     /// Whether a thread of a sample is counted under these options.
     pub fn counts(&self, thread: &ThreadStack) -> bool {
+        (self.idle || thread.active == Some(true)) && self.selects(thread)
+    }
+
+    /// Whether a thread's stack is one these options keep, running or not: it has frames, and
+    /// it passes the GIL and exception filters.
+    fn selects(&self, thread: &ThreadStack) -> bool {
         !thread.frames.is_empty()
-            && (self.idle || thread.active == Some(true))
             && (!self.gil_only || thread.owns_gil || thread.no_gil)
             && (!self.exceptions_only || thread.exception.is_some() || thread.propagating.is_some())
     }
@@ -317,7 +322,7 @@ impl Profile {
             thread.native_thread_id.unwrap_or(thread.thread_id),
         );
         let grown = self.cpu.update(key, cpu_time, self.samples);
-        let eligible = !thread.frames.is_empty() && (!self.options.gil_only || thread.owns_gil);
+        let eligible = self.options.selects(thread);
         if eligible && thread.active == Some(true) {
             let id = self.stack_id(process, thread);
             self.stacks[id as usize].count += 1;

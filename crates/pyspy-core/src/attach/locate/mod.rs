@@ -17,7 +17,7 @@ use crate::attach::binary::{version_from_file_name, Binary};
 use crate::error::{Error, Result};
 use crate::attach::layout::{self, debug_offsets, Layout, LayoutSource};
 use crate::memory::{Memory, MemoryExt};
-use crate::attach::process::{MemoryMap, ProcessInfo};
+use crate::attach::process::{FileLookup, MemoryMap, ProcessInfo};
 use crate::attach::version::Version;
 use crate::walk::{Interpreter, Walker};
 
@@ -105,11 +105,16 @@ pub fn candidate_binaries(process: &ProcessInfo) -> (Vec<Binary>, Option<Error>)
         // python3.12, python2.7, python3.13d — not extension modules (`*.cpython-312-*.so`).
         &|name| name.starts_with("python"),
     ];
+    // A core often lists a file's mappings without their permissions (gdb dumps no segment
+    // for read-only file mappings, and `NT_FILE` has none): there, every file the core reader
+    // resolved and checked may be run; a live process says which mappings are executable.
+    let from_core = matches!(process.files, FileLookup::Resolved(_));
     let runs_code = |path: &str, inode: u64| {
-        process
-            .maps
-            .iter()
-            .any(|m| m.executable && m.inode == inode && m.path.as_deref() == Some(path))
+        from_core
+            || process
+                .maps
+                .iter()
+                .any(|m| m.executable && m.inode == inode && m.path.as_deref() == Some(path))
     };
     for pred in preds {
         for map in &process.maps {
@@ -319,7 +324,7 @@ pub(crate) fn layout_for<M: Memory>(
     };
     if let (true, Some(rt)) = (version.minor_version() >= (3, 13), runtime) {
         return debug_offsets::read(mem, rt)
-            .map(|p| (p.version, p.layout, p.source))
+            .map(|p| (p.version, patch_level_facts(p.version, p.layout), p.source))
             .map_err(|e| {
                 unsupported(format!(
                     " and this build's debug offsets are not usable: {e}"
@@ -328,7 +333,24 @@ pub(crate) fn layout_for<M: Memory>(
     }
     let layout = layout::for_version(version.major, version.minor)
         .ok_or_else(|| unsupported(String::new()))?;
-    Ok((version, *layout, LayoutSource::Table))
+    Ok((
+        version,
+        patch_level_facts(version, *layout),
+        LayoutSource::Table,
+    ))
+}
+
+/// Layout facts that changed within a minor version (the tables come from one release of it).
+/// - 3.13.3 took 3.14's line-instrumentation data (gh-127953: `bytes_per_entry` then `data`,
+///   instead of one `original_opcode`/`line_delta` pair per code unit).
+fn patch_level_facts(version: Version, mut layout: Layout) -> Layout {
+    if version.minor_version() == (3, 13) && version.patch >= 3 {
+        if let Some(newer) = layout::for_build(3, 14, layout.free_threaded) {
+            layout.lineinstr_size = None;
+            layout.lineinstr_data = newer.lineinstr_data;
+        }
+    }
+    layout
 }
 
 /// A layout made from the debug offsets of a version newer than every table (see
