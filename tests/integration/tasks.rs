@@ -1,0 +1,382 @@
+//! asyncio tasks on every interpreter 3.7+: `pyspy dump --json`'s `"tasks"` against the truth
+//! `tests/targets/asyncio_tasks.py` records from inside right before it blocks (every task of
+//! its registries, of the main thread's loop, of a second thread's loop and, 3.14+, of a
+//! sub-interpreter's loop: ids, names, states, threads, frames with lines, awaited_by); the
+//! same from a gcore'd core; and `record --async`, whose stacks of the thread running a task
+//! are the task's logical stack.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use pyspy_tests::cores::{gcore, require_gdb, CoreDir};
+use pyspy_tests::{dump_json, for_every_interpreter, pyspy, run_pyspy, Interpreter, Target};
+use serde_json::Value;
+
+const SCRIPT: &str = include_str!("../targets/asyncio_tasks.py");
+
+/// Starts the asyncio target (3.7+ only: it needs `asyncio.create_task` and friends).
+fn spawn(interp: &Interpreter) -> Option<Target> {
+    (interp.version >= (3, 7)).then(|| Target::spawn(interp, SCRIPT, &[]))
+}
+
+/// Every task the target recorded: its main interpreter's, then its sub-interpreter's.
+fn truth_tasks(target: &Target) -> Vec<Value> {
+    let raw = &target.truth.raw;
+    let mut tasks = raw["tasks"].as_array().cloned().unwrap_or_default();
+    if let Some(sub) = raw
+        .get("subinterpreter")
+        .and_then(|s| s["tasks"].as_array())
+    {
+        tasks.extend(sub.iter().cloned());
+    }
+    tasks
+}
+
+/// A frame as `function qualname file:line` (qualname only where code objects have one).
+fn frame(v: &Value, with_qualname: bool) -> String {
+    let qual = match with_qualname {
+        true => format!(" [{}]", v["qualname"].as_str().unwrap_or("null")),
+        false => String::new(),
+    };
+    format!(
+        "{}{qual} {}:{}",
+        v["function"].as_str().unwrap_or("?"),
+        v["filename"].as_str().unwrap_or("?"),
+        v["line"]
+    )
+}
+
+fn frames(task: &Value, with_qualname: bool) -> Vec<String> {
+    task["frames"]
+        .as_array()
+        .map(|fs| fs.iter().map(|f| frame(f, with_qualname)).collect())
+        .unwrap_or_default()
+}
+
+fn awaited_by(task: &Value) -> Vec<u64> {
+    let mut ids: Vec<u64> = task["awaited_by"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    ids.sort_unstable();
+    ids
+}
+
+/// Every difference between the tasks the target recorded and the ones pyspy reported.
+fn compare_tasks(truth: &[Value], got: &[Value], with_qualname: bool) -> Vec<String> {
+    let by_id = |tasks: &[Value]| -> BTreeMap<u64, Value> {
+        tasks
+            .iter()
+            .filter_map(|t| Some((t["id"].as_u64()?, t.clone())))
+            .collect()
+    };
+    let (want, have) = (by_id(truth), by_id(got));
+    let mut problems = Vec::new();
+    if have.len() != got.len() {
+        problems.push(format!(
+            "pyspy reported a task id twice or a task without id: {got:?}"
+        ));
+    }
+    let name = |t: &Value| t["name"].as_str().map(str::to_string);
+    for (id, w) in &want {
+        let label = format!("task {:?} ({id:#x})", name(w));
+        let Some(h) = have.get(id) else {
+            problems.push(format!("{label}: missing"));
+            continue;
+        };
+        for key in ["name", "state", "thread_id", "interp_id"] {
+            if w[key] != h[key] {
+                problems.push(format!("{label}: {key} {} (want {})", h[key], w[key]));
+            }
+        }
+        let (wf, hf) = (frames(w, with_qualname), frames(h, with_qualname));
+        if wf != hf {
+            problems.push(format!(
+                "{label}: frames differ\n  want: {wf:#?}\n  got:  {hf:#?}"
+            ));
+        }
+        if awaited_by(w) != awaited_by(h) {
+            problems.push(format!(
+                "{label}: awaited_by {:x?} (want {:x?})",
+                awaited_by(h),
+                awaited_by(w)
+            ));
+        }
+    }
+    for (id, h) in &have {
+        if !want.contains_key(id) {
+            problems.push(format!(
+                "task {:?} ({id:#x}): not in the target's registries",
+                name(h)
+            ));
+        }
+    }
+    problems
+}
+
+fn check(what: &str, problems: Vec<String>) -> Result<(), String> {
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(format!("{what}:\n{}", problems.join("\n"))),
+    }
+}
+
+/// The target's scenarios are all there: a check on the truth itself, so that a target which
+/// silently lost a scenario cannot make the comparison trivially pass.
+fn check_scenarios(interp: &Interpreter, truth: &[Value]) -> Result<(), String> {
+    let mut want = vec![
+        ("inner", "pending"),
+        ("gatherer", "pending"),
+        ("waiter", "pending"),
+        ("shielded", "pending"),
+        ("agen-consumer", "pending"),
+        ("recursive", "pending"),
+        ("py-parent", "pending"),
+        ("thread-child", "pending"),
+        ("never-started", "pending"),
+        ("blocker", "running"),
+    ];
+    if interp.version >= (3, 11) {
+        want.push(("tg-grandchild", "pending"));
+    }
+    if interp.version < (3, 14) {
+        // 3.14+ drops a C task from its thread's list when it finishes.
+        want.push(("done", "done"));
+    }
+    if interp.version >= (3, 14) {
+        want.push(("sub-leaf", "pending"));
+    }
+    let mut problems = Vec::new();
+    if interp.version >= (3, 8) {
+        for (name, state) in want {
+            if !truth
+                .iter()
+                .any(|t| t["name"] == name && t["state"] == state)
+            {
+                problems.push(format!("the truth has no {state} task {name:?}"));
+            }
+        }
+        if !truth
+            .iter()
+            .any(|t| t["name"].as_str().is_some_and(|n| n.len() == 300))
+        {
+            problems.push("the truth has no task with the 300-character name".into());
+        }
+    }
+    if truth.len() < 20 {
+        problems.push(format!("the truth has only {} tasks", truth.len()));
+    }
+    let recursive_depth = truth
+        .iter()
+        .map(|t| {
+            t["frames"].as_array().map_or(0, |f| {
+                f.iter().filter(|f| f["function"] == "recursive").count()
+            })
+        })
+        .max()
+        .unwrap_or(0);
+    if recursive_depth != 21 {
+        problems.push(format!(
+            "the recursive chain has {recursive_depth} frames in the truth, want 21"
+        ));
+    }
+    check("the target's own truth is incomplete", problems)
+}
+
+#[test]
+fn dump_json_tasks_match_the_targets_truth() {
+    let _ = pyspy();
+    for_every_interpreter("dump --json: asyncio tasks", |interp| {
+        let Some(target) = spawn(interp) else {
+            return Ok(());
+        };
+        let truth = truth_tasks(&target);
+        check_scenarios(interp, &truth)?;
+        let dump = dump_json(target.pid(), &[]);
+        let got = dump["tasks"].as_array().cloned().unwrap_or_default();
+        check(
+            "dump --json tasks differ from the truth",
+            compare_tasks(&truth, &got, interp.has_qualname()),
+        )?;
+        // The text view: every task under its loop's thread, named.
+        let out = run_pyspy(&["dump", "--pid", &target.pid().to_string()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut problems = Vec::new();
+        for t in &truth {
+            let head = match t["name"].as_str() {
+                Some(n) => format!(
+                    "Task \"{n}\" [{:#x}] ({})",
+                    t["id"].as_u64().unwrap_or(0),
+                    t["state"].as_str().unwrap_or("?")
+                ),
+                None => format!(
+                    "[{:#x}] ({})",
+                    t["id"].as_u64().unwrap_or(0),
+                    t["state"].as_str().unwrap_or("?")
+                ),
+            };
+            if !text.contains(&head) {
+                problems.push(format!("text dump lacks {head}"));
+            }
+        }
+        check(&format!("text dump:\n{text}"), problems)
+    });
+}
+
+#[test]
+fn a_targets_without_tasks_has_no_tasks_key() {
+    let _ = pyspy();
+    for_every_interpreter("dump --json: no tasks", |interp| {
+        let script = "import sys, json, os, time\n\
+                      open(sys.argv[1] + '.tmp', 'w').write(json.dumps({'threads': []}))\n\
+                      os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n\
+                      time.sleep(3600)\n";
+        let target = Target::spawn(interp, script, &[]);
+        let dump = dump_json(target.pid(), &[]);
+        match dump.get("tasks") {
+            None => Ok(()),
+            Some(Value::Array(a)) if a.is_empty() => Ok(()),
+            Some(other) => Err(format!("a target without asyncio has tasks {other}")),
+        }
+    });
+}
+
+#[test]
+fn a_gcore_of_an_asyncio_target_shows_the_same_tasks() {
+    require_gdb();
+    let _ = pyspy();
+    for_every_interpreter("dump --core: asyncio tasks", |interp| {
+        let Some(target) = spawn(interp) else {
+            return Ok(());
+        };
+        let truth = truth_tasks(&target);
+        let dir = CoreDir::new(&format!("tasks-{}", interp.label));
+        let g = gcore(target.pid(), &dir.0)?;
+        let core = g.path.to_string_lossy().into_owned();
+        let mut args = vec!["dump", "--core", &core, "--json"];
+        let sysroot = interp
+            .chroot
+            .as_ref()
+            .map(|r| r.to_string_lossy().into_owned());
+        if let Some(r) = &sysroot {
+            args.extend(["--sysroot", r]);
+        }
+        let out = run_pyspy(&args);
+        if !out.status.success() {
+            return Err(format!(
+                "pyspy {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let dump: Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| format!("invalid JSON: {e}"))?;
+        let got = dump["tasks"].as_array().cloned().unwrap_or_default();
+        check(
+            "dump --core tasks differ from the truth",
+            compare_tasks(&truth, &got, interp.has_qualname()),
+        )
+    });
+}
+
+/// The collapsed stacks of `record --async`, root first, `;`-separated, with their counts.
+fn record_async(pid: i32, dir: &Path) -> Result<Vec<(String, u64)>, String> {
+    let out_path = dir.join("async.collapsed");
+    let out_s = out_path.to_string_lossy().into_owned();
+    let pid_s = pid.to_string();
+    let out = run_pyspy(&[
+        "record",
+        "--pid",
+        &pid_s,
+        "--async",
+        "--idle",
+        "--duration",
+        "1",
+        "--rate",
+        "20",
+        "--format",
+        "collapsed",
+        "--output",
+        &out_s,
+    ]);
+    if !out.status.success() {
+        return Err(format!(
+            "record --async failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = fs::read_to_string(&out_path).map_err(|e| format!("{out_s}: {e}"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let (stack, n) = l.rsplit_once(' ')?;
+            Some((stack.to_string(), n.parse().ok()?))
+        })
+        .collect())
+}
+
+#[test]
+fn record_async_attributes_the_running_task_to_its_logical_stack() {
+    let _ = pyspy();
+    for_every_interpreter("record --async", |interp| {
+        let Some(target) = spawn(interp) else {
+            return Ok(());
+        };
+        let stacks = record_async(target.pid(), target.dir().host_path())?;
+        let truth = truth_tasks(&target);
+        let blocker = truth
+            .iter()
+            .find(|t| t["state"] == "running" && t["interp_id"] == 0)
+            .ok_or("the truth has no running task")?;
+        // The running task's frames, root first, then nothing below its coroutine but its
+        // marker: the event loop's frames are gone.
+        let want: Vec<String> = blocker["frames"]
+            .as_array()
+            .ok_or("no frames")?
+            .iter()
+            .rev()
+            .map(|f| f["function"].as_str().unwrap_or("?").to_string())
+            .collect();
+        let marker = blocker["name"].as_str().unwrap_or("").to_string();
+        let main_stacks: Vec<&(String, u64)> = stacks
+            .iter()
+            .filter(|(s, _)| s.contains("record_and_block"))
+            .collect();
+        if main_stacks.is_empty() {
+            return Err(format!("no stack of the running task in {stacks:#?}"));
+        }
+        for (stack, _) in &main_stacks {
+            let names: Vec<&str> = stack
+                .split(';')
+                .map(|f| f.split(" (").next().unwrap_or(f))
+                .collect();
+            if names
+                .iter()
+                .any(|n| *n == "run_until_complete" || *n == "_run_once")
+            {
+                return Err(format!(
+                    "the event loop is still in the async stack: {stack}"
+                ));
+            }
+            let root = names.first().copied().unwrap_or("");
+            if interp.version >= (3, 8) && !root.contains(&marker) {
+                return Err(format!(
+                    "the stack does not start at task {marker:?}: {stack}"
+                ));
+            }
+            let tail: Vec<String> = names[names.len().saturating_sub(want.len())..]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            if tail
+                .iter()
+                .zip(&want)
+                .any(|(g, w)| !g.ends_with(w.as_str()))
+            {
+                return Err(format!("want ...{want:?}, got {stack}"));
+            }
+        }
+        Ok(())
+    });
+}
