@@ -1261,7 +1261,7 @@ const char *pyspy_task_name(const struct pyspy_task *task);
 /**
  * What the task is doing (`PYSPY_TASK_STATE_PENDING` for NULL).
  */
-enum pyspy_task_state pyspy_task_state(const struct pyspy_task *task);
+enum pyspy_task_state pyspy_task_state_of(const struct pyspy_task *task);
 
 /**
  * The Python thread ident (`pyspy_thread_id`) of the thread running the task's event loop.

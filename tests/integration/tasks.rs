@@ -5,114 +5,17 @@
 //! same from a gcore'd core; and `record --async`, whose stacks of the thread running a task
 //! are the task's logical stack.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
 use pyspy_tests::cores::{gcore, require_gdb, CoreDir};
+use pyspy_tests::tasks::{compare_tasks, truth_tasks, ASYNCIO_TASKS};
 use pyspy_tests::{dump_json, for_every_interpreter, pyspy, run_pyspy, Interpreter, Target};
 use serde_json::Value;
 
-const SCRIPT: &str = include_str!("../targets/asyncio_tasks.py");
-
 /// Starts the asyncio target (3.7+ only: it needs `asyncio.create_task` and friends).
 fn spawn(interp: &Interpreter) -> Option<Target> {
-    (interp.version >= (3, 7)).then(|| Target::spawn(interp, SCRIPT, &[]))
-}
-
-/// Every task the target recorded: its main interpreter's, then its sub-interpreter's.
-fn truth_tasks(target: &Target) -> Vec<Value> {
-    let raw = &target.truth.raw;
-    let mut tasks = raw["tasks"].as_array().cloned().unwrap_or_default();
-    if let Some(sub) = raw
-        .get("subinterpreter")
-        .and_then(|s| s["tasks"].as_array())
-    {
-        tasks.extend(sub.iter().cloned());
-    }
-    tasks
-}
-
-/// A frame as `function qualname file:line` (qualname only where code objects have one).
-fn frame(v: &Value, with_qualname: bool) -> String {
-    let qual = match with_qualname {
-        true => format!(" [{}]", v["qualname"].as_str().unwrap_or("null")),
-        false => String::new(),
-    };
-    format!(
-        "{}{qual} {}:{}",
-        v["function"].as_str().unwrap_or("?"),
-        v["filename"].as_str().unwrap_or("?"),
-        v["line"]
-    )
-}
-
-fn frames(task: &Value, with_qualname: bool) -> Vec<String> {
-    task["frames"]
-        .as_array()
-        .map(|fs| fs.iter().map(|f| frame(f, with_qualname)).collect())
-        .unwrap_or_default()
-}
-
-fn awaited_by(task: &Value) -> Vec<u64> {
-    let mut ids: Vec<u64> = task["awaited_by"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default();
-    ids.sort_unstable();
-    ids
-}
-
-/// Every difference between the tasks the target recorded and the ones pyspy reported.
-fn compare_tasks(truth: &[Value], got: &[Value], with_qualname: bool) -> Vec<String> {
-    let by_id = |tasks: &[Value]| -> BTreeMap<u64, Value> {
-        tasks
-            .iter()
-            .filter_map(|t| Some((t["id"].as_u64()?, t.clone())))
-            .collect()
-    };
-    let (want, have) = (by_id(truth), by_id(got));
-    let mut problems = Vec::new();
-    if have.len() != got.len() {
-        problems.push(format!(
-            "pyspy reported a task id twice or a task without id: {got:?}"
-        ));
-    }
-    let name = |t: &Value| t["name"].as_str().map(str::to_string);
-    for (id, w) in &want {
-        let label = format!("task {:?} ({id:#x})", name(w));
-        let Some(h) = have.get(id) else {
-            problems.push(format!("{label}: missing"));
-            continue;
-        };
-        for key in ["name", "state", "thread_id", "interp_id"] {
-            if w[key] != h[key] {
-                problems.push(format!("{label}: {key} {} (want {})", h[key], w[key]));
-            }
-        }
-        let (wf, hf) = (frames(w, with_qualname), frames(h, with_qualname));
-        if wf != hf {
-            problems.push(format!(
-                "{label}: frames differ\n  want: {wf:#?}\n  got:  {hf:#?}"
-            ));
-        }
-        if awaited_by(w) != awaited_by(h) {
-            problems.push(format!(
-                "{label}: awaited_by {:x?} (want {:x?})",
-                awaited_by(h),
-                awaited_by(w)
-            ));
-        }
-    }
-    for (id, h) in &have {
-        if !want.contains_key(id) {
-            problems.push(format!(
-                "task {:?} ({id:#x}): not in the target's registries",
-                name(h)
-            ));
-        }
-    }
-    problems
+    (interp.version >= (3, 7)).then(|| Target::spawn(interp, ASYNCIO_TASKS, &[]))
 }
 
 fn check(what: &str, problems: Vec<String>) -> Result<(), String> {
@@ -191,7 +94,7 @@ fn dump_json_tasks_match_the_targets_truth() {
         let Some(target) = spawn(interp) else {
             return Ok(());
         };
-        let truth = truth_tasks(&target);
+        let truth = truth_tasks(&target.truth.raw);
         check_scenarios(interp, &truth)?;
         let dump = dump_json(target.pid(), &[]);
         let got = dump["tasks"].as_array().cloned().unwrap_or_default();
@@ -225,7 +128,7 @@ fn dump_json_tasks_match_the_targets_truth() {
 }
 
 #[test]
-fn a_targets_without_tasks_has_no_tasks_key() {
+fn a_target_without_asyncio_has_no_tasks() {
     let _ = pyspy();
     for_every_interpreter("dump --json: no tasks", |interp| {
         let script = "import sys, json, os, time\n\
@@ -250,7 +153,7 @@ fn a_gcore_of_an_asyncio_target_shows_the_same_tasks() {
         let Some(target) = spawn(interp) else {
             return Ok(());
         };
-        let truth = truth_tasks(&target);
+        let truth = truth_tasks(&target.truth.raw);
         let dir = CoreDir::new(&format!("tasks-{}", interp.label));
         let g = gcore(target.pid(), &dir.0)?;
         let core = g.path.to_string_lossy().into_owned();
@@ -324,7 +227,7 @@ fn record_async_attributes_the_running_task_to_its_logical_stack() {
             return Ok(());
         };
         let stacks = record_async(target.pid(), target.dir().host_path())?;
-        let truth = truth_tasks(&target);
+        let truth = truth_tasks(&target.truth.raw);
         let blocker = truth
             .iter()
             .find(|t| t["state"] == "running" && t["interp_id"] == 0)

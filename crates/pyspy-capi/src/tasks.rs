@@ -64,7 +64,11 @@ impl TaskObject {
                 S::Done => pyspy_task_state::Done,
                 _ => pyspy_task_state::Pending,
             },
-            frames: t.frames.iter().map(|f| FrameObject::new(f, strings)).collect(),
+            frames: t
+                .frames
+                .iter()
+                .map(|f| FrameObject::new(f, strings))
+                .collect(),
             awaited_by: t.awaited_by.clone(),
         }
     }
@@ -141,7 +145,7 @@ pub unsafe extern "C" fn pyspy_task_name(task: *const pyspy_task) -> *const c_ch
 
 /// What the task is doing (`PYSPY_TASK_STATE_PENDING` for NULL).
 #[no_mangle]
-pub unsafe extern "C" fn pyspy_task_state(task: *const pyspy_task) -> pyspy_task_state {
+pub unsafe extern "C" fn pyspy_task_state_of(task: *const pyspy_task) -> pyspy_task_state {
     ffi_boundary!({
         // SAFETY: per the header, task is NULL or live.
         unsafe { ffi::try_ref(task) }.map_or(pyspy_task_state::Pending, |t| t.state)
