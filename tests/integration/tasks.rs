@@ -8,6 +8,7 @@
 use std::fs;
 use std::path::Path;
 
+use pyspy_core::{attach, AttachOptions, SampleOptions};
 use pyspy_tests::cores::{gcore, require_gdb, CoreDir};
 use pyspy_tests::tasks::{compare_tasks, truth_tasks, ASYNCIO_TASKS};
 use pyspy_tests::{dump_json, for_every_interpreter, pyspy, run_pyspy, Interpreter, Target};
@@ -281,5 +282,44 @@ fn record_async_attributes_the_running_task_to_its_logical_stack() {
             }
         }
         Ok(())
+    });
+}
+
+#[test]
+fn the_asyncio_modules_own_offsets_are_found_and_agree_with_the_tables() {
+    use pyspy_core::attach::layout::for_build;
+    for_every_interpreter("_asyncio's AsyncioDebug block (3.14+)", |interp| {
+        if interp.version < (3, 14) {
+            return Ok(());
+        }
+        let Some(target) = spawn(interp) else {
+            return Ok(());
+        };
+        let options = SampleOptions::default().tasks(true);
+        let mut session = attach(target.pid(), &AttachOptions::default().sample(options))
+            .map_err(|e| format!("attach: {e}"))?;
+        let snapshot = session.snapshot().map_err(|e| format!("snapshot: {e}"))?;
+        if snapshot.tasks.is_empty() {
+            return Err("no tasks".into());
+        }
+        let block = session
+            .asyncio_debug()
+            .ok_or("the _asyncio module's AsyncioDebug section was not found")?;
+        let (major, minor) = interp.version;
+        let layout =
+            for_build(major, minor, session.free_threaded()).ok_or("no layout for the version")?;
+        // A debug build's interpreter state has more fields than the release build pyspy's
+        // tables were made from, so only the block knows where its task list is: that is
+        // why the block is preferred. Every task and thread-state field must agree.
+        let mut differ = block.differences(layout);
+        if interp.debug {
+            differ.retain(|f| *f != "interp asyncio_tasks_head");
+        }
+        match differ.is_empty() {
+            true => Ok(()),
+            false => Err(format!(
+                "the block {block:?} differs from pyspy's tables in {differ:?}"
+            )),
+        }
     });
 }
