@@ -31,6 +31,7 @@ fn check(what: &str, problems: Vec<String>) -> Result<(), String> {
 fn check_scenarios(interp: &Interpreter, truth: &[Value]) -> Result<(), String> {
     let mut want = vec![
         ("inner", "pending"),
+        ("orphan", "pending"),
         ("gatherer", "pending"),
         ("waiter", "pending"),
         ("shielded", "pending"),
@@ -67,6 +68,14 @@ fn check_scenarios(interp: &Interpreter, truth: &[Value]) -> Result<(), String> 
         {
             problems.push("the truth has no task with the 300-character name".into());
         }
+    }
+    // The orphan's loop runs in no thread: its thread ended.
+    if interp.version >= (3, 8)
+        && !truth
+            .iter()
+            .any(|t| t["name"] == "orphan" && t["thread_id"].is_null())
+    {
+        problems.push("the orphan task's loop still has a thread".into());
     }
     if truth.len() < 20 {
         problems.push(format!("the truth has only {} tasks", truth.len()));

@@ -17,6 +17,9 @@ The main thread's event loop runs, at once:
   - the running task ("blocker"), which records the truth and blocks the loop in time.sleep;
     on 3.12+ it is an eager task (started by asyncio.eager_task_factory inside main's step).
 A second thread runs its own loop with two tasks (one awaiting the other) and idles in select.
+A third thread ran a loop until one of its tasks ("orphan") was suspended, then ended: the
+task stays pending in a loop no thread runs (on 3.14+ in the interpreter's list of tasks of
+threads that are gone).
 On 3.14+ a third thread runs a sub-interpreter whose loop has a running and a pending task.
 
 The truth, computed here from inside right before blocking: the tasks the asyncio registries
@@ -338,6 +341,27 @@ def loop_thread(loops, loop_threads, ready):
 
 
 # --------------------------------------------------------------------------------------------
+# A loop whose thread is gone
+
+
+async def orphan():
+    await asyncio.sleep(3600)
+
+
+def gone_thread(loops):
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loops.append(loop)
+    KEEP.append(loop)
+
+    async def start():
+        create(loop, orphan(), "orphan")
+        await asyncio.sleep(0.05)
+
+    loop.run_until_complete(start())
+
+
+# --------------------------------------------------------------------------------------------
 # A sub-interpreter (3.14+)
 
 SUB_CODE = r'''
@@ -406,6 +430,9 @@ def run():
     t.daemon = True
     t.start()
     ready.wait(15)
+    gone = threading.Thread(target=gone_thread, args=(loops,), name="gone-thread")
+    gone.start()
+    gone.join(15)
     if V >= (3, 14):
         start_subinterpreter()
     loop = asyncio.new_event_loop()
