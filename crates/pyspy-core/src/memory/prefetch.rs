@@ -84,6 +84,11 @@ impl PrefetchPlan {
         }
     }
 
+    /// How many bytes the plan reads.
+    pub fn bytes(&self) -> usize {
+        self.total
+    }
+
     /// Keeps this plan if `log` is the one it was made from, else makes the plan for `log`.
     pub fn update(&mut self, log: Vec<(u64, usize)>) {
         if log != self.log {

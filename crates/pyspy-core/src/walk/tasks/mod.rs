@@ -53,6 +53,7 @@ use crate::attach::layout::opcodes::Opcodes;
 use crate::attach::layout::Layout;
 use crate::error::{Error, Result};
 use crate::memory::addr_hash::{AddrMap, AddrSet};
+use crate::memory::{PrefetchPlan, Prefetched};
 use crate::memory::{field_u64, Budget, Memory, MemoryExt};
 use crate::snapshot::{Frame, TaskInfo, TaskState};
 use crate::walk::objects::dict::{dict_entries, DictEntry};
@@ -70,6 +71,8 @@ use table::{AsyncioDebug, CTaskTable};
 pub const MAX_TASKS: usize = 1 << 16;
 /// Most bytes of target memory one snapshot's task reading may read.
 pub const MAX_TASK_BYTES: usize = 64 << 20;
+/// Most bytes prefetched from the last snapshot's reads.
+const MAX_PREFETCH: usize = 16 << 20;
 /// Longest task name kept (longer ones are cut, as other strings are).
 const MAX_NAME: usize = 1024;
 /// First delay before looking for asyncio again in an interpreter that had not imported it.
@@ -175,6 +178,9 @@ pub struct TaskReader {
     opcodes: Option<&'static Opcodes>,
     /// 3.11/3.12: the `RESUME` opcode.
     resume: Option<u8>,
+    /// The last snapshot's task reads, read again in one batch before the next one's (see
+    /// [`Prefetched`]): pending tasks and their coroutines rarely move between samples.
+    plan: PrefetchPlan,
 }
 
 /// What one snapshot found: tasks in registry order, with where each came from.
@@ -218,6 +224,7 @@ impl TaskReader {
             objects: Objects::new(layout),
             opcodes,
             resume,
+            plan: PrefetchPlan::default(),
         }
     }
 
@@ -254,7 +261,16 @@ impl TaskReader {
             return Ok(Vec::new());
         }
         let budget = Budget::new(mem, MAX_TASK_BYTES);
-        let result = self.read_within(walker, &budget, interp);
+        // The last snapshot's reads, in one system call; a plan too large for the budget is
+        // dropped rather than spending it.
+        let mut plan = std::mem::take(&mut self.plan);
+        if plan.bytes() > MAX_PREFETCH {
+            plan = PrefetchPlan::default();
+        }
+        let prefetched = Prefetched::new(&budget, &plan);
+        let result = self.read_within(walker, &prefetched, interp);
+        plan.update(prefetched.into_log());
+        self.plan = plan;
         if budget.exhausted() {
             return Err(Error::Corrupt(
                 "reading the asyncio tasks read more than 64 MiB of target memory",
