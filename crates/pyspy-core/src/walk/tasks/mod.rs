@@ -35,9 +35,11 @@
 //! The registries are found once per interpreter (a lookup in `sys.modules`, retried with a
 //! backoff while asyncio is not imported), then each snapshot reads the `asyncio.tasks`
 //! namespace, the registries, each task (one read for a C task, its attribute table for a
-//! pure-Python one) and a few reads per awaited coroutine. Everything is bounded: at most
-//! [`MAX_TASKS`] tasks, [`coro::MAX_CHAIN`] links per chain, and [`MAX_TASK_BYTES`] read per
-//! snapshot.
+//! pure-Python one) and a few reads per awaited coroutine. The last snapshot's reads are read
+//! again first, in one batch ([`Prefetched`]), so a snapshot of tasks that did not move is one
+//! system call (the pointers are still followed: what moved is read where it is now).
+//! Everything is bounded: at most [`MAX_TASKS`] tasks, [`coro::MAX_CHAIN`] links per chain,
+//! and [`MAX_TASK_BYTES`] read per snapshot.
 
 pub mod containers;
 pub mod coro;
