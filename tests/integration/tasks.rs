@@ -332,3 +332,119 @@ fn the_asyncio_modules_own_offsets_are_found_and_agree_with_the_tables() {
         }
     });
 }
+
+/// A target whose only busy code is a task named "spinner" on the main thread's loop.
+const SPINNER: &str = r#"
+import asyncio, sys
+
+def spin(n):
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+async def busy():
+    while True:
+        spin(10000)
+
+async def main():
+    t = asyncio.ensure_future(busy())
+    if hasattr(t, "set_name"):
+        t.set_name("spinner")
+    await t
+
+asyncio.new_event_loop().run_until_complete(main())
+"#;
+
+/// `pyspy top --async` in tmux (as tests/integration/top.rs runs `top`): the spinning task's
+/// marker frame (`spinner (<task>...`) shows up as a row within a few seconds; without
+/// `--async` it never does.
+fn top_shows(interp: &Interpreter, async_stacks: bool) -> Result<bool, String> {
+    let staged = interp.stage("spinner.py", SPINNER);
+    let py = interp.command();
+    let mut words = vec![pyspy().display().to_string(), "top".into()];
+    if async_stacks {
+        words.push("--async".into());
+    }
+    words.push("--".into());
+    words.push(py.get_program().to_string_lossy().into_owned());
+    words.extend(py.get_args().map(|a| a.to_string_lossy().into_owned()));
+    words.push(staged.path.display().to_string());
+    let command = words
+        .iter()
+        .map(|w| format!("'{}'", w.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let socket = format!(
+        "pyspy-tasks-{}-{}-{async_stacks}",
+        std::process::id(),
+        interp.label.replace('.', "_")
+    );
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(&socket)
+            .args(args)
+            .output()
+    };
+    let out = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "200",
+        "-y",
+        "40",
+        &format!("env LC_ALL=C.UTF-8 {command}"),
+    ])
+    .map_err(|e| format!("tmux: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("tmux: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let start = std::time::Instant::now();
+    let (mut seen, mut screen) = (false, String::new());
+    while start.elapsed() < std::time::Duration::from_secs(4) {
+        if let Ok(o) = tmux(&["capture-pane", "-p", "-t", "top"]) {
+            screen = String::from_utf8_lossy(&o.stdout).into_owned();
+        }
+        if screen.contains("spinner (<task>") {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let hot = screen.contains("spin (");
+    let _ = tmux(&["send-keys", "-t", "top", "q"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = tmux(&["kill-server"]);
+    if !hot && !seen {
+        return Err(format!("top showed neither spin nor the task:\n{screen}"));
+    }
+    Ok(seen)
+}
+
+#[test]
+fn top_async_shows_the_spinning_task() {
+    let have_tmux = std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_tmux {
+        eprintln!("WARNING: tmux is missing (scripts/provision.sh installs it); skipping");
+        return;
+    }
+    let _ = pyspy();
+    for_every_interpreter("top --async", |interp| {
+        if !matches!(interp.label.as_str(), "3.8" | "3.12" | "3.14") {
+            return Ok(());
+        }
+        if !top_shows(interp, true)? {
+            return Err("top --async never showed the task spinner".into());
+        }
+        if top_shows(interp, false)? {
+            return Err("top without --async showed a task marker".into());
+        }
+        Ok(())
+    });
+}
