@@ -24,6 +24,8 @@ Measures, for each interpreter version:
                interval. "control" only wakes 1,000 times a second and reads nothing: what any
                1 kHz sampler costs the target on this machine. "A/A" compares plain phases
                with plain phases the same way: the true value is 0.
+  async        (--measure async only) pyspy's CPU per sample recording an asyncio target of
+               501 tasks (bench/targets/async_tasks.py), plain and with --async.
 
 py-spy 0.4.3 is installed into a private venv (/var/cache/pyspy/bench-venv); pyspy is built in
 release mode. Prints a markdown table; BENCHMARKS.md holds a run and the method.
@@ -297,9 +299,11 @@ def main():
     ap.add_argument("--versions", default="2.7,3.9,3.12,3.13,3.14")
     ap.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
     ap.add_argument("--out", help="also write the tables to this file")
-    ap.add_argument("--measure", default="all", choices=["all", "slowdown", "locals", "native"],
+    ap.add_argument("--measure", default="all",
+                    choices=["all", "slowdown", "locals", "native", "async"],
                     help="slowdown: only the slowdown at 1 kHz; locals: only dump --locals; "
-                    "native: only the CPU per native sample (record --native)")
+                    "native: only the CPU per native sample (record --native); async: only "
+                    "pyspy's CPU per sample with and without record --async")
     ap.add_argument("--pairs", type=int, help="slowdown: comparisons per kind (default 25, "
                     "quick 6); ~11 s each")
     args = ap.parse_args()
@@ -307,6 +311,8 @@ def main():
     seconds = 2 if args.quick else 5
     if args.measure == "native":
         return measure_native(args.versions.split(","), seconds, args.out)
+    if args.measure == "async":
+        return measure_async(args.versions.split(","), seconds, args.out)
     rows = []
     for version in args.versions.split(","):
         row = {"version": version}
@@ -434,6 +440,46 @@ def measure_costs(version, row, seconds, quick):
             cps, n = cpu_per_sample(tool, many.pid, 24, seconds)
             row[tool + " cpu 24"] = cps
             log("%s %s 24 threads: %s per sample (%d samples)" % (version, tool, fmt_us(cps), n))
+
+
+def pyspy_cpu_per_sample(pid, threads, seconds, extra):
+    """pyspy's marginal CPU per sample (as cpu_per_sample) of `record ... EXTRA` at 200 Hz."""
+    def once(secs):
+        with tempfile.NamedTemporaryFile(suffix=".txt") as out:
+            cpu, _ = run_measured(record_cmd_plain("pyspy", pid, 200, out.name, secs) + extra)
+            return cpu, stacks_recorded(out.name) / float(threads)
+    short_cpu, short_n = once(1)
+    long_cpu, long_n = once(1 + seconds)
+    extra_n = long_n - short_n
+    return (long_cpu - short_cpu) / extra_n if extra_n > 0 else float("nan"), long_n
+
+
+def measure_async(versions, seconds, out):
+    """pyspy's CPU per sample recording bench/targets/async_tasks.py (one loop, 501 tasks, one
+    of them spinning) plain and with --async (the task registries, every task, its coroutine
+    chain and its awaiters read in every sample), alternated three times; medians."""
+    lines = ["| Python | CPU/sample plain | CPU/sample --async | --async extra | samples |",
+             "|---|---|---|---|---|"]
+    for version in versions:
+        if version.startswith("2.") or version == "3.6":
+            continue
+        plain, asy, samples = [], [], 0
+        with running(version, "async_tasks.py") as target:
+            for _ in range(3):
+                cps, n = pyspy_cpu_per_sample(target.pid, 1, seconds, [])
+                plain.append(cps)
+                cps, n = pyspy_cpu_per_sample(target.pid, 1, seconds, ["--async"])
+                asy.append(cps)
+                samples += n
+        p, a = statistics.median(plain), statistics.median(asy)
+        log("%s async_tasks: %s plain, %s --async per sample" % (version, fmt_us(p), fmt_us(a)))
+        lines.append("| %s | %s | %s | %s | %d |" % (version, fmt_us(p), fmt_us(a),
+                                                     fmt_us(a - p), samples))
+    table = "\n".join(lines) + "\n"
+    sys.stdout.write(table)
+    if out:
+        with open(out, "w") as f:
+            f.write(table)
 
 
 def measure_native(versions, seconds, out):

@@ -85,6 +85,34 @@ for v in 3.14 3.15; do
     capture seed "$sid/tmp/ready" chroot "$sid" "/usr/bin/python$v" /tmp/fuzz_seed.py /tmp/ready 60
     rm -f "$sid/tmp/fuzz_seed.py" "$sid/tmp/ready"
 done
+# asyncio tasks (3.7+): what the task reader reads of tests/targets/asyncio_tasks.py (every
+# scenario: nested awaits, gather, shield, wait, TaskGroup, async generators, a recursive
+# chain, pure-Python and eager tasks, a second thread's loop, a 3.14+ sub-interpreter).
+capture_tasks() { # capture_tasks HOST_READY_FILE COMMAND...
+    local ready=$1
+    shift
+    rm -f "$ready"
+    "$@" >/dev/null 2>&1 &
+    local pid=$!
+    for _ in $(seq 400); do [ -e "$ready" ] && break; sleep 0.05; done
+    sleep 0.5
+    "$xtask" capture-corpus --pid "$pid" --label seed --tasks >/dev/null || echo "tasks capture of $* failed" >&2
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+mkdir -p fuzz/seeds/tasks
+for py in "$(pyenv root)"/versions/3.*/bin/python; do
+    [ -x "$py" ] || continue
+    "$py" -c 'import sys; sys.exit(sys.version_info < (3, 7))' || continue
+    capture_tasks "$tmp/tasks-ready" "$py" tests/targets/asyncio_tasks.py "$tmp/tasks-ready"
+done
+for v in 3.14 3.15; do
+    [ -x "$sid/usr/bin/python$v" ] || continue
+    cp tests/targets/asyncio_tasks.py "$sid/tmp/asyncio_tasks.py"
+    capture_tasks "$sid/tmp/tasks-ready" chroot "$sid" "/usr/bin/python$v" /tmp/asyncio_tasks.py /tmp/tasks-ready
+    rm -f "$sid/tmp/asyncio_tasks.py" "$sid/tmp/tasks-ready"
+done
+
 # Core: gdb's core of a tiny static program run with an empty environment (nothing of this
 # machine's environment in the seed), each segment cut to its first 512 bytes; and the same
 # with the kernel's NT_FILE convention (page numbers, 4096-byte pages). The cores tests make

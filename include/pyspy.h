@@ -183,6 +183,24 @@ typedef enum pyspy_end_reason {
 } pyspy_end_reason;
 
 /**
+ * What a task is doing.
+ */
+typedef enum pyspy_task_state {
+    /**
+     * Its event loop is running it now.
+     */
+    PYSPY_TASK_STATE_RUNNING = 0,
+    /**
+     * Not done and not running: scheduled, or suspended awaiting something.
+     */
+    PYSPY_TASK_STATE_PENDING = 1,
+    /**
+     * Finished, cancelled or failed, and still referenced.
+     */
+    PYSPY_TASK_STATE_DONE = 2,
+} pyspy_task_state;
+
+/**
  * An export format (`pyspy_profile_export`).
  */
 typedef enum pyspy_format {
@@ -341,6 +359,12 @@ typedef struct pyspy_session pyspy_session;
  * never freed by the caller.
  */
 typedef struct pyspy_snapshot pyspy_snapshot;
+
+/**
+ * An asyncio task of a snapshot. Borrowed from its snapshot: valid until the snapshot is
+ * freed; never freed on its own.
+ */
+typedef struct pyspy_task pyspy_task;
 
 /**
  * A Python thread of a snapshot. Borrowed from its snapshot: valid until the snapshot is freed;
@@ -1238,6 +1262,87 @@ bool pyspy_frame_address(const struct pyspy_frame *frame, uint64_t *address_out)
  * Takes an `int` rather than a `pyspy_status` so that any value is safe to pass.
  */
 const char *pyspy_status_name(int status);
+
+/**
+ * Reads the target's asyncio tasks in every sample (`pyspy_snapshot_task_count`) when `tasks`
+ * is true; shows each thread running a task with the task's logical stack (the task's frames,
+ * a frame named after the task with file `<task>` and line 0, then the same for the task
+ * awaiting it, up to a task nothing awaits) when `async_stacks` is true. Default false, false.
+ */
+enum pyspy_status pyspy_options_set_tasks(struct pyspy_options *options,
+                                          bool tasks,
+                                          bool async_stacks);
+
+/**
+ * How many asyncio tasks the snapshot has (0 for NULL, and when tasks were not asked for with
+ * `pyspy_options_set_tasks`).
+ */
+size_t pyspy_snapshot_task_count(const struct pyspy_snapshot *snapshot);
+
+/**
+ * Task `index` (0-based, below `pyspy_snapshot_task_count`) of the snapshot, or NULL if out of
+ * range or `snapshot` is NULL. Borrowed from `snapshot`: valid until `pyspy_snapshot_free`.
+ */
+const struct pyspy_task *pyspy_snapshot_task(const struct pyspy_snapshot *snapshot, size_t index);
+
+/**
+ * The task's id: its object's address, what `id(task)` returns in the target (0 for NULL).
+ */
+uint64_t pyspy_task_id(const struct pyspy_task *task);
+
+/**
+ * The task's name (`task.get_name()`), or NULL on Python 3.7 (tasks have no names before 3.8)
+ * or for a NULL `task`. UTF-8, NUL-terminated, borrowed from the snapshot: valid until
+ * `pyspy_snapshot_free`.
+ */
+const char *pyspy_task_name(const struct pyspy_task *task);
+
+/**
+ * What the task is doing (`PYSPY_TASK_STATE_PENDING` for NULL).
+ */
+enum pyspy_task_state pyspy_task_state_of(const struct pyspy_task *task);
+
+/**
+ * The Python thread ident (`pyspy_thread_id`) of the thread running the task's event loop.
+ * Returns true and writes it to `*thread_id_out` if the loop is running; returns false and
+ * leaves it untouched if not (its thread is gone, or it runs no loop now) or if an argument
+ * is NULL.
+ */
+bool pyspy_task_thread_id(const struct pyspy_task *task, uint64_t *thread_id_out);
+
+/**
+ * The id of the interpreter the task belongs to (0: the main interpreter). Returns true and
+ * writes it to `*interpreter_id_out` if known; false (output untouched) if not or if an
+ * argument is NULL.
+ */
+bool pyspy_task_interpreter_id(const struct pyspy_task *task, int64_t *interpreter_id_out);
+
+/**
+ * How many frames the task's stack has (0 for NULL, and for a done task).
+ */
+size_t pyspy_task_frame_count(const struct pyspy_task *task);
+
+/**
+ * Frame `index` of the task's stack, innermost first: for a pending task its coroutine chain
+ * (the innermost awaited coroutine first, the task's own coroutine last); for the running
+ * task its thread's frames up to its coroutine. NULL if out of range or `task` is NULL. Read
+ * it with the `pyspy_frame_*` functions. Borrowed from the snapshot: valid until
+ * `pyspy_snapshot_free`.
+ */
+const struct pyspy_frame *pyspy_task_frame(const struct pyspy_task *task, size_t index);
+
+/**
+ * How many tasks await this one (0 for NULL): tasks awaiting it directly, gathering,
+ * shielding or waiting for it, or whose `TaskGroup` created it.
+ */
+size_t pyspy_task_awaited_by_count(const struct pyspy_task *task);
+
+/**
+ * The id (`pyspy_task_id`) of awaiting task `index` (below `pyspy_task_awaited_by_count`),
+ * written to `*id_out`. Returns false (output untouched) if out of range or an argument is
+ * NULL.
+ */
+bool pyspy_task_awaited_by(const struct pyspy_task *task, size_t index, uint64_t *id_out);
 
 /**
  * The library's version, `"MAJOR.MINOR.PATCH"` (equal to `PYSPY_VERSION` of the header it

@@ -121,6 +121,12 @@ type Options struct {
 	ExceptionsOnly bool
 	// Positions reads each frame's exact position and opcode (Python 3.11+).
 	Positions bool
+	// Tasks reads the target's asyncio tasks into Snapshot.Tasks (Python 3.7+).
+	Tasks bool
+	// AsyncStacks shows a thread running an asyncio task with the task's logical stack (its
+	// frames, a frame named after the task with file "<task>", then the tasks awaiting it)
+	// instead of its event loop's, in snapshots and profiles.
+	AsyncStacks bool
 	// Repr says how much of a value Frame.Locals and exception messages show (nil: the
 	// defaults, 3 levels, 10 elements per container, 80 characters, 100 elements in all).
 	Repr *ReprLimits
@@ -176,6 +182,7 @@ func (o *Options) cOptions() (*C.pyspy_options, error) {
 	set("Locals", C.pyspy_options_set_locals(opts, C.bool(o.Locals)))
 	set("Exceptions", C.pyspy_options_set_exceptions(opts, C.bool(o.Exceptions), C.bool(o.ExceptionsOnly)))
 	set("Positions", C.pyspy_options_set_positions(opts, C.bool(o.Positions)))
+	set("Tasks", C.pyspy_options_set_tasks(opts, C.bool(o.Tasks), C.bool(o.AsyncStacks)))
 	if r := o.Repr; r != nil {
 		set("Repr", C.pyspy_options_set_repr_limits(opts, C.uint32_t(r.Depth), C.uint32_t(r.Items),
 			C.uint32_t(r.String), C.uint32_t(r.Total)))
@@ -328,6 +335,8 @@ func (s *Session) SetOptions(opts *Options) error {
 // Snapshot is every Python thread of a process at one moment.
 type Snapshot struct {
 	Threads []Thread
+	// Tasks are the process's asyncio tasks (with Options.Tasks; see Task).
+	Tasks []Task
 }
 
 // Thread is a Python thread and its stack.
@@ -463,46 +472,51 @@ func convertSnapshot(snap *C.pyspy_snapshot) *Snapshot {
 		nf := int(C.pyspy_thread_frame_count(t))
 		th.Frames = make([]Frame, 0, nf)
 		for j := 0; j < nf; j++ {
-			f := C.pyspy_thread_frame(t, C.size_t(j))
-			fr := Frame{
-				Function:  goStringOrEmpty(C.pyspy_frame_function(f)),
-				Qualname:  goStringOrEmpty(C.pyspy_frame_qualname(f)),
-				Filename:  goStringOrEmpty(C.pyspy_frame_filename(f)),
-				Line:      int(C.pyspy_frame_line(f)),
-				EndLine:   optionalInt(func(v *C.int32_t) C.bool { return C.pyspy_frame_end_line(f, v) }),
-				Column:    optionalInt(func(v *C.int32_t) C.bool { return C.pyspy_frame_column(f, v) }),
-				EndColumn: optionalInt(func(v *C.int32_t) C.bool { return C.pyspy_frame_end_column(f, v) }),
-				Opcode:    -1,
-				Native:    bool(C.pyspy_frame_is_native(f)),
-			}
-			var address C.uint64_t
-			if C.pyspy_frame_address(f, &address) {
-				fr.Address = uint64(address)
-			}
-			var op C.uint8_t
-			if C.pyspy_frame_opcode(f, &op) {
-				fr.Opcode = int(op)
-			}
-			kinds := map[uint32]LocalKind{
-				C.PYSPY_VARIABLE_KIND_ARG: "arg", C.PYSPY_VARIABLE_KIND_LOCAL: "local",
-				C.PYSPY_VARIABLE_KIND_CELL: "cell", C.PYSPY_VARIABLE_KIND_FREE: "free",
-			}
-			nl := int(C.pyspy_frame_local_count(f))
-			for k := 0; k < nl; k++ {
-				l := C.pyspy_frame_local(f, C.size_t(k))
-				fr.Locals = append(fr.Locals, Local{
-					Name: goStringOrEmpty(C.pyspy_local_name(l)),
-					Kind: kinds[uint32(C.pyspy_local_kind(l))],
-					Repr: goStringOrEmpty(C.pyspy_local_repr(l)),
-				})
-			}
-			th.Frames = append(th.Frames, fr)
+			th.Frames = append(th.Frames, convertFrame(C.pyspy_thread_frame(t, C.size_t(j))))
 		}
 		th.Exception = exceptionInfo(C.pyspy_thread_exception_type(t), C.pyspy_thread_exception_message(t))
 		th.Propagating = exceptionInfo(C.pyspy_thread_propagating_type(t), C.pyspy_thread_propagating_message(t))
 		out.Threads = append(out.Threads, th)
 	}
+	out.Tasks = convertTasks(snap)
 	return out
+}
+
+// convertFrame copies a frame of a snapshot (a thread's or a task's).
+func convertFrame(f *C.pyspy_frame) Frame {
+	fr := Frame{
+		Function:  goStringOrEmpty(C.pyspy_frame_function(f)),
+		Qualname:  goStringOrEmpty(C.pyspy_frame_qualname(f)),
+		Filename:  goStringOrEmpty(C.pyspy_frame_filename(f)),
+		Line:      int(C.pyspy_frame_line(f)),
+		EndLine:   optionalInt(func(v *C.int32_t) C.bool { return C.pyspy_frame_end_line(f, v) }),
+		Column:    optionalInt(func(v *C.int32_t) C.bool { return C.pyspy_frame_column(f, v) }),
+		EndColumn: optionalInt(func(v *C.int32_t) C.bool { return C.pyspy_frame_end_column(f, v) }),
+		Opcode:    -1,
+		Native:    bool(C.pyspy_frame_is_native(f)),
+	}
+	var address C.uint64_t
+	if C.pyspy_frame_address(f, &address) {
+		fr.Address = uint64(address)
+	}
+	var op C.uint8_t
+	if C.pyspy_frame_opcode(f, &op) {
+		fr.Opcode = int(op)
+	}
+	kinds := map[uint32]LocalKind{
+		C.PYSPY_VARIABLE_KIND_ARG: "arg", C.PYSPY_VARIABLE_KIND_LOCAL: "local",
+		C.PYSPY_VARIABLE_KIND_CELL: "cell", C.PYSPY_VARIABLE_KIND_FREE: "free",
+	}
+	nl := int(C.pyspy_frame_local_count(f))
+	for k := 0; k < nl; k++ {
+		l := C.pyspy_frame_local(f, C.size_t(k))
+		fr.Locals = append(fr.Locals, Local{
+			Name: goStringOrEmpty(C.pyspy_local_name(l)),
+			Kind: kinds[uint32(C.pyspy_local_kind(l))],
+			Repr: goStringOrEmpty(C.pyspy_local_repr(l)),
+		})
+	}
+	return fr
 }
 
 // takeError turns a failed status and its C error object (freed here) into a Go error.

@@ -24,6 +24,9 @@ use pyspy_core::walk::exceptions::{self, RawExceptions};
 use pyspy_core::walk::linetable::{line_for_offset, line_ranges, LineRange};
 use pyspy_core::walk::names::{NameKey, ThreadNames};
 use pyspy_core::walk::strings::{read_bytes, read_str};
+use pyspy_core::walk::tasks::containers::{llist_items, sequence_items, set_items};
+use pyspy_core::walk::tasks::table::{AsyncioDebug, ASYNCIO_DEBUG_LEN};
+use pyspy_core::walk::tasks::{logical, TaskReader};
 use pyspy_core::walk::values::Values;
 use pyspy_core::walk::Interpreter;
 use pyspy_core::walk::{Extras, Walker};
@@ -48,6 +51,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("core", core_file),
     ("values", values),
     ("unwind", unwind),
+    ("tasks", tasks),
 ];
 
 /// The layout of the image's recorded version and build (the anchor's major number carries
@@ -427,6 +431,82 @@ pub fn values(data: &[u8]) {
             black_box(state.is_ok());
         }
     }
+}
+
+/// The asyncio task reader (`walk::tasks`) over hostile memory: a walker image of a 3.7+
+/// process (seeds: `tests/targets/asyncio_tasks.py` captured by `cargo xtask capture-corpus
+/// --tasks`) read twice with one reader (the second pass on warm caches): the registries
+/// (weak sets, sets, 3.14+ task lists), every task, its coroutine chain and its awaiters; the
+/// tasks are then drained and turned into async-aware stacks. The containers' walkers also
+/// run on the image's `runtime` anchor as a `set`, a list or tuple, and a task list; and the
+/// input's first bytes are parsed as a 3.14+ `AsyncioDebug` block, used when it passes.
+pub fn tasks(data: &[u8]) {
+    let image = RecordedImage::decode(data);
+    let Some(interp) = interpreter(&image, |l| l.version >= (3, 7)) else {
+        return;
+    };
+    let layout = &interp.layout;
+    let mut walker = Walker::new(layout);
+    let mut reader = TaskReader::new(layout);
+    if let Ok(debug) = AsyncioDebug::parse(&data[..data.len().min(ASYNCIO_DEBUG_LEN)]) {
+        if reader.wants_debug() {
+            reader.set_debug(debug);
+        }
+    }
+    for _ in 0..2 {
+        image.rewind();
+        let mut threads: Vec<ThreadStack> = match walker.walk(&image, &interp) {
+            Ok(walked) => walked.into_iter().map(|(_, t)| t).collect(),
+            Err(_) => Vec::new(),
+        };
+        image.rewind();
+        let Ok(tasks) = reader.read(&mut walker, &image, &interp) else {
+            continue;
+        };
+        let mut total = 0usize;
+        for t in &tasks {
+            total = total
+                .wrapping_add(t.name.as_deref().map_or(0, str::len))
+                .wrapping_add(t.awaited_by.len());
+            for f in &t.frames {
+                total = total
+                    .wrapping_add(f.function.len())
+                    .wrapping_add(f.filename.len())
+                    .wrapping_add(f.line as usize);
+            }
+        }
+        logical::apply(&mut threads, &tasks);
+        black_box((total, threads));
+    }
+    let anchor = image.anchors.runtime;
+    image.rewind();
+    black_box(set_items(&image, layout, anchor).map(|v| v.len()).ok());
+    black_box(
+        sequence_items(&image, layout, anchor, true, 1 << 16)
+            .map(|v| v.len())
+            .ok(),
+    );
+    black_box(
+        sequence_items(&image, layout, anchor, false, 1 << 16)
+            .map(|v| v.len())
+            .ok(),
+    );
+    black_box(llist_items(&image, anchor, 8).map(|v| v.len()).ok());
+}
+
+/// For checking captured seeds: the tasks a `tasks` image reads with its own version's layout.
+pub fn tasks_in_image(data: &[u8]) -> Result<usize, String> {
+    let image = RecordedImage::decode(data);
+    let (version, free_threaded) = image.anchors.build();
+    let interp = interpreter(&image, |l| {
+        l.version == version && l.free_threaded == free_threaded
+    })
+    .ok_or_else(|| format!("no layout for {version:?} (free-threaded: {free_threaded})"))?;
+    let mut walker = Walker::new(&interp.layout);
+    TaskReader::new(&interp.layout)
+        .read(&mut walker, &image, &interp)
+        .map(|t| t.len())
+        .map_err(|e| e.to_string())
 }
 
 /// framehop (0.15 and 0.16, `cfa - 8` in its x86_64 DWARF unwinder) and gimli subtract without

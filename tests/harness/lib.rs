@@ -28,6 +28,7 @@ pub mod debugger;
 pub mod proto;
 pub mod receiver;
 pub mod scenarios;
+pub mod tasks;
 
 /// The README's Rust examples, compiled and run as doc tests of this crate (they start a
 /// `python3` to look at).

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use pyspy_tests::cores::{crash, gcore, require_gdb, spawn_dumpable, CoreDir};
 use pyspy_tests::scenarios::spawn_scenarios;
+use pyspy_tests::tasks::{compare_tasks, truth_tasks, ASYNCIO_TASKS};
 use pyspy_tests::{
     compare_stacks, compare_thread_metadata, interpreters, run_bounded, workspace_root,
     Interpreter, Target,
@@ -378,6 +379,60 @@ fn thread_metadata_through_the_c_api_matches_the_truth() {
         }
     }
     assert!(failures.is_empty(), "thread metadata differs:{failures}");
+}
+
+/// asyncio tasks through the C API (`pyspy_options_set_tasks`, `pyspy_snapshot_task`,
+/// `pyspy_task_*`) against the truth of `asyncio_tasks.py` on every interpreter 3.7+: natively
+/// on all, under valgrind on the oldest and the newest.
+#[test]
+fn asyncio_tasks_through_the_c_api_match_the_truth() {
+    if !tools_present() {
+        return;
+    }
+    let exe = compile("tasks", Link::Shared);
+    // Targets are dropped (killed) on this thread, which spawned them.
+    let targets: Vec<(Interpreter, Target)> = interpreters()
+        .into_iter()
+        .filter(|i| i.version >= (3, 7))
+        .map(|i| {
+            let t = Target::spawn(&i, ASYNCIO_TASKS, &[]);
+            (i, t)
+        })
+        .collect();
+    assert!(!targets.is_empty(), "no interpreter 3.7+");
+    let pids: Vec<String> = targets.iter().map(|(_, t)| t.pid().to_string()).collect();
+    let ends = vec![0, pids.len() - 1];
+    let mut failures = String::new();
+    for (how, which, under_valgrind) in [
+        ("valgrind", ends, true),
+        ("native", (0..pids.len()).collect::<Vec<_>>(), false),
+    ] {
+        let args: Vec<String> = which.iter().map(|&i| pids[i].clone()).collect();
+        let out = if under_valgrind {
+            valgrind(&exe, &args)
+        } else {
+            let mut cmd = Command::new(&exe);
+            cmd.args(&args);
+            let out = run_bounded(cmd, RUN_TIMEOUT);
+            check_output(&format!("{}", exe.display()), &out);
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        for (&i, got) in which.iter().zip(json_lines(&out, args.len())) {
+            let (interp, target) = &targets[i];
+            assert_eq!(got["pid"].as_i64(), Some(i64::from(target.pid())));
+            let truth = truth_tasks(&target.truth.raw);
+            let got = got["tasks"].as_array().cloned().unwrap_or_default();
+            let problems = compare_tasks(&truth, &got, interp.has_qualname());
+            if !problems.is_empty() {
+                failures.push_str(&format!(
+                    "\n===== [{} {how}] =====\n{}\n",
+                    interp.label,
+                    problems.join("\n")
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "tasks differ:{failures}");
 }
 
 #[test]

@@ -91,6 +91,26 @@ fn walker_seeds_are_real_stacks() {
     }
 }
 
+/// The task seeds (`fuzz/capture-seeds.sh`, from `tests/targets/asyncio_tasks.py` on every
+/// interpreter 3.7+) replay to the tasks they were captured with: at least the 23 tasks every
+/// version's scenarios make. A reader that reads more than at capture time misses bytes and
+/// finds fewer: recapture them then.
+#[test]
+fn task_seeds_read_real_tasks() {
+    let seeds = inputs("seeds", "tasks");
+    assert!(seeds.len() >= 9, "task seeds for 3.7-3.15: {seeds:?}");
+    for path in seeds {
+        let data = std::fs::read(&path).expect("read seed");
+        match fuzz_bodies::tasks_in_image(&data) {
+            Ok(n) if n >= 23 => {}
+            other => panic!(
+                "{}: {other:?} tasks; recapture with fuzz/capture-seeds.sh",
+                path.display()
+            ),
+        }
+    }
+}
+
 /// The free-threaded walker seeds are laid out by `cargo xtask synthetic-corpus` (no
 /// free-threaded interpreter runs here): two named threads of three Python frames each, below
 /// a shim that is not code and above an entry frame. Deterministic, so they must sample to

@@ -1,5 +1,6 @@
-//! `cargo xtask capture-corpus --pid PID [--out DIR] [--label NAME]`: seed inputs for the fuzz
-//! targets, captured from a real Python process.
+//! `cargo xtask capture-corpus --pid PID [--out DIR] [--label NAME] [--tasks]`: seed inputs for
+//! the fuzz targets, captured from a real Python process (`--tasks`: only the `tasks` input, see
+//! [`capture_tasks`]).
 //!
 //! One real sample runs through a recording memory (`pyspy_core::memory::Recorder` over the
 //! live process), with the threads' names; what it read becomes a walker input (`RecordedImage` format) in
@@ -21,6 +22,7 @@ use pyspy_core::walk::names::{NameKey, ThreadNames};
 use pyspy_core::walk::objects::dict::dict_entries;
 use pyspy_core::walk::objects::StrKey;
 use pyspy_core::walk::strings::read_str;
+use pyspy_core::walk::tasks::TaskReader;
 use pyspy_core::walk::values::Values;
 use pyspy_core::walk::Interpreter;
 use pyspy_core::walk::Walker;
@@ -40,6 +42,7 @@ pub fn main(args: &[&str]) -> Result<(), Box<dyn Error>> {
     let mut pid = None;
     let mut out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
     let mut label = None;
+    let mut tasks = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = || it.next().copied().ok_or(format!("{arg} needs a value"));
@@ -47,11 +50,56 @@ pub fn main(args: &[&str]) -> Result<(), Box<dyn Error>> {
             "--pid" => pid = Some(value()?.parse::<i32>()?),
             "--out" => out = PathBuf::from(value()?),
             "--label" => label = Some(value()?.to_string()),
+            "--tasks" => tasks = true,
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
     let pid = pid.ok_or("--pid PID is required")?;
-    capture(pid, &out, label.as_deref())
+    match tasks {
+        true => capture_tasks(pid, &out, label.as_deref()),
+        false => capture(pid, &out, label.as_deref()),
+    }
+}
+
+/// `--tasks`: only a `tasks` input, the reads of one walk of the threads and of the asyncio
+/// task reader (with pyspy's tables: the session's `AsyncioDebug` search is not replayed),
+/// from a process running asyncio (`tests/targets/asyncio_tasks.py`).
+fn capture_tasks(pid: i32, out: &Path, label: Option<&str>) -> Result<(), Box<dyn Error>> {
+    let info = ProcessInfo::read(pid)?;
+    let mem = ProcessMemory::new(pid);
+    let interp = locate(&mem, &info, LocateStrategy::Auto)?.interpreter;
+    let layout = interp.layout;
+    let (major, minor) = layout.version;
+    let t = if layout.free_threaded { "t" } else { "" };
+    let label = match label {
+        Some(l) => format!("{major}.{minor}{t}-{l}"),
+        None => format!("{major}.{minor}{t}"),
+    };
+    let rec = Recorder::new(mem);
+    let mut walker = Walker::new(&layout);
+    walker.walk(&rec, &interp)?;
+    let tasks = TaskReader::new(&layout).read(&mut walker, &rec, &interp)?;
+    if tasks.is_empty() {
+        return Err(format!("process {pid} has no asyncio tasks to capture").into());
+    }
+    let image = rec.image(Anchors {
+        version: Anchors::version_of(&layout),
+        interp_head: interp.interp_head,
+        runtime: interp.runtime.unwrap_or(0),
+        tstate_current: interp.tstate_current.unwrap_or(0),
+    });
+    eprintln!(
+        "{pid}: Python {}, {} tasks, {} bytes in {} regions",
+        interp.version,
+        tasks.len(),
+        image.region_bytes(),
+        image.regions().count()
+    );
+    println!(
+        "{}",
+        write(out, "tasks", &label, &image.encode())?.display()
+    );
+    Ok(())
 }
 
 fn capture(pid: i32, out: &Path, label: Option<&str>) -> Result<(), Box<dyn Error>> {

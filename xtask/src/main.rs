@@ -11,7 +11,7 @@
 //! - `install --prefix DIR [--profile P]`: build libpyspy and install lib, header and pyspy.pc.
 //! - `wheel [--out DIR]`: the `pyspy` command as a Python wheel (`py3-none-manylinux_X_Y_x86_64`,
 //!   the tag derived from the glibc symbol versions the release binary needs; see `wheel.rs`).
-//! - `capture-corpus --pid PID [--out DIR] [--label NAME]`: fuzz seed inputs from the memory a
+//! - `capture-corpus --pid PID [--out DIR] [--label NAME] [--tasks]`: fuzz seed inputs from the memory a
 //!   real sample of a live Python process reads (see `corpus.rs`).
 //! - `synthetic-corpus [--out DIR]`: fuzz seed inputs for the free-threaded builds, from memory
 //!   laid out from their generated layouts (see `synthetic.rs`).
@@ -30,7 +30,7 @@ mod zip;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask layouts [--check] | header [--check] | protos [--check] | install --prefix DIR [--profile P] | wheel [--out DIR] | capture-corpus --pid PID [--out DIR] [--label NAME] | synthetic-corpus [--out DIR]";
+const USAGE: &str = "usage: cargo xtask layouts [--check] | header [--check] | protos [--check] | install --prefix DIR [--profile P] | wheel [--out DIR] | capture-corpus --pid PID [--out DIR] [--label NAME] [--tasks] | synthetic-corpus [--out DIR]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

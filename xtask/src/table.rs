@@ -644,6 +644,124 @@ pub const ROWS: &[Row] = &[
         "exception_args",
         &[r(FIRST, LAST, Off("PyBaseExceptionObject", "args"))],
     ),
+    // asyncio tasks (see `walk::tasks`): the objects a task reader follows besides dicts and
+    // sets — weak references (the all-tasks weak sets), bound methods, C methods and closures
+    // (done callbacks), types' MRO (is it a Task?), and generators with their frames' value
+    // stacks (what a suspended coroutine awaits).
+    req(
+        "weakref_object",
+        &[r(FIRST, LAST, Off("PyWeakReference", "wr_object"))],
+    ),
+    req(
+        "method_self",
+        &[r(FIRST, LAST, Off("PyMethodObject", "im_self"))],
+    ),
+    req(
+        "cfunction_self",
+        &[r(FIRST, LAST, Off("PyCFunctionObject", "m_self"))],
+    ),
+    req(
+        "function_closure",
+        &[r(FIRST, LAST, Off("PyFunctionObject", "func_closure"))],
+    ),
+    req("type_mro", &[r(FIRST, LAST, Off("PyTypeObject", "tp_mro"))]),
+    opt(
+        "gen_frame",
+        &[r(FIRST, (3, 10), Off("PyGenObject", "gi_frame"))],
+    ),
+    opt(
+        "gen_iframe",
+        &[r((3, 11), LAST, Off("PyGenObject", "gi_iframe"))],
+    ),
+    opt(
+        "gen_frame_state",
+        &[r((3, 11), LAST, Off("PyGenObject", "gi_frame_state"))],
+    ),
+    opt(
+        "frame_stacktop",
+        &[r(FIRST, (3, 9), Off(FRAME, "f_stacktop"))],
+    ),
+    opt(
+        "frame_stackdepth",
+        &[r((3, 10), (3, 10), Off(FRAME, "f_stackdepth"))],
+    ),
+    opt(
+        "frame_valuestack",
+        &[r((3, 10), (3, 10), Off(FRAME, "f_valuestack"))],
+    ),
+    opt(
+        "iframe_stacktop",
+        &[r((3, 11), (3, 13), Off(IFRAME, "stacktop"))],
+    ),
+    opt(
+        "iframe_stackpointer",
+        &[r((3, 14), LAST, Off(IFRAME, "stackpointer"))],
+    ),
+    // `gi_frame_state` values (an `int8_t`), as the byte pyspy reads.
+    opt(
+        "gen_state_created",
+        &[r((3, 11), LAST, Expr("(unsigned char)FRAME_CREATED"))],
+    ),
+    opt(
+        "gen_state_suspended",
+        &[r((3, 11), LAST, Expr("(unsigned char)FRAME_SUSPENDED"))],
+    ),
+    opt(
+        "gen_state_executing",
+        &[r((3, 11), LAST, Expr("(unsigned char)FRAME_EXECUTING"))],
+    ),
+    opt(
+        "gen_state_yield_from",
+        &[r(
+            (3, 13),
+            LAST,
+            Expr("(unsigned char)FRAME_SUSPENDED_YIELD_FROM"),
+        )],
+    ),
+    opt(
+        "gen_state_yield_from_locked",
+        &[r(
+            (3, 15),
+            LAST,
+            Expr("(unsigned char)FRAME_SUSPENDED_YIELD_FROM_LOCKED"),
+        )],
+    ),
+    // ≤3.10: a generator suspended in `yield from`/`await` has YIELD_FROM as its next opcode.
+    opt(
+        "yield_from_opcode",
+        &[r((3, 7), (3, 10), Expr("YIELD_FROM"))],
+    ),
+    // 3.14+: the asyncio fields of thread and interpreter states (the `_asyncio` module's own
+    // `AsyncioDebug` offsets are preferred; these check them and stand in when that section
+    // cannot be read).
+    opt(
+        "tstate_asyncio_running_loop",
+        &[r(
+            (3, 14),
+            LAST,
+            Off("_PyThreadStateImpl", "asyncio_running_loop"),
+        )],
+    ),
+    opt(
+        "tstate_asyncio_running_task",
+        &[r(
+            (3, 14),
+            LAST,
+            Off("_PyThreadStateImpl", "asyncio_running_task"),
+        )],
+    ),
+    opt(
+        "tstate_asyncio_tasks_head",
+        &[r(
+            (3, 14),
+            LAST,
+            Off("_PyThreadStateImpl", "asyncio_tasks_head"),
+        )],
+    ),
+    opt(
+        "interp_asyncio_tasks_head",
+        &[r((3, 14), LAST, Off(INTERP, "asyncio_tasks_head"))],
+    ),
 ];
 
 /// The row after which the frame-owner facts are emitted (they sit there in `Layout`).
@@ -725,17 +843,24 @@ pub const OWNER_ENUM: &str = "_frameowner";
 pub fn extra_headers(v: Minor) -> &'static [&'static str] {
     match v {
         (2, _) | (3, 0..=6) => &["frameobject.h", "code.h", "longintrepr.h"],
-        (3, 7) => &["frameobject.h", "internal/pystate.h", "longintrepr.h"],
+        (3, 7) => &[
+            "frameobject.h",
+            "internal/pystate.h",
+            "longintrepr.h",
+            "opcode.h",
+        ],
         (3, 8) => &[
             "frameobject.h",
             "internal/pycore_pystate.h",
             "longintrepr.h",
+            "opcode.h",
         ],
         (3, 9) => &[
             "frameobject.h",
             "internal/pycore_runtime.h",
             "internal/pycore_interp.h",
             "longintrepr.h",
+            "opcode.h",
         ],
         (3, 10) => &[
             "frameobject.h",
@@ -743,6 +868,7 @@ pub fn extra_headers(v: Minor) -> &'static [&'static str] {
             "internal/pycore_interp.h",
             "longintrepr.h",
             "internal/pycore_moduleobject.h",
+            "opcode.h",
         ],
         (3, 11..=13) => &[
             "internal/pycore_runtime.h",
@@ -761,6 +887,8 @@ pub fn extra_headers(v: Minor) -> &'static [&'static str] {
             "internal/pycore_dict.h",
             "internal/pycore_object.h",
             "internal/pycore_instruments.h",
+            "internal/pycore_frame.h",
+            "internal/pycore_tstate.h",
         ],
     }
 }

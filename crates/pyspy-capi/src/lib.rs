@@ -39,6 +39,7 @@ pub mod sampler;
 pub mod session;
 pub mod snapshot;
 pub mod status;
+pub mod tasks;
 pub mod version;
 
 pub use self::core::*;
@@ -51,4 +52,5 @@ pub use sampler::*;
 pub use session::*;
 pub use snapshot::*;
 pub use status::*;
+pub use tasks::*;
 pub use version::*;

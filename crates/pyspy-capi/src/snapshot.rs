@@ -44,6 +44,8 @@ impl Castable for pyspy_frame {
 /// What a `pyspy_snapshot` holds: the library's snapshot with its strings as C strings.
 pub struct SnapshotObject {
     pub threads: Vec<ThreadObject>,
+    /// The asyncio tasks (see `tasks.rs`).
+    pub tasks: Vec<crate::tasks::TaskObject>,
 }
 
 pub struct ThreadObject {
@@ -111,27 +113,38 @@ impl SnapshotObject {
                 frames: t
                     .frames
                     .iter()
-                    .map(|f| FrameObject {
-                        function: strings.get(&f.function),
-                        qualname: f.qualname.as_ref().map(|q| strings.get(q)),
-                        filename: strings.get(&f.filename),
-                        line: f.line,
-                        end_line: f.end_line,
-                        column: f.column,
-                        end_column: f.end_column,
-                        opcode: f.opcode,
-                        locals: f
-                            .locals
-                            .iter()
-                            .map(|l| crate::debugger::LocalObject::new(l, strings))
-                            .collect(),
-                        native: f.native,
-                        address: f.address,
-                    })
+                    .map(|f| FrameObject::new(f, strings))
                     .collect(),
             })
             .collect();
-        SnapshotObject { threads }
+        let tasks = snapshot
+            .tasks
+            .iter()
+            .map(|t| crate::tasks::TaskObject::new(t, strings))
+            .collect();
+        SnapshotObject { threads, tasks }
+    }
+}
+
+impl FrameObject {
+    pub(crate) fn new(f: &pyspy_core::Frame, strings: &mut StringCache) -> FrameObject {
+        FrameObject {
+            function: strings.get(&f.function),
+            qualname: f.qualname.as_ref().map(|q| strings.get(q)),
+            filename: strings.get(&f.filename),
+            line: f.line,
+            end_line: f.end_line,
+            column: f.column,
+            end_column: f.end_column,
+            opcode: f.opcode,
+            locals: f
+                .locals
+                .iter()
+                .map(|l| crate::debugger::LocalObject::new(l, strings))
+                .collect(),
+            native: f.native,
+            address: f.address,
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 
 use crate::debug_view::{self, Sources};
+use crate::tasks_view;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -106,6 +107,7 @@ pub fn run(args: &Args) -> Result<(), pyspy_core::Error> {
         .pause(!args.nonblocking)
         .exceptions(true)
         .positions(true)
+        .tasks(true)
         .locals(args.locals())
         .repr_limits(args.repr_limits())
         .native(native)
@@ -260,6 +262,9 @@ fn to_json(session: &Session, snapshot: &Snapshot, locals: bool) -> Value {
             .map(|t| thread_json(t, locals))
             .collect::<Vec<_>>(),
     });
+    if !snapshot.tasks.is_empty() {
+        out["tasks"] = tasks_view::tasks_json(&snapshot.tasks, locals);
+    }
     if let Some(core) = session.core() {
         out["core_file"] = json!(core.path.to_string_lossy());
         out["signal"] = core.signal.as_ref().map_or(Value::Null, signal_json);
@@ -398,6 +403,8 @@ fn to_text(session: &Session, snapshot: &Snapshot, sysroot: Option<&std::path::P
         if let Some(e) = &t.error {
             let _ = writeln!(out, "    !!! the rest of this stack could not be read: {e}");
         }
+        tasks_view::thread_tasks_text(&mut out, &snapshot.tasks, t);
     }
+    tasks_view::orphan_tasks_text(&mut out, &snapshot.tasks, &snapshot.threads);
     out
 }

@@ -8,6 +8,7 @@ mod output;
 mod push;
 mod record;
 mod target;
+mod tasks_view;
 mod top;
 mod upload;
 

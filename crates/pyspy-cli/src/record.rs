@@ -97,6 +97,11 @@ pub struct Args {
     /// Aggregate by function, without line numbers.
     #[arg(long, short = 'F')]
     function: bool,
+    /// Attribute each sample of a thread running an asyncio task to the task's logical stack:
+    /// the task's frames, then the tasks awaiting it (each marked by a `<task>` frame with its
+    /// name) instead of the event loop below it.
+    #[arg(long = "async")]
+    async_stacks: bool,
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
@@ -141,7 +146,8 @@ pub fn run(args: &Args) -> Result<(), String> {
         .pause(native)
         .native(native)
         .native_all(args.native_all)
-        .exceptions(args.exceptions);
+        .exceptions(args.exceptions)
+        .async_stacks(args.async_stacks);
     options.attach = AttachOptions::default().sample(sample_options);
     let mut sampler = match session {
         Some(mut session) => {

@@ -51,6 +51,10 @@ pub struct Args {
     /// With --native, also count the interpreter's own functions.
     #[arg(long)]
     native_all: bool,
+    /// Count the time of threads running an asyncio task in the task's logical stack (the
+    /// tasks awaiting it instead of the event loop).
+    #[arg(long = "async")]
+    async_stacks: bool,
 }
 
 const REFRESH: Duration = Duration::from_secs(1);
@@ -238,7 +242,8 @@ pub fn run(args: &Args) -> Result<(), String> {
         .exceptions(args.exceptions)
         .pause(native)
         .native(native)
-        .native_all(args.native_all);
+        .native_all(args.native_all)
+        .async_stacks(args.async_stacks);
     options.attach = AttachOptions::default().sample(sample_options);
     let sampler = match session {
         Some(mut session) => {

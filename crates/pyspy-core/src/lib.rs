@@ -95,7 +95,9 @@ pub use sample::sampler::{
     SamplerStats, SamplerThread, StopHandle,
 };
 pub use sample::session::{attach, AttachOptions, Session};
-pub use snapshot::{ExceptionInfo, Frame, Local, LocalKind, Snapshot, ThreadStack};
+pub use snapshot::{
+    ExceptionInfo, Frame, Local, LocalKind, Snapshot, TaskInfo, TaskState, ThreadStack,
+};
 pub use walk::names::NameStats;
 pub use walk::values::ReprLimits;
 

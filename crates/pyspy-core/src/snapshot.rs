@@ -10,6 +10,10 @@ use std::time::Duration;
 pub struct Snapshot {
     /// The threads, in the interpreters' thread-list order (the newest thread first).
     pub threads: Vec<ThreadStack>,
+    /// The target's asyncio tasks, when [`SampleOptions::tasks`](crate::SampleOptions) is on
+    /// (else empty): every task the asyncio registries hold, of every event loop and
+    /// interpreter.
+    pub tasks: Vec<TaskInfo>,
 }
 
 /// A Python thread and its stack, innermost frame first.
@@ -202,6 +206,59 @@ impl LocalKind {
             LocalKind::Local => "local",
             LocalKind::Cell => "cell",
             LocalKind::Free => "free",
+        }
+    }
+}
+
+/// An asyncio task, as its event loop and the asyncio registries see it
+/// ([`Snapshot::tasks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskInfo {
+    /// The task object's address: what `id(task)` returns in the target.
+    pub id: u64,
+    /// `task.get_name()`: `Task-N`, or the name it was given; `None` on 3.7 (tasks have no
+    /// names before 3.8).
+    pub name: Option<Arc<str>>,
+    /// The Python thread ident (`threading.get_ident()`) of the thread running the task's
+    /// event loop; `None` while the loop is not running (its thread is gone, or it runs no
+    /// loop right now).
+    pub thread_id: Option<u64>,
+    /// The id of the interpreter the task belongs to (0 for the main interpreter; 3.7+).
+    pub interp_id: Option<i64>,
+    /// Running, pending or done.
+    pub state: TaskState,
+    /// The stack the task is in, innermost first. For a pending task: its coroutine, then
+    /// every coroutine, generator and async generator it awaits, down to the innermost one
+    /// (which awaits a future, another task, or nothing yet). For the running task: its
+    /// thread's frames up to and including the task's coroutine. Empty for a done task.
+    pub frames: Vec<Frame>,
+    /// The ids of the tasks awaiting this one: a task that awaits it directly, gathers it,
+    /// shields it, waits for it (`asyncio.wait`), or whose `TaskGroup` created it.
+    pub awaited_by: Vec<u64>,
+}
+
+/// What a task is doing ([`TaskInfo::state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TaskState {
+    /// Its coroutine is running now: it is its event loop's current task.
+    Running,
+    /// Not done, not running: scheduled, or suspended awaiting something.
+    Pending,
+    /// Finished, cancelled or failed, and still referenced (the registries of 3.7–3.13 keep
+    /// such tasks while something refers to them; 3.14+ drops C tasks from its lists when they
+    /// finish).
+    Done,
+}
+
+impl TaskState {
+    /// `"running"`, `"pending"` or `"done"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Running => "running",
+            TaskState::Pending => "pending",
+            TaskState::Done => "done",
         }
     }
 }

@@ -21,8 +21,16 @@ pub const SYMBOLS: &[&str] = &[
     "_PyThreadState_Current",
 ];
 
-/// The sections pyspy keeps: the ones the data-section scan reads, and `.rodata`.
-const SECTIONS: &[&str] = &[".PyRuntime", ".data", ".bss", ".rodata"];
+/// The sections pyspy keeps: the ones the data-section scan reads, `.rodata`, and the
+/// `_asyncio` module's debug offsets (3.14+: in the `_asyncio` extension, or in the
+/// executable when the module is built in).
+const SECTIONS: &[&str] = &[".PyRuntime", ".data", ".bss", ".rodata", ASYNCIO_DEBUG_SECTION];
+
+/// The section where 3.14+'s `_asyncio` module keeps its `Py_AsyncioModuleDebugOffsets`.
+pub const ASYNCIO_DEBUG_SECTION: &str = ".AsyncioDebug";
+
+/// Most mapped files [`find_section`] opens.
+const MAX_SECTION_FILES: usize = 8;
 
 /// Most bytes of `.rodata` searched for the version string (real interpreters' `.rodata` is
 /// 0.2–3 MiB; `PY_VERSION` sits among the other constant strings).
@@ -140,6 +148,27 @@ impl Binary {
     pub fn section(&self, name: &str) -> Option<&Section> {
         self.sections.iter().find(|s| s.name == name)
     }
+}
+
+/// Where in the target section `name` (one of the kept sections) of a mapped file is: the
+/// first file, among those whose path `wanted` accepts (at most a few are opened), that has
+/// it. Files that cannot be opened or read are passed over.
+pub fn find_section(process: &ProcessInfo, name: &str, wanted: impl Fn(&str) -> bool) -> Option<u64> {
+    let mut tried: Vec<(&str, u64)> = Vec::new();
+    for map in &process.maps {
+        let Some(path) = map.path.as_deref() else {
+            continue;
+        };
+        if !wanted(path) || tried.contains(&(path, map.inode)) || tried.len() >= MAX_SECTION_FILES
+        {
+            continue;
+        }
+        tried.push((path, map.inode));
+        if let Some(section) = Binary::open(process, map).ok().and_then(|b| b.section(name).cloned()) {
+            return Some(section.addr);
+        }
+    }
+    None
 }
 
 /// The minor version a file name implies: `libpython3.12.so.1.0`, `python3.11`, `python2.7`.

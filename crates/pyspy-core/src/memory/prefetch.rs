@@ -175,6 +175,11 @@ impl PrefetchPlan {
         }
     }
 
+    /// How many bytes the plan reads.
+    pub fn bytes(&self) -> usize {
+        self.total
+    }
+
     /// The log the plan was made from.
     pub fn log(&self) -> &[(u64, usize, Owner)] {
         &self.log

@@ -580,7 +580,10 @@ pub(crate) mod tests {
                     parent_pid: Some(1),
                     command_line: "python app.py".into(),
                 }),
-                snapshot: Snapshot { threads },
+                snapshot: Snapshot {
+                    threads,
+                    ..Snapshot::default()
+                },
             }],
         }
     }

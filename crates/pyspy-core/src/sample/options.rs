@@ -22,6 +22,8 @@ use std::time::Duration;
 /// | `positions` | off    | per frame (3.11+): one read for the opcode, a line-table scan      |
 /// | `native`   | off     | `PTRACE_GETREGS` and a stack unwind per paused thread; needs `pause` |
 /// | `native_all` | off   | — (keeps the interpreter's own native frames)                      |
+/// | `tasks`    | off     | per sample: the asyncio registries, then a few reads per task and per awaited coroutine |
+/// | `async_stacks` | off | the same reads as `tasks` (the tasks are not returned unless `tasks` is on) |
 ///
 /// ```
 /// use pyspy_core::SampleOptions;
@@ -77,6 +79,18 @@ pub struct SampleOptions {
     /// Read each frame's exact position (3.11+): [`Frame::column`], [`Frame::end_line`],
     /// [`Frame::end_column`] and [`Frame::opcode`]. Default off.
     pub positions: bool,
+    /// Read the target's asyncio tasks (3.7+) into [`Snapshot::tasks`](crate::Snapshot): each
+    /// task's name, state, the coroutines it is suspended in, and the tasks awaiting it.
+    /// Default off.
+    pub tasks: bool,
+    /// Show each thread that runs an asyncio task with the task's logical stack instead of
+    /// its event loop's: the task's frames, a marker frame naming the task (`function` the
+    /// task's name, `filename` `"<task>"`, line 0), then the frames and marker of the task
+    /// awaiting it, and so on to a task nothing awaits (the first awaiter where several do),
+    /// as CPython 3.15's sampling profiler does in its async-aware mode. A profile then shows
+    /// time per chain of tasks rather than per event loop. Threads running no task keep their
+    /// stacks. Default off.
+    pub async_stacks: bool,
 }
 
 impl Default for SampleOptions {
@@ -95,6 +109,8 @@ impl Default for SampleOptions {
             repr_limits: ReprLimits::default(),
             exceptions: false,
             positions: false,
+            tasks: false,
+            async_stacks: false,
         }
     }
 }
@@ -164,6 +180,16 @@ impl SampleOptions {
     /// Sets [`SampleOptions::positions`].
     pub fn positions(mut self, on: bool) -> Self {
         self.positions = on;
+        self
+    }
+    /// Sets [`SampleOptions::tasks`].
+    pub fn tasks(mut self, on: bool) -> Self {
+        self.tasks = on;
+        self
+    }
+    /// Sets [`SampleOptions::async_stacks`].
+    pub fn async_stacks(mut self, on: bool) -> Self {
+        self.async_stacks = on;
         self
     }
 

@@ -27,8 +27,9 @@ use crate::memory::{offset, Memory, MemoryExt, ReadError};
 use crate::walk::native_tid;
 use crate::sample::pause;
 use crate::attach::process::{self, ThreadStat, ThreadStatReader};
-use crate::snapshot::ThreadStack;
+use crate::snapshot::{TaskInfo, ThreadStack};
 use crate::walk::names::{NameStats, NameKey, ThreadNames};
+use crate::walk::tasks::{logical, TaskReader};
 use crate::walk::{Interpreter, Walker};
 use crate::native::{NativeStacks, Registers};
 use crate::memory::core::CoreMemory;
@@ -120,6 +121,9 @@ pub(crate) struct SnapshotReader {
     interpreter_binary: String,
     /// Native unwinding state; made at the first sample that asks for native stacks.
     native: Option<NativeStacks>,
+    /// The asyncio task reader, and the tasks of the last sample that asked for them.
+    pub(crate) tasks: TaskReader,
+    last_tasks: Vec<TaskInfo>,
     pub(crate) hooks: Hooks,
 }
 
@@ -145,6 +149,8 @@ impl SnapshotReader {
             frozen: None,
             interpreter_binary: interpreter_binary.to_string(),
             native: None,
+            tasks: TaskReader::new(&interp.layout),
+            last_tasks: Vec::new(),
             hooks: Hooks::default(),
         }
     }
@@ -177,6 +183,11 @@ impl SnapshotReader {
 
     pub(crate) fn name_stats(&self) -> NameStats {
         self.names.stats()
+    }
+
+    /// The asyncio tasks the last sample read ([`SampleOptions::tasks`]), taken.
+    pub(crate) fn take_tasks(&mut self) -> Vec<TaskInfo> {
+        std::mem::take(&mut self.last_tasks)
     }
 
     /// One sample (see the module docs for the order of operations).
@@ -303,6 +314,15 @@ impl SnapshotReader {
                 t.name = name;
             }
         }
+        // asyncio tasks, while the threads are still paused: they must agree with the stacks.
+        // Tasks that cannot be read leave the sample without them rather than failing it.
+        let tasks = match options.tasks || options.async_stacks {
+            true => self
+                .tasks
+                .read(&mut self.walker, mem, interp)
+                .unwrap_or_default(),
+            false => Vec::new(),
+        };
         drop(guard); // resume before the /proc reads of threads that were not paused
         if let (Some(frozen), true) = (&self.frozen, options.cpu_time) {
             for t in threads.iter_mut() {
@@ -354,6 +374,13 @@ impl SnapshotReader {
             }
             files.keep_only(&seen);
         }
+        if options.async_stacks {
+            logical::apply(&mut threads, &tasks);
+        }
+        self.last_tasks = match options.tasks {
+            true => tasks,
+            false => Vec::new(),
+        };
         if !options.idle {
             threads.retain(|t| t.active == Some(true));
         }

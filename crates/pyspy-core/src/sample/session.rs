@@ -6,6 +6,7 @@ use crate::attach::locate::{locate, Located, LocateStrategy, LocatedBy};
 use crate::memory::core::CoreMemory;
 use crate::memory::{Memory, ProcessMemory, ReadError, ReadErrorKind};
 use crate::attach::process::{self, ProcessInfo};
+use crate::sample::asyncio_section::{AsyncioSection, Files};
 use crate::sample::core_file::CoreDetails;
 use crate::sample::options::SampleOptions;
 #[cfg(feature = "internals")]
@@ -80,6 +81,8 @@ pub struct Session {
     /// A failed snapshot already waited [`EXIT_GRACE`] for the process to exit and it did not:
     /// until a snapshot succeeds again, failures only check whether it is gone.
     waited: bool,
+    /// 3.14+: the search for the `_asyncio` module's `AsyncioDebug` section.
+    asyncio_section: AsyncioSection,
 }
 
 /// Where a session's memory is: a live process, or a core file and what it records.
@@ -137,6 +140,7 @@ pub fn attach(pid: i32, options: &AttachOptions) -> Result<Session> {
         located,
         sample_options: options.sample,
         waited: false,
+        asyncio_section: AsyncioSection::new(),
     })
 }
 
@@ -230,6 +234,7 @@ impl Session {
             reader,
             sample_options: SampleOptions::default(),
             waited: false,
+            asyncio_section: AsyncioSection::new(),
         }
     }
 
@@ -248,6 +253,9 @@ impl Session {
             let python2 = self.located.interpreter.version.major == 2;
             self.reader.prepare_core_native(&core.0, python2);
         }
+        if (options.tasks || options.async_stacks) && self.reader.tasks.wants_debug() {
+            self.find_asyncio_debug();
+        }
         let threads = self
             .reader
             .sample(pid, &self.mem, &self.located.interpreter, options);
@@ -258,7 +266,32 @@ impl Session {
             Source::Core(_) => threads?,
         };
         self.waited = false;
-        Ok(Snapshot { threads })
+        Ok(Snapshot {
+            threads,
+            tasks: self.reader.take_tasks(),
+        })
+    }
+
+    /// 3.14+: looks for the `_asyncio` module's `AsyncioDebug` section (see
+    /// [`crate::sample::asyncio_section`]) and gives it to the task reader.
+    fn find_asyncio_debug(&mut self) {
+        let files = match &self.mem {
+            Source::Live(_) => Files::Live(self.pid),
+            Source::Core(c) => Files::Core {
+                mem: &c.0,
+                pid: self.pid,
+                executable: &self.executable,
+            },
+        };
+        let found = self.asyncio_section.find(
+            &self.mem,
+            files,
+            &self.located.binary,
+            &self.executable,
+        );
+        if let Some(block) = found {
+            self.reader.tasks.set_debug(block);
+        }
     }
 
     /// What the core file says beyond the process's memory (the signal that ended it, its
@@ -302,6 +335,14 @@ impl Session {
     /// What reading thread names has cost so far (cached samples, lookups, failures).
     pub fn name_stats(&self) -> NameStats {
         self.reader.name_stats()
+    }
+
+    /// Test-only: the `_asyncio` module's `AsyncioDebug` block the task reader uses (3.14+),
+    /// once a snapshot that read tasks found it.
+    #[cfg(feature = "internals")]
+    #[doc(hidden)]
+    pub fn asyncio_debug(&self) -> Option<crate::walk::tasks::table::AsyncioDebug> {
+        self.reader.tasks.debug().copied()
     }
 
     /// Test-only: read counters and fault injection.

@@ -51,7 +51,7 @@ pub(super) struct RawFrame {
     back: u64,
     pub(super) code: u64,
     /// ≤3.10: `f_lasti` (sign-extended); 3.11+: the instruction pointer.
-    position: u64,
+    pub(super) position: u64,
     /// 3.11+: the frame's `owner`.
     owner: u8,
     /// Free-threaded 3.14+: which copy of the bytecode `position` points into (0: the code
@@ -478,7 +478,11 @@ fn check_frame(l: &Layout, buf: &[u8], frame_type: &mut Option<u64>) -> Result<(
 /// and whether it is an entry frame the C stack or the interpreter owns (3.12+: it marks
 /// where an eval-loop call began). 3.11+ frames owned by the C stack or the interpreter, and
 /// frames with no code, are links only.
-fn parse_frame(l: &Layout, addr: u64, buf: &[u8]) -> Result<(u64, Option<RawFrame>, bool)> {
+pub(super) fn parse_frame(
+    l: &Layout,
+    addr: u64,
+    buf: &[u8],
+) -> Result<(u64, Option<RawFrame>, bool)> {
     let err = || Error::Corrupt("frame field");
     let get = |off: Option<u32>| off.and_then(|o| field_u64(buf, o)).ok_or_else(err);
     match l.frames {

@@ -17,6 +17,8 @@
 //! across several moments of a running target, comes back with what was read and
 //! [`ThreadStack::error`]; [`Walker::walk`] reads such threads again, and checks what it
 //! read of a busy thread against a second copy (see [`PrefetchPlan`]).
+//!
+//! asyncio's tasks, their coroutine stacks and who awaits whom: [`tasks`].
 
 pub mod code;
 pub mod exceptions;
@@ -31,6 +33,7 @@ pub mod opcodes;
 pub mod strings;
 #[cfg(any(test, feature = "internals"))]
 pub mod synthetic;
+pub mod tasks;
 #[cfg(test)]
 mod tests;
 pub mod threads;

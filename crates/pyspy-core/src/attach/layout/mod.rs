@@ -300,6 +300,50 @@ pub struct Layout {
     pub cell_ref: u32,
     /// `PyBaseExceptionObject.args`.
     pub exception_args: u32,
+
+    // asyncio tasks (see `walk::tasks`).
+    /// `PyWeakReference.wr_object`: the referent (`None` once it died).
+    pub weakref_object: u32,
+    /// `PyMethodObject.im_self`: a bound method's instance.
+    pub method_self: u32,
+    /// `PyCFunctionObject.m_self`: a C method's instance.
+    pub cfunction_self: u32,
+    /// `PyFunctionObject.func_closure`: the tuple of cells of a closure.
+    pub function_closure: u32,
+    /// `PyTypeObject.tp_mro`: the tuple of a type's method resolution order.
+    pub type_mro: u32,
+    /// `PyGenObject.gi_frame` (≤3.10): the generator's `PyFrameObject*`, NULL once finished.
+    pub gen_frame: Option<u32>,
+    /// `PyGenObject.gi_iframe` (3.11+): the generator's embedded `_PyInterpreterFrame`.
+    pub gen_iframe: Option<u32>,
+    /// `PyGenObject.gi_frame_state` (3.11+, an `int8_t`).
+    pub gen_frame_state: Option<u32>,
+    /// `PyFrameObject.f_stacktop` (≤3.9): the top of a suspended frame's value stack.
+    pub frame_stacktop: Option<u32>,
+    /// `PyFrameObject.f_stackdepth` and `f_valuestack` (3.10).
+    pub frame_stackdepth: Option<u32>,
+    pub frame_valuestack: Option<u32>,
+    /// `_PyInterpreterFrame.stacktop` (3.11–3.13: the value stack's top as an index into
+    /// `localsplus`) or `stackpointer` (3.14+: a `_PyStackRef*`).
+    pub iframe_stacktop: Option<u32>,
+    pub iframe_stackpointer: Option<u32>,
+    /// `gi_frame_state` values, as the byte read: `FRAME_CREATED`, `FRAME_SUSPENDED`,
+    /// `FRAME_EXECUTING` (3.11+), `FRAME_SUSPENDED_YIELD_FROM` (3.13+) and
+    /// `FRAME_SUSPENDED_YIELD_FROM_LOCKED` (3.15+).
+    pub gen_state_created: Option<u32>,
+    pub gen_state_suspended: Option<u32>,
+    pub gen_state_executing: Option<u32>,
+    pub gen_state_yield_from: Option<u32>,
+    pub gen_state_yield_from_locked: Option<u32>,
+    /// `YIELD_FROM` (3.7–3.10): the opcode after a suspended `await`.
+    pub yield_from_opcode: Option<u32>,
+    /// `_PyThreadStateImpl.asyncio_running_loop`, `asyncio_running_task` and
+    /// `asyncio_tasks_head` (3.14+), offsets from the thread state.
+    pub tstate_asyncio_running_loop: Option<u32>,
+    pub tstate_asyncio_running_task: Option<u32>,
+    pub tstate_asyncio_tasks_head: Option<u32>,
+    /// `PyInterpreterState.asyncio_tasks_head` (3.14+): tasks of threads that are gone.
+    pub interp_asyncio_tasks_head: Option<u32>,
 }
 
 /// The generated table for a (major, minor) version's default build, if pyspy knows it.
