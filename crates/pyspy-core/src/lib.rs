@@ -69,6 +69,7 @@ macro_rules! internal_mod {
 }
 
 internal_mod!(attach);
+internal_mod!(host);
 internal_mod!(memory);
 internal_mod!(walk);
 mod error;
@@ -80,6 +81,12 @@ pub use attach::layout::supported_versions;
 pub use attach::locate::{LocateStrategy, LocatedBy};
 pub use attach::version::Version;
 pub use error::{Error, ReadError, Result};
+pub use host::{
+    Container, ContainerRuntime, DetachReason, Discovered, Discovery, DiscoveryOptions,
+    DiscoveryStats, HostEvent, HostOptions, HostSampler, HostSamplerThread, HostStats,
+    ProcessFilter, ProcessLabels, RateChange, Scan, ServiceSource, SkipReason, Skipped,
+    SERVICE_VARIABLES,
+};
 pub use profile::export;
 pub use profile::{FrameId, FrameKey, Profile, ProfileOptions, Stack, ThreadKey};
 pub use sample::core_file::{open_core, CoreDetails, CoreOptions, Signal};
