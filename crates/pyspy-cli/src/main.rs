@@ -3,6 +3,7 @@
 mod completions;
 mod datakit;
 mod dump;
+mod host;
 mod output;
 mod push;
 mod record;
