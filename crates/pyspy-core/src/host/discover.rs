@@ -156,6 +156,14 @@ pub struct Scan {
     pub skipped: Vec<Skipped>,
 }
 
+/// One result of a scan, as it happens (what [`Scan`] collects).
+#[derive(Debug)]
+pub(crate) enum ScanEvent {
+    Found(Box<Discovered>),
+    Exited(Arc<ProcessLabels>),
+    Skipped(Skipped),
+}
+
 /// Counters of a [`Discovery`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -305,10 +313,34 @@ impl Discovery {
         }
     }
 
+    /// [`Discovery::release`], only if `pid` still names the process that started at
+    /// `start_time` (a release sent from another thread may arrive after the pid was reused).
+    pub(crate) fn release_started(&mut self, pid: i32, start_time: u64) {
+        let same = self
+            .entries
+            .get(&pid)
+            .is_some_and(|e| e.start_time == start_time);
+        if same {
+            self.release(pid);
+        }
+    }
+
     /// Lists `/proc` and looks at what is new: see the module documentation. Fails only if
     /// `/proc` cannot be listed; a process that cannot be read is skipped (or reported in
     /// [`Scan::skipped`]).
     pub fn scan(&mut self) -> Result<Scan> {
+        let mut scan = Scan::default();
+        self.scan_each(&mut |event| match event {
+            ScanEvent::Found(f) => scan.found.push(*f),
+            ScanEvent::Exited(l) => scan.exited.push(l),
+            ScanEvent::Skipped(s) => scan.skipped.push(s),
+        })?;
+        Ok(scan)
+    }
+
+    /// [`Discovery::scan`], handing each result to `sink` as soon as it is known (a process
+    /// attached is handed out before the next one is looked at).
+    pub(crate) fn scan_each(&mut self, sink: &mut dyn FnMut(ScanEvent)) -> Result<()> {
         let started = Instant::now();
         self.scan_no += 1;
         let dir = std::fs::read_dir("/proc").map_err(|e| Error::Io {
@@ -325,21 +357,22 @@ impl Discovery {
             }
         }
         listed.sort_unstable();
-        let mut scan = Scan::default();
-        let mut gone = 0;
+        let mut gone = Vec::new();
         self.entries.retain(|pid, e| {
             let keep = listed.binary_search_by_key(pid, |(p, _)| *p).is_ok();
             if !keep {
                 if let State::Found(labels) = &e.state {
-                    scan.exited.push(labels.clone());
-                    gone += 1;
+                    gone.push(labels.clone());
                 }
             }
             keep
         });
-        self.found -= gone;
+        self.found -= gone.len();
+        for labels in gone {
+            sink(ScanEvent::Exited(labels));
+        }
         for &(pid, ino) in &listed {
-            self.visit(pid, ino, &mut scan);
+            self.visit(pid, ino, sink);
         }
         let mut stats = DiscoveryStats {
             scans: self.scan_no,
@@ -358,13 +391,13 @@ impl Discovery {
             }
         }
         self.stats = stats;
-        Ok(scan)
+        Ok(())
     }
 
     /// Looks at one listed process.
-    fn visit(&mut self, pid: i32, ino: u64, scan: &mut Scan) {
+    fn visit(&mut self, pid: i32, ino: u64, sink: &mut dyn FnMut(ScanEvent)) {
         let Some(e) = self.entries.get_mut(&pid) else {
-            self.look(pid, ino, scan);
+            self.look(pid, ino, sink);
             return;
         };
         let mut same = true;
@@ -390,9 +423,9 @@ impl Discovery {
             }) = self.entries.remove(&pid)
             {
                 self.found -= 1;
-                scan.exited.push(labels);
+                sink(ScanEvent::Exited(labels));
             }
-            self.look(pid, ino, scan);
+            self.look(pid, ino, sink);
             return;
         }
         let due = match e.state {
@@ -401,12 +434,12 @@ impl Discovery {
             _ => false,
         };
         if due {
-            self.try_attach(pid, scan);
+            self.try_attach(pid, sink);
         }
     }
 
     /// The first look at a process: remembered, and attached to if it is a candidate.
-    fn look(&mut self, pid: i32, ino: u64, scan: &mut Scan) {
+    fn look(&mut self, pid: i32, ino: u64, sink: &mut dyn FnMut(ScanEvent)) {
         let Some(stat) = ProcStat::read(pid) else {
             return; // gone already
         };
@@ -436,7 +469,7 @@ impl Discovery {
             },
         );
         if candidate {
-            self.try_attach(pid, scan);
+            self.try_attach(pid, sink);
         }
     }
 
@@ -472,7 +505,7 @@ impl Discovery {
     }
 
     /// Reads the labels of a candidate, applies the filter and the limit, and attaches.
-    fn try_attach(&mut self, pid: i32, scan: &mut Scan) {
+    fn try_attach(&mut self, pid: i32, sink: &mut dyn FnMut(ScanEvent)) {
         let Some(e) = self.entries.get(&pid) else {
             return;
         };
@@ -497,12 +530,12 @@ impl Discovery {
         }
         if self.found >= self.options.limit {
             if !waiting {
-                scan.skipped.push(Skipped {
+                sink(ScanEvent::Skipped(Skipped {
                     labels: Arc::new(labels),
                     reason: SkipReason::Limit {
                         limit: self.options.limit,
                     },
-                });
+                }));
                 self.set(pid, State::Waiting);
             }
             return;
@@ -514,7 +547,7 @@ impl Discovery {
                 let labels = Arc::new(labels);
                 self.set(pid, State::Found(labels.clone()));
                 self.found += 1;
-                scan.found.push(Discovered { labels, session });
+                sink(ScanEvent::Found(Box::new(Discovered { labels, session })));
             }
             Err(Error::NoSuchProcess { .. } | Error::ProcessExited { .. }) => {
                 self.entries.remove(&pid);
@@ -541,10 +574,10 @@ impl Discovery {
                     );
                 } else {
                     self.set(pid, State::Rejected);
-                    scan.skipped.push(Skipped {
+                    sink(ScanEvent::Skipped(Skipped {
                         labels: Arc::new(labels),
                         reason: SkipReason::Error(e),
-                    });
+                    }));
                 }
             }
         }

@@ -2,13 +2,16 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::budget::{process_cpu_time, Governor, RateChange};
-use super::discover::{Discovery, DiscoveryOptions, DiscoveryStats, Skipped};
+use super::discover::{
+    Discovered, Discovery, DiscoveryOptions, DiscoveryStats, ScanEvent, Skipped,
+};
 use super::labels::ProcessLabels;
 use crate::error::Error;
 use crate::sample::sampler::{
@@ -241,9 +244,10 @@ const BUDGET_WINDOW: Duration = Duration::from_secs(2);
 /// Samples every Python process of the machine at a steady rate, as processes come and go,
 /// within a CPU budget.
 ///
-/// Every [`HostOptions::scan_interval`] a [`Discovery`] scan attaches to new Python processes
-/// (each gets its own [`Session`]) and notices exits, reused pids and `exec`s; every tick
-/// takes a snapshot of each process. One process's failures never touch another's: a
+/// On a thread of its own, a [`Discovery`] scans `/proc` every [`HostOptions::scan_interval`]:
+/// it attaches to new Python processes (each gets its own [`Session`], handed over as soon as
+/// it is attached) and notices exits, reused pids and `exec`s, so a slow attach never holds
+/// up sampling. Every tick takes a snapshot of each process. One process's failures never touch another's: a
 /// snapshot that fails is counted for that process only, a process that exits is detached at
 /// the tick that notices it, one whose snapshots keep failing is detached and attached
 /// again later, and even a panic while reading one (a bug) only detaches that one.
@@ -272,14 +276,13 @@ const BUDGET_WINDOW: Duration = Duration::from_secs(2);
 /// ```
 pub struct HostSampler {
     options: HostOptions,
-    discovery: Discovery,
+    discovery: DiscoveryThread,
     processes: BTreeMap<i32, Sampled>,
     events: VecDeque<HostEvent>,
     governor: Option<Governor>,
     interval: Duration,
     start: Instant,
     due: Instant,
-    next_scan: Instant,
     scanned: bool,
     rng: u64,
     stats: HostStats,
@@ -330,14 +333,16 @@ impl HostSampler {
                 Governor::new(budget, rate, min, BUDGET_WINDOW)
             });
         HostSampler {
-            discovery: Discovery::new(options.discovery.clone()),
+            discovery: DiscoveryThread::spawn(
+                Discovery::new(options.discovery.clone()),
+                options.scan_interval,
+            ),
             processes: BTreeMap::new(),
             events: VecDeque::new(),
             governor,
             interval: interval_of(rate),
             start: now,
             due: now,
-            next_scan: now,
             scanned: false,
             rng: seed | 1,
             stats: HostStats {
@@ -392,25 +397,20 @@ impl HostSampler {
             .map(|_| EndReason::Duration)
     }
 
-    /// When the next tick is due, or `None` once ended. With no process to sample, the next
-    /// tick is the next scan.
+    /// When the next tick is due, or `None` once ended.
     pub fn next_due(&self) -> Option<Instant> {
         if self.end_reason().is_some() {
             return None;
         }
-        let due = if self.processes.is_empty() {
-            self.due.max(self.next_scan)
-        } else {
-            self.due
-        };
         Some(match self.options.duration {
-            Some(d) => due.min(self.start + d),
-            None => due,
+            Some(d) => self.due.min(self.start + d),
+            None => self.due,
         })
     }
 
-    /// Takes a tick now (a scan first if one is due): its events are queued for
-    /// [`HostSampler::next_event`]. Returns false once the sampler has ended.
+    /// Takes what discovery found so far, then (if there is any process) a tick now: the
+    /// events are queued for [`HostSampler::next_event`]. Returns false once the sampler has
+    /// ended.
     pub fn tick(&mut self) -> bool {
         if self.ended.is_none() {
             self.ended = self.end_now();
@@ -418,19 +418,20 @@ impl HostSampler {
         if self.ended.is_some() {
             return false;
         }
+        while let Ok(message) = self.discovery.rx.try_recv() {
+            self.discovered(message);
+        }
         let now = Instant::now();
         if self.processes.is_empty() {
-            self.due = now; // nothing was late while there was nothing to sample
+            // Nothing was late while there was nothing to sample.
+            self.due = now + self.interval;
+            self.check_budget();
+            return true;
         }
         let lag = now.saturating_duration_since(self.due);
         self.stats.lag = lag;
         self.stats.max_lag = self.stats.max_lag.max(lag);
         self.schedule_next(now);
-        if now >= self.next_scan {
-            self.scan();
-            // Scans that take longer than the interval (a slow attach) do not pile up.
-            self.next_scan = Instant::now() + self.options.scan_interval;
-        }
         self.sample_all(now, lag);
         self.stats.ticks += 1;
         self.check_budget();
@@ -453,69 +454,77 @@ impl HostSampler {
         }
     }
 
-    fn scan(&mut self) {
-        let scan = match self.discovery.scan() {
-            Ok(scan) => scan,
-            Err(e) => {
-                self.events.push_back(HostEvent::ScanFailed(e));
-                return;
+    /// What the discovery thread sent.
+    fn discovered(&mut self, message: FromDiscovery) {
+        match message {
+            FromDiscovery::Event(ScanEvent::Found(found)) => self.attached(*found),
+            FromDiscovery::Event(ScanEvent::Exited(labels)) => {
+                // Only one still sampled: one whose exit a snapshot noticed is detached already.
+                let same = self
+                    .processes
+                    .get(&labels.pid)
+                    .is_some_and(|p| p.labels.start_time == labels.start_time);
+                if same {
+                    self.detach(labels.pid, DetachReason::Exited, false);
+                }
             }
-        };
-        for labels in scan.exited {
-            // Only those still sampled: one whose exit a snapshot noticed is detached already.
-            let same = self
-                .processes
-                .get(&labels.pid)
-                .is_some_and(|p| p.labels.start_time == labels.start_time);
-            if same {
-                self.detach(labels.pid, DetachReason::Exited, false);
+            FromDiscovery::Event(ScanEvent::Skipped(skipped)) => {
+                self.events.push_back(HostEvent::Skipped(skipped));
             }
-        }
-        for found in scan.found {
-            let pid = found.labels.pid;
-            if self.processes.contains_key(&pid) {
-                // The scan found a new process where a sampled one was: the old one is gone.
-                self.detach(pid, DetachReason::Exited, false);
+            FromDiscovery::ScanDone(stats) => {
+                self.stats.discovery = stats;
+                if !self.scanned {
+                    // The first scan attaches to everything already running: a one-off cost
+                    // the budget does not hold against the sampling rate.
+                    self.scanned = true;
+                    if let Some(g) = &mut self.governor {
+                        g.restart(Instant::now(), process_cpu_time());
+                    }
+                }
             }
-            self.stats.attached += 1;
-            self.events
-                .push_back(HostEvent::Attached(found.labels.clone()));
-            let skip = self.options.skip_idle && found.session.sample_options().active;
-            self.processes.insert(
-                pid,
-                Sampled {
-                    details: found.labels.details(),
-                    labels: found.labels,
-                    session: found.session,
-                    failures: 0,
-                    failing_since: None,
-                    stat: skip
-                        .then(|| std::fs::File::open(crate::attach::process::proc_path(pid, "stat")).ok())
-                        .flatten(),
-                    idle_at: None,
-                },
-            );
+            FromDiscovery::Failed(e) => self.events.push_back(HostEvent::ScanFailed(e)),
         }
-        for skipped in scan.skipped {
-            self.events.push_back(HostEvent::Skipped(skipped));
+    }
+
+    fn attached(&mut self, found: Discovered) {
+        let pid = found.labels.pid;
+        if self.processes.contains_key(&pid) {
+            // A new process where a sampled one was: the old one is gone.
+            self.detach(pid, DetachReason::Exited, false);
         }
+        if self.processes.is_empty() {
+            self.due = Instant::now();
+        }
+        self.stats.attached += 1;
+        self.events
+            .push_back(HostEvent::Attached(found.labels.clone()));
+        let skip = self.options.skip_idle && found.session.sample_options().active;
+        let mut session = found.session;
+        // A failed snapshot does not wait for the process to exit: that would hold up every
+        // other process's sample of the tick.
+        session.set_exit_grace(Duration::ZERO);
+        self.processes.insert(
+            pid,
+            Sampled {
+                details: found.labels.details(),
+                labels: found.labels,
+                session,
+                failures: 0,
+                failing_since: None,
+                stat: skip
+                    .then(|| std::fs::File::open(crate::attach::process::proc_path(pid, "stat")).ok())
+                    .flatten(),
+                idle_at: None,
+            },
+        );
         self.stats.processes = self.processes.len();
-        self.stats.discovery = self.discovery.stats().clone();
-        if !self.scanned {
-            // The first scan attaches to everything already running: a one-off cost the
-            // budget does not hold against the sampling rate.
-            self.scanned = true;
-            if let Some(g) = &mut self.governor {
-                g.restart(Instant::now(), process_cpu_time());
-            }
-        }
     }
 
     /// Detaches a process; `release` hands it back to discovery to be looked at again.
     fn detach(&mut self, pid: i32, reason: DetachReason, release: bool) {
         if let Some(p) = self.processes.remove(&pid) {
             if release {
-                self.discovery.release(pid);
+                let _ = self.discovery.release.send((pid, p.labels.start_time));
             }
             self.events.push_back(HostEvent::Detached {
                 labels: p.labels,
@@ -662,13 +671,98 @@ impl Iterator for HostSampler {
             }
             let due = self.next_due()?;
             let now = Instant::now();
-            if due > now {
-                // Short naps, so that a stop request is noticed promptly at slow rates.
-                std::thread::sleep((due - now).min(Duration::from_millis(50)));
+            if due <= now && !self.processes.is_empty() {
+                self.tick();
                 continue;
             }
-            self.tick();
+            // Wait for the tick (with nothing to sample, for discovery), taking what
+            // discovery sends meanwhile at once; short waits, so that a stop request is
+            // noticed promptly at slow rates.
+            let nap = Duration::from_millis(50);
+            let wait = match self.processes.is_empty() {
+                true => nap,
+                false => due.saturating_duration_since(now).min(nap),
+            };
+            match self.discovery.rx.recv_timeout(wait) {
+                Ok(message) => self.discovered(message),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
+            }
+            if self.processes.is_empty() {
+                // The budget and the end are checked even with nothing to sample.
+                self.tick();
+            }
         }
+    }
+}
+
+impl Drop for HostSampler {
+    fn drop(&mut self) {
+        self.discovery.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// What the discovery thread sends the sampler.
+enum FromDiscovery {
+    Event(ScanEvent),
+    ScanDone(DiscoveryStats),
+    Failed(Error),
+}
+
+/// Messages queued from the discovery thread before it waits (found sessions, exits).
+const DISCOVERY_QUEUE: usize = 1024;
+
+/// The thread that scans: it sends what it finds, and takes back processes the sampler
+/// released (pid and start time).
+struct DiscoveryThread {
+    rx: Receiver<FromDiscovery>,
+    release: mpsc::Sender<(i32, u64)>,
+    stop: Arc<AtomicBool>,
+}
+
+impl DiscoveryThread {
+    fn spawn(mut discovery: Discovery, every: Duration) -> DiscoveryThread {
+        let (tx, rx) = mpsc::sync_channel(DISCOVERY_QUEUE);
+        let (release, released) = mpsc::channel::<(i32, u64)>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let body = move || {
+            let send = |tx: &SyncSender<FromDiscovery>, m| tx.send(m).is_ok();
+            while !stopped.load(Ordering::SeqCst) {
+                let next = Instant::now() + every;
+                while let Ok((pid, start_time)) = released.try_recv() {
+                    discovery.release_started(pid, start_time);
+                }
+                let mut open = true;
+                let result = discovery.scan_each(&mut |event| {
+                    open &= send(&tx, FromDiscovery::Event(event));
+                });
+                open &= match result {
+                    Ok(()) => send(&tx, FromDiscovery::ScanDone(discovery.stats().clone())),
+                    Err(e) => send(&tx, FromDiscovery::Failed(e)),
+                };
+                if !open {
+                    return; // the sampler is gone
+                }
+                while !stopped.load(Ordering::SeqCst) && Instant::now() < next {
+                    let left = next.saturating_duration_since(Instant::now());
+                    std::thread::sleep(left.min(Duration::from_millis(50)));
+                }
+            }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("pyspy-discover".into())
+            .spawn(body)
+        {
+            // No thread, no processes: said once, as a failed scan.
+            let (tx, rx) = mpsc::sync_channel(1);
+            let _ = tx.send(FromDiscovery::Failed(Error::Io {
+                what: "starting the discovery thread".into(),
+                source: e,
+            }));
+            return DiscoveryThread { rx, release, stop };
+        }
+        DiscoveryThread { rx, release, stop }
     }
 }
 

@@ -76,6 +76,8 @@ pub struct Session {
     located: Located,
     reader: SnapshotReader,
     sample_options: SampleOptions,
+    /// How long a failed snapshot waits to see whether the process is exiting.
+    exit_grace: Duration,
 }
 
 /// Where a session's memory is: a live process, or a core file and what it records.
@@ -132,6 +134,7 @@ pub fn attach(pid: i32, options: &AttachOptions) -> Result<Session> {
         reader: SnapshotReader::new(&located.interpreter),
         located,
         sample_options: options.sample,
+        exit_grace: EXIT_GRACE,
     })
 }
 
@@ -143,7 +146,7 @@ fn locate_once(
     let info = ProcessInfo::read(pid)?;
     let mem = ProcessMemory::new(pid);
     check_access(&mem, &info)?;
-    let located = locate(&mem, &info, strategy).map_err(|e| gone_or(pid, e))?;
+    let located = locate(&mem, &info, strategy).map_err(|e| gone_or(pid, e, EXIT_GRACE))?;
     Ok((info, mem, located))
 }
 
@@ -167,9 +170,9 @@ fn check_access(mem: &ProcessMemory, info: &ProcessInfo) -> Result<()> {
 /// interpreter frees memory before the process becomes a zombie).
 const EXIT_GRACE: Duration = Duration::from_millis(50);
 
-/// Whether `pid` is gone now or within [`EXIT_GRACE`].
-fn exits_soon(pid: i32) -> bool {
-    let deadline = Instant::now() + EXIT_GRACE;
+/// Whether `pid` is gone now or within `grace`.
+fn exits_soon(pid: i32, grace: Duration) -> bool {
+    let deadline = Instant::now() + grace;
     loop {
         if !process::is_alive(pid) {
             return true;
@@ -183,9 +186,9 @@ fn exits_soon(pid: i32) -> bool {
 
 /// A failure while the process is gone (or going) is reported as its exit, not as the read
 /// that failed.
-fn gone_or(pid: i32, e: Error) -> Error {
+fn gone_or(pid: i32, e: Error, grace: Duration) -> Error {
     match e {
-        Error::Memory(_) | Error::Corrupt(_) | Error::Io { .. } if exits_soon(pid) => {
+        Error::Memory(_) | Error::Corrupt(_) | Error::Io { .. } if exits_soon(pid, grace) => {
             Error::ProcessExited { pid }
         }
         Error::NotInitialised { .. } => Error::NotInitialised { pid },
@@ -210,6 +213,7 @@ impl Session {
             located,
             reader,
             sample_options: SampleOptions::default(),
+            exit_grace: EXIT_GRACE,
         }
     }
 
@@ -228,7 +232,7 @@ impl Session {
             .reader
             .sample(pid, &self.mem, &self.located.interpreter, options);
         let threads = match self.mem {
-            Source::Live(_) => threads.map_err(|e| gone_or(pid, e))?,
+            Source::Live(_) => threads.map_err(|e| gone_or(pid, e, self.exit_grace))?,
             Source::Core(_) => threads?,
         };
         Ok(Snapshot { threads })
@@ -246,6 +250,13 @@ impl Session {
     /// The options [`Session::snapshot`] uses.
     pub fn sample_options(&self) -> &SampleOptions {
         &self.sample_options
+    }
+
+    /// How long a failed snapshot waits to see whether the process is exiting (default
+    /// 50 ms): a sampler of many processes sets none, so one process's failure does not hold
+    /// up the others' samples (it notices the exit at the next tick instead).
+    pub(crate) fn set_exit_grace(&mut self, grace: Duration) {
+        self.exit_grace = grace;
     }
 
     /// Changes the options [`Session::snapshot`] uses.
