@@ -31,6 +31,7 @@ mod panic;
 
 pub mod core;
 pub mod error;
+pub mod host;
 pub mod options;
 pub mod payload;
 pub mod profile;
@@ -42,6 +43,7 @@ pub mod version;
 
 pub use self::core::*;
 pub use error::*;
+pub use host::*;
 pub use options::*;
 pub use payload::*;
 pub use profile::*;
