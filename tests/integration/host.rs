@@ -372,12 +372,27 @@ fn delay_library(dir: &Path) -> PathBuf {
 /// Starts a process whose pid is `pid`, by setting `/proc/sys/kernel/ns_last_pid` right
 /// before the fork (root only). Other processes of the machine fork too, so it may take a
 /// few tries; a process that got another pid is killed again.
+///
+/// Afterwards the kernel's pid cursor is put back where it was, so that the processes forked
+/// next do not take the pids this test freed just before (a killed target's pid taken by the
+/// next target would make the test see uploads of that pid after the kill).
 fn start_with_pid(pid: i32, mut make: impl FnMut() -> Proc) -> Proc {
+    const CURSOR: &str = "/proc/sys/kernel/ns_last_pid";
+    let cursor = |what| -> i32 {
+        std::fs::read_to_string(CURSOR)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| panic!("reading {CURSOR} {what}"))
+    };
+    let before = cursor("before");
     for _ in 0..200 {
-        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+        std::fs::write(CURSOR, (pid - 1).to_string())
             .expect("writing /proc/sys/kernel/ns_last_pid (the test runs as root)");
         let p = make();
         if p.pid == pid {
+            if cursor("after") < before {
+                let _ = std::fs::write(CURSOR, before.to_string());
+            }
             return p;
         }
         drop(p);
