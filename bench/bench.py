@@ -16,6 +16,10 @@ Measures, for each interpreter version:
   locals       `dump --pid` and `dump --pid --locals` on a target of 4 threads x 25 frames with
                12 locals each (bench/targets/locals_heavy.py): median wall and CPU time of each,
                so the difference is what reading and formatting 1,200 locals costs.
+  host         (--measure host) `pyspy push --all` to a local receiver with --host-processes
+               idle Pythons of the versions in turn: pyspy's CPU (user+sys from /proc, in %
+               of one CPU) over the first 10 s (the first scan attaches to all of them) and
+               after it, against its default 5 % budget.
   slowdown     how much longer a unit of CPU-bound work takes while a profiler records the
                target at 1 kHz nonblocking (target pinned to CPU 1, profiler to CPU 0): one
                target process times its units from inside while phases alternate (nothing,
@@ -300,14 +304,35 @@ def main():
     ap.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
     ap.add_argument("--out", help="also write the tables to this file")
     ap.add_argument("--measure", default="all",
-                    choices=["all", "slowdown", "locals", "native", "async"],
+                    choices=["all", "slowdown", "locals", "native", "async", "host"],
                     help="slowdown: only the slowdown at 1 kHz; locals: only dump --locals; "
                     "native: only the CPU per native sample (record --native); async: only "
-                    "pyspy's CPU per sample with and without record --async")
+                    "pyspy's CPU per sample with and without record --async; host: only "
+                    "`push --all` with --host-processes idle Pythons")
+    ap.add_argument("--host-processes", type=int, default=50,
+                    help="host: idle Python processes (default 50)")
+    ap.add_argument("--host-seconds", type=int, default=40,
+                    help="host: how long pyspy push --all runs (default 40, at least 20)")
     ap.add_argument("--pairs", type=int, help="slowdown: comparisons per kind (default 25, "
                     "quick 6); ~11 s each")
     args = ap.parse_args()
     setup()
+    if args.measure == "host":
+        if args.host_seconds < 20:
+            raise SystemExit("--host-seconds must be at least 20 (10 s of attach, then steady)")
+        r = measure_host(args.versions.split(","), args.host_processes, args.host_seconds, 5.0)
+        for line in r["rate_changes"]:
+            log(line)
+        table = ("| idle Pythons (%s) | profiled | uploads in %d s | CPU first 10 s (attach) "
+                 "| CPU after (steady) | worst 5 s after | budget |\n|---|---|---|---|---|---|---|\n"
+                 "| %d | %d | %d | %.1f %% | %.2f %% | %.2f %% | %.0f %% |\n" % (
+                     args.versions, r["seconds"], r["processes"], r["profiled"], r["uploads"],
+                     r["attach"], r["steady"], r["worst5s"], r["budget"]))
+        sys.stdout.write(table)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(table)
+        return
     seconds = 2 if args.quick else 5
     if args.measure == "native":
         return measure_native(args.versions.split(","), seconds, args.out)
@@ -508,6 +533,109 @@ def measure_native(versions, seconds, out):
     if out:
         with open(out, "w") as f:
             f.write(table)
+
+
+IDLE_TARGET = "import sys, time\nwhile True:\n    time.sleep(1)\n"
+
+
+@contextlib.contextmanager
+def receiver():
+    """A local HTTP endpoint that accepts every upload (200) and counts them."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        count = 0
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            Handler.count += 1
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield "http://127.0.0.1:%d" % server.server_address[1], Handler
+    finally:
+        server.shutdown()
+
+
+def cpu_seconds(pid):
+    """User+system CPU of a process so far, from /proc/PID/stat."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+
+
+def measure_host(versions, processes, seconds, budget):
+    """`pyspy push --all` with `processes` idle Pythons (of `versions`, in turn) on the host:
+    pyspy's CPU in percent of one CPU, while attaching and in the steady state after it."""
+    marker = "pyspybenchhost%d" % os.getpid()
+    script_dir = tempfile.mkdtemp(prefix="pyspy-bench-host-")
+    procs = []
+    try:
+        for n in range(processes):
+            version = versions[n % len(versions)]
+            argv, stage_dir, seen_as = interpreter(version)
+            path = os.path.join(stage_dir if stage_dir != TARGETS else script_dir, "idle_%s.py" % marker)
+            if not os.path.exists(path):  # once: rewriting it races with a starting target
+                with open(path, "w") as f:
+                    f.write(IDLE_TARGET)
+            seen = os.path.join(seen_as if stage_dir != TARGETS else script_dir, os.path.basename(path))
+            procs.append(subprocess.Popen(argv + [seen, marker], stdin=subprocess.DEVNULL))
+        time.sleep(3.0)  # every interpreter initialised
+        dead = [p.pid for p in procs if p.poll() is not None]
+        if dead:
+            raise SystemExit("idle targets exited early: %s" % dead)
+        with receiver() as (url, handler):
+            cmd = [PYSPY, "push", "--all", "--include", marker, "--url", url,
+                   "--protocol", "pyroscope", "--cpu-budget", str(budget)]
+            log("running %s" % " ".join(cmd))
+            with tempfile.TemporaryFile() as err:
+                agent = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=err)
+                t0 = time.time()
+                marks = []
+                while time.time() - t0 < seconds:
+                    time.sleep(1.0)
+                    marks.append((time.time() - t0, cpu_seconds(agent.pid)))
+                os.kill(agent.pid, signal.SIGINT)
+                agent.wait()
+                err.seek(0)
+                text = err.read().decode(errors="replace")
+            uploads = handler.count
+        missing = set(p.pid for p in procs) - set(int(l.split()[3].rstrip(":")) for l in text.splitlines()
+                           if l.startswith("pyspy: profiling process "))
+        if missing:
+            log("not profiled: %s" % ", ".join(
+                "%d (%s)" % (pid, open("/proc/%d/cmdline" % pid).read().replace("\0", " "))
+                for pid in sorted(missing)))
+        profiled = len(set(l.split()[3].rstrip(":") for l in text.splitlines()
+                           if l.startswith("pyspy: profiling process ")))
+        rate_changes = [l for l in text.splitlines() if "CPU budget" in l
+                        or "cannot profile" in l]
+        warm = 10.0
+        first = [m for m in marks if m[0] <= warm][-1]
+        last = marks[-1]
+        attach_pct = 100.0 * first[1] / first[0]
+        steady_pct = 100.0 * (last[1] - first[1]) / (last[0] - first[0])
+        worst = max((100.0 * (b[1] - a[1]) / (b[0] - a[0])
+                     for a, b in zip(marks, marks[5:]) if a[0] >= warm), default=float("nan"))
+        return {
+            "processes": processes, "profiled": profiled, "uploads": uploads,
+            "attach": attach_pct, "steady": steady_pct, "worst5s": worst,
+            "budget": budget, "seconds": seconds, "rate_changes": rate_changes,
+        }
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
 
 
 if __name__ == "__main__":

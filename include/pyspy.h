@@ -277,6 +277,14 @@ typedef struct pyspy_buffer pyspy_buffer;
 typedef struct pyspy_core_options pyspy_core_options;
 
 /**
+ * Finds every Python process of the machine, as they come and go. Made by
+ * `pyspy_discovery_new`, freed by `pyspy_discovery_free`.
+ *
+ * Thread safety: calls on one discovery from several threads are serialised (a lock inside).
+ */
+typedef struct pyspy_discovery pyspy_discovery;
+
+/**
  * A failure: a status code and a message (one line, naming the cause and, where there is one,
  * the fix). Owned by the caller; free it with `pyspy_error_free`.
  */
@@ -303,6 +311,14 @@ typedef struct pyspy_local pyspy_local;
  * Reading it (passing it to `pyspy_attach`) from several threads at once is fine.
  */
 typedef struct pyspy_options pyspy_options;
+
+/**
+ * Who a process is: what its profiles are labelled with. Read by
+ * `pyspy_process_labels_read` (owned: free with `pyspy_process_labels_free`), or lent by a
+ * `pyspy_scan` (valid until the scan is freed; never freed on its own) and by a
+ * `pyspy_process_filter` (valid during the call).
+ */
+typedef struct pyspy_process_labels pyspy_process_labels;
 
 /**
  * Aggregated stacks (a copy: independent of the sampler it came from). Immutable: any number
@@ -341,6 +357,12 @@ typedef struct pyspy_sample pyspy_sample;
 typedef struct pyspy_sampler pyspy_sampler;
 
 /**
+ * What one scan found: new Python processes (attached), exits, skipped processes.
+ * Made by `pyspy_discovery_scan`, freed by `pyspy_scan_free`.
+ */
+typedef struct pyspy_scan pyspy_scan;
+
+/**
  * An attached process. Made by `pyspy_attach`, freed by `pyspy_session_free` (which detaches;
  * the process is never stopped or changed by pyspy).
  *
@@ -371,6 +393,14 @@ typedef struct pyspy_task pyspy_task;
  * never freed on its own.
  */
 typedef struct pyspy_thread pyspy_thread;
+
+/**
+ * Decides whether a Python process is profiled, from its labels (lent for the call; the
+ * Python version is not known yet). Return true to attach to it. Called by
+ * `pyspy_discovery_scan` on the thread that called it, during that call, with the `userdata`
+ * given to `pyspy_discovery_new`. It must not call the discovery that called it, nor unwind.
+ */
+typedef bool (*pyspy_process_filter)(void *userdata, const struct pyspy_process_labels *labels);
 
 /**
  * The sample callback (`pyspy_options_set_sample_callback`): called by a sampler with each
@@ -609,6 +639,200 @@ const char *pyspy_error_message(const struct pyspy_error *error);
  * Frees an error. NULL is a no-op.
  */
 void pyspy_error_free(struct pyspy_error *error);
+
+/**
+ * Reads the labels of process `pid` from `/proc` (the Python version is only known once
+ * attached: `pyspy_process_labels_python_version` is NULL here). Works for any process, Python
+ * or not. What cannot be read (another user's environment without the rights) is left empty.
+ *
+ * On success writes new labels to `*labels_out` (owned by the caller: free with
+ * `pyspy_process_labels_free`). Fails with `PYSPY_STATUS_NO_SUCH_PROCESS` if there is no
+ * process `pid`.
+ */
+enum pyspy_status pyspy_process_labels_read(int32_t pid,
+                                            struct pyspy_process_labels **labels_out,
+                                            struct pyspy_error **err);
+
+/**
+ * Frees labels read by `pyspy_process_labels_read`. NULL is a no-op. Never pass labels lent by
+ * a scan or a filter.
+ */
+void pyspy_process_labels_free(struct pyspy_process_labels *labels);
+
+/**
+ * The pid as this machine's `/proc` sees it (0 for NULL).
+ */
+int32_t pyspy_process_labels_pid(const struct pyspy_process_labels *labels);
+
+/**
+ * The pid inside the process's own pid namespace (a container's), or 0 for a process in the
+ * host's pid namespace (and for NULL).
+ */
+int32_t pyspy_process_labels_namespace_pid(const struct pyspy_process_labels *labels);
+
+/**
+ * When the process started, in clock ticks after boot: with the pid, it names one process
+ * (pids are reused, this pair is not). 0 for NULL.
+ */
+uint64_t pyspy_process_labels_start_time(const struct pyspy_process_labels *labels);
+
+/**
+ * `/proc/PID/exe` as the kernel shows it (for a process in another mount namespace, the
+ * path in its own); "" if it could not be read. Borrowed from `labels`; NULL for NULL.
+ */
+const char *pyspy_process_labels_executable(const struct pyspy_process_labels *labels);
+
+/**
+ * The command line, arguments joined by spaces (its first 64 KiB). Borrowed from
+ * `labels`; NULL for NULL.
+ */
+const char *pyspy_process_labels_command_line(const struct pyspy_process_labels *labels);
+
+/**
+ * The service name: from the process's environment (`OTEL_SERVICE_NAME`, `service.name` in
+ * `OTEL_RESOURCE_ATTRIBUTES`, `DD_SERVICE`, `PYROSCOPE_APPLICATION_NAME`), else the module
+ * or script it runs, else its program. Borrowed from `labels`; NULL for NULL.
+ */
+const char *pyspy_process_labels_service(const struct pyspy_process_labels *labels);
+
+/**
+ * Where the service name came from: the environment variable's name, `module`, `script`
+ * or `program`. Borrowed from `labels`; NULL for NULL.
+ */
+const char *pyspy_process_labels_service_source(const struct pyspy_process_labels *labels);
+
+/**
+ * The id of the container the process runs in (64 hex digits), from `/proc/PID/cgroup`;
+ * NULL if none. Borrowed from `labels`.
+ */
+const char *pyspy_process_labels_container_id(const struct pyspy_process_labels *labels);
+
+/**
+ * The container runtime the cgroup path names: `docker`, `containerd`, `cri-o` or
+ * `podman`; NULL if none or not named. Borrowed from `labels`.
+ */
+const char *pyspy_process_labels_container_runtime(const struct pyspy_process_labels *labels);
+
+/**
+ * The Kubernetes pod's uid, where the cgroup path has it; NULL if none. Borrowed from
+ * `labels`.
+ */
+const char *pyspy_process_labels_pod_uid(const struct pyspy_process_labels *labels);
+
+/**
+ * The cgroup path the container or pod was read from (else the v2 path, else the first
+ * v1 one); NULL if none. Borrowed from `labels`.
+ */
+const char *pyspy_process_labels_cgroup(const struct pyspy_process_labels *labels);
+
+/**
+ * The interpreter's version (`3.12.1`) once attached (labels of a scan's found
+ * processes); NULL otherwise. Borrowed from `labels`.
+ */
+const char *pyspy_process_labels_python_version(const struct pyspy_process_labels *labels);
+
+/**
+ * A new discovery, which has seen nothing yet (its first scan looks at every process).
+ * `options` (NULL for the defaults; only read during the call) say how to attach; at most
+ * `limit` processes are handed out at once (0 for the default, 64): more are reported as
+ * skipped and handed out as others exit. `filter` (NULL: every Python process) decides which
+ * processes are attached to, from their labels; it is called with `userdata`.
+ *
+ * On success writes the discovery to `*discovery_out` (owned by the caller: free with
+ * `pyspy_discovery_free`).
+ */
+enum pyspy_status pyspy_discovery_new(const struct pyspy_options *options,
+                                      size_t limit,
+                                      pyspy_process_filter filter,
+                                      void *userdata,
+                                      struct pyspy_discovery **discovery_out,
+                                      struct pyspy_error **err);
+
+/**
+ * Frees a discovery. NULL is a no-op. Sessions it handed out stay valid.
+ */
+void pyspy_discovery_free(struct pyspy_discovery *discovery);
+
+/**
+ * The caller no longer profiles `pid` (its session failed, or it was not wanted): it no
+ * longer counts against the limit and is looked at again at a later scan (with a backoff if
+ * it keeps being released). A process that exits needs no release. Returns false for a NULL
+ * discovery.
+ */
+bool pyspy_discovery_release(struct pyspy_discovery *discovery, int32_t pid);
+
+/**
+ * Lists `/proc` and looks at what is new (cheap tests first; a full attach only for
+ * candidates; a process seen not to be Python costs one `readlink` per scan after). Call it
+ * every few seconds. Fails only if `/proc` cannot be listed.
+ *
+ * On success writes the scan to `*scan_out` (owned by the caller: free with
+ * `pyspy_scan_free`).
+ */
+enum pyspy_status pyspy_discovery_scan(struct pyspy_discovery *discovery,
+                                       struct pyspy_scan **scan_out,
+                                       struct pyspy_error **err);
+
+/**
+ * Frees a scan, with the sessions of found processes not taken (which detaches from them;
+ * the discovery still counts them against its limit until they exit or are released). NULL
+ * is a no-op.
+ */
+void pyspy_scan_free(struct pyspy_scan *scan);
+
+/**
+ * How many new Python processes the scan attached to (0 for NULL).
+ */
+size_t pyspy_scan_found_count(const struct pyspy_scan *scan);
+
+/**
+ * The labels of found process `index` (Python version set). Lent: valid until the scan is
+ * freed. NULL for a NULL scan or an index out of range.
+ */
+const struct pyspy_process_labels *pyspy_scan_found_labels(const struct pyspy_scan *scan,
+                                                           size_t index);
+
+/**
+ * Takes the session attached to found process `index`: on success writes it to
+ * `*session_out` (owned by the caller: free with `pyspy_session_free`). Each session can be
+ * taken once: `PYSPY_STATUS_INVALID_ARGUMENT` after that, or for an index out of range.
+ */
+enum pyspy_status pyspy_scan_take_session(const struct pyspy_scan *scan,
+                                          size_t index,
+                                          struct pyspy_session **session_out,
+                                          struct pyspy_error **err);
+
+/**
+ * How many processes handed out by earlier scans exited, or now have their pid reused by
+ * another process (0 for NULL).
+ */
+size_t pyspy_scan_exited_count(const struct pyspy_scan *scan);
+
+/**
+ * The labels of exited process `index`. Lent: valid until the scan is freed. NULL for a NULL
+ * scan or an index out of range.
+ */
+const struct pyspy_process_labels *pyspy_scan_exited_labels(const struct pyspy_scan *scan,
+                                                            size_t index);
+
+/**
+ * How many Python processes the scan did not hand out (each reported once; 0 for NULL).
+ */
+size_t pyspy_scan_skipped_count(const struct pyspy_scan *scan);
+
+/**
+ * The labels of skipped process `index`. Lent: valid until the scan is freed. NULL for a NULL
+ * scan or an index out of range.
+ */
+const struct pyspy_process_labels *pyspy_scan_skipped_labels(const struct pyspy_scan *scan,
+                                                             size_t index);
+
+/**
+ * Why skipped process `index` was not handed out: `limit: ...` when the limit was reached
+ * (it is handed out when a slot frees), else the error that attaching gave. Borrowed from the
+ * scan. NULL for a NULL scan or an index out of range.
+ */
+const char *pyspy_scan_skipped_reason(const struct pyspy_scan *scan, size_t index);
 
 /**
  * How to find the interpreter (default `PYSPY_LOCATE_AUTO`).

@@ -283,6 +283,36 @@ fn contracts_under_valgrind() {
     }
 }
 
+/// Discovery and labels through the C API (`tests/c/host.c`), with a filter callback, against
+/// a Python the program starts itself: the labels, the handed-out session reading the child's
+/// stack, the exit at a later scan. On every host interpreter, and under valgrind (shared and
+/// static builds) on one (a scan of `/proc` under valgrind takes seconds).
+#[test]
+fn discovery_and_labels_through_the_c_api() {
+    if !tools_present() {
+        return;
+    }
+    let shared = compile("host", Link::Shared);
+    let mut ran = 0;
+    for interp in interpreters().iter().filter(|i| i.chroot.is_none()) {
+        let mut cmd = Command::new(&shared);
+        cmd.arg(interp.host_executable())
+            .env_remove("LD_LIBRARY_PATH");
+        let out = run_bounded(cmd, RUN_TIMEOUT);
+        check_output(&format!("host.c with {}", interp.label), &out);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("host: ok"), "{}: {stdout}", interp.label);
+        ran += 1;
+    }
+    assert!(ran > 0, "no interpreter on the host");
+    let python = host_interpreter().host_executable().display().to_string();
+    for link in [Link::Shared, Link::Static] {
+        let exe = compile("host", link);
+        let out = valgrind(&exe, std::slice::from_ref(&python));
+        assert!(out.contains("host: ok"), "{link:?}: {out}");
+    }
+}
+
 /// The C dump's output for each interpreter's scenarios, compared with the truth while the
 /// targets were alive (the metadata check looks at `/proc`): one run for the stack and the
 /// metadata tests.

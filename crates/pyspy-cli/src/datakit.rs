@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use pyspy_core::export::ProfileMeta;
 
+use crate::host::HostArgs;
 use crate::push::{self, Protocol, Settings};
 use crate::target::TargetArgs;
 use crate::upload::Endpoint;
@@ -19,9 +20,9 @@ pub struct Args {
     /// DataKit's HTTP port.
     #[arg(short = 'P', long, default_value_t = 9529)]
     port: u16,
-    /// Service name.
-    #[arg(short = 'S', long, default_value = "python")]
-    service: String,
+    /// Service name (default: python; with --all, each process's own).
+    #[arg(short = 'S', long)]
+    service: Option<String>,
     /// Deployment environment.
     #[arg(short = 'E', long)]
     env: Option<String>,
@@ -45,6 +46,8 @@ pub struct Args {
     total: u64,
     #[command(flatten)]
     target: TargetArgs,
+    #[command(flatten)]
+    all: HostArgs,
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
@@ -68,7 +71,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             max_backoff: interval.min(Duration::from_secs(60)),
         },
         meta: ProfileMeta::default()
-            .service(args.service.clone())
+            .service(args.service.clone().unwrap_or_default())
             .env(args.env.clone())
             .version(args.version.clone()),
         interval,
@@ -76,6 +79,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         duration: (args.total > 0).then(|| Duration::from_secs(args.total)),
         idle: args.idle,
         subprocesses: args.subprocesses,
+        host: args.all.settings()?,
     };
     push::push(&args.target, settings)
 }

@@ -4,6 +4,7 @@ mod completions;
 mod datakit;
 mod debug_view;
 mod dump;
+mod host;
 mod output;
 mod push;
 mod record;

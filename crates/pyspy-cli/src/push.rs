@@ -12,6 +12,7 @@ use pyspy_core::{
     AttachOptions, EndReason, Profile, ProfileOptions, SampleOptions, Sampler, SamplerOptions,
 };
 
+use crate::host::{self, HostArgs, HostSettings};
 use crate::target::{Target, TargetArgs};
 use crate::upload::{self, Endpoint, Payload, Uploader};
 
@@ -35,8 +36,10 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub protocol: Protocol,
     /// Service name (Pyroscope's service_name, DataKit's service, OTLP's service.name).
-    #[arg(long, default_value = "python")]
-    pub service: String,
+    /// Default: python; with --all, each process's own (its OTEL_SERVICE_NAME, DD_SERVICE or
+    /// PYROSCOPE_APPLICATION_NAME, else its script or module).
+    #[arg(long)]
+    pub service: Option<String>,
     /// A tag for every profile, KEY=VALUE (repeatable).
     #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
     pub tags: Vec<(String, String)>,
@@ -83,10 +86,12 @@ pub struct Args {
     pub spool: u32,
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub host: HostArgs,
 }
 
 impl Protocol {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Protocol::Pyroscope => "Pyroscope",
             Protocol::Datakit => "DataKit",
@@ -154,6 +159,17 @@ impl Pipeline {
     /// The interval's profile as a payload (`None` if nothing was sampled); starts the next.
     pub fn cut(&mut self) -> Option<Payload> {
         let profile = self.profile.take();
+        self.payload(profile)
+    }
+
+    /// [`Pipeline::cut`], the next profile made with `options` (a wall-time profile's new
+    /// period; nothing is carried over).
+    pub fn cut_with(&mut self, options: ProfileOptions) -> Option<Payload> {
+        let profile = std::mem::replace(&mut self.profile, Profile::new(options));
+        self.payload(profile)
+    }
+
+    fn payload(&mut self, profile: Profile) -> Option<Payload> {
         let from = profile.start_time().unwrap_or(self.started);
         self.started = SystemTime::now();
         if profile.samples() == 0 {
@@ -205,6 +221,8 @@ pub struct Settings {
     pub duration: Option<Duration>,
     pub idle: bool,
     pub subprocesses: bool,
+    /// `--all`: every Python process of the machine.
+    pub host: Option<HostSettings>,
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
@@ -260,7 +278,7 @@ pub fn run(args: &Args) -> Result<(), String> {
                 .min(Duration::from_secs(60)),
         },
         meta: ProfileMeta::default()
-            .service(args.service.clone())
+            .service(args.service.clone().unwrap_or_default())
             .tags(args.tags.clone())
             .env(args.env.clone())
             .version(args.service_version.clone()),
@@ -269,13 +287,17 @@ pub fn run(args: &Args) -> Result<(), String> {
         duration,
         idle: args.idle,
         subprocesses: args.subprocesses,
+        host: args.host.settings()?,
     };
     push(&args.target, settings)
 }
 
 /// Samples the target and uploads a profile every interval until the duration is over, the
 /// program exits or Ctrl-C; then sends the last, partial interval and what is spooled.
-pub fn push(target: &TargetArgs, settings: Settings) -> Result<(), String> {
+pub fn push(target: &TargetArgs, mut settings: Settings) -> Result<(), String> {
+    if let Some(host) = settings.host.take() {
+        return host::push_all(settings, host);
+    }
     let Target {
         pid,
         session,

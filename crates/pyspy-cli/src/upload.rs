@@ -83,7 +83,9 @@ pub struct Uploader {
 
 impl Uploader {
     pub fn start(endpoint: Endpoint) -> Result<Uploader, String> {
-        let (tx, rx) = mpsc::sync_channel(64);
+        // Room for a spool's worth: producers (one per process with `--all`) do not wait for
+        // an upload in progress, however many payloads an interval makes.
+        let (tx, rx) = mpsc::sync_channel(endpoint.spool.clamp(64, 1 << 16));
         let handle = std::thread::Builder::new()
             .name("pyspy-upload".into())
             .spawn(move || Worker::new(endpoint).run(rx))

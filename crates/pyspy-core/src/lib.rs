@@ -73,6 +73,7 @@ macro_rules! internal_mod {
 }
 
 internal_mod!(attach);
+internal_mod!(host);
 internal_mod!(memory);
 internal_mod!(native);
 internal_mod!(walk);
@@ -86,6 +87,12 @@ pub use attach::layout::LayoutSource;
 pub use attach::locate::{LocateStrategy, LocatedBy};
 pub use attach::version::Version;
 pub use error::{Error, ReadError, ReadErrorKind, Result, ThreadError};
+pub use host::{
+    Container, ContainerRuntime, DetachReason, Discovered, Discovery, DiscoveryOptions,
+    DiscoveryStats, HostEvent, HostOptions, HostSampler, HostSamplerThread, HostStats,
+    ProcessFilter, ProcessLabels, RateChange, Scan, ServiceSource, SkipReason, Skipped,
+    SERVICE_VARIABLES,
+};
 pub use profile::export;
 pub use profile::{FrameId, FrameKey, Profile, ProfileOptions, Stack, ThreadKey};
 pub use sample::core_file::{open_core, CoreDetails, CoreOptions, Signal};

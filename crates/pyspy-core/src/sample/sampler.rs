@@ -658,7 +658,7 @@ pub fn precise_timers() {
 
 /// Uniform in [interval/2, 3·interval/2) (xorshift64*: fast, no dependency, good enough to
 /// break phase locking). `state` must not be 0.
-fn jittered(state: &mut u64, interval: Duration) -> Duration {
+pub(crate) fn jittered(state: &mut u64, interval: Duration) -> Duration {
     let mut x = *state;
     x ^= x >> 12;
     x ^= x << 25;

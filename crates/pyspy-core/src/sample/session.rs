@@ -83,6 +83,8 @@ pub struct Session {
     waited: bool,
     /// 3.14+: the search for the `_asyncio` module's `AsyncioDebug` section.
     asyncio_section: AsyncioSection,
+    /// How long a failed snapshot waits to see whether the process is exiting.
+    exit_grace: Duration,
 }
 
 /// Where a session's memory is: a live process, or a core file and what it records.
@@ -141,6 +143,7 @@ pub fn attach(pid: i32, options: &AttachOptions) -> Result<Session> {
         sample_options: options.sample,
         waited: false,
         asyncio_section: AsyncioSection::new(),
+        exit_grace: EXIT_GRACE,
     })
 }
 
@@ -152,7 +155,8 @@ fn locate_once(
     let info = ProcessInfo::read(pid)?;
     let mem = ProcessMemory::new(pid);
     check_access(&mem, &info)?;
-    let located = locate(&mem, &info, strategy).map_err(|e| gone_or(pid, e, &mut false))?;
+    let located =
+        locate(&mem, &info, strategy).map_err(|e| gone_or(pid, e, &mut false, EXIT_GRACE))?;
     Ok((info, mem, located))
 }
 
@@ -176,9 +180,9 @@ fn check_access(mem: &ProcessMemory, info: &ProcessInfo) -> Result<()> {
 /// interpreter frees memory before the process becomes a zombie).
 const EXIT_GRACE: Duration = Duration::from_millis(50);
 
-/// Whether `pid` is gone now or within [`EXIT_GRACE`].
-fn exits_soon(pid: i32) -> bool {
-    let deadline = Instant::now() + EXIT_GRACE;
+/// Whether `pid` is gone now or within `grace`.
+fn exits_soon(pid: i32, grace: Duration) -> bool {
+    let deadline = Instant::now() + grace;
     loop {
         if !process::is_alive(pid) {
             return true;
@@ -191,17 +195,18 @@ fn exits_soon(pid: i32) -> bool {
 }
 
 /// A failure while the process is gone (or going) is reported as its exit, not as the read
-/// that failed. The first failure of a run waits up to [`EXIT_GRACE`] to see the process go;
+/// that failed. The first failure of a run waits up to `grace` ([`EXIT_GRACE`] unless the
+/// session was told otherwise) to see the process go;
 /// once it has waited in vain (`waited`), later failures only look whether it is gone, so a
 /// target that keeps failing does not slow every sample down by the grace period.
-fn gone_or(pid: i32, e: Error, waited: &mut bool) -> Error {
+fn gone_or(pid: i32, e: Error, waited: &mut bool, grace: Duration) -> Error {
     match e {
         Error::Memory(r) if r.kind == ReadErrorKind::ProcessGone => Error::ProcessExited { pid },
         Error::Memory(_) | Error::Corrupt(_) | Error::Io { .. } => {
             let gone = if *waited {
                 !process::is_alive(pid)
             } else {
-                let gone = exits_soon(pid);
+                let gone = exits_soon(pid, grace);
                 *waited = !gone;
                 gone
             };
@@ -235,6 +240,7 @@ impl Session {
             sample_options: SampleOptions::default(),
             waited: false,
             asyncio_section: AsyncioSection::new(),
+            exit_grace: EXIT_GRACE,
         }
     }
 
@@ -262,7 +268,7 @@ impl Session {
         let threads = match self.mem {
             Source::Live(_) => threads
                 .map_err(|e| self.exec_or(e))
-                .map_err(|e| gone_or(pid, e, &mut self.waited))?,
+                .map_err(|e| gone_or(pid, e, &mut self.waited, self.exit_grace))?,
             Source::Core(_) => threads?,
         };
         self.waited = false;
@@ -325,6 +331,13 @@ impl Session {
     /// The options [`Session::snapshot`] uses.
     pub fn sample_options(&self) -> &SampleOptions {
         &self.sample_options
+    }
+
+    /// How long a failed snapshot waits to see whether the process is exiting (default
+    /// 50 ms): a sampler of many processes sets none, so one process's failure does not hold
+    /// up the others' samples (it notices the exit at the next tick instead).
+    pub(crate) fn set_exit_grace(&mut self, grace: Duration) {
+        self.exit_grace = grace;
     }
 
     /// Changes the options [`Session::snapshot`] uses.

@@ -5,8 +5,9 @@
 //!   the profile parts), `start` and `end` (RFC 3339, UTC), `family` and `language`
 //!   (`python`), `runtime` (`cpython`), `format` (`pprof`) and `tags_profiler`, comma-separated
 //!   `key:value` pairs: `service`, `env`, `version`, `host`, `process_id`,
-//!   `runtime_version`, `profiler` (`pyspy`), `profiler_version`, `container_id` where known,
-//!   then the user tags;
+//!   `runtime_version`, `profiler` (`pyspy`), `profiler_version`, then where known
+//!   `container_id`, `container_runtime`, `pod_uid`, `namespace_pid`, `executable` and
+//!   `cmdline`, then the user tags;
 //! - a part named `profile.pprof` (the one attachment): the profile as gzip'd pprof.
 
 use std::time::SystemTime;
@@ -44,6 +45,11 @@ pub fn tags_profiler(meta: &ProfileMeta) -> String {
     add("profiler", &Some("pyspy".into()));
     add("profiler_version", &Some(env!("CARGO_PKG_VERSION").into()));
     add("container_id", &meta.container_id);
+    add("container_runtime", &meta.container_runtime);
+    add("pod_uid", &meta.pod_uid);
+    add("namespace_pid", &meta.namespace_pid.map(|p| p.to_string()));
+    add("executable", &meta.executable);
+    add("cmdline", &meta.command_line);
     tags.extend(meta.tags.iter().cloned());
     tags.iter()
         .map(|(k, v)| format!("{}:{}", k.replace([',', ':'], "_"), v.replace(',', "_")))
@@ -136,6 +142,15 @@ mod tests {
             "{tags}"
         );
         assert!(tags.ends_with(",team:a_b"), "{tags}");
+        let process = ProfileMeta::default()
+            .pod_uid(Some("u-1".into()))
+            .namespace_pid(Some(1))
+            .command_line(Some("python a.py --x=1,2".into()));
+        let tags = tags_profiler(&process);
+        assert!(
+            tags.ends_with(",pod_uid:u-1,namespace_pid:1,cmdline:python a.py --x=1_2"),
+            "{tags}"
+        );
         let event = event_json(&profile, &meta);
         assert!(event.starts_with(r#"{"attachments":["profile.pprof"],"start":"2023-11-14T22:13:20.000000Z","end":"2023-11-14T22:13:20.040000Z","family":"python""#), "{event}");
     }

@@ -4,6 +4,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::host::cgroup;
+use crate::host::ProcessLabels;
+
 /// Who a profile is from. Start from `ProfileMeta::default()` (or
 /// [`ProfileMeta::for_process`], which reads the host name and container id) and set fields.
 ///
@@ -36,24 +39,70 @@ pub struct ProfileMeta {
     pub runtime_version: Option<String>,
     /// The container the process runs in, where known (OTLP's `container.id`, a DataKit tag).
     pub container_id: Option<String>,
+    /// The pid inside the process's own pid namespace, for a process in a container (OTLP's
+    /// `process.vpid`, Pyroscope's `namespace_pid`, DataKit's `namespace_pid`).
+    pub namespace_pid: Option<i32>,
+    /// The process's executable (OTLP's `process.executable.path`, Pyroscope's and
+    /// DataKit's `executable`).
+    pub executable: Option<String>,
+    /// The process's command line (OTLP's `process.command_line`, Pyroscope's
+    /// `command_line`, DataKit's `cmdline`).
+    pub command_line: Option<String>,
+    /// The container's runtime, `docker`, `containerd`, `cri-o` or `podman` (OTLP's
+    /// `container.runtime.name`, Pyroscope's and DataKit's `container_runtime`).
+    pub container_runtime: Option<String>,
+    /// The Kubernetes pod's uid (OTLP's `k8s.pod.uid`, Pyroscope's `k8s_pod_uid`, DataKit's
+    /// `pod_uid`).
+    pub pod_uid: Option<String>,
 }
 
 impl ProfileMeta {
     /// The facts about process `pid` that the machine shows: the host name
-    /// (`/proc/sys/kernel/hostname`) and, for a process in a container, its id (from
-    /// `/proc/PID/cgroup`). Nothing else is set.
+    /// (`/proc/sys/kernel/hostname`) and, for a process in a container, its id, runtime and
+    /// pod (from `/proc/PID/cgroup`). Nothing else is set.
     pub fn for_process(pid: i32) -> ProfileMeta {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty());
-        let container_id = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .ok()
-            .and_then(|c| container_id(&c));
+        let facts = cgroup::read(pid);
+        let (container_id, container_runtime) = match facts.container {
+            Some(c) => (Some(c.id), c.runtime.map(|r| r.as_str().to_string())),
+            None => (None, None),
+        };
         ProfileMeta {
-            host,
+            host: host_name(),
             pid: Some(pid),
             container_id,
+            container_runtime,
+            pod_uid: facts.pod_uid,
+            ..ProfileMeta::default()
+        }
+    }
+
+    /// Everything [`ProcessLabels`] know about a process (service name, pids, executable,
+    /// command line, container, pod, Python version), and the host name.
+    ///
+    /// ```
+    /// use pyspy_core::{export::ProfileMeta, ProcessLabels};
+    /// let labels = ProcessLabels::read(std::process::id() as i32)?;
+    /// let meta = ProfileMeta::for_labels(&labels).env(Some("prod".into()));
+    /// assert_eq!((meta.service.as_str(), meta.pid), (labels.service.as_str(), Some(labels.pid)));
+    /// # Ok::<(), pyspy_core::Error>(())
+    /// ```
+    pub fn for_labels(labels: &ProcessLabels) -> ProfileMeta {
+        let command_line = labels.command_line_string();
+        ProfileMeta {
+            service: labels.service.clone(),
+            host: host_name(),
+            pid: Some(labels.pid),
+            namespace_pid: labels.namespace_pid,
+            runtime_version: labels.python_version.map(|v| v.to_string()),
+            executable: Some(labels.executable.clone()).filter(|e| !e.is_empty()),
+            command_line: Some(command_line).filter(|c| !c.is_empty()),
+            container_id: labels.container.as_ref().map(|c| c.id.clone()),
+            container_runtime: labels
+                .container
+                .as_ref()
+                .and_then(|c| c.runtime)
+                .map(|r| r.as_str().to_string()),
+            pod_uid: labels.pod_uid.clone(),
             ..ProfileMeta::default()
         }
     }
@@ -98,6 +147,31 @@ impl ProfileMeta {
         self.container_id = id;
         self
     }
+    /// Sets [`ProfileMeta::namespace_pid`].
+    pub fn namespace_pid(mut self, pid: Option<i32>) -> Self {
+        self.namespace_pid = pid;
+        self
+    }
+    /// Sets [`ProfileMeta::executable`].
+    pub fn executable(mut self, path: Option<String>) -> Self {
+        self.executable = path;
+        self
+    }
+    /// Sets [`ProfileMeta::command_line`].
+    pub fn command_line(mut self, command_line: Option<String>) -> Self {
+        self.command_line = command_line;
+        self
+    }
+    /// Sets [`ProfileMeta::container_runtime`].
+    pub fn container_runtime(mut self, runtime: Option<String>) -> Self {
+        self.container_runtime = runtime;
+        self
+    }
+    /// Sets [`ProfileMeta::pod_uid`].
+    pub fn pod_uid(mut self, uid: Option<String>) -> Self {
+        self.pod_uid = uid;
+        self
+    }
 
     /// The service name, `python` if none was given.
     pub fn service_name(&self) -> &str {
@@ -130,19 +204,12 @@ impl ProfileMeta {
     }
 }
 
-/// The container id in a `/proc/PID/cgroup` text: the last 64-hex-digit word of a cgroup
-/// path (docker, containerd, cri-o and podman name their cgroups after it).
-pub(crate) fn container_id(cgroup: &str) -> Option<String> {
-    let mut found = None;
-    for line in cgroup.lines() {
-        let path = line.rsplit(':').next().unwrap_or("");
-        for part in path.split(['/', '-', '.', ':']) {
-            if part.len() == 64 && part.bytes().all(|b| b.is_ascii_hexdigit()) {
-                found = Some(part.to_ascii_lowercase());
-            }
-        }
-    }
-    found
+/// This machine's host name (`/proc/sys/kernel/hostname`).
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
 }
 
 /// 16 random bytes (from `/dev/urandom`; the clock and pid if it cannot be read): profile ids.
@@ -205,15 +272,24 @@ mod tests {
     }
 
     #[test]
-    fn container_ids_from_cgroups() {
-        let docker = "0::/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope\n";
-        assert_eq!(
-            container_id(docker).as_deref(),
-            Some("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
-        );
-        let k8s = "12:cpu:/kubepods/burstable/pod1/ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789\n";
-        assert!(container_id(k8s).unwrap().starts_with("abcdef"));
-        assert_eq!(container_id("0::/user.slice/session-2.scope\n"), None);
+    fn meta_of_labels() {
+        let mut labels = ProcessLabels::read(std::process::id() as i32).unwrap();
+        labels.namespace_pid = Some(7);
+        labels.pod_uid = Some("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".into());
+        labels.container = Some(crate::Container {
+            id: "ab".repeat(32),
+            runtime: Some(crate::ContainerRuntime::CriO),
+        });
+        labels.python_version = crate::Version::from_hex(0x030c01f0);
+        let meta = ProfileMeta::for_labels(&labels);
+        assert_eq!(meta.service, labels.service);
+        assert_eq!(meta.namespace_pid, Some(7));
+        assert_eq!(meta.container_runtime.as_deref(), Some("cri-o"));
+        assert_eq!(meta.container_id, Some("ab".repeat(32)));
+        assert_eq!(meta.runtime_version.as_deref(), Some("3.12.1"));
+        assert_eq!(meta.command_line, Some(labels.command_line_string()));
+        assert!(meta.pod_uid.is_some() && meta.executable.is_some());
+        assert_eq!(ProfileMeta::for_process(labels.pid).pid, Some(labels.pid));
     }
 
     #[test]

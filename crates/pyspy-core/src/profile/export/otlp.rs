@@ -9,7 +9,9 @@
 //!   one `Stack` per distinct stack (leaf first);
 //! - one `ResourceProfiles` whose resource attributes are `service.name`, `service.version`,
 //!   `deployment.environment.name`, `process.pid`, `process.runtime.name` (`cpython`),
-//!   `process.runtime.version`, `host.name`, `container.id` (those known) and the user tags;
+//!   `process.runtime.version`, `host.name`, `container.id`, `container.runtime.name`,
+//!   `k8s.pod.uid`, `process.vpid`, `process.executable.path`, `process.command_line`
+//!   (those known) and the user tags;
 //! - one `ScopeProfiles` (scope `pyspy` and its version) with two profiles: first the time
 //!   (`cpu`/`nanoseconds` or `wall`/`nanoseconds`, as in [`super::pprof`]), then the sample
 //!   counts (`samples`/`count`), each with `period_type`/`period`, `time_unix_nano`,
@@ -140,6 +142,17 @@ fn resource(meta: &ProfileMeta) -> common::Resource {
     );
     add("host.name", meta.host.clone().map(Str));
     add("container.id", meta.container_id.clone().map(Str));
+    add(
+        "container.runtime.name",
+        meta.container_runtime.clone().map(Str),
+    );
+    add("k8s.pod.uid", meta.pod_uid.clone().map(Str));
+    add(
+        "process.vpid",
+        meta.namespace_pid.map(|p| Int(i64::from(p))),
+    );
+    add("process.executable.path", meta.executable.clone().map(Str));
+    add("process.command_line", meta.command_line.clone().map(Str));
     for (k, v) in &meta.tags {
         attributes.push(key_value(k, Str(v.clone())));
     }
@@ -321,5 +334,48 @@ mod tests {
             keys,
             ["service.name", "process.runtime.name", "process.pid"]
         );
+    }
+
+    #[test]
+    fn process_and_container_attributes() {
+        let profile = small_profile(ProfileOptions::default());
+        let meta = ProfileMeta::default()
+            .pid(Some(42))
+            .namespace_pid(Some(1))
+            .container_id(Some("ab".repeat(32)))
+            .container_runtime(Some("containerd".into()))
+            .pod_uid(Some("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".into()))
+            .executable(Some("/usr/bin/python3".into()))
+            .command_line(Some("python3 app.py".into()));
+        let req =
+            pb::ExportProfilesServiceRequest::decode(&export_request(&profile, &meta)[..]).unwrap();
+        let resource = req.resource_profiles[0].resource.as_ref().unwrap();
+        let value = |key: &str| {
+            resource
+                .attributes
+                .iter()
+                .find(|a| a.key == key)
+                .and_then(|a| a.value.clone())
+                .and_then(|v| v.value)
+        };
+        use common::any_value::Value::{IntValue, StringValue};
+        assert_eq!(value("process.vpid"), Some(IntValue(1)));
+        assert_eq!(
+            value("container.runtime.name"),
+            Some(StringValue("containerd".into()))
+        );
+        assert_eq!(
+            value("k8s.pod.uid"),
+            Some(StringValue("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".into()))
+        );
+        assert_eq!(
+            value("process.executable.path"),
+            Some(StringValue("/usr/bin/python3".into()))
+        );
+        assert_eq!(
+            value("process.command_line"),
+            Some(StringValue("python3 app.py".into()))
+        );
+        assert_eq!(value("container.id"), Some(StringValue("ab".repeat(32))));
     }
 }
