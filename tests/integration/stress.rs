@@ -125,9 +125,13 @@ fn churning_target_sampled_ten_thousand_times() {
                             main_torn += usize::from(m.error.is_some());
                         }
                         (m, v) if blind.len() < 3 => blind.push(format!(
-                            "sample {i}: main {:?}, victim {:?}",
+                            "sample {i}: main {:?}, victim {:?}; threads {:?}",
                             m.map(|t| (t.frames.len(), t.error)),
-                            v.map(|t| (t.frames.len(), t.error))
+                            v.map(|t| (t.frames.len(), t.error)),
+                            snap.threads
+                                .iter()
+                                .map(|t| (t.thread_id, t.frames.len(), t.error))
+                                .collect::<Vec<_>>()
                         )),
                         _ => blind.push(String::new()),
                     }

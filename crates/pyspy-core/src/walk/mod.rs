@@ -104,6 +104,10 @@ pub struct Walker {
     settled: Vec<(u64, ThreadError, Vec<Frame>)>,
     /// 3.14+: each interpreter's code object generation as the walk began.
     generations: Vec<(u64, u64)>,
+    /// The links the last thread-list walk followed: (where the pointer is, what it held).
+    thread_links: Vec<(u64, u64)>,
+    /// The thread states the last snapshot's list held, in order.
+    last_threads: Vec<u64>,
     /// Code objects whose cache entries the current walk made.
     created: Vec<u64>,
     /// Where the current walk found each thread's innermost frame (3.11/3.12's `cframe` word,
@@ -227,6 +231,8 @@ impl Walker {
             attempts: WALK_ATTEMPTS,
             settled: Vec::new(),
             generations: Vec::new(),
+            thread_links: Vec::new(),
+            last_threads: Vec::new(),
             created: Vec::new(),
             anchors: Vec::new(),
             segments: Vec::new(),
@@ -431,7 +437,20 @@ impl Walker {
         attempt: usize,
         done: &AddrSet,
     ) -> Result<Vec<Walked>> {
+        let before = mem.unbatched_reads();
         let threads = self.threads(mem, interp)?;
+        // A list that is not the last snapshot's (a thread started or ended) may have been
+        // read across a change: a thread state read while it was unlinked, freed or set up
+        // anew at the same address ends the list early and silently leaves out every older
+        // thread. Then every link is read again, in one batch, and must still hold. A list
+        // that did not change costs nothing more.
+        let same = threads.len() == self.last_threads.len()
+            && threads.iter().zip(&self.last_threads).all(|(t, &a)| t.addr == a);
+        if (!same || mem.unbatched_reads() > before) && !self.thread_links_hold(fresh) {
+            self.last_threads.clear();
+            return Err(Error::Corrupt("the thread list changed while it was read"));
+        }
+        self.last_threads = threads.iter().map(|t| t.addr).collect();
         let l = self.layout;
         let mut anchors = Vec::with_capacity(threads.len());
         let mut moved = Vec::with_capacity(threads.len());

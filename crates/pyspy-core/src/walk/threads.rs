@@ -72,6 +72,7 @@ impl Walker {
         }
         self.visited.clear();
         self.generations.clear();
+        self.thread_links.clear();
         for _ in 0..MAX_INTERPRETERS {
             if interp_addr == 0 {
                 return Ok(out);
@@ -88,7 +89,9 @@ impl Walker {
                 self.generations.push((interp_addr, generation));
             }
             let mut tstate = mem.read_ptr_at(interp_addr, l.interp_threads_head)?;
+            let mut link = offset(interp_addr, l.interp_threads_head.into())?;
             for n in 0.. {
+                self.thread_links.push((link, tstate));
                 if tstate == 0 {
                     break;
                 }
@@ -103,11 +106,26 @@ impl Walker {
                     ));
                 }
                 out.push(raw);
+                link = offset(tstate, l.tstate_next.into())?;
                 tstate = next;
             }
             interp_addr = mem.read_ptr_at(interp_addr, l.interp_next)?;
         }
         Err(Error::Corrupt("interpreter list too long"))
+    }
+
+    /// Whether every link the last [`Walker::threads`] followed still holds what it read, read
+    /// again through `mem` in one batch (a link that cannot be read does not hold).
+    pub(super) fn thread_links_hold<M: Memory + ?Sized>(&self, mem: &M) -> bool {
+        let ranges: Vec<(u64, usize)> = self.thread_links.iter().map(|&(at, _)| (at, 8)).collect();
+        let mut bytes = vec![0u8; 8 * ranges.len()];
+        let mut ok = vec![false; ranges.len()];
+        mem.read_many(&ranges, &mut bytes, &mut ok);
+        self.thread_links
+            .iter()
+            .zip(bytes.chunks_exact(8))
+            .zip(ok)
+            .all(|((&(_, was), now), ok)| ok && field_u64(now, 0) == Some(was))
     }
 
     /// One thread state, and the next one's address (`next`), from one read.
