@@ -96,28 +96,27 @@ impl MappedFile {
     /// mapped is left out (its frames then have no name, and are unwound through frame
     /// pointers). Files that are not ELF (data files) are skipped by [`Unwinder::update`].
     pub fn of_core(core: &crate::memory::core::CoreMemory) -> Vec<MappedFile> {
-        let notes = &core.notes().files;
+        // `NT_FILE` is sorted by address: a path's first entry is its lowest mapping, and
+        // later ones only extend its end.
+        let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         let mut out: Vec<MappedFile> = Vec::new();
-        for note in notes {
-            if out.len() == MAX_MODULES {
-                break;
+        for note in &core.notes().files {
+            if let Some(&i) = index.get(note.path.as_str()) {
+                if let Some(f) = out.get_mut(i) {
+                    f.end = f.end.max(note.end);
+                }
+                continue;
             }
-            if out.iter().any(|f| f.path == note.path) {
+            if out.len() == MAX_MODULES {
                 continue;
             }
             let Some(Ok(host)) = core.check_file(&note.path) else {
                 continue;
             };
-            // `NT_FILE` is sorted by address: the first entry of a path is its lowest mapping.
-            let end = notes
-                .iter()
-                .filter(|n| n.path == note.path)
-                .map(|n| n.end)
-                .max()
-                .unwrap_or(note.end);
+            index.insert(&note.path, out.len());
             out.push(MappedFile {
                 start: note.start,
-                end,
+                end: note.end,
                 first_start: note.start,
                 first_offset: note.offset,
                 path: note.path.clone(),
