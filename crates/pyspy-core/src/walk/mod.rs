@@ -450,7 +450,10 @@ impl Walker {
             self.last_threads.clear();
             return Err(Error::Corrupt("the thread list changed while it was read"));
         }
-        self.last_threads = threads.iter().map(|t| t.addr).collect();
+        if !same {
+            self.last_threads.clear();
+            self.last_threads.extend(threads.iter().map(|t| t.addr));
+        }
         let l = self.layout;
         let mut anchors = Vec::with_capacity(threads.len());
         let mut moved = Vec::with_capacity(threads.len());
