@@ -19,8 +19,15 @@ cargo clippy -p pyspy-core --lib -- -D warnings
 step "library docs and packaging"
 RUSTDOCFLAGS="-D warnings" cargo doc -p pyspy-core --no-deps
 # pyspy-cli needs pyspy-core from the registry: packaged together, cargo verifies it against
-# the pyspy-core package it has just made.
-package_log=$(cargo package -p pyspy-core -p pyspy-cli --allow-dirty 2>&1) || { printf '%s\n' "$package_log"; exit 1; }
+# the pyspy-core package it has just made. Cargo takes that package for an immutable crates.io
+# crate: it reuses an unpacked copy under $CARGO_HOME/registry/src and a built one in the target
+# directory from an earlier run of the same version (the CLI then fails to build against an old
+# library). So both are removed first; the packages build in a target directory of their own,
+# where only pyspy-core is rebuilt each run. No pyspy-core from a real registry is ever used.
+package_target=target/package-check
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/pyspy-core-* "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/pyspy-core-*
+cargo clean --quiet -p pyspy-core --target-dir "$package_target"
+package_log=$(cargo package -p pyspy-core -p pyspy-cli --allow-dirty --target-dir "$package_target" 2>&1) || { printf '%s\n' "$package_log"; exit 1; }
 if grep -i '^warning' <<<"$package_log"; then
     echo "cargo package -p pyspy-core -p pyspy-cli: warnings (above)" >&2
     exit 1
