@@ -52,6 +52,7 @@ VENV = os.path.join(CACHE, "bench-venv")
 SID = os.environ.get("PYSPY_SID_ROOT", os.path.join(CACHE, "sid"))
 PYSPY = os.path.join(ROOT, "target", "release", "pyspy")
 PY_SPY = os.path.join(VENV, "bin", "py-spy")
+FLOOR = os.path.join(ROOT, "target", "bench", "floor")
 
 
 def log(msg):
@@ -64,6 +65,9 @@ def setup():
         log("installing py-spy 0.4.3 into %s" % VENV)
         subprocess.check_call([sys.executable, "-m", "venv", VENV])
         subprocess.check_call([os.path.join(VENV, "bin", "pip"), "install", "-q", "py-spy==0.4.3"])
+    log("building the floor program (bench/floor.c)")
+    os.makedirs(os.path.dirname(FLOOR), exist_ok=True)
+    subprocess.check_call(["gcc", "-O2", "-Wall", "-o", FLOOR, os.path.join(ROOT, "bench", "floor.c")])
     log("building pyspy (release)")
     subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "pyspy-cli"], cwd=ROOT)
     subprocess.check_call([os.path.join(ROOT, "scripts", "provision.sh")],
@@ -94,9 +98,9 @@ def stage(version, script):
 
 
 @contextlib.contextmanager
-def running(version, script):
+def running(version, script, args=()):
     """The target script running (given a second to start), killed on leaving."""
-    proc = subprocess.Popen(stage(version, script), stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(stage(version, script) + list(args), stdin=subprocess.DEVNULL)
     try:
         time.sleep(1.0)
         yield proc
@@ -304,11 +308,14 @@ def main():
     ap.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
     ap.add_argument("--out", help="also write the tables to this file")
     ap.add_argument("--measure", default="all",
-                    choices=["all", "slowdown", "locals", "native", "async", "host"],
+                    choices=["all", "slowdown", "locals", "native", "async", "host", "default",
+                             "threads"],
                     help="slowdown: only the slowdown at 1 kHz; locals: only dump --locals; "
                     "native: only the CPU per native sample (record --native); async: only "
                     "pyspy's CPU per sample with and without record --async; host: only "
-                    "`push --all` with --host-processes idle Pythons")
+                    "`push --all` with --host-processes idle Pythons; default: CPU per sample at "
+                    "500 Hz in each tool's default mode and with --idle, next to the floor "
+                    "program; threads: thread scaling (1, 10, 100, 1000 threads)")
     ap.add_argument("--host-processes", type=int, default=50,
                     help="host: idle Python processes (default 50)")
     ap.add_argument("--host-seconds", type=int, default=40,
@@ -338,6 +345,11 @@ def main():
         return measure_native(args.versions.split(","), seconds, args.out)
     if args.measure == "async":
         return measure_async(args.versions.split(","), seconds, args.out)
+    if args.measure == "default":
+        return measure_default(args.versions.split(","), seconds, 2 if args.quick else 3,
+                               args.out)
+    if args.measure == "threads":
+        return measure_threads(args.versions.split(","), [1, 10, 100, 1000], seconds, args.out)
     rows = []
     for version in args.versions.split(","):
         row = {"version": version}
@@ -528,6 +540,125 @@ def measure_native(versions, seconds, out):
         lines.append("| %s | %s → %s | %.1f× | %d, %d |" % (
             version, fmt_us(row["py-spy"][0]), fmt_us(row["pyspy"][0]),
             row["py-spy"][0] / row["pyspy"][0], row["py-spy"][1], row["pyspy"][1]))
+    table = "\n".join(lines) + "\n"
+    sys.stdout.write(table)
+    if out:
+        with open(out, "w") as f:
+            f.write(table)
+
+
+def default_cmd(tool, pid, rate, out, seconds, idle):
+    """`record` nonblocking in the tool's default mode (idle threads left out), or --idle."""
+    if tool == "floor":
+        return [FLOOR, str(pid), str(rate), str(seconds)] + ([] if not idle else ["--no-stat"])
+    exe, fmt = (PYSPY, "collapsed") if tool == "pyspy" else (PY_SPY, "raw")
+    cmd = [exe, "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking",
+           "--format", fmt, "--output", out, "--duration", str(seconds)]
+    return cmd + (["--idle"] if idle else [])
+
+
+def samples_taken(tool, out, threads):
+    """Samples a run took: the floor prints its count; the profilers' files hold one stack per
+    thread shown per sample."""
+    if tool == "floor":
+        with open(out) as f:
+            return int(f.read().split()[0])
+    return stacks_recorded(out) / float(threads)
+
+
+def marginal_cpu(tool, pid, rate, seconds, idle, threads):
+    """(CPU per sample, samples): a 1 s run and a (1 + seconds) s run, the difference in CPU
+    over the difference in samples, so starting and attaching do not count."""
+    def once(secs):
+        with tempfile.NamedTemporaryFile(suffix=".txt") as out:
+            cmd = default_cmd(tool, pid, rate, out.name, secs, idle)
+            if tool == "floor":
+                t0 = time.time()
+                with open(out.name, "w") as sink:
+                    proc = subprocess.Popen(cmd, stdout=sink, stdin=subprocess.DEVNULL)
+                    _, status, usage = os.wait4(proc.pid, 0)
+                if status != 0:
+                    raise RuntimeError("floor exited with status %d" % status)
+                cpu = usage.ru_utime + usage.ru_stime
+            else:
+                cpu, _ = run_measured(cmd)
+            return cpu, samples_taken(tool, out.name, threads)
+    short_cpu, short_n = once(1)
+    long_cpu, long_n = once(1 + seconds)
+    extra = long_n - short_n
+    return ((long_cpu - short_cpu) / extra if extra > 0 else float("nan")), long_n
+
+
+def measure_default(versions, seconds, rounds, out):
+    """CPU per sample at 500 Hz nonblocking on the deep-busy target (one thread 60 frames deep
+    spinning, 4 idle), in each tool's default mode (idle threads left out: each reads every
+    thread's scheduler state) and with --idle (every thread walked), next to the floor program
+    (bench/floor.c: the wake-up, the stat reads, one 16 KiB memory read). The tools take turns
+    `rounds` times in one target; medians."""
+    tools = ("floor", "pyspy", "py-spy")
+    lines = [
+        "| Python | default: floor | pyspy | py-spy | pyspy / floor | py-spy / pyspy "
+        "| --idle: floor (no stat) | pyspy | py-spy | py-spy / pyspy |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for version in versions:
+        cost = dict(((t, idle), []) for t in tools for idle in (False, True))
+        with running(version, "deep_busy.py") as deep:
+            for _ in range(rounds):
+                for idle in (False, True):
+                    for tool in tools:
+                        cps, n = marginal_cpu(tool, deep.pid, 500, seconds, idle,
+                                              5 if idle else 1)
+                        cost[(tool, idle)].append(cps)
+                        log("%s %s%s: %s per sample (%d samples)" % (
+                            version, tool, " --idle" if idle else "", fmt_us(cps), n))
+        m = dict((k, statistics.median(v)) for k, v in cost.items())
+        lines.append("| %s | %s | %s | %s | %.2f× | %.1f× | %s | %s | %s | %.1f× |" % (
+            version, fmt_us(m[("floor", False)]), fmt_us(m[("pyspy", False)]),
+            fmt_us(m[("py-spy", False)]), m[("pyspy", False)] / m[("floor", False)],
+            m[("py-spy", False)] / m[("pyspy", False)], fmt_us(m[("floor", True)]),
+            fmt_us(m[("pyspy", True)]), fmt_us(m[("py-spy", True)]),
+            m[("py-spy", True)] / m[("pyspy", True)]))
+    table = "\n".join(lines) + "\n"
+    sys.stdout.write(table)
+    if out:
+        with open(out, "w") as f:
+            f.write(table)
+
+
+def measure_threads(versions, counts, seconds, out):
+    """Thread scaling: targets of N threads x 20 frames, all sleeping, recorded for `seconds`
+    at 100 Hz nonblocking by both tools: with --idle (every thread walked every sample: the
+    samples taken of those scheduled, and CPU per sample) and in the default mode (every
+    thread's scheduler state read, no stack shown: CPU per scheduled sample). CPU here is the
+    whole run's, attaching included."""
+    lines = [
+        "| Python | threads | --idle samples of %d (py-spy, pyspy) | --idle CPU/sample (py-spy → "
+        "pyspy) | default CPU/sample (py-spy → pyspy) |" % (100 * seconds),
+        "|---|---|---|---|---|",
+    ]
+    for version in versions:
+        for n in counts:
+            row = {}
+            with running(version, "threads_n.py", [str(n)]) as target:
+                time.sleep(1.0 + n / 500.0)
+                for tool in ("py-spy", "pyspy"):
+                    with tempfile.NamedTemporaryFile(suffix=".txt") as f:
+                        cpu, _ = run_measured(default_cmd(tool, target.pid, 100, f.name,
+                                                          seconds, True))
+                        taken = samples_taken(tool, f.name, n)
+                        row[tool + " idle"] = (taken, cpu / taken if taken else float("nan"))
+                        cpu, _ = run_measured(default_cmd(tool, target.pid, 100, f.name,
+                                                          seconds, False))
+                        row[tool + " default"] = cpu / (100.0 * seconds)
+                    log("%s %d threads %s: --idle %d samples, %s per sample; default %s per "
+                        "scheduled sample" % (version, n, tool, row[tool + " idle"][0],
+                                              fmt_us(row[tool + " idle"][1]),
+                                              fmt_us(row[tool + " default"])))
+            lines.append("| %s | %d | %d, %d | %s → %s | %s → %s |" % (
+                version, n, row["py-spy idle"][0], row["pyspy idle"][0],
+                fmt_us(row["py-spy idle"][1]), fmt_us(row["pyspy idle"][1]),
+                fmt_us(row["py-spy default"]), fmt_us(row["pyspy default"])))
     table = "\n".join(lines) + "\n"
     sys.stdout.write(table)
     if out:
