@@ -502,3 +502,97 @@ fn sub_interpreter_threads_are_tagged_with_their_interpreter() {
         }
     });
 }
+
+/// The stepper's step and frames (function names, innermost first), once it reports `step`.
+fn stepper_truth(target: &Target, step: u64) -> Result<Vec<String>, String> {
+    let path = target.dir().host_path().join("step.json");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(text) = fs::read_to_string(&path) {
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            if v["step"].as_u64() == Some(step) {
+                let frames = v["frames"].as_array().cloned().unwrap_or_default();
+                return Ok(frames
+                    .iter()
+                    .filter_map(|f| f.as_str().map(str::to_string))
+                    .collect());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the stepper never reported step {step}"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Not pausing, a thread that has not run since the last sample keeps the stack that sample
+/// read, without its frames being read again: a thread that sleeps, wakes to move to another
+/// stack, and sleeps again must show each new stack from the first sample after its move,
+/// every time, while its idle neighbour shows its own throughout.
+#[test]
+fn stacks_of_threads_that_did_not_run_are_reused_and_only_those() {
+    for_every_interpreter("stacks of sleeping threads reused", |interp| {
+        let target = Target::spawn(interp, include_str!("../targets/stepper.py"), &[]);
+        let mut session =
+            attach(target.pid(), &AttachOptions::default()).map_err(|e| format!("attach: {e}"))?;
+        let fifo = target.dir().host_path().join("step");
+        let mut main_frames: Option<Vec<String>> = None;
+        for step in 0..8u64 {
+            let want = stepper_truth(&target, step)?;
+            // The stepper blocks right after writing its truth: wait until it sleeps.
+            let tid = target
+                .truth
+                .threads
+                .iter()
+                .find(|t| t.name.as_deref() == Some("stepper"))
+                .and_then(|t| t.native_thread_id);
+            if let Some(tid) = tid {
+                settle(target.pid(), &[tid as i32]);
+            } else {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            for sample in 0..5 {
+                let options = SampleOptions::default().idle(true).names(true);
+                let snapshot = session
+                    .snapshot_with(&options)
+                    .map_err(|e| format!("step {step}, sample {sample}: {e}"))?;
+                let stepper = by_name(&snapshot, "stepper")
+                    .ok_or_else(|| format!("step {step}: no stepper thread"))?;
+                let got: Vec<String> = stepper
+                    .frames
+                    .iter()
+                    .map(|f| f.function.to_string())
+                    .collect();
+                if got != want {
+                    return Err(format!(
+                        "step {step}, sample {sample}: the stepper shows {got:?}, its truth is \
+                         {want:?}"
+                    ));
+                }
+                let main = by_name(&snapshot, "MainThread")
+                    .ok_or_else(|| format!("step {step}: no main thread"))?;
+                let frames: Vec<String> =
+                    main.frames.iter().map(|f| f.function.to_string()).collect();
+                match &main_frames {
+                    Some(before) if *before != frames => {
+                        return Err(format!(
+                            "step {step}: the main thread's stack changed from {before:?} to \
+                             {frames:?}"
+                        ))
+                    }
+                    Some(_) => {}
+                    None if frames.first().map(String::as_str) != Some("main") => {
+                        return Err(format!("the main thread shows {frames:?}"))
+                    }
+                    None => main_frames = Some(frames),
+                }
+            }
+            let mut w = fs::OpenOptions::new()
+                .write(true)
+                .open(&fifo)
+                .map_err(|e| format!("opening the step FIFO: {e}"))?;
+            std::io::Write::write_all(&mut w, b"x").map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    });
+}

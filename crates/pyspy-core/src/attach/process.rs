@@ -395,12 +395,23 @@ impl ThreadStat {
     }
 }
 
-/// Reads the stat lines of a process's threads sample after sample, keeping each thread's
-/// `/proc/PID/task/TID/stat` open: a read is one `pread` instead of open, stat, reads and close.
+/// Reads the scheduler state of a process's threads sample after sample, as cheaply as it can
+/// be known.
 ///
-/// A file kept open belongs to its thread for good: once the thread exits, reading it fails
-/// (`ESRCH`) even if a new thread gets the same id, and the reader then opens the path anew.
-/// [`ThreadStatReader::keep_only`] closes the files of threads that are gone.
+/// Files are kept open: a read is one `pread` instead of open, stat, reads and close. A file
+/// kept open belongs to its thread for good: once the thread exits, reading it fails (`ESRCH`)
+/// even if a new thread gets the same id, and the reader then opens the path anew (and forgets
+/// what it knew of the old thread). [`ThreadStatReader::keep_only`] closes the files of threads
+/// that are gone.
+///
+/// A thread's `schedstat` line (its time on a CPU, its time waiting for one, and how many times
+/// it was switched in) is read first: a third the cost of the `stat` line, which the kernel
+/// formats from fifty fields. Where those counters have not moved since the last read, the
+/// thread has not been switched in or out since, so its state is the one `stat` gave then (a
+/// thread that runs on without being switched out still runs; one that slept has not woken to
+/// run), and `stat` is not read. Only a thread woken and still waiting for a CPU (runnable, not
+/// yet running) goes unseen that way until it first runs. Where the kernel does not count
+/// switches (`schedstat` missing, or its switch count stays 0), every read is of `stat`.
 ///
 /// ```
 /// use pyspy_core::attach::process::ThreadStatReader;
@@ -414,18 +425,38 @@ impl ThreadStat {
 #[derive(Debug)]
 pub struct ThreadStatReader {
     pid: i32,
+    /// `/proc/PID/task/TID/stat` files kept open.
     open: std::collections::HashMap<i32, std::fs::File>,
-    /// `/proc/PID/task/TID/schedstat` files kept open, for [`ThreadStatReader::cpu_time`].
-    open_sched: std::collections::HashMap<i32, std::fs::File>,
+    /// `/proc/PID/task/TID/schedstat` files kept open, and what was read of each last: its
+    /// counters and the state `stat` gave with (or before) them.
+    open_sched: std::collections::HashMap<i32, (std::fs::File, Option<(SchedCounters, ThreadStat)>)>,
     /// Whether schedstat gives CPU times here: unknown until the first read; false on a kernel
     /// without it (no file, or zeros where `stat` counts CPU time).
     schedstat: Option<bool>,
+    /// Whether schedstat counts switches here (its third field), so that unmoved counters
+    /// prove a thread was not switched in or out: unknown until a thread that ran is read.
+    switches: Option<bool>,
+    /// The counters of the thread last read (for [`ThreadStatReader::cpu_time`]).
+    last_read: Option<(i32, SchedCounters)>,
+    /// Reads of `stat` that unmoved schedstat counters made unnecessary.
+    skipped: u64,
+    /// Files of each kind kept open at most (see [`ThreadStatReader::MAX_OPEN`]).
+    max_open: usize,
+}
+
+/// One `schedstat` line: nanoseconds on a CPU, nanoseconds waiting for one, times switched in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SchedCounters {
+    run_ns: u64,
+    wait_ns: u64,
+    switches: u64,
 }
 
 impl ThreadStatReader {
-    /// At most this many files are kept open (a process with more threads has the rest opened
-    /// and closed per read).
-    pub const MAX_OPEN: usize = 256;
+    /// At most this many files of each kind are kept open, and at most a quarter of the
+    /// process's soft limit on open files (`RLIMIT_NOFILE`) at the reader's making; a process
+    /// with more threads has the rest opened and closed per read.
+    pub const MAX_OPEN: usize = 4096;
     /// Stat lines are a few hundred bytes; a longer one is read the slow way.
     const LINE_MAX: usize = 1024;
 
@@ -436,21 +467,29 @@ impl ThreadStatReader {
             open: std::collections::HashMap::new(),
             open_sched: std::collections::HashMap::new(),
             schedstat: None,
+            switches: None,
+            last_read: None,
+            skipped: 0,
+            max_open: open_files_allowed() / 4,
         }
     }
 
-    /// Thread `tid`'s CPU time: in nanoseconds from `/proc/PID/task/TID/schedstat` (the
-    /// scheduler's own run-time counter, one more `pread` of a file kept open) where the kernel
-    /// has it, else `stat`'s clock ticks (usually 10 ms each).
+    /// Thread `tid`'s CPU time, for the `stat` that [`ThreadStatReader::read`] just gave for
+    /// it: in nanoseconds from `schedstat` (the scheduler's own run-time counter, read with
+    /// it) where the kernel has it, else `stat`'s clock ticks (usually 10 ms each).
     pub fn cpu_time(&mut self, tid: i32, stat: &ThreadStat) -> std::time::Duration {
         if self.schedstat != Some(false) {
-            if let Some(ns) = self.read_schedstat(tid) {
-                let usable = ns > 0 || stat.cpu_ticks == 0;
+            let counters = match self.last_read {
+                Some((t, c)) if t == tid => Some(c),
+                _ => self.read_schedstat(tid).map(|(c, _)| c),
+            };
+            if let Some(c) = counters {
+                let usable = c.run_ns > 0 || stat.cpu_ticks == 0;
                 if self.schedstat.is_none() && stat.cpu_ticks > 0 {
                     self.schedstat = Some(usable);
                 }
                 if usable {
-                    return std::time::Duration::from_nanos(ns);
+                    return std::time::Duration::from_nanos(c.run_ns);
                 }
             } else if self.schedstat.is_none() && !self.open.is_empty() {
                 // The stat file of a live thread opened, schedstat did not: not on this kernel.
@@ -460,37 +499,74 @@ impl ThreadStatReader {
         stat.cpu_time()
     }
 
-    /// The first field of thread `tid`'s schedstat line (nanoseconds on a CPU).
-    fn read_schedstat(&mut self, tid: i32) -> Option<u64> {
-        if let Some(file) = self.open_sched.get(&tid) {
-            if let Some(ns) = read_schedstat_at_start(file) {
-                return Some(ns);
+    /// Thread `tid`'s schedstat counters, and what was read of it before (if its file was
+    /// kept open).
+    fn read_schedstat(&mut self, tid: i32) -> Option<(SchedCounters, Option<ThreadStat>)> {
+        if let Some((file, last)) = self.open_sched.get(&tid) {
+            if let Some(c) = read_schedstat_at_start(file) {
+                let before = last.filter(|(was, _)| *was == c).map(|(_, stat)| stat);
+                return Some((c, before));
             }
             self.open_sched.remove(&tid);
         }
         let path = proc_path(self.pid, &format!("task/{tid}/schedstat"));
         let file = std::fs::File::open(path).ok()?;
-        let ns = read_schedstat_at_start(&file)?;
-        if self.open_sched.len() < Self::MAX_OPEN {
-            self.open_sched.insert(tid, file);
+        let c = read_schedstat_at_start(&file)?;
+        if self.open_sched.len() < self.max_open {
+            self.open_sched.insert(tid, (file, None));
         }
-        Some(ns)
+        Some((c, None))
     }
 
-    /// The stat line of thread `tid`; `None` if it has exited.
+    /// Thread `tid`'s state and CPU ticks; `None` if it has exited. The state may be the one
+    /// read before, when the thread has provably not been switched in or out since (see the
+    /// type's docs); the ticks are then as of that read too.
     pub fn read(&mut self, tid: i32) -> Option<ThreadStat> {
+        self.read_tracking(tid).map(|(stat, _)| stat)
+    }
+
+    /// [`ThreadStatReader::read`], and whether the thread has provably not been switched in or
+    /// out since the last read (its schedstat counters did not move; the state is then the one
+    /// read before).
+    pub fn read_tracking(&mut self, tid: i32) -> Option<(ThreadStat, bool)> {
+        self.last_read = None;
+        // A thread whose schedstat file cannot be kept open gains nothing from reading it first.
+        let kept = self.open_sched.contains_key(&tid) || self.open_sched.len() < self.max_open;
+        if kept && self.schedstat != Some(false) && self.switches != Some(false) {
+            if let Some((counters, before)) = self.read_schedstat(tid) {
+                self.last_read = Some((tid, counters));
+                if counters.run_ns > 0 && self.switches.is_none() {
+                    self.switches = Some(counters.switches > 0);
+                }
+                if let (Some(stat), Some(true)) = (before, self.switches) {
+                    self.skipped += 1;
+                    return Some((stat, true));
+                }
+                let stat = self.read_stat(tid)?;
+                if let Some((_, last)) = self.open_sched.get_mut(&tid) {
+                    *last = Some((counters, stat));
+                }
+                return Some((stat, false));
+            }
+        }
+        self.read_stat(tid).map(|stat| (stat, false))
+    }
+
+    /// Thread `tid`'s stat line.
+    fn read_stat(&mut self, tid: i32) -> Option<ThreadStat> {
         if let Some(file) = self.open.get(&tid) {
             if let Some(stat) = read_line_at_start(file) {
                 return Some(stat);
             }
             self.open.remove(&tid); // exited, possibly replaced by a thread with its id
+            self.open_sched.remove(&tid);
         }
         let file = std::fs::File::open(proc_path(self.pid, &format!("task/{tid}/stat"))).ok()?;
         let stat = match read_line_at_start(&file) {
             Some(stat) => stat,
             None => ThreadStat::read(self.pid, tid)?, // a line longer than LINE_MAX
         };
-        if self.open.len() < Self::MAX_OPEN {
+        if self.open.len() < self.max_open {
             self.open.insert(tid, file);
         }
         Some(stat)
@@ -508,11 +584,39 @@ impl ThreadStatReader {
             .retain(|tid, _| keep.binary_search(tid).is_ok());
     }
 
-    /// How many files are open now.
+    /// Whether this kernel's schedstat was seen to count switches (so unmoved counters prove
+    /// a thread was not switched in or out).
+    #[cfg(test)]
+    pub fn switches_counted(&self) -> bool {
+        self.switches == Some(true)
+    }
+
+    /// How many `stat` reads unmoved schedstat counters have spared so far.
+    #[cfg(test)]
+    pub fn stat_reads_skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// How many `stat` files are open now.
     #[cfg(test)]
     pub fn open_files(&self) -> usize {
         self.open.len()
     }
+}
+
+/// The soft limit on this process's open files, capped at 4 × [`ThreadStatReader::MAX_OPEN`]
+/// (1,024 where it cannot be read).
+fn open_files_allowed() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the rlimit it is given.
+    let soft = match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } {
+        0 => limit.rlim_cur,
+        _ => 1024,
+    };
+    usize::try_from(soft).unwrap_or(usize::MAX).min(4 * ThreadStatReader::MAX_OPEN)
 }
 
 /// One `pread` of a whole stat line from offset 0; `None` on an error or a line that did not fit.
@@ -526,20 +630,25 @@ fn read_line_at_start(file: &std::fs::File) -> Option<ThreadStat> {
     ThreadStat::parse(std::str::from_utf8(&buf[..n]).ok()?)
 }
 
-/// One `pread` of a schedstat line (`run_ns wait_ns timeslices`); its first field.
-fn read_schedstat_at_start(file: &std::fs::File) -> Option<u64> {
+/// One `pread` of a schedstat line.
+fn read_schedstat_at_start(file: &std::fs::File) -> Option<SchedCounters> {
     use std::os::unix::fs::FileExt;
     let mut buf = [0u8; 96];
     let n = file.read_at(&mut buf, 0).ok()?;
     parse_schedstat(std::str::from_utf8(&buf[..n]).ok()?)
 }
 
-/// The first field of a schedstat line.
-fn parse_schedstat(text: &str) -> Option<u64> {
+/// A schedstat line: `run_ns wait_ns switches`.
+fn parse_schedstat(text: &str) -> Option<SchedCounters> {
     let mut fields = text.split_ascii_whitespace();
-    let ns = fields.next()?.parse().ok()?;
-    fields.next()?; // a line cut short is not a schedstat line
-    Some(ns)
+    let run_ns = fields.next()?.parse().ok()?;
+    let wait_ns = fields.next()?.parse().ok()?;
+    let switches = fields.next()?.parse().ok()?; // a line cut short is not a schedstat line
+    Some(SchedCounters {
+        run_ns,
+        wait_ns,
+        switches,
+    })
 }
 
 fn stat_state(text: &str) -> Option<char> {
@@ -793,6 +902,50 @@ garbage line";
     }
 
     #[test]
+    fn a_thread_not_switched_since_keeps_its_state_without_a_stat_read() {
+        let me = std::process::id() as i32;
+        let spin = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let spinning = spin.clone();
+        let worker = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            while spinning.load(std::sync::atomic::Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+            done_rx.recv().ok();
+        });
+        let tid = rx.recv().unwrap();
+        let mut stats = ThreadStatReader::new(me);
+        // Spinning: running (or waiting for a CPU on a busy machine) in every read.
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while stats.read(tid).map(|s| s.state) != Some('R') && std::time::Instant::now() < give_up {
+        }
+        assert_eq!(stats.read(tid).map(|s| s.state), Some('R'));
+        // Blocked: switched out, so the counters moved and stat is read again.
+        spin.store(false, std::sync::atomic::Ordering::Relaxed);
+        while stats.read(tid).map(|s| s.state) == Some('R') && std::time::Instant::now() < give_up {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(stats.read(tid).map(|s| s.state), Some('S'));
+        if stats.switches == Some(true) {
+            // Asleep and not woken: the counters stand still, and stat is not read.
+            let before = stats.stat_reads_skipped();
+            for _ in 0..10 {
+                assert_eq!(stats.read(tid).map(|s| s.state), Some('S'));
+            }
+            assert_eq!(stats.stat_reads_skipped(), before + 10);
+            let stat = stats.read(tid).unwrap();
+            assert!(stats.cpu_time(tid, &stat) > std::time::Duration::ZERO);
+        } else {
+            eprintln!("this kernel does not count switches in schedstat: every read is of stat");
+        }
+        done_tx.send(()).unwrap();
+        worker.join().unwrap();
+    }
+
+    #[test]
     fn chroot_paths_lose_the_root() {
         assert_eq!(strip_root("/srv/sid", "/srv/sid/usr/bin/python3"), Some("/usr/bin/python3"));
         assert_eq!(strip_root("/srv/sid", "/srv/sidx/usr/bin/python3"), None);
@@ -849,8 +1002,15 @@ garbage line";
 
     #[test]
     fn schedstat_lines() {
-        assert_eq!(parse_schedstat("213153398 493569026 116\n"), Some(213_153_398));
-        assert_eq!(parse_schedstat("12"), None, "cut short");
+        assert_eq!(
+            parse_schedstat("213153398 493569026 116\n"),
+            Some(SchedCounters {
+                run_ns: 213_153_398,
+                wait_ns: 493_569_026,
+                switches: 116
+            })
+        );
+        assert_eq!(parse_schedstat("12 34"), None, "cut short");
         assert_eq!(parse_schedstat("x 1 2"), None);
     }
 

@@ -27,6 +27,8 @@ use crate::memory::{offset, Memory, MemoryExt, ReadError};
 use crate::walk::native_tid;
 use crate::sample::pause;
 use crate::attach::process::{self, ThreadStat, ThreadStatReader};
+use crate::walk::threads::RawThread;
+use crate::walk::{Choice, Extras};
 use crate::snapshot::{TaskInfo, ThreadStack};
 use crate::walk::names::{NameStats, NameKey, ThreadNames};
 use crate::walk::tasks::{logical, TaskReader};
@@ -107,11 +109,12 @@ impl<M: Memory + ?Sized> Memory for Hooked<'_, M> {
 pub(crate) struct SnapshotReader {
     walker: Walker,
     names: ThreadNames,
-    /// ≤3.10: offset of the OS thread id in the C library's thread descriptor, once found.
-    tid_field: Option<u32>,
-    /// ≤3.10: the process's OS thread ids as last listed; listed again only when a looked-up
-    /// id is not among them (a new thread), not every sample.
-    known_tids: Vec<i32>,
+    /// ≤3.10: the OS thread ids behind thread idents.
+    native_ids: NativeIds,
+    /// Whether the next sample may reuse stacks of threads that have not run since (see
+    /// [`Choice::Reuse`]): the last sample's walk read the scheduler states once, before its
+    /// stacks, and succeeded, with these extras. Any other sample breaks the chain.
+    reuse_after: Option<Extras>,
     /// The threads' `/proc` stat files, kept open between samples; made at the first sample.
     stat_files: Option<ThreadStatReader>,
     /// A core's threads (from its `NT_PRSTATUS` notes): the process is gone, so there is no
@@ -143,8 +146,8 @@ impl SnapshotReader {
         SnapshotReader {
             walker: Walker::new(&interp.layout),
             names: ThreadNames::new(&interp.layout),
-            tid_field: None,
-            known_tids: Vec::new(),
+            native_ids: NativeIds::default(),
+            reuse_after: None,
             stat_files: None,
             frozen: None,
             interpreter_binary: interpreter_binary.to_string(),
@@ -226,7 +229,7 @@ impl SnapshotReader {
                     .into(),
             });
         }
-        let mut stats: HashMap<u64, ThreadStat> = HashMap::new();
+        let mut stats: HashMap<u64, Sched> = HashMap::new();
         let mut known_tids: HashMap<u64, u64> = HashMap::new();
         let mut native_stacks = HashMap::new();
         let mut guard = None;
@@ -253,8 +256,14 @@ impl SnapshotReader {
             if options.needs_stat() {
                 let files = self.stat_files(pid);
                 for &tid in &tids {
-                    if let Some(s) = files.read(tid) {
-                        stats.insert(tid as u64, s);
+                    if let Some(stat) = files.read(tid) {
+                        stats.insert(
+                            tid as u64,
+                            Sched {
+                                stat,
+                                cpu_time: None,
+                            },
+                        );
                     }
                 }
             }
@@ -288,7 +297,35 @@ impl SnapshotReader {
         }
         self.walker.set_extras(options.extras());
         self.walker.collect_groups(options.native);
-        let walked = retry_torn(pid, live, || self.walker.walk(mem, interp))?;
+        // Not pausing, a live target's scheduler states are read once the thread list is, and
+        // decide which stacks are read (see `choose`); else they are read after the walk.
+        let choosing = live && !options.pause && options.needs_stat();
+        let extras = options.extras();
+        let reuse_after = self.reuse_after.take();
+        let walked = match choosing {
+            true => {
+                let files = self
+                    .stat_files
+                    .get_or_insert_with(|| ThreadStatReader::new(pid));
+                let native_ids = &mut self.native_ids;
+                let walker = &mut self.walker;
+                // A second reading of the states (the walk failed and is made again) compares
+                // them with the first, not with the last walk's: nothing is reused then.
+                let mut calls = 0;
+                let walked = retry_torn(pid, live, || {
+                    walker.walk_choosing(mem, interp, |threads| {
+                        calls += 1;
+                        let reuse = calls == 1 && reuse_after == Some(extras);
+                        choose(threads, pid, mem, reuse, native_ids, files, options, &mut known_tids, &mut stats)
+                    })
+                })?;
+                if calls == 1 {
+                    self.reuse_after = Some(extras);
+                }
+                walked
+            }
+            false => retry_torn(pid, live, || self.walker.walk(mem, interp))?,
+        };
         let keys = options.names.then(|| NameKey::for_walk(&walked));
         let mut threads: Vec<ThreadStack> = walked.into_iter().map(|(_, t)| t).collect();
         // OS ids: from the thread states (3.11+), the ones found before pausing, else the
@@ -354,7 +391,7 @@ impl SnapshotReader {
                     native.merge(python, t.truncated_at, groups, addrs, options.native_all);
             }
         }
-        if options.needs_stat() && live {
+        if options.needs_stat() && live && !choosing {
             let files = self.stat_files(pid);
             let mut seen = Vec::with_capacity(threads.len());
             for t in threads.iter_mut() {
@@ -363,7 +400,7 @@ impl SnapshotReader {
                 };
                 seen.push(tid);
                 let stat = match stats.get(&(tid as u64)) {
-                    Some(s) => Some(*s),
+                    Some(s) => Some(s.stat),
                     None => files.read(tid),
                 };
                 let Some(stat) = stat else { continue };
@@ -373,6 +410,15 @@ impl SnapshotReader {
                 }
             }
             files.keep_only(&seen);
+        }
+        if choosing {
+            for t in threads.iter_mut() {
+                let known = t.native_thread_id.and_then(|tid| stats.get(&tid));
+                if let Some(s) = known {
+                    t.active = Some(s.stat.is_active());
+                    t.cpu_time = s.cpu_time;
+                }
+            }
         }
         if options.async_stacks {
             logical::apply(&mut threads, &tasks);
@@ -402,20 +448,46 @@ impl SnapshotReader {
             .get_or_insert_with(|| ThreadStatReader::new(pid))
     }
 
-    /// The process's OS thread ids: `/proc/PID/task`, or a core's threads.
-    fn os_thread_ids(&self, pid: i32) -> Vec<i32> {
-        match &self.frozen {
-            Some(threads) => threads.iter().map(|t| t.tid).collect(),
-            None => process::thread_ids(pid).unwrap_or_default(),
-        }
-    }
-
     /// ≤3.10: OS thread ids from the C library's thread descriptors (see [`native_tid`]).
     fn native_ids<M: Memory + ?Sized>(
         &mut self,
         pid: i32,
         mem: &M,
         idents: &[u64],
+    ) -> Vec<Option<u64>> {
+        let frozen = self.frozen.as_deref();
+        self.native_ids
+            .lookup(mem, idents, || os_thread_ids(pid, frozen))
+    }
+}
+
+/// The process's OS thread ids: `/proc/PID/task`, or a core's threads.
+fn os_thread_ids(pid: i32, frozen: Option<&[FrozenThread]>) -> Vec<i32> {
+    match frozen {
+        Some(threads) => threads.iter().map(|t| t.tid).collect(),
+        None => process::thread_ids(pid).unwrap_or_default(),
+    }
+}
+
+/// ≤3.10: finds the OS thread ids behind thread idents (`pthread_t`s) in the C library's
+/// thread descriptors, calibrating once which field holds them.
+#[derive(Debug, Default)]
+struct NativeIds {
+    /// The offset of the OS thread id in the C library's thread descriptor, once found.
+    tid_field: Option<u32>,
+    /// The process's OS thread ids as last listed; listed again only when a looked-up id is
+    /// not among them (a new thread), not every sample.
+    known_tids: Vec<i32>,
+}
+
+impl NativeIds {
+    /// The OS thread id of each ident (`None` where it cannot be found); `list` lists the
+    /// process's OS threads.
+    fn lookup<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        idents: &[u64],
+        list: impl Fn() -> Vec<i32>,
     ) -> Vec<Option<u64>> {
         let known = |tids: &[i32], found: &[Option<u64>]| -> Vec<Option<u64>> {
             found
@@ -430,14 +502,14 @@ impl SnapshotReader {
                 return checked;
             }
             // A thread this session has not seen: list the process's threads again.
-            self.known_tids = self.os_thread_ids(pid);
+            self.known_tids = list();
             let checked = known(&self.known_tids, &found);
             if checked.iter().all(Option::is_some) {
                 return checked;
             }
         }
         // First sample, or the calibration no longer fits: calibrate (again) on this sample.
-        self.known_tids = self.os_thread_ids(pid);
+        self.known_tids = list();
         self.tid_field = native_tid::calibrate(mem, idents, &self.known_tids);
         match self.tid_field {
             Some(field) => known(
@@ -447,6 +519,68 @@ impl SnapshotReader {
             None => vec![None; idents.len()],
         }
     }
+}
+
+/// A thread's scheduler state as one sample read it.
+#[derive(Debug, Clone, Copy)]
+struct Sched {
+    stat: ThreadStat,
+    /// Its CPU time, where the sample asked for it.
+    cpu_time: Option<std::time::Duration>,
+}
+
+/// Reads the scheduler state of each thread of a thread list (`stats`, by OS thread id; the OS
+/// ids found on ≤3.10 into `known_tids`, by ident) and chooses what the walk does with it: a
+/// thread the sample will not show (idle, in a sample without idle threads) is left out; with
+/// `reuse`, one asleep at the last sample and not switched in since (see
+/// [`ThreadStatReader`]) has the stack the last walk read, unless its locals are asked for
+/// (other threads can change their values); the others are walked.
+#[allow(clippy::too_many_arguments)]
+fn choose<M: Memory + ?Sized>(
+    threads: &[RawThread],
+    pid: i32,
+    mem: &M,
+    reuse: bool,
+    native_ids: &mut NativeIds,
+    files: &mut ThreadStatReader,
+    options: &SampleOptions,
+    known_tids: &mut HashMap<u64, u64>,
+    stats: &mut HashMap<u64, Sched>,
+) -> Vec<Choice> {
+    let natives: Vec<Option<u64>> = match threads.iter().all(|t| t.native_thread_id.is_some()) {
+        true => threads.iter().map(|t| t.native_thread_id).collect(),
+        false => {
+            let idents: Vec<u64> = threads.iter().map(|t| t.thread_id).collect();
+            native_ids.lookup(mem, &idents, || os_thread_ids(pid, None))
+        }
+    };
+    let reuse = reuse && options.extras().locals.is_none();
+    let mut seen = Vec::with_capacity(threads.len());
+    let choices = threads
+        .iter()
+        .zip(natives)
+        .map(|(t, native)| {
+            let Some(tid) = native.and_then(|n| i32::try_from(n).ok()) else {
+                return Choice::Walk;
+            };
+            known_tids.insert(t.thread_id, tid as u64);
+            seen.push(tid);
+            let Some((stat, unmoved)) = files.read_tracking(tid) else {
+                return Choice::Walk;
+            };
+            let cpu_time = options.cpu_time.then(|| files.cpu_time(tid, &stat));
+            stats.insert(tid as u64, Sched { stat, cpu_time });
+            // Unmoved counters of a running thread say only that no tick landed: it ran on.
+            let asleep_since = unmoved && !stat.is_active();
+            match (options.idle || stat.is_active(), asleep_since && reuse) {
+                (false, _) => Choice::Omit,
+                (true, true) => Choice::Reuse,
+                (true, false) => Choice::Walk,
+            }
+        })
+        .collect();
+    files.keep_only(&seen);
+    choices
 }
 
 /// Runs `f`, retrying torn reads (a recycled frame, a thread that just exited) a few times
@@ -462,5 +596,101 @@ fn retry_torn<T>(pid: i32, live: bool, mut f: impl FnMut() -> Result<T>) -> Resu
             }
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryImage;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    fn gettid() -> u64 {
+        // SAFETY: gettid has no preconditions.
+        unsafe { libc::gettid() as u64 }
+    }
+
+    fn thread_of(tid: u64) -> RawThread {
+        RawThread {
+            addr: 0x1000 + tid,
+            interp: 0x10,
+            interp_id: None,
+            thread_id: tid,
+            native_thread_id: Some(tid),
+            frame: 0,
+            exceptions: Default::default(),
+            frame_error: None,
+            cframe: 0,
+            datastack_chunk: 0,
+            datastack_top: 0,
+            unbatched: 0,
+        }
+    }
+
+    /// A sleeping thread's stack is reused from its second sample on; a spinning thread's
+    /// never is (its counters may stand still between two ticks while it runs on), and left
+    /// out when idle threads are, the sleeper is not read at all.
+    #[test]
+    fn only_threads_asleep_since_the_last_sample_are_reused() {
+        let me = std::process::id() as i32;
+        let spin = Arc::new(AtomicBool::new(true));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let spinning = spin.clone();
+        let tx2 = tx.clone();
+        let spinner = std::thread::spawn(move || {
+            tx.send(gettid()).unwrap();
+            while spinning.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        let sleeper = std::thread::spawn(move || {
+            tx2.send(gettid()).unwrap();
+            stop_rx.recv().ok();
+        });
+        let (a, b) = (rx.recv().unwrap(), rx.recv().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut files = ThreadStatReader::new(me);
+        let state = |files: &mut ThreadStatReader, tid: u64| files.read(tid as i32).unwrap();
+        let (spinner_tid, sleeper_tid) = match state(&mut files, a).is_active() {
+            true => (a, b),
+            false => (b, a),
+        };
+        let threads = [thread_of(spinner_tid), thread_of(sleeper_tid)];
+        let mem = MemoryImage::new();
+        let mut native_ids = NativeIds::default();
+        let idle = SampleOptions::default().idle(true);
+        let (mut known, mut stats) = (HashMap::new(), HashMap::new());
+        let mut spinner_reused = 0;
+        let mut sleeper_reused = 0;
+        for _ in 0..200 {
+            let c = choose(
+                &threads, me, &mem, true, &mut native_ids, &mut files, &idle, &mut known,
+                &mut stats,
+            );
+            let spinner_running = stats[&spinner_tid].stat.is_active();
+            spinner_reused += usize::from(spinner_running && c[0] == Choice::Reuse);
+            sleeper_reused += usize::from(c[1] == Choice::Reuse);
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+        assert_eq!(spinner_reused, 0, "a running thread's stack was reused");
+        if files.switches_counted() {
+            assert!(sleeper_reused >= 190, "reused {sleeper_reused} of 200");
+        }
+        // Without idle threads, the sleeper is left out; without `reuse`, nothing is reused.
+        let busy = SampleOptions::default().idle(false);
+        let c = choose(
+            &threads, me, &mem, true, &mut native_ids, &mut files, &busy, &mut known, &mut stats,
+        );
+        assert_eq!(c[1], Choice::Omit);
+        let c = choose(
+            &threads, me, &mem, false, &mut native_ids, &mut files, &idle, &mut known, &mut stats,
+        );
+        assert_eq!(c[1], Choice::Walk);
+        spin.store(false, Ordering::Relaxed);
+        stop_tx.send(()).unwrap();
+        spinner.join().unwrap();
+        sleeper.join().unwrap();
     }
 }

@@ -128,6 +128,27 @@ pub struct Walker {
     /// (its reads doubled) since its shape last changed or it was last read torn.
     shapes: AddrMap<(u64, u8)>,
     shapes_next: AddrMap<(u64, u8)>,
+    /// What the caller of [`Walker::walk_choosing`] chose for each thread state of this
+    /// snapshot (threads not in it are walked).
+    chosen: AddrMap<Choice>,
+    /// Each thread's last clean reading, by thread state, kept for [`Choice::Reuse`]: only
+    /// while walks are made by [`Walker::walk_choosing`].
+    kept: AddrMap<Walked>,
+}
+
+/// What a walk does with one thread, chosen by the caller once the thread list is read (see
+/// [`Walker::walk_choosing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// Walk its frames.
+    Walk,
+    /// The thread has not run since the last walk (its OS thread was not switched in or out):
+    /// its stack is the one that walk read, which comes back without reading its frames
+    /// again. Walked after all if the last walk did not read it cleanly, or read another
+    /// thread at its address.
+    Reuse,
+    /// Leave it out of the result without reading its frames.
+    Omit,
 }
 
 /// What a walk reads beyond the stacks (all off by default).
@@ -144,7 +165,7 @@ pub struct Extras {
 }
 
 /// One thread of one walk attempt.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Walked {
     interp: u64,
     tstate: u64,
@@ -240,6 +261,8 @@ impl Walker {
             doubled: Vec::new(),
             shapes: AddrMap::default(),
             shapes_next: AddrMap::default(),
+            chosen: AddrMap::default(),
+            kept: AddrMap::default(),
         }
     }
 
@@ -282,6 +305,33 @@ impl Walker {
         mem: &M,
         interp: &Interpreter,
     ) -> Result<Vec<(u64, ThreadStack)>> {
+        self.kept.clear();
+        self.walk_inner(mem, interp, None::<&mut fn(&[RawThread]) -> Vec<Choice>>)
+    }
+
+    /// [`Walker::walk`], with the caller choosing what to do with each thread once the thread
+    /// list is read: `choose` gets the list (once per snapshot) and returns a [`Choice`] per
+    /// thread, in its order (a thread it gives none for is walked). A sampler that knows which
+    /// threads have not run since its last snapshot, or which it will not show, spares their
+    /// frame reads. Omitted threads are not in the result; reused ones come back as the last
+    /// walk read them.
+    pub fn walk_choosing<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        interp: &Interpreter,
+        mut choose: impl FnMut(&[RawThread]) -> Vec<Choice>,
+    ) -> Result<Vec<(u64, ThreadStack)>> {
+        self.walk_inner(mem, interp, Some(&mut choose))
+    }
+
+    fn walk_inner<M: Memory + ?Sized, C: FnMut(&[RawThread]) -> Vec<Choice>>(
+        &mut self,
+        mem: &M,
+        interp: &Interpreter,
+        mut choose: Option<&mut C>,
+    ) -> Result<Vec<(u64, ThreadStack)>> {
+        let keep = choose.is_some();
+        self.chosen.clear();
         self.values.clear();
         let budget = Budget::new(mem, MAX_SAMPLE_BYTES);
         self.codes.start_sample();
@@ -302,7 +352,14 @@ impl Walker {
             // The plan is taken out for the walk, which borrows the walker mutably.
             let plan = std::mem::take(&mut self.prefetch);
             let prefetched = Prefetched::new(&budget, &plan);
-            let result = self.walk_once(&prefetched, &budget, interp, attempt, &done);
+            let result = self.walk_once(
+                &prefetched,
+                &budget,
+                interp,
+                attempt,
+                &done,
+                choose.as_deref_mut(),
+            );
             let log = self.owned(prefetched.into_log());
             self.prefetch = plan;
             let anchors = std::mem::take(&mut self.anchors);
@@ -344,7 +401,14 @@ impl Walker {
         let mut out = Vec::new();
         self.settled.clear();
         self.groups.clear();
-        for mut w in best.unwrap_or_default() {
+        let best = best.unwrap_or_default();
+        if keep {
+            self.kept.clear();
+            for w in best.iter().filter(|w| w.clean()) {
+                self.kept.insert(w.tstate, w.clone());
+            }
+        }
+        for mut w in best {
             if w.mixed && w.stack.error.is_none() {
                 w.stack.error = Some(ThreadError::Torn);
             }
@@ -429,13 +493,14 @@ impl Walker {
     ///
     /// Threads whose state is in `done` (read cleanly by an earlier attempt) are not walked:
     /// they come back as unclean placeholders, which [`Walker::merge`] replaces.
-    fn walk_once<M: Memory + ?Sized>(
+    fn walk_once<M: Memory + ?Sized, C: FnMut(&[RawThread]) -> Vec<Choice>>(
         &mut self,
         mem: &Prefetched<'_, '_, Budget<'_, M>>,
         fresh: &Budget<'_, M>,
         interp: &Interpreter,
         attempt: usize,
         done: &AddrSet,
+        choose: Option<&mut C>,
     ) -> Result<Vec<Walked>> {
         let before = mem.unbatched_reads();
         let threads = self.threads(mem, interp)?;
@@ -454,6 +519,37 @@ impl Walker {
             self.last_threads.clear();
             self.last_threads.extend(threads.iter().map(|t| t.addr));
         }
+        if let (Some(choose), true) = (choose, self.chosen.is_empty()) {
+            let choices = choose(&threads);
+            self.chosen
+                .extend(threads.iter().zip(choices).map(|(t, c)| (t.addr, c)));
+        }
+        // The threads the caller chose not to walk: each reused one in its place in the
+        // list, the omitted ones left out; the rest are walked (`None`).
+        let mut places: Vec<Option<Walked>> = Vec::with_capacity(threads.len());
+        let mut threads_walked = Vec::with_capacity(threads.len());
+        for t in threads {
+            match self.chosen.get(&t.addr) {
+                Some(Choice::Omit) => continue,
+                Some(Choice::Reuse) => {
+                    let kept = self
+                        .kept
+                        .get(&t.addr)
+                        .filter(|k| k.interp == t.interp && k.stack.thread_id == t.thread_id);
+                    if let Some(k) = kept {
+                        if let Some(shape) = self.shapes.get(&t.addr) {
+                            self.shapes_next.insert(t.addr, *shape);
+                        }
+                        places.push(Some(k.clone()));
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            places.push(None);
+            threads_walked.push(t);
+        }
+        let threads = threads_walked;
         let l = self.layout;
         let mut anchors = Vec::with_capacity(threads.len());
         let mut moved = Vec::with_capacity(threads.len());
@@ -603,7 +699,14 @@ impl Walker {
                 },
             });
         }
-        Ok(out)
+        if out.len() == places.len() {
+            return Ok(out);
+        }
+        let mut walked = out.into_iter();
+        Ok(places
+            .into_iter()
+            .filter_map(|place| place.or_else(|| walked.next()))
+            .collect())
     }
 
     /// Whether a thread read across several moments (some reads missed the batch) still holds,

@@ -614,3 +614,97 @@ fn read_errors_say_what_happened() {
     let gone = ReadError::from_errno(0x10, 8, Some(libc::ESRCH));
     assert_eq!(gone.kind, ReadErrorKind::ProcessGone);
 }
+
+/// Counts the reads that cover one address.
+struct Watched<'a> {
+    inner: &'a MemoryImage,
+    watch: u64,
+    seen: Cell<usize>,
+}
+
+impl Memory for Watched<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        if addr <= self.watch && self.watch < addr + buf.len() as u64 {
+            self.seen.set(self.seen.get() + 1);
+        }
+        self.inner.read(addr, buf)
+    }
+}
+
+#[test]
+fn chosen_threads_are_reused_or_left_out_without_reading_their_frames() {
+    use super::Choice;
+    for v in MODELS {
+        let mut fake = Fake::new(v);
+        let first = chain(&mut fake, &["f2", "f1"]);
+        let first_frames = fake.thread(&first);
+        fake.next += 1 << 20;
+        let second = chain(&mut fake, &["g3", "g2", "g1"]);
+        let second_frames = fake.thread(&second);
+        let interp = fake.interpreter();
+        let l = fake.l;
+        let mut walker = Walker::new(&l);
+        let all = |c: Choice| move |threads: &[super::threads::RawThread]| vec![c; threads.len()];
+        // Nothing to reuse yet: both are walked.
+        let walked = walker.walk_choosing(&fake.img, &interp, all(Choice::Reuse)).unwrap();
+        assert_eq!(names(&walked[0].1), ["f2", "f1"], "{v:?}");
+        assert_eq!(names(&walked[1].1), ["g3", "g2", "g1"], "{v:?}");
+        // Reused: the frames are not read again, so their memory may be anything now.
+        // The innermost frames run another function now.
+        let other_code = fake.code("other");
+        let code_at = match l.frames {
+            FrameModel::FrameObject => l.frame_code,
+            FrameModel::InterpreterFrame => l.iframe_executable,
+        };
+        let mut changed = fake.img.clone();
+        for f in [first_frames[0], second_frames[0]] {
+            changed.put_u64(f + u64::from(code_at.unwrap()), other_code);
+            if let Some(ip) = l.iframe_instr_ptr {
+                let start = other_code + u64::from(l.code_adaptive.unwrap());
+                changed.put_u64(f + u64::from(ip), start + 4);
+            }
+        }
+        // (The first such walk's batch still holds what the walk before read; the next one's
+        // holds only what that walk read.)
+        let reused = walker.walk_choosing(&changed, &interp, all(Choice::Reuse)).unwrap();
+        assert_eq!(names(&reused[0].1), ["f2", "f1"], "{v:?}");
+        let watching = Watched {
+            inner: &changed,
+            watch: first_frames[0],
+            seen: Cell::new(0),
+        };
+        let reused = walker.walk_choosing(&watching, &interp, all(Choice::Reuse)).unwrap();
+        assert_eq!(watching.seen.get(), 0, "{v:?}: a reused thread's frames were read");
+        assert_eq!(names(&reused[0].1), ["f2", "f1"], "{v:?}");
+        assert_eq!(names(&reused[1].1), ["g3", "g2", "g1"], "{v:?}");
+        assert!(reused.iter().all(|(_, t)| t.error.is_none()), "{v:?}");
+        // Left out: not in the result. Walked: read again (and now broken).
+        let mixed = walker
+            .walk_choosing(&changed, &interp, |threads: &[super::threads::RawThread]| {
+                assert_eq!(threads.len(), 2);
+                vec![Choice::Omit, Choice::Walk]
+            })
+            .unwrap();
+        assert_eq!(mixed.len(), 1, "{v:?}");
+        assert_eq!(names(&mixed[0].1), ["other", "g2", "g1"], "{v:?}: walked");
+        // Another thread at the same thread state (another ident) is walked, not reused; a
+        // thread not read cleanly last time is walked too.
+        let mut other = fake.img.clone();
+        other.put_u64(fake.tstates[0] + u64::from(l.tstate_thread_id), 0x9999);
+        let again = walker.walk_choosing(&other, &interp, all(Choice::Reuse)).unwrap();
+        assert_eq!(again[0].1.thread_id, 0x9999, "{v:?}");
+        assert_eq!(names(&again[0].1), ["f2", "f1"], "{v:?}");
+        // (The second thread is as the last walk read it, not as its memory is now.)
+        assert_eq!(names(&again[1].1), ["other", "g2", "g1"], "{v:?}: reused");
+        // A plain walk forgets what was kept.
+        walker.walk(&fake.img, &interp).unwrap();
+        let watching = Watched {
+            inner: &changed,
+            watch: first_frames[0],
+            seen: Cell::new(0),
+        };
+        let after = walker.walk_choosing(&watching, &interp, all(Choice::Reuse)).unwrap();
+        assert!(watching.seen.get() > 0, "{v:?}");
+        assert_eq!(names(&after[0].1), ["other", "f1"], "{v:?}");
+    }
+}
