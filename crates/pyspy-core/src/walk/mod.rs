@@ -73,6 +73,17 @@ pub const WALK_ATTEMPTS: usize = 8;
 /// corrupt stack) is not read again and again.
 const MAX_SETTLED: usize = 1024;
 
+/// Most bytes of names (and a little per frame) the stacks kept for [`Choice::Reuse`] hold.
+const MAX_KEPT_BYTES: usize = 4 << 20;
+
+/// What a kept frame holds: its strings (which it may be the last to hold) and itself.
+fn frame_bytes(f: &Frame) -> usize {
+    std::mem::size_of::<Frame>()
+        + f.function.len()
+        + f.filename.len()
+        + f.qualname.as_ref().map_or(0, |q| q.len())
+}
+
 /// How many snapshots a thread counts as busy (its reads are read twice, to check them) after
 /// its stack last changed shape or was not read cleanly.
 const BUSY_SNAPSHOTS: u8 = 8;
@@ -402,9 +413,19 @@ impl Walker {
         self.settled.clear();
         self.groups.clear();
         let best = best.unwrap_or_default();
-        if keep {
-            self.kept.clear();
-            for w in best.iter().filter(|w| w.clean()) {
+        self.kept.clear();
+        // Stacks are kept only from a walk that read every thread cleanly: one that did not
+        // (a corrupt or torn stack, a sample out of budget for new code objects) walks all
+        // threads next time.
+        if keep && best.iter().all(Walked::clean) {
+            let mut bytes = 0;
+            for w in &best {
+                // The kept frames hold their names alive after the code cache drops them: at
+                // most MAX_KEPT_BYTES of them (the other threads are walked next time).
+                bytes += w.stack.frames.iter().map(frame_bytes).sum::<usize>();
+                if bytes > MAX_KEPT_BYTES {
+                    break;
+                }
                 self.kept.insert(w.tstate, w.clone());
             }
         }
@@ -528,7 +549,10 @@ impl Walker {
         // list, the omitted ones left out; the rest are walked (`None`).
         let mut places: Vec<Option<Walked>> = Vec::with_capacity(threads.len());
         let mut threads_walked = Vec::with_capacity(threads.len());
-        for t in threads {
+        // Each walked thread's place in the whole list, which its reads' owners are made of,
+        // so they stay the same whichever threads are reused.
+        let mut owner_of = Vec::with_capacity(threads.len());
+        for (place, t) in threads.into_iter().enumerate() {
             match self.chosen.get(&t.addr) {
                 Some(Choice::Omit) => continue,
                 Some(Choice::Reuse) => {
@@ -548,6 +572,7 @@ impl Walker {
             }
             places.push(None);
             threads_walked.push(t);
+            owner_of.push(2 * place as Owner);
         }
         let threads = threads_walked;
         let l = self.layout;
@@ -555,7 +580,7 @@ impl Walker {
         let mut moved = Vec::with_capacity(threads.len());
         let mut busy_threads = Vec::with_capacity(threads.len());
         for (k, t) in threads.iter().enumerate() {
-            let (head, body) = (2 * k as Owner + 1, 2 * k as Owner + 2);
+            let (head, body) = (owner_of[k] + 1, owner_of[k] + 2);
             // Busy: its stack changed shape or was torn lately (or it is new).
             let busy = self.shapes.get(&t.addr).is_none_or(|&(_, left)| left > 0);
             busy_threads.push(busy);
@@ -614,7 +639,7 @@ impl Walker {
                 },
                 None => self.raw_stack(mem, t.frame, Some(t)),
             };
-            let body = 2 * k as Owner + 2;
+            let body = owner_of[k] + 2;
             if busy_threads[k] {
                 self.segments.push((from, mem.log_len(), body));
             }
