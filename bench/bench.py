@@ -129,13 +129,14 @@ def record_cmd_plain(tool, pid, rate, out, duration=None):
     return cmd
 
 
-def stacks_recorded(path):
-    """Sum of the counts in a collapsed/raw file (one count per thread per sample)."""
+def stacks_recorded(path, marker=None):
+    """Sum of the counts in a collapsed/raw file (one count per thread per sample), of the
+    stacks that hold `marker` if given."""
     total = 0
     with open(path, errors="replace") as f:
         for line in f:
             tail = line.rstrip().rsplit(" ", 1)
-            if len(tail) == 2 and tail[1].isdigit():
+            if len(tail) == 2 and tail[1].isdigit() and (marker is None or marker in tail[0]):
                 total += int(tail[1])
     return total
 
@@ -557,16 +558,20 @@ def default_cmd(tool, pid, rate, out, seconds, idle):
     return cmd + (["--idle"] if idle else [])
 
 
-def samples_taken(tool, out, threads):
+def samples_taken(tool, out, threads, marker=None):
     """Samples a run took: the floor prints its count; the profilers' files hold one stack per
-    thread shown per sample."""
+    thread shown per sample, or (with `marker`) one stack holding `marker` per sample: the
+    busy thread, which both tools show in every sample whether or not they show idle ones
+    (py-spy 0.4.3 shows the deep-busy target's sleeping threads even without --idle)."""
     if tool == "floor":
         with open(out) as f:
             return int(f.read().split()[0])
+    if marker is not None:
+        return stacks_recorded(out, marker)
     return stacks_recorded(out) / float(threads)
 
 
-def marginal_cpu(tool, pid, rate, seconds, idle, threads):
+def marginal_cpu(tool, pid, rate, seconds, idle, marker):
     """(CPU per sample, samples): a 1 s run and a (1 + seconds) s run, the difference in CPU
     over the difference in samples, so starting and attaching do not count."""
     def once(secs):
@@ -582,7 +587,7 @@ def marginal_cpu(tool, pid, rate, seconds, idle, threads):
                 cpu = usage.ru_utime + usage.ru_stime
             else:
                 cpu, _ = run_measured(cmd)
-            return cpu, samples_taken(tool, out.name, threads)
+            return cpu, samples_taken(tool, out.name, 1, marker)
     short_cpu, short_n = once(1)
     long_cpu, long_n = once(1 + seconds)
     extra = long_n - short_n
@@ -607,8 +612,7 @@ def measure_default(versions, seconds, rounds, out):
             for _ in range(rounds):
                 for idle in (False, True):
                     for tool in tools:
-                        cps, n = marginal_cpu(tool, deep.pid, 500, seconds, idle,
-                                              5 if idle else 1)
+                        cps, n = marginal_cpu(tool, deep.pid, 500, seconds, idle, "descend")
                         cost[(tool, idle)].append(cps)
                         log("%s %s%s: %s per sample (%d samples)" % (
                             version, tool, " --idle" if idle else "", fmt_us(cps), n))

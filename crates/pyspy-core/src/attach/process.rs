@@ -4,6 +4,7 @@
 //! so into the public [`Error`] kinds (no such process, permission denied).
 
 use crate::error::{Error, Result};
+use crate::memory::addr_hash::AddrMap;
 use std::path::{Path, PathBuf};
 
 /// One line of `/proc/PID/maps`.
@@ -426,10 +427,10 @@ impl ThreadStat {
 pub struct ThreadStatReader {
     pid: i32,
     /// `/proc/PID/task/TID/stat` files kept open.
-    open: std::collections::HashMap<i32, std::fs::File>,
+    open: AddrMap<std::fs::File>,
     /// `/proc/PID/task/TID/schedstat` files kept open, and what was read of each last: its
     /// counters and the state `stat` gave with (or before) them.
-    open_sched: std::collections::HashMap<i32, (std::fs::File, Option<(SchedCounters, ThreadStat)>)>,
+    open_sched: AddrMap<(std::fs::File, Option<(SchedCounters, ThreadStat)>)>,
     /// Whether schedstat gives CPU times here: unknown until the first read; false on a kernel
     /// without it (no file, or zeros where `stat` counts CPU time).
     schedstat: Option<bool>,
@@ -464,8 +465,8 @@ impl ThreadStatReader {
     pub fn new(pid: i32) -> ThreadStatReader {
         ThreadStatReader {
             pid,
-            open: std::collections::HashMap::new(),
-            open_sched: std::collections::HashMap::new(),
+            open: AddrMap::default(),
+            open_sched: AddrMap::default(),
             schedstat: None,
             switches: None,
             last_read: None,
@@ -502,18 +503,18 @@ impl ThreadStatReader {
     /// Thread `tid`'s schedstat counters, and what was read of it before (if its file was
     /// kept open).
     fn read_schedstat(&mut self, tid: i32) -> Option<(SchedCounters, Option<ThreadStat>)> {
-        if let Some((file, last)) = self.open_sched.get(&tid) {
+        if let Some((file, last)) = self.open_sched.get(&key(tid)) {
             if let Some(c) = read_schedstat_at_start(file) {
                 let before = last.filter(|(was, _)| *was == c).map(|(_, stat)| stat);
                 return Some((c, before));
             }
-            self.open_sched.remove(&tid);
+            self.open_sched.remove(&key(tid));
         }
         let path = proc_path(self.pid, &format!("task/{tid}/schedstat"));
         let file = std::fs::File::open(path).ok()?;
         let c = read_schedstat_at_start(&file)?;
         if self.open_sched.len() < self.max_open {
-            self.open_sched.insert(tid, (file, None));
+            self.open_sched.insert(key(tid), (file, None));
         }
         Some((c, None))
     }
@@ -531,7 +532,7 @@ impl ThreadStatReader {
     pub fn read_tracking(&mut self, tid: i32) -> Option<(ThreadStat, bool)> {
         self.last_read = None;
         // A thread whose schedstat file cannot be kept open gains nothing from reading it first.
-        let kept = self.open_sched.contains_key(&tid) || self.open_sched.len() < self.max_open;
+        let kept = self.open_sched.contains_key(&key(tid)) || self.open_sched.len() < self.max_open;
         if kept && self.schedstat != Some(false) && self.switches != Some(false) {
             if let Some((counters, before)) = self.read_schedstat(tid) {
                 self.last_read = Some((tid, counters));
@@ -543,7 +544,7 @@ impl ThreadStatReader {
                     return Some((stat, true));
                 }
                 let stat = self.read_stat(tid)?;
-                if let Some((_, last)) = self.open_sched.get_mut(&tid) {
+                if let Some((_, last)) = self.open_sched.get_mut(&key(tid)) {
                     *last = Some((counters, stat));
                 }
                 return Some((stat, false));
@@ -554,12 +555,12 @@ impl ThreadStatReader {
 
     /// Thread `tid`'s stat line.
     fn read_stat(&mut self, tid: i32) -> Option<ThreadStat> {
-        if let Some(file) = self.open.get(&tid) {
+        if let Some(file) = self.open.get(&key(tid)) {
             if let Some(stat) = read_line_at_start(file) {
                 return Some(stat);
             }
-            self.open.remove(&tid); // exited, possibly replaced by a thread with its id
-            self.open_sched.remove(&tid);
+            self.open.remove(&key(tid)); // exited, possibly replaced by a thread with its id
+            self.open_sched.remove(&key(tid));
         }
         let file = std::fs::File::open(proc_path(self.pid, &format!("task/{tid}/stat"))).ok()?;
         let stat = match read_line_at_start(&file) {
@@ -567,7 +568,7 @@ impl ThreadStatReader {
             None => ThreadStat::read(self.pid, tid)?, // a line longer than LINE_MAX
         };
         if self.open.len() < self.max_open {
-            self.open.insert(tid, file);
+            self.open.insert(key(tid), file);
         }
         Some(stat)
     }
@@ -577,7 +578,7 @@ impl ThreadStatReader {
         if self.open.is_empty() && self.open_sched.is_empty() {
             return;
         }
-        let mut keep = tids.to_vec();
+        let mut keep: Vec<u64> = tids.iter().map(|t| key(*t)).collect();
         keep.sort_unstable();
         self.open.retain(|tid, _| keep.binary_search(tid).is_ok());
         self.open_sched
@@ -602,6 +603,11 @@ impl ThreadStatReader {
     pub fn open_files(&self) -> usize {
         self.open.len()
     }
+}
+
+/// A thread id as a key of the reader's maps.
+fn key(tid: i32) -> u64 {
+    tid as u32 as u64
 }
 
 /// The soft limit on this process's open files, capped at 4 × [`ThreadStatReader::MAX_OPEN`]

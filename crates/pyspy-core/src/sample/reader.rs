@@ -36,6 +36,7 @@ use crate::walk::{Interpreter, Walker};
 use crate::native::{NativeStacks, Registers};
 use crate::memory::core::CoreMemory;
 use super::options::SampleOptions;
+use crate::memory::addr_hash::AddrMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -229,8 +230,8 @@ impl SnapshotReader {
                     .into(),
             });
         }
-        let mut stats: HashMap<u64, Sched> = HashMap::new();
-        let mut known_tids: HashMap<u64, u64> = HashMap::new();
+        let mut stats: AddrMap<Sched> = AddrMap::default();
+        let mut known_tids: AddrMap<u64> = AddrMap::default();
         let mut native_stacks = HashMap::new();
         let mut guard = None;
         if options.pause && live {
@@ -544,8 +545,8 @@ fn choose<M: Memory + ?Sized>(
     native_ids: &mut NativeIds,
     files: &mut ThreadStatReader,
     options: &SampleOptions,
-    known_tids: &mut HashMap<u64, u64>,
-    stats: &mut HashMap<u64, Sched>,
+    known_tids: &mut AddrMap<u64>,
+    stats: &mut AddrMap<Sched>,
 ) -> Vec<Choice> {
     let natives: Vec<Option<u64>> = match threads.iter().all(|t| t.native_thread_id.is_some()) {
         true => threads.iter().map(|t| t.native_thread_id).collect(),
@@ -561,12 +562,12 @@ fn choose<M: Memory + ?Sized>(
         .zip(natives)
         .map(|(t, native)| {
             let Some(tid) = native.and_then(|n| i32::try_from(n).ok()) else {
-                return Choice::Walk;
+                return Choice::Walk { keep: false };
             };
             known_tids.insert(t.thread_id, tid as u64);
             seen.push(tid);
             let Some((stat, unmoved)) = files.read_tracking(tid) else {
-                return Choice::Walk;
+                return Choice::Walk { keep: false };
             };
             let cpu_time = options.cpu_time.then(|| files.cpu_time(tid, &stat));
             stats.insert(tid as u64, Sched { stat, cpu_time });
@@ -575,7 +576,10 @@ fn choose<M: Memory + ?Sized>(
             match (options.idle || stat.is_active(), asleep_since && reuse) {
                 (false, _) => Choice::Omit,
                 (true, true) => Choice::Reuse,
-                (true, false) => Choice::Walk,
+                // Asleep now: its stack may be reused next time.
+                (true, false) => Choice::Walk {
+                    keep: !stat.is_active(),
+                },
             }
         })
         .collect();
@@ -661,7 +665,7 @@ mod tests {
         let mem = MemoryImage::new();
         let mut native_ids = NativeIds::default();
         let idle = SampleOptions::default().idle(true);
-        let (mut known, mut stats) = (HashMap::new(), HashMap::new());
+        let (mut known, mut stats) = (AddrMap::default(), AddrMap::default());
         let mut spinner_reused = 0;
         let mut sleeper_reused = 0;
         for _ in 0..200 {
@@ -687,7 +691,7 @@ mod tests {
         let c = choose(
             &threads, me, &mem, false, &mut native_ids, &mut files, &idle, &mut known, &mut stats,
         );
-        assert_eq!(c[1], Choice::Walk);
+        assert_eq!(c[1], Choice::Walk { keep: true });
         spin.store(false, Ordering::Relaxed);
         stop_tx.send(()).unwrap();
         spinner.join().unwrap();

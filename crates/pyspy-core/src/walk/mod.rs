@@ -148,11 +148,16 @@ pub struct Walker {
 }
 
 /// What a walk does with one thread, chosen by the caller once the thread list is read (see
-/// [`Walker::walk_choosing`]).
+/// [`Walker::walk_choosing`]). Stacks are kept for the next walk's [`Choice::Reuse`] only for
+/// threads chosen `Reuse` or `Walk { keep: true }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Choice {
-    /// Walk its frames.
-    Walk,
+    /// Walk its frames; with `keep`, keep what was read for a [`Choice::Reuse`] next time
+    /// (the thread is asleep now).
+    Walk {
+        /// Keep the stack read for the next walk.
+        keep: bool,
+    },
     /// The thread has not run since the last walk (its OS thread was not switched in or out):
     /// its stack is the one that walk read, which comes back without reading its frames
     /// again. Walked after all if the last walk did not read it cleanly, or read another
@@ -419,7 +424,13 @@ impl Walker {
         // threads next time.
         if keep && best.iter().all(Walked::clean) {
             let mut bytes = 0;
-            for w in &best {
+            let kept_for = |tstate: &u64| {
+                matches!(
+                    self.chosen.get(tstate),
+                    Some(Choice::Reuse | Choice::Walk { keep: true })
+                )
+            };
+            for w in best.iter().filter(|w| kept_for(&w.tstate)) {
                 // The kept frames hold their names alive after the code cache drops them: at
                 // most MAX_KEPT_BYTES of them (the other threads are walked next time).
                 bytes += w.stack.frames.iter().map(frame_bytes).sum::<usize>();

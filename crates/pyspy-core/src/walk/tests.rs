@@ -682,7 +682,7 @@ fn chosen_threads_are_reused_or_left_out_without_reading_their_frames() {
         let mixed = walker
             .walk_choosing(&changed, &interp, |threads: &[super::threads::RawThread]| {
                 assert_eq!(threads.len(), 2);
-                vec![Choice::Omit, Choice::Walk]
+                vec![Choice::Omit, Choice::Walk { keep: true }]
             })
             .unwrap();
         assert_eq!(mixed.len(), 1, "{v:?}");
