@@ -635,11 +635,13 @@ def measure_threads(versions, counts, seconds, out):
     at 100 Hz nonblocking by both tools: with --idle (every thread walked every sample: the
     samples taken of those scheduled, and CPU per sample) and in the default mode (every
     thread's scheduler state read, no stack shown: CPU per scheduled sample). CPU here is the
-    whole run's, attaching included."""
+    whole run's, attaching included; a tool that cannot keep up takes longer than `seconds`
+    (the wall column) or fewer samples."""
     lines = [
-        "| Python | threads | --idle samples of %d (py-spy, pyspy) | --idle CPU/sample (py-spy → "
-        "pyspy) | default CPU/sample (py-spy → pyspy) |" % (100 * seconds),
-        "|---|---|---|---|---|",
+        "| Python | threads | --idle samples of %d (py-spy, pyspy) | --idle wall of a %d s "
+        "recording (py-spy, pyspy) | --idle CPU/sample (py-spy → pyspy) | default CPU/sample "
+        "(py-spy → pyspy) |" % (100 * seconds, seconds),
+        "|---|---|---|---|---|---|",
     ]
     for version in versions:
         for n in counts:
@@ -648,10 +650,11 @@ def measure_threads(versions, counts, seconds, out):
                 time.sleep(1.0 + n / 500.0)
                 for tool in ("py-spy", "pyspy"):
                     with tempfile.NamedTemporaryFile(suffix=".txt") as f:
-                        cpu, _ = run_measured(default_cmd(tool, target.pid, 100, f.name,
-                                                          seconds, True))
+                        cpu, wall = run_measured(default_cmd(tool, target.pid, 100, f.name,
+                                                             seconds, True))
                         taken = samples_taken(tool, f.name, n)
                         row[tool + " idle"] = (taken, cpu / taken if taken else float("nan"))
+                        row[tool + " wall"] = wall
                         cpu, _ = run_measured(default_cmd(tool, target.pid, 100, f.name,
                                                           seconds, False))
                         row[tool + " default"] = cpu / (100.0 * seconds)
@@ -659,8 +662,9 @@ def measure_threads(versions, counts, seconds, out):
                         "scheduled sample" % (version, n, tool, row[tool + " idle"][0],
                                               fmt_us(row[tool + " idle"][1]),
                                               fmt_us(row[tool + " default"])))
-            lines.append("| %s | %d | %d, %d | %s → %s | %s → %s |" % (
+            lines.append("| %s | %d | %d, %d | %.1f s, %.1f s | %s → %s | %s → %s |" % (
                 version, n, row["py-spy idle"][0], row["pyspy idle"][0],
+                row["py-spy wall"], row["pyspy wall"],
                 fmt_us(row["py-spy idle"][1]), fmt_us(row["pyspy idle"][1]),
                 fmt_us(row["py-spy default"]), fmt_us(row["pyspy default"])))
     table = "\n".join(lines) + "\n"
