@@ -494,13 +494,13 @@ fn a_stack_that_changes_while_it_is_read_is_torn_not_returned() {
 }
 
 /// Counts the reads (batched or not) that cover `watch`.
-struct Watching<'a> {
-    inner: &'a Changing<'a>,
+struct Watching<'a, M: Memory> {
+    inner: &'a M,
     watch: u64,
     seen: Cell<usize>,
 }
 
-impl Memory for Watching<'_> {
+impl<M: Memory> Memory for Watching<'_, M> {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         if addr <= self.watch && self.watch < addr + buf.len() as u64 {
             self.seen.set(self.seen.get() + 1);
@@ -615,22 +615,6 @@ fn read_errors_say_what_happened() {
     assert_eq!(gone.kind, ReadErrorKind::ProcessGone);
 }
 
-/// Counts the reads that cover one address.
-struct Watched<'a> {
-    inner: &'a MemoryImage,
-    watch: u64,
-    seen: Cell<usize>,
-}
-
-impl Memory for Watched<'_> {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-        if addr <= self.watch && self.watch < addr + buf.len() as u64 {
-            self.seen.set(self.seen.get() + 1);
-        }
-        self.inner.read(addr, buf)
-    }
-}
-
 #[test]
 fn chosen_threads_are_reused_or_left_out_without_reading_their_frames() {
     use super::Choice;
@@ -668,7 +652,7 @@ fn chosen_threads_are_reused_or_left_out_without_reading_their_frames() {
         // holds only what that walk read.)
         let reused = walker.walk_choosing(&changed, &interp, all(Choice::Reuse)).unwrap();
         assert_eq!(names(&reused[0].1), ["f2", "f1"], "{v:?}");
-        let watching = Watched {
+        let watching = Watching {
             inner: &changed,
             watch: first_frames[0],
             seen: Cell::new(0),
@@ -698,7 +682,7 @@ fn chosen_threads_are_reused_or_left_out_without_reading_their_frames() {
         assert_eq!(names(&again[1].1), ["other", "g2", "g1"], "{v:?}: reused");
         // A plain walk forgets what was kept.
         walker.walk(&fake.img, &interp).unwrap();
-        let watching = Watched {
+        let watching = Watching {
             inner: &changed,
             watch: first_frames[0],
             seen: Cell::new(0),
