@@ -31,7 +31,9 @@ use crate::error::{Error, Result};
 use crate::sample::session::{attach, AttachOptions, Session};
 
 /// Decides whether a Python process is profiled, from its labels (before it is attached, so
-/// [`ProcessLabels::python_version`] is not known yet). Called on the scanning thread.
+/// [`ProcessLabels::python_version`] is not known yet). Called on the scanning thread; for
+/// one process, again if its labels read after the attach differ (a process caught in `exec`
+/// shows no arguments or environment yet).
 pub type ProcessFilter = Arc<dyn Fn(&ProcessLabels) -> bool + Send + Sync>;
 
 /// How to discover. Start from `DiscoveryOptions::default()` and set fields.
@@ -521,7 +523,7 @@ impl Discovery {
             self.set(pid, State::NotPython);
             return;
         }
-        let mut labels = ProcessLabels::read_with(pid, &stat);
+        let labels = ProcessLabels::read_with(pid, &stat);
         if let Some(accept) = &self.options.filter {
             if !accept(&labels) {
                 self.set(pid, State::Excluded);
@@ -543,6 +545,17 @@ impl Discovery {
         self.stats.attach_attempts += 1;
         match attach(pid, &self.options.attach) {
             Ok(session) => {
+                // Labels read while the process was still in `exec` miss its arguments or
+                // environment (the kernel fills them in last), and the attach may succeed
+                // only after Python has started: read them again.
+                let again = ProcStat::read(pid)
+                    .filter(|s| s.start_time == stat.start_time)
+                    .map(|s| ProcessLabels::read_with(pid, &s));
+                let Some(mut labels) = recheck(labels, again, self.options.filter.as_ref())
+                else {
+                    self.set(pid, State::Excluded);
+                    return;
+                };
                 labels.python_version = Some(session.version());
                 let labels = Arc::new(labels);
                 self.set(pid, State::Found(labels.clone()));
@@ -587,6 +600,20 @@ impl Discovery {
         if let Some(e) = self.entries.get_mut(&pid) {
             e.state = state;
         }
+    }
+}
+
+/// The labels a found process is handed out with: `again` (read after the attach) if it
+/// was read and differs from `first` (read before it), asking the filter again; `None` if
+/// the filter now rejects the process.
+fn recheck(
+    first: ProcessLabels,
+    again: Option<ProcessLabels>,
+    filter: Option<&ProcessFilter>,
+) -> Option<ProcessLabels> {
+    match again {
+        Some(again) if again != first => filter.is_none_or(|accept| accept(&again)).then_some(again),
+        _ => Some(first),
     }
 }
 
@@ -643,6 +670,32 @@ mod tests {
         assert!(!defines_python_symbols(&std::env::current_exe().unwrap()));
         assert!(!defines_python_symbols(std::path::Path::new("/nonexistent")));
         assert!(!defines_python_symbols(std::path::Path::new("/proc/self/status")));
+    }
+
+    #[test]
+    fn labels_read_mid_exec_are_replaced_and_filtered_again() {
+        let me = std::process::id() as i32;
+        let complete = ProcessLabels::read(me).unwrap();
+        let mut mid_exec = complete.clone();
+        mid_exec.command_line.clear();
+        mid_exec.service = "python".into();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let wants_args: ProcessFilter = Arc::new(move |l: &ProcessLabels| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            !l.command_line.is_empty()
+        });
+        let no_args: ProcessFilter = Arc::new(|l: &ProcessLabels| l.command_line.is_empty());
+        let got = recheck(mid_exec.clone(), Some(complete.clone()), Some(&wants_args));
+        assert_eq!(got.as_ref(), Some(&complete));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(recheck(mid_exec.clone(), Some(complete.clone()), Some(&no_args)), None);
+        assert_eq!(recheck(mid_exec.clone(), Some(complete.clone()), None), Some(complete.clone()));
+        // Unchanged or unreadable (exited): the first labels, the filter not asked again.
+        let got = recheck(complete.clone(), Some(complete.clone()), Some(&wants_args));
+        assert_eq!(got.as_ref(), Some(&complete));
+        assert_eq!(recheck(mid_exec.clone(), None, Some(&no_args)), Some(mid_exec));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     #[test]
