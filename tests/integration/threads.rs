@@ -504,7 +504,8 @@ fn sub_interpreter_threads_are_tagged_with_their_interpreter() {
 }
 
 /// The stepper's step and frames (function names, innermost first), once it reports `step`.
-fn stepper_truth(target: &Target, step: u64) -> Result<Vec<String>, String> {
+/// The stepper's report of `step`: its frames' function names and its OS thread id.
+fn stepper_truth(target: &Target, step: u64) -> Result<(Vec<String>, i32), String> {
     let path = target.dir().host_path().join("step.json");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -512,16 +513,43 @@ fn stepper_truth(target: &Target, step: u64) -> Result<Vec<String>, String> {
             let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
             if v["step"].as_u64() == Some(step) {
                 let frames = v["frames"].as_array().cloned().unwrap_or_default();
-                return Ok(frames
-                    .iter()
-                    .filter_map(|f| f.as_str().map(str::to_string))
-                    .collect());
+                let tid = v["tid"].as_i64().ok_or("step.json without a tid")?;
+                return Ok((
+                    frames
+                        .iter()
+                        .filter_map(|f| f.as_str().map(str::to_string))
+                        .collect(),
+                    tid as i32,
+                ));
             }
         }
         if Instant::now() > deadline {
             return Err(format!("the stepper never reported step {step}"));
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits (at most 20 s) until thread `tid` of `pid` sleeps in `read(2)` (x86-64 system call
+/// 0, from `/proc/PID/task/TID/syscall`): past its report, blocked on the FIFO.
+fn wait_blocked_in_read(pid: i32, tid: i32) -> Result<(), String> {
+    let path = format!("/proc/{pid}/task/{tid}/syscall");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        let state = task_states(pid)
+            .into_iter()
+            .find(|(t, _, _)| *t == tid)
+            .map(|(_, s, _)| s);
+        if now.split_ascii_whitespace().next() == Some("0") && state == Some('S') {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the stepper never blocked in read: {path} says {now:?}, state {state:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -538,19 +566,8 @@ fn stacks_of_threads_that_did_not_run_are_reused_and_only_those() {
         let fifo = target.dir().host_path().join("step");
         let mut main_frames: Option<Vec<String>> = None;
         for step in 0..8u64 {
-            let want = stepper_truth(&target, step)?;
-            // The stepper blocks right after writing its truth: wait until it sleeps.
-            let tid = target
-                .truth
-                .threads
-                .iter()
-                .find(|t| t.name.as_deref() == Some("stepper"))
-                .and_then(|t| t.native_thread_id);
-            if let Some(tid) = tid {
-                settle(target.pid(), &[tid as i32]);
-            } else {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            let (want, tid) = stepper_truth(&target, step)?;
+            wait_blocked_in_read(target.pid(), tid)?;
             for sample in 0..5 {
                 let options = SampleOptions::default().idle(true).names(true);
                 let snapshot = session

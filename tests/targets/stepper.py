@@ -8,7 +8,8 @@ The "stepper" thread blocks reading a FIFO named "step" next to TRUTH_PATH (open
 so a writer never blocks); for each byte written to it, it takes the next step: returns from
 the functions it is in and calls a new chain of them, of another depth, then writes
 "step.json" next to TRUTH_PATH (its step number and its frames' function names, innermost
-first, from sys._getframe) and blocks again. The main thread sleeps throughout.
+first, from sys._getframe, and its OS thread id) and blocks again. The main thread sleeps
+throughout.
 """
 import json
 import os
@@ -17,6 +18,15 @@ import threading
 import time
 
 FOREVER = 3600
+SYS_GETTID = 186  # x86_64
+
+
+def native_tid():
+    get = getattr(threading, "get_native_id", None)
+    if get is not None:
+        return get()
+    import ctypes
+    return ctypes.CDLL(None).syscall(SYS_GETTID)
 
 
 def report(path, step):
@@ -26,7 +36,7 @@ def report(path, step):
         frames.append(f.f_code.co_name)
         f = f.f_back
     with open(path + ".tmp", "w") as out:
-        json.dump({"step": step, "frames": frames}, out)
+        json.dump({"step": step, "frames": frames, "tid": native_tid()}, out)
     os.rename(path + ".tmp", path)
 
 
