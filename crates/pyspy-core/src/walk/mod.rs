@@ -418,26 +418,32 @@ impl Walker {
         self.settled.clear();
         self.groups.clear();
         let best = best.unwrap_or_default();
-        self.kept.clear();
+        let mut before = std::mem::take(&mut self.kept);
         // Stacks are kept only from a walk that read every thread cleanly: one that did not
         // (a corrupt or torn stack, a sample out of budget for new code objects) walks all
         // threads next time.
         if keep && best.iter().all(Walked::clean) {
             let mut bytes = 0;
-            let kept_for = |tstate: &u64| {
-                matches!(
-                    self.chosen.get(tstate),
-                    Some(Choice::Reuse | Choice::Walk { keep: true })
-                )
-            };
-            for w in best.iter().filter(|w| kept_for(&w.tstate)) {
+            for w in &best {
+                let reused = match self.chosen.get(&w.tstate) {
+                    Some(Choice::Reuse) => true,
+                    Some(Choice::Walk { keep: true }) => false,
+                    _ => continue,
+                };
                 // The kept frames hold their names alive after the code cache drops them: at
                 // most MAX_KEPT_BYTES of them (the other threads are walked next time).
                 bytes += w.stack.frames.iter().map(frame_bytes).sum::<usize>();
                 if bytes > MAX_KEPT_BYTES {
                     break;
                 }
-                self.kept.insert(w.tstate, w.clone());
+                // A reused stack is the one kept before (when it was there to reuse): moved
+                // over rather than copied again.
+                let same = |k: &Walked| k.interp == w.interp && k.stack.thread_id == w.stack.thread_id;
+                let kept = match before.remove(&w.tstate) {
+                    Some(k) if reused && same(&k) => k,
+                    _ => w.clone(),
+                };
+                self.kept.insert(w.tstate, kept);
             }
         }
         for mut w in best {

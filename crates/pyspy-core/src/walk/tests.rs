@@ -673,6 +673,8 @@ fn chosen_threads_are_reused_or_left_out_without_reading_their_frames() {
         assert_eq!(names(&mixed[0].1), ["other", "g2", "g1"], "{v:?}: walked");
         // Another thread at the same thread state (another ident) is walked, not reused; a
         // thread not read cleanly last time is walked too.
+        let kept = walker.walk_choosing(&changed, &interp, all(Choice::Reuse)).unwrap();
+        assert_eq!(names(&kept[0].1), ["other", "f1"], "{v:?}: left out last time, walked");
         let mut other = fake.img.clone();
         other.put_u64(fake.tstates[0] + u64::from(l.tstate_thread_id), 0x9999);
         let again = walker.walk_choosing(&other, &interp, all(Choice::Reuse)).unwrap();
@@ -680,6 +682,17 @@ fn chosen_threads_are_reused_or_left_out_without_reading_their_frames() {
         assert_eq!(names(&again[0].1), ["f2", "f1"], "{v:?}");
         // (The second thread is as the last walk read it, not as its memory is now.)
         assert_eq!(names(&again[1].1), ["other", "g2", "g1"], "{v:?}: reused");
+        // What is kept for the new thread is its own stack, reused the next time (not read:
+        // its innermost frame runs another function now).
+        let mut moved_on = other.clone();
+        moved_on.put_u64(first_frames[0] + u64::from(code_at.unwrap()), other_code);
+        if let Some(ip) = l.iframe_instr_ptr {
+            let start = other_code + u64::from(l.code_adaptive.unwrap());
+            moved_on.put_u64(first_frames[0] + u64::from(ip), start + 4);
+        }
+        let next = walker.walk_choosing(&moved_on, &interp, all(Choice::Reuse)).unwrap();
+        assert_eq!(next[0].1.thread_id, 0x9999, "{v:?}");
+        assert_eq!(names(&next[0].1), ["f2", "f1"], "{v:?}: the new thread was walked again");
         // A plain walk forgets what was kept.
         walker.walk(&fake.img, &interp).unwrap();
         let watching = Watching {
