@@ -396,7 +396,9 @@ typedef struct pyspy_thread pyspy_thread;
 
 /**
  * Decides whether a Python process is profiled, from its labels (lent for the call; the
- * Python version is not known yet). Return true to attach to it. Called by
+ * Python version is not known yet). Return true to attach to it; asked again after the
+ * attach if the labels read then differ (a process caught in `exec` shows no arguments or
+ * environment yet), and false then drops the process. Called by
  * `pyspy_discovery_scan` on the thread that called it, during that call, with the `userdata`
  * given to `pyspy_discovery_new`. It must not call the discovery that called it, nor unwind.
  */
