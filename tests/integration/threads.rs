@@ -553,10 +553,20 @@ fn wait_blocked_in_read(pid: i32, tid: i32) -> Result<(), String> {
     }
 }
 
+/// Whether the kernel counts thread `tid`'s switches in its `schedstat` (a thread that has run
+/// shows a nonzero third field).
+fn switches_counted(pid: i32, tid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_ascii_whitespace().nth(2)?.parse::<u64>().ok())
+        .is_some_and(|n| n > 0)
+}
+
 /// Not pausing, a thread that has not run since the last sample keeps the stack that sample
 /// read, without its frames being read again: a thread that sleeps, wakes to move to another
 /// stack, and sleeps again must show each new stack from the first sample after its move,
-/// every time, while its idle neighbour shows its own throughout.
+/// every time, while its idle neighbour shows its own throughout. Without idle threads but with
+/// [`SampleOptions::idle_if_ran`], it shows in the first sample after each move only.
 #[test]
 fn stacks_of_threads_that_did_not_run_are_reused_and_only_those() {
     for_every_interpreter("stacks of sleeping threads reused", |interp| {
@@ -568,6 +578,46 @@ fn stacks_of_threads_that_did_not_run_are_reused_and_only_those() {
         for step in 0..8u64 {
             let (want, tid) = stepper_truth(&target, step)?;
             wait_blocked_in_read(target.pid(), tid)?;
+            // Without idle threads but with those that ran since the last sample: the stepper
+            // (it ran to take this step) once, then not while it sleeps on; the main thread,
+            // asleep throughout, only in the session's first sample. (Where the kernel does not
+            // count switches, idle threads are all shown.)
+            let counted = switches_counted(target.pid(), tid);
+            let ran = SampleOptions::default()
+                .idle(false)
+                .idle_if_ran(true)
+                .names(true);
+            for sample in 0..2 {
+                let snapshot = session
+                    .snapshot_with(&ran)
+                    .map_err(|e| format!("step {step}, idle_if_ran sample {sample}: {e}"))?;
+                match (sample, by_name(&snapshot, "stepper")) {
+                    (0, None) => return Err(format!("step {step}: the stepper ran, not shown")),
+                    (0, Some(t)) => {
+                        let got: Vec<String> =
+                            t.frames.iter().map(|f| f.function.to_string()).collect();
+                        if got != want || t.active != Some(false) {
+                            return Err(format!(
+                                "step {step}: the stepper that ran shows {got:?} (active {:?}), \
+                                 its truth is {want:?}, asleep",
+                                t.active
+                            ));
+                        }
+                    }
+                    (_, Some(_)) if counted => {
+                        return Err(format!(
+                            "step {step}: the stepper, asleep since the last sample, is shown"
+                        ))
+                    }
+                    _ => {}
+                }
+                let first = step == 0 && sample == 0;
+                if counted && !first && by_name(&snapshot, "MainThread").is_some() {
+                    return Err(format!(
+                        "step {step}, sample {sample}: the main thread, asleep throughout, is shown"
+                    ));
+                }
+            }
             for sample in 0..5 {
                 let options = SampleOptions::default().idle(true).names(true);
                 let snapshot = session

@@ -399,11 +399,13 @@ pub fn push(target: &TargetArgs, mut settings: Settings) -> Result<(), String> {
     Ok(())
 }
 
-/// Every thread with its state and CPU time (a CPU profile gives each thread the CPU time it
-/// used between samples even if it sleeps at the sample); wall-time profiles need neither.
+/// The running threads and the idle ones that ran since the last sample, with their state and
+/// CPU time (a CPU profile gives each thread the CPU time it used between samples even if it
+/// sleeps at the sample); a wall-time profile (`idle`) takes every thread and needs neither.
 pub fn sample_options(idle: bool) -> SampleOptions {
     SampleOptions::default()
-        .idle(true)
+        .idle(idle)
+        .idle_if_ran(!idle)
         .active(!idle)
         .cpu_time(!idle)
         .pause(false)

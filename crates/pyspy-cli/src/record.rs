@@ -287,11 +287,14 @@ pub fn executable(pid: i32) -> String {
 ///
 /// Whether a thread is running, and its CPU time, are read from `/proc` only when idle threads
 /// are left out: with `--idle` nothing uses them, and those reads would be most of a sample's
-/// cost. Without `--idle` every thread is read (the profile leaves idle ones out), so a thread
-/// that used CPU since the previous sample gets that time even if it sleeps at this one.
+/// cost. Without `--idle` the running threads are read and the idle ones that ran since the
+/// previous sample (`idle_if_ran`; the profile counts only the running ones), so a thread that
+/// used CPU since the previous sample gets that time even if it sleeps at this one, while a
+/// thread asleep throughout costs no read of its stack.
 pub fn sample_options(idle: bool, gil: bool, _nonblocking: bool) -> SampleOptions {
     SampleOptions::default()
-        .idle(true)
+        .idle(idle)
+        .idle_if_ran(!idle)
         .active(!idle)
         .cpu_time(!idle)
         .gil_only(gil)

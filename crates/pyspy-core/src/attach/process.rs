@@ -522,6 +522,7 @@ impl ThreadStatReader {
     /// Thread `tid`'s state and CPU ticks; `None` if it has exited. The state may be the one
     /// read before, when the thread has provably not been switched in or out since (see the
     /// type's docs); the ticks are then as of that read too.
+    #[cfg(test)]
     pub fn read(&mut self, tid: i32) -> Option<ThreadStat> {
         self.read_tracking(tid).map(|(stat, _)| stat)
     }

@@ -4,15 +4,19 @@
 //! Per thread this keeps the last CPU time seen and the stacks of the samples since it last
 //! grew in which the thread was running ("pending"). Both are bounded: at most
 //! [`MAX_PENDING`] distinct pending stacks per thread (older ones are dropped, and the growth
-//! goes to the rest), and threads not seen for [`FORGET_AFTER`] samples are forgotten.
+//! goes to the rest), and threads not seen for [`FORGET_AFTER`] samples are forgotten once more
+//! than [`KEEP_THREADS`] are known. (A thread asleep for long is not seen while samples leave
+//! out idle threads that did not run; it must keep its last CPU time for when it runs again.)
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 /// Distinct pending stacks kept per thread.
 const MAX_PENDING: usize = 256;
-/// Samples after which a thread that was not seen is forgotten.
+/// Samples after which a thread that was not seen is forgotten (see [`KEEP_THREADS`]).
 const FORGET_AFTER: u64 = 1000;
+/// Threads known before those not seen lately are forgotten.
+const KEEP_THREADS: usize = 4096;
 
 /// `(pid, OS thread id)` (the Python thread ident where the OS id is unknown).
 pub(super) type ThreadId = (i32, u64);
@@ -108,9 +112,10 @@ impl CpuClock {
         self.unmeasured
     }
 
-    /// After sample `sample`: forgets threads not seen for a while (exited ones).
+    /// After sample `sample`: forgets threads not seen for a while (exited ones, or long
+    /// asleep) if there are many.
     pub(super) fn end_sample(&mut self, sample: u64) {
-        if sample % FORGET_AFTER == 0 {
+        if sample % FORGET_AFTER == 0 && self.threads.len() > KEEP_THREADS {
             self.threads
                 .retain(|_, t| sample.saturating_sub(t.seen) < FORGET_AFTER);
         }
@@ -195,7 +200,7 @@ mod tests {
     }
 
     #[test]
-    fn pending_is_bounded_and_forgotten_threads_go() {
+    fn pending_is_bounded_and_threads_not_seen_go_when_many() {
         let mut c = CpuClock::default();
         let t = (1, 2);
         c.update(t, Duration::ZERO, 1);
@@ -205,7 +210,18 @@ mod tests {
         let shares = c.settle(t, 1000);
         assert_eq!(shares.len(), MAX_PENDING);
         assert_eq!(shares[0].0, 10, "the oldest were dropped");
+        // A few threads are kept however long they were not seen (asleep, left out of the
+        // samples); many are not.
         c.end_sample(FORGET_AFTER * 2);
+        assert_eq!(c.threads.len(), 1);
+        assert_eq!(
+            c.update(t, Duration::from_millis(3), FORGET_AFTER * 2 + 1),
+            3_000_000
+        );
+        for tid in 0..KEEP_THREADS as u64 {
+            c.update((1, 100 + tid), Duration::ZERO, FORGET_AFTER * 3);
+        }
+        c.end_sample(FORGET_AFTER * 5);
         assert!(c.threads.is_empty());
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 /// | `cpu_time` | off     | the same read, plus one `pread` of `.../schedstat` (ns; kept open)  |
 /// | `names`    | on      | nothing while the thread set is unchanged                          |
 /// | `idle`     | on      | — (off: drops idle threads; needs the `/proc` read)                |
+/// | `idle_if_ran` | off  | — (with `idle` off: keeps idle threads that ran since the last sample) |
 /// | `gil_only` | off     | — (keeps only the GIL holder)                                      |
 /// | `locals`   | off     | per frame: its slots, then a few reads per variable (bounded)      |
 /// | `exceptions` | off   | per thread: one or two reads, a few more while handling one        |
@@ -49,6 +50,13 @@ pub struct SampleOptions {
     /// Include idle threads (not running on a CPU). Default on; off keeps only active
     /// threads (py-spy's default for `record`; `pyspy record --idle` turns it back on).
     pub idle: bool,
+    /// With [`SampleOptions::idle`] off, still keep an idle thread that ran since this
+    /// session's previous sample (the kernel switched it in or out since then), so the CPU
+    /// time it used in between can be charged to a stack: what a CPU-weighted profile needs
+    /// (`pyspy record` without `--idle`). A thread asleep since the previous sample is left
+    /// out without its frames being read. Where that cannot be known (the first sample, a
+    /// kernel without scheduler statistics, a core file) idle threads are kept. Default off.
+    pub idle_if_ran: bool,
     /// Keep only the thread holding the GIL (`pyspy record --gil`). Default off. Threads with
     /// no GIL state ([`ThreadStack::no_gil`](crate::ThreadStack::no_gil): a free-threaded
     /// build) are kept.
@@ -101,6 +109,7 @@ impl Default for SampleOptions {
             cpu_time: false,
             names: true,
             idle: true,
+            idle_if_ran: false,
             gil_only: false,
             native: false,
             native_all: false,
@@ -139,6 +148,11 @@ impl SampleOptions {
     /// Sets [`SampleOptions::idle`].
     pub fn idle(mut self, on: bool) -> Self {
         self.idle = on;
+        self
+    }
+    /// Sets [`SampleOptions::idle_if_ran`].
+    pub fn idle_if_ran(mut self, on: bool) -> Self {
+        self.idle_if_ran = on;
         self
     }
     /// Sets [`SampleOptions::gil_only`].

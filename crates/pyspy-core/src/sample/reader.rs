@@ -257,12 +257,13 @@ impl SnapshotReader {
             if options.needs_stat() {
                 let files = self.stat_files(pid);
                 for &tid in &tids {
-                    if let Some(stat) = files.read(tid) {
+                    if let Some((stat, unmoved)) = files.read_tracking(tid) {
                         stats.insert(
                             tid as u64,
                             Sched {
                                 stat,
                                 cpu_time: None,
+                                ran: !unmoved,
                             },
                         );
                     }
@@ -402,7 +403,18 @@ impl SnapshotReader {
                 seen.push(tid);
                 let stat = match stats.get(&(tid as u64)) {
                     Some(s) => Some(s.stat),
-                    None => files.read(tid),
+                    None => files.read_tracking(tid).map(|(stat, unmoved)| {
+                        let ran = !unmoved;
+                        stats.insert(
+                            tid as u64,
+                            Sched {
+                                stat,
+                                cpu_time: None,
+                                ran,
+                            },
+                        );
+                        stat
+                    }),
                 };
                 let Some(stat) = stat else { continue };
                 t.active = Some(stat.is_active());
@@ -429,7 +441,13 @@ impl SnapshotReader {
             false => Vec::new(),
         };
         if !options.idle {
-            threads.retain(|t| t.active == Some(true));
+            // With `idle_if_ran`, an idle thread is dropped only where it provably did not run.
+            let ran = |t: &ThreadStack| {
+                t.native_thread_id
+                    .and_then(|tid| stats.get(&tid))
+                    .is_none_or(|s| s.ran)
+            };
+            threads.retain(|t| t.active == Some(true) || (options.idle_if_ran && ran(t)));
         }
         if options.gil_only {
             // Without a GIL (free-threaded) no thread is dropped: any may run Python.
@@ -528,6 +546,8 @@ struct Sched {
     stat: ThreadStat,
     /// Its CPU time, where the sample asked for it.
     cpu_time: Option<std::time::Duration>,
+    /// Whether it may have run since the last sample (not provably asleep throughout).
+    ran: bool,
 }
 
 /// Reads the scheduler state of each thread of a thread list (`stats`, by OS thread id; the OS
@@ -570,10 +590,18 @@ fn choose<M: Memory + ?Sized>(
                 return Choice::Walk { keep: false };
             };
             let cpu_time = options.cpu_time.then(|| files.cpu_time(tid, &stat));
-            stats.insert(tid as u64, Sched { stat, cpu_time });
+            stats.insert(
+                tid as u64,
+                Sched {
+                    stat,
+                    cpu_time,
+                    ran: !unmoved,
+                },
+            );
             // Unmoved counters of a running thread say only that no tick landed: it ran on.
             let asleep_since = unmoved && !stat.is_active();
-            match (options.idle || stat.is_active(), asleep_since && reuse) {
+            let shown = options.idle || stat.is_active() || (options.idle_if_ran && !unmoved);
+            match (shown, asleep_since && reuse) {
                 (false, _) => Choice::Omit,
                 (true, true) => Choice::Reuse,
                 // Asleep now: its stack may be reused next time.
@@ -696,5 +724,67 @@ mod tests {
         stop_tx.send(()).unwrap();
         spinner.join().unwrap();
         sleeper.join().unwrap();
+    }
+
+    #[test]
+    fn with_idle_if_ran_a_sleeping_thread_is_shown_only_after_it_ran() {
+        let me = std::process::id() as i32;
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (poke_tx, poke_rx) = std::sync::mpsc::channel::<bool>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            tid_tx.send(gettid()).unwrap();
+            while let Ok(true) = poke_rx.recv() {
+                let start = std::time::Instant::now();
+                while start.elapsed() < std::time::Duration::from_millis(2) {
+                    std::hint::spin_loop();
+                }
+                done_tx.send(()).unwrap();
+            }
+        });
+        let tid = tid_rx.recv().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let threads = [thread_of(tid)];
+        let mem = MemoryImage::new();
+        let mut native_ids = NativeIds::default();
+        let mut files = ThreadStatReader::new(me);
+        let options = SampleOptions::default().idle(false).idle_if_ran(true);
+        let (mut known, mut stats) = (AddrMap::default(), AddrMap::default());
+        let mut choose_now = |files: &mut ThreadStatReader| {
+            choose(
+                &threads, me, &mem, true, &mut native_ids, files, &options, &mut known,
+                &mut stats,
+            )[0]
+        };
+        // The first reading has nothing to compare with: the thread may have run.
+        assert_ne!(choose_now(&mut files), Choice::Omit);
+        let counted = files.switches_counted();
+        for round in 0..5 {
+            // Asleep since the last reading: left out (where the kernel counts switches).
+            let quiet = choose_now(&mut files);
+            match counted {
+                true => assert_eq!(quiet, Choice::Omit, "round {round}"),
+                false => assert_ne!(quiet, Choice::Omit, "round {round}"),
+            }
+            // It ran (and sleeps again): shown, and walked.
+            poke_tx.send(true).unwrap();
+            done_rx.recv().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            assert!(
+                matches!(choose_now(&mut files), Choice::Walk { .. }),
+                "round {round}"
+            );
+        }
+        // Without `idle_if_ran`, it is left out however it ran.
+        let busy = SampleOptions::default().idle(false);
+        poke_tx.send(true).unwrap();
+        done_rx.recv().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let c = choose(
+            &threads, me, &mem, true, &mut native_ids, &mut files, &busy, &mut known, &mut stats,
+        );
+        assert_eq!(c[0], Choice::Omit);
+        poke_tx.send(false).unwrap();
+        worker.join().unwrap();
     }
 }
