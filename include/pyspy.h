@@ -883,6 +883,16 @@ enum pyspy_status pyspy_options_set_cpu_time(struct pyspy_options *options, bool
 enum pyspy_status pyspy_options_set_idle(struct pyspy_options *options, bool idle);
 
 /**
+ * With idle threads left out of snapshots (`pyspy_options_set_idle(options, false)`), still
+ * include an idle thread that ran since the session's previous snapshot, so the CPU time it
+ * used in between (`pyspy_options_set_cpu_time`) can be charged to a stack: what a sampler
+ * building a CPU profile needs, at the cost of reading only the threads that ran. Threads
+ * asleep since the previous snapshot are left out without their stacks being read. Where that
+ * cannot be known (the first snapshot, a core file) idle threads are included. Default false.
+ */
+enum pyspy_status pyspy_options_set_idle_if_ran(struct pyspy_options *options, bool idle_if_ran);
+
+/**
  * Keep only the thread holding the GIL, in snapshots and profiles. Default false.
  */
 enum pyspy_status pyspy_options_set_gil_only(struct pyspy_options *options, bool gil_only);

@@ -87,6 +87,10 @@ type Options struct {
 	CPUTime bool
 	// Idle counts idle threads in profiles too (snapshots always include them).
 	Idle bool
+	// IdleIfRan, without Idle, makes snapshots leave out the idle threads that did not run
+	// since the previous snapshot, without reading their stacks: a CPU profile (with CPUTime)
+	// needs only the threads that ran, and many sleeping threads then cost almost nothing.
+	IdleIfRan bool
 	// GILOnly keeps only the thread holding the GIL, in snapshots and profiles.
 	GILOnly bool
 	// Native also unwinds each thread's native (C, C++, Rust) stack and merges it with the
@@ -161,6 +165,9 @@ func (o *Options) cOptions() (*C.pyspy_options, error) {
 	set("NativeAll", C.pyspy_options_set_native_all(opts, C.bool(o.NativeAll)))
 	if o.Idle {
 		set("Idle", C.pyspy_options_set_idle(opts, true))
+	} else if o.IdleIfRan {
+		set("IdleIfRan", C.pyspy_options_set_idle(opts, false))
+		set("IdleIfRan", C.pyspy_options_set_idle_if_ran(opts, true))
 	}
 	if o.Rate != 0 {
 		set("Rate", C.pyspy_options_set_rate(opts, C.double(o.Rate)))

@@ -172,6 +172,54 @@ func TestSnapshotOfALivePython(t *testing.T) {
 	}
 }
 
+// switchesCounted says whether the kernel counts the switches of pid in its schedstat.
+func switchesCounted(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid))
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(data))
+	return len(fields) == 3 && fields[2] != "0"
+}
+
+func TestIdleIfRanLeavesOutThreadsThatDidNotRun(t *testing.T) {
+	pid := startTarget(t)
+	session, err := Attach(context.Background(), pid, &Options{IdleIfRan: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer session.Close()
+	// Both threads wake every 50 ms: after 120 ms both ran, and show (asleep).
+	if _, err := session.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(120 * time.Millisecond)
+	snapshot, err := session.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snapshot.Threads) != 2 {
+		t.Fatalf("after 120 ms: %d threads, want both (they ran)", len(snapshot.Threads))
+	}
+	// Right after a snapshot, threads that slept since are left out (most of the time: one
+	// may wake in between).
+	fewer := false
+	for i := 0; i < 20 && !fewer; i++ {
+		time.Sleep(120 * time.Millisecond)
+		if _, err := session.Snapshot(); err != nil {
+			t.Fatal(err)
+		}
+		again, err := session.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fewer = len(again.Threads) < 2
+	}
+	if !fewer && switchesCounted(pid) {
+		t.Fatal("threads asleep since the last snapshot were shown, 20 times out of 20")
+	}
+}
+
 func TestLocateStrategies(t *testing.T) {
 	pid := startTarget(t)
 	for _, c := range []struct {

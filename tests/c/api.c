@@ -128,6 +128,7 @@ static void check_null_arguments(void) {
     CHECK(len == 7);
     CHECK(pyspy_options_set_sample_callback(NULL, NULL, NULL) == PYSPY_STATUS_INVALID_ARGUMENT);
     CHECK(pyspy_options_set_per_process(NULL, true) == PYSPY_STATUS_INVALID_ARGUMENT);
+    CHECK(pyspy_options_set_idle_if_ran(NULL, true) == PYSPY_STATUS_INVALID_ARGUMENT);
 }
 
 /* A pid that no process has: a child that has exited and been reaped. */

@@ -302,9 +302,44 @@ static void test_process_exits(const char *python) {
     pyspy_sampler_free(sampler);
 }
 
+/* Whether the kernel counts switches in the target's schedstat (its third field). */
+static bool switches_counted(int32_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/schedstat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) return false;
+    unsigned long long run = 0, wait = 0, switches = 0;
+    int n = fscanf(f, "%llu %llu %llu", &run, &wait, &switches);
+    fclose(f);
+    return n == 3 && switches > 0;
+}
+
+/* Idle threads left out but those that ran since the last snapshot kept: every thread of the
+ * target sleeps for good, so they show in the first snapshot (nothing to compare with yet)
+ * and in none after it. */
+static void test_idle_if_ran(int32_t pid) {
+    pyspy_options *options = pyspy_options_new();
+    CHECK(pyspy_options_set_idle(options, false) == PYSPY_STATUS_OK);
+    CHECK(pyspy_options_set_idle_if_ran(options, true) == PYSPY_STATUS_OK);
+    pyspy_session *session = attach_or_fail(pid, options);
+    pyspy_options_free(options);
+    pyspy_snapshot *first = sample_or_fail(session);
+    CHECK(pyspy_snapshot_thread_count(first) >= 1);
+    pyspy_snapshot_free(first);
+    size_t later = 0;
+    for (int i = 0; i < 5; i++) {
+        pyspy_snapshot *snapshot = sample_or_fail(session);
+        later += pyspy_snapshot_thread_count(snapshot);
+        pyspy_snapshot_free(snapshot);
+    }
+    if (switches_counted(pid)) CHECK(later == 0);
+    pyspy_session_free(session);
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) fail("usage: %s PID PYTHON", argv[0]);
     int32_t pid = (int32_t)atoi(argv[1]);
+    test_idle_if_ran(pid);
     test_wait_and_callback(pid);
     test_sampler_from_session(pid);
     test_process_exits(argv[2]);

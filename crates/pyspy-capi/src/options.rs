@@ -169,6 +169,21 @@ pub unsafe extern "C" fn pyspy_options_set_idle(
     }
 }
 
+/// With idle threads left out of snapshots (`pyspy_options_set_idle(options, false)`), still
+/// include an idle thread that ran since the session's previous snapshot, so the CPU time it
+/// used in between (`pyspy_options_set_cpu_time`) can be charged to a stack: what a sampler
+/// building a CPU profile needs, at the cost of reading only the threads that ran. Threads
+/// asleep since the previous snapshot are left out without their stacks being read. Where that
+/// cannot be known (the first snapshot, a core file) idle threads are included. Default false.
+#[no_mangle]
+pub unsafe extern "C" fn pyspy_options_set_idle_if_ran(
+    options: *mut pyspy_options,
+    idle_if_ran: bool,
+) -> pyspy_status {
+    // SAFETY: forwarded contract.
+    unsafe { set(options, |o| o.attach.sample.idle_if_ran = idle_if_ran) }
+}
+
 /// Keep only the thread holding the GIL, in snapshots and profiles. Default false.
 #[no_mangle]
 pub unsafe extern "C" fn pyspy_options_set_gil_only(
