@@ -418,8 +418,8 @@ impl ThreadStat {
 /// use pyspy_core::attach::process::ThreadStatReader;
 /// let me = std::process::id() as i32;
 /// let mut stats = ThreadStatReader::new(me);
-/// let first = stats.read(me).expect("this thread's stat line");
-/// let again = stats.read(me).expect("read again through the open file");
+/// let (first, _) = stats.read_tracking(me).expect("this thread's stat line");
+/// let (again, _) = stats.read_tracking(me).expect("read again through the open file");
 /// assert_eq!(first.state, again.state);
 /// stats.keep_only(&[]);
 /// ```
