@@ -227,8 +227,12 @@ fn process_ticks(stat: &std::fs::File) -> Option<u64> {
     let n = stat.read_at(&mut buf, 0).ok()?;
     let text = std::str::from_utf8(buf.get(..n)?).ok()?;
     let mut fields = text.get(text.rfind(')')? + 1..)?.split_ascii_whitespace();
-    // After ')': state(3) ... utime(14) stime(15).
-    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    // After ')': state(3) ... utime(14) stime(15). A process that has exited (a zombie not
+    // reaped yet) has no ticks to compare: its snapshot tells it is gone.
+    if matches!(fields.next()?, "Z" | "X" | "x") {
+        return None;
+    }
+    let utime: u64 = fields.nth(10)?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some(utime.saturating_add(stime))
 }
@@ -807,5 +811,26 @@ impl HostSamplerThread {
         rest.extend(self.rx.try_iter());
         let stats = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
         (ended, stats, rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_ticks;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn an_exited_process_has_no_ticks() {
+        let me = std::fs::File::open("/proc/self/stat").unwrap();
+        assert!(process_ticks(&me).is_some());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let stat = std::fs::File::open(format!("/proc/{}/stat", child.id())).unwrap();
+        // Not reaped yet: a zombie once it has exited.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while process_ticks(&stat).is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(process_ticks(&stat), None);
+        child.wait().unwrap();
     }
 }
