@@ -8,6 +8,7 @@
 
 mod cpu;
 pub mod export;
+mod seen;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -125,15 +126,24 @@ impl FrameKey {
     /// if `lines` is true (else 0). A native frame whose function is unknown is named by its
     /// address (`0x7f...`).
     pub fn new(frame: &Frame, lines: bool) -> FrameKey {
-        let name = match (&frame.qualname, frame.address) {
-            (Some(q), _) => q.clone(),
-            (None, Some(addr)) if frame.function.is_empty() => Arc::from(format!("{addr:#x}")),
-            (None, _) => frame.function.clone(),
+        let name = match (FrameKey::name_of(frame), frame.address) {
+            (Some(name), _) => name.clone(),
+            (None, addr) => Arc::from(format!("{:#x}", addr.unwrap_or_default())),
         };
         FrameKey {
             name,
             filename: frame.filename.clone(),
             line: if lines { frame.line } else { 0 },
+        }
+    }
+
+    /// The name a key of `frame` has: its qualified name, else its name; `None` for a native
+    /// frame whose function is unknown (named by its address).
+    fn name_of(frame: &Frame) -> Option<&Arc<str>> {
+        match (&frame.qualname, frame.address) {
+            (Some(q), _) => Some(q),
+            (None, Some(_)) if frame.function.is_empty() => None,
+            (None, _) => Some(&frame.function),
         }
     }
 }
@@ -242,6 +252,8 @@ pub struct Profile {
     options: ProfileOptions,
     frames: Vec<FrameKey>,
     frame_ids: HashMap<FrameKey, FrameId>,
+    /// `frame_ids`' fast path, by the identity of the frames' strings.
+    seen: seen::SeenFrames,
     threads: Vec<ThreadKey>,
     /// (pid, thread ident) → index in `threads` of its latest thread.
     thread_ids: HashMap<(i32, u64), u32>,
@@ -264,6 +276,7 @@ impl Profile {
             options,
             frames: Vec::new(),
             frame_ids: HashMap::new(),
+            seen: seen::SeenFrames::default(),
             threads: Vec::new(),
             thread_ids: HashMap::new(),
             unreadable: 0,
@@ -396,13 +409,25 @@ impl Profile {
     }
 
     fn frame_id(&mut self, f: &Frame) -> FrameId {
-        let key = FrameKey::new(f, self.options.lines);
-        if let Some(id) = self.frame_ids.get(&key) {
-            return *id;
+        let line = if self.options.lines { f.line } else { 0 };
+        let name = FrameKey::name_of(f);
+        if let Some(id) = name.and_then(|n| self.seen.get(n, &f.filename, line)) {
+            return id;
         }
-        let id = self.frames.len() as FrameId;
-        self.frames.push(key.clone());
-        self.frame_ids.insert(key, id);
+        let key = FrameKey::new(f, self.options.lines);
+        let id = match self.frame_ids.get(&key) {
+            Some(id) => *id,
+            None => {
+                let id = self.frames.len() as FrameId;
+                self.frames.push(key.clone());
+                self.frame_ids.insert(key, id);
+                id
+            }
+        };
+        if let Some(name) = name {
+            self.seen
+                .insert(name, &f.filename, line, id, self.frames.len());
+        }
         id
     }
 
