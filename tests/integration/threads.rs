@@ -618,11 +618,26 @@ fn stacks_of_threads_that_did_not_run_are_reused_and_only_those() {
                     ));
                 }
             }
-            for sample in 0..5 {
-                let options = SampleOptions::default().idle(true).names(true);
+            // Every thread, with its state read (so sleeping stacks can be reused), then as
+            // `record --idle` asks: nothing of `/proc`, which the sample reads anyway, to reuse
+            // stacks, as the target has more than a few threads.
+            for sample in 0..8 {
+                let options = match sample < 4 {
+                    true => SampleOptions::default().idle(true).names(true),
+                    false => SampleOptions::default()
+                        .idle(true)
+                        .active(false)
+                        .names(true),
+                };
                 let snapshot = session
                     .snapshot_with(&options)
                     .map_err(|e| format!("step {step}, sample {sample}: {e}"))?;
+                if snapshot.threads.len() < 10 {
+                    return Err(format!(
+                        "step {step}: {} threads, the target has 10",
+                        snapshot.threads.len()
+                    ));
+                }
                 let stepper = by_name(&snapshot, "stepper")
                     .ok_or_else(|| format!("step {step}: no stepper thread"))?;
                 let got: Vec<String> = stepper

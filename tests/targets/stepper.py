@@ -8,8 +8,9 @@ The "stepper" thread blocks reading a FIFO named "step" next to TRUTH_PATH (open
 so a writer never blocks); for each byte written to it, it takes the next step: returns from
 the functions it is in and calls a new chain of them, of another depth, then writes
 "step.json" next to TRUTH_PATH (its step number and its frames' function names, innermost
-first, from sys._getframe, and its OS thread id) and blocks again. The main thread sleeps
-throughout.
+first, from sys._getframe, and its OS thread id) and blocks again. The main thread and eight
+"sleeper" threads sleep throughout (enough threads that a sample of every thread reads their
+scheduler counters to reuse their stacks, even when it asks nothing else of /proc).
 """
 import json
 import os
@@ -18,6 +19,7 @@ import threading
 import time
 
 FOREVER = 3600
+SLEEPERS = 8
 SYS_GETTID = 186  # x86_64
 
 
@@ -73,6 +75,11 @@ def main(truth_path):
                          args=(fd, os.path.join(here, "step.json")))
     t.daemon = True
     t.start()
+    asleep = threading.Event()
+    for i in range(SLEEPERS):
+        s = threading.Thread(target=asleep.wait, name="sleeper-%d" % i)
+        s.daemon = True
+        s.start()
     while not os.path.exists(os.path.join(here, "step.json")):
         time.sleep(0.01)
     me = threading.current_thread()
