@@ -22,6 +22,9 @@ const PAGE: u64 = 4096;
 /// Largest merged range.
 const MAX_MERGED: u64 = 64 << 10;
 
+/// A batch buffer this large is kept between walks whatever the batch shrinks to.
+const KEPT_BUFFER: usize = 64 << 10;
+
 /// Most anchor ranges in a plan.
 const MAX_ANCHORS: usize = 1024;
 /// Longest anchor range.
@@ -226,10 +229,23 @@ pub struct Prefetched<'m, 'p, M: ?Sized> {
 impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
     /// Reads what `plan` says from `inner`, in one batch.
     pub fn new(inner: &'m M, plan: &'p PrefetchPlan) -> Self {
-        let mut bytes = vec![0u8; plan.total];
+        Prefetched::with_buffer(inner, plan, Vec::new())
+    }
+
+    /// [`Prefetched::new`], reading into `bytes`, the buffer of an earlier batch (see
+    /// [`Prefetched::into_parts`]), so a sample neither allocates nor clears one: bytes of a
+    /// range that could not be read are never served, whatever the buffer held there.
+    pub fn with_buffer(inner: &'m M, plan: &'p PrefetchPlan, mut bytes: Vec<u8>) -> Self {
+        if bytes.len() < plan.total {
+            bytes.resize(plan.total, 0);
+        } else if bytes.len() > plan.total.saturating_mul(4).max(KEPT_BUFFER) {
+            // A batch that shrank a lot does not keep its largest buffer.
+            bytes.truncate(plan.total);
+            bytes.shrink_to_fit();
+        }
         let mut ok = vec![false; plan.ranges.len()];
         if !plan.ranges.is_empty() {
-            inner.read_many(&plan.ranges, &mut bytes, &mut ok);
+            inner.read_many(&plan.ranges, &mut bytes[..plan.total], &mut ok);
         }
         Prefetched {
             inner,
@@ -244,6 +260,12 @@ impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
     /// This walk's reads, to plan the prefetch before the next one.
     pub fn into_log(self) -> Vec<(u64, usize)> {
         self.log.into_inner()
+    }
+
+    /// This walk's reads (see [`Prefetched::into_log`]) and the batch's buffer, for the next
+    /// batch to read into ([`Prefetched::with_buffer`]).
+    pub fn into_parts(self) -> (Vec<(u64, usize)>, Vec<u8>) {
+        (self.log.into_inner(), self.bytes)
     }
 
     /// How many reads this walk logged so far (to tell which ones a thread's walk made).
@@ -377,6 +399,33 @@ mod tests {
             self.calls.set(self.calls.get() + 1);
             self.inner.read_many(ranges, out, ok)
         }
+    }
+
+    /// A batch read into the last batch's buffer serves what it read now; a range it could not
+    /// read (unmapped since) goes to the target, never to the bytes the buffer still holds.
+    #[test]
+    fn a_reused_buffer_serves_only_what_this_batch_read() {
+        let mut img = MemoryImage::new();
+        img.add(0x1000, &[0u8; 64])
+            .put_u64(0x1000, 7)
+            .add(0x9000, &[0u8; 64])
+            .put_u64(0x9000, 5);
+        let empty = PrefetchPlan::default();
+        let first = Prefetched::new(&img, &empty);
+        assert_eq!(first.read_u64(0x1000).unwrap(), 7);
+        assert_eq!(first.read_u64(0x9000).unwrap(), 5);
+        let (log, _) = first.into_parts();
+        let plan = PrefetchPlan::new(common(log), Vec::new(), Vec::new());
+        let second = Prefetched::new(&img, &plan);
+        assert_eq!(second.read_u64(0x9000).unwrap(), 5);
+        let (_, buffer) = second.into_parts();
+        assert!(buffer.windows(8).any(|w| w == 5u64.to_le_bytes()));
+
+        let mut gone = MemoryImage::new();
+        gone.add(0x1000, &[0u8; 64]).put_u64(0x1000, 8);
+        let third = Prefetched::with_buffer(&gone, &plan, buffer);
+        assert_eq!(third.read_u64(0x1000).unwrap(), 8, "read now");
+        assert!(third.read_u64(0x9000).is_err(), "unmapped now: not last batch's 5");
     }
 
     #[test]

@@ -99,6 +99,8 @@ pub struct Walker {
     /// The small reads of the last walk, read again in one batch before the next (see
     /// [`Prefetched`]).
     prefetch: PrefetchPlan,
+    /// The last batch's buffer, read into again by the next one.
+    batch_buffer: Vec<u8>,
     /// What a walk reads beyond the stacks.
     extras: Extras,
     values: Values,
@@ -259,6 +261,7 @@ impl Walker {
             tstate_len,
             frame_len,
             prefetch: PrefetchPlan::default(),
+            batch_buffer: Vec::new(),
             extras: Extras::default(),
             values: Values::new(layout),
             locals: LocalsCache::default(),
@@ -367,7 +370,8 @@ impl Walker {
                 .collect();
             // The plan is taken out for the walk, which borrows the walker mutably.
             let plan = std::mem::take(&mut self.prefetch);
-            let prefetched = Prefetched::new(&budget, &plan);
+            let buffer = std::mem::take(&mut self.batch_buffer);
+            let prefetched = Prefetched::with_buffer(&budget, &plan, buffer);
             let result = self.walk_once(
                 &prefetched,
                 &budget,
@@ -376,7 +380,9 @@ impl Walker {
                 &done,
                 choose.as_deref_mut(),
             );
-            let log = self.owned(prefetched.into_log());
+            let (log, buffer) = prefetched.into_parts();
+            self.batch_buffer = buffer;
+            let log = self.owned(log);
             self.prefetch = plan;
             let anchors = std::mem::take(&mut self.anchors);
             let doubled = std::mem::take(&mut self.doubled);
