@@ -668,6 +668,7 @@ mod tests {
             exceptions: Default::default(),
             frame_error: None,
             cframe: 0,
+            frame_pending: false,
             datastack_chunk: 0,
             datastack_top: 0,
             unbatched: 0,

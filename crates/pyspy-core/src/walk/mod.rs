@@ -547,7 +547,9 @@ impl Walker {
         choose: Option<&mut C>,
     ) -> Result<Vec<Walked>> {
         let before = mem.unbatched_reads();
-        let threads = self.threads(mem, interp)?;
+        // With a choice to make, the innermost frames of 3.11/3.12 threads are read only for
+        // the threads walked.
+        let threads = self.thread_states(mem, interp, choose.is_none())?;
         // A list that is not the last snapshot's (a thread started or ended) may have been
         // read across a change: a thread state read while it was unlinked, freed or set up
         // anew at the same address ends the list early and silently leaves out every older
@@ -594,6 +596,8 @@ impl Walker {
                 _ => {}
             }
             places.push(None);
+            let mut t = t;
+            self.current_frame(mem, &mut t);
             threads_walked.push(t);
             owner_of.push(2 * place as Owner);
         }

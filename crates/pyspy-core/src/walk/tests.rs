@@ -705,3 +705,43 @@ fn chosen_threads_are_reused_or_left_out_without_reading_their_frames() {
         assert_eq!(names(&after[0].1), ["other", "f1"], "{v:?}");
     }
 }
+
+/// 3.11/3.12 find a thread's innermost frame through its `_PyCFrame` (on the thread's C
+/// stack, a page of its own): a thread left out is not read there.
+#[test]
+fn a_thread_left_out_is_not_read_past_its_thread_state() {
+    use super::Choice;
+    use crate::memory::MemoryExt;
+    let mut fake = Fake::new((3, 12));
+    let first = chain(&mut fake, &["f2", "f1"]);
+    fake.thread(&first);
+    fake.next += 1 << 20;
+    let second = chain(&mut fake, &["g2", "g1"]);
+    fake.thread(&second);
+    let interp = fake.interpreter();
+    let l = fake.l;
+    let cur = u64::from(l.cframe_current_frame.unwrap());
+    let word = |tstate: u64| fake.img.read_u64(tstate + u64::from(l.tstate_frame)).unwrap() + cur;
+    let (left_out, walked) = (word(fake.tstates[0]), word(fake.tstates[1]));
+    let mut walker = Walker::new(&l);
+    let out = walker
+        .walk_choosing(&fake.img, &interp, |threads: &[super::threads::RawThread]| {
+            assert!(threads.iter().all(|t| t.frame_pending && t.frame == 0));
+            vec![Choice::Omit, Choice::Walk { keep: false }]
+        })
+        .unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(names(&out[0].1), ["g2", "g1"]);
+    let read = |w: &Walker, at: u64| {
+        w.prefetch
+            .log()
+            .iter()
+            .any(|&(a, n, _)| a <= at && at < a + n as u64)
+    };
+    assert!(read(&walker, walked), "the walked thread's current frame is read");
+    assert!(!read(&walker, left_out), "the left-out thread's _PyCFrame was read");
+    // Without a choice, every thread's is.
+    let all = walker.walk(&fake.img, &interp).unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(read(&walker, left_out) && read(&walker, walked));
+}

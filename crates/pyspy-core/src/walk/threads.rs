@@ -49,6 +49,8 @@ pub struct RawThread {
     pub frame_error: Option<ThreadError>,
     /// 3.11/3.12: the `_PyCFrame` the innermost frame was read from (0 otherwise).
     pub cframe: u64,
+    /// 3.11/3.12: `frame` is not read yet (see [`Walker::current_frame`]).
+    pub frame_pending: bool,
     /// 3.11+: the newest data-stack chunk and `datastack_top` (0 if unknown).
     pub datastack_chunk: u64,
     pub datastack_top: u64,
@@ -63,6 +65,18 @@ impl Walker {
         &mut self,
         mem: &M,
         interp: &Interpreter,
+    ) -> Result<Vec<RawThread>> {
+        self.thread_states(mem, interp, true)
+    }
+
+    /// [`Walker::threads`]; without `current_frames`, 3.11/3.12 threads' innermost frames are
+    /// left to [`Walker::current_frame`] (each is one more read, in the `_PyCFrame` on the
+    /// thread's C stack, which a thread whose stack is not walked does not need).
+    pub(super) fn thread_states<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        interp: &Interpreter,
+        current_frames: bool,
     ) -> Result<Vec<RawThread>> {
         let l = &self.layout;
         let mut out = Vec::new();
@@ -98,7 +112,7 @@ impl Walker {
                 if n == MAX_THREADS || !self.visited.insert(tstate) {
                     return Err(Error::Corrupt("thread list is cyclic or too long"));
                 }
-                let (mut raw, next) = self.read_thread(mem, tstate)?;
+                let (mut raw, next) = self.read_thread(mem, tstate, current_frames)?;
                 raw.interp_id = interp_id;
                 if raw.interp != interp_addr {
                     return Err(Error::Corrupt(
@@ -128,8 +142,14 @@ impl Walker {
             .all(|((&(_, was), now), ok)| ok && field_u64(now, 0) == Some(was))
     }
 
-    /// One thread state, and the next one's address (`next`), from one read.
-    fn read_thread<M: Memory + ?Sized>(&self, mem: &M, addr: u64) -> Result<(RawThread, u64)> {
+    /// One thread state, and the next one's address (`next`), from one read; with
+    /// `current_frame`, and its innermost frame (see [`Walker::current_frame`]).
+    fn read_thread<M: Memory + ?Sized>(
+        &self,
+        mem: &M,
+        addr: u64,
+        current_frame: bool,
+    ) -> Result<(RawThread, u64)> {
         let l = &self.layout;
         let mut buf = [0u8; 1024];
         let buf = buf
@@ -139,16 +159,11 @@ impl Walker {
         mem.read(addr, buf)?;
         let field = |off: u32| field_u64(buf, off).ok_or(Error::Corrupt("thread state field"));
         let mut frame = field(l.tstate_frame)?;
-        let mut frame_error = None;
         let mut cframe = 0;
-        if let (Some(cur), true) = (l.cframe_current_frame, frame != 0) {
-            cframe = frame;
-            match mem.read_ptr_at(frame, cur) {
-                Ok(f) => frame = f,
-                Err(e) => (frame, frame_error) = (0, Some(ThreadError::Memory(e))),
-            }
+        if l.cframe_current_frame.is_some() && frame != 0 {
+            (cframe, frame) = (frame, 0);
         }
-        let raw = RawThread {
+        let mut raw = RawThread {
             addr,
             interp: field(l.tstate_interp)?,
             interp_id: None,
@@ -156,13 +171,36 @@ impl Walker {
             native_thread_id: l.tstate_native_thread_id.map(field).transpose()?,
             frame,
             exceptions: RawExceptions::parse(l, buf)?,
-            frame_error,
+            frame_error: None,
             cframe,
+            frame_pending: cframe != 0,
             datastack_chunk: l.tstate_datastack_chunk.map(field).transpose()?.unwrap_or(0),
             datastack_top: l.tstate_datastack_top.map(field).transpose()?.unwrap_or(0),
             unbatched: mem.unbatched_reads() - before,
         };
+        if current_frame {
+            self.current_frame(mem, &mut raw);
+        }
         Ok((raw, field(l.tstate_next)?))
+    }
+
+    /// 3.11/3.12: reads a thread's innermost frame from its `_PyCFrame`, if it was left for
+    /// later ([`RawThread::frame_pending`]); a `_PyCFrame` that cannot be read is the
+    /// thread's [`RawThread::frame_error`].
+    pub(super) fn current_frame<M: Memory + ?Sized>(&self, mem: &M, t: &mut RawThread) {
+        let Some(cur) = self.layout.cframe_current_frame else {
+            return;
+        };
+        if !t.frame_pending {
+            return;
+        }
+        t.frame_pending = false;
+        let before = mem.unbatched_reads();
+        match mem.read_ptr_at(t.cframe, cur) {
+            Ok(f) => t.frame = f,
+            Err(e) => (t.frame, t.frame_error) = (0, Some(ThreadError::Memory(e))),
+        }
+        t.unbatched += mem.unbatched_reads() - before;
     }
 
     /// The GIL of the interpreter at `interp_addr`, read once per interpreter and sample.
