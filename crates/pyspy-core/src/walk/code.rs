@@ -1,7 +1,7 @@
 //! Code objects: their names, file and line table, read once and cached by address.
 
 use crate::memory::addr_hash::AddrMap;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, OrCorrupt};
 use crate::attach::layout::Layout;
 use crate::walk::linetable::{line_ranges, LineRange};
 use crate::memory::{field_u64, offset, Memory, MemoryExt, ReadError, ReadErrorKind};
@@ -139,7 +139,7 @@ impl CodeCache {
         let mut header = [0u8; 256];
         let header = header
             .get_mut(..self.header_len)
-            .ok_or(Error::Corrupt("code object layout larger than expected"))?;
+            .or_corrupt("code object layout larger than expected")?;
         mem.read(self.header_at(addr)?, header)?;
         match self.cached(layout, addr, header)? {
             Some(info) => Ok(info),
@@ -244,7 +244,7 @@ impl CodeCache {
     fn field(&self, header: &[u8], off: u32) -> Result<u64> {
         off.checked_sub(self.header_start)
             .and_then(|at| field_u64(header, at))
-            .ok_or(Error::Corrupt("code field"))
+            .or_corrupt("code field")
     }
 
     /// The cached entry for `addr` if its fingerprint still matches `header`.

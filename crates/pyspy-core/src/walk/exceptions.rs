@@ -15,7 +15,7 @@
 
 use super::values::{Kind, ReprLimits, Values, TPFLAGS_BASE_EXC_SUBCLASS};
 use crate::attach::layout::Layout;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, OrCorrupt};
 use crate::memory::{field_u64, offset, Memory, MemoryExt};
 use crate::snapshot::ExceptionInfo;
 
@@ -42,7 +42,7 @@ impl RawExceptions {
         let get = |off: Option<u32>| -> Result<u64> {
             match off {
                 None => Ok(0),
-                Some(o) => field_u64(buf, o).ok_or(Error::Corrupt("thread state field")),
+                Some(o) => field_u64(buf, o).or_corrupt("thread state field"),
             }
         };
         Ok(RawExceptions {
@@ -102,7 +102,7 @@ fn handled<M: Memory + ?Sized>(
     };
     let previous_at = layout
         .stackitem_previous
-        .ok_or(Error::Corrupt("layout without previous_item"))?;
+        .or_corrupt("layout without previous_item")?;
     let mut item = raw.exc_info;
     for _ in 0..MAX_STACK_ITEMS {
         if item == 0 {

@@ -23,7 +23,7 @@ use super::opcodes::base_opcode;
 use super::threads::RawThread;
 use super::Walker;
 use crate::attach::layout::{FrameModel, Layout, LineTableFormat};
-use crate::error::{Error, Result, ThreadError};
+use crate::error::{Error, Result, ThreadError, OrCorrupt};
 use crate::memory::addr_hash::AddrSet;
 use crate::memory::{field_u32, field_u64, offset, Memory, MemoryExt};
 use crate::snapshot::Frame;
@@ -463,8 +463,8 @@ fn check_frame(l: &Layout, buf: &[u8], frame_type: &mut Option<u64>) -> Result<(
     if l.frames != FrameModel::FrameObject {
         return Ok(());
     }
-    let refcount = field_u64(buf, 0).ok_or(Error::Corrupt("frame field"))? as i64;
-    let ty = field_u64(buf, l.object_type).ok_or(Error::Corrupt("frame field"))?;
+    let refcount = field_u64(buf, 0).or_corrupt("frame field")? as i64;
+    let ty = field_u64(buf, l.object_type).or_corrupt("frame field")?;
     if refcount <= 0 {
         return Err(Error::Corrupt("a freed frame object in the chain"));
     }
@@ -617,14 +617,14 @@ impl DataStack {
             }
             let chunk = self.next;
             let field = |off: Option<u32>| -> Result<u64> {
-                let off = off.ok_or(Error::Corrupt("layout without data-stack chunks"))?;
+                let off = off.or_corrupt("layout without data-stack chunks")?;
                 Ok(mem.read_u64(offset(chunk, off.into())?)?)
             };
             let previous = field(l.chunk_previous)?;
             let size = field(l.chunk_size)?;
             let data = l
                 .chunk_data
-                .ok_or(Error::Corrupt("layout without data-stack chunks"))?;
+                .or_corrupt("layout without data-stack chunks")?;
             if size > MAX_CHUNK_SIZE || size < u64::from(data) {
                 return Err(Error::Corrupt("a data-stack chunk of implausible size"));
             }
@@ -665,7 +665,7 @@ fn instruction_offset<M: Memory + ?Sized>(
         FrameModel::InterpreterFrame => {
             let adaptive = l
                 .code_adaptive
-                .ok_or(Error::Corrupt("layout without co_code_adaptive"))?;
+                .or_corrupt("layout without co_code_adaptive")?;
             // A thread-local copy of the bytecode is as long as the code object's own.
             let start = match raw.tlbc_index {
                 0 => offset(raw.code, adaptive.into())?,

@@ -2,7 +2,7 @@
 
 use super::exceptions::RawExceptions;
 use super::{Interpreter, Walker};
-use crate::error::{Error, Result, ThreadError};
+use crate::error::{Error, Result, ThreadError, OrCorrupt};
 use crate::memory::{field_u64, offset, Memory, MemoryExt};
 
 /// Most interpreters (sub-interpreters) walked in one process.
@@ -154,10 +154,10 @@ impl Walker {
         let mut buf = [0u8; 1024];
         let buf = buf
             .get_mut(..self.tstate_len)
-            .ok_or(Error::Corrupt("thread state layout larger than expected"))?;
+            .or_corrupt("thread state layout larger than expected")?;
         let before = mem.unbatched_reads();
         mem.read(addr, buf)?;
-        let field = |off: u32| field_u64(buf, off).ok_or(Error::Corrupt("thread state field"));
+        let field = |off: u32| field_u64(buf, off).or_corrupt("thread state field");
         let mut frame = field(l.tstate_frame)?;
         let mut cframe = 0;
         if l.cframe_current_frame.is_some() && frame != 0 {
