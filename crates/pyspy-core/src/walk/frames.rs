@@ -30,6 +30,8 @@ use crate::snapshot::Frame;
 
 /// Most frames kept per thread: a deeper stack keeps its innermost and outermost halves.
 pub const MAX_FRAMES: usize = 65536;
+/// Most frames (and links) a raw stack kept for the next walk has room for.
+const SPARE_FRAMES: usize = 1024;
 /// Most frames followed per thread (links included). A chain longer than this keeps only its
 /// innermost [`MAX_FRAMES`]` / 2` frames: its bottom is not known.
 pub const MAX_WALKED: usize = 1 << 18;
@@ -88,6 +90,23 @@ pub(super) struct RawStack {
     pub(super) cut_entries: usize,
     /// Why the walk ended before the bottom of the stack.
     pub(super) error: Option<ThreadError>,
+}
+
+impl RawStack {
+    /// Empty, keeping its buffers.
+    fn clear(&mut self) {
+        self.frames.clear();
+        self.links.clear();
+        self.cut = None;
+        self.cut_entries = 0;
+        self.error = None;
+    }
+
+    /// Whether its buffers are small enough to keep for another walk (see
+    /// [`Walker::spare_stacks`](super::Walker)).
+    pub(super) fn worth_keeping(&self) -> bool {
+        self.frames.capacity() <= SPARE_FRAMES && self.links.capacity() <= SPARE_FRAMES
+    }
 }
 
 /// Frames and facts for one thread, after its code objects are resolved.
@@ -154,7 +173,8 @@ impl Walker {
         first: u64,
         thread: Option<&RawThread>,
     ) -> RawStack {
-        let mut out = RawStack::default();
+        let mut out = self.spare_stacks.pop().unwrap_or_default();
+        out.clear();
         let mut outer: VecDeque<RawFrame> = VecDeque::new();
         let mut left_out = false;
         let half = MAX_FRAMES / 2;
@@ -646,7 +666,8 @@ fn instruction_offset<M: Memory + ?Sized>(
     raw: &RawFrame,
     info: &CodeInfo,
 ) -> Result<Option<u32>> {
-    let outside = Error::Corrupt("an instruction outside its code object");
+    // Built where it is returned: an error made up front is dropped for every good frame.
+    let outside = || Error::Corrupt("an instruction outside its code object");
     match l.frames {
         FrameModel::FrameObject => {
             // 3.10 counts instructions (2 bytes each); earlier versions count bytes. A frame
@@ -658,7 +679,7 @@ fn instruction_offset<M: Memory + ?Sized>(
                 (n, _) => n as u64,
             };
             if offset >= info.code_len {
-                return Err(outside);
+                return Err(outside());
             }
             Ok(u32::try_from(offset).ok())
         }
@@ -675,7 +696,7 @@ fn instruction_offset<M: Memory + ?Sized>(
                 return Ok(None);
             };
             if rel >= info.code_len {
-                return Err(outside);
+                return Err(outside());
             }
             if Some(raw.owner) != l.owner_generator && rel < info.first_traceable {
                 return Ok(None);

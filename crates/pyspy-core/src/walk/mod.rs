@@ -75,6 +75,8 @@ const MAX_SETTLED: usize = 1024;
 
 /// Most bytes of names (and a little per frame) the stacks kept for [`Choice::Reuse`] hold.
 const MAX_KEPT_BYTES: usize = 4 << 20;
+/// Most raw stacks kept between walks for their buffers (see `Walker::spare_stacks`).
+const MAX_SPARE_STACKS: usize = 64;
 
 /// What a kept frame holds: its strings (which it may be the last to hold) and itself.
 fn frame_bytes(f: &Frame) -> usize {
@@ -101,6 +103,9 @@ pub struct Walker {
     prefetch: PrefetchPlan,
     /// The last batch's buffer, read into again by the next one.
     batch_buffer: Vec<u8>,
+    /// Raw stacks of the last walk, emptied by the next one to read its threads into (their
+    /// buffers reused rather than grown again frame by frame).
+    spare_stacks: Vec<RawStack>,
     /// What a walk reads beyond the stacks.
     extras: Extras,
     values: Values,
@@ -262,6 +267,7 @@ impl Walker {
             frame_len,
             prefetch: PrefetchPlan::default(),
             batch_buffer: Vec::new(),
+            spare_stacks: Vec::new(),
             extras: Extras::default(),
             values: Values::new(layout),
             locals: LocalsCache::default(),
@@ -708,6 +714,10 @@ impl Walker {
             raws.push(raw);
         }
         let resolved = self.resolve(mem, fresh, &raws);
+        // Their buffers serve the next walk's threads.
+        let room = MAX_SPARE_STACKS.saturating_sub(self.spare_stacks.len());
+        self.spare_stacks
+            .extend(raws.into_iter().filter(RawStack::worth_keeping).take(room));
         let replaced = self.codes_replaced(fresh);
         let mut gils: Vec<(u64, Gil)> = Vec::new();
         let mut out = Vec::with_capacity(threads.len());
