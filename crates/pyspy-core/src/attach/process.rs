@@ -443,6 +443,8 @@ pub struct ThreadStatReader {
     skipped: u64,
     /// Files of each kind kept open at most (see [`ThreadStatReader::MAX_OPEN`]).
     max_open: usize,
+    /// The thread ids the last [`ThreadStatReader::keep_only`] kept, as it was given them.
+    kept: Option<Vec<i32>>,
 }
 
 /// One `schedstat` line: nanoseconds on a CPU, nanoseconds waiting for one, times switched in.
@@ -472,6 +474,7 @@ impl ThreadStatReader {
             last_read: None,
             skipped: 0,
             max_open: open_files_allowed() / 4,
+            kept: None,
         }
     }
 
@@ -574,11 +577,17 @@ impl ThreadStatReader {
         Some(stat)
     }
 
-    /// Closes the files of every thread not in `tids`.
+    /// Closes the files of every thread not in `tids`. The same list as last time (the
+    /// common case, every sample) costs a comparison: the files opened since were opened for
+    /// these threads.
     pub fn keep_only(&mut self, tids: &[i32]) {
-        if self.open.is_empty() && self.open_sched.is_empty() {
+        if self.open.is_empty() && self.open_sched.is_empty() || self.kept.as_deref() == Some(tids)
+        {
             return;
         }
+        let kept = self.kept.get_or_insert_with(Vec::new);
+        kept.clear();
+        kept.extend_from_slice(tids);
         let mut keep: Vec<u64> = tids.iter().map(|t| key(*t)).collect();
         keep.sort_unstable();
         self.open.retain(|tid, _| keep.binary_search(tid).is_ok());
@@ -904,6 +913,23 @@ garbage line";
         assert_eq!(stats.read(tid), None);
         assert_eq!(stats.open_files(), 0);
         assert!(stats.read(me).is_some());
+        stats.keep_only(&[]);
+        assert_eq!(stats.open_files(), 0);
+    }
+
+    #[test]
+    fn keep_only_closes_the_files_of_threads_left_out_whatever_it_kept_before() {
+        let me = std::process::id() as i32;
+        let mut stats = ThreadStatReader::new(me);
+        assert!(stats.read(me).is_some());
+        stats.keep_only(&[me]);
+        stats.keep_only(&[me]);
+        assert_eq!(stats.open_files(), 1, "the same list again keeps its files");
+        stats.keep_only(&[me + 1]);
+        assert_eq!(stats.open_files(), 0, "another list closes what it leaves out");
+        assert!(stats.read(me).is_some());
+        stats.keep_only(&[me]);
+        assert_eq!(stats.open_files(), 1);
         stats.keep_only(&[]);
         assert_eq!(stats.open_files(), 0);
     }
