@@ -168,7 +168,7 @@ pub struct ThreadKey {
 /// Index of a frame in [`Profile::frames`].
 pub type FrameId = u32;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 struct StackKey {
     process: Option<u32>,
     thread: Option<u32>,
@@ -262,7 +262,11 @@ pub struct Profile {
     processes: Vec<Arc<ProcessDetails>>,
     process_ids: HashMap<i32, u32>,
     stacks: Vec<StackEntry>,
-    stack_ids: HashMap<StackKey, u32>,
+    /// Stack ids by their words: process and thread (each 0 when not kept apart, else its
+    /// id plus one), then the frame ids, root first.
+    stack_ids: HashMap<Box<[u32]>, u32>,
+    /// The buffer `stack_id` builds those words in.
+    stack_words: Vec<u32>,
     samples: u64,
     start: Option<SystemTime>,
     duration: Duration,
@@ -284,6 +288,7 @@ impl Profile {
             process_ids: HashMap::new(),
             stacks: Vec::new(),
             stack_ids: HashMap::new(),
+            stack_words: Vec::new(),
             samples: 0,
             start: None,
             duration: Duration::ZERO,
@@ -376,35 +381,41 @@ impl Profile {
         }
     }
 
-    /// The id of `thread`'s stack (under `process`), interned.
+    /// The id of `thread`'s stack (under `process`), interned. A stack seen before is found
+    /// without allocating: by its words (process, thread, frame ids) in a reused buffer.
     fn stack_id(&mut self, process: &Arc<ProcessDetails>, thread: &ThreadStack) -> u32 {
         let process_id = self.options.processes.then(|| self.process_id(process));
         let thread_id = self
             .options
             .threads
             .then(|| self.thread_id(process.pid, thread));
-        let frames: Box<[FrameId]> = thread
-            .frames
-            .iter()
-            .rev()
-            .map(|f| self.frame_id(f))
-            .collect();
-        let key = StackKey {
-            process: process_id,
-            thread: thread_id,
-            frames,
-        };
-        if let Some(id) = self.stack_ids.get(&key) {
-            return *id;
+        let mut words = std::mem::take(&mut self.stack_words);
+        words.clear();
+        // 0 for "not kept apart", else the id plus one.
+        words.push(process_id.map_or(0, |p| p + 1));
+        words.push(thread_id.map_or(0, |t| t + 1));
+        for f in thread.frames.iter().rev() {
+            words.push(self.frame_id(f));
         }
-        let id = self.stacks.len() as u32;
-        self.stacks.push(StackEntry {
-            key: key.clone(),
-            count: 0,
-            hits: 0,
-            time: 0,
-        });
-        self.stack_ids.insert(key, id);
+        let id = match self.stack_ids.get(words.as_slice()) {
+            Some(id) => *id,
+            None => {
+                let id = self.stacks.len() as u32;
+                self.stacks.push(StackEntry {
+                    key: StackKey {
+                        process: process_id,
+                        thread: thread_id,
+                        frames: words[2..].into(),
+                    },
+                    count: 0,
+                    hits: 0,
+                    time: 0,
+                });
+                self.stack_ids.insert(words.as_slice().into(), id);
+                id
+            }
+        };
+        self.stack_words = words;
         id
     }
 
