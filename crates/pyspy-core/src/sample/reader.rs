@@ -328,10 +328,12 @@ impl SnapshotReader {
                 // them with the first, not with the last walk's: nothing is reused then.
                 let mut calls = 0;
                 let walked = retry_torn(pid, live, || {
-                    walker.walk_choosing(mem, interp, |threads| {
+                    // The OS ids (≤3.10) are read through the walk's batch: read again in it
+                    // next time, not in a system call of their own.
+                    walker.walk_choosing(mem, interp, |threads, batch| {
                         calls += 1;
                         let reuse = calls == 1 && reuse_after == Some(extras);
-                        choose(threads, pid, mem, reuse, native_ids, files, options, &mut known_tids, &mut stats)
+                        choose(threads, pid, batch, reuse, native_ids, files, options, &mut known_tids, &mut stats)
                     })
                 })?;
                 if calls == 1 {

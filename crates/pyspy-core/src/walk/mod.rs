@@ -331,12 +331,13 @@ impl Walker {
         interp: &Interpreter,
     ) -> Result<Vec<(u64, ThreadStack)>> {
         self.kept.clear();
-        self.walk_inner(mem, interp, None::<&mut fn(&[RawThread]) -> Vec<Choice>>)
+        self.walk_inner(mem, interp, None::<&mut fn(&[RawThread], &dyn Memory) -> Vec<Choice>>)
     }
 
     /// [`Walker::walk`], with the caller choosing what to do with each thread once the thread
-    /// list is read: `choose` gets the list (once per snapshot) and returns a [`Choice`] per
-    /// thread, in its order (a thread it gives none for is walked). A sampler that knows which
+    /// list is read: `choose` gets the list (once per snapshot) and the memory the walk reads
+    /// through (reads made through it join the batch read at the start of the next walk), and
+    /// returns a [`Choice`] per thread, in its order (a thread it gives none for is walked). A sampler that knows which
     /// threads have not run since its last snapshot, or which it will not show, spares their
     /// frame reads. Omitted threads are not in the result; reused ones come back as the last
     /// walk read them.
@@ -344,12 +345,12 @@ impl Walker {
         &mut self,
         mem: &M,
         interp: &Interpreter,
-        mut choose: impl FnMut(&[RawThread]) -> Vec<Choice>,
+        mut choose: impl FnMut(&[RawThread], &dyn Memory) -> Vec<Choice>,
     ) -> Result<Vec<(u64, ThreadStack)>> {
         self.walk_inner(mem, interp, Some(&mut choose))
     }
 
-    fn walk_inner<M: Memory + ?Sized, C: FnMut(&[RawThread]) -> Vec<Choice>>(
+    fn walk_inner<M: Memory + ?Sized, C: FnMut(&[RawThread], &dyn Memory) -> Vec<Choice>>(
         &mut self,
         mem: &M,
         interp: &Interpreter,
@@ -543,7 +544,7 @@ impl Walker {
     ///
     /// Threads whose state is in `done` (read cleanly by an earlier attempt) are not walked:
     /// they come back as unclean placeholders, which [`Walker::merge`] replaces.
-    fn walk_once<M: Memory + ?Sized, C: FnMut(&[RawThread]) -> Vec<Choice>>(
+    fn walk_once<M: Memory + ?Sized, C: FnMut(&[RawThread], &dyn Memory) -> Vec<Choice>>(
         &mut self,
         mem: &Prefetched<'_, '_, Budget<'_, M>>,
         fresh: &Budget<'_, M>,
@@ -572,7 +573,7 @@ impl Walker {
             self.last_threads.extend(threads.iter().map(|t| t.addr));
         }
         if let (Some(choose), true) = (choose, self.chosen.is_empty()) {
-            let choices = choose(&threads);
+            let choices = choose(&threads, mem);
             self.chosen
                 .extend(threads.iter().zip(choices).map(|(t, c)| (t.addr, c)));
         }

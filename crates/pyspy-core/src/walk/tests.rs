@@ -628,7 +628,7 @@ fn chosen_threads_are_reused_or_left_out_without_reading_their_frames() {
         let interp = fake.interpreter();
         let l = fake.l;
         let mut walker = Walker::new(&l);
-        let all = |c: Choice| move |threads: &[super::threads::RawThread]| vec![c; threads.len()];
+        let all = |c: Choice| move |threads: &[super::threads::RawThread], _: &dyn Memory| vec![c; threads.len()];
         // Nothing to reuse yet: both are walked.
         let walked = walker.walk_choosing(&fake.img, &interp, all(Choice::Reuse)).unwrap();
         assert_eq!(names(&walked[0].1), ["f2", "f1"], "{v:?}");
@@ -664,7 +664,7 @@ fn chosen_threads_are_reused_or_left_out_without_reading_their_frames() {
         assert!(reused.iter().all(|(_, t)| t.error.is_none()), "{v:?}");
         // Left out: not in the result. Walked: read again (and now broken).
         let mixed = walker
-            .walk_choosing(&changed, &interp, |threads: &[super::threads::RawThread]| {
+            .walk_choosing(&changed, &interp, |threads: &[super::threads::RawThread], _: &dyn Memory| {
                 assert_eq!(threads.len(), 2);
                 vec![Choice::Omit, Choice::Walk { keep: true }]
             })
@@ -725,7 +725,7 @@ fn a_thread_left_out_is_not_read_past_its_thread_state() {
     let (left_out, walked) = (word(fake.tstates[0]), word(fake.tstates[1]));
     let mut walker = Walker::new(&l);
     let out = walker
-        .walk_choosing(&fake.img, &interp, |threads: &[super::threads::RawThread]| {
+        .walk_choosing(&fake.img, &interp, |threads: &[super::threads::RawThread], _: &dyn Memory| {
             assert!(threads.iter().all(|t| t.frame_pending && t.frame == 0));
             vec![Choice::Omit, Choice::Walk { keep: false }]
         })
