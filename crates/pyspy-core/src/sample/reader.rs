@@ -510,8 +510,8 @@ fn os_thread_ids(pid: i32, frozen: Option<&[FrozenThread]>) -> Vec<i32> {
 struct NativeIds {
     /// The offset of the OS thread id in the C library's thread descriptor, once found.
     tid_field: Option<u32>,
-    /// The process's OS thread ids as last listed; listed again only when a looked-up id is
-    /// not among them (a new thread), not every sample.
+    /// The process's OS thread ids as last listed, sorted; listed again only when a looked-up
+    /// id is not among them (a new thread), not every sample.
     known_tids: Vec<i32>,
 }
 
@@ -524,11 +524,17 @@ impl NativeIds {
         idents: &[u64],
         list: impl Fn() -> Vec<i32>,
     ) -> Vec<Option<u64>> {
+        // `tids` sorted (as `list` is kept): a binary search per thread, not a scan.
         let known = |tids: &[i32], found: &[Option<u64>]| -> Vec<Option<u64>> {
             found
                 .iter()
-                .map(|t| t.filter(|t| tids.iter().any(|x| i64::from(*x) == *t as i64)))
+                .map(|t| t.filter(|t| i32::try_from(*t).is_ok_and(|t| tids.binary_search(&t).is_ok())))
                 .collect()
+        };
+        let list = || {
+            let mut tids = list();
+            tids.sort_unstable();
+            tids
         };
         if let Some(field) = self.tid_field {
             let found = native_tid::lookup_many(mem, idents, field);
@@ -675,6 +681,38 @@ mod tests {
             datastack_top: 0,
             unbatched: 0,
         }
+    }
+
+    /// OS ids found in thread descriptors are checked against the process's threads, listed in
+    /// any order; an id not among them (a new thread) lists them again.
+    #[test]
+    fn native_ids_are_checked_against_the_listed_threads() {
+        let mut img = MemoryImage::new();
+        let (a, b) = (0x10_000u64, 0x20_000u64);
+        img.add(a, &[0u8; 2048]).add(b, &[0u8; 2048]);
+        img.put_u32(a + 720, 300).put_u32(b + 720, 7);
+        let mut ids = NativeIds::default();
+        let listed = std::cell::Cell::new(0);
+        let listed = &listed;
+        let list = |tids: Vec<i32>| {
+            move || {
+                listed.set(listed.get() + 1);
+                tids.clone()
+            }
+        };
+        let got = ids.lookup(&img, &[a, b], list(vec![900, 300, 7]));
+        assert_eq!(got, [Some(300), Some(7)]);
+        let got = ids.lookup(&img, &[a, b], list(vec![900, 300, 7]));
+        assert_eq!(got, [Some(300), Some(7)]);
+        assert_eq!(listed.get(), 1, "known ids are not listed again");
+        img.put_u32(b + 720, 8);
+        let got = ids.lookup(&img, &[a, b], list(vec![8, 300]));
+        assert_eq!(got, [Some(300), Some(8)], "a new thread: listed again");
+        let got = ids.lookup(&img, &[a, b], list(vec![300]));
+        assert_eq!(got, [Some(300), Some(8)], "still known");
+        img.put_u32(b + 720, 9);
+        let got = ids.lookup(&img, &[a, b], list(vec![300]));
+        assert_eq!(got[1], None, "not among the process's threads");
     }
 
     /// A sleeping thread's stack is reused from its second sample on; a spinning thread's
