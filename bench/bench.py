@@ -321,6 +321,8 @@ def main():
                     help="host: idle Python processes (default 50)")
     ap.add_argument("--host-seconds", type=int, default=40,
                     help="host: how long pyspy push --all runs (default 40, at least 20)")
+    ap.add_argument("--rounds", type=int,
+                    help="default: turns the three tools take in each target (default 3)")
     ap.add_argument("--pairs", type=int, help="slowdown: comparisons per kind (default 25, "
                     "quick 6); ~11 s each")
     args = ap.parse_args()
@@ -347,8 +349,8 @@ def main():
     if args.measure == "async":
         return measure_async(args.versions.split(","), seconds, args.out)
     if args.measure == "default":
-        return measure_default(args.versions.split(","), seconds, 2 if args.quick else 3,
-                               args.out)
+        rounds = args.rounds or (2 if args.quick else 3)
+        return measure_default(args.versions.split(","), seconds, rounds, args.out)
     if args.measure == "threads":
         return measure_threads(args.versions.split(","), [1, 10, 100, 1000], seconds, args.out)
     rows = []
@@ -599,7 +601,9 @@ def measure_default(versions, seconds, rounds, out):
     spinning, 4 idle), in each tool's default mode (idle threads left out: each reads every
     thread's scheduler state) and with --idle (every thread walked), next to the floor program
     (bench/floor.c: the wake-up, the stat reads, one 16 KiB memory read). The tools take turns
-    `rounds` times in one target; medians."""
+    `rounds` times in one target; medians. The ratio to the floor is the median of each
+    round's ratio (pyspy measured right after the floor), which the machine's drift between
+    rounds moves less than a ratio of medians."""
     tools = ("floor", "pyspy", "py-spy")
     lines = [
         "| Python | default: floor | pyspy | py-spy | pyspy / floor | py-spy / pyspy "
@@ -617,9 +621,11 @@ def measure_default(versions, seconds, rounds, out):
                         log("%s %s%s: %s per sample (%d samples)" % (
                             version, tool, " --idle" if idle else "", fmt_us(cps), n))
         m = dict((k, statistics.median(v)) for k, v in cost.items())
+        to_floor = statistics.median(
+            p / f for p, f in zip(cost[("pyspy", False)], cost[("floor", False)]))
         lines.append("| %s | %s | %s | %s | %.2f× | %.1f× | %s | %s | %s | %.1f× |" % (
             version, fmt_us(m[("floor", False)]), fmt_us(m[("pyspy", False)]),
-            fmt_us(m[("py-spy", False)]), m[("pyspy", False)] / m[("floor", False)],
+            fmt_us(m[("py-spy", False)]), to_floor,
             m[("py-spy", False)] / m[("pyspy", False)], fmt_us(m[("floor", True)]),
             fmt_us(m[("pyspy", True)]), fmt_us(m[("py-spy", True)]),
             m[("py-spy", True)] / m[("pyspy", True)]))
