@@ -7,6 +7,7 @@
 //! in tests and fuzzers.
 
 pub mod addr_hash;
+mod ahead;
 mod budget;
 pub mod core;
 #[cfg(any(test, feature = "internals"))]
@@ -16,6 +17,7 @@ mod prefetch;
 #[cfg(any(test, feature = "internals"))]
 pub mod recorded;
 
+pub use ahead::ReadAhead;
 pub use budget::Budget;
 #[cfg(any(test, feature = "internals"))]
 pub use image::MemoryImage;

@@ -7,9 +7,11 @@
 //! those bytes and sends the others to the target. The walk still follows the pointers it finds,
 //! so where the target changed it simply reads the new places: the result is what a walk
 //! without prefetching reads (from one instant, even), with one system call instead of dozens.
-//! Each walk's reads are logged to become the next walk's prefetch list.
+//! Each walk's reads are logged to become the next walk's prefetch list. Small reads that miss
+//! the batch are served from whole pages, each read once per walk ([`ReadAhead`]): a walk with
+//! no plan yet reads a thread's frames a page at a time rather than a frame at a time.
 
-use super::{Memory, ReadError};
+use super::{Memory, ReadAhead, ReadError};
 use crate::memory::addr_hash::AddrMap;
 use std::cell::{Cell, RefCell};
 
@@ -24,6 +26,11 @@ const MAX_MERGED: u64 = 64 << 10;
 
 /// A batch buffer this large is kept between walks whatever the batch shrinks to.
 const KEPT_BUFFER: usize = 64 << 10;
+
+/// Reads of a walk that miss its batch before the next ones are served from whole pages
+/// ([`ReadAhead`]): a warm walk misses a few (a busy thread's new frames) and reads them as
+/// asked; a cold one misses thousands.
+const MISSES_BEFORE_PAGES: u64 = 16;
 
 /// Most anchor ranges in a plan.
 const MAX_ANCHORS: usize = 1024;
@@ -224,6 +231,8 @@ pub struct Prefetched<'m, 'p, M: ?Sized> {
     log: RefCell<Vec<(u64, usize)>>,
     /// Reads (and ranges of batched reads) that were not in the prefetched batch.
     unbatched: Cell<u64>,
+    /// Whole pages around the reads that missed the batch.
+    ahead: ReadAhead<'m, M>,
 }
 
 impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
@@ -254,6 +263,7 @@ impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
             ok,
             log: RefCell::new(Vec::with_capacity(plan.log.len())),
             unbatched: Cell::new(0),
+            ahead: ReadAhead::new(inner),
         }
     }
 
@@ -325,6 +335,10 @@ impl<M: Memory + ?Sized> Memory for Prefetched<'_, '_, M> {
                 Ok(())
             }
             None => {
+                if self.unbatched.get() >= MISSES_BEFORE_PAGES && self.ahead.serve(addr, buf) {
+                    self.unbatched.set(self.unbatched.get() + 1);
+                    return Ok(());
+                }
                 // A read that fails brings no bytes of another moment.
                 let result = self.inner.read(addr, buf);
                 if result.is_ok() {
@@ -431,7 +445,7 @@ mod tests {
     #[test]
     fn the_second_walk_costs_one_call_and_sees_changes() {
         let mut img = MemoryImage::new();
-        img.add(0x1000, &[0u8; 64])
+        img.add(0x1000, &[0u8; 4096])
             .put_u64(0x1000, 7)
             .put_u64(0x1020, 9);
         let target = Counting {
@@ -465,6 +479,38 @@ mod tests {
         assert!(second.read_u64(0x1008).is_ok());
         assert_eq!(target.calls.get(), 3);
         assert_eq!(second.unbatched_reads(), 2, "each is a moment of its own");
+    }
+
+    /// A walk that misses its batch many times (a cold one) reads whole pages from then on;
+    /// where a page cannot be read whole, a miss is read as it was asked.
+    #[test]
+    fn many_misses_are_read_a_page_at_a_time() {
+        let mut img = MemoryImage::new();
+        img.add(0x1000, &[0u8; 4096]);
+        for i in 0..64u64 {
+            img.put_u64(0x1000 + 64 * i, i);
+        }
+        let target = Counting {
+            inner: &img,
+            calls: Cell::new(0),
+        };
+        let empty = PrefetchPlan::default();
+        let cold = Prefetched::new(&target, &empty);
+        for i in 0..64u64 {
+            assert_eq!(cold.read_u64(0x1000 + 64 * i).unwrap(), i);
+        }
+        let first = MISSES_BEFORE_PAGES as usize;
+        assert_eq!(target.calls.get(), first + 1, "then one page for the rest");
+        assert_eq!(cold.unbatched_reads(), 64, "each of another moment than a batch");
+
+        let mut small = MemoryImage::new();
+        small.add(0x1000, &[0u8; 1024]).put_u64(0x1008, 4);
+        let cold = Prefetched::new(&small, &empty);
+        for _ in 0..first {
+            assert_eq!(cold.read_u64(0x1000).unwrap(), 0);
+        }
+        assert_eq!(cold.read_u64(0x1008).unwrap(), 4, "read as asked");
+        assert!(cold.read_u64(0x9000).is_err());
     }
 
     #[test]
