@@ -4,7 +4,8 @@
 //! addresses that pyspy does not choose but that are not adversarial either: a hostile target
 //! could at worst make its own samples slower, which the walk's caps bound anyway. SipHash's
 //! protection buys nothing here and costs more than the rest of a cached sample, so addresses
-//! are hashed with one multiplication (Fibonacci hashing).
+//! are hashed with one multiplication (Fibonacci hashing). The profile's stack ids (slices of
+//! pyspy's own frame ids) use the same hasher, eight bytes per multiplication.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};

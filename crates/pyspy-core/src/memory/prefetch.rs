@@ -66,8 +66,13 @@ pub struct PrefetchPlan {
     /// For each range: where its second copy starts in the batch (doubled owners), and the
     /// index of that copy's range.
     second: Vec<Option<(usize, usize)>>,
-    /// Logged address → (index of its range, offset in the batch, length).
-    hits: AddrMap<(usize, usize, usize)>,
+    /// Logged address → (index of its range, offset in the batch, length, where it is first
+    /// in the log).
+    hits: AddrMap<(usize, usize, usize, usize)>,
+    /// The log's reads in its order, each with its address's entry in `hits` (length 0 if it
+    /// has none): a walk of an unchanged target reads in the same order, so the next read is
+    /// found by comparing one address rather than hashing it.
+    in_order: Vec<(u64, usize, usize, usize)>,
     /// The anchor ranges, sorted by address: address, length, offset in the batch, index of
     /// their range.
     anchor_at: Vec<(u64, usize, usize, usize)>,
@@ -168,11 +173,22 @@ impl PrefetchPlan {
             }
             let (index, base) = merged_at[m];
             let at = base + (addr - merged[m].1) as usize;
-            let longest = hits.entry(addr).or_insert((index, at, len));
+            let longest = hits.entry(addr).or_insert((index, at, len, usize::MAX));
             if longest.2 < len {
-                *longest = (index, at, len);
+                (longest.0, longest.1, longest.2) = (index, at, len);
             }
         }
+        let in_order = log
+            .iter()
+            .enumerate()
+            .map(|(i, &(addr, _, _))| match hits.get_mut(&addr) {
+                Some(hit) => {
+                    hit.3 = hit.3.min(i);
+                    (addr, hit.0, hit.1, hit.2)
+                }
+                None => (addr, 0, 0, 0),
+            })
+            .collect();
         PrefetchPlan {
             log,
             anchors,
@@ -180,6 +196,7 @@ impl PrefetchPlan {
             ranges,
             second,
             hits,
+            in_order,
             anchor_at,
             total: offset,
         }
@@ -233,6 +250,8 @@ pub struct Prefetched<'m, 'p, M: ?Sized> {
     unbatched: Cell<u64>,
     /// Whole pages around the reads that missed the batch.
     ahead: ReadAhead<'m, M>,
+    /// Where in the plan's log the next read is expected (see `PrefetchPlan::in_order`).
+    cursor: Cell<usize>,
 }
 
 impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
@@ -264,6 +283,7 @@ impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
             log: RefCell::new(Vec::with_capacity(plan.log.len())),
             unbatched: Cell::new(0),
             ahead: ReadAhead::new(inner),
+            cursor: Cell::new(0),
         }
     }
 
@@ -311,7 +331,7 @@ impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
     /// [`PrefetchPlan`]): what the walk read, and the same bytes read right after. `None` if
     /// the read was not in the batch, not doubled, or a copy could not be read.
     pub fn copies(&self, addr: u64, len: usize) -> Option<(&[u8], &[u8])> {
-        let &(range, at, have) = self.plan.hits.get(&addr)?;
+        let &(range, at, have, _) = self.plan.hits.get(&addr)?;
         let (gap, second) = (*self.plan.second.get(range)?)?;
         if have < len || !self.ok[range] || !*self.ok.get(second)? {
             return None;
@@ -321,8 +341,19 @@ impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
 
     /// The prefetched bytes for a read, if there are enough of them.
     fn hit(&self, addr: u64, len: usize) -> Option<&[u8]> {
-        let &(range, at, have) = self.plan.hits.get(&addr)?;
-        (self.ok[range] && have >= len).then(|| &self.bytes[at..at + len])
+        let next = self.cursor.get();
+        let (range, at, have) = match self.plan.in_order.get(next) {
+            Some(&(a, range, at, have)) if a == addr => {
+                self.cursor.set(next + 1);
+                (range, at, have)
+            }
+            _ => {
+                let &(range, at, have, first) = self.plan.hits.get(&addr)?;
+                self.cursor.set(first.saturating_add(1));
+                (range, at, have)
+            }
+        };
+        (have >= len && self.ok[range]).then(|| &self.bytes[at..at + len])
     }
 }
 
@@ -511,6 +542,34 @@ mod tests {
         }
         assert_eq!(cold.read_u64(0x1008).unwrap(), 4, "read as asked");
         assert!(cold.read_u64(0x9000).is_err());
+    }
+
+    /// The next read is looked for where the log had it first; reads in another order, of
+    /// another length or repeated are served (or missed) exactly as a lookup by address would.
+    #[test]
+    fn reads_in_any_order_are_served_from_their_own_bytes() {
+        let mut img = MemoryImage::new();
+        img.add(0x1000, &[0u8; 64])
+            .put_u64(0x1000, 1)
+            .put_u64(0x1010, 2)
+            .put_u64(0x1020, 3);
+        let log = vec![(0x1000, 8), (0x1010, 8), (0x1020, 16), (0x1010, 8)];
+        let plan = PrefetchPlan::new(common(log), Vec::new(), Vec::new());
+        let target = Counting {
+            inner: &img,
+            calls: Cell::new(0),
+        };
+        let pre = Prefetched::new(&target, &plan);
+        assert_eq!(pre.read_u64(0x1010).unwrap(), 2, "out of order");
+        assert_eq!(pre.read_u64(0x1000).unwrap(), 1, "back to the start");
+        assert_eq!(pre.read_u64(0x1010).unwrap(), 2, "in order again");
+        assert_eq!(pre.read_array::<16>(0x1020).unwrap()[0], 3);
+        assert_eq!(pre.read_u64(0x1010).unwrap(), 2, "repeated");
+        assert_eq!(pre.read_u64(0x1000).unwrap(), 1);
+        assert_eq!(target.calls.get(), 1, "all from the batch");
+        assert!(pre.read_array::<16>(0x1000).is_ok(), "longer than logged: a miss");
+        assert_eq!(pre.read_u64(0x1030).unwrap(), 0, "not logged: a miss");
+        assert_eq!(pre.unbatched_reads(), 2);
     }
 
     #[test]

@@ -126,6 +126,10 @@ pub(crate) struct SnapshotReader {
     reuse_after: Option<Extras>,
     /// How many threads the last sample walked or reused.
     last_threads: usize,
+    /// The last sample's scheduler facts by OS thread id, and OS thread ids by ident: emptied
+    /// and filled again by each sample (kept only for their memory).
+    sched: AddrMap<Sched>,
+    tids: AddrMap<u64>,
     /// The threads' `/proc` stat files, kept open between samples; made at the first sample.
     stat_files: Option<ThreadStatReader>,
     /// A core's threads (from its `NT_PRSTATUS` notes): the process is gone, so there is no
@@ -160,6 +164,8 @@ impl SnapshotReader {
             native_ids: NativeIds::default(),
             reuse_after: None,
             last_threads: 0,
+            sched: AddrMap::default(),
+            tids: AddrMap::default(),
             stat_files: None,
             frozen: None,
             interpreter_binary: interpreter_binary.to_string(),
@@ -241,8 +247,10 @@ impl SnapshotReader {
                     .into(),
             });
         }
-        let mut stats: AddrMap<Sched> = AddrMap::default();
-        let mut known_tids: AddrMap<u64> = AddrMap::default();
+        let mut stats = std::mem::take(&mut self.sched);
+        let mut known_tids = std::mem::take(&mut self.tids);
+        stats.clear();
+        known_tids.clear();
         let mut native_stacks = HashMap::new();
         let mut guard = None;
         if options.pause && live {
@@ -474,6 +482,7 @@ impl SnapshotReader {
                 t.active = None;
             }
         }
+        (self.sched, self.tids) = (stats, known_tids);
         Ok(threads)
     }
 

@@ -329,18 +329,16 @@ impl Walker {
                 }
                 if let Ok(at) = addrs.binary_search(&raw.code) {
                     r.new_codes |= !created.is_empty() && created.contains(&raw.code);
-                    let frame = match &infos[at] {
-                        Ok(Some(info)) => self.resolve_one(mem, &l, raw, info, extras),
-                        Ok(None) => Ok(None), // not a code object
+                    let resolved = match &infos[at] {
+                        Ok(Some(info)) => {
+                            self.resolve_one(mem, &l, raw, info, extras, &mut r.frames)
+                        }
+                        Ok(None) => Ok(()), // not a code object
                         Err(e) => Err(ThreadError::of(e)),
                     };
-                    match frame {
-                        Ok(Some(frame)) => r.frames.push(frame),
-                        Ok(None) => {}
-                        Err(e) => {
-                            r.error = Some(e);
-                            break;
-                        }
+                    if let Err(e) = resolved {
+                        r.error = Some(e);
+                        break;
                     }
                 }
                 if raw.entry {
@@ -360,9 +358,10 @@ impl Walker {
         out
     }
 
-    /// The frame a raw frame shows, if it is a code object's frame that has started, with
-    /// the positions and locals `extras` ask for. Fails if its code object could not be read
-    /// or its instruction is not in its code.
+    /// Pushes onto `out` the frame a raw frame shows, if it is a code object's frame that has
+    /// started, with the positions and locals `extras` ask for (built in place: a frame is
+    /// not small). Fails if its code object could not be read or its instruction is not in
+    /// its code.
     fn resolve_one<M: Memory + ?Sized>(
         &mut self,
         mem: &M,
@@ -370,10 +369,11 @@ impl Walker {
         raw: &RawFrame,
         info: &std::sync::Arc<CodeInfo>,
         extras: super::Extras,
-    ) -> Result<Option<Frame>, ThreadError> {
+        out: &mut Vec<Frame>,
+    ) -> Result<(), ThreadError> {
         let offset = match instruction_offset(mem, l, raw, info) {
             Ok(Some(offset)) => offset,
-            Ok(None) => return Ok(None),
+            Ok(None) => return Ok(()),
             Err(e) => return Err(ThreadError::of(&e)),
         };
         // An instruction without a line (a module's `RESUME` on 3.12+, caught as the module
@@ -383,12 +383,15 @@ impl Walker {
             0 => info.first_line,
             n => n,
         };
-        let mut frame = Frame::new(
+        out.push(Frame::new(
             info.name.clone(),
             info.qualname.clone(),
             info.filename.clone(),
             line,
-        );
+        ));
+        let Some(frame) = out.last_mut() else {
+            return Ok(());
+        };
         if extras.positions && l.line_table == LineTableFormat::Locations {
             if let Some(p) = position_for_offset(&info.linetable, info.first_line, offset) {
                 frame.end_line = p.end_line;
@@ -409,7 +412,7 @@ impl Walker {
                 .read(mem, l, &mut self.values, limits, raw.addr, raw.code, info)
                 .unwrap_or_default();
         }
-        Ok(Some(frame))
+        Ok(())
     }
 }
 
