@@ -368,13 +368,24 @@ impl ThreadStat {
     /// Parses a stat line. The command name can hold spaces and parentheses: fields are counted
     /// after the last ')'.
     pub fn parse(text: &str) -> Option<ThreadStat> {
-        let state = stat_state(text)?;
-        let after = &text[text.rfind(')')? + 1..];
-        let mut fields = after.split_ascii_whitespace();
+        ThreadStat::parse_bytes(text.as_bytes())
+    }
+
+    /// [`ThreadStat::parse`] of the bytes a `pread` gave: the command name (between the first
+    /// '(' and the last ')') may be any bytes; what follows is ASCII.
+    fn parse_bytes(line: &[u8]) -> Option<ThreadStat> {
+        // The name is at most 15 bytes (`TASK_COMM_LEN`) after a pid of at most 10 digits, and
+        // no later field holds a ')': its last ')' is within the first 64 bytes.
+        let head = &line[..line.len().min(64)];
+        let close = head.iter().rposition(|&b| b == b')')?;
+        let mut fields = line[close + 1..]
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|f| !f.is_empty());
         // After ')': state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
         // cmajflt utime(14) stime(15).
-        let utime: u64 = fields.nth(11)?.parse().ok()?;
-        let stime: u64 = fields.next()?.parse().ok()?;
+        let state = char::from(*fields.next()?.first()?);
+        let utime = parse_decimal(fields.nth(10)?)?;
+        let stime = parse_decimal(fields.next()?)?;
         Some(ThreadStat {
             state,
             cpu_ticks: utime.saturating_add(stime),
@@ -643,7 +654,7 @@ fn read_line_at_start(file: &std::fs::File) -> Option<ThreadStat> {
     if n == 0 || n == buf.len() {
         return None;
     }
-    ThreadStat::parse(std::str::from_utf8(&buf[..n]).ok()?)
+    ThreadStat::parse_bytes(&buf[..n])
 }
 
 /// One `pread` of a schedstat line.
@@ -651,19 +662,35 @@ fn read_schedstat_at_start(file: &std::fs::File) -> Option<SchedCounters> {
     use std::os::unix::fs::FileExt;
     let mut buf = [0u8; 96];
     let n = file.read_at(&mut buf, 0).ok()?;
-    parse_schedstat(std::str::from_utf8(&buf[..n]).ok()?)
+    parse_schedstat(&buf[..n])
 }
 
 /// A schedstat line: `run_ns wait_ns switches`.
-fn parse_schedstat(text: &str) -> Option<SchedCounters> {
-    let mut fields = text.split_ascii_whitespace();
-    let run_ns = fields.next()?.parse().ok()?;
-    let wait_ns = fields.next()?.parse().ok()?;
-    let switches = fields.next()?.parse().ok()?; // a line cut short is not a schedstat line
+fn parse_schedstat(line: &[u8]) -> Option<SchedCounters> {
+    let mut fields = line
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty());
+    let run_ns = parse_decimal(fields.next()?)?;
+    let wait_ns = parse_decimal(fields.next()?)?;
+    let switches = parse_decimal(fields.next()?)?; // a line cut short is not a schedstat line
     Some(SchedCounters {
         run_ns,
         wait_ns,
         switches,
+    })
+}
+
+/// An unsigned decimal number, every byte a digit; `None` if not one or past `u64::MAX`.
+fn parse_decimal(field: &[u8]) -> Option<u64> {
+    if field.is_empty() {
+        return None;
+    }
+    field.iter().try_fold(0u64, |n, &b| {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(digit))
     })
 }
 
@@ -872,6 +899,13 @@ garbage line";
         assert_eq!(stat.cpu_ticks, 333);
         assert!(!stat.is_active());
         assert!(ThreadStat::parse("1234 (x").is_none());
+        // Any bytes in the name; negative fields (no terminal) before the times.
+        let raw = b"7 (\xff\xfe)) R 1 7 7 0 -1 4194560 120 0 0 0 5 6 0 0 20 0 1 0\n";
+        let stat = ThreadStat::parse_bytes(raw).unwrap();
+        assert_eq!((stat.state, stat.cpu_ticks), ('R', 11));
+        assert!(stat.is_active());
+        assert!(ThreadStat::parse_bytes(b"7 (x) R 1 7 7 0 -1 4 120 0 0 0 5").is_none());
+        assert!(ThreadStat::parse_bytes(b"7 (x) R 1 7 7 0 -1 4 120 0 0 0 x 6").is_none());
     }
 
     #[test]
@@ -1036,15 +1070,25 @@ garbage line";
     #[test]
     fn schedstat_lines() {
         assert_eq!(
-            parse_schedstat("213153398 493569026 116\n"),
+            parse_schedstat(b"213153398 493569026 116\n"),
             Some(SchedCounters {
                 run_ns: 213_153_398,
                 wait_ns: 493_569_026,
                 switches: 116
             })
         );
-        assert_eq!(parse_schedstat("12 34"), None, "cut short");
-        assert_eq!(parse_schedstat("x 1 2"), None);
+        assert_eq!(parse_schedstat(b"12 34"), None, "cut short");
+        assert_eq!(parse_schedstat(b"x 1 2"), None);
+        assert_eq!(parse_schedstat(b"1 -2 3"), None);
+        assert_eq!(parse_schedstat(b"18446744073709551616 1 2"), None, "past u64");
+        assert_eq!(
+            parse_schedstat(b"18446744073709551615  0\t7"),
+            Some(SchedCounters {
+                run_ns: u64::MAX,
+                wait_ns: 0,
+                switches: 7
+            })
+        );
     }
 
     #[test]

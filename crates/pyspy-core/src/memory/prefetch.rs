@@ -339,6 +339,12 @@ impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
         Some((&self.bytes[at..at + len], &self.bytes[at + gap..at + gap + len]))
     }
 
+    /// Whether the plan reads any owner's reads twice (see [`Prefetched::copies`]): when not,
+    /// no read has a second copy, and there is nothing to look up.
+    pub fn doubles_any(&self) -> bool {
+        !self.plan.doubled.is_empty()
+    }
+
     /// The prefetched bytes for a read, if there are enough of them.
     fn hit(&self, addr: u64, len: usize) -> Option<&[u8]> {
         let next = self.cursor.get();

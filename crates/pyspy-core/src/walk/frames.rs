@@ -362,6 +362,9 @@ impl Walker {
     /// started, with the positions and locals `extras` ask for (built in place: a frame is
     /// not small). Fails if its code object could not be read or its instruction is not in
     /// its code.
+    // Run once per frame: inlined (as the other per-frame steps here), their calls and the
+    // moves of their results cost about as much as their work (callgrind, 3.12: -10 %).
+    #[inline(always)]
     fn resolve_one<M: Memory + ?Sized>(
         &mut self,
         mem: &M,
@@ -501,6 +504,7 @@ fn check_frame(l: &Layout, buf: &[u8], frame_type: &mut Option<u64>) -> Result<(
 /// and whether it is an entry frame the C stack or the interpreter owns (3.12+: it marks
 /// where an eval-loop call began). 3.11+ frames owned by the C stack or the interpreter, and
 /// frames with no code, are links only.
+#[inline(always)]
 pub(super) fn parse_frame(
     l: &Layout,
     addr: u64,
@@ -602,6 +606,7 @@ impl DataStack {
     }
 
     /// Checks that `raw`, `len` bytes read, lies where the thread's next frame may be.
+    #[inline(always)]
     fn check<M: Memory + ?Sized>(
         &mut self,
         mem: &M,
@@ -663,6 +668,7 @@ impl DataStack {
 /// prologue before `_co_firsttraceable`, except in generators). An offset past the end of the
 /// code is an error: the frame's code object and instruction pointer are of two moments, or
 /// corrupt.
+#[inline(always)]
 fn instruction_offset<M: Memory + ?Sized>(
     mem: &M,
     l: &Layout,

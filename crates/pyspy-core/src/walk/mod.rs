@@ -479,20 +479,25 @@ impl Walker {
     /// A walk's log with each read's owner: the thread whose frames (or `cframe` word) it read,
     /// else [`COMMON`].
     fn owned(&mut self, log: Vec<(u64, usize)>) -> Vec<(u64, usize, Owner)> {
-        let mut owners = vec![COMMON; log.len()];
+        let mut out: Vec<(u64, usize, Owner)> =
+            log.into_iter().map(|(addr, len)| (addr, len, COMMON)).collect();
+        // Only busy threads have segments and pointer reads of their own: a quiet target's
+        // reads are all common, with nothing to look up.
+        let logged = out.len();
         for &(from, to, owner) in &self.segments {
-            if let Some(slots) = owners.get_mut(from..to.min(log.len())) {
-                slots.fill(owner);
+            if let Some(slots) = out.get_mut(from..to.min(logged)) {
+                slots.iter_mut().for_each(|slot| slot.2 = owner);
             }
         }
-        let out = log
-            .into_iter()
-            .zip(owners)
-            .map(|((addr, len), owner)| match self.owned_reads.get(&addr) {
-                Some(&(l, o)) if l == len => (addr, len, o),
-                _ => (addr, len, owner),
-            })
-            .collect();
+        if !self.owned_reads.is_empty() {
+            for slot in out.iter_mut() {
+                if let Some(&(len, owner)) = self.owned_reads.get(&slot.0) {
+                    if len == slot.1 {
+                        slot.2 = owner;
+                    }
+                }
+            }
+        }
         self.segments.clear();
         self.owned_reads.clear();
         out
@@ -679,17 +684,16 @@ impl Walker {
             }
             // Against the second copy of a doubled thread's frames (and of the frames that
             // link them, which mark where an eval-loop call began): did it change meanwhile?
-            let changed = raw
-                .frames
-                .iter()
-                .enumerate()
-                .map(|(i, f)| (f.addr, i == 0))
-                .chain(raw.links.iter().map(|link| (link.addr, true)))
-                .any(|(addr, innermost)| {
-                    mem.copies(addr, self.frame_len)
-                        .and_then(|(a, b)| frames::frame_changed(&l, a, b, innermost))
-                        .unwrap_or(false)
-                });
+            let second_copy_differs = |(addr, innermost): (u64, bool)| {
+                mem.copies(addr, self.frame_len)
+                    .and_then(|(a, b)| frames::frame_changed(&l, a, b, innermost))
+                    .unwrap_or(false)
+            };
+            let changed = mem.doubles_any()
+                && (raw.frames.iter().enumerate())
+                    .map(|(i, f)| (f.addr, i == 0))
+                    .chain(raw.links.iter().map(|link| (link.addr, true)))
+                    .any(second_copy_differs);
             let unbatched = t.unbatched + (mem.unbatched_reads() - before);
             // Read across several moments: accepted if all of it still holds, read again.
             let held = || !moved && !changed && self.still_holds(fresh, t, &raw);

@@ -29,7 +29,9 @@ use crate::memory::{Memory, MemoryExt, ReadAhead};
 use crate::walk::objects::dict::dict_entries;
 use crate::walk::objects::{Objects, StrKey};
 use crate::walk::strings::read_str;
+use crate::memory::addr_hash::AddrHasher;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -85,9 +87,12 @@ struct InterpKeys {
 pub struct ThreadNames {
     objects: Objects,
     /// `Some(name)` once found; `None` after a lookup that did not find it.
-    names: HashMap<NameKey, Option<Arc<str>>>,
+    names: HashMap<NameKey, Option<Arc<str>>, BuildHasherDefault<AddrHasher>>,
     /// The thread set of the last call, sorted.
     last: Vec<NameKey>,
+    /// The threads of the last call as given (the same list, sample after sample, is
+    /// answered without sorting it again).
+    last_given: Vec<NameKey>,
     keys: Vec<InterpKeys>,
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -98,7 +103,8 @@ impl ThreadNames {
     pub fn new(layout: &Layout) -> ThreadNames {
         ThreadNames {
             objects: Objects::new(layout),
-            names: HashMap::new(),
+            names: HashMap::default(),
+            last_given: Vec::new(),
             last: Vec::new(),
             keys: Vec::new(),
             retry_at: None,
@@ -119,6 +125,17 @@ impl ThreadNames {
         threads: &[NameKey],
         modules: impl Fn(u64) -> Result<u64>,
     ) -> Vec<Option<Arc<str>>> {
+        // Every name of the last call's threads was found (nothing to retry): the same threads
+        // have the same names.
+        if self.retry_at.is_none() && threads == self.last_given.as_slice() {
+            self.stats.cached += 1;
+            return threads
+                .iter()
+                .map(|k| self.names.get(k).cloned().flatten())
+                .collect();
+        }
+        self.last_given.clear();
+        self.last_given.extend_from_slice(threads);
         let mut set = threads.to_vec();
         set.sort_unstable();
         set.dedup();
