@@ -303,6 +303,7 @@ impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
         self.log.borrow().len()
     }
 
+    #[inline(always)]
     fn note(&self, addr: u64, len: usize) {
         let mut log = self.log.borrow_mut();
         if len <= MAX_LOGGED_READ && log.len() < MAX_LOGGED {
@@ -346,6 +347,7 @@ impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
     }
 
     /// The prefetched bytes for a read, if there are enough of them.
+    #[inline(always)]
     fn hit(&self, addr: u64, len: usize) -> Option<&[u8]> {
         let next = self.cursor.get();
         let (range, at, have) = match self.plan.in_order.get(next) {
@@ -364,6 +366,8 @@ impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
 }
 
 impl<M: Memory + ?Sized> Memory for Prefetched<'_, '_, M> {
+    // Inlined with `note` and `hit`: a walk's every read of a frame or thread state comes here.
+    #[inline(always)]
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         self.note(addr, buf.len());
         match self.hit(addr, buf.len()) {
