@@ -119,21 +119,9 @@ impl<M: Memory + ?Sized> Memory for ReadAhead<'_, M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::image::Counting;
     use crate::memory::{MemoryExt, MemoryImage};
     use std::cell::Cell;
-
-    /// Counts the reads that reach the target.
-    struct Counting<'a> {
-        inner: &'a MemoryImage,
-        calls: Cell<usize>,
-    }
-
-    impl Memory for Counting<'_> {
-        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-            self.calls.set(self.calls.get() + 1);
-            self.inner.read(addr, buf)
-        }
-    }
 
     #[test]
     fn short_reads_of_one_page_cost_one_read() {

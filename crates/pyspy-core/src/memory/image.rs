@@ -54,6 +54,27 @@ impl Memory for MemoryImage {
     }
 }
 
+/// An image that counts the calls reaching it (a `read_many` is one call): tests of what a
+/// batch or a cache saves.
+#[cfg(test)]
+pub(crate) struct Counting<'a> {
+    pub(crate) inner: &'a MemoryImage,
+    pub(crate) calls: std::cell::Cell<usize>,
+}
+
+#[cfg(test)]
+impl Memory for Counting<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        self.calls.set(self.calls.get() + 1);
+        self.inner.read(addr, buf)
+    }
+
+    fn read_many(&self, ranges: &[(u64, usize)], out: &mut [u8], ok: &mut [bool]) {
+        self.calls.set(self.calls.get() + 1);
+        self.inner.read_many(ranges, out, ok)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

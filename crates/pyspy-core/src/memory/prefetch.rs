@@ -436,25 +436,8 @@ impl<M: Memory + ?Sized> Memory for Prefetched<'_, '_, M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::image::Counting;
     use crate::memory::{MemoryExt, MemoryImage};
-
-    /// Counts the calls that reach the target.
-    struct Counting<'a> {
-        inner: &'a MemoryImage,
-        calls: Cell<usize>,
-    }
-
-    impl Memory for Counting<'_> {
-        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-            self.calls.set(self.calls.get() + 1);
-            self.inner.read(addr, buf)
-        }
-
-        fn read_many(&self, ranges: &[(u64, usize)], out: &mut [u8], ok: &mut [bool]) {
-            self.calls.set(self.calls.get() + 1);
-            self.inner.read_many(ranges, out, ok)
-        }
-    }
 
     /// A batch read into the last batch's buffer serves what it read now; a range it could not
     /// read (unmapped since) goes to the target, never to the bytes the buffer still holds.
