@@ -16,6 +16,7 @@ use pyspy_tests::{for_every_interpreter, Interpreter, Target};
 const STATES: &str = include_str!("../targets/thread_states.py");
 const CHURN: &str = include_str!("../targets/thread_churn.py");
 const SUBINTERPRETERS: &str = include_str!("../targets/subinterpreters.py");
+const REPLACED: &str = include_str!("../targets/thread_replaced.py");
 
 /// Samples taken for the majority checks.
 const SAMPLES: usize = 40;
@@ -422,6 +423,76 @@ fn thread_churn_sampled_2000_times() {
         if named * 2 < threads {
             return Err(format!(
                 "only {named} of {threads} sampled threads had a name"
+            ));
+        }
+        Ok(())
+    });
+}
+
+/// Steps of the replaced-thread test.
+const REPLACEMENTS: u64 = 12;
+
+/// A thread replaced by a new one on the same C library descriptor (≤3.10: the same ident,
+/// where the OS id is read; a session keeps the id it found while that OS thread lives) is
+/// shown with the new thread's OS id, in a session that sampled the old one. Each worker
+/// records its own ident and OS id (`gettid`) before it blocks.
+#[test]
+fn a_replaced_thread_is_shown_with_its_own_os_id() {
+    for_every_interpreter("OS ids of replaced threads", |interp| {
+        let target = Target::spawn(interp, REPLACED, &[]);
+        let dir = target.dir().host_path().to_path_buf();
+        let mut session =
+            attach(target.pid(), &AttachOptions::default()).map_err(|e| format!("attach: {e}"))?;
+        // Scheduler states asked for: the thread choice, where ≤3.10's ids are kept, runs.
+        let options = SampleOptions::default()
+            .idle(true)
+            .active(true)
+            .pause(false);
+        let (mut idents, mut same_ident) = (Vec::new(), 0);
+        for step in 0..REPLACEMENTS {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let worker = loop {
+                let text = fs::read_to_string(dir.join("worker.json")).unwrap_or_default();
+                let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                if value["step"].as_u64() == Some(step) {
+                    break value;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "worker of step {step} did not start: {}",
+                        target.stderr()
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            let (ident, tid) = (worker["ident"].as_u64(), worker["tid"].as_u64());
+            let (Some(ident), Some(tid)) = (ident, tid) else {
+                return Err(format!(
+                    "step {step}: worker.json without ident and tid: {worker}"
+                ));
+            };
+            same_ident += usize::from(idents.contains(&ident));
+            idents.push(ident);
+            for sample in 0..2 {
+                let snapshot = session
+                    .snapshot_with(&options)
+                    .map_err(|e| format!("step {step}: sample: {e}"))?;
+                let got = snapshot.threads.iter().find(|t| t.thread_id == ident);
+                let got =
+                    got.ok_or_else(|| format!("step {step}: no thread with ident {ident}"))?;
+                if got.native_thread_id != Some(tid) {
+                    return Err(format!(
+                        "step {step}, sample {sample}: thread {ident} shown with OS id {:?}, is {tid}",
+                        got.native_thread_id
+                    ));
+                }
+            }
+            fs::write(dir.join(format!("next-{step}")), "").map_err(|e| e.to_string())?;
+        }
+        // Without a reused descriptor the test would show nothing about one.
+        if same_ident * 2 < REPLACEMENTS as usize {
+            return Err(format!(
+                "only {same_ident} of {REPLACEMENTS} workers had a previous one's ident: {idents:?}"
             ));
         }
         Ok(())

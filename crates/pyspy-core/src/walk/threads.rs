@@ -79,7 +79,7 @@ impl Walker {
         current_frames: bool,
     ) -> Result<Vec<RawThread>> {
         let l = &self.layout;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.last_threads.len());
         let mut interp_addr = mem.read_u64(interp.interp_head)?;
         if interp_addr == 0 {
             return Err(Error::NotInitialised { pid: 0 });
