@@ -657,23 +657,42 @@ fn read_line_at_start(file: &std::fs::File) -> Option<ThreadStat> {
     ThreadStat::parse_bytes(&buf[..n])
 }
 
-/// One `pread` of a schedstat line.
+/// One `pread` of a schedstat line (three numbers of at most 20 digits: 64 bytes hold it).
 fn read_schedstat_at_start(file: &std::fs::File) -> Option<SchedCounters> {
     use std::os::unix::fs::FileExt;
-    let mut buf = [0u8; 96];
+    let mut buf = [0u8; 64];
     let n = file.read_at(&mut buf, 0).ok()?;
-    parse_schedstat(&buf[..n])
+    parse_schedstat(buf.get(..n)?)
 }
 
-/// A schedstat line: `run_ns wait_ns switches`.
+/// A schedstat line: `run_ns wait_ns switches`, separated by whitespace; what follows the
+/// third number is not read. In one pass over the bytes (it runs for every thread, every
+/// sample).
 fn parse_schedstat(line: &[u8]) -> Option<SchedCounters> {
-    let mut fields = line
-        .split(|b| b.is_ascii_whitespace())
-        .filter(|f| !f.is_empty());
-    let run_ns = parse_decimal(fields.next()?)?;
-    let wait_ns = parse_decimal(fields.next()?)?;
-    let switches = parse_decimal(fields.next()?)?; // a line cut short is not a schedstat line
-    Some(SchedCounters {
+    let mut fields = [0u64; 3];
+    let (mut done, mut digits, mut value) = (0usize, 0usize, 0u64);
+    for &b in line {
+        let digit = b.wrapping_sub(b'0');
+        if digit <= 9 {
+            value = value.checked_mul(10)?.checked_add(u64::from(digit))?;
+            digits += 1;
+        } else if !b.is_ascii_whitespace() {
+            return None;
+        } else if digits > 0 {
+            *fields.get_mut(done)? = value;
+            (done, digits, value) = (done + 1, 0, 0);
+            if done == fields.len() {
+                break;
+            }
+        }
+    }
+    if digits > 0 {
+        *fields.get_mut(done)? = value;
+        done += 1;
+    }
+    // A line cut short is not a schedstat line.
+    let [run_ns, wait_ns, switches] = fields;
+    (done == fields.len()).then_some(SchedCounters {
         run_ns,
         wait_ns,
         switches,
@@ -1080,6 +1099,14 @@ garbage line";
         assert_eq!(parse_schedstat(b"12 34"), None, "cut short");
         assert_eq!(parse_schedstat(b"x 1 2"), None);
         assert_eq!(parse_schedstat(b"1 -2 3"), None);
+        assert_eq!(parse_schedstat(b"1 2 3x"), None);
+        let three = SchedCounters {
+            run_ns: 1,
+            wait_ns: 2,
+            switches: 3,
+        };
+        assert_eq!(parse_schedstat(b" 1 2 3 more\n"), Some(three), "the rest is not read");
+        assert_eq!(parse_schedstat(b""), None);
         assert_eq!(parse_schedstat(b"18446744073709551616 1 2"), None, "past u64");
         assert_eq!(
             parse_schedstat(b"18446744073709551615  0\t7"),
