@@ -21,7 +21,7 @@ pub use ahead::ReadAhead;
 pub use budget::Budget;
 #[cfg(any(test, feature = "internals"))]
 pub use image::MemoryImage;
-pub use prefetch::{Owner, PrefetchPlan, Prefetched, COMMON};
+pub use prefetch::{BatchBuffers, Owner, PrefetchPlan, Prefetched};
 pub use live::ProcessMemory;
 #[cfg(any(test, feature = "internals"))]
 pub use recorded::{Anchors, RecordedImage, Recorder};

@@ -223,17 +223,30 @@ impl PrefetchPlan {
     }
 
     /// Keeps this plan if it was made from these `log`, `anchors` and `doubled`, else makes
-    /// the plan for them.
+    /// the plan for them. Returns the log it does not keep (`log`, or the old plan's), for
+    /// the next walk to log into (see [`BatchBuffers`]).
     pub fn update(
         &mut self,
-        log: Vec<(u64, usize, Owner)>,
+        mut log: Vec<(u64, usize, Owner)>,
         anchors: Vec<(Owner, u64, usize)>,
         doubled: Vec<Owner>,
-    ) {
+    ) -> Vec<(u64, usize, Owner)> {
         if log != self.log || anchors != self.anchors || doubled != self.doubled {
-            *self = PrefetchPlan::new(log, anchors, doubled);
+            let old = std::mem::replace(self, PrefetchPlan::new(log, anchors, doubled));
+            log = old.log;
         }
+        log
     }
+}
+
+/// What a batch reads into and logs into, handed from one walk's [`Prefetched`] to the next
+/// (see [`Prefetched::into_parts`]) so that a sample allocates none of them.
+#[derive(Debug, Default)]
+pub struct BatchBuffers {
+    bytes: Vec<u8>,
+    ok: Vec<bool>,
+    /// Emptied before use.
+    pub log: Vec<(u64, usize, Owner)>,
 }
 
 /// A [`Memory`] that serves the previous walk's reads from one batched read, and logs this
@@ -245,7 +258,8 @@ pub struct Prefetched<'m, 'p, M: ?Sized> {
     bytes: Vec<u8>,
     /// Whether each of the plan's merged ranges was read.
     ok: Vec<bool>,
-    log: RefCell<Vec<(u64, usize)>>,
+    /// Each read, with the owner [`COMMON`] (the walker tells the owners afterwards).
+    log: RefCell<Vec<(u64, usize, Owner)>>,
     /// Reads (and ranges of batched reads) that were not in the prefetched batch.
     unbatched: Cell<u64>,
     /// Whole pages around the reads that missed the batch.
@@ -257,13 +271,18 @@ pub struct Prefetched<'m, 'p, M: ?Sized> {
 impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
     /// Reads what `plan` says from `inner`, in one batch.
     pub fn new(inner: &'m M, plan: &'p PrefetchPlan) -> Self {
-        Prefetched::with_buffer(inner, plan, Vec::new())
+        Prefetched::with_buffers(inner, plan, BatchBuffers::default())
     }
 
-    /// [`Prefetched::new`], reading into `bytes`, the buffer of an earlier batch (see
-    /// [`Prefetched::into_parts`]), so a sample neither allocates nor clears one: bytes of a
+    /// [`Prefetched::new`], reading into the buffers of an earlier batch (see
+    /// [`Prefetched::into_parts`]), so a sample neither allocates nor clears them: bytes of a
     /// range that could not be read are never served, whatever the buffer held there.
-    pub fn with_buffer(inner: &'m M, plan: &'p PrefetchPlan, mut bytes: Vec<u8>) -> Self {
+    pub fn with_buffers(inner: &'m M, plan: &'p PrefetchPlan, buffers: BatchBuffers) -> Self {
+        let BatchBuffers {
+            mut bytes,
+            mut ok,
+            mut log,
+        } = buffers;
         if bytes.len() < plan.total {
             bytes.resize(plan.total, 0);
         } else if bytes.len() > plan.total.saturating_mul(4).max(KEPT_BUFFER) {
@@ -271,7 +290,10 @@ impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
             bytes.truncate(plan.total);
             bytes.shrink_to_fit();
         }
-        let mut ok = vec![false; plan.ranges.len()];
+        ok.clear();
+        ok.resize(plan.ranges.len(), false);
+        log.clear();
+        log.reserve(plan.log.len());
         if !plan.ranges.is_empty() {
             inner.read_many(&plan.ranges, &mut bytes[..plan.total], &mut ok);
         }
@@ -280,22 +302,28 @@ impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
             plan,
             bytes,
             ok,
-            log: RefCell::new(Vec::with_capacity(plan.log.len())),
+            log: RefCell::new(log),
             unbatched: Cell::new(0),
             ahead: ReadAhead::new(inner),
             cursor: Cell::new(0),
         }
     }
 
-    /// This walk's reads, to plan the prefetch before the next one.
-    pub fn into_log(self) -> Vec<(u64, usize)> {
+    /// This walk's reads, each owned by [`COMMON`], to plan the prefetch before the next one.
+    pub fn into_log(self) -> Vec<(u64, usize, Owner)> {
         self.log.into_inner()
     }
 
-    /// This walk's reads (see [`Prefetched::into_log`]) and the batch's buffer, for the next
-    /// batch to read into ([`Prefetched::with_buffer`]).
-    pub fn into_parts(self) -> (Vec<(u64, usize)>, Vec<u8>) {
-        (self.log.into_inner(), self.bytes)
+    /// This walk's reads (see [`Prefetched::into_log`]) and the batch's buffers, for the next
+    /// batch to read into ([`Prefetched::with_buffers`]; their `log` is left empty, for the
+    /// log [`PrefetchPlan::update`] gives back).
+    pub fn into_parts(self) -> (Vec<(u64, usize, Owner)>, BatchBuffers) {
+        let buffers = BatchBuffers {
+            bytes: self.bytes,
+            ok: self.ok,
+            log: Vec::new(),
+        };
+        (self.log.into_inner(), buffers)
     }
 
     /// How many reads this walk logged so far (to tell which ones a thread's walk made).
@@ -307,7 +335,7 @@ impl<'m, 'p, M: Memory + ?Sized> Prefetched<'m, 'p, M> {
     fn note(&self, addr: u64, len: usize) {
         let mut log = self.log.borrow_mut();
         if len <= MAX_LOGGED_READ && log.len() < MAX_LOGGED {
-            log.push((addr, len));
+            log.push((addr, len, COMMON));
         }
     }
 
@@ -453,15 +481,15 @@ mod tests {
         assert_eq!(first.read_u64(0x1000).unwrap(), 7);
         assert_eq!(first.read_u64(0x9000).unwrap(), 5);
         let (log, _) = first.into_parts();
-        let plan = PrefetchPlan::new(common(log), Vec::new(), Vec::new());
+        let plan = PrefetchPlan::new(log, Vec::new(), Vec::new());
         let second = Prefetched::new(&img, &plan);
         assert_eq!(second.read_u64(0x9000).unwrap(), 5);
-        let (_, buffer) = second.into_parts();
-        assert!(buffer.windows(8).any(|w| w == 5u64.to_le_bytes()));
+        let (_, buffers) = second.into_parts();
+        assert!(buffers.bytes.windows(8).any(|w| w == 5u64.to_le_bytes()));
 
         let mut gone = MemoryImage::new();
         gone.add(0x1000, &[0u8; 64]).put_u64(0x1000, 8);
-        let third = Prefetched::with_buffer(&gone, &plan, buffer);
+        let third = Prefetched::with_buffers(&gone, &plan, buffers);
         assert_eq!(third.read_u64(0x1000).unwrap(), 8, "read now");
         assert!(third.read_u64(0x9000).is_err(), "unmapped now: not last batch's 5");
     }
@@ -488,7 +516,7 @@ mod tests {
             inner: &img,
             calls: Cell::new(0),
         };
-        let plan = PrefetchPlan::new(common(log), Vec::new(), Vec::new());
+        let plan = PrefetchPlan::new(log, Vec::new(), Vec::new());
         let second = Prefetched::new(&target, &plan);
         assert_eq!(second.read_u64(0x1000).unwrap(), 7);
         assert_eq!(

@@ -25,6 +25,8 @@ const MAX_NEW_BYTES: usize = 16 << 20;
 const ENTRY_OVERHEAD: usize = std::mem::size_of::<CodeInfo>() + 4 * 16 + 32;
 /// Largest bytecode accepted (CPython's own limit on a code object is far lower).
 const MAX_CODE_LEN: u64 = 1 << 31;
+/// Most header bytes [`CodeCache::get_many`] keeps its buffer of between samples.
+const MAX_KEPT_SCRATCH: usize = 1 << 20;
 
 /// What pyspy needs of a code object.
 #[derive(Debug)]
@@ -85,6 +87,8 @@ pub struct CodeCache {
     created: Vec<u64>,
     /// Bytes of the entries made since [`CodeCache::start_sample`].
     new_bytes: usize,
+    /// The last [`CodeCache::get_many`]'s ranges, header bytes and read flags, reused.
+    scratch: (Vec<(u64, usize)>, Vec<u8>, Vec<bool>),
 }
 
 impl CodeCache {
@@ -107,6 +111,7 @@ impl CodeCache {
             bytes: 0,
             created: Vec::new(),
             new_bytes: 0,
+            scratch: Default::default(),
         }
     }
 
@@ -173,18 +178,20 @@ impl CodeCache {
         order: impl FnOnce(&[usize]) -> Vec<usize>,
     ) -> Vec<Result<Option<Arc<CodeInfo>>>> {
         let len = self.header_len;
-        let ranges: Vec<(u64, usize)> = addrs
-            .iter()
-            .map(|&a| (a.wrapping_add(self.header_start.into()), len))
-            .collect();
-        let mut headers = vec![0u8; len * addrs.len()];
-        let mut ok = vec![false; addrs.len()];
+        let (mut ranges, mut headers, mut ok) = std::mem::take(&mut self.scratch);
+        ranges.clear();
+        let start = u64::from(self.header_start);
+        ranges.extend(addrs.iter().map(|&a| (a.wrapping_add(start), len)));
+        headers.clear();
+        headers.resize(len * addrs.len(), 0);
+        ok.clear();
+        ok.resize(addrs.len(), false);
         mem.read_many(&ranges, &mut headers, &mut ok);
         let mut missing = Vec::new();
         let mut out: Vec<Result<Option<Arc<CodeInfo>>>> = addrs
             .iter()
             .zip(headers.chunks_exact(len.max(1)))
-            .zip(ok)
+            .zip(ok.iter().copied())
             .enumerate()
             .map(|(i, ((&addr, header), ok))| {
                 if !ok {
@@ -211,10 +218,11 @@ impl CodeCache {
                 Ok(None)
             })
             .collect();
-        if missing.is_empty() {
-            return out;
-        }
-        for i in order(&missing) {
+        let order = match missing.is_empty() {
+            true => Vec::new(),
+            false => order(&missing),
+        };
+        for i in order {
             let (Some(&addr), Some(slot)) = (addrs.get(i), out.get_mut(i)) else {
                 continue;
             };
@@ -225,6 +233,10 @@ impl CodeCache {
                 let header = &headers[i * len..(i + 1) * len];
                 self.read_entry(fresh, layout, addr, header).map(Some)
             };
+        }
+        // A sample of very many code objects does not keep its buffers.
+        if headers.capacity() <= MAX_KEPT_SCRATCH {
+            self.scratch = (ranges, headers, ok);
         }
         out
     }

@@ -281,11 +281,15 @@ impl Walker {
         fresh: &F,
         threads: &[RawStack],
     ) -> Vec<Resolved> {
-        let mut addrs: Vec<u64> = threads
-            .iter()
-            .flat_map(|t| &t.frames)
-            .map(|r| r.code)
-            .collect();
+        // A frame often runs the code of the frame beside it (recursion): those repeats are
+        // left out before sorting.
+        let mut addrs = std::mem::take(&mut self.code_addrs);
+        addrs.clear();
+        for raw in threads.iter().flat_map(|t| &t.frames) {
+            if addrs.last() != Some(&raw.code) {
+                addrs.push(raw.code);
+            }
+        }
         addrs.sort_unstable();
         addrs.dedup();
         // Code objects not cached yet are read innermost frames first (every thread's first
@@ -322,12 +326,19 @@ impl Walker {
                 sizes: Vec::new(),
                 start: 0,
             };
+            // The code object of the frame before, and where it is in `addrs`.
+            let mut last: Option<(u64, Result<usize, usize>)> = None;
             for (i, raw) in raws.frames.iter().enumerate() {
                 if raws.cut == Some(i) {
                     r.cut = Some(r.frames.len());
                     groups.cut(r.frames.len(), raws.cut_entries);
                 }
-                if let Ok(at) = addrs.binary_search(&raw.code) {
+                let found = match last {
+                    Some((code, found)) if code == raw.code => found,
+                    _ => addrs.binary_search(&raw.code),
+                };
+                last = Some((raw.code, found));
+                if let Ok(at) = found {
                     r.new_codes |= !created.is_empty() && created.contains(&raw.code);
                     let resolved = match &infos[at] {
                         Ok(Some(info)) => {
@@ -355,6 +366,7 @@ impl Walker {
             r.groups = groups.sizes;
             out.push(r);
         }
+        self.code_addrs = addrs;
         out
     }
 

@@ -47,7 +47,7 @@ use crate::attach::layout::{FrameModel, Layout};
 use crate::error::{Error, Result, ThreadError};
 use crate::memory::addr_hash::{AddrMap, AddrSet};
 use crate::memory::{
-    offset, Budget, Memory, MemoryExt, Owner, PrefetchPlan, Prefetched, ReadErrorKind, COMMON,
+    offset, BatchBuffers, Budget, Memory, MemoryExt, Owner, PrefetchPlan, Prefetched, ReadErrorKind,
 };
 use crate::snapshot::{Frame, ThreadStack};
 use crate::walk::code::CodeCache;
@@ -101,11 +101,13 @@ pub struct Walker {
     /// The small reads of the last walk, read again in one batch before the next (see
     /// [`Prefetched`]).
     prefetch: PrefetchPlan,
-    /// The last batch's buffer, read into again by the next one.
-    batch_buffer: Vec<u8>,
+    /// The last batch's buffers, read and logged into again by the next one.
+    batch_buffers: BatchBuffers,
     /// Raw stacks of the last walk, emptied by the next one to read its threads into (their
     /// buffers reused rather than grown again frame by frame).
     spare_stacks: Vec<RawStack>,
+    /// The code objects of the last walk's frames, sorted (a buffer `resolve` reuses).
+    code_addrs: Vec<u64>,
     /// What a walk reads beyond the stacks.
     extras: Extras,
     values: Values,
@@ -266,8 +268,9 @@ impl Walker {
             tstate_len,
             frame_len,
             prefetch: PrefetchPlan::default(),
-            batch_buffer: Vec::new(),
+            batch_buffers: BatchBuffers::default(),
             spare_stacks: Vec::new(),
+            code_addrs: Vec::new(),
             extras: Extras::default(),
             values: Values::new(layout),
             locals: LocalsCache::default(),
@@ -377,8 +380,8 @@ impl Walker {
                 .collect();
             // The plan is taken out for the walk, which borrows the walker mutably.
             let plan = std::mem::take(&mut self.prefetch);
-            let buffer = std::mem::take(&mut self.batch_buffer);
-            let prefetched = Prefetched::with_buffer(&budget, &plan, buffer);
+            let buffers = std::mem::take(&mut self.batch_buffers);
+            let prefetched = Prefetched::with_buffers(&budget, &plan, buffers);
             let result = self.walk_once(
                 &prefetched,
                 &budget,
@@ -387,8 +390,8 @@ impl Walker {
                 &done,
                 choose.as_deref_mut(),
             );
-            let (log, buffer) = prefetched.into_parts();
-            self.batch_buffer = buffer;
+            let (log, buffers) = prefetched.into_parts();
+            self.batch_buffers = buffers;
             let log = self.owned(log);
             self.prefetch = plan;
             let anchors = std::mem::take(&mut self.anchors);
@@ -398,7 +401,7 @@ impl Walker {
                 all_anchors.extend_from_slice(&anchors);
                 all_doubled.extend_from_slice(&doubled);
             }
-            self.prefetch.update(log, anchors, doubled);
+            self.batch_buffers.log = self.prefetch.update(log, anchors, doubled);
             let walked = match (result, &best) {
                 (Ok(w), _) => w,
                 (Err(_), Some(_)) => break,
@@ -424,7 +427,7 @@ impl Walker {
         if let (Some((log, anchors, mut doubled)), Some(_)) = (union, &best) {
             doubled.sort_unstable();
             doubled.dedup();
-            self.prefetch.update(log, anchors, doubled);
+            self.batch_buffers.log = self.prefetch.update(log, anchors, doubled);
         }
         std::mem::swap(&mut self.shapes, &mut self.shapes_next);
         let mut out = Vec::new();
@@ -477,10 +480,8 @@ impl Walker {
     }
 
     /// A walk's log with each read's owner: the thread whose frames (or `cframe` word) it read,
-    /// else [`COMMON`].
-    fn owned(&mut self, log: Vec<(u64, usize)>) -> Vec<(u64, usize, Owner)> {
-        let mut out: Vec<(u64, usize, Owner)> =
-            log.into_iter().map(|(addr, len)| (addr, len, COMMON)).collect();
+    /// else the common owner (`memory::prefetch::COMMON`), which the log has them with.
+    fn owned(&mut self, mut out: Vec<(u64, usize, Owner)>) -> Vec<(u64, usize, Owner)> {
         // Only busy threads have segments and pointer reads of their own: a quiet target's
         // reads are all common, with nothing to look up.
         let logged = out.len();

@@ -55,7 +55,7 @@ use crate::attach::layout::opcodes::Opcodes;
 use crate::attach::layout::Layout;
 use crate::error::{Error, Result};
 use crate::memory::addr_hash::{AddrMap, AddrSet};
-use crate::memory::{PrefetchPlan, Prefetched, COMMON};
+use crate::memory::{PrefetchPlan, Prefetched};
 use crate::memory::{field_u64, Budget, Memory, MemoryExt};
 use crate::snapshot::{Frame, TaskInfo, TaskState};
 use crate::walk::objects::dict::{dict_entries, DictEntry};
@@ -271,12 +271,7 @@ impl TaskReader {
         }
         let prefetched = Prefetched::new(&budget, &plan);
         let result = self.read_within(walker, &prefetched, interp);
-        let log = prefetched
-            .into_log()
-            .into_iter()
-            .map(|(addr, len)| (addr, len, COMMON))
-            .collect();
-        plan.update(log, Vec::new(), Vec::new());
+        plan.update(prefetched.into_log(), Vec::new(), Vec::new());
         self.plan = plan;
         if budget.exhausted() {
             return Err(Error::Corrupt(
