@@ -43,6 +43,12 @@ impl ProcessMemory {
 
 /// Most ranges in one `process_vm_readv` call (the kernel's `UIO_MAXIOV`).
 const MAX_IOV: usize = 1024;
+/// Most ranges whose vectors [`ProcessMemory::read_many`] builds on the stack.
+const IOV_ON_STACK: usize = 16;
+const NO_IOV: libc::iovec = libc::iovec {
+    iov_base: std::ptr::null_mut(),
+    iov_len: 0,
+};
 
 impl Memory for ProcessMemory {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
@@ -63,19 +69,29 @@ impl Memory for ProcessMemory {
         let mut out_at = 0;
         while first < ranges.len() {
             let batch = &ranges[first..ranges.len().min(first + MAX_IOV)];
-            let mut local = Vec::with_capacity(batch.len());
-            let mut remote = Vec::with_capacity(batch.len());
+            // The local and the remote vectors, on the stack for a few ranges (a sample's batch
+            // is a few merged ranges, read every sample).
+            let mut on_stack = [NO_IOV; 2 * IOV_ON_STACK];
+            let mut on_heap = Vec::new();
+            let iovs = match on_stack.get_mut(..2 * batch.len()) {
+                Some(iovs) => iovs,
+                None => {
+                    on_heap.resize(2 * batch.len(), NO_IOV);
+                    &mut on_heap[..]
+                }
+            };
+            let (local, remote) = iovs.split_at_mut(batch.len());
             let mut at = out_at;
-            for &(addr, len) in batch {
-                local.push(libc::iovec {
+            for ((&(addr, len), l), r) in batch.iter().zip(local.iter_mut()).zip(remote.iter_mut()) {
+                *l = libc::iovec {
                     // SAFETY: `at + len <= total <= out.len()`, checked above.
                     iov_base: unsafe { out.as_mut_ptr().add(at) }.cast(),
                     iov_len: len,
-                });
-                remote.push(libc::iovec {
+                };
+                *r = libc::iovec {
                     iov_base: addr as usize as *mut libc::c_void,
                     iov_len: len,
-                });
+                };
                 at += len;
             }
             // SAFETY: every local iovec lies within `out`, which is writable and outlives the
