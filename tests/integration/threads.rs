@@ -10,7 +10,9 @@ use std::fmt::Write as _;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use pyspy_core::{attach, AttachOptions, SampleOptions, Session, Snapshot, ThreadStack};
+use pyspy_core::{
+    attach, AttachOptions, SampleOptions, Sampler, SamplerOptions, Session, Snapshot, ThreadStack,
+};
 use pyspy_tests::{for_every_interpreter, Interpreter, Target};
 
 const STATES: &str = include_str!("../targets/thread_states.py");
@@ -423,6 +425,36 @@ fn thread_churn_sampled_2000_times() {
         if named * 2 < threads {
             return Err(format!(
                 "only {named} of {threads} sampled threads had a name"
+            ));
+        }
+        Ok(())
+    });
+}
+
+/// A sampler takes a session's cold samples before its schedule starts: its first recorded
+/// sample reads about what a warm one does, far less than a session's first snapshot.
+#[test]
+fn a_sampler_starts_warm() {
+    for_every_interpreter("sampler warm start", |interp| {
+        let target = spawn_states(interp);
+        let reads = |s: &Session| s.hooks().reads.load(std::sync::atomic::Ordering::Relaxed);
+        let attach_target =
+            || attach(target.pid(), &AttachOptions::default()).map_err(|e| format!("attach: {e}"));
+        let mut cold = attach_target()?;
+        let before = reads(&cold);
+        cold.snapshot().map_err(|e| format!("cold snapshot: {e}"))?;
+        let cold_reads = reads(&cold) - before;
+        let mut sampler = Sampler::new(attach_target()?, SamplerOptions::default().rate(100.0));
+        let before = sampler.session().map_or(0, reads);
+        sampler.next().ok_or("the sampler gave no sample")?;
+        let first = sampler.session().map_or(0, reads) - before;
+        eprintln!(
+            "[{}] reads: a session's first snapshot {cold_reads}, a sampler's first sample {first}",
+            interp.label
+        );
+        if first * 4 > cold_reads {
+            return Err(format!(
+                "the sampler's first sample read {first} ranges, a cold one {cold_reads}"
             ));
         }
         Ok(())

@@ -297,8 +297,13 @@ impl std::fmt::Debug for Sampler {
     }
 }
 
+/// Unrecorded samples a sampler takes of a session before its schedule starts (see
+/// `Sampler::start`).
+const WARM_UP_SAMPLES: usize = 2;
+
 impl Sampler {
-    /// Attaches to `pid` and starts the schedule: the first sample is due now.
+    /// Attaches to `pid` and starts the schedule: the first sample is due now (after two
+    /// unrecorded samples, taken as it starts, that warm the session's caches).
     ///
     /// With [`SamplerOptions::subprocesses`], `pid` need not run Python: a process in which no
     /// initialised interpreter is found (a shell, a launcher, a program still starting) is
@@ -320,12 +325,24 @@ impl Sampler {
     }
 
     /// Starts sampling an attached session (for callers that attached themselves, for example
-    /// with retries while the interpreter starts).
+    /// with retries while the interpreter starts), after two unrecorded samples of it.
     pub fn new(session: Session, options: SamplerOptions) -> Sampler {
         Sampler::start(session.pid(), Some(session), options)
     }
 
-    fn start(root: i32, session: Option<Session>, options: SamplerOptions) -> Sampler {
+    fn start(root: i32, mut session: Option<Session>, options: SamplerOptions) -> Sampler {
+        // A session's first samples are cold: the first reads every frame and code object
+        // and opens each thread's `/proc` files; the second, with idle threads shown, opens
+        // their `schedstat` files to reuse the stacks of those asleep (1,000 threads: 40–60
+        // ms each). They are taken here, unrecorded, so that the schedule starts warm and
+        // keeps its first slots. A failure is left to the scheduled samples to report.
+        if let Some(session) = session.as_mut() {
+            for _ in 0..WARM_UP_SAMPLES {
+                if session.snapshot().is_err() {
+                    break;
+                }
+            }
+        }
         let now = Instant::now();
         let seed = options.seed.unwrap_or_else(|| {
             SystemTime::now()
