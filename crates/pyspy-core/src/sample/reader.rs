@@ -767,14 +767,22 @@ mod tests {
         }
     }
 
+    /// C library thread descriptors (glibc's layout: the OS id at 720) at the given idents,
+    /// holding the given OS ids.
+    fn descriptors(threads: &[(u64, u32)]) -> MemoryImage {
+        let mut img = MemoryImage::new();
+        for &(ident, tid) in threads {
+            img.add(ident, &[0u8; 2048]).put_u32(ident + 720, tid);
+        }
+        img
+    }
+
     /// OS ids found in thread descriptors are checked against the process's threads, listed in
     /// any order; an id not among them (a new thread) lists them again.
     #[test]
     fn native_ids_are_checked_against_the_listed_threads() {
-        let mut img = MemoryImage::new();
         let (a, b) = (0x10_000u64, 0x20_000u64);
-        img.add(a, &[0u8; 2048]).add(b, &[0u8; 2048]);
-        img.put_u32(a + 720, 300).put_u32(b + 720, 7);
+        let mut img = descriptors(&[(a, 300), (b, 7)]);
         let mut ids = NativeIds::default();
         let listed = std::cell::Cell::new(0);
         let listed = &listed;
@@ -803,10 +811,8 @@ mod tests {
     /// refreshed is read again, and a new ident is looked up as before.
     #[test]
     fn native_ids_found_before_are_answered_until_refreshed() {
-        let mut img = MemoryImage::new();
         let (a, b) = (0x10_000u64, 0x20_000u64);
-        img.add(a, &[0u8; 2048]).add(b, &[0u8; 2048]);
-        img.put_u32(a + 720, 300).put_u32(b + 720, 7);
+        let mut img = descriptors(&[(a, 300), (b, 7)]);
         let mut ids = NativeIds::default();
         let list = || vec![7, 300, 301];
         let got = ids.lookup_cached(&img, &[a], list);
@@ -909,8 +915,7 @@ mod tests {
         let (old_tid, stop_old, old) = start();
         let (new_tid, stop_new, new) = start();
         let ident = 0x10_000u64;
-        let mut img = MemoryImage::new();
-        img.add(ident, &[0u8; 2048]).put_u32(ident + 720, old_tid as u32);
+        let mut img = descriptors(&[(ident, old_tid as u32)]);
         let thread = RawThread {
             native_thread_id: None,
             thread_id: ident,
