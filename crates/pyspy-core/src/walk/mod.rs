@@ -482,14 +482,14 @@ impl Walker {
     /// A walk's log with each read's owner: the thread whose frames (or `cframe` word) it read,
     /// else the common owner (`memory::prefetch::COMMON`), which the log has them with.
     fn owned(&mut self, mut out: Vec<(u64, usize, Owner)>) -> Vec<(u64, usize, Owner)> {
-        // Only busy threads have segments and pointer reads of their own: a quiet target's
-        // reads are all common, with nothing to look up.
         let logged = out.len();
         for &(from, to, owner) in &self.segments {
             if let Some(slots) = out.get_mut(from..to.min(logged)) {
                 slots.iter_mut().for_each(|slot| slot.2 = owner);
             }
         }
+        // Only busy threads have pointer reads of their own: a quiet target's reads are all
+        // common, with nothing to look up.
         if !self.owned_reads.is_empty() {
             for slot in out.iter_mut() {
                 if let Some(&(len, owner)) = self.owned_reads.get(&slot.0) {
