@@ -3,7 +3,7 @@
 //! Nothing here reads target memory; it only reads `/proc/PID/*`, and turns the errors of doing
 //! so into the public [`Error`] kinds (no such process, permission denied).
 
-use crate::error::{Error, Result};
+use crate::error::{Error, OrCorrupt, Result};
 use crate::memory::addr_hash::AddrMap;
 use std::path::{Path, PathBuf};
 
@@ -190,7 +190,7 @@ impl ProcessInfo {
     /// files found next to it, such as separate debug files).
     pub fn open_mapping_at(&self, map: &MemoryMap) -> Result<(std::fs::File, PathBuf)> {
         use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-        let path = map.path.as_deref().ok_or(Error::Corrupt("mapping has no file"))?;
+        let path = map.path.as_deref().or_corrupt("mapping has no file")?;
         if let FileLookup::Resolved(found) = &self.files {
             // A core's files were found and checked when it was opened.
             let file = found.get(path).ok_or_else(|| Error::CoreBinary {

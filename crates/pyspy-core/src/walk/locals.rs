@@ -27,7 +27,7 @@ use std::sync::Arc;
 use super::code::CodeInfo;
 use super::values::{Kind, ReprLimits, Values};
 use crate::attach::layout::{FrameModel, Layout};
-use crate::error::{Error, Result};
+use crate::error::{Error, OrCorrupt, Result};
 use crate::memory::addr_hash::AddrMap;
 use crate::memory::{field_u64, offset, Memory, MemoryExt, ReadError, ReadErrorKind};
 use crate::snapshot::{Local, LocalKind};
@@ -148,7 +148,7 @@ impl LocalsCache {
             FrameModel::FrameObject => layout.frame_localsplus,
             FrameModel::InterpreterFrame => layout.iframe_localsplus,
         }
-        .ok_or(Error::Corrupt("layout without localsplus"))?;
+        .or_corrupt("layout without localsplus")?;
         let bytes = mem.read_vec(offset(frame, base.into())?, n * 8, MAX_SLOTS * 8)?;
         // The heads of every slot's object in one read (cells included: their value is in it).
         let words: Vec<u64> = (0..names.slots.len())
@@ -269,7 +269,7 @@ fn int_field(header: &[u8], off: Option<u32>) -> Result<u32> {
         Some(o) => {
             let b = header
                 .get(o as usize..o as usize + 4)
-                .ok_or(Error::Corrupt("code field"))?;
+                .or_corrupt("code field")?;
             Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         }
     }
@@ -277,7 +277,7 @@ fn int_field(header: &[u8], off: Option<u32>) -> Result<u32> {
 
 fn ptr_field(header: &[u8], off: Option<u32>) -> Result<u64> {
     off.and_then(|o| field_u64(header, o))
-        .ok_or(Error::Corrupt("code field"))
+        .or_corrupt("code field")
 }
 
 fn counts(header: &[u8], layout: &Layout) -> Result<CodeCounts> {
@@ -302,7 +302,7 @@ fn tuple_names<M: Memory + ?Sized>(
     let size = usize::try_from(size)
         .ok()
         .filter(|&n| n <= MAX_SLOTS)
-        .ok_or(Error::Corrupt("name tuple size out of range"))?
+        .or_corrupt("name tuple size out of range")?
         .min(max);
     let items = mem.read_vec(
         offset(tuple, layout.tuple_items.into())?,

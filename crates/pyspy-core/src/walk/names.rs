@@ -23,7 +23,7 @@
 //! - A name changed after a thread was first named (`thread.name = ...`) is not seen: names are
 //!   read once per thread.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, OrCorrupt, Result};
 use crate::attach::layout::Layout;
 use crate::memory::{Memory, MemoryExt, ReadAhead};
 use crate::walk::objects::dict::dict_entries;
@@ -245,7 +245,7 @@ impl ThreadNames {
         let active = k
             .active
             .find(mem, &layout, &entries)
-            .ok_or(Error::Corrupt("threading._active not found"))?;
+            .or_corrupt("threading._active not found")?;
         let mut name_key = k.name.clone();
         let mut out = Vec::new();
         for entry in dict_entries(mem, &layout, active)? {

@@ -9,7 +9,7 @@
 
 use crate::attach::layout::opcodes::Opcodes;
 use crate::attach::layout::Layout;
-use crate::error::{Error, Result};
+use crate::error::{Error, OrCorrupt, Result};
 use crate::memory::{offset, Memory, MemoryExt};
 
 /// Replacements followed at most (line instrumentation over instruction instrumentation over
@@ -35,7 +35,7 @@ pub fn base_opcode<M: Memory + ?Sized>(
 ) -> Result<Option<u8>> {
     let adaptive = layout
         .code_adaptive
-        .ok_or(Error::Corrupt("layout without co_code_adaptive"))?;
+        .or_corrupt("layout without co_code_adaptive")?;
     let start = offset(code, adaptive.into())?;
     let target = offset_in_code / 2;
     let mut replaced = Replaced::default();

@@ -11,7 +11,7 @@
 //! `unsigned char`, which moves `kind`/`compact`/`ascii` to bits 8–10, 11 and 12
 //! ([`Layout::unicode_interned_bits`]).
 
-use crate::error::Error;
+use crate::error::{Error, OrCorrupt};
 use crate::attach::layout::{Layout, StringModel};
 use crate::memory::{offset, Memory, MemoryExt};
 
@@ -57,7 +57,7 @@ fn checked_len(len: i64, max: usize, what: &'static str) -> Result<usize, Error>
     usize::try_from(len)
         .ok()
         .filter(|&n| n <= max)
-        .ok_or(Error::Corrupt(what))
+        .or_corrupt(what)
 }
 
 /// Up to this many header bytes are fetched in one read.

@@ -6,7 +6,7 @@ use super::{check_newer_layout, walks};
 use crate::attach::layout::LayoutSource;
 use crate::walk::Interpreter;
 use crate::attach::binary::Binary;
-use crate::error::{Error, Result};
+use crate::error::{Error, OrCorrupt, Result};
 use crate::attach::layout::debug_offsets;
 use crate::memory::{offset, Memory, MemoryExt};
 use crate::attach::process::ProcessInfo;
@@ -44,7 +44,7 @@ pub fn locate<M: Memory>(
             let layout = parsed.layout;
             let head_off = layout
                 .runtime_interpreters_head
-                .ok_or(Error::Corrupt("3.13+ layout without interpreters.head"))?;
+                .or_corrupt("3.13+ layout without interpreters.head")?;
             let interp_head = offset(runtime, head_off.into())?;
             if mem.read_u64(interp_head)? == 0 {
                 return Err(Error::NotInitialised { pid: process.pid });

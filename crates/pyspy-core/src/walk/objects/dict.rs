@@ -19,7 +19,7 @@
 //! Sizes are checked against [`MAX_ENTRIES`] before anything is allocated; every table is read
 //! with one read.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, OrCorrupt, Result};
 use crate::attach::layout::Layout;
 use crate::memory::{field_u64, offset, Memory, MemoryExt};
 
@@ -95,14 +95,14 @@ fn table_entries_27<M: Memory + ?Sized>(
     let span = mask_at.max(table_at) as usize + 8;
     let buf = buf
         .get_mut(..span)
-        .ok_or(Error::Corrupt("dict layout larger than expected"))?;
+        .or_corrupt("dict layout larger than expected")?;
     mem.read(dict, buf)?;
-    let mask = field_u64(buf, mask_at).ok_or(Error::Corrupt("ma_mask"))?;
-    let table = field_u64(buf, table_at).ok_or(Error::Corrupt("ma_table"))?;
+    let mask = field_u64(buf, mask_at).or_corrupt("ma_mask")?;
+    let table = field_u64(buf, table_at).or_corrupt("ma_table")?;
     let slots = mask
         .checked_add(1)
         .filter(|n| n.is_power_of_two() && *n as usize <= MAX_ENTRIES)
-        .ok_or(Error::Corrupt("dict mask out of range"))? as usize;
+        .or_corrupt("dict mask out of range")? as usize;
     let size = layout.dictentry_size as usize;
     let bytes = mem.read_vec(table, slots * size, MAX_ENTRIES * size)?;
     Ok(parse_entries(layout, &bytes, size, true, None))
@@ -216,7 +216,7 @@ pub fn dict_entries_prefix<M: Memory + ?Sized>(
     let used = usize::try_from(used)
         .ok()
         .filter(|&u| u <= MAX_ENTRIES * 16)
-        .ok_or(Error::Corrupt("dict size out of range"))?;
+        .or_corrupt("dict size out of range")?;
     let mut out = Vec::new();
     if used == 0 || want == 0 {
         return Ok((out, used));
@@ -229,7 +229,7 @@ pub fn dict_entries_prefix<M: Memory + ?Sized>(
             let slots = mask
                 .checked_add(1)
                 .filter(|n| n.is_power_of_two() && *n as usize <= MAX_ENTRIES * 16)
-                .ok_or(Error::Corrupt("dict mask out of range"))?;
+                .or_corrupt("dict mask out of range")?;
             let size = layout.dictentry_size as usize;
             (table, slots as usize, size, true, None)
         }

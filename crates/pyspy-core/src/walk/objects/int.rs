@@ -6,7 +6,7 @@
 //! positive, 1 zero, 2 negative; bit 2 reserved; the digit count from bit 3). Only values that
 //! fit in 64 bits are read (at most three digits): thread idents and other ids.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, OrCorrupt, Result};
 use crate::attach::layout::Layout;
 use crate::memory::{field_u32, field_u64, Memory, MemoryExt};
 
@@ -50,7 +50,7 @@ pub fn read_int<M: Memory + ?Sized>(
     kind: IntKind,
 ) -> Result<i128> {
     if kind == IntKind::Small {
-        let off = layout.int_ival.ok_or(Error::Corrupt("no int layout"))?;
+        let off = layout.int_ival.or_corrupt("no int layout")?;
         return Ok(mem
             .read_i64(crate::memory::offset(addr, off.into())?)?
             .into());
@@ -60,14 +60,14 @@ pub fn read_int<M: Memory + ?Sized>(
     let mut buf = [0u8; 64];
     let buf = buf
         .get_mut(..span)
-        .ok_or(Error::Corrupt("int layout larger than expected"))?;
+        .or_corrupt("int layout larger than expected")?;
     // One read covering three digits; an object with fewer digits may end at the end of a
     // mapping, so then the header and the digits it announces are read separately.
     if mem.read(addr, buf).is_err() {
         buf.fill(0);
         let head = layout.long_digits as usize;
         mem.read(addr, &mut buf[..head])?;
-        let size = field_u64(buf, size_at).ok_or(Error::Corrupt("int size"))?;
+        let size = field_u64(buf, size_at).or_corrupt("int size")?;
         let n = match layout.long_tag {
             Some(_) => size >> 3,
             None => (size as i64).unsigned_abs(),
@@ -76,7 +76,7 @@ pub fn read_int<M: Memory + ?Sized>(
         let digits = crate::memory::offset(addr, head as u64)?;
         mem.read(digits, &mut buf[head..head + 4 * n])?;
     }
-    let size = field_u64(buf, size_at).ok_or(Error::Corrupt("int size"))?;
+    let size = field_u64(buf, size_at).or_corrupt("int size")?;
     let (negative, ndigits) = match layout.long_tag {
         Some(_) => match size & 3 {
             0 => (false, size >> 3),
@@ -94,7 +94,7 @@ pub fn read_int<M: Memory + ?Sized>(
     }
     let mut value: i128 = 0;
     for i in (0..ndigits as u32).rev() {
-        let digit = field_u32(buf, layout.long_digits + 4 * i).ok_or(Error::Corrupt("digit"))?;
+        let digit = field_u32(buf, layout.long_digits + 4 * i).or_corrupt("digit")?;
         if digit >> DIGIT_BITS != 0 {
             return Err(Error::Corrupt("int digit out of range"));
         }

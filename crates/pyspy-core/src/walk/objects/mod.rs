@@ -21,7 +21,7 @@
 pub mod dict;
 pub mod int;
 
-use crate::error::{Error, Result};
+use crate::error::{OrCorrupt, Result};
 use crate::attach::layout::Layout;
 use crate::memory::{field_u64, offset, Memory, MemoryExt};
 use crate::walk::strings::read_str;
@@ -92,9 +92,9 @@ impl Objects {
         let mut buf = [0u8; 512];
         let buf = buf
             .get_mut(..(hi - lo) as usize)
-            .ok_or(Error::Corrupt("type layout larger than expected"))?;
+            .or_corrupt("type layout larger than expected")?;
         mem.read(offset(ty, lo.into())?, buf)?;
-        let get = |off: u32| field_u64(buf, off - lo).ok_or(Error::Corrupt("type field"));
+        let get = |off: u32| field_u64(buf, off - lo).or_corrupt("type field");
         let info = TypeInfo {
             flags: get(l.type_flags)?,
             basicsize: get(l.type_basicsize)?,
@@ -124,11 +124,11 @@ impl Objects {
         let l = self.layout;
         let ty = self.type_of(mem, obj)?;
         let info = self.type_info(mem, ty)?;
-        let before = |n: u64| obj.checked_sub(n).ok_or(Error::Corrupt("object address"));
+        let before = |n: u64| obj.checked_sub(n).or_corrupt("object address");
         let shared = |mem: &M, values: u64| -> Result<Attrs> {
             let cached = l
                 .heaptype_cached_keys
-                .ok_or(Error::Corrupt("no ht_cached_keys"))?;
+                .or_corrupt("no ht_cached_keys")?;
             let keys = mem.read_ptr_at(ty, cached)?;
             if keys == 0 {
                 return Ok(Attrs::None);

@@ -6,7 +6,7 @@
 //! [`MAX_ITEMS`] items: a corrupt table is an error or a short list, never a hang.
 
 use crate::attach::layout::Layout;
-use crate::error::{Error, Result};
+use crate::error::{Error, OrCorrupt, Result};
 use crate::memory::addr_hash::AddrSet;
 use crate::memory::{field_u64, offset, Memory, MemoryExt};
 
@@ -24,16 +24,16 @@ pub fn set_items<M: Memory + ?Sized>(mem: &M, l: &Layout, set: u64) -> Result<Ve
     let mut head = [0u8; 64];
     let head = head
         .get_mut(..(hi - lo) as usize)
-        .ok_or(Error::Corrupt("set layout larger than expected"))?;
+        .or_corrupt("set layout larger than expected")?;
     mem.read(offset(set, lo.into())?, head)?;
-    let field = |at: u32| field_u64(head, at - lo).ok_or(Error::Corrupt("set field"));
+    let field = |at: u32| field_u64(head, at - lo).or_corrupt("set field");
     let used = field(l.set_used)?;
     let mask = field(l.set_mask)?;
     let table = field(l.set_table)?;
     let slots = mask
         .checked_add(1)
         .filter(|n| n.is_power_of_two() && *n as usize <= MAX_ITEMS * 8)
-        .ok_or(Error::Corrupt("set mask out of range"))? as usize;
+        .or_corrupt("set mask out of range")? as usize;
     if used > slots as u64 || used as usize > MAX_ITEMS {
         return Err(Error::Corrupt("set size out of range"));
     }
@@ -72,7 +72,7 @@ pub fn sequence_items<M: Memory + ?Sized>(
     let n = usize::try_from(size)
         .ok()
         .filter(|n| *n <= MAX_ITEMS)
-        .ok_or(Error::Corrupt("sequence size out of range"))?
+        .or_corrupt("sequence size out of range")?
         .min(max);
     if n == 0 {
         return Ok(Vec::new());
@@ -104,7 +104,7 @@ pub fn llist_items<M: Memory + ?Sized>(mem: &M, head: u64, node_offset: u64) -> 
         }
         let obj = node
             .checked_sub(node_offset)
-            .ok_or(Error::Corrupt("task list node below its offset"))?;
+            .or_corrupt("task list node below its offset")?;
         out.push(obj);
         node = mem.read_u64(node)?;
     }

@@ -26,7 +26,7 @@
 use super::kinds::Kind;
 use super::TaskReader;
 use crate::attach::layout::{FrameModel, Layout};
-use crate::error::{Error, Result};
+use crate::error::{Error, OrCorrupt, Result};
 use crate::memory::addr_hash::AddrSet;
 use crate::memory::{field_u32, field_u64, offset, Memory, MemoryExt};
 use crate::snapshot::Frame;
@@ -175,7 +175,7 @@ impl TaskReader {
         code: u64,
         at: i64,
     ) -> Result<Option<u32>> {
-        let co_code = mem.read_ptr_at(code, l.code_code.ok_or(Error::Corrupt("no co_code"))?)?;
+        let co_code = mem.read_ptr_at(code, l.code_code.or_corrupt("no co_code")?)?;
         let size = mem.read_i64(offset(co_code, l.bytes_size.into())?)?;
         if at < 0 || at >= size {
             return Ok(None);

@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use crate::attach::layout::opcodes::Opcodes;
 use crate::attach::layout::Layout;
-use crate::error::{Error, Result};
+use crate::error::{Error, OrCorrupt, Result};
 use crate::memory::addr_hash::{AddrMap, AddrSet};
 use crate::memory::{PrefetchPlan, Prefetched};
 use crate::memory::{field_u64, Budget, Memory, MemoryExt};
@@ -397,7 +397,7 @@ impl TaskReader {
         let mut buf = [0u8; 512];
         let buf = buf
             .get_mut(..walker.frame_len)
-            .ok_or(Error::Corrupt("frame layout larger than expected"))?;
+            .or_corrupt("frame layout larger than expected")?;
         mem.read(frame, buf)?;
         Ok(crate::walk::frames::parse_frame(&self.layout, frame, buf)?.1)
     }
@@ -517,7 +517,7 @@ impl TaskReader {
             .keys
             .data
             .find(mem, &l, &attrs)
-            .ok_or(Error::Corrupt("WeakSet without data"))?;
+            .or_corrupt("WeakSet without data")?;
         let refs = set_items(mem, &l, data)?;
         let mut out = Vec::with_capacity(refs.len());
         for r in refs {
@@ -611,7 +611,7 @@ impl TaskReader {
         interp_addr: u64,
     ) -> Result<RawTask> {
         let l = self.layout;
-        let t = self.table.ok_or(Error::Corrupt("no C task table"))?;
+        let t = self.table.or_corrupt("no C task table")?;
         let bytes = mem.read_vec(addr, t.size as usize, 4096)?;
         let err = || Error::Corrupt("task field");
         let ptr = |at: u32| field_u64(&bytes, at).ok_or_else(err);
@@ -677,7 +677,7 @@ impl TaskReader {
             .interps
             .iter()
             .position(|s| s.interp == interp_addr)
-            .ok_or(Error::Corrupt("interpreter without asyncio"))?;
+            .or_corrupt("interpreter without asyncio")?;
         let k = &mut self.interps[at].keys;
         let coro = k.coro.find(mem, &l, &attrs).unwrap_or(0);
         let name_obj = k.name.find(mem, &l, &attrs);

@@ -27,7 +27,7 @@
 //! state, the awaited future, the loop and the callbacks).
 
 use crate::attach::layout::Layout;
-use crate::error::{Error, Result};
+use crate::error::{Error, OrCorrupt, Result};
 use crate::memory::field_u64;
 
 /// Field offsets of the C `TaskObj` (and the `FutureObj` head it shares).
@@ -178,7 +178,7 @@ impl AsyncioDebug {
     /// pointers aligned, the task's fields distinct. A block that fails is refused with the
     /// first problem named.
     pub fn parse(block: &[u8]) -> Result<AsyncioDebug> {
-        let word = |i: u32| field_u64(block, i * 8).ok_or(Error::Corrupt("AsyncioDebug block too short"));
+        let word = |i: u32| field_u64(block, i * 8).or_corrupt("AsyncioDebug block too short");
         let task_size = word(0)?;
         let interp_size = word(7)?;
         let tstate_size = word(9)?;

@@ -33,7 +33,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use crate::attach::layout::{Layout, StringModel};
-use crate::error::{Error, Result};
+use crate::error::{Error, OrCorrupt, Result};
 use crate::memory::{field_u32, field_u64, offset, Memory, MemoryExt};
 use crate::walk::objects::dict::dict_entries_prefix;
 use crate::walk::strings::{read_bytes_prefix, read_str_prefix};
@@ -253,9 +253,9 @@ impl Values {
         let mut buf = [0u8; 512];
         let buf = buf
             .get_mut(..(hi - lo) as usize)
-            .ok_or(Error::Corrupt("type layout larger than expected"))?;
+            .or_corrupt("type layout larger than expected")?;
         mem.read(offset(ty, lo.into())?, buf)?;
-        let field = |off: u32| field_u64(buf, off - lo).ok_or(Error::Corrupt("type field"));
+        let field = |off: u32| field_u64(buf, off - lo).or_corrupt("type field");
         let name_ptr = field(l.type_name)?;
         let flags = field(l.type_flags)?;
         let name = read_c_string(mem, name_ptr, MAX_TYPE_NAME)?;
@@ -534,7 +534,7 @@ impl<M: Memory + ?Sized> Formatter<'_, M> {
                 out.push_str(if v { "True" } else { "False" });
             }
             Kind::SmallInt => {
-                let off = l.int_ival.ok_or(Error::Corrupt("no int layout"))?;
+                let off = l.int_ival.or_corrupt("no int layout")?;
                 let v = self.here().read_i64(offset(obj, off.into())?)?;
                 out.push_str(&number::shorten_middle(v.to_string(), limits.int as usize));
             }
@@ -701,11 +701,11 @@ impl<M: Memory + ?Sized> Formatter<'_, M> {
         let mut buf = [0u8; 256];
         let buf = buf
             .get_mut(..(hi - lo) as usize)
-            .ok_or(Error::Corrupt("object layout larger than expected"))?;
+            .or_corrupt("object layout larger than expected")?;
         self.here().read(offset(obj, lo.into())?, buf)?;
         offsets
             .iter()
-            .map(|&o| field_u64(buf, o - lo).ok_or(Error::Corrupt("object field")))
+            .map(|&o| field_u64(buf, o - lo).or_corrupt("object field"))
             .collect()
     }
 
@@ -784,7 +784,7 @@ impl<M: Memory + ?Sized> Formatter<'_, M> {
         let slots = head[1]
             .checked_add(1)
             .filter(|n| n.is_power_of_two() && *n <= MAX_SIZE)
-            .ok_or(Error::Corrupt("set mask out of range"))? as usize;
+            .or_corrupt("set mask out of range")? as usize;
         let table = head[2];
         let size = l.setentry_size as usize;
         let mut keys = Vec::new();
