@@ -276,15 +276,8 @@ impl SnapshotReader {
             if options.needs_stat() {
                 let files = self.stat_files(pid);
                 for &tid in &tids {
-                    if let Some((stat, unmoved)) = files.read_tracking(tid) {
-                        stats.insert(
-                            tid as u64,
-                            Sched {
-                                stat,
-                                cpu_time: None,
-                                ran: !unmoved,
-                            },
-                        );
+                    if let Some(sched) = Sched::read(files, tid, false) {
+                        stats.insert(tid as u64, sched);
                     }
                 }
             }
@@ -427,17 +420,9 @@ impl SnapshotReader {
                 seen.push(tid);
                 let stat = match stats.get(&(tid as u64)) {
                     Some(s) => Some(s.stat),
-                    None => files.read_tracking(tid).map(|(stat, unmoved)| {
-                        let ran = !unmoved;
-                        stats.insert(
-                            tid as u64,
-                            Sched {
-                                stat,
-                                cpu_time: None,
-                                ran,
-                            },
-                        );
-                        stat
+                    None => Sched::read(files, tid, false).map(|sched| {
+                        stats.insert(tid as u64, sched);
+                        sched.stat
                     }),
                 };
                 let Some(stat) = stat else { continue };
@@ -647,6 +632,31 @@ struct Sched {
     ran: bool,
 }
 
+impl Sched {
+    /// Thread `tid`'s state through `files` (with its CPU time if `cpu_time`); `None` if it
+    /// has exited.
+    fn read(files: &mut ThreadStatReader, tid: i32, cpu_time: bool) -> Option<Sched> {
+        let (stat, unmoved) = files.read_tracking(tid)?;
+        Some(Sched::new(files, tid, stat, unmoved, cpu_time))
+    }
+
+    /// The state `files` just read for thread `tid`: `stat`, and whether its counters had not
+    /// moved since the read before (see [`ThreadStatReader::read_tracking`]).
+    fn new(
+        files: &mut ThreadStatReader,
+        tid: i32,
+        stat: ThreadStat,
+        unmoved: bool,
+        cpu_time: bool,
+    ) -> Sched {
+        Sched {
+            stat,
+            cpu_time: cpu_time.then(|| files.cpu_time(tid, &stat)),
+            ran: !unmoved,
+        }
+    }
+}
+
 /// Reads the scheduler state of each thread of a thread list (`stats`, by OS thread id; the OS
 /// ids found on ≤3.10 into `known_tids`, by ident) and chooses what the walk does with it: a
 /// thread the sample will not show (idle, in a sample without idle threads) is left out; with
@@ -695,15 +705,7 @@ fn choose<M: Memory + ?Sized>(
             let Some((stat, unmoved)) = read else {
                 return Choice::Walk { keep: false };
             };
-            let cpu_time = options.cpu_time.then(|| files.cpu_time(tid, &stat));
-            stats.insert(
-                tid as u64,
-                Sched {
-                    stat,
-                    cpu_time,
-                    ran: !unmoved,
-                },
-            );
+            stats.insert(tid as u64, Sched::new(files, tid, stat, unmoved, options.cpu_time));
             // Unmoved counters of a running thread say only that no tick landed: it ran on.
             let asleep_since = unmoved && !stat.is_active();
             let shown = options.idle || stat.is_active() || (options.idle_if_ran && !unmoved);
