@@ -14,7 +14,7 @@ use pyspy_core::{
 };
 use regex::Regex;
 
-use crate::push::{self, Pipeline, Settings};
+use crate::push::{Pipeline, Settings};
 use crate::upload::{Sender, Uploader};
 
 /// `--all` and what goes with it, shared by `push` and `datakit`.
@@ -110,7 +110,7 @@ impl HostSettings {
 /// Samples every Python process and uploads a profile per process every interval until the
 /// duration is over or Ctrl-C; then sends the last, partial intervals and what is spooled.
 pub fn push_all(settings: Settings, host: HostSettings) -> Result<(), String> {
-    let sample_options = push::sample_options(settings.idle);
+    let sample_options = crate::record::sample_options(settings.idle);
     let max_processes = host.max_processes;
     let (cpu_budget, scan_interval) = (host.cpu_budget, host.scan_interval);
     let filters = (host.include.len(), host.exclude.len());

@@ -8,9 +8,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use pyspy_core::export::{datakit, otlp, pyroscope, ProfileMeta};
-use pyspy_core::{
-    AttachOptions, EndReason, Profile, ProfileOptions, SampleOptions, Sampler, SamplerOptions,
-};
+use pyspy_core::{AttachOptions, EndReason, Profile, ProfileOptions, Sampler, SamplerOptions};
 
 use crate::host::{self, HostArgs, HostSettings};
 use crate::target::{Target, TargetArgs};
@@ -314,7 +312,7 @@ pub fn push(target: &TargetArgs, mut settings: Settings) -> Result<(), String> {
         .host(found.host)
         .container_id(found.container_id);
 
-    let sample_options = sample_options(settings.idle);
+    let sample_options = crate::record::sample_options(settings.idle);
     let mut options = SamplerOptions::default()
         .rate(f64::from(settings.rate))
         .duration(settings.duration)
@@ -397,16 +395,4 @@ pub fn push(target: &TargetArgs, mut settings: Settings) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// The running threads and the idle ones that ran since the last sample, with their state and
-/// CPU time (a CPU profile gives each thread the CPU time it used between samples even if it
-/// sleeps at the sample); a wall-time profile (`idle`) takes every thread and needs neither.
-pub fn sample_options(idle: bool) -> SampleOptions {
-    SampleOptions::default()
-        .idle(idle)
-        .idle_if_ran(!idle)
-        .active(!idle)
-        .cpu_time(!idle)
-        .pause(false)
 }

@@ -142,7 +142,8 @@ pub fn run(args: &Args) -> Result<(), String> {
     options.rate = f64::from(args.rate);
     options.duration = args.duration.map(Duration::from_secs_f64);
     options.subprocesses = args.subprocesses;
-    let sample_options = sample_options(args.idle, args.gil, args.nonblocking)
+    let sample_options = sample_options(args.idle)
+        .gil_only(args.gil)
         .pause(native)
         .native(native)
         .native_all(args.native_all)
@@ -276,8 +277,9 @@ pub fn executable(pid: i32) -> String {
     }
 }
 
-/// What each sample reads: idle threads and non-GIL threads are left out by the core already
-/// when not wanted (the profile filters the same way).
+/// What each sample of a profile reads (`record`, `push` and the whole-host agent alike; with
+/// `--gil`, `record` adds `gil_only`): idle threads are left out by the core already when not
+/// wanted (the profile filters the same way).
 ///
 /// The target is not paused, with or without `--nonblocking`: pausing at 100 Hz interrupts a
 /// sleeping thread's system call every sample, and on 3.13+ such a thread then shows as
@@ -291,13 +293,12 @@ pub fn executable(pid: i32) -> String {
 /// previous sample (`idle_if_ran`; the profile counts only the running ones), so a thread that
 /// used CPU since the previous sample gets that time even if it sleeps at this one, while a
 /// thread asleep throughout costs no read of its stack.
-pub fn sample_options(idle: bool, gil: bool, _nonblocking: bool) -> SampleOptions {
+pub fn sample_options(idle: bool) -> SampleOptions {
     SampleOptions::default()
         .idle(idle)
         .idle_if_ran(!idle)
         .active(!idle)
         .cpu_time(!idle)
-        .gil_only(gil)
         .pause(false)
 }
 
