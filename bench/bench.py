@@ -98,15 +98,22 @@ def stage(version, script):
 
 
 @contextlib.contextmanager
-def running(version, script, args=()):
-    """The target script running (given a second to start), killed on leaving."""
-    proc = subprocess.Popen(stage(version, script) + list(args), stdin=subprocess.DEVNULL)
+def running(version, script, args=(), cpu=None):
+    """The target script running (given a second to start), killed on leaving; with `cpu`,
+    it and its threads pinned to that CPU."""
+    proc = subprocess.Popen(pinned(cpu) + stage(version, script) + list(args),
+                            stdin=subprocess.DEVNULL)
     try:
         time.sleep(1.0)
         yield proc
     finally:
         proc.kill()
         proc.wait()
+
+
+def pinned(cpu):
+    """The argv prefix that runs a command on CPU `cpu` only (none for None)."""
+    return [] if cpu is None else ["taskset", "-c", str(cpu)]
 
 
 def record_cmd(tool, pid, rate, out, duration=None, native=False):
@@ -550,14 +557,16 @@ def measure_native(versions, seconds, out):
             f.write(table)
 
 
-def default_cmd(tool, pid, rate, out, seconds, idle):
-    """`record` nonblocking in the tool's default mode (idle threads left out), or --idle."""
+def default_cmd(tool, pid, rate, out, seconds, idle, cpu=None):
+    """`record` nonblocking in the tool's default mode (idle threads left out), or --idle;
+    with `cpu`, the tool runs on that CPU only."""
     if tool == "floor":
-        return [FLOOR, str(pid), str(rate), str(seconds)] + ([] if not idle else ["--no-stat"])
+        return pinned(cpu) + [FLOOR, str(pid), str(rate), str(seconds)] + (
+            [] if not idle else ["--no-stat"])
     exe, fmt = (PYSPY, "collapsed") if tool == "pyspy" else (PY_SPY, "raw")
     cmd = [exe, "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking",
            "--format", fmt, "--output", out, "--duration", str(seconds)]
-    return cmd + (["--idle"] if idle else [])
+    return pinned(cpu) + cmd + (["--idle"] if idle else [])
 
 
 def samples_taken(tool, out, threads, marker=None):
@@ -573,12 +582,12 @@ def samples_taken(tool, out, threads, marker=None):
     return stacks_recorded(out) / float(threads)
 
 
-def marginal_cpu(tool, pid, rate, seconds, idle, marker):
+def marginal_cpu(tool, pid, rate, seconds, idle, marker, cpu=None):
     """(CPU per sample, samples): a 1 s run and a (1 + seconds) s run, the difference in CPU
     over the difference in samples, so starting and attaching do not count."""
     def once(secs):
         with tempfile.NamedTemporaryFile(suffix=".txt") as out:
-            cmd = default_cmd(tool, pid, rate, out.name, secs, idle)
+            cmd = default_cmd(tool, pid, rate, out.name, secs, idle, cpu)
             if tool == "floor":
                 t0 = time.time()
                 with open(out.name, "w") as sink:
@@ -586,49 +595,70 @@ def marginal_cpu(tool, pid, rate, seconds, idle, marker):
                     _, status, usage = os.wait4(proc.pid, 0)
                 if status != 0:
                     raise RuntimeError("floor exited with status %d" % status)
-                cpu = usage.ru_utime + usage.ru_stime
+                used = usage.ru_utime + usage.ru_stime
             else:
-                cpu, _ = run_measured(cmd)
-            return cpu, samples_taken(tool, out.name, 1, marker)
+                used, _ = run_measured(cmd)
+            return used, samples_taken(tool, out.name, 1, marker)
     short_cpu, short_n = once(1)
     long_cpu, long_n = once(1 + seconds)
     extra = long_n - short_n
     return ((long_cpu - short_cpu) / extra if extra > 0 else float("nan")), long_n
 
 
+def placements():
+    """Where the tools run, as (label, target's CPU, tool's CPU). With two CPUs or more, the
+    target is pinned to the last CPU and each tool measured twice: on that CPU (sharing it
+    with the spinning thread, which the kernel then preempts; what a sampler inside a busy
+    container sees) and on CPU 0 (a CPU of its own that idles between samples, so each sample
+    wakes it and finds its caches cold). Left to the scheduler, a run lands on either, and
+    the two cost up to half again apart on this VM: the spread of unpinned rounds."""
+    n = os.cpu_count() or 1
+    if n < 2:
+        return [("unpinned", None, None)]
+    return [("the target's CPU", n - 1, n - 1), ("a CPU of its own", n - 1, 0)]
+
+
 def measure_default(versions, seconds, rounds, out):
     """CPU per sample at 500 Hz nonblocking on the deep-busy target (one thread 60 frames deep
     spinning, 4 idle), in each tool's default mode (idle threads left out: each reads every
     thread's scheduler state) and with --idle (every thread walked), next to the floor program
-    (bench/floor.c: the wake-up, the stat reads, one 16 KiB memory read). The tools take turns
-    `rounds` times in one target; medians. The ratio to the floor is the median of each
-    round's ratio (pyspy measured right after the floor), which the machine's drift between
-    rounds moves less than a ratio of medians."""
+    (bench/floor.c: the wake-up, the stat reads, one 16 KiB memory read), for each placement
+    (see `placements`). The tools take turns `rounds` times in one target; medians. The ratio
+    to the floor is the median of each round's ratio (pyspy measured right after the floor),
+    which the machine's drift between rounds moves less than a ratio of medians; the rounds'
+    ratios follow in the last column."""
     tools = ("floor", "pyspy", "py-spy")
     lines = [
-        "| Python | default: floor | pyspy | py-spy | pyspy / floor | py-spy / pyspy "
-        "| --idle: floor (no stat) | pyspy | py-spy | py-spy / pyspy |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| Python | sampler on | default: floor | pyspy | py-spy | pyspy / floor "
+        "| py-spy / pyspy | --idle: floor (no stat) | pyspy | py-spy | py-spy / pyspy "
+        "| pyspy / floor, each round |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    where = placements()
     for version in versions:
-        cost = dict(((t, idle), []) for t in tools for idle in (False, True))
-        with running(version, "deep_busy.py") as deep:
+        cost = dict(((w[0], t, idle), []) for w in where for t in tools for idle in (False, True))
+        with running(version, "deep_busy.py", cpu=where[0][1]) as deep:
             for _ in range(rounds):
-                for idle in (False, True):
-                    for tool in tools:
-                        cps, n = marginal_cpu(tool, deep.pid, 500, seconds, idle, "descend")
-                        cost[(tool, idle)].append(cps)
-                        log("%s %s%s: %s per sample (%d samples)" % (
-                            version, tool, " --idle" if idle else "", fmt_us(cps), n))
-        m = dict((k, statistics.median(v)) for k, v in cost.items())
-        to_floor = statistics.median(
-            p / f for p, f in zip(cost[("pyspy", False)], cost[("floor", False)]))
-        lines.append("| %s | %s | %s | %s | %.2f× | %.1f× | %s | %s | %s | %.1f× |" % (
-            version, fmt_us(m[("floor", False)]), fmt_us(m[("pyspy", False)]),
-            fmt_us(m[("py-spy", False)]), to_floor,
-            m[("py-spy", False)] / m[("pyspy", False)], fmt_us(m[("floor", True)]),
-            fmt_us(m[("pyspy", True)]), fmt_us(m[("py-spy", True)]),
-            m[("py-spy", True)] / m[("pyspy", True)]))
+                for label, _, cpu in where:
+                    for idle in (False, True):
+                        for tool in tools:
+                            cps, n = marginal_cpu(tool, deep.pid, 500, seconds, idle, "descend",
+                                                  cpu)
+                            cost[(label, tool, idle)].append(cps)
+                            log("%s %s%s on %s: %s per sample (%d samples)" % (
+                                version, tool, " --idle" if idle else "", label, fmt_us(cps), n))
+        for label, _, _ in where:
+            m = dict((k[1:], statistics.median(v)) for k, v in cost.items() if k[0] == label)
+            ratios = [p / f for p, f in zip(cost[(label, "pyspy", False)],
+                                            cost[(label, "floor", False)])]
+            lines.append(
+                "| %s | %s | %s | %s | %s | %.2f× | %.1f× | %s | %s | %s | %.1f× | %s |" % (
+                    version, label, fmt_us(m[("floor", False)]), fmt_us(m[("pyspy", False)]),
+                    fmt_us(m[("py-spy", False)]), statistics.median(ratios),
+                    m[("py-spy", False)] / m[("pyspy", False)], fmt_us(m[("floor", True)]),
+                    fmt_us(m[("pyspy", True)]), fmt_us(m[("py-spy", True)]),
+                    m[("py-spy", True)] / m[("pyspy", True)],
+                    " ".join("%.2f" % r for r in sorted(ratios))))
     table = "\n".join(lines) + "\n"
     sys.stdout.write(table)
     if out:
