@@ -425,12 +425,21 @@ impl ThreadStat {
 /// yet running) goes unseen that way until it first runs. Where the kernel does not count
 /// switches (`schedstat` missing, or its switch count stays 0), every read is of `stat`.
 ///
+/// A running thread's counters move whenever a scheduler tick lands, so the rule above spares
+/// its `stat` only between ticks. For a thread that holds the GIL (the caller says so) there
+/// is a second rule: if `stat` last found it running and it has not been switched in since
+/// (its switch count did not move), it is still running, or preempted and runnable, which
+/// `stat` reports as running too. It cannot have blocked since in a call that releases the
+/// GIL, as every blocking call of CPython's does: it would have had to be switched in again
+/// to take the GIL back. A thread blocked in C code that keeps the GIL (or waiting on a page
+/// fault) while holding it counts as running until it is switched in again.
+///
 /// ```
 /// use pyspy_core::attach::process::ThreadStatReader;
 /// let me = std::process::id() as i32;
 /// let mut stats = ThreadStatReader::new(me);
-/// let (first, _) = stats.read_tracking(me).expect("this thread's stat line");
-/// let (again, _) = stats.read_tracking(me).expect("read again through the open file");
+/// let (first, _) = stats.read_tracking(me, false).expect("this thread's stat line");
+/// let (again, _) = stats.read_tracking(me, false).expect("read again through the open file");
 /// assert_eq!(first.state, again.state);
 /// stats.keep_only(&[]);
 /// ```
@@ -452,6 +461,8 @@ pub struct ThreadStatReader {
     last_read: Option<(i32, SchedCounters)>,
     /// Reads of `stat` that unmoved schedstat counters made unnecessary.
     skipped: u64,
+    /// Reads of `stat` spared for a GIL holder not switched in since it was seen running.
+    still_running: u64,
     /// Files of each kind kept open at most (see [`ThreadStatReader::MAX_OPEN`]).
     max_open: usize,
     /// The thread ids the last [`ThreadStatReader::keep_only`] kept, as it was given them.
@@ -484,6 +495,7 @@ impl ThreadStatReader {
             switches: None,
             last_read: None,
             skipped: 0,
+            still_running: 0,
             max_open: open_files_allowed() / 4,
             kept: None,
         }
@@ -514,13 +526,15 @@ impl ThreadStatReader {
         stat.cpu_time()
     }
 
-    /// Thread `tid`'s schedstat counters, and what was read of it before (if its file was
-    /// kept open).
-    fn read_schedstat(&mut self, tid: i32) -> Option<(SchedCounters, Option<ThreadStat>)> {
+    /// Thread `tid`'s schedstat counters, and the counters and state last read with `stat`
+    /// (if its file was kept open).
+    fn read_schedstat(
+        &mut self,
+        tid: i32,
+    ) -> Option<(SchedCounters, Option<(SchedCounters, ThreadStat)>)> {
         if let Some((file, last)) = self.open_sched.get(&key(tid)) {
             if let Some(c) = read_schedstat_at_start(file) {
-                let before = last.filter(|(was, _)| *was == c).map(|(_, stat)| stat);
-                return Some((c, before));
+                return Some((c, *last));
             }
             self.open_sched.remove(&key(tid));
         }
@@ -538,25 +552,33 @@ impl ThreadStatReader {
     /// type's docs); the ticks are then as of that read too.
     #[cfg(test)]
     pub fn read(&mut self, tid: i32) -> Option<ThreadStat> {
-        self.read_tracking(tid).map(|(stat, _)| stat)
+        self.read_tracking(tid, false).map(|(stat, _)| stat)
     }
 
     /// [`ThreadStatReader::read`], and whether the thread has provably not been switched in or
     /// out since the last read (its schedstat counters did not move; the state is then the one
-    /// read before).
-    pub fn read_tracking(&mut self, tid: i32) -> Option<(ThreadStat, bool)> {
+    /// read before). `holds_gil`: the thread holds its interpreter's GIL now, so that a thread
+    /// last seen running and not switched in since is still running (see the type's docs);
+    /// it then comes back with the state read before and `false`.
+    pub fn read_tracking(&mut self, tid: i32, holds_gil: bool) -> Option<(ThreadStat, bool)> {
         self.last_read = None;
         // A thread whose schedstat file cannot be kept open gains nothing from reading it first.
         let kept = self.open_sched.contains_key(&key(tid)) || self.open_sched.len() < self.max_open;
         if kept && self.schedstat != Some(false) && self.switches != Some(false) {
-            if let Some((counters, before)) = self.read_schedstat(tid) {
+            if let Some((counters, last)) = self.read_schedstat(tid) {
                 self.last_read = Some((tid, counters));
                 if counters.run_ns > 0 && self.switches.is_none() {
                     self.switches = Some(counters.switches > 0);
                 }
-                if let (Some(stat), Some(true)) = (before, self.switches) {
-                    self.skipped += 1;
-                    return Some((stat, true));
+                if let (Some((was, stat)), Some(true)) = (last, self.switches) {
+                    if was == counters {
+                        self.skipped += 1;
+                        return Some((stat, true));
+                    }
+                    if holds_gil && stat.is_active() && was.switches == counters.switches {
+                        self.still_running += 1;
+                        return Some((stat, false));
+                    }
                 }
                 let stat = self.read_stat(tid)?;
                 if let Some((_, last)) = self.open_sched.get_mut(&key(tid)) {
@@ -617,6 +639,12 @@ impl ThreadStatReader {
     #[cfg(test)]
     pub fn stat_reads_skipped(&self) -> u64 {
         self.skipped
+    }
+
+    /// How many `stat` reads a GIL holder not switched in since it ran has spared so far.
+    #[cfg(test)]
+    pub fn stat_reads_spared_running(&self) -> u64 {
+        self.still_running
     }
 
     /// How many `stat` files are open now.
@@ -1027,6 +1055,61 @@ garbage line";
         } else {
             eprintln!("this kernel does not count switches in schedstat: every read is of stat");
         }
+        done_tx.send(()).unwrap();
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn a_gil_holder_not_switched_in_since_it_ran_is_running_without_a_stat_read() {
+        let me = std::process::id() as i32;
+        let spin = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let spinning = spin.clone();
+        let worker = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            while spinning.load(std::sync::atomic::Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+            done_rx.recv().ok();
+        });
+        let tid = rx.recv().unwrap();
+        let mut stats = ThreadStatReader::new(me);
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while stats.read(tid).map(|s| s.state) != Some('R') && std::time::Instant::now() < give_up {
+        }
+        // Spinning (as if it held the GIL): its run time grows; while it is not switched in
+        // again, it is running without its stat line read. On a busy machine it is preempted
+        // and switched in now and then, and those reads are of stat.
+        let mut spared = 0;
+        for _ in 0..400 {
+            let before = stats.stat_reads_spared_running();
+            let (stat, unmoved) = stats.read_tracking(tid, true).expect("a live thread");
+            assert_eq!(stat.state, 'R', "a spinning thread");
+            if stats.stat_reads_spared_running() > before {
+                assert!(!unmoved, "it ran: its counters moved");
+                spared += 1;
+            }
+            if spared >= 5 || std::time::Instant::now() >= give_up {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        if stats.switches == Some(true) {
+            assert!(spared >= 5, "stat read although the thread was not switched in");
+        } else {
+            eprintln!("this kernel does not count switches in schedstat: every read is of stat");
+        }
+        // Blocked, and not holding the GIL: its counters moved without a switch-in, and that
+        // is not taken as running.
+        spin.store(false, std::sync::atomic::Ordering::Relaxed);
+        while stats.read_tracking(tid, false).map(|(s, _)| s.state) == Some('R')
+            && std::time::Instant::now() < give_up
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(stats.read_tracking(tid, false).map(|(s, _)| s.state), Some('S'));
         done_tx.send(()).unwrap();
         worker.join().unwrap();
     }

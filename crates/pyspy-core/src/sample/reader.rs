@@ -276,7 +276,8 @@ impl SnapshotReader {
             if options.needs_stat() {
                 let files = self.stat_files(pid);
                 for &tid in &tids {
-                    if let Some(sched) = Sched::read(files, tid, false) {
+                    // Read before the walk: whether a thread holds the GIL is not known yet.
+                    if let Some(sched) = Sched::read(files, tid, false, false) {
                         stats.insert(tid as u64, sched);
                     }
                 }
@@ -420,7 +421,7 @@ impl SnapshotReader {
                 seen.push(tid);
                 let stat = match stats.get(&(tid as u64)) {
                     Some(s) => Some(s.stat),
-                    None => Sched::read(files, tid, false).map(|sched| {
+                    None => Sched::read(files, tid, t.owns_gil, false).map(|sched| {
                         stats.insert(tid as u64, sched);
                         sched.stat
                     }),
@@ -633,10 +634,15 @@ struct Sched {
 }
 
 impl Sched {
-    /// Thread `tid`'s state through `files` (with its CPU time if `cpu_time`); `None` if it
-    /// has exited.
-    fn read(files: &mut ThreadStatReader, tid: i32, cpu_time: bool) -> Option<Sched> {
-        let (stat, unmoved) = files.read_tracking(tid)?;
+    /// Thread `tid`'s state through `files` (with its CPU time if `cpu_time`; `holds_gil` as
+    /// [`ThreadStatReader::read_tracking`] takes it); `None` if it has exited.
+    fn read(
+        files: &mut ThreadStatReader,
+        tid: i32,
+        holds_gil: bool,
+        cpu_time: bool,
+    ) -> Option<Sched> {
+        let (stat, unmoved) = files.read_tracking(tid, holds_gil)?;
         Some(Sched::new(files, tid, stat, unmoved, cpu_time))
     }
 
@@ -691,11 +697,11 @@ fn choose<M: Memory + ?Sized>(
         .map(|(t, (native, cached))| {
             let tid_of = |n: Option<u64>| n.and_then(|n| i32::try_from(n).ok());
             let mut tid = tid_of(native);
-            let mut read = tid.and_then(|tid| files.read_tracking(tid));
+            let mut read = tid.and_then(|tid| files.read_tracking(tid, t.holds_gil));
             if read.is_none() && cached {
                 // The thread this ident was found for has exited: the ident may be a new one's.
                 tid = tid_of(native_ids.refresh(mem, t.thread_id, || os_thread_ids(pid, None)));
-                read = tid.and_then(|tid| files.read_tracking(tid));
+                read = tid.and_then(|tid| files.read_tracking(tid, t.holds_gil));
             }
             let Some(tid) = tid else {
                 return Choice::Walk { keep: false };
@@ -766,6 +772,7 @@ mod tests {
             datastack_chunk: 0,
             datastack_top: 0,
             unbatched: 0,
+            holds_gil: false,
         }
     }
 

@@ -562,7 +562,7 @@ impl Walker {
         let before = mem.unbatched_reads();
         // With a choice to make, the innermost frames of 3.11/3.12 threads are read only for
         // the threads walked.
-        let threads = self.thread_states(mem, interp, choose.is_none())?;
+        let mut threads = self.thread_states(mem, interp, choose.is_none())?;
         // A list that is not the last snapshot's (a thread started or ended) may have been
         // read across a change: a thread state read while it was unlinked, freed or set up
         // anew at the same address ends the list early and silently leaves out every older
@@ -577,6 +577,20 @@ impl Walker {
         if !same {
             self.last_threads.clear();
             self.last_threads.extend(threads.iter().map(|t| t.addr));
+        }
+        // The GIL of each interpreter, read before the choice: a thread's `/proc` reads can
+        // depend on whether it holds it (see `ThreadStatReader::read_tracking`).
+        let mut gils: Vec<(u64, Gil)> = Vec::new();
+        for t in threads.iter_mut() {
+            let gil = match gils.iter().find(|(i, _)| *i == t.interp) {
+                Some((_, g)) => *g,
+                None => {
+                    let g = self.gil(mem, interp, t.interp);
+                    gils.push((t.interp, g));
+                    g
+                }
+            };
+            t.holds_gil = gil == Gil::HeldBy(t.addr);
         }
         if let (Some(choose), true) = (choose, self.chosen.is_empty()) {
             let choices = choose(&threads, mem);
@@ -725,17 +739,12 @@ impl Walker {
         self.spare_stacks
             .extend(raws.into_iter().filter(RawStack::worth_keeping).take(room));
         let replaced = self.codes_replaced(fresh);
-        let mut gils: Vec<(u64, Gil)> = Vec::new();
         let mut out = Vec::with_capacity(threads.len());
         for ((t, r), mixed) in threads.into_iter().zip(resolved).zip(mixed) {
-            let gil = match gils.iter().find(|(i, _)| *i == t.interp) {
-                Some((_, g)) => *g,
-                None => {
-                    let g = self.gil(mem, interp, t.interp);
-                    gils.push((t.interp, g));
-                    g
-                }
-            };
+            let gil = gils
+                .iter()
+                .find(|(i, _)| *i == t.interp)
+                .map_or(Gil::Unknown, |(_, g)| *g);
             // An exception state that cannot be read (a torn read) is left out rather than
             // failing the thread. A thread read cleanly before is not read again.
             let (exception, propagating) = if self.extras.exceptions && !done.contains(&t.addr)
@@ -754,7 +763,7 @@ impl Walker {
                 stack: ThreadStack {
                     thread_id: t.thread_id,
                     native_thread_id: t.native_thread_id,
-                    owns_gil: gil == Gil::HeldBy(t.addr),
+                    owns_gil: t.holds_gil,
                     no_gil: matches!(gil, Gil::Disabled | Gil::Unknown),
                     interp_id: t.interp_id,
                     exception,
