@@ -965,26 +965,76 @@ garbage line";
         assert!(ThreadStat::read(me, me).is_some());
     }
 
+    /// A thread of this process that spins until told to block (on a channel), and its OS id.
+    struct Spinner {
+        tid: i32,
+        spin: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        done: std::sync::mpsc::Sender<()>,
+        handle: std::thread::JoinHandle<()>,
+    }
+
+    impl Spinner {
+        fn start() -> Spinner {
+            let spin = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (done, done_rx) = std::sync::mpsc::channel::<()>();
+            let spinning = spin.clone();
+            let handle = std::thread::spawn(move || {
+                // SAFETY: gettid has no preconditions.
+                tx.send(unsafe { libc::gettid() }).unwrap();
+                while spinning.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+                done_rx.recv().ok();
+            });
+            let tid = rx.recv().unwrap();
+            Spinner {
+                tid,
+                spin,
+                done,
+                handle,
+            }
+        }
+
+        /// A spinner, and a stat reader of this process whose last read of it found it running
+        /// (or waiting for a CPU on a busy machine: `R` either way).
+        fn seen_running() -> (Spinner, ThreadStatReader) {
+            let worker = Spinner::start();
+            let mut stats = ThreadStatReader::new(std::process::id() as i32);
+            let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while stats.read(worker.tid).map(|s| s.state) != Some('R')
+                && std::time::Instant::now() < give_up
+            {}
+            assert_eq!(stats.read(worker.tid).map(|s| s.state), Some('R'));
+            (worker, stats)
+        }
+
+        /// Stops spinning: the thread blocks until [`Spinner::end`].
+        fn block(&self) {
+            self.spin.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+
+        /// Lets the thread exit and waits for it.
+        fn end(self) {
+            self.block();
+            self.done.send(()).unwrap();
+            self.handle.join().unwrap();
+        }
+    }
+
     #[test]
     fn stat_reader_follows_threads_coming_and_going() {
         let me = std::process::id() as i32;
         let mut stats = ThreadStatReader::new(me);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let worker = std::thread::spawn(move || {
-            // SAFETY: gettid has no preconditions.
-            tx.send(unsafe { libc::gettid() }).unwrap();
-            done_rx.recv().ok();
-        });
-        let tid = rx.recv().unwrap();
+        let worker = Spinner::start();
+        let tid = worker.tid;
         assert!(stats.read(tid).is_some());
         assert!(
             stats.read(tid).is_some(),
             "read again through the open file"
         );
         assert_eq!(stats.open_files(), 1);
-        done_tx.send(()).unwrap();
-        worker.join().unwrap();
+        worker.end();
         // The thread has exited: once the kernel has released it, its open file fails and
         // the path is gone.
         let start = std::time::Instant::now();
@@ -1017,28 +1067,11 @@ garbage line";
 
     #[test]
     fn a_thread_not_switched_since_keeps_its_state_without_a_stat_read() {
-        let me = std::process::id() as i32;
-        let spin = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let spinning = spin.clone();
-        let worker = std::thread::spawn(move || {
-            // SAFETY: gettid has no preconditions.
-            tx.send(unsafe { libc::gettid() }).unwrap();
-            while spinning.load(std::sync::atomic::Ordering::Relaxed) {
-                std::hint::spin_loop();
-            }
-            done_rx.recv().ok();
-        });
-        let tid = rx.recv().unwrap();
-        let mut stats = ThreadStatReader::new(me);
-        // Spinning: running (or waiting for a CPU on a busy machine) in every read.
+        let (worker, mut stats) = Spinner::seen_running();
+        let tid = worker.tid;
         let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while stats.read(tid).map(|s| s.state) != Some('R') && std::time::Instant::now() < give_up {
-        }
-        assert_eq!(stats.read(tid).map(|s| s.state), Some('R'));
         // Blocked: switched out, so the counters moved and stat is read again.
-        spin.store(false, std::sync::atomic::Ordering::Relaxed);
+        worker.block();
         while stats.read(tid).map(|s| s.state) == Some('R') && std::time::Instant::now() < give_up {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
@@ -1055,30 +1088,14 @@ garbage line";
         } else {
             eprintln!("this kernel does not count switches in schedstat: every read is of stat");
         }
-        done_tx.send(()).unwrap();
-        worker.join().unwrap();
+        worker.end();
     }
 
     #[test]
     fn a_gil_holder_not_switched_in_since_it_ran_is_running_without_a_stat_read() {
-        let me = std::process::id() as i32;
-        let spin = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let spinning = spin.clone();
-        let worker = std::thread::spawn(move || {
-            // SAFETY: gettid has no preconditions.
-            tx.send(unsafe { libc::gettid() }).unwrap();
-            while spinning.load(std::sync::atomic::Ordering::Relaxed) {
-                std::hint::spin_loop();
-            }
-            done_rx.recv().ok();
-        });
-        let tid = rx.recv().unwrap();
-        let mut stats = ThreadStatReader::new(me);
+        let (worker, mut stats) = Spinner::seen_running();
+        let tid = worker.tid;
         let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while stats.read(tid).map(|s| s.state) != Some('R') && std::time::Instant::now() < give_up {
-        }
         // Spinning (as if it held the GIL): its run time grows; while it is not switched in
         // again, it is running without its stat line read. On a busy machine it is preempted
         // and switched in now and then, and those reads are of stat.
@@ -1103,15 +1120,14 @@ garbage line";
         }
         // Blocked, and not holding the GIL: its counters moved without a switch-in, and that
         // is not taken as running.
-        spin.store(false, std::sync::atomic::Ordering::Relaxed);
+        worker.block();
         while stats.read_tracking(tid, false).map(|(s, _)| s.state) == Some('R')
             && std::time::Instant::now() < give_up
         {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         assert_eq!(stats.read_tracking(tid, false).map(|(s, _)| s.state), Some('S'));
-        done_tx.send(()).unwrap();
-        worker.join().unwrap();
+        worker.end();
     }
 
     #[test]
