@@ -697,11 +697,11 @@ fn choose<M: Memory + ?Sized>(
         .map(|(t, (native, cached))| {
             let tid_of = |n: Option<u64>| n.and_then(|n| i32::try_from(n).ok());
             let mut tid = tid_of(native);
-            let mut read = tid.and_then(|tid| files.read_tracking(tid, t.holds_gil));
+            let mut read = tid.and_then(|tid| files.read_tracking(tid, t.holds_gil()));
             if read.is_none() && cached {
                 // The thread this ident was found for has exited: the ident may be a new one's.
                 tid = tid_of(native_ids.refresh(mem, t.thread_id, || os_thread_ids(pid, None)));
-                read = tid.and_then(|tid| files.read_tracking(tid, t.holds_gil));
+                read = tid.and_then(|tid| files.read_tracking(tid, t.holds_gil()));
             }
             let Some(tid) = tid else {
                 return Choice::Walk { keep: false };
@@ -772,7 +772,7 @@ mod tests {
             datastack_chunk: 0,
             datastack_top: 0,
             unbatched: 0,
-            holds_gil: false,
+            gil: crate::walk::threads::Gil::Unknown,
         }
     }
 

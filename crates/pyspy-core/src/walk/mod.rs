@@ -582,7 +582,7 @@ impl Walker {
         // depend on whether it holds it (see `ThreadStatReader::read_tracking`).
         let mut gils: Vec<(u64, Gil)> = Vec::new();
         for t in threads.iter_mut() {
-            let gil = match gils.iter().find(|(i, _)| *i == t.interp) {
+            t.gil = match gils.iter().find(|(i, _)| *i == t.interp) {
                 Some((_, g)) => *g,
                 None => {
                     let g = self.gil(mem, interp, t.interp);
@@ -590,7 +590,6 @@ impl Walker {
                     g
                 }
             };
-            t.holds_gil = gil == Gil::HeldBy(t.addr);
         }
         if let (Some(choose), true) = (choose, self.chosen.is_empty()) {
             let choices = choose(&threads, mem);
@@ -741,10 +740,6 @@ impl Walker {
         let replaced = self.codes_replaced(fresh);
         let mut out = Vec::with_capacity(threads.len());
         for ((t, r), mixed) in threads.into_iter().zip(resolved).zip(mixed) {
-            let gil = gils
-                .iter()
-                .find(|(i, _)| *i == t.interp)
-                .map_or(Gil::Unknown, |(_, g)| *g);
             // An exception state that cannot be read (a torn read) is left out rather than
             // failing the thread. A thread read cleanly before is not read again.
             let (exception, propagating) = if self.extras.exceptions && !done.contains(&t.addr)
@@ -763,8 +758,8 @@ impl Walker {
                 stack: ThreadStack {
                     thread_id: t.thread_id,
                     native_thread_id: t.native_thread_id,
-                    owns_gil: t.holds_gil,
-                    no_gil: matches!(gil, Gil::Disabled | Gil::Unknown),
+                    owns_gil: t.holds_gil(),
+                    no_gil: matches!(t.gil, Gil::Disabled | Gil::Unknown),
                     interp_id: t.interp_id,
                     exception,
                     propagating,

@@ -57,10 +57,17 @@ pub struct RawThread {
     /// Reads of this thread state (and its `cframe`) that were not served from the walk's
     /// batch (see [`Memory::unbatched_reads`]).
     pub unbatched: u64,
-    /// Whether it held its interpreter's GIL when the walk read the GIL (false where that is
-    /// unknown or there is no GIL). Set by the walk before a caller chooses what to do with
-    /// the thread (see [`Walker::walk_choosing`](super::Walker::walk_choosing)).
-    pub holds_gil: bool,
+    /// Its interpreter's GIL as the walk read it, before a caller chooses what to do with the
+    /// thread (see [`Walker::walk_choosing`](super::Walker::walk_choosing)); `Unknown` until
+    /// then.
+    pub gil: Gil,
+}
+
+impl RawThread {
+    /// Whether it held its interpreter's GIL when the walk read it.
+    pub fn holds_gil(&self) -> bool {
+        self.gil == Gil::HeldBy(self.addr)
+    }
 }
 
 impl Walker {
@@ -181,7 +188,7 @@ impl Walker {
             datastack_chunk: l.tstate_datastack_chunk.map(field).transpose()?.unwrap_or(0),
             datastack_top: l.tstate_datastack_top.map(field).transpose()?.unwrap_or(0),
             unbatched: mem.unbatched_reads() - before,
-            holds_gil: false,
+            gil: Gil::Unknown,
         };
         if current_frame {
             self.current_frame(mem, &mut raw);
