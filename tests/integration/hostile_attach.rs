@@ -9,6 +9,8 @@
 //!   `CAP_SYS_PTRACE` reads the right file (`/proc/PID/exe`, `/proc/PID/map_files`) or says
 //!   clearly why it cannot;
 //! - chroot targets report their executable as they see it;
+//! - whether a thread runs reads the same to root, the target's owner and `nobody` with
+//!   `CAP_SYS_PTRACE` (from `/proc/PID/task/TID/syscall`, or `stat` where that is closed);
 //! - `record --subprocesses` of a shell that starts Python later, a target that `exec`s another
 //!   program (Python or not), and children that live a quarter of a second.
 
@@ -27,6 +29,7 @@ use pyspy_tests::{
 use serde_json::Value;
 
 const HOSTILE: &str = include_str!("../targets/hostile.py");
+const STATES: &str = include_str!("../targets/thread_states.py");
 
 // ---------------------------------------------------------------------------------------------
 // Running pyspy with limits, measuring what it cost
@@ -548,6 +551,102 @@ fn replaced_executable(interp: &Interpreter, other: &Path) -> Result<(), String>
         }
         compare_stacks(&target.truth, &dump, interp.has_qualname())
             .map_err(|e| format!("as {who}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Whether a thread runs is read from its `syscall` file by root and by the target's owner, and
+/// from `stat` by `nobody` with CAP_SYS_PTRACE, who may trace the target but not open that file
+/// (it is the owner's alone). Whichever it is, thread_states.py's spinning thread is active
+/// and its blocked threads are not. The target runs as user 1234 on every interpreter that
+/// can (the chroot's and Debian's: pyenv's are under root's private home, and the threads
+/// suite checks them as root).
+#[test]
+fn active_is_the_same_whichever_file_gives_a_thread_s_state() {
+    let _ = pyspy();
+    let runnable: Vec<Interpreter> = interpreters()
+        .into_iter()
+        .filter(|i| i.chroot.is_some() || !i.executable.starts_with("/root"))
+        .collect();
+    let tested: Vec<&str> = runnable.iter().map(|i| i.label.as_str()).collect();
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = runnable
+            .iter()
+            .map(|interp| s.spawn(move || active_as_each_user(interp).err()))
+            .collect();
+        runs.into_iter()
+            .zip(&runnable)
+            .filter_map(|(run, interp)| {
+                let failed = run.join().unwrap_or_else(|_| Some("panicked".into()));
+                failed.map(|e| format!("[{}] {e}", interp.label))
+            })
+            .collect()
+    });
+    eprintln!(
+        "active read as root, the owner and nobody with CAP_SYS_PTRACE on: {}",
+        tested.join(", ")
+    );
+    assert!(
+        tested.len() >= 3,
+        "interpreters that can run as another user are missing (see the harness's warning): \
+         only {tested:?}"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Dumps thread_states.py, run as user 1234, as root, as its owner and as `nobody` with
+/// CAP_SYS_PTRACE: the spinner is active in 2 of 3 dumps each at least, blocked threads in none.
+fn active_as_each_user(interp: &Interpreter) -> Result<(), String> {
+    let run_as_1234 = match &interp.chroot {
+        Some(root) => format!(
+            "chmod 777 .; exec chroot --userspec=1234:1234 {} {} \"$@\"",
+            root.display(),
+            interp.executable.display()
+        ),
+        None => format!(
+            "chmod 777 .; exec setpriv --reuid=1234 --regid=1234 --clear-groups {} \"$@\"",
+            interp.executable.display()
+        ),
+    };
+    let target = Target::spawn_files_with(interp, &[("thread_states.py", STATES)], &[], &|_| {
+        let mut c = Command::new("sh");
+        c.args(["-c", &run_as_1234, "sh"])
+            .env("LC_ALL", "C.UTF-8")
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        c
+    });
+    std::fs::write(target.dir().host_path().join("go"), "").map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = target.pid();
+    for (who, wrapper) in [
+        ("root", &[][..]),
+        ("the owner", AS_OWNER),
+        ("nobody with CAP_SYS_PTRACE", AS_NOBODY_WITH_PTRACE),
+    ] {
+        let mut spinner_active = 0;
+        for _ in 0..3 {
+            let run = run_measured(dump_cmd(pid, wrapper), None);
+            let dump = run.json().map_err(|e| format!("as {who}: {e}"))?;
+            let threads = dump["threads"].as_array().cloned().unwrap_or_default();
+            if threads.len() != 4 {
+                return Err(format!("as {who}: {} threads, want 4", threads.len()));
+            }
+            for t in &threads {
+                let (name, active) = (t["name"].as_str().unwrap_or("?"), &t["active"]);
+                if name == "spinner" {
+                    spinner_active += usize::from(*active == Value::Bool(true));
+                } else if *active != Value::Bool(false) {
+                    return Err(format!(
+                        "as {who}: blocked thread {name} is active {active}"
+                    ));
+                }
+            }
+        }
+        if spinner_active < 2 {
+            return Err(format!(
+                "as {who}: the spinner active in {spinner_active} of 3 dumps"
+            ));
+        }
     }
     Ok(())
 }

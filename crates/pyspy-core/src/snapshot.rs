@@ -39,7 +39,8 @@ pub struct ThreadStack {
     /// `pyspy dump --json` writes `"owns_gil": null`.
     pub no_gil: bool,
     /// Whether the OS thread is running (not sleeping, waiting on a lock or on I/O), read from
-    /// `/proc` before any pause: `Some(true)` running, `Some(false)` not. A thread holding the
+    /// `/proc` before any pause (`running` in its `syscall` file, else `R` in its `stat`):
+    /// `Some(true)` running or runnable, `Some(false)` not. A thread holding the
     /// GIL that was running at the last sample and has not been switched in since is running
     /// (see the README's "Sleeping threads are cheap"). `None` when it is not
     /// known: [`SampleOptions::active`](crate::SampleOptions) is off, the thread's `/proc`

@@ -349,12 +349,13 @@ pub fn thread_ids(pid: i32) -> Result<Vec<i32>> {
         .collect())
 }
 
-/// Scheduler facts about one thread from `/proc/PID/task/TID/stat`.
+/// Scheduler facts about one thread from `/proc/PID/task/TID/stat` (or, from
+/// [`ThreadStatReader`], its `syscall` file: see there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThreadStat {
     /// The state letter: R running, S sleeping, D disk wait, ...
     pub state: char,
-    /// user + system CPU time, in clock ticks.
+    /// user + system CPU time, in clock ticks (0 where the state came from `syscall`).
     pub cpu_ticks: u64,
 }
 
@@ -425,8 +426,17 @@ impl ThreadStat {
 /// yet running) goes unseen that way until it first runs. Where the kernel does not count
 /// switches (`schedstat` missing, or its switch count stays 0), every read is of `stat`.
 ///
+/// Where the counters moved and the kernel counts switches, the state is read from the
+/// thread's `syscall` file instead of `stat`: the kernel answers `running` there for a thread
+/// running or runnable (what `stat` calls `R`) without formatting anything else, at about the
+/// cost of `schedstat`, and otherwise the system call it is blocked in. A thread not running
+/// then has the state `S` whatever `stat` would say (`D`, `T`, ...), and its CPU ticks are 0:
+/// its CPU time comes from `schedstat`. That file is readable only with the rights to trace
+/// the thread and, being its owner's alone, not by another user whatever its capabilities:
+/// where it cannot be read, `stat` is, as before.
+///
 /// A running thread's counters move whenever a scheduler tick lands, so the rule above spares
-/// its `stat` only between ticks. For a thread that holds the GIL (the caller says so) there
+/// its state read only between ticks. For a thread that holds the GIL (the caller says so) there
 /// is a second rule: if `stat` last found it running and it has not been switched in since
 /// (its switch count did not move), it is still running, or preempted and runnable, which
 /// `stat` reports as running too. It cannot have blocked since in a call that releases the
@@ -449,8 +459,13 @@ pub struct ThreadStatReader {
     /// `/proc/PID/task/TID/stat` files kept open.
     open: AddrMap<std::fs::File>,
     /// `/proc/PID/task/TID/schedstat` files kept open, and what was read of each last: its
-    /// counters and the state `stat` gave with (or before) them.
+    /// counters and the state `stat` (or `syscall`) gave with (or before) them.
     open_sched: AddrMap<(std::fs::File, Option<(SchedCounters, ThreadStat)>)>,
+    /// `/proc/PID/task/TID/syscall` files kept open.
+    open_syscall: AddrMap<std::fs::File>,
+    /// Whether the `syscall` files can be read: unknown until one is tried; false once one
+    /// could not be while its thread's `stat` could (no permission, or a kernel without it).
+    syscall: Option<bool>,
     /// Whether schedstat gives CPU times here: unknown until the first read; false on a kernel
     /// without it (no file, or zeros where `stat` counts CPU time).
     schedstat: Option<bool>,
@@ -463,6 +478,8 @@ pub struct ThreadStatReader {
     skipped: u64,
     /// Reads of `stat` spared for a GIL holder not switched in since it was seen running.
     still_running: u64,
+    /// States read from `syscall` instead of `stat`.
+    syscall_reads: u64,
     /// Files of each kind kept open at most (see [`ThreadStatReader::MAX_OPEN`]).
     max_open: usize,
     /// The thread ids the last [`ThreadStatReader::keep_only`] kept, as it was given them.
@@ -480,7 +497,9 @@ struct SchedCounters {
 impl ThreadStatReader {
     /// At most this many files of each kind are kept open, and at most a quarter of the
     /// process's soft limit on open files (`RLIMIT_NOFILE`) at the reader's making; a process
-    /// with more threads has the rest opened and closed per read.
+    /// with more threads has the rest opened and closed per read. A thread has two kinds open
+    /// (`schedstat`, and `syscall` or `stat`), except the few read before the reader knew
+    /// whether switches are counted, which keep their `stat` too.
     pub const MAX_OPEN: usize = 4096;
     /// Stat lines are a few hundred bytes; a longer one is read the slow way.
     const LINE_MAX: usize = 1024;
@@ -491,11 +510,14 @@ impl ThreadStatReader {
             pid,
             open: AddrMap::default(),
             open_sched: AddrMap::default(),
+            open_syscall: AddrMap::default(),
+            syscall: None,
             schedstat: None,
             switches: None,
             last_read: None,
             skipped: 0,
             still_running: 0,
+            syscall_reads: 0,
             max_open: open_files_allowed() / 4,
             kept: None,
         }
@@ -526,6 +548,13 @@ impl ThreadStatReader {
         stat.cpu_time()
     }
 
+    /// Closes the files of thread `tid`, which has exited (a new thread may have its id).
+    fn forget(&mut self, tid: i32) {
+        self.open.remove(&key(tid));
+        self.open_sched.remove(&key(tid));
+        self.open_syscall.remove(&key(tid));
+    }
+
     /// Thread `tid`'s schedstat counters, and the counters and state last read with `stat`
     /// (if its file was kept open).
     fn read_schedstat(
@@ -536,7 +565,7 @@ impl ThreadStatReader {
             if let Some(c) = read_schedstat_at_start(file) {
                 return Some((c, *last));
             }
-            self.open_sched.remove(&key(tid));
+            self.forget(tid);
         }
         let path = proc_path(self.pid, &format!("task/{tid}/schedstat"));
         let file = std::fs::File::open(path).ok()?;
@@ -569,6 +598,8 @@ impl ThreadStatReader {
                 self.last_read = Some((tid, counters));
                 if counters.run_ns > 0 && self.switches.is_none() {
                     self.switches = Some(counters.switches > 0);
+                    // A thread that ran has a run time: this kernel's schedstat counts it.
+                    self.schedstat.get_or_insert(true);
                 }
                 if let (Some((was, stat)), Some(true)) = (last, self.switches) {
                     if was == counters {
@@ -580,7 +611,10 @@ impl ThreadStatReader {
                         return Some((stat, false));
                     }
                 }
-                let stat = self.read_stat(tid)?;
+                let stat = match self.switches {
+                    Some(true) => self.read_state(tid)?,
+                    _ => self.read_stat(tid)?,
+                };
                 if let Some((_, last)) = self.open_sched.get_mut(&key(tid)) {
                     *last = Some((counters, stat));
                 }
@@ -590,14 +624,51 @@ impl ThreadStatReader {
         self.read_stat(tid).map(|stat| (stat, false))
     }
 
+    /// Thread `tid`'s state from its `syscall` file where it can be read, else from `stat`.
+    fn read_state(&mut self, tid: i32) -> Option<ThreadStat> {
+        if self.syscall != Some(false) {
+            if let Some(running) = self.read_running(tid) {
+                self.syscall = Some(true);
+                self.syscall_reads += 1;
+                return Some(ThreadStat {
+                    state: if running { 'R' } else { 'S' },
+                    cpu_ticks: 0,
+                });
+            }
+        }
+        let stat = self.read_stat(tid)?;
+        // The thread is there and its `syscall` file, opened anew, could not be read: no
+        // permission (or no longer: the process took other credentials), or not this kernel.
+        self.syscall = Some(false);
+        Some(stat)
+    }
+
+    /// Whether thread `tid` is running or runnable, from its `syscall` file; `None` if that
+    /// cannot be read (or the thread has exited).
+    fn read_running(&mut self, tid: i32) -> Option<bool> {
+        if let Some(file) = self.open_syscall.get(&key(tid)) {
+            if let Some(running) = read_running_at_start(file) {
+                return Some(running);
+            }
+            // Exited, possibly replaced by a thread with its id: opened anew below.
+            self.forget(tid);
+        }
+        let path = proc_path(self.pid, &format!("task/{tid}/syscall"));
+        let file = std::fs::File::open(path).ok()?;
+        let running = read_running_at_start(&file)?;
+        if self.open_syscall.len() < self.max_open {
+            self.open_syscall.insert(key(tid), file);
+        }
+        Some(running)
+    }
+
     /// Thread `tid`'s stat line.
     fn read_stat(&mut self, tid: i32) -> Option<ThreadStat> {
         if let Some(file) = self.open.get(&key(tid)) {
             if let Some(stat) = read_line_at_start(file) {
                 return Some(stat);
             }
-            self.open.remove(&key(tid)); // exited, possibly replaced by a thread with its id
-            self.open_sched.remove(&key(tid));
+            self.forget(tid); // exited, possibly replaced by a thread with its id
         }
         let file = std::fs::File::open(proc_path(self.pid, &format!("task/{tid}/stat"))).ok()?;
         let stat = match read_line_at_start(&file) {
@@ -614,8 +685,9 @@ impl ThreadStatReader {
     /// common case, every sample) costs a comparison: the files opened since were opened for
     /// these threads.
     pub fn keep_only(&mut self, tids: &[i32]) {
-        if self.open.is_empty() && self.open_sched.is_empty() || self.kept.as_deref() == Some(tids)
-        {
+        let none_open =
+            self.open.is_empty() && self.open_sched.is_empty() && self.open_syscall.is_empty();
+        if none_open || self.kept.as_deref() == Some(tids) {
             return;
         }
         let kept = self.kept.get_or_insert_with(Vec::new);
@@ -625,6 +697,8 @@ impl ThreadStatReader {
         keep.sort_unstable();
         self.open.retain(|tid, _| keep.binary_search(tid).is_ok());
         self.open_sched
+            .retain(|tid, _| keep.binary_search(tid).is_ok());
+        self.open_syscall
             .retain(|tid, _| keep.binary_search(tid).is_ok());
     }
 
@@ -647,10 +721,16 @@ impl ThreadStatReader {
         self.still_running
     }
 
-    /// How many `stat` files are open now.
+    /// How many states were read from `syscall` instead of `stat` so far.
+    #[cfg(test)]
+    pub fn states_read_from_syscall(&self) -> u64 {
+        self.syscall_reads
+    }
+
+    /// How many files giving threads' states (`stat` or `syscall`) are open now.
     #[cfg(test)]
     pub fn open_files(&self) -> usize {
-        self.open.len()
+        self.open.len() + self.open_syscall.len()
     }
 }
 
@@ -683,6 +763,20 @@ fn read_line_at_start(file: &std::fs::File) -> Option<ThreadStat> {
         return None;
     }
     ThreadStat::parse_bytes(&buf[..n])
+}
+
+/// One `pread` of a `syscall` file: `running` for a thread running or runnable, else the
+/// number of the system call it is blocked in (or `-1` outside one) and its registers. `None`
+/// on an error or anything else.
+fn read_running_at_start(file: &std::fs::File) -> Option<bool> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 16];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    match buf.get(..n)? {
+        [b'r', b'u', b'n', b'n', b'i', b'n', b'g', ..] => Some(true),
+        [b'-' | b'0'..=b'9', ..] => Some(false),
+        _ => None,
+    }
 }
 
 /// One `pread` of a schedstat line (three numbers of at most 20 digits: 64 bytes hold it).
@@ -1098,9 +1192,10 @@ garbage line";
         let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
         // Spinning (as if it held the GIL): its run time grows; while it is not switched in
         // again, it is running without its stat line read. On a busy machine it is preempted
-        // and switched in now and then, and those reads are of stat.
+        // and switched in now and then (at every tick while other tests spin too), and those
+        // reads are of its state.
         let mut spared = 0;
-        for _ in 0..400 {
+        loop {
             let before = stats.stat_reads_spared_running();
             let (stat, unmoved) = stats.read_tracking(tid, true).expect("a live thread");
             assert_eq!(stat.state, 'R', "a spinning thread");
@@ -1128,6 +1223,63 @@ garbage line";
         }
         assert_eq!(stats.read_tracking(tid, false).map(|(s, _)| s.state), Some('S'));
         worker.end();
+    }
+
+    #[test]
+    fn once_switches_are_counted_a_moved_thread_s_state_comes_from_its_syscall_file() {
+        let (worker, mut stats) = Spinner::seen_running();
+        let tid = worker.tid;
+        if stats.switches != Some(true) {
+            eprintln!("this kernel does not count switches in schedstat: every read is of stat");
+            worker.end();
+            return;
+        }
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        // Spinning: its run time grows, and `syscall` says it runs.
+        let mut from_syscall = 0;
+        while from_syscall < 5 && std::time::Instant::now() < give_up {
+            let before = stats.states_read_from_syscall();
+            let (stat, unmoved) = stats.read_tracking(tid, false).expect("a live thread");
+            assert_eq!(stat.state, 'R', "a spinning thread");
+            if stats.states_read_from_syscall() > before {
+                assert!(!unmoved);
+                from_syscall += 1;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert!(from_syscall >= 5, "the spinner's state was not read from syscall");
+        assert_eq!(stats.syscall, Some(true));
+        // Blocked: switched out, its counters moved, and `syscall` says it does not run.
+        worker.block();
+        let before = stats.states_read_from_syscall();
+        while stats.read(tid).map(|s| s.state) == Some('R') && std::time::Instant::now() < give_up {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(stats.read(tid).map(|s| s.state), Some('S'));
+        assert!(stats.states_read_from_syscall() > before);
+        assert!(stats.open.is_empty(), "no stat file was needed");
+        worker.end();
+    }
+
+    #[test]
+    fn syscall_files_say_running_or_the_call_a_thread_is_blocked_in() {
+        let dir = std::env::temp_dir().join(format!("pyspy-syscall-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cases: [(&str, Option<bool>); 6] = [
+            ("running\n", Some(true)),
+            ("230 0x1 0x1 0x7f5cb540eb00 0x0 0x0 0x0 0x7f5cb540eac0 0x7f5cb5aed545\n", Some(false)),
+            ("-1 0x7ffd1c3e2f48 0x55d0c1a2b3c4\n", Some(false)),
+            ("", None),
+            ("runnin", None),
+            ("sleeping\n", None),
+        ];
+        for (i, (text, want)) in cases.iter().enumerate() {
+            let path = dir.join(i.to_string());
+            std::fs::write(&path, text).unwrap();
+            let file = std::fs::File::open(&path).unwrap();
+            assert_eq!(read_running_at_start(&file), *want, "{text:?}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -1240,8 +1392,9 @@ garbage line";
         let mut stats = ThreadStatReader::new(me);
         let stat = stats.read(tid).unwrap();
         let cpu = stats.cpu_time(tid, &stat);
-        let ticks = stat.cpu_time();
-        assert!(stats.schedstat.is_some(), "decided after one read of a thread that ran");
+        // The reader may have read the state from `syscall`, without ticks: read them here.
+        let ticks = ThreadStat::read(me, tid).unwrap().cpu_time();
+        assert_eq!(stats.schedstat, Some(true), "decided after one read of a thread that ran");
         // Within one 10 ms tick of each other (plus a little for the time between the reads).
         assert!(
             cpu + std::time::Duration::from_millis(2) >= ticks

@@ -12,7 +12,7 @@ use std::time::Duration;
 /// | option     | default | cost when on                                                       |
 /// |------------|---------|--------------------------------------------------------------------|
 /// | `pause`    | off     | ptrace-stop and resume each Python thread (tens of µs each)        |
-/// | `active`   | on      | one `pread` per thread of its `schedstat`, and of its `stat` if the thread was switched in or out since (files kept open; not for a GIL holder last seen running and not switched in since) |
+/// | `active`   | on      | one `pread` per thread of its `schedstat`, and of its `syscall` (else `stat`) if the thread was switched in or out since (files kept open; not for a GIL holder last seen running and not switched in since) |
 /// | `cpu_time` | off     | the same read, plus one `pread` of `.../schedstat` (ns; kept open)  |
 /// | `names`    | on      | nothing while the thread set is unchanged                          |
 /// | `idle`     | on      | — (off: drops idle threads; needs the `/proc` read. On, without `active` or `cpu_time`, a process of 8 threads or more still has its `schedstat` read, to reuse sleeping threads' stacks) |
