@@ -30,6 +30,10 @@ Measures, for each interpreter version:
                with plain phases the same way: the true value is 0.
   async        (--measure async only) pyspy's CPU per sample recording an asyncio target of
                501 tasks (bench/targets/async_tasks.py), plain and with --async.
+  reads        (--measure reads only) the CPU one `pread` of a thread's /proc/PID/task/TID/
+               stat, schedstat and syscall costs (files kept open, as samplers keep them), for
+               the deep-busy target's running thread and a sleeping one, with the reader on the
+               target's CPU and on a CPU of its own (bench/reads.c).
 
 py-spy 0.4.3 is installed into a private venv (/var/cache/pyspy/bench-venv); pyspy is built in
 release mode. Prints a markdown table; BENCHMARKS.md holds a run and the method.
@@ -53,6 +57,7 @@ SID = os.environ.get("PYSPY_SID_ROOT", os.path.join(CACHE, "sid"))
 PYSPY = os.path.join(ROOT, "target", "release", "pyspy")
 PY_SPY = os.path.join(VENV, "bin", "py-spy")
 FLOOR = os.path.join(ROOT, "target", "bench", "floor")
+READS = os.path.join(ROOT, "target", "bench", "reads")
 
 
 def log(msg):
@@ -68,6 +73,7 @@ def setup():
     log("building the floor program (bench/floor.c)")
     os.makedirs(os.path.dirname(FLOOR), exist_ok=True)
     subprocess.check_call(["gcc", "-O2", "-Wall", "-o", FLOOR, os.path.join(ROOT, "bench", "floor.c")])
+    subprocess.check_call(["gcc", "-O2", "-Wall", "-o", READS, os.path.join(ROOT, "bench", "reads.c")])
     log("building pyspy (release)")
     subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "pyspy-cli"], cwd=ROOT)
     subprocess.check_call([os.path.join(ROOT, "scripts", "provision.sh")],
@@ -317,13 +323,14 @@ def main():
     ap.add_argument("--out", help="also write the tables to this file")
     ap.add_argument("--measure", default="all",
                     choices=["all", "slowdown", "locals", "native", "async", "host", "default",
-                             "threads"],
+                             "threads", "reads"],
                     help="slowdown: only the slowdown at 1 kHz; locals: only dump --locals; "
                     "native: only the CPU per native sample (record --native); async: only "
                     "pyspy's CPU per sample with and without record --async; host: only "
                     "`push --all` with --host-processes idle Pythons; default: CPU per sample at "
                     "500 Hz in each tool's default mode and with --idle, next to the floor "
-                    "program; threads: thread scaling (1, 10, 100, 1000 threads)")
+                    "program; threads: thread scaling (1, 10, 100, 1000 threads); reads: what "
+                    "one pread of a thread's stat, schedstat and syscall files costs")
     ap.add_argument("--host-processes", type=int, default=50,
                     help="host: idle Python processes (default 50)")
     ap.add_argument("--host-seconds", type=int, default=40,
@@ -360,6 +367,8 @@ def main():
         return measure_default(args.versions.split(","), seconds, rounds, args.out)
     if args.measure == "threads":
         return measure_threads(args.versions.split(","), [1, 10, 100, 1000], seconds, args.out)
+    if args.measure == "reads":
+        return measure_reads(args.versions.split(","), args.out)
     rows = []
     for version in args.versions.split(","):
         row = {"version": version}
@@ -659,6 +668,38 @@ def measure_default(versions, seconds, rounds, out):
                     fmt_us(m[("pyspy", True)]), fmt_us(m[("py-spy", True)]),
                     m[("py-spy", True)] / m[("pyspy", True)],
                     " ".join("%.2f" % r for r in sorted(ratios))))
+    table = "\n".join(lines) + "\n"
+    sys.stdout.write(table)
+    if out:
+        with open(out, "w") as f:
+            f.write(table)
+
+
+def measure_reads(versions, out):
+    """CPU per `pread` of a thread's stat, schedstat and syscall files (bench/reads.c: 20,000
+    reads each in 10 rounds taking turns, median round) on the deep-busy target, for its
+    running thread and a sleeping one, with the reader on the target's CPU and on one of its
+    own (see `placements`)."""
+    lines = [
+        "| Python | reader on | thread | stat | schedstat | syscall | syscall / stat |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    where = placements()
+    for version in versions:
+        with running(version, "deep_busy.py", cpu=where[0][1]) as deep:
+            for label, _, cpu in where:
+                text = subprocess.check_output(pinned(cpu) + [READS, str(deep.pid), "20000"])
+                ns = {}
+                for line in text.decode().splitlines():
+                    thread, name, value = line.split()
+                    ns[(thread, name)] = float(value)
+                for thread in ("running", "sleeping"):
+                    cost = [ns[(thread, f)] for f in ("stat", "schedstat", "syscall")]
+                    log("%s reads on %s, %s thread: %s" % (version, label, thread, cost))
+                    lines.append("| %s | %s | %s | %s | %s | %s | %.2f |" % (
+                        version, label, thread,
+                        *[("%.2f µs" % (c / 1000.0)) if c >= 0 else "unreadable" for c in cost],
+                        cost[2] / cost[0] if min(cost) > 0 else float("nan")))
     table = "\n".join(lines) + "\n"
     sys.stdout.write(table)
     if out:
