@@ -335,6 +335,8 @@ def main():
                     help="host: idle Python processes (default 50)")
     ap.add_argument("--host-seconds", type=int, default=40,
                     help="host: how long pyspy push --all runs (default 40, at least 20)")
+    ap.add_argument("--baseline", help="default: another pyspy build (a path) measured in "
+                    "every round next to this one, its ratio to the floor side by side")
     ap.add_argument("--rounds", type=int,
                     help="default: turns the three tools take in each target (default 3)")
     ap.add_argument("--pairs", type=int, help="slowdown: comparisons per kind (default 25, "
@@ -364,7 +366,8 @@ def main():
         return measure_async(args.versions.split(","), seconds, args.out)
     if args.measure == "default":
         rounds = args.rounds or (2 if args.quick else 3)
-        return measure_default(args.versions.split(","), seconds, rounds, args.out)
+        baseline = os.path.abspath(args.baseline) if args.baseline else None
+        return measure_default(args.versions.split(","), seconds, rounds, args.out, baseline)
     if args.measure == "threads":
         return measure_threads(args.versions.split(","), [1, 10, 100, 1000], seconds, args.out)
     if args.measure == "reads":
@@ -568,11 +571,15 @@ def measure_native(versions, seconds, out):
 
 def default_cmd(tool, pid, rate, out, seconds, idle, cpu=None):
     """`record` nonblocking in the tool's default mode (idle threads left out), or --idle;
-    with `cpu`, the tool runs on that CPU only."""
+    with `cpu`, the tool runs on that CPU only. A `tool` that is a path is another pyspy build
+    (`--baseline`)."""
     if tool == "floor":
         return pinned(cpu) + [FLOOR, str(pid), str(rate), str(seconds)] + (
             [] if not idle else ["--no-stat"])
-    exe, fmt = (PYSPY, "collapsed") if tool == "pyspy" else (PY_SPY, "raw")
+    if tool == "pyspy" or os.path.sep in tool:
+        exe, fmt = (PYSPY if tool == "pyspy" else tool), "collapsed"
+    else:
+        exe, fmt = PY_SPY, "raw"
     cmd = [exe, "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking",
            "--format", fmt, "--output", out, "--duration", str(seconds)]
     return pinned(cpu) + cmd + (["--idle"] if idle else [])
@@ -627,7 +634,7 @@ def placements():
     return [("the target's CPU", n - 1, n - 1), ("a CPU of its own", n - 1, 0)]
 
 
-def measure_default(versions, seconds, rounds, out):
+def measure_default(versions, seconds, rounds, out, baseline=None):
     """CPU per sample at 500 Hz nonblocking on the deep-busy target (one thread 60 frames deep
     spinning, 4 idle), in each tool's default mode (idle threads left out: each reads every
     thread's scheduler state) and with --idle (every thread walked), next to the floor program
@@ -635,8 +642,15 @@ def measure_default(versions, seconds, rounds, out):
     (see `placements`). The tools take turns `rounds` times in one target; medians. The ratio
     to the floor is the median of each round's ratio (pyspy measured right after the floor),
     which the machine's drift between rounds moves less than a ratio of medians; the rounds'
-    ratios follow in the last column."""
-    tools = ("floor", "pyspy", "py-spy")
+    ratios follow in the last column. With `baseline` (another pyspy build's path), it takes
+    its turn after pyspy in every round, and a second table sets the two builds' ratios side
+    by side."""
+    tools = ("floor", "pyspy", "py-spy") + ((baseline,) if baseline else ())
+    compared = [
+        "| Python | sampler on | baseline / floor | pyspy / floor | rounds, baseline "
+        "| rounds, pyspy |",
+        "|---|---|---|---|---|---|",
+    ]
     lines = [
         "| Python | sampler on | default: floor | pyspy | py-spy | pyspy / floor "
         "| py-spy / pyspy | --idle: floor (no stat) | pyspy | py-spy | py-spy / pyspy "
@@ -668,7 +682,16 @@ def measure_default(versions, seconds, rounds, out):
                     fmt_us(m[("pyspy", True)]), fmt_us(m[("py-spy", True)]),
                     m[("py-spy", True)] / m[("pyspy", True)],
                     " ".join("%.2f" % r for r in sorted(ratios))))
+            if baseline:
+                before = [b / f for b, f in zip(cost[(label, baseline, False)],
+                                                cost[(label, "floor", False)])]
+                compared.append("| %s | %s | %.2f× | %.2f× | %s | %s |" % (
+                    version, label, statistics.median(before), statistics.median(ratios),
+                    " ".join("%.2f" % r for r in sorted(before)),
+                    " ".join("%.2f" % r for r in sorted(ratios))))
     table = "\n".join(lines) + "\n"
+    if baseline:
+        table += "\n" + "\n".join(compared) + "\n"
     sys.stdout.write(table)
     if out:
         with open(out, "w") as f:
