@@ -7,8 +7,10 @@
 #     (`/usr/bin/python3.Xd`) and, with them, Debian's python3.13 release build.
 #
 # Usage: scripts/provision.sh [--dev-headers]
-#   --dev-headers   also install libpython3.14-dev and libpython3.15-dev inside the chroot
-#                   (needed by the layout xtask, not by the tests).
+#   --dev-headers   also install libpython3.13-dev, libpython3.14-dev and libpython3.15-dev
+#                   inside the chroot (the layout xtask needs them, and so does the native
+#                   test's C extension, built for every chroot interpreter: the debug builds'
+#                   include/python3.Xd holds links into include/python3.X).
 #
 # Idempotent and cached: a complete chroot is left alone (missing extras are added, never
 # upgrading what is installed). The chroot is built in a temporary
@@ -36,7 +38,7 @@ CHROOT_PYTHONS=(python3.14 python3.15)
 # tested as "3.13-debian". Never upgrades what is installed (see chroot_install).
 CHROOT_EXTRA_PACKAGES=(python3.13-dbg python3.14-dbg python3.15-dbg)
 CHROOT_EXTRA_PYTHONS=(python3.13 python3.13d python3.14d python3.15d)
-DEV_PACKAGES=(libpython3.14-dev libpython3.15-dev)
+DEV_PACKAGES=(libpython3.13-dev libpython3.14-dev libpython3.15-dev)
 SUITE=sid
 
 ROOT="${PYSPY_SID_ROOT:-/var/cache/pyspy/sid}"
@@ -202,7 +204,7 @@ for py in "${CHROOT_EXTRA_PYTHONS[@]}"; do
   [[ -x "$ROOT/usr/bin/$py" ]] || die "$ROOT/usr/bin/$py is missing after installing ${CHROOT_EXTRA_PACKAGES[*]}"
 done
 
-# 4. Optional development headers inside the chroot (for the layout xtask).
+# 4. Optional development headers inside the chroot (for the layout xtask and the native test).
 if [[ $DEV_HEADERS -eq 1 ]]; then
   mapfile -t need < <(missing_chroot_packages "${DEV_PACKAGES[@]}")
   if [[ ${#need[@]} -gt 0 ]]; then

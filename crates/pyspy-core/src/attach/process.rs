@@ -427,19 +427,19 @@ impl ThreadStat {
 /// switches (`schedstat` missing, or its switch count stays 0), every read is of `stat`.
 ///
 /// Where the counters moved and the kernel counts switches, the state is read from the
-/// thread's `syscall` file instead of `stat`: the kernel answers `running` there for a thread
-/// running or runnable (what `stat` calls `R`) without formatting anything else, at a third of
-/// the cost of `stat` (1.3× `schedstat`'s), and otherwise the system call it is blocked in. A thread not running
-/// then has the state `S` whatever `stat` would say (`D`, `T`, ...), and its CPU ticks are 0:
-/// its CPU time comes from `schedstat`. That file is readable only with the rights to trace
+/// thread's `syscall` file instead of `stat`. The kernel answers `running` there for a thread
+/// running or runnable (what `stat` calls `R`) and formats nothing else: a third of the cost
+/// of `stat`, 1.3× that of `schedstat`. Otherwise it gives the system call the thread is
+/// blocked in. A thread not running then has the state `S` whatever `stat` would say (`D`,
+/// `T`, ...), and its CPU ticks are 0: its CPU time comes from `schedstat`. That file is readable only with the rights to trace
 /// the thread and, being its owner's alone, not by another user whatever its capabilities:
 /// where it cannot be read, `stat` is, as before.
 ///
 /// A running thread's counters move whenever a scheduler tick lands, so the rule above spares
-/// its state read only between ticks. For a thread that holds the GIL (the caller says so) there
-/// is a second rule: if `stat` last found it running and it has not been switched in since
-/// (its switch count did not move), it is still running, or preempted and runnable, which
-/// `stat` reports as running too. It cannot have blocked since in a call that releases the
+/// its state read only between ticks. For a thread that holds the GIL (the caller says so)
+/// there is a second rule: if the last state read found it running and it has not been
+/// switched in since (its switch count did not move), it is still running, or preempted and
+/// runnable, which `stat` reports as running too. It cannot have blocked since in a call that releases the
 /// GIL, as every blocking call of CPython's does: it would have had to be switched in again
 /// to take the GIL back. A thread blocked in C code that keeps the GIL (or waiting on a page
 /// fault) while holding it counts as running until it is switched in again.
