@@ -500,6 +500,35 @@ fn a_replaced_executable_is_never_read_in_its_place() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// `files` run by the interpreter `executable` (a path as the target sees it) as user 1234:
+/// through `chroot --userspec` for chroot interpreters, else `setpriv`; the staging directory
+/// is opened to that user first (the target writes its truth there).
+fn spawn_as_1234(
+    interp: &Interpreter,
+    executable: &Path,
+    files: &[(&str, &str)],
+    args: &[&str],
+) -> Target {
+    let run_as_1234 = match &interp.chroot {
+        Some(root) => format!(
+            "chmod 777 .; exec chroot --userspec=1234:1234 {} {} \"$@\"",
+            root.display(),
+            executable.display()
+        ),
+        None => format!(
+            "chmod 777 .; exec setpriv --reuid=1234 --regid=1234 --clear-groups {} \"$@\"",
+            executable.display()
+        ),
+    };
+    Target::spawn_files_with(interp, files, args, &|_| {
+        let mut c = Command::new("sh");
+        c.args(["-c", &run_as_1234, "sh"])
+            .env("LC_ALL", "C.UTF-8")
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        c
+    })
+}
+
 fn replaced_executable(interp: &Interpreter, other: &Path) -> Result<(), String> {
     let (scratch, copy_target) = match &interp.chroot {
         Some(root) => {
@@ -517,24 +546,7 @@ fn replaced_executable(interp: &Interpreter, other: &Path) -> Result<(), String>
     };
     let copy_host = scratch.0.join("python3");
     copy_executable(&interp.host_executable(), &copy_host).map_err(|e| e.to_string())?;
-    let run_as_1234 = match &interp.chroot {
-        Some(root) => format!(
-            "chmod 777 .; exec chroot --userspec=1234:1234 {} {} \"$@\"",
-            root.display(),
-            copy_target.display()
-        ),
-        None => format!(
-            "chmod 777 .; exec setpriv --reuid=1234 --regid=1234 --clear-groups {} \"$@\"",
-            copy_target.display()
-        ),
-    };
-    let target = Target::spawn_files_with(interp, &[("hostile.py", HOSTILE)], &["map"], &|_| {
-        let mut c = Command::new("sh");
-        c.args(["-c", &run_as_1234, "sh"])
-            .env("LC_ALL", "C.UTF-8")
-            .env("PYTHONDONTWRITEBYTECODE", "1");
-        c
-    });
+    let target = spawn_as_1234(interp, &copy_target, &[("hostile.py", HOSTILE)], &["map"]);
     let pid = target.pid();
     replace_file(&copy_host, other);
     let want = format!("{}.{}.", interp.version.0, interp.version.1);
@@ -597,24 +609,12 @@ fn active_is_the_same_whichever_file_gives_a_thread_s_state() {
 /// Dumps thread_states.py, run as user 1234, as root, as its owner and as `nobody` with
 /// CAP_SYS_PTRACE: the spinner is active in 2 of 3 dumps each at least, blocked threads in none.
 fn active_as_each_user(interp: &Interpreter) -> Result<(), String> {
-    let run_as_1234 = match &interp.chroot {
-        Some(root) => format!(
-            "chmod 777 .; exec chroot --userspec=1234:1234 {} {} \"$@\"",
-            root.display(),
-            interp.executable.display()
-        ),
-        None => format!(
-            "chmod 777 .; exec setpriv --reuid=1234 --regid=1234 --clear-groups {} \"$@\"",
-            interp.executable.display()
-        ),
-    };
-    let target = Target::spawn_files_with(interp, &[("thread_states.py", STATES)], &[], &|_| {
-        let mut c = Command::new("sh");
-        c.args(["-c", &run_as_1234, "sh"])
-            .env("LC_ALL", "C.UTF-8")
-            .env("PYTHONDONTWRITEBYTECODE", "1");
-        c
-    });
+    let target = spawn_as_1234(
+        interp,
+        &interp.executable,
+        &[("thread_states.py", STATES)],
+        &[],
+    );
     std::fs::write(target.dir().host_path().join("go"), "").map_err(|e| e.to_string())?;
     std::thread::sleep(Duration::from_millis(300));
     let pid = target.pid();
