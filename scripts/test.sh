@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: provisions the interpreters and tools (cached), checks formatting, lints and
-# generated files, runs the unit and integration tests against every CPython on the machine,
-# then every fuzz target for a short fixed time.
+# generated files, then runs the unit and integration tests against every CPython on the machine
+# and every fuzz target for a short fixed time, as parallel jobs (scripts/run-tests.sh).
 #
 #   PYSPY_FUZZ_SECONDS   seconds per fuzz target (default 20; 0 skips fuzzing)
 set -euo pipefail
@@ -36,14 +36,5 @@ step "generated files: layout tables (bindgen), the C header (cbindgen), protobu
 cargo xtask layouts --check
 cargo xtask header --check
 cargo xtask protos --check
-step "unit and integration tests"
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
-totals=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed", p, f }' "$log")
-seconds=${PYSPY_FUZZ_SECONDS:-20}
-if [ "$seconds" != 0 ]; then
-    step "fuzz targets, ${seconds} s each"
-    scripts/fuzz.sh "$seconds"
-fi
-printf '\ntests: %s\n' "$totals"
+step "unit, integration and doc tests, and every fuzz target for a fixed time: parallel jobs"
+scripts/run-tests.sh "${PYSPY_FUZZ_SECONDS:-20}"
