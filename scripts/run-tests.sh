@@ -6,7 +6,8 @@
 #
 #   scripts/run-tests.sh [FUZZ_SECONDS]    FUZZ_SECONDS per fuzz target; 0 or none: no fuzzing
 #
-#   PYSPY_TEST_JOBS   jobs at once (default 3)
+#   PYSPY_TEST_JOBS      jobs at once (default 3)
+#   PYSPY_JOB_MINUTES    a job still running after this long is killed and fails (default 30)
 #
 # Each job's output goes to target/test-logs/NAME.log and is printed whole when the job ends, so
 # outputs never interleave. The last line totals the `test result:` lines of every job. Exits 1
@@ -15,6 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzz_seconds=${1:-0}
 width=${PYSPY_TEST_JOBS:-3}
+job_minutes=${PYSPY_JOB_MINUTES:-30}
 logs=target/test-logs
 rm -rf "$logs"
 mkdir -p "$logs"
@@ -58,15 +60,22 @@ for name in $(printf '%s\n' "${!exe[@]}" | sort); do
 done
 order+=(doctests)
 
+# A hung job is killed (its process group: the interpreters a test started go with it), so a
+# hang fails the run with the job's name instead of running out CI's time.
+limited() { timeout --kill-after=30 "$(( job_minutes * 60 ))" "$@"; }
+
 run_job() {
     local name=$1 start status=0
     start=$(date +%s)
     case $name in
-        fuzz) scripts/fuzz.sh "$fuzz_seconds" >"$logs/$name.log" 2>&1 || status=$? ;;
-        doctests) cargo test --workspace --doc >"$logs/$name.log" 2>&1 || status=$? ;;
-        *) (cd "${dir[$name]}" && CARGO_MANIFEST_DIR=${dir[$name]} "${exe[$name]}") \
+        fuzz) limited scripts/fuzz.sh "$fuzz_seconds" >"$logs/$name.log" 2>&1 || status=$? ;;
+        doctests) limited cargo test --workspace --doc >"$logs/$name.log" 2>&1 || status=$? ;;
+        *) (cd "${dir[$name]}" && CARGO_MANIFEST_DIR=${dir[$name]} limited "${exe[$name]}") \
             >"$logs/$name.log" 2>&1 || status=$? ;;
     esac
+    if [ "$status" = 124 ] || [ "$status" = 137 ]; then
+        echo "run-tests.sh: $name was still running after $job_minutes minutes: killed" >>"$logs/$name.log"
+    fi
     echo "$status $(( $(date +%s) - start ))" >"$logs/$name.rc"
 }
 
