@@ -18,6 +18,13 @@ fuzz_seconds=${1:-0}
 width=${PYSPY_TEST_JOBS:-3}
 job_minutes=${PYSPY_JOB_MINUTES:-30}
 logs=target/test-logs
+# `cargo test` runs its test binaries under rustup's choice of toolchain (RUSTUP_TOOLCHAIN);
+# run here directly, tests that start cargo themselves would otherwise build with whatever
+# toolchain a dependency's own rust-toolchain.toml names (cbindgen's says nightly).
+if [ -z "${RUSTUP_TOOLCHAIN:-}" ] && command -v rustup >/dev/null; then
+    RUSTUP_TOOLCHAIN=$(rustup show active-toolchain | cut -d' ' -f1)
+    export RUSTUP_TOOLCHAIN
+fi
 rm -rf "$logs"
 mkdir -p "$logs"
 
@@ -64,12 +71,17 @@ order+=(doctests)
 # hang fails the run with the job's name instead of running out CI's time.
 limited() { timeout --kill-after=30 "$(( job_minutes * 60 ))" "$@"; }
 
+# The fuzz build and runs and the install test's release builds take whole cores for minutes
+# and check no timing: run at a lower priority, they leave the cores to suites that sample at
+# a rate.
 run_job() {
     local name=$1 start status=0
     start=$(date +%s)
     case $name in
-        fuzz) limited scripts/fuzz.sh "$fuzz_seconds" >"$logs/$name.log" 2>&1 || status=$? ;;
+        fuzz) limited nice -n 10 scripts/fuzz.sh "$fuzz_seconds" >"$logs/$name.log" 2>&1 || status=$? ;;
         doctests) limited cargo test --workspace --doc >"$logs/$name.log" 2>&1 || status=$? ;;
+        install) (cd "${dir[$name]}" && CARGO_MANIFEST_DIR=${dir[$name]} limited nice -n 10 "${exe[$name]}") \
+            >"$logs/$name.log" 2>&1 || status=$? ;;
         *) (cd "${dir[$name]}" && CARGO_MANIFEST_DIR=${dir[$name]} limited "${exe[$name]}") \
             >"$logs/$name.log" 2>&1 || status=$? ;;
     esac
