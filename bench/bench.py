@@ -388,22 +388,24 @@ def main():
                                                             result[3]))
         rows.append(row)
 
-    lines = [
-        "| Python | dump wall (py-spy → pyspy) | dump --locals wall (py-spy → pyspy) | "
-        "dump CPU (py-spy → pyspy) | dump --locals CPU (py-spy → pyspy) | locals shown "
-        "(py-spy, pyspy) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append("| %s | %.1f → %.1f ms | %.1f → %.1f ms | %.1f → %.1f ms | %.1f → %.1f ms "
-                     "| %d, %d |" % (
-                         r["version"],
-                         r["py-spy plain wall"] * 1e3, r["pyspy plain wall"] * 1e3,
-                         r["py-spy locals wall"] * 1e3, r["pyspy locals wall"] * 1e3,
-                         r["py-spy plain cpu"] * 1e3, r["pyspy plain cpu"] * 1e3,
-                         r["py-spy locals cpu"] * 1e3, r["pyspy locals cpu"] * 1e3,
-                         r["py-spy locals shown"], r["pyspy locals shown"]))
-    lines.append("")
+    lines = []
+    if args.measure in ("all", "locals"):
+        lines += [
+            "| Python | dump wall (py-spy → pyspy) | dump --locals wall (py-spy → pyspy) | "
+            "dump CPU (py-spy → pyspy) | dump --locals CPU (py-spy → pyspy) | locals shown "
+            "(py-spy, pyspy) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            lines.append("| %s | %.1f → %.1f ms | %.1f → %.1f ms | %.1f → %.1f ms | %.1f → %.1f "
+                         "ms | %d, %d |" % (
+                             r["version"],
+                             r["py-spy plain wall"] * 1e3, r["pyspy plain wall"] * 1e3,
+                             r["py-spy locals wall"] * 1e3, r["pyspy locals wall"] * 1e3,
+                             r["py-spy plain cpu"] * 1e3, r["pyspy plain cpu"] * 1e3,
+                             r["py-spy locals cpu"] * 1e3, r["pyspy locals cpu"] * 1e3,
+                             r["py-spy locals shown"], r["pyspy locals shown"]))
+        lines.append("")
     if args.measure == "locals":
         rows = []
     if args.measure == "all":
