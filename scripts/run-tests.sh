@@ -89,7 +89,8 @@ run_job() {
     echo "$status $(( $(date +%s) - start ))" >"$logs/$name.rc"
 }
 
-# Prints each ended job's log once, in the order they end; returns how many are still running.
+# Prints the log of each job that has ended since the last call (checked every second, so in
+# about the order they end), and notes the failed ones.
 declare -A reported
 failed=()
 report() {
