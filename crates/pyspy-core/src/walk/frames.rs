@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 
 use super::code::CodeInfo;
 use super::linetable::position_for_offset;
+use super::memo::{Reusable, ThreadKey};
 use super::opcodes::base_opcode;
 use super::threads::RawThread;
 use super::Walker;
@@ -45,7 +46,7 @@ const STACKREF_TAG_MASK: u64 = 0b111;
 const MAX_TLBC_INDEX: u32 = 1 << 20;
 
 /// One frame as read from the target, before its code object is resolved.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct RawFrame {
     /// The frame's own address (its locals are in it).
     pub(super) addr: u64,
@@ -148,6 +149,53 @@ impl Groups {
     }
 }
 
+/// One thread's resolution under way: the walk's code objects, and what is built so far.
+struct Run<'a> {
+    /// The code objects of the walk's frames, sorted, and their cache entries.
+    addrs: &'a [u64],
+    infos: &'a [Result<Option<std::sync::Arc<CodeInfo>>>],
+    /// Those whose entries this walk made.
+    created: &'a AddrSet,
+    r: Resolved,
+    groups: Groups,
+    /// The code object of the frame before, and where it is in `addrs`.
+    last: Option<(u64, std::result::Result<usize, usize>)>,
+    /// How many frames came before each raw frame resolved (see `memo`).
+    before: &'a mut Vec<u32>,
+}
+
+impl Run<'_> {
+    /// Where code object `code` is in `addrs` (a frame often runs the code of the one before).
+    #[inline(always)]
+    fn find(&mut self, code: u64) -> std::result::Result<usize, usize> {
+        let found = match self.last {
+            Some((c, found)) if c == code => found,
+            _ => self.addrs.binary_search(&code),
+        };
+        self.last = Some((code, found));
+        found
+    }
+
+    /// Whether every raw frame from `reusable.from` on may be given its kept frame: its code
+    /// object's cache entry is the one that frame was built from.
+    fn unchanged(&mut self, raws: &RawStack, reusable: &Reusable) -> bool {
+        let from = reusable.from;
+        let Some(frames) = raws.frames.get(from..) else {
+            return false;
+        };
+        (from..).zip(frames).all(|(i, raw)| match self.find(raw.code) {
+            Ok(at) => match &self.infos[at] {
+                Ok(Some(info)) => {
+                    let created = !self.created.is_empty() && self.created.contains(&raw.code);
+                    reusable.holds(i, info, created)
+                }
+                _ => false,
+            },
+            Err(_) => false,
+        })
+    }
+}
+
 impl Walker {
     /// The frames of one chain, innermost first, from its innermost frame `first` (checks
     /// that need the thread state, such as the data-stack bounds, are left out). Fails if the
@@ -158,7 +206,7 @@ impl Walker {
             return Err(e.into());
         }
         self.codes.start_sample();
-        let resolved = self.resolve(mem, mem, &[raws]).pop().unwrap_or_default();
+        let resolved = self.resolve(mem, mem, &[raws], &[]).pop().unwrap_or_default();
         match resolved.error {
             Some(e) => Err(e.into()),
             None => Ok(resolved.frames),
@@ -275,11 +323,16 @@ impl Walker {
     /// A frame whose code object cannot be read, or whose instruction is outside it, ends its
     /// thread's frames with that error (the frames before it, and their eval-loop groups, are
     /// kept).
+    ///
+    /// With `keys` (which thread each stack is), frames kept from the thread's last stack are
+    /// given again where its outer part did not change, and what is resolved is kept for next
+    /// time (see [`memo`](super::memo)).
     pub(super) fn resolve<M: Memory + ?Sized, F: Memory + ?Sized>(
         &mut self,
         mem: &M,
         fresh: &F,
         threads: &[RawStack],
+        keys: &[Option<ThreadKey>],
     ) -> Vec<Resolved> {
         // A frame often runs the code of the frame beside it (recursion): those repeats are
         // left out before sorting.
@@ -313,61 +366,110 @@ impl Walker {
             .get_many(mem, fresh, &self.layout, &addrs, order);
         self.created = self.codes.take_created();
         let created: AddrSet = self.created.iter().copied().collect();
-        let l = self.layout;
         let extras = self.extras;
+        // Frames are kept only for stacks of code, lines and files (see `memo`).
+        let memo = self.memo.on()
+            && extras.locals.is_none()
+            && !extras.positions
+            && !self.collect_groups;
+        let mut before = std::mem::take(&mut self.memo_before);
         let mut out = Vec::with_capacity(threads.len());
-        for raws in threads {
-            let mut r = Resolved {
-                frames: Vec::with_capacity(raws.frames.len()),
-                ..Resolved::default()
+        for (k, raws) in threads.iter().enumerate() {
+            let mut run = Run {
+                addrs: &addrs,
+                infos: &infos,
+                created: &created,
+                r: Resolved {
+                    frames: Vec::with_capacity(raws.frames.len()),
+                    ..Resolved::default()
+                },
+                groups: Groups {
+                    on: self.collect_groups,
+                    sizes: Vec::new(),
+                    start: 0,
+                },
+                last: None,
+                before: &mut before,
             };
-            let mut groups = Groups {
-                on: self.collect_groups,
-                sizes: Vec::new(),
-                start: 0,
+            run.before.clear();
+            let key = match memo && raws.cut.is_none() && raws.error.is_none() {
+                true => keys.get(k).copied().flatten(),
+                false => None,
             };
-            // The code object of the frame before, and where it is in `addrs`.
-            let mut last: Option<(u64, Result<usize, usize>)> = None;
-            for (i, raw) in raws.frames.iter().enumerate() {
-                if raws.cut == Some(i) {
-                    r.cut = Some(r.frames.len());
-                    groups.cut(r.frames.len(), raws.cut_entries);
-                }
-                let found = match last {
-                    Some((code, found)) if code == raw.code => found,
-                    _ => addrs.binary_search(&raw.code),
-                };
-                last = Some((raw.code, found));
-                if let Ok(at) = found {
-                    r.new_codes |= !created.is_empty() && created.contains(&raw.code);
-                    let resolved = match &infos[at] {
-                        Ok(Some(info)) => {
-                            self.resolve_one(mem, &l, raw, info, extras, &mut r.frames)
-                        }
-                        Ok(None) => Ok(()), // not a code object
-                        Err(e) => Err(ThreadError::of(e)),
-                    };
-                    if let Err(e) = resolved {
-                        r.error = Some(e);
-                        break;
-                    }
-                }
-                if raw.entry {
-                    groups.close(r.frames.len());
+            let reusable = key.and_then(|key| self.memo.reusable(key, &raws.frames));
+            let n = raws.frames.len();
+            let stop = reusable.as_ref().map_or(n, |r| r.from);
+            let mut ended = self.resolve_range(mem, raws, 0..stop, &mut run);
+            if let (Some(reusable), false) = (reusable, ended) {
+                if run.unchanged(raws, &reusable) {
+                    run.r.frames = reusable.finish(&mut run.r.frames, run.before, &mut self.memo);
+                } else {
+                    ended = self.resolve_range(mem, raws, stop..n, &mut run);
                 }
             }
-            if r.error.is_none() {
+            let Run {
+                mut r, mut groups, ..
+            } = run;
+            if !ended {
                 if raws.cut == Some(raws.frames.len()) {
                     r.cut = Some(r.frames.len());
                     groups.cut(r.frames.len(), raws.cut_entries);
                 }
                 r.error = raws.error;
+                if let (Some(key), None) = (key, r.error) {
+                    if before.len() == n {
+                        before.push(r.frames.len() as u32);
+                    }
+                    self.memo.keep(key, &raws.frames, &before, &r.frames);
+                }
             }
             r.groups = groups.sizes;
             out.push(r);
         }
+        self.memo_before = before;
         self.code_addrs = addrs;
         out
+    }
+
+    /// Resolves raw frames `range` of `raws` onto `run`, noting how many frames came before
+    /// each. Returns whether a frame ended the stack with an error.
+    fn resolve_range<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        raws: &RawStack,
+        range: std::ops::Range<usize>,
+        run: &mut Run<'_>,
+    ) -> bool {
+        let l = self.layout;
+        let extras = self.extras;
+        let Some(frames) = raws.frames.get(range.clone()) else {
+            return false;
+        };
+        for (i, raw) in range.zip(frames) {
+            if raws.cut == Some(i) {
+                run.r.cut = Some(run.r.frames.len());
+                run.groups.cut(run.r.frames.len(), raws.cut_entries);
+            }
+            run.before.push(run.r.frames.len() as u32);
+            let found = run.find(raw.code);
+            let r = &mut run.r;
+            if let Ok(at) = found {
+                r.new_codes |= !run.created.is_empty() && run.created.contains(&raw.code);
+                let resolved = match &run.infos[at] {
+                    Ok(Some(info)) => self.resolve_one(mem, &l, raw, info, extras, &mut r.frames),
+                    Ok(None) => Ok(()), // not a code object
+                    Err(e) => Err(ThreadError::of(e)),
+                };
+                if let Err(e) = resolved {
+                    r.error = Some(e);
+                    return true;
+                }
+            }
+            if raw.entry {
+                run.groups.close(r.frames.len());
+            }
+        }
+        false
     }
 
     /// Pushes onto `out` the frame a raw frame shows, if it is a code object's frame that has

@@ -26,6 +26,7 @@ pub mod frames;
 mod interpreter;
 pub mod linetable;
 pub mod locals;
+pub mod memo;
 pub mod names;
 pub mod native_tid;
 pub mod objects;
@@ -54,6 +55,7 @@ use crate::walk::code::CodeCache;
 use crate::walk::exceptions::RawExceptions;
 use crate::walk::frames::RawStack;
 use crate::walk::locals::LocalsCache;
+use crate::walk::memo::{FrameMemo, ThreadKey};
 use crate::walk::threads::RawThread;
 use crate::walk::values::{ReprLimits, Values};
 
@@ -154,6 +156,11 @@ pub struct Walker {
     /// Each thread's last clean reading, by thread state, kept for [`Choice::Reuse`]: only
     /// while walks are made by [`Walker::walk_choosing`].
     kept: AddrMap<Walked>,
+    /// Frames handed back by the caller, for the next walk of their thread ([`memo`]).
+    memo: FrameMemo,
+    /// How many frames came before each raw frame of the thread being resolved (a buffer
+    /// `resolve` reuses, for the memo).
+    memo_before: Vec<u32>,
 }
 
 /// What a walk does with one thread, chosen by the caller once the thread list is read (see
@@ -291,6 +298,8 @@ impl Walker {
             shapes_next: AddrMap::default(),
             chosen: AddrMap::default(),
             kept: AddrMap::default(),
+            memo: FrameMemo::default(),
+            memo_before: Vec::new(),
         }
     }
 
@@ -311,6 +320,20 @@ impl Walker {
     /// Chooses what the following walks read beyond the stacks.
     pub fn set_extras(&mut self, extras: Extras) {
         self.extras = extras;
+    }
+
+    /// Hands back stacks this walker returned, once the caller is done with them. The next walk
+    /// of each of their threads gives again the frames of the outer part of its stack that did
+    /// not change, instead of resolving and building them anew (see [`memo`]): for a sampler,
+    /// most of a busy thread's frames. Stacks changed since they were returned are dropped.
+    /// Until a caller hands stacks back, walks keep nothing for it.
+    pub fn recycle(&mut self, stacks: impl IntoIterator<Item = ThreadStack>) {
+        self.memo.recycle(stacks);
+    }
+
+    /// How many frames walks have given again from stacks handed back ([`Walker::recycle`]).
+    pub fn frames_reused(&self) -> u64 {
+        self.memo.reused()
     }
 
     /// Tells the walker its memory does not change between reads (a core file): one walk per
@@ -430,6 +453,7 @@ impl Walker {
             self.batch_buffers.log = self.prefetch.update(log, anchors, doubled);
         }
         std::mem::swap(&mut self.shapes, &mut self.shapes_next);
+        self.memo.retain(&self.last_threads);
         let mut out = Vec::new();
         self.settled.clear();
         self.groups.clear();
@@ -732,7 +756,16 @@ impl Walker {
             }
             raws.push(raw);
         }
-        let resolved = self.resolve(mem, fresh, &raws);
+        let keys: Vec<Option<ThreadKey>> = (threads.iter())
+            .map(|t| {
+                (!done.contains(&t.addr)).then_some(ThreadKey {
+                    tstate: t.addr,
+                    thread_id: t.thread_id,
+                    interp_id: t.interp_id,
+                })
+            })
+            .collect();
+        let resolved = self.resolve(mem, fresh, &raws, &keys);
         // Their buffers serve the next walk's threads.
         let room = MAX_SPARE_STACKS.saturating_sub(self.spare_stacks.len());
         self.spare_stacks

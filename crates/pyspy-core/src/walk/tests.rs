@@ -745,3 +745,94 @@ fn a_thread_left_out_is_not_read_past_its_thread_state() {
     assert_eq!(all.len(), 2);
     assert!(read(&walker, left_out) && read(&walker, walked));
 }
+
+/// Stacks handed back ([`Walker::recycle`]): the next walk gives again the frames of their
+/// unchanged outer part, and returns exactly what a walker without them returns, whatever
+/// changed in between: inner frames, an outer frame, a caller's edit, a code object replaced
+/// at the same address.
+#[test]
+fn stacks_handed_back_give_their_unchanged_frames_again() {
+    for v in MODELS {
+        let mut fake = Fake::new(v);
+        let c = chain(&mut fake, &["f5", "f4", "f3", "f2", "f1", "f0"]);
+        let frames = fake.thread(&c);
+        fake.next += 1 << 20;
+        let d = chain(&mut fake, &["g1", "g0"]);
+        fake.thread(&d);
+        let interp = fake.interpreter();
+        let l = fake.l;
+        let other = fake.code("other");
+        let renamed = fake.alloc(256);
+        put_str(&mut fake.img, &l, renamed, "renamed");
+        let mut img = fake.img.clone();
+        // Frame `frame` runs `code` now.
+        let run = |img: &mut MemoryImage, frame: u64, code: u64| match l.frames {
+            FrameModel::FrameObject => {
+                img.put_u64(frame + u64::from(l.frame_code.unwrap()), code);
+            }
+            FrameModel::InterpreterFrame => {
+                img.put_u64(frame + u64::from(l.iframe_executable.unwrap()), code);
+                let start = code + u64::from(l.code_adaptive.unwrap());
+                img.put_u64(frame + u64::from(l.iframe_instr_ptr.unwrap()), start + 4);
+            }
+        };
+        let mut walker = Walker::new(&l);
+        // A walk compared with a fresh walker's; returns the frames given again.
+        let step = |walker: &mut Walker, img: &MemoryImage, what: &str| -> (Vec<ThreadStack>, u64) {
+            let before = walker.frames_reused();
+            let got: Vec<ThreadStack> = walker.walk(img, &interp).unwrap().into_iter().map(|(_, t)| t).collect();
+            let fresh: Vec<ThreadStack> = Walker::new(&l).walk(img, &interp).unwrap().into_iter().map(|(_, t)| t).collect();
+            assert_eq!(got, fresh, "{v:?}: {what}");
+            (got, walker.frames_reused() - before)
+        };
+        let (got, reused) = step(&mut walker, &img, "first walk");
+        assert_eq!(reused, 0, "{v:?}: nothing handed back yet");
+        walker.recycle(got);
+        // Walks keep what they resolve once stacks are handed back, not before.
+        let (got, reused) = step(&mut walker, &img, "the first stacks handed back");
+        assert_eq!(reused, 0, "{v:?}: nothing kept to give again yet");
+        walker.recycle(got);
+        let (got, reused) = step(&mut walker, &img, "nothing changed");
+        assert_eq!(reused, 8, "{v:?}: every frame given again");
+        walker.recycle(got);
+        run(&mut img, frames[0], other);
+        let (got, reused) = step(&mut walker, &img, "the innermost frame runs another function");
+        assert_eq!(names(&got[0])[..2], ["other", "f4"], "{v:?}");
+        assert_eq!(reused, 5 + 2, "{v:?}: all but the innermost frame");
+        walker.recycle(got);
+        run(&mut img, frames[3], other);
+        let (got, reused) = step(&mut walker, &img, "an outer frame runs another function");
+        assert_eq!(names(&got[0]), ["other", "f4", "f3", "other", "f1", "f0"], "{v:?}");
+        assert_eq!(reused, 2 + 2, "{v:?}: the frames outside the one that changed");
+        let (mut got, _) = step(&mut walker, &img, "nothing handed back");
+        got[0].frames[5].line = 99;
+        walker.recycle(got);
+        let (got, reused) = step(&mut walker, &img, "a frame edited before it was handed back");
+        assert_eq!(reused, 2, "{v:?}: only the other thread's frames");
+        assert_eq!(got[0].frames[5].line, 10, "{v:?}");
+        walker.recycle(got);
+        // The outermost code object is another one now, at the same address.
+        img.put_u64(c.codes[5] + u64::from(l.code_name), renamed);
+        let (got, reused) = step(&mut walker, &img, "a code object replaced");
+        assert_eq!(names(&got[0])[5], "renamed", "{v:?}");
+        assert_eq!(reused, 2, "{v:?}: only the other thread's frames");
+        walker.recycle(got);
+        // Another code object at the same address with the same strings: only its line table
+        // and first line differ.
+        fake.img = img;
+        let table = fake.bytes(0);
+        let mut img = fake.img.clone();
+        img.put_u64(c.codes[4] + u64::from(l.code_linetable), table);
+        img.put_u32(c.codes[4] + u64::from(l.code_firstlineno), 20);
+        let (got, reused) = step(&mut walker, &img, "a code object replaced, same strings");
+        assert_eq!(got[0].frames[4].line, 20, "{v:?}");
+        assert_eq!(reused, 2, "{v:?}: the stack is resolved again whole");
+        walker.recycle(got);
+        // Positions are read from memory that changes without the frames changing.
+        walker.set_extras(super::Extras { positions: true, ..super::Extras::default() });
+        let before = walker.frames_reused();
+        let got = walker.walk(&img, &interp).unwrap();
+        assert_eq!(walker.frames_reused(), before, "{v:?}: nothing given again with positions");
+        assert_eq!(names(&got[0].1)[5], "renamed", "{v:?}");
+    }
+}

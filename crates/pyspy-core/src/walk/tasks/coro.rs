@@ -309,7 +309,7 @@ pub(super) fn resolve_raw<M: Memory + ?Sized>(walker: &mut Walker, mem: &M, raws
         ..RawStack::default()
     };
     let frames = walker
-        .resolve(mem, mem, &[stack])
+        .resolve(mem, mem, &[stack], &[])
         .pop()
         .map(|r| r.frames)
         .unwrap_or_default();

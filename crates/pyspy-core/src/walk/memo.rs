@@ -1,0 +1,244 @@
+//! Frames handed back by the caller, kept for the next walk of their thread ([`FrameMemo`]).
+//!
+//! Most of a busy thread's frames are the same from one sample to the next: only the innermost
+//! few run. Resolving a frame (its code object found, its instruction offset and line, a
+//! [`Frame`] built with three shared strings) costs more than reading it, and the caller then
+//! drops every frame of the sample, one reference count at a time. A caller done with a
+//! snapshot can hand it back ([`Walker::recycle`](super::Walker::recycle)). Each thread's
+//! frames then wait here with the raw frames they were resolved from, and the next walk of
+//! that thread keeps the frames of its outermost raw frames that are the same as last time
+//! (address, link, code object, instruction, owner, bytecode copy, entry flags), up to the
+//! first that differs. Only the frames inside them are resolved and built.
+//!
+//! This is exact, not a guess: a frame is a function of its raw frame and its code object's
+//! cache entry. A kept frame is given again only if that entry is the one it was built from
+//! (the entry was not made anew this walk, and the frame holds the entry's own strings), and
+//! frames handed back in another state than they were handed out (a caller's edit, native
+//! frames merged in, async stacks) are not kept. Walks that read locals or positions (read
+//! from memory that can change while the raw frame does not) or note eval-loop groups do not
+//! use it; nor do truncated stacks or stacks that failed.
+
+use std::sync::Arc;
+
+use super::code::CodeInfo;
+use super::frames::RawFrame;
+use crate::memory::addr_hash::AddrMap;
+use crate::snapshot::{Frame, ThreadStack};
+
+/// Most raw frames kept, all threads together (each with its frame: about 200 bytes).
+const MAX_KEPT_FRAMES: usize = 1 << 16;
+/// Most emptied entries kept for their buffers.
+const MAX_SPARE: usize = 64;
+
+/// Which thread a stack is: its thread state, and what its [`ThreadStack`] says of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ThreadKey {
+    pub(super) tstate: u64,
+    pub(super) thread_id: u64,
+    pub(super) interp_id: Option<i64>,
+}
+
+/// Where the memo files a thread: a stack handed back names its thread by these two.
+fn slot(thread_id: u64, interp_id: Option<i64>) -> u64 {
+    thread_id ^ interp_id.map_or(u64::MAX, |i| i as u64).rotate_left(40)
+}
+
+/// One thread's last stack: its raw frames and, once handed back, the frames built from them.
+#[derive(Debug, Default)]
+struct Kept {
+    key: Option<ThreadKey>,
+    raws: Vec<RawFrame>,
+    /// `before[i]`: how many frames `raws[..i]` resolved to (a 3.11+ frame that has not
+    /// started resolves to none); one more entry than `raws`.
+    before: Vec<u32>,
+    /// Each frame's line, to check the frames handed back against.
+    lines: Vec<i32>,
+    frames: Option<Vec<Frame>>,
+}
+
+/// The kept frames of the outer part of a stack that did not change, ready to be given again.
+#[derive(Debug)]
+pub(super) struct Reusable {
+    kept: Kept,
+    /// The first raw frame of the unchanged part, in the new stack and in the kept one.
+    pub(super) from: usize,
+    old_from: usize,
+}
+
+impl Reusable {
+    /// Whether raw frame `i` of the new stack (in the unchanged part) may be given the frame
+    /// it had: `info` is its code object's cache entry, `created` whether this walk made it.
+    #[inline(always)]
+    pub(super) fn holds(&self, i: usize, info: &CodeInfo, created: bool) -> bool {
+        let old = self.old_from + (i - self.from);
+        let (Some(&start), Some(&end)) = (self.kept.before.get(old), self.kept.before.get(old + 1))
+        else {
+            return false;
+        };
+        if created {
+            return false;
+        }
+        if start == end {
+            return true; // it resolved to no frame, and still does
+        }
+        let frames = self.kept.frames.as_deref().unwrap_or_default();
+        frames.get(start as usize).is_some_and(|f| {
+            Arc::ptr_eq(&f.function, &info.name)
+                && Arc::ptr_eq(&f.filename, &info.filename)
+                && match (&f.qualname, &info.qualname) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                }
+        })
+    }
+
+    /// The whole stack's frames: `prefix` (those of the raw frames before the unchanged part,
+    /// built anew; left empty) then the kept ones. Pushes onto `before` the frame counts of
+    /// the unchanged part's raw frames (`before` has those of the new ones).
+    pub(super) fn finish(mut self, prefix: &mut Vec<Frame>, before: &mut Vec<u32>, memo: &mut FrameMemo) -> Vec<Frame> {
+        let mut frames = self.kept.frames.take().unwrap_or_default();
+        let old_prefix = self.kept.before[self.old_from];
+        let new_prefix = prefix.len() as u32;
+        before.extend(
+            self.kept.before[self.old_from..]
+                .iter()
+                .map(|&b| b - old_prefix + new_prefix),
+        );
+        // The frames of the raw frames that changed are dropped; the new ones go in front.
+        frames.splice(..old_prefix as usize, prefix.drain(..));
+        memo.reused += (frames.len() as u64).saturating_sub(u64::from(new_prefix));
+        memo.spare(self.kept);
+        frames
+    }
+}
+
+/// Per thread: the raw frames of its last walk and, once the caller hands them back, the
+/// frames built from them (see the module docs).
+#[derive(Debug, Default)]
+pub(super) struct FrameMemo {
+    /// Whether a caller hands stacks back: until one does, nothing is kept.
+    on: bool,
+    threads: AddrMap<Kept>,
+    /// Raw frames kept, all threads together.
+    frames: usize,
+    spare: Vec<Kept>,
+    /// Frames given again so far.
+    reused: u64,
+}
+
+impl FrameMemo {
+    /// Whether walks should keep what they resolve.
+    pub(super) fn on(&self) -> bool {
+        self.on
+    }
+
+    /// Frames given again so far.
+    pub(super) fn reused(&self) -> u64 {
+        self.reused
+    }
+
+    /// The frames of thread `key`'s last stack that a walk reading `raws` can give again: those
+    /// of the outermost raw frames that are the same, if its frames were handed back. The kept
+    /// stack is taken out either way (the walk keeps its own).
+    pub(super) fn reusable(&mut self, key: ThreadKey, raws: &[RawFrame]) -> Option<Reusable> {
+        let at = slot(key.thread_id, key.interp_id);
+        let kept = self.threads.remove(&at)?;
+        self.frames -= kept.raws.len();
+        if kept.key != Some(key) || kept.frames.is_none() {
+            self.spare(kept);
+            return None;
+        }
+        let same = (kept.raws.iter().rev())
+            .zip(raws.iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        if same == 0 {
+            self.spare(kept);
+            return None;
+        }
+        Some(Reusable {
+            from: raws.len() - same,
+            old_from: kept.raws.len() - same,
+            kept,
+        })
+    }
+
+    /// Keeps what a walk resolved for thread `key`: its raw frames, how many frames each
+    /// resolved to before it (`before`, one more entry than `raws`) and the frames, until
+    /// the caller hands them back.
+    pub(super) fn keep(&mut self, key: ThreadKey, raws: &[RawFrame], before: &[u32], frames: &[Frame]) {
+        let at = slot(key.thread_id, key.interp_id);
+        if let Some(old) = self.threads.remove(&at) {
+            self.frames -= old.raws.len();
+            self.spare(old);
+        }
+        if self.frames + raws.len() > MAX_KEPT_FRAMES {
+            return;
+        }
+        let mut kept = self.spare.pop().unwrap_or_default();
+        kept.key = Some(key);
+        kept.raws.extend_from_slice(raws);
+        kept.before.extend_from_slice(before);
+        kept.lines.extend(frames.iter().map(|f| f.line));
+        self.frames += raws.len();
+        self.threads.insert(at, kept);
+    }
+
+    /// Takes back a caller's thread stacks: those handed back as the walk gave them are kept
+    /// for the next walk of their thread; the others are dropped.
+    pub(super) fn recycle(&mut self, stacks: impl IntoIterator<Item = ThreadStack>) {
+        self.on = true;
+        for stack in stacks {
+            let at = slot(stack.thread_id, stack.interp_id);
+            let Some(kept) = self.threads.get_mut(&at) else {
+                continue;
+            };
+            let ours = kept.key.is_some_and(|k| {
+                k.thread_id == stack.thread_id && k.interp_id == stack.interp_id
+            });
+            let unchanged = stack.frames.len() == kept.lines.len()
+                && stack.frames.iter().zip(&kept.lines).all(|(f, &line)| {
+                    f.line == line
+                        && f.end_line.is_none()
+                        && f.column.is_none()
+                        && f.end_column.is_none()
+                        && f.opcode.is_none()
+                        && f.locals.is_empty()
+                        && !f.native
+                        && f.address.is_none()
+                });
+            if ours && unchanged && kept.frames.is_none() && stack.error.is_none() {
+                kept.frames = Some(stack.frames);
+            }
+        }
+    }
+
+    /// Drops the kept stacks of threads no longer in the list (`alive`: thread states).
+    pub(super) fn retain(&mut self, alive: &[u64]) {
+        if self.threads.len() <= alive.len() {
+            return;
+        }
+        let mut dropped = 0;
+        self.threads.retain(|_, k| {
+            let keep = k.key.is_some_and(|k| alive.contains(&k.tstate));
+            if !keep {
+                dropped += k.raws.len();
+            }
+            keep
+        });
+        self.frames -= dropped;
+    }
+
+    /// Keeps an entry's buffers for another thread's stack.
+    fn spare(&mut self, mut kept: Kept) {
+        if self.spare.len() < MAX_SPARE {
+            kept.key = None;
+            kept.raws.clear();
+            kept.before.clear();
+            kept.lines.clear();
+            kept.frames = None;
+            self.spare.push(kept);
+        }
+    }
+}
