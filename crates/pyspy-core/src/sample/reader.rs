@@ -60,6 +60,8 @@ pub struct Hooks {
     pub reads: AtomicU64,
     /// Samples that paused the target.
     pub pauses: AtomicU64,
+    /// Frames given again from snapshots handed back (`Session::recycle`).
+    pub frames_reused: AtomicU64,
     /// If non-zero, every read with a number at or past this one fails.
     fail_from: AtomicU64,
 }
@@ -206,6 +208,11 @@ impl SnapshotReader {
         self.names.stats()
     }
 
+    /// Takes back a snapshot's thread stacks (see [`Walker::recycle`]).
+    pub(crate) fn recycle(&mut self, threads: Vec<ThreadStack>) {
+        self.walker.recycle(threads);
+    }
+
     /// The asyncio tasks the last sample read ([`SampleOptions::tasks`]), taken.
     pub(crate) fn take_tasks(&mut self) -> Vec<TaskInfo> {
         std::mem::take(&mut self.last_tasks)
@@ -346,6 +353,9 @@ impl SnapshotReader {
             false => retry_torn(pid, live, || self.walker.walk(mem, interp))?,
         };
         self.last_threads = walked.len();
+        hooks
+            .frames_reused
+            .store(self.walker.frames_reused(), Ordering::Relaxed);
         let keys = options.names.then(|| NameKey::for_walk(&walked));
         let mut threads: Vec<ThreadStack> = walked.into_iter().map(|(_, t)| t).collect();
         // OS ids: from the thread states (3.11+), the ones found before pausing, else the

@@ -1,7 +1,7 @@
 //! Sampling a process (and optionally its child processes) at a steady rate: [`Sampler`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -516,6 +516,31 @@ impl Sampler {
         })
     }
 
+    /// Hands a sample back once the caller is done with it (added to a profile, written out):
+    /// the next sample reuses its frames where stacks did not change, which makes it cheaper
+    /// (see [`Session::recycle`]). Optional; a sample of a process no longer attached is
+    /// dropped.
+    ///
+    /// ```no_run
+    /// use pyspy_core::{Profile, ProfileOptions, Sampler, SamplerOptions};
+    ///
+    /// let mut sampler = Sampler::attach(1234, SamplerOptions::default())?;
+    /// let mut profile = Profile::new(ProfileOptions::default());
+    /// while let Some(sample) = sampler.next() {
+    ///     profile.add(&sample);
+    ///     sampler.recycle(sample);
+    /// }
+    /// # Ok::<(), pyspy_core::Error>(())
+    /// ```
+    pub fn recycle(&mut self, sample: Sample) {
+        for p in sample.processes {
+            let attached = self.procs.iter_mut().find(|a| Arc::ptr_eq(&a.details, &p.process));
+            if let Some(a) = attached {
+                a.session.recycle(p.snapshot);
+            }
+        }
+    }
+
     /// Moves the schedule one randomised interval on; when more than one interval behind, the
     /// missed slots are skipped (counted in [`SamplerStats::missed`]) rather than sampled in a
     /// burst.
@@ -558,6 +583,7 @@ impl Sampler {
     /// Runs the sampler on its own thread; samples arrive over a channel.
     pub fn spawn(self) -> SamplerThread {
         let (tx, rx) = mpsc::channel();
+        let (back, returned) = mpsc::channel::<Sample>();
         let stop = self.stop_handle();
         let stats = Arc::new(Mutex::new(self.stats.clone()));
         let shared = stats.clone();
@@ -566,7 +592,14 @@ impl Sampler {
             .spawn(move || {
                 precise_timers();
                 let mut sampler = self;
-                while let Some(sample) = sampler.next_blocking() {
+                loop {
+                    // Samples handed back since the last one, for the next one to reuse.
+                    while let Ok(sample) = returned.try_recv() {
+                        sampler.recycle(sample);
+                    }
+                    let Some(sample) = sampler.next_blocking() else {
+                        break;
+                    };
                     if let Ok(mut s) = shared.lock() {
                         *s = sampler.stats.clone();
                     }
@@ -582,6 +615,7 @@ impl Sampler {
             .expect("spawning the sampler thread");
         SamplerThread {
             rx,
+            back,
             stop,
             stats,
             handle,
@@ -619,6 +653,9 @@ impl Iterator for Sampler {
 #[derive(Debug)]
 pub struct SamplerThread {
     rx: Receiver<Sample>,
+    /// Samples handed back ([`SamplerThread::recycle`]), taken by the sampler's thread
+    /// before its next sample.
+    back: Sender<Sample>,
     stop: StopHandle,
     stats: Arc<Mutex<SamplerStats>>,
     handle: JoinHandle<EndReason>,
@@ -639,6 +676,14 @@ impl SamplerThread {
     /// The samples as they come, until the sampler ends.
     pub fn iter(&self) -> impl Iterator<Item = Sample> + '_ {
         self.rx.iter()
+    }
+
+    /// Hands a sample back once done with it, for the sampler's next sample to reuse its
+    /// frames (see [`Sampler::recycle`]). Optional; once the sampler has ended, the sample is
+    /// dropped.
+    pub fn recycle(&self, sample: Sample) {
+        // A sampler that has ended dropped its end of the channel: the sample is dropped.
+        let _ = self.back.send(sample);
     }
 
     /// Counters as of the last sample.
