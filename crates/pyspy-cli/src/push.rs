@@ -357,7 +357,10 @@ pub fn push(target: &TargetArgs, mut settings: Settings) -> Result<(), String> {
     loop {
         let wait = next_cut.saturating_duration_since(Instant::now());
         match sampler.recv_timeout(wait) {
-            Ok(sample) => pipeline.add(&sample),
+            Ok(sample) => {
+                pipeline.add(&sample);
+                sampler.recycle(sample);
+            }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }

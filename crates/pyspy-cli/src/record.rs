@@ -200,6 +200,8 @@ pub fn run(args: &Args) -> Result<(), String> {
             }
             None => profile.add(&sample),
         }
+        // Its frames serve the next sample where stacks did not change.
+        sampler.recycle(sample);
         if tty && last_progress.elapsed() >= Duration::from_millis(250) {
             last_progress = Instant::now();
             eprint!(

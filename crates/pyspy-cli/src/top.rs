@@ -307,7 +307,10 @@ fn ui_loop(
         // Take what the sampler produced.
         loop {
             match sampler.recv_timeout(Duration::ZERO) {
-                Ok(sample) => stats.add(&sample),
+                Ok(sample) => {
+                    stats.add(&sample);
+                    sampler.recycle(sample);
+                }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                     ended = true;
