@@ -781,3 +781,79 @@ fn stacks_of_threads_that_did_not_run_are_reused_and_only_those() {
         Ok(())
     });
 }
+
+/// Snapshots handed back ([`Session::recycle`]) give their frames again where stacks did not
+/// change: every thread of a recycling session must show exactly what a session that never
+/// hands snapshots back reads at the same moment (functions, files, lines), while the
+/// stepper moves from stack to stack of other depths (its outer frames staying, its inner ones
+/// changing), in both sampling modes: not pausing (sleeping threads' stacks reused whole) and
+/// pausing (every thread walked). The target is still while both read: every thread sleeps.
+#[test]
+fn snapshots_handed_back_read_as_fresh_ones_do() {
+    for_every_interpreter("snapshots handed back", |interp| {
+        let target = Target::spawn(interp, include_str!("../targets/stepper.py"), &[]);
+        let options = AttachOptions::default();
+        let attach_one = || attach(target.pid(), &options).map_err(|e| format!("attach: {e}"));
+        let (mut recycling, mut fresh) = (attach_one()?, attach_one()?);
+        let fifo = target.dir().host_path().join("step");
+        let frames = |s: &ThreadStack| -> Vec<(String, String, i32)> {
+            (s.frames.iter())
+                .map(|f| (f.function.to_string(), f.filename.to_string(), f.line))
+                .collect()
+        };
+        for step in 0..8u64 {
+            let (want, tid) = stepper_truth(&target, step)?;
+            wait_blocked_in_read(target.pid(), tid)?;
+            for (sample, pause) in [false, false, true, true, false].into_iter().enumerate() {
+                let options = SampleOptions::default().idle(true).names(true).pause(pause);
+                let what = format!("step {step}, sample {sample} (pause {pause})");
+                let got =
+                    (recycling.snapshot_with(&options)).map_err(|e| format!("{what}: {e}"))?;
+                let truth = (fresh.snapshot_with(&options)).map_err(|e| format!("{what}: {e}"))?;
+                for t in &truth.threads {
+                    let same = got.threads.iter().find(|g| g.thread_id == t.thread_id);
+                    let (Some(g), None, None) = (same, &t.error, same.and_then(|g| g.error)) else {
+                        return Err(format!(
+                            "{what}: thread {:#x} missing or failed",
+                            t.thread_id
+                        ));
+                    };
+                    if frames(g) != frames(t) {
+                        return Err(format!(
+                            "{what}: thread {:?} shows {:?} from a recycling session, {:?} from \
+                             a fresh one",
+                            t.name,
+                            frames(g),
+                            frames(t)
+                        ));
+                    }
+                }
+                let stepper = by_name(&got, "stepper").ok_or(format!("{what}: no stepper"))?;
+                let functions: Vec<String> = frames(stepper).into_iter().map(|f| f.0).collect();
+                if functions != want {
+                    return Err(format!(
+                        "{what}: the stepper shows {functions:?}, its truth is {want:?}"
+                    ));
+                }
+                recycling.recycle(got);
+            }
+            let mut w = fs::OpenOptions::new()
+                .write(true)
+                .open(&fifo)
+                .map_err(|e| format!("opening the step FIFO: {e}"))?;
+            std::io::Write::write_all(&mut w, b"x").map_err(|e| e.to_string())?;
+        }
+        let reused = |s: &Session| {
+            s.hooks()
+                .frames_reused
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        match (reused(&recycling), reused(&fresh)) {
+            (0, _) => Err("the recycling session gave no frame again".into()),
+            (_, n @ 1..) => Err(format!(
+                "the session that hands nothing back gave {n} frames again"
+            )),
+            _ => Ok(()),
+        }
+    });
+}
