@@ -253,16 +253,19 @@ fn run(mut sampler: Sampler, callback: Option<SampleCallback>, shared: &Shared) 
         while let Some(sample) = sampler.next() {
             lock(&shared.profile).add(&sample);
             *lock(&shared.stats) = sampler.stats().clone();
-            if let Some(cb) = callback {
-                let object = SampleObject::new(sample, &mut strings);
-                // SAFETY: the header's contract for the callback and its userdata; the sample is
-                // lent for the call only, and no lock is held during it.
-                let go_on = unsafe {
-                    (cb.function)(cb.userdata, ffi::borrowed_ptr::<pyspy_sample>(&object))
-                };
-                if !go_on {
-                    stop.stop();
-                }
+            // Without a callback the sample is done with: its frames serve the next one
+            // (the callback's copy for C is built from the sample itself).
+            let Some(cb) = callback else {
+                sampler.recycle(sample);
+                continue;
+            };
+            let object = SampleObject::new(sample, &mut strings);
+            // SAFETY: the header's contract for the callback and its userdata; the sample is
+            // lent for the call only, and no lock is held during it.
+            let go_on =
+                unsafe { (cb.function)(cb.userdata, ffi::borrowed_ptr::<pyspy_sample>(&object)) };
+            if !go_on {
+                stop.stop();
             }
         }
         *lock(&shared.stats) = sampler.stats().clone();
