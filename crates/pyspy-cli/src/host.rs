@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use pyspy_core::export::ProfileMeta;
 use pyspy_core::{
     AttachOptions, DiscoveryOptions, EndReason, HostEvent, HostOptions, HostSampler, ProcessLabels,
-    ProfileOptions, RateChange, SkipReason,
+    ProfileOptions, RateChange, Sample, SkipReason,
 };
 use regex::Regex;
 
@@ -174,7 +174,11 @@ pub fn push_all(settings: Settings, host: HostSettings) -> Result<(), String> {
     loop {
         let wait = next_cut.saturating_duration_since(Instant::now());
         match thread.recv_timeout(wait) {
-            Ok(event) => state.handle(event),
+            Ok(event) => {
+                if let Some(sample) = state.handle(event) {
+                    thread.recycle(sample);
+                }
+            }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
@@ -185,7 +189,7 @@ pub fn push_all(settings: Settings, host: HostSettings) -> Result<(), String> {
     }
     let (ended, stats, rest) = thread.join();
     for event in rest {
-        state.handle(event);
+        let _ = state.handle(event); // the sampler has ended: nothing to hand back to
     }
     state.cut_all();
     let State {
@@ -230,7 +234,8 @@ struct State<'a> {
 }
 
 impl State<'_> {
-    fn handle(&mut self, event: HostEvent) {
+    /// Takes one event; returns a sample once it is added, to be handed back.
+    fn handle(&mut self, event: HostEvent) -> Option<Sample> {
         match event {
             HostEvent::Attached(labels) => {
                 eprintln!("pyspy: profiling process {}", describe(&labels));
@@ -254,6 +259,7 @@ impl State<'_> {
                 {
                     p.add(&sample);
                 }
+                return Some(sample);
             }
             HostEvent::Detached { labels, reason } => {
                 eprintln!(
@@ -290,6 +296,7 @@ impl State<'_> {
             HostEvent::ScanFailed(e) => eprintln!("pyspy: looking for processes failed: {e}"),
             _ => {}
         }
+        None
     }
 
     fn profile_options(&self) -> ProfileOptions {

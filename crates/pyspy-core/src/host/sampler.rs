@@ -625,11 +625,25 @@ impl HostSampler {
         self.stats.cpu = g.last_use();
     }
 
+    /// Hands a sample (of a [`HostEvent::Sample`]) back once done with it: the next sample of
+    /// its process reuses its frames where stacks did not change (see
+    /// [`Session::recycle`](crate::Session::recycle)). Optional; a sample of a process no
+    /// longer attached is dropped.
+    pub fn recycle(&mut self, sample: Sample) {
+        for p in sample.processes {
+            let attached = self.processes.get_mut(&p.process.pid);
+            if let Some(a) = attached.filter(|a| Arc::ptr_eq(&a.details, &p.process)) {
+                a.session.recycle(p.snapshot);
+            }
+        }
+    }
+
     /// Runs the sampler on its own thread; events arrive over a channel.
     pub fn spawn(self) -> HostSamplerThread {
         // Bounded: a consumer that falls behind holds the sampler up (its ticks are late and
         // counted as missed) rather than letting events pile up.
         let (tx, rx) = mpsc::sync_channel(EVENT_QUEUE);
+        let (back, returned) = mpsc::channel::<Sample>();
         let stop = self.stop_handle();
         let stats = Arc::new(Mutex::new(self.stats.clone()));
         let shared = stats.clone();
@@ -638,7 +652,14 @@ impl HostSampler {
             .spawn(move || {
                 precise_timers();
                 let mut sampler = self;
-                while let Some(event) = sampler.next() {
+                loop {
+                    // Samples handed back since, for the next samples to reuse.
+                    while let Ok(sample) = returned.try_recv() {
+                        sampler.recycle(sample);
+                    }
+                    let Some(event) = sampler.next() else {
+                        break;
+                    };
                     if tx.send(event).is_err() {
                         sampler.stop.stop();
                     }
@@ -656,6 +677,7 @@ impl HostSampler {
             .expect("spawning the host sampler thread");
         HostSamplerThread {
             rx,
+            back,
             stop,
             stats,
             handle,
@@ -774,6 +796,9 @@ impl DiscoveryThread {
 #[derive(Debug)]
 pub struct HostSamplerThread {
     rx: Receiver<HostEvent>,
+    /// Samples handed back ([`HostSamplerThread::recycle`]), taken by the sampler's thread
+    /// before its next event.
+    back: mpsc::Sender<Sample>,
     stop: StopHandle,
     stats: Arc<Mutex<HostStats>>,
     handle: JoinHandle<EndReason>,
@@ -784,6 +809,14 @@ impl HostSamplerThread {
     /// `Err(Disconnected)` once the sampler has ended and every event was received.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<HostEvent, RecvTimeoutError> {
         self.rx.recv_timeout(timeout)
+    }
+
+    /// Hands a sample back once done with it, for the next sample of its process to reuse
+    /// its frames (see [`Session::recycle`](crate::Session::recycle)). Optional; once the
+    /// sampler has ended, the sample is dropped.
+    pub fn recycle(&self, sample: Sample) {
+        // A sampler that has ended dropped its end of the channel: the sample is dropped.
+        let _ = self.back.send(sample);
     }
 
     /// Counters as of the last tick.
