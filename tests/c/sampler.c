@@ -179,7 +179,8 @@ static pyspy_end_reason wait_or_fail(const pyspy_sampler *sampler, uint64_t time
     return reason;
 }
 
-static void check_stats(const pyspy_sampler *sampler, uint64_t want_samples) {
+/* `ran_ms`: how long the sampler (100 samples per second) ran at most. */
+static void check_stats(const pyspy_sampler *sampler, uint64_t want_samples, uint64_t ran_ms) {
     uint64_t samples = 0, errors = 1, missed = 1, max_lag_ns = 0;
     CHECK(pyspy_sampler_stats(sampler, &samples, &errors, &missed, &max_lag_ns) ==
           PYSPY_STATUS_OK);
@@ -192,7 +193,12 @@ static void check_stats(const pyspy_sampler *sampler, uint64_t want_samples) {
     }
     CHECK(errors == 0); /* the target's threads are blocked: no torn reads */
     CHECK(max_lag_ns > 0 && max_lag_ns < 30ull * 1000000000ull);
-    CHECK(missed < samples * 10 + 100);
+    /* Missed slots are slots of the schedule: no more than the run had (a slow machine, or
+       valgrind, can miss most of them). */
+    if (missed > ran_ms / 10 + 2) {
+        fail("%llu slots missed in %llu ms at 100 per second", (unsigned long long)missed,
+             (unsigned long long)ran_ms);
+    }
 }
 
 static void test_wait_and_callback(int32_t pid) {
@@ -204,6 +210,7 @@ static void test_wait_and_callback(int32_t pid) {
     CHECK(pyspy_options_set_rate(options, 100.0) == PYSPY_STATUS_OK);
     CHECK(pyspy_options_set_idle(options, true) == PYSPY_STATUS_OK);
     CHECK(pyspy_options_set_sample_callback(options, on_sample, &seen) == PYSPY_STATUS_OK);
+    uint64_t started = monotonic_ms();
     pyspy_sampler *sampler = start_or_fail(pid, options);
     pyspy_options_free(options);
     atomic_store(&seen.sampler, sampler);
@@ -229,7 +236,7 @@ static void test_wait_and_callback(int32_t pid) {
     CHECK(seen.overlapping == 0 && seen.other_threads == 0 && seen.on_main == 0);
     CHECK(seen.reentry_checked && seen.returned_false && seen.calls_after_stop == 0);
     CHECK(seen.in_recurse == calls);
-    check_stats(sampler, (uint64_t)calls);
+    check_stats(sampler, (uint64_t)calls, monotonic_ms() - started);
     /* Every sample the callback saw is in the profile (added before the call). */
     pyspy_profile *profile = NULL;
     CHECK(pyspy_sampler_profile(sampler, false, &profile, NULL) == PYSPY_STATUS_OK);
@@ -279,7 +286,7 @@ static void test_sampler_from_session(int32_t pid) {
     int calls = atomic_load(&seen.calls);
     printf("session sampler: %d calls in %llu ms\n", calls, (unsigned long long)took);
     CHECK(calls > 0 && seen.bad == 0 && seen.on_main == 0 && seen.in_recurse == calls);
-    check_stats(sampler, (uint64_t)calls);
+    check_stats(sampler, (uint64_t)calls, monotonic_ms() - t0);
     pyspy_sampler_free(sampler);
 }
 
