@@ -89,6 +89,9 @@ pub struct CodeCache {
     new_bytes: usize,
     /// The last [`CodeCache::get_many`]'s ranges, header bytes and read flags, reused.
     scratch: (Vec<(u64, usize)>, Vec<u8>, Vec<bool>),
+    /// Counts every change to `entries` (an entry made, dropped, or all cleared): while it
+    /// stays the same, an address has the entry it had.
+    generation: u64,
 }
 
 impl CodeCache {
@@ -112,6 +115,7 @@ impl CodeCache {
             created: Vec::new(),
             new_bytes: 0,
             scratch: Default::default(),
+            generation: 0,
         }
     }
 
@@ -323,10 +327,17 @@ impl CodeCache {
         }
         self.bytes += size;
         self.entries.insert(addr, info.clone());
+        self.generation += 1;
         if self.created.len() < MAX_CACHED {
             self.created.push(addr);
         }
         Ok(info)
+    }
+
+    /// Changes to the entries so far: while it stays the same, every address has the entry
+    /// (the same `Arc`) it had.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The addresses of the entries made since the last call (at most `MAX_CACHED`).
@@ -340,6 +351,7 @@ impl CodeCache {
         for addr in addrs {
             if let Some(info) = self.entries.remove(addr) {
                 self.bytes = self.bytes.saturating_sub(info.size());
+                self.generation += 1;
             }
         }
     }

@@ -46,7 +46,7 @@ const STACKREF_TAG_MASK: u64 = 0b111;
 const MAX_TLBC_INDEX: u32 = 1 << 20;
 
 /// One frame as read from the target, before its code object is resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct RawFrame {
     /// The frame's own address (its locals are in it).
     pub(super) addr: u64,
@@ -66,6 +66,25 @@ pub(super) struct RawFrame {
     /// `is_entry`, and on 3.12+ a frame linked to an entry frame the C stack owns.
     entry: bool,
 }
+
+/// Every field the same. Compared without a branch per field: the frame memo compares each
+/// frame of a busy stack every sample, and almost all of them are equal.
+impl PartialEq for RawFrame {
+    #[inline(always)]
+    fn eq(&self, o: &RawFrame) -> bool {
+        let words = (self.addr ^ o.addr)
+            | (self.back ^ o.back)
+            | (self.code ^ o.code)
+            | (self.position ^ o.position);
+        let small = u32::from(self.owner ^ o.owner)
+            | (self.tlbc_index ^ o.tlbc_index)
+            | u32::from(self.is_entry ^ o.is_entry)
+            | u32::from(self.entry ^ o.entry);
+        (words | u64::from(small)) == 0
+    }
+}
+
+impl Eq for RawFrame {}
 
 /// A frame of the chain that is a link only (3.11+: owned by the C stack or the interpreter,
 /// or running no code): not a Python frame, but where an eval-loop call began.
@@ -366,6 +385,10 @@ impl Walker {
             .get_many(mem, fresh, &self.layout, &addrs, order);
         self.created = self.codes.take_created();
         let created: AddrSet = self.created.iter().copied().collect();
+        let generation = self.codes.generation();
+        // Every code object read and cached: kept frames need no check of their own while
+        // the cache has not changed.
+        let all_code = infos.iter().all(|i| matches!(i, Ok(Some(_))));
         let extras = self.extras;
         // Frames are kept only for stacks of code, lines and files (see `memo`).
         let memo = self.memo.on()
@@ -401,7 +424,7 @@ impl Walker {
             let stop = reusable.as_ref().map_or(n, |r| r.from);
             let mut ended = self.resolve_range(mem, raws, 0..stop, &mut run);
             if let (Some(reusable), false) = (reusable, ended) {
-                if run.unchanged(raws, &reusable) {
+                if (all_code && reusable.fresh(generation)) || run.unchanged(raws, &reusable) {
                     run.r.frames = reusable.finish(&mut run.r.frames, run.before, &mut self.memo);
                 } else {
                     ended = self.resolve_range(mem, raws, stop..n, &mut run);
@@ -420,7 +443,7 @@ impl Walker {
                     if before.len() == n {
                         before.push(r.frames.len() as u32);
                     }
-                    self.memo.keep(key, &raws.frames, &before, &r.frames);
+                    self.memo.keep(key, &raws.frames, &before, &r.frames, generation);
                 }
             }
             r.groups = groups.sizes;

@@ -11,10 +11,11 @@
 //! first that differs. Only the frames inside them are resolved and built.
 //!
 //! This is exact, not a guess: a frame is a function of its raw frame and its code object's
-//! cache entry. A kept frame is given again only if that entry is the one it was built from
-//! (the entry was not made anew this walk, and the frame holds the entry's own strings), and
-//! frames handed back in another state than they were handed out (a caller's edit, native
-//! frames merged in, async stacks) are not kept. Walks that read locals or positions (read
+//! cache entry. A kept frame is given again only if that entry is the one it was built from:
+//! the code cache made or dropped no entry since (its generation), or, when it did, the entry
+//! was not made anew this walk and the frame holds the entry's own strings. Frames handed back
+//! in another state than they were handed out (other strings or line, or anything beyond them:
+//! a caller's edit, native frames merged in, async stacks) are not kept. Walks that read locals or positions (read
 //! from memory that can change while the raw frame does not) or note eval-loop groups do not
 //! use it; nor do truncated stacks or stacks that failed.
 
@@ -51,9 +52,34 @@ struct Kept {
     /// `before[i]`: how many frames `raws[..i]` resolved to (a 3.11+ frame that has not
     /// started resolves to none); one more entry than `raws`.
     before: Vec<u32>,
-    /// Each frame's line, to check the frames handed back against.
-    lines: Vec<i32>,
+    /// What each frame was when handed out, to check the frames handed back against.
+    prints: Vec<Print>,
     frames: Option<Vec<Frame>>,
+    /// The code cache's generation when they were resolved (see [`Reusable::fresh`]).
+    generation: u64,
+}
+
+/// What a frame handed out was: its strings (which `Arc`s) and line. The strings are the
+/// code cache entry's own, alive in that entry or in the frame, so the same address is the
+/// same string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Print {
+    function: usize,
+    filename: usize,
+    qualname: usize,
+    line: i32,
+}
+
+impl Print {
+    fn of(f: &Frame) -> Print {
+        let at = |s: &Arc<str>| Arc::as_ptr(s) as *const u8 as usize;
+        Print {
+            function: at(&f.function),
+            filename: at(&f.filename),
+            qualname: f.qualname.as_ref().map_or(0, at),
+            line: f.line,
+        }
+    }
 }
 
 /// The kept frames of the outer part of a stack that did not change, ready to be given again.
@@ -66,6 +92,14 @@ pub(super) struct Reusable {
 }
 
 impl Reusable {
+    /// Whether no code cache entry was made or dropped since the kept frames were resolved
+    /// (the cache is at `generation`): then every kept frame's code object has the entry it
+    /// was built from, and none needs checking on its own ([`Reusable::holds`]).
+    #[inline(always)]
+    pub(super) fn fresh(&self, generation: u64) -> bool {
+        self.kept.generation == generation
+    }
+
     /// Whether raw frame `i` of the new stack (in the unchanged part) may be given the frame
     /// it had: `info` is its code object's cache entry, `created` whether this walk made it.
     #[inline(always)]
@@ -165,9 +199,16 @@ impl FrameMemo {
     }
 
     /// Keeps what a walk resolved for thread `key`: its raw frames, how many frames each
-    /// resolved to before it (`before`, one more entry than `raws`) and the frames, until
-    /// the caller hands them back.
-    pub(super) fn keep(&mut self, key: ThreadKey, raws: &[RawFrame], before: &[u32], frames: &[Frame]) {
+    /// resolved to before it (`before`, one more entry than `raws`) and what the frames are,
+    /// until the caller hands them back; `generation` is the code cache's.
+    pub(super) fn keep(
+        &mut self,
+        key: ThreadKey,
+        raws: &[RawFrame],
+        before: &[u32],
+        frames: &[Frame],
+        generation: u64,
+    ) {
         let at = slot(key.thread_id, key.interp_id);
         if let Some(old) = self.threads.remove(&at) {
             self.frames -= old.raws.len();
@@ -180,7 +221,8 @@ impl FrameMemo {
         kept.key = Some(key);
         kept.raws.extend_from_slice(raws);
         kept.before.extend_from_slice(before);
-        kept.lines.extend(frames.iter().map(|f| f.line));
+        kept.prints.extend(frames.iter().map(Print::of));
+        kept.generation = generation;
         self.frames += raws.len();
         self.threads.insert(at, kept);
     }
@@ -197,9 +239,9 @@ impl FrameMemo {
             let ours = kept.key.is_some_and(|k| {
                 k.thread_id == stack.thread_id && k.interp_id == stack.interp_id
             });
-            let unchanged = stack.frames.len() == kept.lines.len()
-                && stack.frames.iter().zip(&kept.lines).all(|(f, &line)| {
-                    f.line == line
+            let unchanged = stack.frames.len() == kept.prints.len()
+                && stack.frames.iter().zip(&kept.prints).all(|(f, print)| {
+                    Print::of(f) == *print
                         && f.end_line.is_none()
                         && f.column.is_none()
                         && f.end_column.is_none()
@@ -236,7 +278,7 @@ impl FrameMemo {
             kept.key = None;
             kept.raws.clear();
             kept.before.clear();
-            kept.lines.clear();
+            kept.prints.clear();
             kept.frames = None;
             self.spare.push(kept);
         }
