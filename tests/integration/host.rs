@@ -371,7 +371,8 @@ fn delay_library(dir: &Path) -> PathBuf {
 
 /// Starts a process whose pid is `pid`, by setting `/proc/sys/kernel/ns_last_pid` right
 /// before the fork (root only). Other processes of the machine fork too, so it may take a
-/// few tries; a process that got another pid is killed again.
+/// few tries (for at most 30 s); a process that got another pid is killed again, and while
+/// another process holds the pid, nothing is forked.
 ///
 /// Afterwards the kernel's pid cursor is put back where it was, so that the processes forked
 /// next do not take the pids this test freed just before (a killed target's pid taken by the
@@ -385,7 +386,14 @@ fn start_with_pid(pid: i32, mut make: impl FnMut() -> Proc) -> Proc {
             .unwrap_or_else(|| panic!("reading {CURSOR} {what}"))
     };
     let before = cursor("before");
-    for _ in 0..200 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            // Another process (or thread) took the pid meanwhile: a busy machine, a build
+            // beside the tests. Forking cannot get it until that one ends.
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
         std::fs::write(CURSOR, (pid - 1).to_string())
             .expect("writing /proc/sys/kernel/ns_last_pid (the test runs as root)");
         let p = make();
@@ -398,7 +406,7 @@ fn start_with_pid(pid: i32, mut make: impl FnMut() -> Proc) -> Proc {
         drop(p);
         std::thread::sleep(Duration::from_millis(2));
     }
-    panic!("could not start a process with pid {pid}: the machine forks too much");
+    panic!("could not start a process with pid {pid} in 30 s: the machine forks too much");
 }
 
 // ---------------------------------------------------------------------------------------------
