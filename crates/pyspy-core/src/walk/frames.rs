@@ -398,12 +398,21 @@ impl Walker {
         let mut before = std::mem::take(&mut self.memo_before);
         let mut out = Vec::with_capacity(threads.len());
         for (k, raws) in threads.iter().enumerate() {
+            let key = match memo && raws.cut.is_none() && raws.error.is_none() {
+                true => keys.get(k).copied().flatten(),
+                false => None,
+            };
+            let reusable = key.and_then(|key| self.memo.reusable(key, &raws.frames));
+            let n = raws.frames.len();
+            let stop = reusable.as_ref().map_or(n, |r| r.from);
+            before.clear();
             let mut run = Run {
                 addrs: &addrs,
                 infos: &infos,
                 created: &created,
                 r: Resolved {
-                    frames: Vec::with_capacity(raws.frames.len()),
+                    // With kept frames, only those of the changed part are built here.
+                    frames: Vec::with_capacity(stop),
                     ..Resolved::default()
                 },
                 groups: Groups {
@@ -414,14 +423,6 @@ impl Walker {
                 last: None,
                 before: &mut before,
             };
-            run.before.clear();
-            let key = match memo && raws.cut.is_none() && raws.error.is_none() {
-                true => keys.get(k).copied().flatten(),
-                false => None,
-            };
-            let reusable = key.and_then(|key| self.memo.reusable(key, &raws.frames));
-            let n = raws.frames.len();
-            let stop = reusable.as_ref().map_or(n, |r| r.from);
             let mut ended = self.resolve_range(mem, raws, 0..stop, &mut run);
             if let (Some(reusable), false) = (reusable, ended) {
                 if (all_code && reusable.fresh(generation)) || run.unchanged(raws, &reusable) {

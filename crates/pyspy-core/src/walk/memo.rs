@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use super::code::CodeInfo;
 use super::frames::RawFrame;
-use crate::memory::addr_hash::AddrMap;
+use crate::memory::addr_hash::{AddrMap, AddrSet};
 use crate::snapshot::{Frame, ThreadStack};
 
 /// Most raw frames kept, all threads together (each with its frame: about 200 bytes).
@@ -261,6 +261,7 @@ impl FrameMemo {
         if self.threads.len() <= alive.len() {
             return;
         }
+        let alive: AddrSet = alive.iter().copied().collect();
         let mut dropped = 0;
         self.threads.retain(|_, k| {
             let keep = k.key.is_some_and(|k| alive.contains(&k.tstate));
