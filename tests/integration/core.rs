@@ -260,6 +260,27 @@ fn check_library(interp: &Interpreter, core: &Path, tids: &[u64]) -> Vec<String>
         }
         Err(e) => problems.push(format!("library: snapshot: {e}")),
     }
+    // Snapshots handed back: the next ones give their frames again, the same stacks.
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        match session.snapshot() {
+            Ok(snapshot) => {
+                taken.push(snapshot.threads.clone());
+                session.recycle(snapshot);
+            }
+            Err(e) => problems.push(format!("library: snapshot handed back: {e}")),
+        }
+    }
+    if taken.windows(2).any(|w| w[0] != w[1]) {
+        problems.push("library: snapshots of a core differ once handed back".into());
+    }
+    let reused = session
+        .hooks()
+        .frames_reused
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if reused == 0 {
+        problems.push("library: no frame given again from snapshots handed back".into());
+    }
     problems
 }
 
