@@ -183,3 +183,75 @@ fn sample_after_the_target_exits_is_process_exited() {
         }
     });
 }
+
+/// Sixteen threads, each 100 frames deep, asleep: a snapshot reads many frames, so a kill
+/// lands inside one.
+const MANY_DEEP_THREADS: &str = r#"
+import json, os, sys, threading, time
+
+def down(n):
+    if n:
+        return down(n - 1)
+    while True:
+        time.sleep(3600)
+
+for _ in range(16):
+    t = threading.Thread(target=down, args=(100,))
+    t.daemon = True
+    t.start()
+with open(sys.argv[1] + ".tmp", "w") as f:
+    json.dump({"threads": []}, f)
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+while True:
+    time.sleep(3600)
+"#;
+
+/// A target killed while it is being sampled: every snapshot that comes back is whole (no
+/// thread cut short by the exit), and the first one that is not is `ProcessExited`. Sampled
+/// back to back, one snapshot of the twenty rounds per interpreter straddles the kill most
+/// times; before pyspy checked, such a snapshot came back with the threads read after the exit
+/// failed ("the process exited (reading 8 bytes ...)").
+#[test]
+fn a_target_killed_mid_sample_gives_whole_snapshots_then_process_exited() {
+    for_every_interpreter("killed mid-sample", |interp| {
+        for round in 0..20 {
+            let mut target = pyspy_tests::Target::spawn(interp, MANY_DEEP_THREADS, &[]);
+            let pid = target.pid();
+            let mut session = attach(pid, &AttachOptions::default())
+                .map_err(|e| format!("attach failed: {e} ({e:?})"))?;
+            let mut taken = 0;
+            let end = loop {
+                if taken == 3 {
+                    // SAFETY: kill(2) on our own child, not reaped yet (its pid is not reused).
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                match session.snapshot() {
+                    Ok(s) => {
+                        if let Some(t) = s.threads.iter().find(|t| t.error.is_some()) {
+                            return Err(format!(
+                                "round {round}, snapshot {taken}: thread {} came back cut short \
+                                 ({:?}) beside {} other threads",
+                                t.thread_id,
+                                t.error,
+                                s.threads.len() - 1
+                            ));
+                        }
+                        taken += 1;
+                        if taken > 10_000 {
+                            return Err(format!("round {round}: the killed target still reads"));
+                        }
+                    }
+                    Err(e) => break e,
+                }
+            };
+            target.kill();
+            if taken < 3 || !matches!(end, Error::ProcessExited { pid: p } if p == pid) {
+                return Err(format!(
+                    "round {round}: after {taken} snapshots: want ProcessExited {{ pid: {pid} }}, \
+                     got {end:?} ({end})"
+                ));
+            }
+        }
+        Ok(())
+    });
+}

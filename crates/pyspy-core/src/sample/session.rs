@@ -1,6 +1,6 @@
 //! Attaching to a live process and sampling it.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ThreadError};
 use crate::attach::layout::LayoutSource;
 use crate::attach::locate::{locate, Located, LocateStrategy, LocatedBy};
 use crate::memory::core::CoreMemory;
@@ -12,7 +12,7 @@ use crate::sample::options::SampleOptions;
 #[cfg(feature = "internals")]
 use crate::sample::reader::Hooks;
 use crate::sample::reader::SnapshotReader;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, ThreadStack};
 use crate::walk::names::NameStats;
 use crate::attach::version::Version;
 use std::time::{Duration, Instant};
@@ -223,6 +223,22 @@ fn gone_or(pid: i32, e: Error, waited: &mut bool, grace: Duration) -> Error {
     }
 }
 
+/// Whether a sample whose thread list was read caught the process exiting: a thread's read
+/// found it gone, or a thread failed and the process is gone now. Such a snapshot mixes
+/// threads read before the exit with threads read after it, so it is reported as the exit,
+/// not as a stack. Costs a `/proc` read only when a thread failed.
+fn read_as_it_exited(pid: i32, threads: &[ThreadStack]) -> bool {
+    let mut failed = false;
+    for t in threads {
+        match t.error {
+            Some(ThreadError::Memory(r)) if r.kind == ReadErrorKind::ProcessGone => return true,
+            Some(_) => failed = true,
+            None => {}
+        }
+    }
+    failed && !process::is_alive(pid)
+}
+
 impl Session {
     /// A session over a core file (see [`open_core`](crate::open_core)).
     pub(crate) fn for_core(
@@ -247,7 +263,9 @@ impl Session {
     }
 
     /// Reads every thread's Python stack once, with the session's [`SampleOptions`] (by
-    /// default without stopping the target).
+    /// default without stopping the target). A process that exits before or during the read
+    /// is [`Error::ProcessExited`]: a snapshot never mixes threads read before the exit with
+    /// threads cut short by it.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
         let options = self.sample_options;
         self.snapshot_with(&options)
@@ -268,9 +286,15 @@ impl Session {
             .reader
             .sample(pid, &self.mem, &self.located.interpreter, options);
         let threads = match self.mem {
-            Source::Live(_) => threads
-                .map_err(|e| self.exec_or(e))
-                .map_err(|e| gone_or(pid, e, &mut self.waited, self.exit_grace))?,
+            Source::Live(_) => {
+                let threads = threads
+                    .map_err(|e| self.exec_or(e))
+                    .map_err(|e| gone_or(pid, e, &mut self.waited, self.exit_grace))?;
+                if read_as_it_exited(pid, &threads) {
+                    return Err(Error::ProcessExited { pid });
+                }
+                threads
+            }
             Source::Core(_) => threads?,
         };
         self.waited = false;
