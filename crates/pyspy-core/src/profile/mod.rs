@@ -8,6 +8,7 @@
 
 mod cpu;
 pub mod export;
+mod last;
 mod seen;
 
 use crate::memory::addr_hash::AddrHasher;
@@ -269,8 +270,8 @@ pub struct Profile {
     /// a time (`AddrHasher`): ids are pyspy's own small numbers, and SipHash of a 60-frame
     /// stack cost more than finding all its frames.
     stack_ids: HashMap<Box<[u32]>, u32, BuildHasherDefault<AddrHasher>>,
-    /// The buffer `stack_id` builds those words in.
-    stack_words: Vec<u32>,
+    /// Each thread's last stack, to intern the next from what changed.
+    last: last::LastStacks,
     samples: u64,
     start: Option<SystemTime>,
     duration: Duration,
@@ -292,7 +293,7 @@ impl Profile {
             process_ids: HashMap::new(),
             stacks: Vec::new(),
             stack_ids: HashMap::default(),
-            stack_words: Vec::new(),
+            last: last::LastStacks::default(),
             samples: 0,
             start: None,
             duration: Duration::ZERO,
@@ -386,41 +387,67 @@ impl Profile {
     }
 
     /// The id of `thread`'s stack (under `process`), interned. A stack seen before is found
-    /// without allocating: by its words (process, thread, frame ids) in a reused buffer.
+    /// without allocating; frames the same as in the thread's last stack are not looked up,
+    /// and a stack the same as its last one is not either (see [`last`]).
     fn stack_id(&mut self, process: &Arc<ProcessDetails>, thread: &ThreadStack) -> u32 {
         let process_id = self.options.processes.then(|| self.process_id(process));
         let thread_id = self
             .options
             .threads
             .then(|| self.thread_id(process.pid, thread));
-        let mut words = std::mem::take(&mut self.stack_words);
-        words.clear();
         // 0 for "not kept apart", else the id plus one.
-        words.push(process_id.map_or(0, |p| p + 1));
-        words.push(thread_id.map_or(0, |t| t + 1));
-        for f in thread.frames.iter().rev() {
-            words.push(self.frame_id(f));
-        }
-        let id = match self.stack_ids.get(words.as_slice()) {
-            Some(id) => *id,
-            None => {
-                let id = self.stacks.len() as u32;
-                self.stacks.push(StackEntry {
-                    key: StackKey {
-                        process: process_id,
-                        thread: thread_id,
-                        frames: words[2..].into(),
-                    },
-                    count: 0,
-                    hits: 0,
-                    time: 0,
-                });
-                self.stack_ids.insert(words.as_slice().into(), id);
-                id
+        let head = [
+            process_id.map_or(0, |p| p + 1),
+            thread_id.map_or(0, |t| t + 1),
+        ];
+        let mut last = self.last.take(process.pid, thread.thread_id);
+        let n = thread.frames.len();
+        let mut changed = last.start(head, n, self.seen.generation());
+        for (f, (known, word)) in thread.frames.iter().rev().zip(last.frames_mut()) {
+            let identity = self.identity(f);
+            if *known != identity || identity == seen::Identity::NONE {
+                let id = self.frame_id(f);
+                changed |= *word != id;
+                (*known, *word) = (identity, id);
             }
+        }
+        let id = match (changed, last.id) {
+            (false, Some(id)) => id,
+            _ => self.intern(&last.words, process_id, thread_id),
         };
-        self.stack_words = words;
+        last.id = Some(id);
+        self.last.put(process.pid, thread.thread_id, last);
         id
+    }
+
+    /// The id of the stack of `words` (process, thread, then frame ids root first).
+    fn intern(&mut self, words: &[u32], process: Option<u32>, thread: Option<u32>) -> u32 {
+        if let Some(id) = self.stack_ids.get(words) {
+            return *id;
+        }
+        let id = self.stacks.len() as u32;
+        self.stacks.push(StackEntry {
+            key: StackKey {
+                process,
+                thread,
+                frames: words[2..].into(),
+            },
+            count: 0,
+            hits: 0,
+            time: 0,
+        });
+        self.stack_ids.insert(words.into(), id);
+        id
+    }
+
+    /// What the seen frames know `f` by ([`Identity::NONE`](seen::Identity::NONE) for a native
+    /// frame named by its address, which they do not keep).
+    #[inline(always)]
+    fn identity(&self, f: &Frame) -> seen::Identity {
+        let line = if self.options.lines { f.line } else { 0 };
+        FrameKey::name_of(f).map_or(seen::Identity::NONE, |name| {
+            seen::Identity::of(name, &f.filename, line)
+        })
     }
 
     fn frame_id(&mut self, f: &Frame) -> FrameId {
@@ -687,6 +714,78 @@ pub(crate) mod tests {
             ]
         );
         assert_eq!(p.duration(), Duration::from_millis(40));
+    }
+
+    /// Stacks that change sample to sample the way a thread's do (at the inside, in the
+    /// middle, in depth, with the same strings or equal copies, a native frame named by its
+    /// address) are counted as their names say, whether each is interned anew or found from
+    /// the thread's last stack.
+    #[test]
+    fn each_threads_last_stack_gives_the_same_counts_as_interning_anew() {
+        use std::collections::BTreeMap;
+        let shared: Vec<Frame> = (0..6).map(|i| frame(&format!("f{i}"), "a.py", i)).collect();
+        let native = Frame {
+            native: true,
+            address: Some(0x1234),
+            ..frame("", "libc.so", 0)
+        };
+        // Innermost first, from a stream of small numbers: each picks a change.
+        let mut stacks = Vec::new();
+        let mut state = 7u64;
+        for _ in 0..400 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let pick = (state >> 33) as usize;
+            let depth = 2 + pick % 5;
+            let mut frames: Vec<Frame> = shared[..depth].iter().rev().cloned().collect();
+            match pick / 5 % 6 {
+                0 => frames[0].line += 100, // the innermost line moved
+                1 => frames[depth / 2] = frame("mid", "a.py", 1), // a middle frame replaced
+                2 => {
+                    frames = frames
+                        .iter()
+                        .map(|f| frame(&f.function, &f.filename, f.line))
+                        .collect()
+                }
+                3 => frames.insert(0, native.clone()),
+                _ => {}
+            }
+            stacks.push((1 + (pick / 30 % 2) as u64, frames));
+        }
+        for options in [
+            ProfileOptions::default(),
+            ProfileOptions::default().threads(true),
+            ProfileOptions::default().lines(false),
+        ] {
+            let mut p = Profile::new(options.clone());
+            let mut expected: BTreeMap<(Option<u64>, Vec<String>), u64> = BTreeMap::new();
+            for (i, (tid, frames)) in stacks.iter().enumerate() {
+                p.add(&sample(
+                    i as u64,
+                    42,
+                    vec![thread(*tid, "t", true, false, frames.clone())],
+                ));
+                let key = frames
+                    .iter()
+                    .rev()
+                    .map(|f| {
+                        let k = FrameKey::new(f, options.lines);
+                        format!("{}:{}", k.name, k.line)
+                    })
+                    .collect();
+                *expected
+                    .entry((options.threads.then_some(*tid), key))
+                    .or_default() += 1;
+            }
+            let got: BTreeMap<(Option<u64>, Vec<String>), u64> = p
+                .stacks()
+                .iter()
+                .map(|s| ((s.thread.map(|t| t.thread_id), names(&p, s)), s.count))
+                .collect();
+            assert_eq!(got, expected, "{options:?}");
+            assert_eq!(p.stacks().len(), expected.len(), "each stack interned once");
+        }
     }
 
     #[test]

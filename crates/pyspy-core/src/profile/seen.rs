@@ -23,14 +23,21 @@ const SLACK: usize = 1024;
 
 /// A frame by the addresses of its name and file, and its line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Identity {
+pub(super) struct Identity {
     name: usize,
     filename: usize,
     line: i32,
 }
 
 impl Identity {
-    fn of(name: &Arc<str>, filename: &Arc<str>, line: i32) -> Identity {
+    /// No frame's identity: equal to none made by [`Identity::of`] (no string is at address 0).
+    pub(super) const NONE: Identity = Identity {
+        name: 0,
+        filename: 0,
+        line: 0,
+    };
+
+    pub(super) fn of(name: &Arc<str>, filename: &Arc<str>, line: i32) -> Identity {
         Identity {
             name: Arc::as_ptr(name).cast::<u8>() as usize,
             filename: Arc::as_ptr(filename).cast::<u8>() as usize,
@@ -58,6 +65,9 @@ struct Entry {
 #[derive(Debug, Clone, Default)]
 pub(super) struct SeenFrames {
     map: HashMap<Identity, Entry, BuildHasherDefault<AddrHasher>>,
+    /// How many times the cache was emptied: an identity learnt from it holds (its strings are
+    /// alive, so its addresses name them) while this has not changed.
+    generation: u64,
 }
 
 impl SeenFrames {
@@ -67,6 +77,11 @@ impl SeenFrames {
         self.map
             .get(&Identity::of(name, filename, line))
             .map(|e| e.id)
+    }
+
+    /// How many times the cache was emptied (see the field).
+    pub(super) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Remembers that these strings and `line` are frame `id`, in a profile of `frames`
@@ -81,6 +96,7 @@ impl SeenFrames {
     ) {
         if self.map.len() >= frames.saturating_mul(2).saturating_add(SLACK) {
             self.map.clear();
+            self.generation += 1;
         }
         self.map.insert(
             Identity::of(name, filename, line),
