@@ -39,6 +39,8 @@ pub(super) struct CpuClock {
     measured: bool,
     /// A counted thread's CPU time was not known.
     unmeasured: bool,
+    /// The last [`CpuClock::settle`]'s shares (a buffer kept between samples).
+    shares: Vec<(u32, u64)>,
 }
 
 impl CpuClock {
@@ -88,13 +90,15 @@ impl CpuClock {
     }
 
     /// Shares `grown` nanoseconds among `thread`'s pending stacks by their sample counts and
-    /// clears them; empty if none was pending.
-    pub(super) fn settle(&mut self, thread: ThreadId, grown: u64) -> Vec<(u32, u64)> {
-        let Some(t) = self.threads.get_mut(&thread) else {
-            return Vec::new();
-        };
-        let pending = std::mem::take(&mut t.pending);
-        share(grown, &pending)
+    /// clears them; the shares are empty if none was pending. Allocates nothing once the
+    /// buffers have grown.
+    pub(super) fn settle(&mut self, thread: ThreadId, grown: u64) -> &[(u32, u64)] {
+        self.shares.clear();
+        if let Some(t) = self.threads.get_mut(&thread) {
+            share(grown, &t.pending, &mut self.shares);
+            t.pending.clear();
+        }
+        &self.shares
     }
 
     /// A counted thread whose CPU time was not known.
@@ -141,18 +145,18 @@ impl CpuClock {
                 .collect(),
             measured: false,
             unmeasured: false,
+            shares: Vec::new(),
         }
     }
 }
 
 /// `total` shared by weight: each entry gets `total × n / Σn`, the rounding remainder going to
 /// the last, so the shares add up to `total` exactly.
-fn share(total: u64, weights: &[(u32, u64)]) -> Vec<(u32, u64)> {
+fn share(total: u64, weights: &[(u32, u64)], out: &mut Vec<(u32, u64)>) {
     let sum: u64 = weights.iter().map(|(_, n)| *n).sum();
     if sum == 0 {
-        return Vec::new();
+        return;
     }
-    let mut out = Vec::with_capacity(weights.len());
     let mut given = 0u64;
     for (i, (id, n)) in weights.iter().enumerate() {
         let part = if i + 1 == weights.len() {
@@ -163,20 +167,25 @@ fn share(total: u64, weights: &[(u32, u64)]) -> Vec<(u32, u64)> {
         given += part;
         out.push((*id, part));
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn shared(total: u64, weights: &[(u32, u64)]) -> Vec<(u32, u64)> {
+        let mut out = Vec::new();
+        share(total, weights, &mut out);
+        out
+    }
+
     #[test]
     fn shares_add_up() {
-        let s = share(10, &[(1, 1), (2, 1), (3, 1)]);
+        let s = shared(10, &[(1, 1), (2, 1), (3, 1)]);
         assert_eq!(s, vec![(1, 3), (2, 3), (3, 4)]);
-        assert_eq!(share(7, &[]), vec![]);
+        assert_eq!(shared(7, &[]), vec![]);
         assert_eq!(
-            share(u64::MAX, &[(1, 3), (2, 1)])
+            shared(u64::MAX, &[(1, 3), (2, 1)])
                 .iter()
                 .map(|x| x.1)
                 .sum::<u64>(),
@@ -207,7 +216,7 @@ mod tests {
         for id in 0..(MAX_PENDING as u32 + 10) {
             c.pending(t, id);
         }
-        let shares = c.settle(t, 1000);
+        let shares = c.settle(t, 1000).to_vec();
         assert_eq!(shares.len(), MAX_PENDING);
         assert_eq!(shares[0].0, 10, "the oldest were dropped");
         // A few threads are kept however long they were not seen (asleep, left out of the

@@ -371,15 +371,19 @@ impl Profile {
         if grown == 0 {
             return;
         }
-        let mut shares = self.cpu.settle(key, grown);
-        if shares.is_empty() && eligible {
-            // Running in none of its samples since the last growth: the current stack gets the
-            // time, without counting as a sample of a running thread.
-            let id = self.stack_id(process, thread);
-            self.stacks[id as usize].hits += 1;
-            shares.push((id, grown));
+        let shares = self.cpu.settle(key, grown);
+        if shares.is_empty() {
+            if eligible {
+                // Running in none of its samples since the last growth: the current stack gets
+                // the time, without counting as a sample of a running thread.
+                let id = self.stack_id(process, thread);
+                let entry = &mut self.stacks[id as usize];
+                entry.hits += 1;
+                entry.time = entry.time.saturating_add(grown);
+            }
+            return;
         }
-        for (id, ns) in shares {
+        for &(id, ns) in shares {
             if let Some(entry) = self.stacks.get_mut(id as usize) {
                 entry.time = entry.time.saturating_add(ns);
             }
