@@ -156,11 +156,41 @@ pub trait Memory {
     fn unbatched_reads(&self) -> u64 {
         0
     }
+
+    /// The `len` bytes at `addr` without a copy, when this memory already holds them (a
+    /// batch read earlier): a read like [`Memory::read`] in every other way. `None` when they
+    /// must be read with [`Memory::read`] instead, which is all the default says.
+    ///
+    /// ```
+    /// use pyspy_core::memory::{Memory, MemoryImage, PrefetchPlan, Prefetched};
+    /// let mut image = MemoryImage::new();
+    /// image.add(0x1000, &[1, 2, 3, 4]);
+    /// assert_eq!(image.view(0x1000, 2), None); // read it instead
+    /// let mut buf = [0u8; 2];
+    /// image.read(0x1000, &mut buf)?;
+    ///
+    /// // A batch holds what the plan (the last walk's reads) read.
+    /// let empty = PrefetchPlan::default();
+    /// let walk = Prefetched::new(&image, &empty);
+    /// walk.read(0x1000, &mut buf)?;
+    /// let plan = PrefetchPlan::new(walk.into_log(), Vec::new(), Vec::new());
+    /// let next = Prefetched::new(&image, &plan);
+    /// assert_eq!(next.view(0x1000, 2), Some(&[1u8, 2][..]));
+    /// # Ok::<(), pyspy_core::memory::ReadError>(())
+    /// ```
+    fn view(&self, _addr: u64, _len: usize) -> Option<&[u8]> {
+        None
+    }
 }
 
 impl<M: Memory + ?Sized> Memory for &M {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         (**self).read(addr, buf)
+    }
+
+    #[inline(always)]
+    fn view(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        (**self).view(addr, len)
     }
 
     fn read_many(&self, ranges: &[(u64, usize)], out: &mut [u8], ok: &mut [bool]) {

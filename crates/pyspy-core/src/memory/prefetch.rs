@@ -422,6 +422,14 @@ impl<M: Memory + ?Sized> Memory for Prefetched<'_, '_, M> {
         self.unbatched.get()
     }
 
+    // A batch's bytes, logged as `read` logs them (the next batch reads them again).
+    #[inline(always)]
+    fn view(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        let bytes = self.hit(addr, len)?;
+        self.note(addr, len);
+        Some(bytes)
+    }
+
     fn read_many(&self, ranges: &[(u64, usize)], out: &mut [u8], ok: &mut [bool]) {
         let mut misses = Vec::new();
         let mut at = 0;
@@ -492,6 +500,28 @@ mod tests {
         let third = Prefetched::with_buffers(&gone, &plan, buffers);
         assert_eq!(third.read_u64(0x1000).unwrap(), 8, "read now");
         assert!(third.read_u64(0x9000).is_err(), "unmapped now: not last batch's 5");
+    }
+
+    #[test]
+    fn a_view_is_the_batch_bytes_logged_as_a_read() {
+        let mut img = MemoryImage::new();
+        img.add(0x1000, &[0u8; 64]).put_u64(0x1000, 7).put_u64(0x1020, 9);
+        let empty = PrefetchPlan::default();
+        let first = Prefetched::new(&img, &empty);
+        assert_eq!(first.view(0x1000, 8), None, "nothing batched yet: read it");
+        assert_eq!(first.log_len(), 0, "a view that fails is not a read");
+        assert_eq!(first.read_u64(0x1000).unwrap(), 7);
+        let (log, _) = first.into_parts();
+        let plan = PrefetchPlan::new(log, Vec::new(), Vec::new());
+
+        img.put_u64(0x1000, 8);
+        let second = Prefetched::new(&img, &plan);
+        assert_eq!(second.view(0x1000, 8), Some(&8u64.to_le_bytes()[..]), "this batch's bytes");
+        assert_eq!(second.view(0x1000, 16), None, "more than the batch read");
+        assert_eq!(second.view(0x1020, 8), None, "not in the batch");
+        assert_eq!(second.log_len(), 1, "the view is logged for the next batch");
+        let (log, _) = second.into_parts();
+        assert_eq!(log.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(), [(0x1000, 8)]);
     }
 
     #[test]

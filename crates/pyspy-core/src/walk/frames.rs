@@ -274,17 +274,19 @@ impl Walker {
                 break None;
             }
             walked += 1;
-            let step = mem
-                .read(addr, buf)
-                .map_err(Error::from)
-                .and_then(|()| parse_frame(&layout, addr, buf))
-                .and_then(|(back, raw, boundary)| {
-                    check_frame(&layout, buf, &mut frame_type)?;
-                    if let (Some(raw), Some(ds)) = (&raw, data_stack.as_mut()) {
-                        ds.check(mem, &layout, raw, len)?;
-                    }
-                    Ok((back, raw, boundary))
-                });
+            // The batch's bytes where it has them (not copied), else a read.
+            let bytes = match mem.view(addr, len) {
+                Some(bytes) => Ok(bytes),
+                None => mem.read(addr, buf).map(|()| &*buf),
+            };
+            let step = bytes.map_err(Error::from).and_then(|bytes| {
+                let (back, raw, boundary) = parse_frame(&layout, addr, bytes)?;
+                check_frame(&layout, bytes, &mut frame_type)?;
+                if let (Some(raw), Some(ds)) = (&raw, data_stack.as_mut()) {
+                    ds.check(mem, &layout, raw, len)?;
+                }
+                Ok((back, raw, boundary))
+            });
             let (back, raw, boundary) = match step {
                 Ok(s) => s,
                 Err(e) => break Some(ThreadError::of(&e)),

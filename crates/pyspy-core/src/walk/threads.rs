@@ -162,12 +162,19 @@ impl Walker {
         current_frame: bool,
     ) -> Result<(RawThread, u64)> {
         let l = &self.layout;
-        let mut buf = [0u8; 1024];
-        let buf = buf
-            .get_mut(..self.tstate_len)
-            .or_corrupt("thread state layout larger than expected")?;
         let before = mem.unbatched_reads();
-        mem.read(addr, buf)?;
+        // The batch's bytes where it has them (not copied), else a read.
+        let mut storage;
+        let buf: &[u8] = match mem.view(addr, self.tstate_len) {
+            Some(bytes) => bytes,
+            None => {
+                storage = [0u8; 1024];
+                let buf = (storage.get_mut(..self.tstate_len))
+                    .or_corrupt("thread state layout larger than expected")?;
+                mem.read(addr, buf)?;
+                buf
+            }
+        };
         let field = |off: u32| field_u64(buf, off).or_corrupt("thread state field");
         let mut frame = field(l.tstate_frame)?;
         let mut cframe = 0;
