@@ -18,6 +18,14 @@
 //! a caller's edit, native frames merged in, async stacks) are not kept. Walks that read locals or positions (read
 //! from memory that can change while the raw frame does not) or note eval-loop groups do not
 //! use it; nor do truncated stacks or stacks that failed.
+//!
+//! A stack reused whole ([`Choice::Reuse`](super::Choice::Reuse): an idle thread's, kept from
+//! an earlier walk) is lent rather than copied once a caller hands stacks back: its frames
+//! move out of the walker's kept stack into the snapshot, and come back when the snapshot is
+//! handed back, under the same check as above. Lent frames that are not back by the next walk
+//! (a caller that keeps them, or hands them back late) leave their thread to be walked again,
+//! and the walker copies reused stacks from then on, as it does for callers that hand nothing
+//! back.
 
 use std::sync::Arc;
 
@@ -147,12 +155,29 @@ impl Reusable {
     }
 }
 
+/// A reused stack's frames lent out (see the module docs): whose they are, what they were,
+/// and whether they are out now. Kept after they come back, for its buffer.
+#[derive(Debug)]
+struct Lent {
+    tstate: u64,
+    thread_id: u64,
+    interp_id: Option<i64>,
+    prints: Vec<Print>,
+    out: bool,
+}
+
 /// Per thread: the raw frames of its last walk and, once the caller hands them back, the
 /// frames built from them (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct FrameMemo {
     /// Whether a caller hands stacks back: until one does, nothing is kept.
     on: bool,
+    /// Reused stacks' frames lent out, by slot.
+    lent: AddrMap<Lent>,
+    /// How many of them are out now.
+    out: usize,
+    /// Whether reused stacks are lent: until lent frames are not back in time.
+    lending: bool,
     threads: AddrMap<Kept>,
     /// Raw frames kept, all threads together.
     frames: usize,
@@ -161,7 +186,80 @@ pub(super) struct FrameMemo {
     reused: u64,
 }
 
+impl Default for FrameMemo {
+    fn default() -> FrameMemo {
+        FrameMemo {
+            on: false,
+            lent: AddrMap::default(),
+            out: 0,
+            lending: true,
+            threads: AddrMap::default(),
+            frames: 0,
+            spare: Vec::new(),
+            reused: 0,
+        }
+    }
+}
+
+/// Whether frames handed back are as they were handed out (`prints`): the same strings and
+/// lines, and nothing set beyond them.
+fn as_given(frames: &[Frame], prints: &[Print]) -> bool {
+    frames.len() == prints.len()
+        && frames.iter().zip(prints).all(|(f, print)| {
+            Print::of(f) == *print
+                && f.end_line.is_none()
+                && f.column.is_none()
+                && f.end_column.is_none()
+                && f.opcode.is_none()
+                && f.locals.is_empty()
+                && !f.native
+                && f.address.is_none()
+        })
+}
+
 impl FrameMemo {
+    /// Whether a walk lends a reused stack's frames rather than copying them.
+    pub(super) fn lending(&self) -> bool {
+        self.on && self.lending
+    }
+
+    /// Notes that the kept stack of `tstate` (thread `thread_id` of interpreter `interp_id`)
+    /// lent out `frames`, to take them back when they are handed back.
+    pub(super) fn lend(
+        &mut self,
+        tstate: u64,
+        thread_id: u64,
+        interp_id: Option<i64>,
+        frames: &[Frame],
+    ) {
+        let lent = self.lent.entry(slot(thread_id, interp_id)).or_insert(Lent {
+            tstate,
+            thread_id,
+            interp_id,
+            prints: Vec::new(),
+            out: false,
+        });
+        (lent.tstate, lent.thread_id, lent.interp_id) = (tstate, thread_id, interp_id);
+        lent.prints.clear();
+        lent.prints.extend(frames.iter().map(Print::of));
+        if !lent.out {
+            lent.out = true;
+            self.out += 1;
+        }
+    }
+
+    /// As a walk starts: whether frames lent by the last one are still out. If so, lending
+    /// stops (see the module docs), and the kept stacks that lent them are left incomplete.
+    pub(super) fn lent_still_out(&mut self) -> bool {
+        if self.out == 0 {
+            return false;
+        }
+        self.lending = false;
+        self.lent.clear();
+        self.out = 0;
+        true
+    }
+
     /// Whether walks should keep what they resolve.
     pub(super) fn on(&self) -> bool {
         self.on
@@ -228,28 +326,32 @@ impl FrameMemo {
     }
 
     /// Takes back a caller's thread stacks: those handed back as the walk gave them are kept
-    /// for the next walk of their thread; the others are dropped.
-    pub(super) fn recycle(&mut self, stacks: impl IntoIterator<Item = ThreadStack>) {
+    /// for the next walk of their thread, and lent frames handed back so go to `give_back`
+    /// with the thread state whose kept stack lent them; the others are dropped.
+    pub(super) fn recycle(
+        &mut self,
+        stacks: impl IntoIterator<Item = ThreadStack>,
+        mut give_back: impl FnMut(u64, Vec<Frame>),
+    ) {
         self.on = true;
         for stack in stacks {
             let at = slot(stack.thread_id, stack.interp_id);
+            if let Some(lent) = self.lent.get_mut(&at).filter(|l| l.out) {
+                lent.out = false;
+                self.out -= 1;
+                let ours = lent.thread_id == stack.thread_id && lent.interp_id == stack.interp_id;
+                if ours && stack.error.is_none() && as_given(&stack.frames, &lent.prints) {
+                    give_back(lent.tstate, stack.frames);
+                }
+                continue;
+            }
             let Some(kept) = self.threads.get_mut(&at) else {
                 continue;
             };
             let ours = kept.key.is_some_and(|k| {
                 k.thread_id == stack.thread_id && k.interp_id == stack.interp_id
             });
-            let unchanged = stack.frames.len() == kept.prints.len()
-                && stack.frames.iter().zip(&kept.prints).all(|(f, print)| {
-                    Print::of(f) == *print
-                        && f.end_line.is_none()
-                        && f.column.is_none()
-                        && f.end_column.is_none()
-                        && f.opcode.is_none()
-                        && f.locals.is_empty()
-                        && !f.native
-                        && f.address.is_none()
-                });
+            let unchanged = as_given(&stack.frames, &kept.prints);
             if ours && unchanged && kept.frames.is_none() && stack.error.is_none() {
                 kept.frames = Some(stack.frames);
             }
@@ -258,10 +360,16 @@ impl FrameMemo {
 
     /// Drops the kept stacks of threads no longer in the list (`alive`: thread states).
     pub(super) fn retain(&mut self, alive: &[u64]) {
-        if self.threads.len() <= alive.len() {
+        if self.threads.len() <= alive.len() && self.lent.len() <= alive.len() {
             return;
         }
         let alive: AddrSet = alive.iter().copied().collect();
+        let out = &mut self.out;
+        self.lent.retain(|_, l| {
+            let keep = alive.contains(&l.tstate);
+            *out -= usize::from(!keep && l.out);
+            keep
+        });
         let mut dropped = 0;
         self.threads.retain(|_, k| {
             let keep = k.key.is_some_and(|k| alive.contains(&k.tstate));

@@ -207,6 +207,9 @@ struct Walked {
     groups: Vec<u32>,
     /// Its reads were not all of one moment: some missed the walk's batch.
     mixed: bool,
+    /// Kept, its frames are lent out (see [`memo`]): not to be reused until they are back.
+    /// Given out, it holds lent frames.
+    lent: bool,
 }
 
 impl Walked {
@@ -328,7 +331,13 @@ impl Walker {
     /// most of a busy thread's frames. Stacks changed since they were returned are dropped.
     /// Until a caller hands stacks back, walks keep nothing for it.
     pub fn recycle(&mut self, stacks: impl IntoIterator<Item = ThreadStack>) {
-        self.memo.recycle(stacks);
+        let kept = &mut self.kept;
+        self.memo.recycle(stacks, |tstate, frames| {
+            if let Some(k) = kept.get_mut(&tstate).filter(|k| k.lent) {
+                k.stack.frames = frames;
+                k.lent = false;
+            }
+        });
     }
 
     /// How many frames walks have given again from stacks handed back ([`Walker::recycle`]).
@@ -385,6 +394,10 @@ impl Walker {
         let keep = choose.is_some();
         self.chosen.clear();
         self.values.clear();
+        // Kept stacks whose lent frames did not come back are not reused: walked again.
+        if self.memo.lent_still_out() {
+            self.kept.retain(|_, k| !k.lent);
+        }
         let budget = Budget::new(mem, MAX_SAMPLE_BYTES);
         self.codes.start_sample();
         let mut best: Option<Vec<Walked>> = None;
@@ -454,11 +467,13 @@ impl Walker {
         }
         std::mem::swap(&mut self.shapes, &mut self.shapes_next);
         self.memo.retain(&self.last_threads);
-        let mut out = Vec::new();
         self.settled.clear();
         self.groups.clear();
         let best = best.unwrap_or_default();
+        let mut out = Vec::with_capacity(best.len());
         let mut before = std::mem::take(&mut self.kept);
+        // Room for them all at once: a map grown entry by entry moves each stack as it grows.
+        self.kept.reserve(before.len());
         // Stacks are kept only from a walk that read every thread cleanly: one that did not
         // (a corrupt or torn stack, a sample out of budget for new code objects) walks all
         // threads next time.
@@ -479,9 +494,13 @@ impl Walker {
                 // A reused stack is the one kept before (when it was there to reuse): moved
                 // over rather than copied again.
                 let same = |k: &Walked| k.interp == w.interp && k.stack.thread_id == w.stack.thread_id;
+                // (A kept stack whose lent frames did not come back is not the one walked.)
                 let kept = match before.remove(&w.tstate) {
-                    Some(k) if reused && same(&k) => k,
-                    _ => w.clone(),
+                    Some(k) if reused && same(&k) && k.lent == w.lent => k,
+                    _ => Walked {
+                        lent: false,
+                        ..w.clone()
+                    },
                 };
                 self.kept.insert(w.tstate, kept);
             }
@@ -631,15 +650,28 @@ impl Walker {
             match self.chosen.get(&t.addr) {
                 Some(Choice::Omit) => continue,
                 Some(Choice::Reuse) => {
-                    let kept = self
-                        .kept
-                        .get(&t.addr)
-                        .filter(|k| k.interp == t.interp && k.stack.thread_id == t.thread_id);
+                    let kept = (self.kept.get_mut(&t.addr)).filter(|k| {
+                        k.interp == t.interp && k.stack.thread_id == t.thread_id && !k.lent
+                    });
                     if let Some(k) = kept {
                         if let Some(shape) = self.shapes.get(&t.addr) {
                             self.shapes_next.insert(t.addr, *shape);
                         }
-                        places.push(Some(k.clone()));
+                        // Lent to a caller that hands stacks back (see `memo`), else copied.
+                        let reused = match self.memo.lending() {
+                            true => {
+                                let frames = std::mem::take(&mut k.stack.frames);
+                                let (thread_id, interp_id) = (k.stack.thread_id, k.stack.interp_id);
+                                self.memo.lend(t.addr, thread_id, interp_id, &frames);
+                                let mut w = k.clone();
+                                k.lent = true;
+                                w.stack.frames = frames;
+                                w.lent = true;
+                                w
+                            }
+                            false => k.clone(),
+                        };
+                        places.push(Some(reused));
                         continue;
                     }
                 }
@@ -788,6 +820,7 @@ impl Walker {
                 tstate: t.addr,
                 mixed: mixed || (replaced && r.new_codes),
                 groups: r.groups,
+                lent: false,
                 stack: ThreadStack {
                     thread_id: t.thread_id,
                     native_thread_id: t.native_thread_id,

@@ -706,6 +706,68 @@ fn chosen_threads_are_reused_or_left_out_without_reading_their_frames() {
     }
 }
 
+/// A reused stack is lent once stacks are handed back: handed back as given, its frames (the
+/// same vector) are reused again; kept, edited or handed back late, the thread is walked again
+/// and reused stacks are copied from then on.
+#[test]
+fn reused_stacks_are_lent_and_taken_back() {
+    use super::Choice;
+    for v in MODELS {
+        let mut fake = Fake::new(v);
+        let first = chain(&mut fake, &["f2", "f1"]);
+        let first_frames = fake.thread(&first);
+        let interp = fake.interpreter();
+        let l = fake.l;
+        let mut walker = Walker::new(&l);
+        let all = |c: Choice| move |threads: &[super::threads::RawThread], _: &dyn Memory| vec![c; threads.len()];
+        let reuse = |walker: &mut Walker, watched: &mut usize| -> ThreadStack {
+            let watching = Watching {
+                inner: &fake.img,
+                watch: first_frames[0],
+                seen: Cell::new(0),
+            };
+            let mut got = walker.walk_choosing(&watching, &interp, all(Choice::Reuse)).unwrap();
+            *watched = watching.seen.get();
+            let stack = got.remove(0).1;
+            assert_eq!(names(&stack), ["f2", "f1"], "{v:?}");
+            stack
+        };
+        let mut read = 0;
+        let walked = reuse(&mut walker, &mut read);
+        assert!(read > 0, "{v:?}: nothing to reuse yet");
+        walker.recycle([walked]);
+        // (This walk's batch still reads what the walk before read.)
+        let lent = reuse(&mut walker, &mut read);
+        let back = lent.clone();
+        let at = back.frames.as_ptr();
+        walker.recycle([back]);
+        // Handed back as given: those frames come back, not a copy of them.
+        let again = reuse(&mut walker, &mut read);
+        assert_eq!(read, 0, "{v:?}: reused");
+        assert_eq!(again, lent, "{v:?}");
+        assert_eq!(again.frames.as_ptr(), at, "{v:?}: the vector handed back");
+        // Edited before it was handed back: not taken back; the thread is walked again.
+        let mut edited = again;
+        edited.frames[0].line = 99;
+        walker.recycle([edited]);
+        let walked = reuse(&mut walker, &mut read);
+        assert!(read > 0, "{v:?}: the lent frames did not come back");
+        assert_eq!(walked, lent, "{v:?}");
+        walker.recycle([walked]);
+        // (Its batch reads what the walk before read.)
+        let lent_again = reuse(&mut walker, &mut read);
+        // Not handed back in time: the thread is walked, and lending stops.
+        let walked = reuse(&mut walker, &mut read);
+        assert!(read > 0, "{v:?}: lent frames still out");
+        walker.recycle([lent_again, walked]);
+        let a = reuse(&mut walker, &mut read);
+        let b = reuse(&mut walker, &mut read);
+        assert_eq!(read, 0, "{v:?}: copied, so reused without being handed back");
+        assert_eq!(a, lent, "{v:?}");
+        assert_eq!(b, lent, "{v:?}");
+    }
+}
+
 /// 3.11/3.12 find a thread's innermost frame through its `_PyCFrame` (on the thread's C
 /// stack, a page of its own): a thread left out is not read there.
 #[test]
