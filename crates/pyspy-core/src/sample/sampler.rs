@@ -593,11 +593,14 @@ impl Sampler {
                 precise_timers();
                 let mut sampler = self;
                 loop {
-                    // Samples handed back since the last one, for the next one to reuse.
-                    while let Ok(sample) = returned.try_recv() {
-                        sampler.recycle(sample);
-                    }
-                    let Some(sample) = sampler.next_blocking() else {
+                    // Samples handed back since the last one, for the next one to reuse:
+                    // taken as it is due, so the receiver has until then to hand them back.
+                    let take_back = |sampler: &mut Sampler| {
+                        while let Ok(sample) = returned.try_recv() {
+                            sampler.recycle(sample);
+                        }
+                    };
+                    let Some(sample) = sampler.next_blocking(take_back) else {
                         break;
                     };
                     if let Ok(mut s) = shared.lock() {
@@ -622,9 +625,9 @@ impl Sampler {
         }
     }
 
-    /// Sleeps until the next sample is due (waking early if stopped) and takes it; `None` once
-    /// ended.
-    fn next_blocking(&mut self) -> Option<Sample> {
+    /// Sleeps until the next sample is due (waking early if stopped) and takes it, running
+    /// `before` right before; `None` once ended.
+    fn next_blocking(&mut self, mut before: impl FnMut(&mut Sampler)) -> Option<Sample> {
         loop {
             let due = self.next_due()?;
             let now = Instant::now();
@@ -633,6 +636,7 @@ impl Sampler {
                 std::thread::sleep((due - now).min(Duration::from_millis(50)));
                 continue;
             }
+            before(self);
             if let Some(sample) = self.sample_now() {
                 return Some(sample);
             }
@@ -645,7 +649,7 @@ impl Iterator for Sampler {
 
     /// Waits for the next sample and returns it; `None` once the sampler has ended.
     fn next(&mut self) -> Option<Sample> {
-        self.next_blocking()
+        self.next_blocking(|_| {})
     }
 }
 
