@@ -707,8 +707,8 @@ fn chosen_threads_are_reused_or_left_out_without_reading_their_frames() {
 }
 
 /// A reused stack is lent once stacks are handed back: handed back as given, its frames (the
-/// same vector) are reused again; kept, edited or handed back late, the thread is walked again
-/// and reused stacks are copied from then on.
+/// same vector) are reused again; edited, the thread is walked again; kept past the next walk,
+/// the thread is walked again and reused stacks are copied from then on.
 #[test]
 fn reused_stacks_are_lent_and_taken_back() {
     use super::Choice;
