@@ -5,6 +5,8 @@
 
 use crate::error::{Error, OrCorrupt, Result};
 use crate::memory::addr_hash::AddrMap;
+
+use super::cpu_clock::{ProcessCpuClock, QuietCheck};
 use std::path::{Path, PathBuf};
 
 /// One line of `/proc/PID/maps`.
@@ -458,9 +460,8 @@ pub struct ThreadStatReader {
     pid: i32,
     /// `/proc/PID/task/TID/stat` files kept open.
     open: AddrMap<std::fs::File>,
-    /// `/proc/PID/task/TID/schedstat` files kept open, and what was read of each last: its
-    /// counters and the state `stat` (or `syscall`) gave with (or before) them.
-    open_sched: AddrMap<(std::fs::File, Option<(SchedCounters, ThreadStat)>)>,
+    /// `/proc/PID/task/TID/schedstat` files kept open, with what was read of each.
+    open_sched: AddrMap<SchedFile>,
     /// `/proc/PID/task/TID/syscall` files kept open.
     open_syscall: AddrMap<std::fs::File>,
     /// Whether the `syscall` files can be read: unknown until one is tried; false once one
@@ -482,8 +483,25 @@ pub struct ThreadStatReader {
     syscall_reads: u64,
     /// Files of each kind kept open at most (see [`ThreadStatReader::MAX_OPEN`]).
     max_open: usize,
+    /// The process's CPU clock, once tried (`None` inside: it cannot be read), and the proof
+    /// built on it that threads not read have not run (see [`cpu_clock`](super::cpu_clock)).
+    clock: Option<Option<ProcessCpuClock>>,
+    quiet: QuietCheck,
+    /// States given again without a read, the process's clock showing their threads had not
+    /// run.
+    quiet_reads: u64,
     /// The thread ids the last [`ThreadStatReader::keep_only`] kept, as it was given them.
     kept: Option<Vec<i32>>,
+}
+
+/// A thread's `schedstat` file kept open, and what was read of it.
+#[derive(Debug)]
+struct SchedFile {
+    file: std::fs::File,
+    /// The counters and the state `stat` (or `syscall`) gave with (or before) them.
+    last: Option<(SchedCounters, ThreadStat)>,
+    /// The counters as last read.
+    seen: SchedCounters,
 }
 
 /// One `schedstat` line: nanoseconds on a CPU, nanoseconds waiting for one, times switched in.
@@ -520,6 +538,9 @@ impl ThreadStatReader {
             syscall_reads: 0,
             max_open: open_files_allowed() / 4,
             kept: None,
+            clock: None,
+            quiet: QuietCheck::default(),
+            quiet_reads: 0,
         }
     }
 
@@ -561,9 +582,10 @@ impl ThreadStatReader {
         &mut self,
         tid: i32,
     ) -> Option<(SchedCounters, Option<(SchedCounters, ThreadStat)>)> {
-        if let Some((file, last)) = self.open_sched.get(&key(tid)) {
-            if let Some(c) = read_schedstat_at_start(file) {
-                return Some((c, *last));
+        if let Some(open) = self.open_sched.get_mut(&key(tid)) {
+            if let Some(c) = read_schedstat_at_start(&open.file) {
+                open.seen = c;
+                return Some((c, open.last));
             }
             self.forget(tid);
         }
@@ -571,7 +593,12 @@ impl ThreadStatReader {
         let file = std::fs::File::open(path).ok()?;
         let c = read_schedstat_at_start(&file)?;
         if self.open_sched.len() < self.max_open {
-            self.open_sched.insert(key(tid), (file, None));
+            let open = SchedFile {
+                file,
+                last: None,
+                seen: c,
+            };
+            self.open_sched.insert(key(tid), open);
         }
         Some((c, None))
     }
@@ -615,13 +642,71 @@ impl ThreadStatReader {
                     Some(true) => self.read_state(tid)?,
                     _ => self.read_stat(tid)?,
                 };
-                if let Some((_, last)) = self.open_sched.get_mut(&key(tid)) {
-                    *last = Some((counters, stat));
+                if let Some(open) = self.open_sched.get_mut(&key(tid)) {
+                    open.last = Some((counters, stat));
                 }
                 return Some((stat, false));
             }
         }
         self.read_stat(tid).map(|stat| (stat, false))
+    }
+
+    /// Starts a sample's reads: reads the process's CPU clock, so that
+    /// [`ThreadStatReader::others_quiet`] can tell whether the threads not read yet have run
+    /// (see [`cpu_clock`](super::cpu_clock)). Only where unmoved counters prove anything (the
+    /// kernel counts switches).
+    pub fn begin_sample(&mut self) {
+        let now = match self.switches {
+            Some(true) => self.clock().and_then(|c| c.now()),
+            _ => None,
+        };
+        self.quiet.open(now);
+    }
+
+    /// Whether thread `tid`'s state could be given again without a read: it was read before
+    /// and its files are kept open.
+    pub fn knows(&self, tid: i32) -> bool {
+        self.open_sched
+            .get(&key(tid))
+            .is_some_and(|o| o.last.is_some())
+    }
+
+    /// After the reads a sample makes anyway (since [`ThreadStatReader::begin_sample`]):
+    /// whether none of `tids` (the sample's threads, read or not, in the thread list's order)
+    /// has run since its last read, and no thread has exited, by the process's CPU clock.
+    /// Then [`ThreadStatReader::as_before`] gives the states of those not read.
+    pub fn others_quiet(&mut self, tids: &[i32]) -> bool {
+        let now = match self.quiet.is_open() {
+            true => self.clock().and_then(|c| c.now()),
+            false => None,
+        };
+        let sched = &self.open_sched;
+        self.quiet
+            .quiet(now, tids, |t| sched.get(&key(t)).map(|o| o.seen.run_ns))
+    }
+
+    /// Thread `tid`'s state as last read, and `true` (its counters did not move), without a
+    /// read: for a thread [`ThreadStatReader::others_quiet`] proved has not run since; `None`
+    /// if it was not read before.
+    pub fn as_before(&mut self, tid: i32) -> Option<(ThreadStat, bool)> {
+        let open = self.open_sched.get(&key(tid))?;
+        let (_, stat) = open.last?;
+        self.last_read = Some((tid, open.seen));
+        self.quiet_reads += 1;
+        Some((stat, true))
+    }
+
+    /// Ends a sample's reads of `tids` (as given to [`ThreadStatReader::others_quiet`]): the
+    /// next sample's proof starts from here.
+    pub fn end_sample(&mut self, tids: &[i32]) {
+        let sched = &self.open_sched;
+        self.quiet
+            .close(tids, |t| sched.get(&key(t)).map(|o| o.seen.run_ns));
+    }
+
+    /// The process's CPU clock, opened at the first use.
+    fn clock(&mut self) -> Option<ProcessCpuClock> {
+        *self.clock.get_or_insert_with(|| ProcessCpuClock::of(self.pid))
     }
 
     /// Thread `tid`'s state from its `syscall` file where it can be read, else from `stat`.
@@ -719,6 +804,12 @@ impl ThreadStatReader {
     #[cfg(test)]
     pub fn stat_reads_spared_running(&self) -> u64 {
         self.still_running
+    }
+
+    /// How many states were given again without a read, the process's clock proving their
+    /// threads had not run.
+    pub fn states_given_without_a_read(&self) -> u64 {
+        self.quiet_reads
     }
 
     /// How many states were read from `syscall` instead of `stat` so far.

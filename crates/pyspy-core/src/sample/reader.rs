@@ -62,6 +62,9 @@ pub struct Hooks {
     pub pauses: AtomicU64,
     /// Frames given again from snapshots handed back (`Session::recycle`).
     pub frames_reused: AtomicU64,
+    /// Thread states given again without a read, the process's CPU clock proving their
+    /// threads had not run (see [`cpu_clock`](crate::attach::cpu_clock)).
+    pub states_without_a_read: AtomicU64,
     /// If non-zero, every read with a number at or past this one fails.
     fail_from: AtomicU64,
 }
@@ -356,6 +359,11 @@ impl SnapshotReader {
         hooks
             .frames_reused
             .store(self.walker.frames_reused(), Ordering::Relaxed);
+        if let Some(files) = &self.stat_files {
+            hooks
+                .states_without_a_read
+                .store(files.states_given_without_a_read(), Ordering::Relaxed);
+        }
         let keys = options.names.then(|| NameKey::for_walk(&walked));
         let mut threads: Vec<ThreadStack> = walked.into_iter().map(|(_, t)| t).collect();
         // OS ids: from the thread states (3.11+), the ones found before pausing, else the
@@ -700,28 +708,60 @@ fn choose<M: Memory + ?Sized>(
             }
         };
     let reuse = reuse && options.extras().locals.is_none();
-    let mut seen = Vec::with_capacity(threads.len());
+    let tid_of = |n: Option<u64>| n.and_then(|n| i32::try_from(n).ok());
+    let mut tids: Vec<Option<i32>> = natives.iter().map(|(n, _)| tid_of(*n)).collect();
+    let mut reads: Vec<Option<Sched>> = vec![None; threads.len()];
+    // A thread's state, read (with its CPU time, which comes with the read); where its OS id
+    // was found before and the read fails, that thread has exited and the ident may be a new
+    // one's: found again.
+    let mut read = |i: usize, tids: &mut [Option<i32>], files: &mut ThreadStatReader| {
+        let holds_gil = threads[i].holds_gil();
+        let mut got = tids[i].and_then(|tid| files.read_tracking(tid, holds_gil));
+        if got.is_none() && natives[i].1 {
+            let found = native_ids.refresh(mem, threads[i].thread_id, || os_thread_ids(pid, None));
+            tids[i] = tid_of(found);
+            got = tids[i].and_then(|tid| files.read_tracking(tid, holds_gil));
+        }
+        let (tid, (stat, unmoved)) = (tids[i]?, got?);
+        Some(Sched::new(files, tid, stat, unmoved, options.cpu_time))
+    };
+    // The GIL holder and threads not read before are read; the others only if the process's
+    // CPU clock does not prove they have not run since their last read (see `cpu_clock`).
+    files.begin_sample();
+    let mut later = Vec::with_capacity(threads.len());
+    for (i, t) in threads.iter().enumerate() {
+        match tids[i] {
+            Some(tid) if !t.holds_gil() && files.knows(tid) => later.push(i),
+            _ => reads[i] = read(i, &mut tids, files),
+        }
+    }
+    let mut seen: Vec<i32> = tids.iter().flatten().copied().collect();
+    let quiet = !later.is_empty() && files.others_quiet(&seen);
+    for i in later {
+        reads[i] = match (quiet, tids[i]) {
+            (true, Some(tid)) => files
+                .as_before(tid)
+                .map(|(stat, unmoved)| Sched::new(files, tid, stat, unmoved, options.cpu_time)),
+            _ => read(i, &mut tids, files),
+        };
+    }
+    seen.clear();
+    seen.extend(tids.iter().flatten());
+    files.end_sample(&seen);
     let choices = threads
         .iter()
-        .zip(natives)
-        .map(|(t, (native, cached))| {
-            let tid_of = |n: Option<u64>| n.and_then(|n| i32::try_from(n).ok());
-            let mut tid = tid_of(native);
-            let mut read = tid.and_then(|tid| files.read_tracking(tid, t.holds_gil()));
-            if read.is_none() && cached {
-                // The thread this ident was found for has exited: the ident may be a new one's.
-                tid = tid_of(native_ids.refresh(mem, t.thread_id, || os_thread_ids(pid, None)));
-                read = tid.and_then(|tid| files.read_tracking(tid, t.holds_gil()));
-            }
+        .zip(tids)
+        .zip(reads)
+        .map(|((t, tid), read)| {
             let Some(tid) = tid else {
                 return Choice::Walk { keep: false };
             };
             known_tids.insert(t.thread_id, tid as u64);
-            seen.push(tid);
-            let Some((stat, unmoved)) = read else {
+            let Some(sched) = read else {
                 return Choice::Walk { keep: false };
             };
-            stats.insert(tid as u64, Sched::new(files, tid, stat, unmoved, options.cpu_time));
+            stats.insert(tid as u64, sched);
+            let (stat, unmoved) = (sched.stat, !sched.ran);
             // Unmoved counters of a running thread say only that no tick landed: it ran on.
             let asleep_since = unmoved && !stat.is_active();
             let shown = options.idle || stat.is_active() || (options.idle_if_ran && !unmoved);
@@ -914,6 +954,46 @@ mod tests {
         stop_tx.send(()).unwrap();
         spinner.join().unwrap();
         sleeper.join().unwrap();
+    }
+
+    /// A thread that is not read anyway (not the GIL holder, read before) keeps its state
+    /// without a read while its process's CPU clock shows that no thread ran; a running one
+    /// is never given as asleep.
+    #[test]
+    fn states_are_given_again_while_the_process_clock_shows_no_thread_ran() {
+        let spawn = |program: &str, args: &[&str]| {
+            std::process::Command::new(program)
+                .args(args)
+                .spawn()
+                .expect("a child process")
+        };
+        let asleep = spawn("sleep", &["30"]);
+        let spinning = spawn("sh", &["-c", "while :; do :; done"]);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let idle = SampleOptions::default().idle(true);
+        for (mut child, active) in [(asleep, false), (spinning, true)] {
+            let pid = child.id() as i32;
+            let threads = [thread_of(pid as u64)];
+            let mut files = ThreadStatReader::new(pid);
+            let mem = MemoryImage::new();
+            let mut native_ids = NativeIds::default();
+            let (mut known, mut stats) = (AddrMap::default(), AddrMap::default());
+            for n in 0..100 {
+                choose(
+                    &threads, pid, &mem, true, &mut native_ids, &mut files, &idle, &mut known,
+                    &mut stats,
+                );
+                let shown = stats[&(pid as u64)].stat.is_active();
+                assert_eq!(shown, active, "sample {n}: active {shown}, truly {active}");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let given = files.states_given_without_a_read();
+            if files.switches_counted() && !active {
+                assert!(given >= 90, "{given} of 100 states given without a read");
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
     }
 
     /// ≤3.10: an OS id found in a descriptor before is used while its thread lives, without
