@@ -99,9 +99,10 @@ impl QuietCheck {
         self.opened.is_some()
     }
 
-    /// The clock after the reads made anyway (`clock`): whether the threads `tids` (the same,
-    /// in the same order, as at the reference) that were not read have not run since their
-    /// last reads; `last_run` gives each thread's last-read counter.
+    /// The clock after the reads made anyway (`clock`): whether the threads `tids` (each
+    /// once, sorted; the same as at the reference) that were not read have not run since
+    /// their last reads; `last_run` gives each thread's last-read counter. A thread listed
+    /// twice would count its run time twice, and could hide another's.
     pub(crate) fn quiet(
         &mut self,
         clock: Option<u64>,

@@ -672,7 +672,7 @@ impl ThreadStatReader {
     }
 
     /// After the reads a sample makes anyway (since [`ThreadStatReader::begin_sample`]):
-    /// whether none of `tids` (the sample's threads, read or not, in the thread list's order)
+    /// whether none of `tids` (the sample's threads, read or not, each once, sorted)
     /// has run since its last read, and no thread has exited, by the process's CPU clock.
     /// Then [`ThreadStatReader::as_before`] gives the states of those not read.
     pub fn others_quiet(&mut self, tids: &[i32]) -> bool {

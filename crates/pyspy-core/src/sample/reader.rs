@@ -735,7 +735,15 @@ fn choose<M: Memory + ?Sized>(
             _ => reads[i] = read(i, &mut tids, files),
         }
     }
-    let mut seen: Vec<i32> = tids.iter().flatten().copied().collect();
+    // Each OS thread once (one in several interpreters has a thread state in each).
+    let distinct = |tids: &[Option<i32>], seen: &mut Vec<i32>| {
+        seen.clear();
+        seen.extend(tids.iter().flatten());
+        seen.sort_unstable();
+        seen.dedup();
+    };
+    let mut seen = Vec::with_capacity(threads.len());
+    distinct(&tids, &mut seen);
     let quiet = !later.is_empty() && files.others_quiet(&seen);
     for i in later {
         reads[i] = match (quiet, tids[i]) {
@@ -745,8 +753,7 @@ fn choose<M: Memory + ?Sized>(
             _ => read(i, &mut tids, files),
         };
     }
-    seen.clear();
-    seen.extend(tids.iter().flatten());
+    distinct(&tids, &mut seen);
     files.end_sample(&seen);
     let choices = threads
         .iter()
