@@ -31,9 +31,10 @@ Measures, for each interpreter version:
   async        (--measure async only) pyspy's CPU per sample recording an asyncio target of
                501 tasks (bench/targets/async_tasks.py), plain and with --async.
   reads        (--measure reads only) the CPU one `pread` of a thread's /proc/PID/task/TID/
-               stat, schedstat and syscall costs (files kept open, as samplers keep them), for
-               the deep-busy target's running thread and a sleeping one, with the reader on the
-               target's CPU and on a CPU of its own (bench/reads.c).
+               stat, schedstat and syscall costs (files kept open, as samplers keep them), and
+               one reading of the process's CPU clock, for the deep-busy target's running
+               thread and a sleeping one, with the reader on the target's CPU and on a CPU of
+               its own (bench/reads.c).
 
 py-spy 0.4.3 is installed into a private venv (/var/cache/pyspy/bench-venv); pyspy is built in
 release mode. Prints a markdown table; BENCHMARKS.md holds a run and the method.
@@ -701,13 +702,14 @@ def measure_default(versions, seconds, rounds, out, baseline=None):
 
 
 def measure_reads(versions, out):
-    """CPU per `pread` of a thread's stat, schedstat and syscall files (bench/reads.c: 20,000
-    reads each in 10 rounds taking turns, median round) on the deep-busy target, for its
-    running thread and a sleeping one, with the reader on the target's CPU and on one of its
-    own (see `placements`)."""
+    """CPU per `pread` of a thread's stat, schedstat and syscall files, and per reading of
+    the process's CPU clock (bench/reads.c: 20,000 reads each in 10 rounds taking turns,
+    median round) on the deep-busy target, for its running thread and a sleeping one, with
+    the reader on the target's CPU and on one of its own (see `placements`)."""
     lines = [
-        "| Python | reader on | thread | stat | schedstat | syscall | syscall / stat |",
-        "|---|---|---|---|---|---|---|",
+        "| Python | reader on | thread | stat | schedstat | syscall | process clock "
+        "| syscall / stat | clock / schedstat |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     where = placements()
     for version in versions:
@@ -719,12 +721,13 @@ def measure_reads(versions, out):
                     thread, name, value = line.split()
                     ns[(thread, name)] = float(value)
                 for thread in ("running", "sleeping"):
-                    cost = [ns[(thread, f)] for f in ("stat", "schedstat", "syscall")]
+                    cost = [ns[(thread, f)] for f in ("stat", "schedstat", "syscall", "clock")]
                     log("%s reads on %s, %s thread: %s" % (version, label, thread, cost))
-                    lines.append("| %s | %s | %s | %s | %s | %s | %.2f |" % (
+                    lines.append("| %s | %s | %s | %s | %s | %s | %s | %.2f | %.2f |" % (
                         version, label, thread,
                         *[("%.2f µs" % (c / 1000.0)) if c >= 0 else "unreadable" for c in cost],
-                        cost[2] / cost[0] if min(cost) > 0 else float("nan")))
+                        cost[2] / cost[0] if min(cost[0], cost[2]) > 0 else float("nan"),
+                        cost[3] / cost[1] if min(cost[1], cost[3]) > 0 else float("nan")))
     table = "\n".join(lines) + "\n"
     sys.stdout.write(table)
     if out:
