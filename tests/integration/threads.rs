@@ -213,6 +213,22 @@ fn names_active_gil_and_cpu_time_on_every_interpreter() {
             &SampleOptions::default(),
             &mut report,
         );
+        // Non-blocking, the blocked threads' states came from the process's CPU clock in
+        // most samples (the spinner holds the GIL, so it is read every time), not from reads
+        // of their files; check_states checked them against the truth.
+        let given = session
+            .hooks()
+            .states_without_a_read
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let main_tid = target.pid();
+        if switches_counted(target.pid(), main_tid) && given < SAMPLES as u64 {
+            let _ = writeln!(
+                report,
+                "{given} thread states given without a read in {SAMPLES} samples of three \
+                 blocked threads"
+            );
+        }
+        eprintln!("[{}] states given without a read: {given}", interp.label);
         let paused = SampleOptions::default().pause(true);
         check_states(interp, &target, &mut session, &paused, &mut report);
 
