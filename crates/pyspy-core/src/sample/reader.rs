@@ -714,11 +714,13 @@ fn choose<M: Memory + ?Sized>(
     // A thread's state, read (with its CPU time, which comes with the read); where its OS id
     // was found before and the read fails, that thread has exited and the ident may be a new
     // one's: found again.
+    let mut refound = false;
     let mut read = |i: usize, tids: &mut [Option<i32>], files: &mut ThreadStatReader| {
         let holds_gil = threads[i].holds_gil();
         let mut got = tids[i].and_then(|tid| files.read_tracking(tid, holds_gil));
         if got.is_none() && natives[i].1 {
             let found = native_ids.refresh(mem, threads[i].thread_id, || os_thread_ids(pid, None));
+            refound |= tid_of(found) != tids[i];
             tids[i] = tid_of(found);
             got = tids[i].and_then(|tid| files.read_tracking(tid, holds_gil));
         }
@@ -727,13 +729,15 @@ fn choose<M: Memory + ?Sized>(
     };
     // The GIL holder and threads not read before are read; the others only if the process's
     // CPU clock does not prove they have not run since their last read (see `cpu_clock`).
-    files.begin_sample();
-    let mut later = Vec::with_capacity(threads.len());
-    for (i, t) in threads.iter().enumerate() {
-        match tids[i] {
-            Some(tid) if !t.holds_gil() && files.knows(tid) => later.push(i),
-            _ => reads[i] = read(i, &mut tids, files),
-        }
+    // Without others, the clock is not read.
+    let (later, now): (Vec<usize>, Vec<usize>) = (0..threads.len()).partition(|&i| {
+        tids[i].is_some_and(|tid| !threads[i].holds_gil() && files.knows(tid))
+    });
+    if !later.is_empty() {
+        files.begin_sample();
+    }
+    for i in now {
+        reads[i] = read(i, &mut tids, files);
     }
     // Each OS thread once (one in several interpreters has a thread state in each).
     let distinct = |tids: &[Option<i32>], seen: &mut Vec<i32>| {
@@ -753,7 +757,10 @@ fn choose<M: Memory + ?Sized>(
             _ => read(i, &mut tids, files),
         };
     }
-    distinct(&tids, &mut seen);
+    // OS ids found again change the list; otherwise it is the one the proof used.
+    if refound {
+        distinct(&tids, &mut seen);
+    }
     files.end_sample(&seen);
     let choices = threads
         .iter()
