@@ -128,16 +128,17 @@ impl Proc {
             .unwrap()
     }
 
-    /// Kills the python and what launched it, reaps what is ours; returns when.
+    /// Kills the python and what launched it, reaps what is ours; returns when it was gone.
+    /// That is after the reap, not at the kill: SIGKILL takes effect when the target is next
+    /// scheduled, and until then its memory is readable and a sample of it is true.
     fn kill(&mut self) -> f64 {
-        let at = now();
         // SAFETY: kill(2) of a pid this test started (for unshare's child: still running, as
         // unshare waits for it).
         unsafe { libc::kill(self.pid, libc::SIGKILL) };
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.killed = true;
-        at
+        now()
     }
 }
 
