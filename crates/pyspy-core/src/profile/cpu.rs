@@ -9,7 +9,10 @@
 //! out idle threads that did not run; it must keep its last CPU time for when it runs again.)
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::time::Duration;
+
+use crate::memory::addr_hash::AddrHasher;
 
 /// Distinct pending stacks kept per thread.
 const MAX_PENDING: usize = 256;
@@ -34,7 +37,8 @@ struct ThreadCpu {
 /// The CPU state of every thread of a profile.
 #[derive(Debug, Clone, Default)]
 pub(super) struct CpuClock {
-    threads: HashMap<ThreadId, ThreadCpu>,
+    /// Hashed as addresses are (see [`AddrHasher`]): three lookups a thread a sample.
+    threads: HashMap<ThreadId, ThreadCpu, BuildHasherDefault<AddrHasher>>,
     /// A thread's CPU time was used.
     measured: bool,
     /// A counted thread's CPU time was not known.
