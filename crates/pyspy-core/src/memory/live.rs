@@ -43,8 +43,8 @@ impl ProcessMemory {
 
 /// Most ranges in one `process_vm_readv` call (the kernel's `UIO_MAXIOV`).
 const MAX_IOV: usize = 1024;
-/// Most ranges whose vectors [`ProcessMemory::read_many`] builds on the stack.
-const IOV_ON_STACK: usize = 16;
+/// Most ranges whose remote vector [`ProcessMemory::read_many`] builds on the stack.
+const IOV_ON_STACK: usize = 32;
 const NO_IOV: libc::iovec = libc::iovec {
     iov_base: std::ptr::null_mut(),
     iov_len: 0,
@@ -69,38 +69,38 @@ impl Memory for ProcessMemory {
         let mut out_at = 0;
         while first < ranges.len() {
             let batch = &ranges[first..ranges.len().min(first + MAX_IOV)];
-            // The local and the remote vectors, on the stack for a few ranges (a sample's batch
-            // is a few merged ranges, read every sample).
-            let mut on_stack = [NO_IOV; 2 * IOV_ON_STACK];
+            // The remote vector, on the stack for a few ranges (a sample's batch is a few
+            // merged ranges, read every sample).
+            let mut on_stack = [NO_IOV; IOV_ON_STACK];
             let mut on_heap = Vec::new();
-            let iovs = match on_stack.get_mut(..2 * batch.len()) {
+            let remote = match on_stack.get_mut(..batch.len()) {
                 Some(iovs) => iovs,
                 None => {
-                    on_heap.resize(2 * batch.len(), NO_IOV);
+                    on_heap.resize(batch.len(), NO_IOV);
                     &mut on_heap[..]
                 }
             };
-            let (local, remote) = iovs.split_at_mut(batch.len());
-            let mut at = out_at;
-            for ((&(addr, len), l), r) in batch.iter().zip(local.iter_mut()).zip(remote.iter_mut()) {
-                *l = libc::iovec {
-                    // SAFETY: `at + len <= total <= out.len()`, checked above.
-                    iov_base: unsafe { out.as_mut_ptr().add(at) }.cast(),
-                    iov_len: len,
-                };
+            for (&(addr, len), r) in batch.iter().zip(remote.iter_mut()) {
                 *r = libc::iovec {
                     iov_base: addr as usize as *mut libc::c_void,
                     iov_len: len,
                 };
-                at += len;
             }
-            // SAFETY: every local iovec lies within `out`, which is writable and outlives the
-            // call, and they do not overlap; the remote ones are only read by the kernel.
+            // The ranges' bytes go one after the other into `out`, as the kernel fills the
+            // local side in order: one local vector, which the kernel takes without copying
+            // a vector in (it allocates for more than 8).
+            let local = libc::iovec {
+                // SAFETY: `out_at + batch's length <= total <= out.len()`, checked above.
+                iov_base: unsafe { out.as_mut_ptr().add(out_at) }.cast(),
+                iov_len: batch.iter().map(|r| r.1).sum(),
+            };
+            // SAFETY: the local iovec lies within `out`, which is writable and outlives the
+            // call; the remote ones are only read by the kernel.
             let n = unsafe {
                 libc::process_vm_readv(
                     self.pid,
-                    local.as_ptr(),
-                    local.len() as libc::c_ulong,
+                    &local,
+                    1,
                     remote.as_ptr(),
                     remote.len() as libc::c_ulong,
                     0,
