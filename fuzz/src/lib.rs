@@ -126,7 +126,7 @@ fn walk(data: &[u8], family: impl Fn(&Layout) -> bool) {
         };
         let keys = NameKey::for_walk(&walked);
         let modules = |i: u64| Ok(image.read_ptr_at(i, layout.interp_modules)?);
-        black_box(names.names(&image, &keys, modules));
+        black_box(names.names(&image, &keys, |_| false, modules));
         let threads: Vec<ThreadStack> = walked.into_iter().map(|(_, t)| t).collect();
         let idents: Vec<u64> = threads.iter().map(|t| t.thread_id).take(16).collect();
         if layout.tstate_native_thread_id.is_none() {

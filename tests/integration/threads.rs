@@ -300,6 +300,25 @@ fn names_active_gil_and_cpu_time_on_every_interpreter() {
                  gil_only gave the spinner {gil_spinner}/{SAMPLES}"
             );
         }
+        // Names of threads a sample leaves out stay cached: shown again, they are not looked
+        // up again (a thread that sleeps and wakes is not a new thread each time).
+        let before = session.name_stats().lookups;
+        for _ in 0..10 {
+            for o in [
+                SampleOptions::default().idle(false),
+                SampleOptions::default(),
+            ] {
+                session.snapshot_with(&o).map_err(|e| e.to_string())?;
+            }
+        }
+        let lookups = session.name_stats().lookups - before;
+        if lookups > 2 {
+            let _ = writeln!(
+                report,
+                "{lookups} name lookups in 10 rounds of a sample without idle threads and one \
+                 with them (want the names kept)"
+            );
+        }
         // Cost of names once cached: the same reads as without names.
         let reads = |session: &mut Session, o: &SampleOptions| -> Result<u64, String> {
             let before = session

@@ -126,7 +126,7 @@ fn capture(pid: i32, out: &Path, label: Option<&str>) -> Result<(), Box<dyn Erro
     let walked = Walker::new(&layout).walk(&rec, &interp)?;
     let keys = NameKey::for_walk(&walked);
     let modules = |i: u64| Ok(rec.read_ptr_at(i, layout.interp_modules)?);
-    let names = ThreadNames::new(&layout).names(&rec, &keys, modules);
+    let names = ThreadNames::new(&layout).names(&rec, &keys, |_| false, modules);
     let named = names.iter().flatten().count();
     let threads: Vec<_> = walked.into_iter().map(|(_, t)| t).collect();
     let frames: usize = threads.iter().map(|t| t.frames.len()).sum();

@@ -113,7 +113,7 @@ fn seeds_of(layout: &Layout, out: &Path) -> Result<Vec<PathBuf>, Box<dyn Error>>
     let walked = Walker::new(layout).walk(&rec, &s.interp)?;
     let keys = NameKey::for_walk(&walked);
     let modules = |i: u64| Ok(rec.read_ptr_at(i, layout.interp_modules)?);
-    let named = ThreadNames::new(layout).names(&rec, &keys, modules);
+    let named = ThreadNames::new(layout).names(&rec, &keys, |_| false, modules);
     if named.iter().flatten().count() != walked.len() {
         return Err(format!("{label}: the synthetic threads lost their names").into());
     }

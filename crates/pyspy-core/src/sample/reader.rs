@@ -364,25 +364,29 @@ impl SnapshotReader {
                 .states_without_a_read
                 .store(files.states_given_without_a_read(), Ordering::Relaxed);
         }
-        let keys = options.names.then(|| NameKey::for_walk(&walked));
-        let mut threads: Vec<ThreadStack> = walked.into_iter().map(|(_, t)| t).collect();
-        // OS ids: from the thread states (3.11+), the ones found before pausing, else the
-        // thread descriptors.
-        for t in threads.iter_mut() {
+        let mut walked = walked;
+        // OS ids: from the thread states (3.11+), the ones found before pausing or while
+        // choosing, else the thread descriptors.
+        for (_, t) in walked.iter_mut() {
             if t.native_thread_id.is_none() {
                 t.native_thread_id = known_tids.get(&t.thread_id).copied();
             }
         }
-        if threads.iter().any(|t| t.native_thread_id.is_none()) {
-            let idents: Vec<u64> = threads.iter().map(|t| t.thread_id).collect();
+        if walked.iter().any(|(_, t)| t.native_thread_id.is_none()) {
+            let idents: Vec<u64> = walked.iter().map(|(_, t)| t.thread_id).collect();
             let natives = self.native_ids(pid, mem, &idents);
-            for (t, n) in threads.iter_mut().zip(natives) {
+            for ((_, t), n) in walked.iter_mut().zip(natives) {
                 t.native_thread_id = t.native_thread_id.or(n);
             }
         }
+        let keys = options.names.then(|| NameKey::for_walk(&walked));
+        let mut threads: Vec<ThreadStack> = walked.into_iter().map(|(_, t)| t).collect();
         if let Some(keys) = keys {
             let modules_at = interp.layout.interp_modules;
-            let names = self.names.names(mem, &keys, |interp_addr| {
+            // A thread the sample left out (idle) is still listed while its OS id is the one
+            // this sample found for its ident (see `choose`).
+            let listed = |k: &NameKey| k.tid != 0 && known_tids.get(&k.ident) == Some(&k.tid);
+            let names = self.names.names(mem, &keys, listed, |interp_addr| {
                 Ok(mem.read_u64(offset(interp_addr, modules_at.into())?)?)
             });
             for (t, name) in threads.iter_mut().zip(names) {

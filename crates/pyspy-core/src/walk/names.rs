@@ -8,10 +8,15 @@
 //!
 //! # Cost and cache
 //!
-//! Names are cached per (interpreter, ident):
+//! Names are cached per (interpreter, ident, OS thread id):
 //!
 //! - A sample whose threads all have a cached name costs no reads at all (the thread set is
 //!   compared locally with the one of the last lookup).
+//! - A name stays cached while its thread is in the target's thread list, shown in samples or
+//!   not: a sample that leaves idle threads out does not make a thread that wakes now and
+//!   then a new thread each time it is shown. A thread that ended is dropped; one started
+//!   after it with the same ident (the C library reuses them) has another OS id, so it is
+//!   looked up, not given the old name.
 //! - A thread never seen before triggers one lookup for all new threads of its interpreter:
 //!   about 10 reads for the path above plus about 7 per new thread (its ident, its attributes,
 //!   its name string). The first lookup in a session also reads key strings until it finds
@@ -42,11 +47,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Names cached before the cache is cleared (a target with that many live threads).
 const MAX_NAMES: usize = 1 << 16;
 
-/// One thread whose name is wanted: its interpreter (`PyInterpreterState*`) and ident.
+/// One thread whose name is wanted: its interpreter (`PyInterpreterState*`), ident, and OS
+/// thread id (0 if unknown). The C library reuses a thread's ident (its descriptor) for a
+/// thread started after it ended, often at once; the OS id tells the two apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NameKey {
     pub interp: u64,
     pub ident: u64,
+    pub tid: u64,
 }
 
 impl NameKey {
@@ -57,6 +65,7 @@ impl NameKey {
             .map(|(interp, t)| NameKey {
                 interp: *interp,
                 ident: t.thread_id,
+                tid: t.native_thread_id.unwrap_or(0),
             })
             .collect()
     }
@@ -119,10 +128,14 @@ impl ThreadNames {
 
     /// The names of `threads` (same order), looking up only what the cache cannot answer.
     /// `modules` gives an interpreter's `sys.modules` dict address (read only when needed).
+    /// `listed` tells whether a thread not in `threads` is still in the target's thread list
+    /// (a sample that leaves idle threads out): its name stays cached for when it is shown
+    /// again; the names of threads no longer listed are dropped.
     pub fn names<M: Memory + ?Sized>(
         &mut self,
         mem: &M,
         threads: &[NameKey],
+        listed: impl Fn(&NameKey) -> bool,
         modules: impl Fn(u64) -> Result<u64>,
     ) -> Vec<Option<Arc<str>>> {
         // Every name of the last call's threads was found (nothing to retry): the same threads
@@ -141,7 +154,8 @@ impl ThreadNames {
         set.dedup();
         let changed = set != self.last;
         if changed {
-            self.names.retain(|k, _| set.binary_search(k).is_ok());
+            self.names
+                .retain(|k, _| set.binary_search(k).is_ok() || listed(k));
             if self.names.len() > MAX_NAMES {
                 self.names.clear();
             }
@@ -177,10 +191,9 @@ impl ThreadNames {
                         self.stats.failures += 1;
                         Vec::new()
                     });
-                for ident in idents {
-                    let name = found.iter().find(|(i, _)| *i == ident).map(|(_, n)| n);
-                    self.names
-                        .insert(NameKey { interp, ident }, name.cloned());
+                for key in wanted.iter().filter(|k| k.interp == interp) {
+                    let name = found.iter().find(|(i, _)| *i == key.ident).map(|(_, n)| n);
+                    self.names.insert(*key, name.cloned());
                 }
             }
             let unnamed = set.iter().any(|k| matches!(self.names.get(k), Some(None)));
@@ -386,15 +399,16 @@ mod tests {
                 .map(|(i, _)| NameKey {
                     interp: 1,
                     ident: *i,
+                    tid: 0,
                 })
                 .collect();
-            let got = names.names(&mem, &keys, |_| Ok(0x7_2000));
+            let got = names.names(&mem, &keys, |_| false, |_| Ok(0x7_2000));
             assert_eq!(got[0].as_deref(), Some("MainThread"), "{v:?}");
             assert_eq!(got[1].as_deref(), Some("worker"));
             let before = mem.reads.get();
             assert!(before > 0);
             for _ in 0..100 {
-                let again = names.names(&mem, &keys, |_| panic!("no lookup expected"));
+                let again = names.names(&mem, &keys, |_| false, |_| panic!("no lookup expected"));
                 assert_eq!(again, got);
             }
             assert_eq!(mem.reads.get(), before, "cached samples read nothing");
@@ -404,15 +418,61 @@ mod tests {
             more.push(NameKey {
                 interp: 1,
                 ident: 42,
+                tid: 0,
             });
-            let got = names.names(&mem, &more, |_| Ok(0x7_2000));
+            let got = names.names(&mem, &more, |_| false, |_| Ok(0x7_2000));
             assert_eq!(got[2], None);
             let lookups = names.stats().lookups;
             for _ in 0..50 {
-                names.names(&mem, &more, |_| Ok(0x7_2000));
+                names.names(&mem, &more, |_| false, |_| Ok(0x7_2000));
             }
             assert!(names.stats().lookups <= lookups + 1, "retried with backoff");
         }
+    }
+
+    /// A sample that leaves a sleeping thread out does not drop its name while the thread is
+    /// listed: shown again, it costs no lookup. Once it is no longer listed its name is
+    /// dropped, and a thread with its ident but another OS id is looked up, not given the
+    /// old name.
+    #[test]
+    fn names_of_threads_left_out_stay_while_they_are_listed() {
+        let mut l = *for_version(3, 12).unwrap();
+        l.version = (3, 10);
+        let threads = [
+            (0x7f00_0000_1000u64, "MainThread"),
+            (0x7f00_0000_2000, "sleeper"),
+        ];
+        let mut img = image(&l, &threads);
+        put_str(&mut img, &l, 0x1_2000, "_name");
+        let key = |ident: u64, tid: u64| NameKey {
+            interp: 1,
+            ident,
+            tid,
+        };
+        let (main, sleeper) = (key(threads[0].0, 100), key(threads[1].0, 101));
+        let mut names = ThreadNames::new(&l);
+        let modules = |_| Ok(0x7_2000);
+        let both = names.names(&img, &[main, sleeper], |_| false, modules);
+        assert_eq!(both[1].as_deref(), Some("sleeper"));
+        assert_eq!(names.stats().lookups, 1);
+        // Left out of samples (idle) but listed, then shown again: no lookup.
+        for _ in 0..10 {
+            let got = names.names(&img, &[main], |k| *k == sleeper, modules);
+            assert_eq!(got[0].as_deref(), Some("MainThread"));
+            let got = names.names(&img, &[main, sleeper], |_| false, modules);
+            assert_eq!(got[1].as_deref(), Some("sleeper"));
+        }
+        assert_eq!(names.stats().lookups, 1, "{:?}", names.stats());
+        // It ended (not listed), and a new thread took its ident: looked up again.
+        names.names(&img, &[main], |_| false, modules);
+        let reused = key(threads[1].0, 102);
+        let got = names.names(&img, &[main, reused], |_| false, modules);
+        assert_eq!(got[1].as_deref(), Some("sleeper"));
+        assert_eq!(names.stats().lookups, 2);
+        // The same ident with a new OS id while the old one is still cached: looked up too.
+        let again = key(threads[1].0, 103);
+        names.names(&img, &[main, again], |k| *k == reused, modules);
+        assert_eq!(names.stats().lookups, 3);
     }
 
     #[test]
@@ -423,9 +483,10 @@ mod tests {
         let keys = [NameKey {
             interp: 1,
             ident: 5,
+            tid: 0,
         }];
         for _ in 0..1000 {
-            assert_eq!(names.names(&img, &keys, |_| Ok(0x1234)), vec![None]);
+            assert_eq!(names.names(&img, &keys, |_| false, |_| Ok(0x1234)), vec![None]);
         }
         let s = names.stats();
         assert!(s.lookups <= 3, "{s:?}");

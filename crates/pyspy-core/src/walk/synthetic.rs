@@ -705,7 +705,7 @@ mod tests {
         }
         let l = s.interp.layout;
         let keys = NameKey::for_walk(&threads);
-        let names = ThreadNames::new(&l).names(&s.image, &keys, |i| {
+        let names = ThreadNames::new(&l).names(&s.image, &keys, |_| false, |i| {
             Ok(s.image.read_ptr_at(i, l.interp_modules)?)
         });
         threads
