@@ -35,6 +35,10 @@ Measures, for each interpreter version:
                one reading of the process's CPU clock, for the deep-busy target's running
                thread and a sleeping one, with the reader on the target's CPU and on a CPU of
                its own (bench/reads.c).
+  ranges       (--measure ranges only) the CPU one `process_vm_readv` of the deep-busy
+               target's heap costs by its shape: one small range, the floor program's 16 KiB,
+               11 small ranges on one page and on 11 pages, and one range of 11 pages; from
+               them, what one more range and one more page cost (bench/ranges.c).
 
 py-spy 0.4.3 is installed into a private venv (/var/cache/pyspy/bench-venv); pyspy is built in
 release mode. Prints a markdown table; BENCHMARKS.md holds a run and the method.
@@ -59,6 +63,7 @@ PYSPY = os.path.join(ROOT, "target", "release", "pyspy")
 PY_SPY = os.path.join(VENV, "bin", "py-spy")
 FLOOR = os.path.join(ROOT, "target", "bench", "floor")
 READS = os.path.join(ROOT, "target", "bench", "reads")
+RANGES = os.path.join(ROOT, "target", "bench", "ranges")
 
 
 def log(msg):
@@ -75,6 +80,7 @@ def setup():
     os.makedirs(os.path.dirname(FLOOR), exist_ok=True)
     subprocess.check_call(["gcc", "-O2", "-Wall", "-o", FLOOR, os.path.join(ROOT, "bench", "floor.c")])
     subprocess.check_call(["gcc", "-O2", "-Wall", "-o", READS, os.path.join(ROOT, "bench", "reads.c")])
+    subprocess.check_call(["gcc", "-O2", "-Wall", "-o", RANGES, os.path.join(ROOT, "bench", "ranges.c")])
     log("building pyspy (release)")
     subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "pyspy-cli"], cwd=ROOT)
     subprocess.check_call([os.path.join(ROOT, "scripts", "provision.sh")],
@@ -324,14 +330,15 @@ def main():
     ap.add_argument("--out", help="also write the tables to this file")
     ap.add_argument("--measure", default="all",
                     choices=["all", "slowdown", "locals", "native", "async", "host", "default",
-                             "threads", "reads"],
+                             "threads", "reads", "ranges"],
                     help="slowdown: only the slowdown at 1 kHz; locals: only dump --locals; "
                     "native: only the CPU per native sample (record --native); async: only "
                     "pyspy's CPU per sample with and without record --async; host: only "
                     "`push --all` with --host-processes idle Pythons; default: CPU per sample at "
                     "500 Hz in each tool's default mode and with --idle, next to the floor "
                     "program; threads: thread scaling (1, 10, 100, 1000 threads); reads: what "
-                    "one pread of a thread's stat, schedstat and syscall files costs")
+                    "one pread of a thread's stat, schedstat and syscall files costs; ranges: what one "
+                    "process_vm_readv costs per range and per page")
     ap.add_argument("--host-processes", type=int, default=50,
                     help="host: idle Python processes (default 50)")
     ap.add_argument("--host-seconds", type=int, default=40,
@@ -373,6 +380,8 @@ def main():
         return measure_threads(args.versions.split(","), [1, 10, 100, 1000], seconds, args.out)
     if args.measure == "reads":
         return measure_reads(args.versions.split(","), args.out)
+    if args.measure == "ranges":
+        return measure_ranges(args.versions.split(","), args.out)
     rows = []
     for version in args.versions.split(","):
         row = {"version": version}
@@ -728,6 +737,40 @@ def measure_reads(versions, out):
                         *[("%.2f µs" % (c / 1000.0)) if c >= 0 else "unreadable" for c in cost],
                         cost[2] / cost[0] if min(cost[0], cost[2]) > 0 else float("nan"),
                         cost[3] / cost[1] if min(cost[1], cost[3]) > 0 else float("nan")))
+    table = "\n".join(lines) + "\n"
+    sys.stdout.write(table)
+    if out:
+        with open(out, "w") as f:
+            f.write(table)
+
+
+def measure_ranges(versions, out):
+    """CPU per `process_vm_readv` of the deep-busy target's heap by the shape of the read
+    (bench/ranges.c: 20,000 calls per shape in 10 rounds taking turns, median round), with the
+    reader on the target's CPU and on one of its own (see `placements`); and from them what
+    one more range (11 small ranges on one page against one) and one more page (one range of
+    11 pages against one small one) cost."""
+    shapes = ("one-small", "one-16k", "many-one-page", "many-pages", "one-44k")
+    lines = [
+        "| Python | reader on | 1 × 248 B | 1 × 16 KiB (floor) | 11 × 248 B, one page "
+        "| 11 × 248 B, 11 pages | 1 × 44 KiB | one more range | one more page |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    where = placements()
+    for version in versions:
+        with running(version, "deep_busy.py", cpu=where[0][1]) as deep:
+            for label, _, cpu in where:
+                text = subprocess.check_output(pinned(cpu) + [RANGES, str(deep.pid), "20000"])
+                ns = dict((name, float(value)) for name, value in
+                          (line.split() for line in text.decode().splitlines()))
+                cost = [ns[s] for s in shapes]
+                log("%s ranges on %s: %s" % (version, label, cost))
+                if min(cost) < 0:
+                    raise SystemExit("ranges: a read of the target failed: %s" % cost)
+                lines.append("| %s | %s | %s | %.2f µs | %.2f µs |" % (
+                    version, label, " | ".join("%.2f µs" % (c / 1000.0) for c in cost),
+                    (ns["many-one-page"] - ns["one-small"]) / 10 / 1000.0,
+                    (ns["one-44k"] - ns["one-small"]) / 10 / 1000.0))
     table = "\n".join(lines) + "\n"
     sys.stdout.write(table)
     if out:
