@@ -720,23 +720,35 @@ def measure_reads(versions, out):
         "| syscall / stat | clock / schedstat |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    for version, label, text in on_deep_busy(versions, READS):
+        ns = {}
+        for line in text.splitlines():
+            thread, name, value = line.split()
+            ns[(thread, name)] = float(value)
+        for thread in ("running", "sleeping"):
+            cost = [ns[(thread, f)] for f in ("stat", "schedstat", "syscall", "clock")]
+            log("%s reads on %s, %s thread: %s" % (version, label, thread, cost))
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %.2f | %.2f |" % (
+                version, label, thread,
+                *[("%.2f µs" % (c / 1000.0)) if c >= 0 else "unreadable" for c in cost],
+                cost[2] / cost[0] if min(cost[0], cost[2]) > 0 else float("nan"),
+                cost[3] / cost[1] if min(cost[1], cost[3]) > 0 else float("nan")))
+    write_table(lines, out)
+
+
+def on_deep_busy(versions, program):
+    """Runs `program PID 20000` (a bench C program) on the deep-busy target of each version,
+    pinned to each placement (see `placements`); yields (version, placement, its output)."""
     where = placements()
     for version in versions:
         with running(version, "deep_busy.py", cpu=where[0][1]) as deep:
             for label, _, cpu in where:
-                text = subprocess.check_output(pinned(cpu) + [READS, str(deep.pid), "20000"])
-                ns = {}
-                for line in text.decode().splitlines():
-                    thread, name, value = line.split()
-                    ns[(thread, name)] = float(value)
-                for thread in ("running", "sleeping"):
-                    cost = [ns[(thread, f)] for f in ("stat", "schedstat", "syscall", "clock")]
-                    log("%s reads on %s, %s thread: %s" % (version, label, thread, cost))
-                    lines.append("| %s | %s | %s | %s | %s | %s | %s | %.2f | %.2f |" % (
-                        version, label, thread,
-                        *[("%.2f µs" % (c / 1000.0)) if c >= 0 else "unreadable" for c in cost],
-                        cost[2] / cost[0] if min(cost[0], cost[2]) > 0 else float("nan"),
-                        cost[3] / cost[1] if min(cost[1], cost[3]) > 0 else float("nan")))
+                text = subprocess.check_output(pinned(cpu) + [program, str(deep.pid), "20000"])
+                yield version, label, text.decode()
+
+
+def write_table(lines, out):
+    """Prints a markdown table's lines, and writes them to `out` if given."""
     table = "\n".join(lines) + "\n"
     sys.stdout.write(table)
     if out:
@@ -756,26 +768,17 @@ def measure_ranges(versions, out):
         "| 11 × 248 B, 11 pages | 1 × 44 KiB | one more range | one more page |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    where = placements()
-    for version in versions:
-        with running(version, "deep_busy.py", cpu=where[0][1]) as deep:
-            for label, _, cpu in where:
-                text = subprocess.check_output(pinned(cpu) + [RANGES, str(deep.pid), "20000"])
-                ns = dict((name, float(value)) for name, value in
-                          (line.split() for line in text.decode().splitlines()))
-                cost = [ns[s] for s in shapes]
-                log("%s ranges on %s: %s" % (version, label, cost))
-                if min(cost) < 0:
-                    raise SystemExit("ranges: a read of the target failed: %s" % cost)
-                lines.append("| %s | %s | %s | %.2f µs | %.2f µs |" % (
-                    version, label, " | ".join("%.2f µs" % (c / 1000.0) for c in cost),
-                    (ns["many-one-page"] - ns["one-small"]) / 10 / 1000.0,
-                    (ns["one-44k"] - ns["one-small"]) / 10 / 1000.0))
-    table = "\n".join(lines) + "\n"
-    sys.stdout.write(table)
-    if out:
-        with open(out, "w") as f:
-            f.write(table)
+    for version, label, text in on_deep_busy(versions, RANGES):
+        ns = dict((name, float(value)) for name, value in (l.split() for l in text.splitlines()))
+        cost = [ns[s] for s in shapes]
+        log("%s ranges on %s: %s" % (version, label, cost))
+        if min(cost) < 0:
+            raise SystemExit("ranges: a read of the target failed: %s" % cost)
+        lines.append("| %s | %s | %s | %.2f µs | %.2f µs |" % (
+            version, label, " | ".join("%.2f µs" % (c / 1000.0) for c in cost),
+            (ns["many-one-page"] - ns["one-small"]) / 10 / 1000.0,
+            (ns["one-44k"] - ns["one-small"]) / 10 / 1000.0))
+    write_table(lines, out)
 
 
 def measure_threads(versions, counts, seconds, out):

@@ -25,6 +25,8 @@
 #include <sys/uio.h>
 #include <time.h>
 
+#include "timing.h"
+
 #define ROUNDS 10
 #define SHAPES 5
 #define PAGE 4096
@@ -45,17 +47,6 @@ static const struct shape shapes[SHAPES] = {
     {"many-pages", MAX_RANGES, PAGE, 248},
     {"one-44k", 1, 0, MAX_RANGES * PAGE},
 };
-
-static double cpu_now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-    return t.tv_sec * 1e9 + t.tv_nsec;
-}
-
-static int by_value(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* The page-aligned start of the target's heap, or of its largest writable anonymous mapping,
  * if it is at least NEEDED bytes long; 0 if none is. */

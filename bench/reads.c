@@ -22,22 +22,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "timing.h"
+
 #define ROUNDS 10
 #define FILES 4
 #define CLOCK 3
 
 static const char *const names[FILES] = {"stat", "schedstat", "syscall", "clock"};
-
-static double cpu_now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-    return t.tv_sec * 1e9 + t.tv_nsec;
-}
-
-static int by_value(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* The highest thread id of `pid` (its last thread started), or -1. */
 static int last_thread(int pid) {
