@@ -357,15 +357,13 @@ def main():
         r = measure_host(args.versions.split(","), args.host_processes, args.host_seconds, 5.0)
         for line in r["rate_changes"]:
             log(line)
-        table = ("| idle Pythons (%s) | profiled | uploads in %d s | CPU first 10 s (attach) "
-                 "| CPU after (steady) | worst 5 s after | budget |\n|---|---|---|---|---|---|---|\n"
-                 "| %d | %d | %d | %.1f %% | %.2f %% | %.2f %% | %.0f %% |\n" % (
-                     args.versions, r["seconds"], r["processes"], r["profiled"], r["uploads"],
-                     r["attach"], r["steady"], r["worst5s"], r["budget"]))
-        sys.stdout.write(table)
-        if args.out:
-            with open(args.out, "w") as f:
-                f.write(table)
+        write_table([
+            "| idle Pythons (%s) | profiled | uploads in %d s | CPU first 10 s (attach) "
+            "| CPU after (steady) | worst 5 s after | budget |" % (args.versions, r["seconds"]),
+            "|---|---|---|---|---|---|---|",
+            "| %d | %d | %d | %.1f %% | %.2f %% | %.2f %% | %.0f %% |" % (
+                r["processes"], r["profiled"], r["uploads"], r["attach"], r["steady"],
+                r["worst5s"], r["budget"])], args.out)
         return
     seconds = 2 if args.quick else 5
     if args.measure == "native":
@@ -445,11 +443,7 @@ def main():
             r["version"], fmt_pct(r["pyspy slowdown"]), fmt_pct(r["py-spy slowdown"]),
             fmt_pct(r["control slowdown"]), fmt_pct(r["A/A slowdown"]),
             r["pyspy slowdown"][3]))
-    table = "\n".join(lines) + "\n"
-    sys.stdout.write(table)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(table)
+    write_table(lines, args.out)
 
 
 def count_locals(text):
@@ -546,11 +540,7 @@ def measure_async(versions, seconds, out):
         log("%s async_tasks: %s plain, %s --async per sample" % (version, fmt_us(p), fmt_us(a)))
         lines.append("| %s | %s | %s | %s | %d |" % (version, fmt_us(p), fmt_us(a),
                                                      fmt_us(a - p), samples))
-    table = "\n".join(lines) + "\n"
-    sys.stdout.write(table)
-    if out:
-        with open(out, "w") as f:
-            f.write(table)
+    write_table(lines, out)
 
 
 def measure_native(versions, seconds, out):
@@ -574,11 +564,7 @@ def measure_native(versions, seconds, out):
         lines.append("| %s | %s → %s | %.1f× | %d, %d |" % (
             version, fmt_us(row["py-spy"][0]), fmt_us(row["pyspy"][0]),
             row["py-spy"][0] / row["pyspy"][0], row["py-spy"][1], row["pyspy"][1]))
-    table = "\n".join(lines) + "\n"
-    sys.stdout.write(table)
-    if out:
-        with open(out, "w") as f:
-            f.write(table)
+    write_table(lines, out)
 
 
 def default_cmd(tool, pid, rate, out, seconds, idle, cpu=None):
@@ -701,13 +687,8 @@ def measure_default(versions, seconds, rounds, out, baseline=None):
                     version, label, statistics.median(before), statistics.median(ratios),
                     " ".join("%.2f" % r for r in sorted(before)),
                     " ".join("%.2f" % r for r in sorted(ratios))))
-    table = "\n".join(lines) + "\n"
-    if baseline:
-        table += "\n" + "\n".join(compared) + "\n"
-    sys.stdout.write(table)
-    if out:
-        with open(out, "w") as f:
-            f.write(table)
+    # With a baseline, its comparison follows as a second table.
+    write_table(lines + ([""] + compared if baseline else []), out)
 
 
 def measure_reads(versions, out):
@@ -818,11 +799,7 @@ def measure_threads(versions, counts, seconds, out):
                 row["py-spy wall"], row["pyspy wall"],
                 fmt_us(row["py-spy idle"][1]), fmt_us(row["pyspy idle"][1]),
                 fmt_us(row["py-spy default"]), fmt_us(row["pyspy default"])))
-    table = "\n".join(lines) + "\n"
-    sys.stdout.write(table)
-    if out:
-        with open(out, "w") as f:
-            f.write(table)
+    write_table(lines, out)
 
 
 IDLE_TARGET = "import sys, time\nwhile True:\n    time.sleep(1)\n"
