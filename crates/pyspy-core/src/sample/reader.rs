@@ -329,7 +329,7 @@ impl SnapshotReader {
         let choosing = live && !options.pause && (options.needs_stat() || reuse_idle);
         let extras = options.extras();
         let reuse_after = self.reuse_after.take();
-        let walked = match choosing {
+        let mut walked = match choosing {
             true => {
                 let files = self
                     .stat_files
@@ -364,7 +364,6 @@ impl SnapshotReader {
                 .states_without_a_read
                 .store(files.states_given_without_a_read(), Ordering::Relaxed);
         }
-        let mut walked = walked;
         // OS ids: from the thread states (3.11+), the ones found before pausing or while
         // choosing, else the thread descriptors.
         for (_, t) in walked.iter_mut() {
