@@ -39,6 +39,7 @@ use super::options::SampleOptions;
 use crate::memory::addr_hash::AddrMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 
 /// How often a sample that read inconsistent data is retried.
@@ -148,6 +149,18 @@ pub(crate) struct SnapshotReader {
     pub(crate) tasks: TaskReader,
     last_tasks: Vec<TaskInfo>,
     pub(crate) hooks: Hooks,
+    /// Buffers each sample empties and fills again.
+    buffers: ReaderBuffers,
+}
+
+/// The reader's per-sample buffers, kept between samples (a sampler wakes with its caches
+/// cold, where `malloc` costs more than the work it serves).
+#[derive(Debug, Default)]
+struct ReaderBuffers {
+    choose: ChooseBuffers,
+    /// The threads' keys for their names, and their names.
+    name_keys: Vec<NameKey>,
+    names: Vec<Option<Arc<str>>>,
 }
 
 /// A thread of a dumped process, as its core records it.
@@ -178,6 +191,7 @@ impl SnapshotReader {
             tasks: TaskReader::new(&interp.layout),
             last_tasks: Vec::new(),
             hooks: Hooks::default(),
+            buffers: ReaderBuffers::default(),
         }
     }
 
@@ -336,6 +350,7 @@ impl SnapshotReader {
                     .get_or_insert_with(|| ThreadStatReader::new(pid));
                 let native_ids = &mut self.native_ids;
                 let walker = &mut self.walker;
+                let choosing = &mut self.buffers.choose;
                 // A second reading of the states (the walk failed and is made again) compares
                 // them with the first, not with the last walk's: nothing is reused then.
                 let mut calls = 0;
@@ -345,7 +360,7 @@ impl SnapshotReader {
                     walker.walk_choosing(mem, interp, |threads, batch| {
                         calls += 1;
                         let reuse = calls == 1 && reuse_after == Some(extras);
-                        choose(threads, pid, batch, reuse, native_ids, files, options, &mut known_tids, &mut stats)
+                        choose(threads, pid, batch, reuse, native_ids, files, options, &mut known_tids, &mut stats, choosing)
                     })
                 })?;
                 if calls == 1 {
@@ -378,20 +393,26 @@ impl SnapshotReader {
                 t.native_thread_id = t.native_thread_id.or(n);
             }
         }
-        let keys = options.names.then(|| NameKey::for_walk(&walked));
+        let mut keys = std::mem::take(&mut self.buffers.name_keys);
+        keys.clear();
+        if options.names {
+            keys.extend(walked.iter().map(NameKey::of));
+        }
         let mut threads: Vec<ThreadStack> = walked.into_iter().map(|(_, t)| t).collect();
-        if let Some(keys) = keys {
+        if options.names {
             let modules_at = interp.layout.interp_modules;
             // A thread the sample left out (idle) is still listed while its OS id is the one
             // this sample found for its ident (see `choose`).
             let listed = |k: &NameKey| k.tid != 0 && known_tids.get(&k.ident) == Some(&k.tid);
-            let names = self.names.names(mem, &keys, listed, |interp_addr| {
+            let names = &mut self.buffers.names;
+            self.names.names_into(mem, &keys, listed, |interp_addr| {
                 Ok(mem.read_u64(offset(interp_addr, modules_at.into())?)?)
-            });
-            for (t, name) in threads.iter_mut().zip(names) {
+            }, names);
+            for (t, name) in threads.iter_mut().zip(names.drain(..)) {
                 t.name = name;
             }
         }
+        self.buffers.name_keys = keys;
         // asyncio tasks, while the threads are still paused: they must agree with the stacks.
         // Tasks that cannot be read leave the sample without them rather than failing it.
         let tasks = match options.tasks || options.async_stacks {
@@ -701,19 +722,31 @@ fn choose<M: Memory + ?Sized>(
     options: &SampleOptions,
     known_tids: &mut AddrMap<u64>,
     stats: &mut AddrMap<Sched>,
+    buf: &mut ChooseBuffers,
 ) -> Vec<Choice> {
-    let natives: Vec<(Option<u64>, bool)> =
-        match threads.iter().all(|t| t.native_thread_id.is_some()) {
-            true => threads.iter().map(|t| (t.native_thread_id, false)).collect(),
-            false => {
-                let idents: Vec<u64> = threads.iter().map(|t| t.thread_id).collect();
-                native_ids.lookup_cached(mem, &idents, || os_thread_ids(pid, None))
-            }
-        };
+    let ChooseBuffers {
+        natives,
+        tids,
+        reads,
+        later,
+        now,
+        seen,
+    } = buf;
+    natives.clear();
+    match threads.iter().all(|t| t.native_thread_id.is_some()) {
+        true => natives.extend(threads.iter().map(|t| (t.native_thread_id, false))),
+        false => {
+            let idents: Vec<u64> = threads.iter().map(|t| t.thread_id).collect();
+            *natives = native_ids.lookup_cached(mem, &idents, || os_thread_ids(pid, None));
+        }
+    }
+    let natives = &*natives;
     let reuse = reuse && options.extras().locals.is_none();
     let tid_of = |n: Option<u64>| n.and_then(|n| i32::try_from(n).ok());
-    let mut tids: Vec<Option<i32>> = natives.iter().map(|(n, _)| tid_of(*n)).collect();
-    let mut reads: Vec<Option<Sched>> = vec![None; threads.len()];
+    tids.clear();
+    tids.extend(natives.iter().map(|(n, _)| tid_of(*n)));
+    reads.clear();
+    reads.resize(threads.len(), None);
     // A thread's state, read (with its CPU time, which comes with the read); where its OS id
     // was found before and the read fails, that thread has exited and the ident may be a new
     // one's: found again.
@@ -733,14 +766,19 @@ fn choose<M: Memory + ?Sized>(
     // The GIL holder and threads not read before are read; the others only if the process's
     // CPU clock does not prove they have not run since their last read (see `cpu_clock`).
     // Without others, the clock is not read.
-    let (later, now): (Vec<usize>, Vec<usize>) = (0..threads.len()).partition(|&i| {
-        tids[i].is_some_and(|tid| !threads[i].holds_gil() && files.knows(tid))
-    });
+    later.clear();
+    now.clear();
+    for i in 0..threads.len() {
+        match tids[i].is_some_and(|tid| !threads[i].holds_gil() && files.knows(tid)) {
+            true => later.push(i),
+            false => now.push(i),
+        }
+    }
     if !later.is_empty() {
         files.begin_sample();
     }
-    for i in now {
-        reads[i] = read(i, &mut tids, files);
+    for &i in now.iter() {
+        reads[i] = read(i, tids, files);
     }
     // Each OS thread once (one in several interpreters has a thread state in each).
     let distinct = |tids: &[Option<i32>], seen: &mut Vec<i32>| {
@@ -749,26 +787,25 @@ fn choose<M: Memory + ?Sized>(
         seen.sort_unstable();
         seen.dedup();
     };
-    let mut seen = Vec::with_capacity(threads.len());
-    distinct(&tids, &mut seen);
-    let quiet = !later.is_empty() && files.others_quiet(&seen);
-    for i in later {
+    distinct(tids, seen);
+    let quiet = !later.is_empty() && files.others_quiet(seen);
+    for &i in later.iter() {
         reads[i] = match (quiet, tids[i]) {
             (true, Some(tid)) => files
                 .as_before(tid)
                 .map(|(stat, unmoved)| Sched::new(files, tid, stat, unmoved, options.cpu_time)),
-            _ => read(i, &mut tids, files),
+            _ => read(i, tids, files),
         };
     }
     // OS ids found again change the list; otherwise it is the one the proof used.
     if refound {
-        distinct(&tids, &mut seen);
+        distinct(tids, seen);
     }
-    files.end_sample(&seen);
+    files.end_sample(seen);
     let choices = threads
         .iter()
-        .zip(tids)
-        .zip(reads)
+        .zip(tids.iter().copied())
+        .zip(reads.iter().copied())
         .map(|((t, tid), read)| {
             let Some(tid) = tid else {
                 return Choice::Walk { keep: false };
@@ -792,8 +829,21 @@ fn choose<M: Memory + ?Sized>(
             }
         })
         .collect();
-    files.keep_only(&seen);
+    files.keep_only(seen);
     choices
+}
+
+/// The buffers [`choose`] fills each sample, kept between samples: per thread, its OS id and
+/// whether it came from the thread descriptors (≤3.10), then its OS id and scheduler state as
+/// read; the threads read first and those whose read may be spared; the distinct OS ids.
+#[derive(Debug, Default)]
+struct ChooseBuffers {
+    natives: Vec<(Option<u64>, bool)>,
+    tids: Vec<Option<i32>>,
+    reads: Vec<Option<Sched>>,
+    later: Vec<usize>,
+    now: Vec<usize>,
+    seen: Vec<i32>,
 }
 
 /// Runs `f`, retrying torn reads (a recycled frame, a thread that just exited) a few times
@@ -947,6 +997,7 @@ mod tests {
             let c = choose(
                 &threads, me, &mem, true, &mut native_ids, &mut files, &idle, &mut known,
                 &mut stats,
+&mut ChooseBuffers::default(),
             );
             let spinner_running = stats[&spinner_tid].stat.is_active();
             spinner_reused += usize::from(spinner_running && c[0] == Choice::Reuse);
@@ -961,10 +1012,12 @@ mod tests {
         let busy = SampleOptions::default().idle(false);
         let c = choose(
             &threads, me, &mem, true, &mut native_ids, &mut files, &busy, &mut known, &mut stats,
+&mut ChooseBuffers::default(),
         );
         assert_eq!(c[1], Choice::Omit);
         let c = choose(
             &threads, me, &mem, false, &mut native_ids, &mut files, &idle, &mut known, &mut stats,
+&mut ChooseBuffers::default(),
         );
         assert_eq!(c[1], Choice::Walk { keep: true });
         spin.store(false, Ordering::Relaxed);
@@ -999,6 +1052,7 @@ mod tests {
                 choose(
                     &threads, pid, &mem, true, &mut native_ids, &mut files, &idle, &mut known,
                     &mut stats,
+&mut ChooseBuffers::default(),
                 );
                 let shown = stats[&(pid as u64)].stat.is_active();
                 assert_eq!(shown, active, "sample {n}: active {shown}, truly {active}");
@@ -1046,6 +1100,7 @@ mod tests {
             choose(
                 &[thread], me, img, false, &mut native_ids, &mut files, &options, known,
                 &mut stats,
+&mut ChooseBuffers::default(),
             );
             known.get(&ident).copied()
         };
@@ -1087,6 +1142,7 @@ mod tests {
             choose(
                 &threads, me, &mem, true, &mut native_ids, files, &options, &mut known,
                 &mut stats,
+&mut ChooseBuffers::default(),
             )[0]
         };
         // The first reading has nothing to compare with: the thread may have run.
@@ -1115,6 +1171,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         let c = choose(
             &threads, me, &mem, true, &mut native_ids, &mut files, &busy, &mut known, &mut stats,
+&mut ChooseBuffers::default(),
         );
         assert_eq!(c[0], Choice::Omit);
         poke_tx.send(false).unwrap();

@@ -181,6 +181,21 @@ impl CodeCache {
         addrs: &[u64],
         order: impl FnOnce(&[usize]) -> Vec<usize>,
     ) -> Vec<Result<Option<Arc<CodeInfo>>>> {
+        let mut out = Vec::with_capacity(addrs.len());
+        self.get_many_into(mem, fresh, layout, addrs, order, &mut out);
+        out
+    }
+
+    /// [`CodeCache::get_many`] into `out` (emptied first), a buffer the caller keeps.
+    pub(crate) fn get_many_into<M: Memory + ?Sized, F: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        fresh: &F,
+        layout: &Layout,
+        addrs: &[u64],
+        order: impl FnOnce(&[usize]) -> Vec<usize>,
+        out: &mut Vec<Result<Option<Arc<CodeInfo>>>>,
+    ) {
         let len = self.header_len;
         let (mut ranges, mut headers, mut ok) = std::mem::take(&mut self.scratch);
         ranges.clear();
@@ -192,7 +207,8 @@ impl CodeCache {
         ok.resize(addrs.len(), false);
         mem.read_many(&ranges, &mut headers, &mut ok);
         let mut missing = Vec::new();
-        let mut out: Vec<Result<Option<Arc<CodeInfo>>>> = addrs
+        out.clear();
+        out.extend(addrs
             .iter()
             .zip(headers.chunks_exact(len.max(1)))
             .zip(ok.iter().copied())
@@ -220,8 +236,7 @@ impl CodeCache {
                 }
                 missing.push(i);
                 Ok(None)
-            })
-            .collect();
+            }));
         let order = match missing.is_empty() {
             true => Vec::new(),
             false => order(&missing),
@@ -242,7 +257,6 @@ impl CodeCache {
         if headers.capacity() <= MAX_KEPT_SCRATCH {
             self.scratch = (ranges, headers, ok);
         }
-        out
     }
 
     /// The pointer fields an entry is validated by, from its header bytes.

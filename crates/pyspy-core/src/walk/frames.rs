@@ -21,6 +21,7 @@ use super::code::CodeInfo;
 use super::linetable::position_for_offset;
 use super::memo::{Reusable, ThreadKey};
 use super::opcodes::base_opcode;
+use super::scratch;
 use super::threads::RawThread;
 use super::Walker;
 use crate::attach::layout::{FrameModel, Layout, LineTableFormat};
@@ -67,11 +68,12 @@ pub(super) struct RawFrame {
     entry: bool,
 }
 
-/// Every field the same. Compared without a branch per field: the frame memo compares each
-/// frame of a busy stack every sample, and almost all of them are equal.
-impl PartialEq for RawFrame {
+impl RawFrame {
+    /// Zero if every field is the same as `o`'s, else not: computed without a branch per
+    /// field (the frame memo compares each frame of a busy stack every sample, and almost all
+    /// of them are equal), so that many frames' differences can be or-ed together.
     #[inline(always)]
-    fn eq(&self, o: &RawFrame) -> bool {
+    pub(super) fn difference(&self, o: &RawFrame) -> u64 {
         let words = (self.addr ^ o.addr)
             | (self.back ^ o.back)
             | (self.code ^ o.code)
@@ -80,7 +82,15 @@ impl PartialEq for RawFrame {
             | (self.tlbc_index ^ o.tlbc_index)
             | u32::from(self.is_entry ^ o.is_entry)
             | u32::from(self.entry ^ o.entry);
-        (words | u64::from(small)) == 0
+        words | u64::from(small)
+    }
+}
+
+/// Every field the same (see [`RawFrame::difference`]).
+impl PartialEq for RawFrame {
+    #[inline(always)]
+    fn eq(&self, o: &RawFrame) -> bool {
+        self.difference(o) == 0
     }
 }
 
@@ -246,7 +256,8 @@ impl Walker {
         let mut left_out = false;
         let half = MAX_FRAMES / 2;
         let layout = self.layout;
-        let mut data_stack = thread.and_then(|t| DataStack::new(&layout, t));
+        let mut data_stack =
+            thread.and_then(|t| DataStack::new(&layout, t, scratch::take(&mut self.scratch.chunks)));
         let mut frame_type = None;
         let len = self.frame_len;
         let mut storage = [0u8; 256];
@@ -335,6 +346,9 @@ impl Walker {
             out.cut = out.cut.filter(|&c| c < distinct);
         }
         out.error = error;
+        if let Some(ds) = data_stack {
+            scratch::put_back(&mut self.scratch.chunks, ds.chunks);
+        }
         out
     }
 
@@ -382,9 +396,8 @@ impl Walker {
             order.sort_by_key(|&i| depth[i]);
             order
         };
-        let infos = self
-            .codes
-            .get_many(mem, fresh, &self.layout, &addrs, order);
+        let mut infos = scratch::take(&mut self.scratch.infos);
+        (self.codes).get_many_into(mem, fresh, &self.layout, &addrs, order, &mut infos);
         self.created = self.codes.take_created();
         let created: AddrSet = self.created.iter().copied().collect();
         let generation = self.codes.generation();
@@ -398,7 +411,7 @@ impl Walker {
             && !extras.positions
             && !self.collect_groups;
         let mut before = std::mem::take(&mut self.memo_before);
-        let mut out = Vec::with_capacity(threads.len());
+        let mut out = scratch::take(&mut self.scratch.resolved);
         for (k, raws) in threads.iter().enumerate() {
             let key = match memo && raws.cut.is_none() && raws.error.is_none() {
                 true => keys.get(k).copied().flatten(),
@@ -413,8 +426,12 @@ impl Walker {
                 infos: &infos,
                 created: &created,
                 r: Resolved {
-                    // With kept frames, only those of the changed part are built here.
-                    frames: Vec::with_capacity(stop),
+                    // With kept frames, only those of the changed part are built here, in a
+                    // buffer they are moved out of.
+                    frames: match reusable.is_some() {
+                        true => scratch::take(&mut self.scratch.prefix),
+                        false => Vec::with_capacity(stop),
+                    },
                     ..Resolved::default()
                 },
                 groups: Groups {
@@ -428,7 +445,9 @@ impl Walker {
             let mut ended = self.resolve_range(mem, raws, 0..stop, &mut run);
             if let (Some(reusable), false) = (reusable, ended) {
                 if (all_code && reusable.fresh(generation)) || run.unchanged(raws, &reusable) {
-                    run.r.frames = reusable.finish(&mut run.r.frames, run.before, &mut self.memo);
+                    let whole = reusable.finish(&mut run.r.frames, run.before, &mut self.memo);
+                    let prefix = std::mem::replace(&mut run.r.frames, whole);
+                    scratch::put_back(&mut self.scratch.prefix, prefix);
                 } else {
                     ended = self.resolve_range(mem, raws, stop..n, &mut run);
                 }
@@ -454,6 +473,7 @@ impl Walker {
         }
         self.memo_before = before;
         self.code_addrs = addrs;
+        scratch::put_back(&mut self.scratch.infos, infos);
         out
     }
 
@@ -731,12 +751,13 @@ struct DataStack {
 }
 
 impl DataStack {
-    fn new(l: &Layout, t: &RawThread) -> Option<DataStack> {
+    /// With `chunks` (empty) to note the chunks in.
+    fn new(l: &Layout, t: &RawThread, chunks: Vec<(u64, u64)>) -> Option<DataStack> {
         if l.frames != FrameModel::InterpreterFrame || t.datastack_chunk == 0 {
             return None;
         }
         Some(DataStack {
-            chunks: Vec::new(),
+            chunks,
             next: t.datastack_chunk,
             top: t.datastack_top,
             at: 0,

@@ -31,6 +31,7 @@ pub mod names;
 pub mod native_tid;
 pub mod objects;
 pub mod opcodes;
+mod scratch;
 pub mod strings;
 #[cfg(any(test, feature = "internals"))]
 pub mod synthetic;
@@ -56,6 +57,7 @@ use crate::walk::exceptions::RawExceptions;
 use crate::walk::frames::RawStack;
 use crate::walk::locals::LocalsCache;
 use crate::walk::memo::{FrameMemo, ThreadKey};
+use crate::walk::scratch::Scratch;
 use crate::walk::threads::RawThread;
 use crate::walk::values::{ReprLimits, Values};
 
@@ -156,11 +158,15 @@ pub struct Walker {
     /// Each thread's last clean reading, by thread state, kept for [`Choice::Reuse`]: only
     /// while walks are made by [`Walker::walk_choosing`].
     kept: AddrMap<Walked>,
+    /// The map `kept` was last time, emptied: this walk's kept stacks go in it.
+    kept_spare: AddrMap<Walked>,
     /// Frames handed back by the caller, for the next walk of their thread ([`memo`]).
     memo: FrameMemo,
     /// How many frames came before each raw frame of the thread being resolved (a buffer
     /// `resolve` reuses, for the memo).
     memo_before: Vec<u32>,
+    /// Buffers each walk empties and fills again (see [`scratch`]).
+    scratch: Scratch,
 }
 
 /// What a walk does with one thread, chosen by the caller once the thread list is read (see
@@ -301,8 +307,10 @@ impl Walker {
             shapes_next: AddrMap::default(),
             chosen: AddrMap::default(),
             kept: AddrMap::default(),
+            kept_spare: AddrMap::default(),
             memo: FrameMemo::default(),
             memo_before: Vec::new(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -469,9 +477,11 @@ impl Walker {
         self.memo.retain(&self.last_threads);
         self.settled.clear();
         self.groups.clear();
-        let best = best.unwrap_or_default();
+        let mut best = best.unwrap_or_default();
         let mut out = Vec::with_capacity(best.len());
-        let mut before = std::mem::take(&mut self.kept);
+        // The stacks kept last time, and an empty map (last time's, emptied) to keep this
+        // walk's in.
+        let mut before = std::mem::replace(&mut self.kept, std::mem::take(&mut self.kept_spare));
         // Room for them all at once: a map grown entry by entry moves each stack as it grows.
         self.kept.reserve(before.len());
         // Stacks are kept only from a walk that read every thread cleanly: one that did not
@@ -505,7 +515,9 @@ impl Walker {
                 self.kept.insert(w.tstate, kept);
             }
         }
-        for mut w in best {
+        before.clear();
+        self.kept_spare = before;
+        for mut w in best.drain(..) {
             if w.mixed && w.stack.error.is_none() {
                 w.stack.error = Some(ThreadError::Torn);
             }
@@ -519,6 +531,7 @@ impl Walker {
             }
             out.push((w.interp, w.stack));
         }
+        scratch::put_back(&mut self.scratch.walks, best);
         Ok(out)
     }
 
@@ -623,7 +636,7 @@ impl Walker {
         }
         // The GIL of each interpreter, read before the choice: a thread's `/proc` reads can
         // depend on whether it holds it (see `ThreadStatReader::read_tracking`).
-        let mut gils: Vec<(u64, Gil)> = Vec::new();
+        let mut gils = scratch::take(&mut self.scratch.gils);
         for t in threads.iter_mut() {
             t.gil = match gils.iter().find(|(i, _)| *i == t.interp) {
                 Some((_, g)) => *g,
@@ -634,6 +647,7 @@ impl Walker {
                 }
             };
         }
+        scratch::put_back(&mut self.scratch.gils, gils);
         if let (Some(choose), true) = (choose, self.chosen.is_empty()) {
             let choices = choose(&threads, mem);
             self.chosen
@@ -641,12 +655,12 @@ impl Walker {
         }
         // The threads the caller chose not to walk: each reused one in its place in the
         // list, the omitted ones left out; the rest are walked (`None`).
-        let mut places: Vec<Option<Walked>> = Vec::with_capacity(threads.len());
-        let mut threads_walked = Vec::with_capacity(threads.len());
+        let mut places = scratch::take(&mut self.scratch.places);
+        let mut threads_walked = scratch::take(&mut self.scratch.walked);
         // Each walked thread's place in the whole list, which its reads' owners are made of,
         // so they stay the same whichever threads are reused.
-        let mut owner_of = Vec::with_capacity(threads.len());
-        for (place, t) in threads.into_iter().enumerate() {
+        let mut owner_of = scratch::take(&mut self.scratch.owner_of);
+        for (place, &t) in threads.iter().enumerate() {
             match self.chosen.get(&t.addr) {
                 Some(Choice::Omit) => continue,
                 Some(Choice::Reuse) => {
@@ -683,11 +697,12 @@ impl Walker {
             threads_walked.push(t);
             owner_of.push(2 * place as Owner);
         }
+        scratch::put_back(&mut self.scratch.threads, threads);
         let threads = threads_walked;
         let l = self.layout;
         let mut anchors = Vec::with_capacity(threads.len());
-        let mut moved = Vec::with_capacity(threads.len());
-        let mut busy_threads = Vec::with_capacity(threads.len());
+        let mut moved = scratch::take(&mut self.scratch.moved);
+        let mut busy_threads = scratch::take(&mut self.scratch.busy);
         for (k, t) in threads.iter().enumerate() {
             let (head, body) = (owner_of[k] + 1, owner_of[k] + 2);
             // Busy: its stack changed shape or was torn lately (or it is new).
@@ -731,9 +746,9 @@ impl Walker {
             }
         }
         self.anchors = anchors;
-        let mut raws: Vec<RawStack> = Vec::with_capacity(threads.len());
-        let mut mixed = Vec::with_capacity(threads.len());
-        for (k, (t, moved)) in threads.iter().zip(moved).enumerate() {
+        let mut raws = scratch::take(&mut self.scratch.raws);
+        let mut mixed = scratch::take(&mut self.scratch.mixed);
+        for (k, (t, &moved)) in threads.iter().zip(&moved).enumerate() {
             if done.contains(&t.addr) {
                 raws.push(RawStack::default());
                 mixed.push(true);
@@ -788,23 +803,25 @@ impl Walker {
             }
             raws.push(raw);
         }
-        let keys: Vec<Option<ThreadKey>> = (threads.iter())
-            .map(|t| {
-                (!done.contains(&t.addr)).then_some(ThreadKey {
-                    tstate: t.addr,
-                    thread_id: t.thread_id,
-                    interp_id: t.interp_id,
-                })
+        scratch::put_back(&mut self.scratch.moved, moved);
+        let mut keys = scratch::take(&mut self.scratch.keys);
+        keys.extend(threads.iter().map(|t| {
+            (!done.contains(&t.addr)).then_some(ThreadKey {
+                tstate: t.addr,
+                thread_id: t.thread_id,
+                interp_id: t.interp_id,
             })
-            .collect();
-        let resolved = self.resolve(mem, fresh, &raws, &keys);
+        }));
+        let mut resolved = self.resolve(mem, fresh, &raws, &keys);
+        scratch::put_back(&mut self.scratch.keys, keys);
         // Their buffers serve the next walk's threads.
         let room = MAX_SPARE_STACKS.saturating_sub(self.spare_stacks.len());
         self.spare_stacks
-            .extend(raws.into_iter().filter(RawStack::worth_keeping).take(room));
+            .extend(raws.drain(..).filter(RawStack::worth_keeping).take(room));
+        scratch::put_back(&mut self.scratch.raws, raws);
         let replaced = self.codes_replaced(fresh);
-        let mut out = Vec::with_capacity(threads.len());
-        for ((t, r), mixed) in threads.into_iter().zip(resolved).zip(mixed) {
+        let mut out = scratch::take(&mut self.scratch.walks);
+        for ((&t, r), &mixed) in threads.iter().zip(resolved.drain(..)).zip(&mixed) {
             // An exception state that cannot be read (a torn read) is left out rather than
             // failing the thread. A thread read cleanly before is not read again.
             let (exception, propagating) = if self.extras.exceptions && !done.contains(&t.addr)
@@ -837,14 +854,27 @@ impl Walker {
                 },
             });
         }
+        scratch::put_back(&mut self.scratch.resolved, resolved);
+        scratch::put_back(&mut self.scratch.mixed, mixed);
+        scratch::put_back(&mut self.scratch.busy, busy_threads);
+        scratch::put_back(&mut self.scratch.owner_of, owner_of);
+        scratch::put_back(&mut self.scratch.walked, threads);
         if out.len() == places.len() {
+            scratch::put_back(&mut self.scratch.places, places);
             return Ok(out);
         }
-        let mut walked = out.into_iter();
-        Ok(places
-            .into_iter()
-            .filter_map(|place| place.or_else(|| walked.next()))
-            .collect())
+        // Reused and walked threads in the list's order.
+        let mut ordered = scratch::take(&mut self.scratch.ordered);
+        let mut walked = out.drain(..);
+        ordered.extend(
+            places
+                .drain(..)
+                .filter_map(|place| place.or_else(|| walked.next())),
+        );
+        drop(walked);
+        scratch::put_back(&mut self.scratch.ordered, out);
+        scratch::put_back(&mut self.scratch.places, places);
+        Ok(ordered)
     }
 
     /// Whether a thread read across several moments (some reads missed the batch) still holds,

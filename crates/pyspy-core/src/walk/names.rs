@@ -59,15 +59,18 @@ pub struct NameKey {
 
 impl NameKey {
     /// The key of each thread of a walk (`Walker::walk`'s `(interpreter, thread)` pairs).
+    #[cfg(any(test, feature = "internals"))]
     pub fn for_walk(walked: &[(u64, crate::snapshot::ThreadStack)]) -> Vec<NameKey> {
-        walked
-            .iter()
-            .map(|(interp, t)| NameKey {
-                interp: *interp,
-                ident: t.thread_id,
-                tid: t.native_thread_id.unwrap_or(0),
-            })
-            .collect()
+        walked.iter().map(NameKey::of).collect()
+    }
+
+    /// The key of one thread of a walk.
+    pub fn of((interp, t): &(u64, crate::snapshot::ThreadStack)) -> NameKey {
+        NameKey {
+            interp: *interp,
+            ident: t.thread_id,
+            tid: t.native_thread_id.unwrap_or(0),
+        }
     }
 }
 
@@ -126,11 +129,8 @@ impl ThreadNames {
         self.stats
     }
 
-    /// The names of `threads` (same order), looking up only what the cache cannot answer.
-    /// `modules` gives an interpreter's `sys.modules` dict address (read only when needed).
-    /// `listed` tells whether a thread not in `threads` is still in the target's thread list
-    /// (a sample that leaves idle threads out): its name stays cached for when it is shown
-    /// again; the names of threads no longer listed are dropped.
+    /// [`ThreadNames::names_into`], into a new vector.
+    #[cfg(any(test, feature = "internals"))]
     pub fn names<M: Memory + ?Sized>(
         &mut self,
         mem: &M,
@@ -138,14 +138,32 @@ impl ThreadNames {
         listed: impl Fn(&NameKey) -> bool,
         modules: impl Fn(u64) -> Result<u64>,
     ) -> Vec<Option<Arc<str>>> {
+        let mut out = Vec::with_capacity(threads.len());
+        self.names_into(mem, threads, listed, modules, &mut out);
+        out
+    }
+
+    /// The names of `threads` (same order) into `out` (emptied first, a buffer the caller
+    /// keeps), looking up only what the cache cannot answer. `modules` gives an interpreter's
+    /// `sys.modules` dict address (read only when needed). `listed` tells whether a thread not
+    /// in `threads` is still in the target's thread list (a sample that leaves idle threads
+    /// out): its name stays cached for when it is shown again; the names of threads no longer
+    /// listed are dropped.
+    pub fn names_into<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        threads: &[NameKey],
+        listed: impl Fn(&NameKey) -> bool,
+        modules: impl Fn(u64) -> Result<u64>,
+        out: &mut Vec<Option<Arc<str>>>,
+    ) {
+        out.clear();
         // Every name of the last call's threads was found (nothing to retry): the same threads
         // have the same names.
         if self.retry_at.is_none() && threads == self.last_given.as_slice() {
             self.stats.cached += 1;
-            return threads
-                .iter()
-                .map(|k| self.names.get(k).cloned().flatten())
-                .collect();
+            out.extend(threads.iter().map(|k| self.names.get(k).cloned().flatten()));
+            return;
         }
         self.last_given.clear();
         self.last_given.extend_from_slice(threads);
@@ -208,10 +226,7 @@ impl ThreadNames {
             }
         }
         self.last = set;
-        threads
-            .iter()
-            .map(|k| self.names.get(k).cloned().flatten())
-            .collect()
+        out.extend(threads.iter().map(|k| self.names.get(k).cloned().flatten()));
     }
 
     /// Reads the names of `idents` from one interpreter's `threading._active`.

@@ -89,8 +89,9 @@ impl Walker {
         interp: &Interpreter,
         current_frames: bool,
     ) -> Result<Vec<RawThread>> {
+        let mut out = super::scratch::take(&mut self.scratch.threads);
+        out.reserve(self.last_threads.len());
         let l = &self.layout;
-        let mut out = Vec::with_capacity(self.last_threads.len());
         let mut interp_addr = mem.read_u64(interp.interp_head)?;
         if interp_addr == 0 {
             return Err(Error::NotInitialised { pid: 0 });
