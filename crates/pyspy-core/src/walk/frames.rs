@@ -86,6 +86,23 @@ impl RawFrame {
     }
 }
 
+#[cfg(test)]
+impl RawFrame {
+    /// A frame at `addr` running instruction `position`, its other fields fixed.
+    pub(super) fn for_tests(addr: u64, position: u64) -> RawFrame {
+        RawFrame {
+            addr,
+            back: addr.wrapping_sub(0x100),
+            code: 0x5000,
+            position,
+            owner: 0,
+            tlbc_index: 0,
+            is_entry: false,
+            entry: false,
+        }
+    }
+}
+
 /// Every field the same (see [`RawFrame::difference`]).
 impl PartialEq for RawFrame {
     #[inline(always)]

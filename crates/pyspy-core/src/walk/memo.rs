@@ -150,8 +150,51 @@ impl Reusable {
         // The frames of the raw frames that changed are dropped; the new ones go in front.
         frames.splice(..old_prefix as usize, prefix.drain(..));
         memo.reused += (frames.len() as u64).saturating_sub(u64::from(new_prefix));
-        memo.spare(self.kept);
+        // Kept aside for `keep`, which makes the thread's next entry of it: only the frames
+        // in front of the unchanged part differ.
+        memo.finished = Some(Finished {
+            kept: self.kept,
+            old_from: self.old_from,
+            old_prefix: old_prefix as usize,
+        });
         frames
+    }
+}
+
+/// The entry a walk just gave kept frames from ([`Reusable::finish`]), for [`FrameMemo::keep`]:
+/// its raw frames from `old_from` on, and its prints from `old_prefix` on, are those of the
+/// stack the walk is keeping.
+#[derive(Debug)]
+struct Finished {
+    kept: Kept,
+    old_from: usize,
+    old_prefix: usize,
+}
+
+/// The length of the longest common suffix of two stacks' raw frames: how many of their
+/// outermost frames are the same. Compared eight frames at a time without a branch per frame
+/// (a busy stack's outer frames are all the same, sample after sample), then frame by frame
+/// in the block that differs.
+fn same_outer_frames(a: &[RawFrame], b: &[RawFrame]) -> usize {
+    const BLOCK: usize = 8;
+    let (mut a, mut b) = (a, b);
+    let mut same = 0;
+    loop {
+        let take = a.len().min(b.len()).min(BLOCK);
+        if take == 0 {
+            return same;
+        }
+        let (rest_a, block_a) = a.split_at(a.len() - take);
+        let (rest_b, block_b) = b.split_at(b.len() - take);
+        let differ = (block_a.iter().zip(block_b)).fold(0, |d, (x, y)| d | x.difference(y));
+        if differ != 0 {
+            let equal = (block_a.iter().rev().zip(block_b.iter().rev()))
+                .take_while(|(x, y)| x == y)
+                .count();
+            return same + equal;
+        }
+        same += take;
+        (a, b) = (rest_a, rest_b);
     }
 }
 
@@ -184,6 +227,8 @@ pub(super) struct FrameMemo {
     spare: Vec<Kept>,
     /// Frames given again so far.
     reused: u64,
+    /// The entry the thread being resolved was just given kept frames from.
+    finished: Option<Finished>,
 }
 
 impl Default for FrameMemo {
@@ -197,6 +242,7 @@ impl Default for FrameMemo {
             frames: 0,
             spare: Vec::new(),
             reused: 0,
+            finished: None,
         }
     }
 }
@@ -274,6 +320,9 @@ impl FrameMemo {
     /// of the outermost raw frames that are the same, if its frames were handed back. The kept
     /// stack is taken out either way (the walk keeps its own).
     pub(super) fn reusable(&mut self, key: ThreadKey, raws: &[RawFrame]) -> Option<Reusable> {
+        if let Some(f) = self.finished.take() {
+            self.spare(f.kept);
+        }
         let at = slot(key.thread_id, key.interp_id);
         let kept = self.threads.remove(&at)?;
         self.frames -= kept.raws.len();
@@ -281,10 +330,7 @@ impl FrameMemo {
             self.spare(kept);
             return None;
         }
-        let same = (kept.raws.iter().rev())
-            .zip(raws.iter().rev())
-            .take_while(|(a, b)| a == b)
-            .count();
+        let same = same_outer_frames(&kept.raws, raws);
         if same == 0 {
             self.spare(kept);
             return None;
@@ -312,14 +358,43 @@ impl FrameMemo {
             self.frames -= old.raws.len();
             self.spare(old);
         }
+        let finished = self.finished.take();
         if self.frames + raws.len() > MAX_KEPT_FRAMES {
+            if let Some(f) = finished {
+                self.spare(f.kept);
+            }
             return;
         }
-        let mut kept = self.spare.pop().unwrap_or_default();
-        kept.key = Some(key);
-        kept.raws.extend_from_slice(raws);
-        kept.before.extend_from_slice(before);
-        kept.prints.extend(frames.iter().map(Print::of));
+        let kept = match finished {
+            // The entry the walk gave frames from: its outer part is this stack's already.
+            Some(Finished {
+                mut kept,
+                old_from,
+                old_prefix,
+            }) if kept.key == Some(key) => {
+                let from = raws.len() - (kept.raws.len() - old_from);
+                kept.raws.splice(..old_from, raws[..from].iter().copied());
+                let new_prefix = frames.len() - (kept.prints.len() - old_prefix);
+                kept.prints
+                    .splice(..old_prefix, frames[..new_prefix].iter().map(Print::of));
+                kept.before.clear();
+                kept.before.extend_from_slice(before);
+                kept.frames = None;
+                kept
+            }
+            other => {
+                if let Some(f) = other {
+                    self.spare(f.kept);
+                }
+                let mut kept = self.spare.pop().unwrap_or_default();
+                kept.key = Some(key);
+                kept.raws.extend_from_slice(raws);
+                kept.before.extend_from_slice(before);
+                kept.prints.extend(frames.iter().map(Print::of));
+                kept
+            }
+        };
+        let mut kept = kept;
         kept.generation = generation;
         self.frames += raws.len();
         self.threads.insert(at, kept);
@@ -391,5 +466,39 @@ impl FrameMemo {
             kept.frames = None;
             self.spare.push(kept);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(addr: u64, position: u64) -> RawFrame {
+        RawFrame::for_tests(addr, position)
+    }
+
+    #[test]
+    fn outer_frames_are_compared_a_block_at_a_time_and_then_one_by_one() {
+        let stack = |n: u64, inner: u64| -> Vec<RawFrame> {
+            (0..n).map(|i| frame(0x1000 + 0x100 * (n - i), if i == 0 { inner } else { i })).collect()
+        };
+        for n in [0, 1, 7, 8, 9, 16, 17, 60] {
+            let (a, b) = (stack(n, 1), stack(n, 1));
+            assert_eq!(same_outer_frames(&a, &b), n as usize, "{n} frames, all the same");
+            if n > 0 {
+                let c = stack(n, 2);
+                assert_eq!(same_outer_frames(&a, &c), n as usize - 1, "{n}: the innermost differs");
+                // A frame in the middle differs: everything outside it is the same.
+                let mut d = stack(n, 1);
+                let mid = (n / 2) as usize;
+                d[mid] = frame(0x9999, 5);
+                assert_eq!(same_outer_frames(&a, &d), n as usize - mid - 1, "{n}: frame {mid} differs");
+                // Stacks of other depths share their outer frames.
+                let longer: Vec<RawFrame> = [frame(0x7777, 1)].into_iter().chain(a.iter().copied()).collect();
+                assert_eq!(same_outer_frames(&a, &longer), n as usize, "{n}: one more frame inside");
+                assert_eq!(same_outer_frames(&longer, &a), n as usize);
+            }
+        }
+        assert_eq!(same_outer_frames(&stack(9, 1), &[]), 0);
     }
 }

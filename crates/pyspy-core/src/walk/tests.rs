@@ -857,6 +857,36 @@ fn stacks_handed_back_give_their_unchanged_frames_again() {
         let (got, reused) = step(&mut walker, &img, "nothing changed");
         assert_eq!(reused, 8, "{v:?}: every frame given again");
         walker.recycle(got);
+        // The thread's innermost frame is `frame` now.
+        let tstate = fake.tstates[0];
+        let set_first = |img: &mut MemoryImage, frame: u64| {
+            let at = match l.cframe_current_frame {
+                Some(cur) if l.frames == FrameModel::InterpreterFrame => {
+                    let cframe = crate::memory::MemoryExt::read_u64(&*img, tstate + u64::from(l.tstate_frame)).unwrap();
+                    cframe + u64::from(cur)
+                }
+                _ => tstate + u64::from(l.tstate_frame),
+            };
+            img.put_u64(at, frame);
+        };
+        // The innermost frame returns, and is called again: the stack shrinks by one frame,
+        // then grows by one, and what is kept follows.
+        set_first(&mut img, frames[1]);
+        let (got, reused) = step(&mut walker, &img, "the innermost frame returned");
+        assert_eq!(names(&got[0]), ["f4", "f3", "f2", "f1", "f0"], "{v:?}");
+        assert_eq!(reused, 5 + 2, "{v:?}: every frame left");
+        walker.recycle(got);
+        let (got, reused) = step(&mut walker, &img, "nothing changed after a return");
+        assert_eq!(reused, 5 + 2, "{v:?}: every frame");
+        walker.recycle(got);
+        set_first(&mut img, frames[0]);
+        let (got, reused) = step(&mut walker, &img, "the innermost frame called again");
+        assert_eq!(names(&got[0])[..2], ["f5", "f4"], "{v:?}");
+        assert_eq!(reused, 5 + 2, "{v:?}: all but the new frame");
+        walker.recycle(got);
+        let (got, reused) = step(&mut walker, &img, "nothing changed after a call");
+        assert_eq!(reused, 8, "{v:?}: every frame");
+        walker.recycle(got);
         run(&mut img, frames[0], other);
         let (got, reused) = step(&mut walker, &img, "the innermost frame runs another function");
         assert_eq!(names(&got[0])[..2], ["other", "f4"], "{v:?}");
