@@ -284,6 +284,8 @@ pub struct Sampler {
     /// The processes followed but not attached: a root that is not Python (yet), descendants,
     /// processes that ran `exec`.
     tree: Tree,
+    /// The process list of a sample handed back, emptied, for the next sample's.
+    spare_processes: Vec<ProcessSnapshot>,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -375,6 +377,7 @@ impl Sampler {
             stop: StopHandle::default(),
             ended: None,
             tree,
+            spare_processes: Vec::new(),
         }
     }
 
@@ -413,12 +416,17 @@ impl Sampler {
 
     /// Why the sampler ended, once it has.
     pub fn end_reason(&self) -> Option<EndReason> {
-        self.check_end_conditions_peek()
+        self.end_at(Instant::now())
     }
 
     /// When the next sample is due, or `None` if the sampler has ended.
     pub fn next_due(&self) -> Option<Instant> {
-        if self.check_end_conditions_peek().is_some() {
+        self.due_at(Instant::now())
+    }
+
+    /// [`Sampler::next_due`] as of `now`.
+    fn due_at(&self, now: Instant) -> Option<Instant> {
+        if self.end_at(now).is_some() {
             return None;
         }
         let due = self.due;
@@ -428,26 +436,24 @@ impl Sampler {
         })
     }
 
-    fn check_end_conditions_peek(&self) -> Option<EndReason> {
+    /// Why the sampler has ended as of `now`, if it has.
+    fn end_at(&self, now: Instant) -> Option<EndReason> {
         if let Some(e) = self.ended {
             return Some(e);
         }
         if self.stop.is_stopped() {
             return Some(EndReason::Stopped);
         }
-        if self
-            .options
-            .duration
-            .is_some_and(|d| self.start.elapsed() >= d)
-        {
+        let elapsed = now.saturating_duration_since(self.start);
+        if self.options.duration.is_some_and(|d| elapsed >= d) {
             return Some(EndReason::Duration);
         }
         None
     }
 
-    fn check_end(&mut self) -> bool {
+    fn check_end(&mut self, now: Instant) -> bool {
         if self.ended.is_none() {
-            self.ended = self.check_end_conditions_peek();
+            self.ended = self.end_at(now);
         }
         self.ended.is_some()
     }
@@ -456,10 +462,15 @@ impl Sampler {
     /// when the sampler has ended (see [`Sampler::end_reason`]) or no process could be read this
     /// time (the failures are counted in [`SamplerStats::errors`]).
     pub fn sample_now(&mut self) -> Option<Sample> {
-        if self.check_end() {
+        self.sample_at(Instant::now())
+    }
+
+    /// [`Sampler::sample_now`], `now` being the time (one clock read a sample, not one per
+    /// step: a sampler at 1 kHz read the clock seven times a sample).
+    fn sample_at(&mut self, now: Instant) -> Option<Sample> {
+        if self.check_end(now) {
             return None;
         }
-        let now = Instant::now();
         let lag = now.saturating_duration_since(self.due);
         self.stats.lag = lag;
         self.stats.max_lag = self.stats.max_lag.max(lag);
@@ -468,7 +479,8 @@ impl Sampler {
         self.follow_tree(now);
 
         let time = SystemTime::now();
-        let mut processes = Vec::with_capacity(self.procs.len());
+        let mut processes = std::mem::take(&mut self.spare_processes);
+        processes.reserve(self.procs.len());
         let mut gone = Vec::new();
         for (i, p) in self.procs.iter_mut().enumerate() {
             match p.session.snapshot() {
@@ -533,11 +545,16 @@ impl Sampler {
     /// # Ok::<(), pyspy_core::Error>(())
     /// ```
     pub fn recycle(&mut self, sample: Sample) {
-        for p in sample.processes {
+        let mut processes = sample.processes;
+        for p in processes.drain(..) {
             let attached = self.procs.iter_mut().find(|a| Arc::ptr_eq(&a.details, &p.process));
             if let Some(a) = attached {
                 a.session.recycle(p.snapshot);
             }
+        }
+        // Kept unless it is larger than this sampler's processes need.
+        if processes.capacity() <= self.procs.len().max(1) * 2 {
+            self.spare_processes = processes;
         }
     }
 
@@ -564,6 +581,9 @@ impl Sampler {
     /// Attaches the processes of the tree that are due: new Python descendants (with
     /// subprocesses), a root that was not Python yet or ran `exec`.
     fn follow_tree(&mut self, now: Instant) {
+        if !self.tree.due(now) {
+            return;
+        }
         let attached: Vec<i32> = self.procs.iter().map(|p| p.details.pid).collect();
         for (pid, session) in self.tree.poll(now, &attached) {
             let attached = Attached {
@@ -629,15 +649,15 @@ impl Sampler {
     /// `before` right before; `None` once ended.
     fn next_blocking(&mut self, mut before: impl FnMut(&mut Sampler)) -> Option<Sample> {
         loop {
-            let due = self.next_due()?;
             let now = Instant::now();
+            let due = self.due_at(now)?;
             if due > now {
                 // Short naps so that a stop request ends a slow-rate sampler promptly.
                 std::thread::sleep((due - now).min(Duration::from_millis(50)));
                 continue;
             }
             before(self);
-            if let Some(sample) = self.sample_now() {
+            if let Some(sample) = self.sample_at(now) {
                 return Some(sample);
             }
         }

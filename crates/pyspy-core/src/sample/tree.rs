@@ -119,11 +119,16 @@ impl Tree {
         self.pending.len()
     }
 
+    /// Whether [`Tree::poll`] would look for processes at `now` (else it returns none).
+    pub fn due(&self, now: Instant) -> bool {
+        now >= self.next_scan
+    }
+
     /// Does what is due at `now`: finds new descendants (with subprocesses) and tries to
     /// attach the pending processes. `attached` are the pids the sampler has sessions for.
     /// Returns the new sessions.
     pub fn poll(&mut self, now: Instant, attached: &[i32]) -> Vec<(i32, Session)> {
-        if now < self.next_scan {
+        if !self.due(now) {
             return Vec::new();
         }
         self.next_scan = now + self.rescan;

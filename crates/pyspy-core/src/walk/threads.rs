@@ -43,7 +43,8 @@ pub struct RawThread {
     pub native_thread_id: Option<u64>,
     /// The innermost frame (`PyFrameObject*` or `_PyInterpreterFrame*`), 0 if none.
     pub frame: u64,
-    /// The exception fields of the thread state.
+    /// The exception fields of the thread state, when the walker's [`Extras`](super::Extras)
+    /// ask for exceptions (else all 0).
     pub exceptions: RawExceptions,
     /// Why the innermost frame could not be found (3.11/3.12 read it through `cframe`).
     pub frame_error: Option<ThreadError>,
@@ -189,7 +190,11 @@ impl Walker {
             thread_id: field(l.tstate_thread_id)?,
             native_thread_id: l.tstate_native_thread_id.map(field).transpose()?,
             frame,
-            exceptions: RawExceptions::parse(l, buf)?,
+            // Read only for a walk that shows them.
+            exceptions: match self.extras.exceptions {
+                true => RawExceptions::parse(l, buf)?,
+                false => RawExceptions::default(),
+            },
             frame_error: None,
             cframe,
             frame_pending: cframe != 0,
