@@ -15,7 +15,7 @@ use std::time::Duration;
 /// | `active`   | on      | one `pread` per thread of its `schedstat`, and of its `syscall` (else `stat`) if the thread was switched in or out since (files kept open; not for a GIL holder last seen running and not switched in since) |
 /// | `cpu_time` | off     | the same read, plus one `pread` of `.../schedstat` (ns; kept open)  |
 /// | `names`    | on      | nothing while the thread set is unchanged                          |
-/// | `idle`     | on      | — (off: drops idle threads; needs the `/proc` read. On, without `active` or `cpu_time`, a process of 8 threads or more still has its `schedstat` read, to reuse sleeping threads' stacks) |
+/// | `idle`     | on      | — (off: drops idle threads; needs the `/proc` read. On, without `active` or `cpu_time`, a process of 2 threads or more still has its `schedstat` read, to reuse sleeping threads' stacks) |
 /// | `idle_if_ran` | off  | — (with `idle` off: keeps idle threads that ran since the last sample) |
 /// | `gil_only` | off     | — (keeps only the GIL holder)                                      |
 /// | `locals`   | off     | per frame: its slots, then a few reads per variable (bounded)      |

@@ -47,11 +47,14 @@ const TORN_READ_RETRIES: u32 = 3;
 
 /// From how many threads (in the previous sample) a sample that shows idle threads and asks
 /// nothing of `/proc` reads the threads' scheduler counters anyway, to reuse the stacks of
-/// those asleep since (see [`choose`]). Below it, walking a few sleeping threads from the
-/// batched read costs less than reading their counters (bench: 5 threads, one running 60
-/// frames deep, 44 µs per sample without the reads and 51 µs with; 10 sleeping threads,
-/// 80 µs and 70 µs).
-const REUSE_IDLE_FROM: usize = 8;
+/// those asleep since (see [`choose`]). Since the process's CPU clock spares the reads of
+/// threads that have not run (`attach::cpu_clock`), reusing costs two clock readings and the
+/// GIL holder's counters, and walking a sleeping thread costs its frames' ranges in the batch
+/// and their resolution: at 1 kHz with `--idle`, 1 sleeping thread costs the same either way
+/// (45 µs a sample), 3 cost 54 µs walked and 45 µs reused, and deep-busy (one thread running
+/// 60 frames deep, 4 asleep) 61k instructions of pyspy's code walked and 52k reused, with 11
+/// ranges in its batch instead of 23.
+const REUSE_IDLE_FROM: usize = 2;
 
 /// Test-only knobs and counters (fault injection, read counts); not part of the API.
 #[doc(hidden)]
