@@ -166,28 +166,27 @@ impl CodeCache {
         self.new_bytes = 0;
     }
 
-    /// The code objects at `addrs` (one entry each, in order), validated with one batched read
-    /// of their headers through `mem`. `Ok(None)`: the object is not a code object (3.13+
-    /// frames may run other executables; the type is read and checked only for objects not
-    /// cached already). Objects not cached are read through `fresh` (they are read once, so a
-    /// memory that logs reads to batch them next time, the walk's, should not see them), in
-    /// the order `order` gives their indexes in (it is called only if some are not cached):
-    /// when a sample may not read them all, the first ones are read.
-    pub fn get_many<M: Memory + ?Sized, F: Memory + ?Sized>(
+    /// The code object at `addr` ([`CodeCache::get_many`] of one, read through `mem`).
+    pub fn get_one<M: Memory + ?Sized>(
         &mut self,
         mem: &M,
-        fresh: &F,
         layout: &Layout,
-        addrs: &[u64],
-        order: impl FnOnce(&[usize]) -> Vec<usize>,
-    ) -> Vec<Result<Option<Arc<CodeInfo>>>> {
-        let mut out = Vec::with_capacity(addrs.len());
-        self.get_many_into(mem, fresh, layout, addrs, order, &mut out);
-        out
+        addr: u64,
+    ) -> Result<Option<Arc<CodeInfo>>> {
+        let mut out = Vec::with_capacity(1);
+        self.get_many(mem, mem, layout, &[addr], <[usize]>::to_vec, &mut out);
+        out.pop().unwrap_or(Ok(None))
     }
 
-    /// [`CodeCache::get_many`] into `out` (emptied first), a buffer the caller keeps.
-    pub(crate) fn get_many_into<M: Memory + ?Sized, F: Memory + ?Sized>(
+    /// The code objects at `addrs` (one entry each, in order, into `out`: emptied first, a
+    /// buffer the caller keeps), validated with one batched read of their headers through
+    /// `mem`. `Ok(None)`: the object is not a code object (3.13+ frames may run other
+    /// executables; the type is read and checked only for objects not cached already).
+    /// Objects not cached are read through `fresh` (they are read once, so a memory that logs
+    /// reads to batch them next time, the walk's, should not see them), in the order `order`
+    /// gives their indexes in (it is called only if some are not cached): when a sample may
+    /// not read them all, the first ones are read.
+    pub fn get_many<M: Memory + ?Sized, F: Memory + ?Sized>(
         &mut self,
         mem: &M,
         fresh: &F,

@@ -414,7 +414,7 @@ impl Walker {
             order
         };
         let mut infos = scratch::take(&mut self.scratch.infos);
-        (self.codes).get_many_into(mem, fresh, &self.layout, &addrs, order, &mut infos);
+        (self.codes).get_many(mem, fresh, &self.layout, &addrs, order, &mut infos);
         self.created = self.codes.take_created();
         let created: AddrSet = self.created.iter().copied().collect();
         let generation = self.codes.generation();

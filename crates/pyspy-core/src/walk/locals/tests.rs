@@ -98,7 +98,7 @@ fn frame(h: &mut Heap, values: &[u64]) -> u64 {
 
 fn read_locals(h: &Heap, code: u64, frame: u64) -> Vec<(String, &'static str, String)> {
     let mut codes = CodeCache::new(&h.l);
-    let info = codes.get_many(&h.img, &h.img, &h.l, &[code], |i| i.to_vec()).pop().unwrap().unwrap().unwrap();
+    let info = codes.get_one(&h.img, &h.l, code).unwrap().unwrap();
     let mut values = Values::new(&h.l);
     let mut cache = LocalsCache::default();
     let limits = ReprLimits::default();
@@ -213,7 +213,7 @@ fn corrupt_name_counts_are_refused() {
         h.img.put_u32(code + u64::from(count), 1 << 30);
         let f = frame(&mut h, &[]);
         let mut codes = CodeCache::new(&h.l);
-        let info = codes.get_many(&h.img, &h.img, &h.l, &[code], |i| i.to_vec()).pop().unwrap().unwrap().unwrap();
+        let info = codes.get_one(&h.img, &h.l, code).unwrap().unwrap();
         let mut values = Values::new(&h.l);
         let got = LocalsCache::default().read(
             &h.img,

@@ -280,10 +280,7 @@ impl TaskReader {
         for c in chain.iter().rev() {
             if c.created {
                 let l = walker.layout;
-                if let Some(Ok(Some(info))) = walker
-                    .codes
-                    .get_many(mem, mem, &l, &[c.raw.code], <[usize]>::to_vec)
-                    .pop() {
+                if let Ok(Some(info)) = walker.codes.get_one(mem, &l, c.raw.code) {
                     out.push(Frame::new(
                         info.name.clone(),
                         info.qualname.clone(),
