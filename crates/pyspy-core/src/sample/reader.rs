@@ -1000,7 +1000,7 @@ mod tests {
             let c = choose(
                 &threads, me, &mem, true, &mut native_ids, &mut files, &idle, &mut known,
                 &mut stats,
-&mut ChooseBuffers::default(),
+                &mut ChooseBuffers::default(),
             );
             let spinner_running = stats[&spinner_tid].stat.is_active();
             spinner_reused += usize::from(spinner_running && c[0] == Choice::Reuse);
@@ -1015,12 +1015,12 @@ mod tests {
         let busy = SampleOptions::default().idle(false);
         let c = choose(
             &threads, me, &mem, true, &mut native_ids, &mut files, &busy, &mut known, &mut stats,
-&mut ChooseBuffers::default(),
+            &mut ChooseBuffers::default(),
         );
         assert_eq!(c[1], Choice::Omit);
         let c = choose(
             &threads, me, &mem, false, &mut native_ids, &mut files, &idle, &mut known, &mut stats,
-&mut ChooseBuffers::default(),
+            &mut ChooseBuffers::default(),
         );
         assert_eq!(c[1], Choice::Walk { keep: true });
         spin.store(false, Ordering::Relaxed);
@@ -1055,7 +1055,7 @@ mod tests {
                 choose(
                     &threads, pid, &mem, true, &mut native_ids, &mut files, &idle, &mut known,
                     &mut stats,
-&mut ChooseBuffers::default(),
+                    &mut ChooseBuffers::default(),
                 );
                 let shown = stats[&(pid as u64)].stat.is_active();
                 assert_eq!(shown, active, "sample {n}: active {shown}, truly {active}");
@@ -1103,7 +1103,7 @@ mod tests {
             choose(
                 &[thread], me, img, false, &mut native_ids, &mut files, &options, known,
                 &mut stats,
-&mut ChooseBuffers::default(),
+                &mut ChooseBuffers::default(),
             );
             known.get(&ident).copied()
         };
@@ -1145,7 +1145,7 @@ mod tests {
             choose(
                 &threads, me, &mem, true, &mut native_ids, files, &options, &mut known,
                 &mut stats,
-&mut ChooseBuffers::default(),
+                &mut ChooseBuffers::default(),
             )[0]
         };
         // The first reading has nothing to compare with: the thread may have run.
@@ -1174,7 +1174,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         let c = choose(
             &threads, me, &mem, true, &mut native_ids, &mut files, &busy, &mut known, &mut stats,
-&mut ChooseBuffers::default(),
+            &mut ChooseBuffers::default(),
         );
         assert_eq!(c[0], Choice::Omit);
         poke_tx.send(false).unwrap();

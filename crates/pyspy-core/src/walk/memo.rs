@@ -365,24 +365,25 @@ impl FrameMemo {
             }
             return;
         }
-        let kept = match finished {
-            // The entry the walk gave frames from: its outer part is this stack's already.
-            Some(Finished {
-                mut kept,
-                old_from,
-                old_prefix,
-            }) if kept.key == Some(key) => {
-                let from = raws.len() - (kept.raws.len() - old_from);
-                kept.raws.splice(..old_from, raws[..from].iter().copied());
-                let new_prefix = frames.len() - (kept.prints.len() - old_prefix);
-                kept.prints
-                    .splice(..old_prefix, frames[..new_prefix].iter().map(Print::of));
-                kept.before.clear();
-                kept.before.extend_from_slice(before);
-                kept.frames = None;
-                kept
+        // The entry the walk gave frames from: its outer part is this stack's already, and
+        // only the front is replaced. (Where in `raws` and `frames` that part starts; `None`
+        // if the entry is another thread's or does not fit them.)
+        let front = finished.as_ref().filter(|f| f.kept.key == Some(key)).and_then(|f| {
+            let from = raws.len().checked_sub(f.kept.raws.len().checked_sub(f.old_from)?)?;
+            let new_prefix =
+                frames.len().checked_sub(f.kept.prints.len().checked_sub(f.old_prefix)?)?;
+            Some((from, new_prefix))
+        });
+        let mut kept = match (finished, front) {
+            (Some(mut f), Some((from, new_prefix))) => {
+                f.kept.raws.splice(..f.old_from, raws[..from].iter().copied());
+                f.kept.prints.splice(..f.old_prefix, frames[..new_prefix].iter().map(Print::of));
+                f.kept.before.clear();
+                f.kept.before.extend_from_slice(before);
+                f.kept.frames = None;
+                f.kept
             }
-            other => {
+            (other, _) => {
                 if let Some(f) = other {
                     self.spare(f.kept);
                 }
@@ -394,7 +395,6 @@ impl FrameMemo {
                 kept
             }
         };
-        let mut kept = kept;
         kept.generation = generation;
         self.frames += raws.len();
         self.threads.insert(at, kept);
